@@ -1,0 +1,1 @@
+//! Loop-workload bench client (see design.md); filled in by the bench issue.

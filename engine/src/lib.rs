@@ -1,0 +1,12 @@
+//! looptree's model-agnostic runtime.
+//!
+//! The engine owns the KV pool and decides which tokens run in each step; models
+//! implement [`Model`] and read/write K/V only through the slot indices a [`Batch`] gives.
+
+pub mod batch;
+pub mod kv_pool;
+pub mod model;
+
+pub use batch::{Batch, LogitRows, SeqSlice};
+pub use kv_pool::{KvPool, KvPoolConfig};
+pub use model::{Model, ModelConfig};

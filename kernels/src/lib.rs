@@ -1,0 +1,3 @@
+//! Attention over the paged KV pool and other fused ops, per device.
+
+pub mod attention;

@@ -1,0 +1,2 @@
+//! Model architectures written against looptree's batch/KV interface, their loaders,
+//! tokenizers, chat templates and model resolution.
