@@ -6,6 +6,9 @@
 pub mod batch;
 pub mod kv_pool;
 pub mod model;
+pub mod pages;
+pub mod radix_tree;
+pub mod sampling;
 
 pub use batch::{Batch, LogitRows, SeqSlice};
 pub use kv_pool::{KvPool, KvPoolConfig};

@@ -1,0 +1,1 @@
+//! Radix tree over token ids whose values are KV pool slots.

@@ -1,0 +1,1 @@
+//! Turning logits into the next token: processors, samplers, stop conditions.

@@ -1,0 +1,1 @@
+//! Chat templates (GGUF metadata or tokenizer_config.json) rendered with minijinja.

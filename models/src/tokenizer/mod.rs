@@ -1,0 +1,1 @@
+//! Tokenizers from tokenizer.json or built from GGUF metadata.
