@@ -13,3 +13,5 @@ pub mod sampling;
 pub use batch::{Batch, LogitRows, SeqSlice};
 pub use kv_pool::{KvPool, KvPoolConfig};
 pub use model::{Model, ModelConfig};
+pub use pages::{PageAllocator, PageError};
+pub use radix_tree::{InsertResult, Match, NodeId, RadixTree, TreeStats};

@@ -1,1 +1,0 @@
-//! Radix tree over token ids whose values are KV pool slots.
