@@ -4,14 +4,27 @@
 //! implement [`Model`] and read/write K/V only through the slot indices a [`Batch`] gives.
 
 pub mod batch;
+pub mod config;
+pub mod counters;
+pub mod detokenize;
+pub mod engine;
+pub mod handle;
 pub mod kv_pool;
 pub mod model;
 pub mod pages;
 pub mod radix_tree;
+pub mod request;
 pub mod sampling;
+mod sequence;
 
 pub use batch::{Batch, LogitRows, SeqSlice};
+pub use config::EngineConfig;
+pub use counters::{Counters, CountersSnapshot};
+pub use detokenize::{Detokenizer, TextStream};
+pub use engine::{Engine, RequestId};
+pub use handle::EngineHandle;
 pub use kv_pool::{KvPool, KvPoolConfig};
 pub use model::{Model, ModelConfig};
 pub use pages::{PageAllocator, PageError};
 pub use radix_tree::{InsertResult, Match, NodeId, RadixTree, TreeStats};
+pub use request::{Event, EventSink, GenerationRequest, Limits, RequestError, TokenLogprob};

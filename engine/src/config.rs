@@ -1,0 +1,41 @@
+//! Engine settings chosen at start-up.
+
+use candle_core::DType;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Bytes for the KV pool (all layers, K and V).
+    pub kv_memory_bytes: usize,
+    pub kv_dtype: DType,
+    /// Slots per page (1 = every token shareable; GPUs prefer 16).
+    pub page_size: usize,
+    /// Most tokens one forward step runs: every decode token plus prefill chunks.
+    pub max_step_tokens: usize,
+    /// Most sequences decoding at once.
+    pub max_running_seqs: usize,
+    /// Most requests waiting before new ones are refused.
+    pub max_waiting_requests: usize,
+    pub enable_prefix_cache: bool,
+    /// How long a session's path stays pinned after its last request finished.
+    pub session_ttl: Duration,
+    /// Each step a waiting request waits counts as this many cached tokens when choosing
+    /// whom to admit, so short-prefix requests are not starved by long-prefix ones.
+    pub aging_tokens_per_step: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            kv_memory_bytes: 512 << 20,
+            kv_dtype: DType::F32,
+            page_size: 1,
+            max_step_tokens: 512,
+            max_running_seqs: 64,
+            max_waiting_requests: 1024,
+            enable_prefix_cache: true,
+            session_ttl: Duration::from_secs(60),
+            aging_tokens_per_step: 32,
+        }
+    }
+}

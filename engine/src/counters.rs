@@ -1,0 +1,73 @@
+//! Running totals the engine keeps for /metrics and the bench: what was asked, what the
+//! prefix cache served, what was computed. Read from any thread without locking.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    /// Prompt tokens whose K/V came from the prefix tree instead of being computed.
+    pub cached_prompt_tokens: AtomicU64,
+    /// Tokens run through the model (prompt tokens not cached + fed-back generated tokens).
+    pub computed_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    /// Completed generations (each fork of an n>1 request counts once).
+    pub finished_trajectories: AtomicU64,
+    pub evicted_tokens: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub steps: AtomicU64,
+    // Gauges, overwritten every step.
+    pub running: AtomicU64,
+    pub waiting: AtomicU64,
+    pub pages_used: AtomicU64,
+    pub pages_total: AtomicU64,
+    pub cached_tokens_in_tree: AtomicU64,
+}
+
+/// A plain copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CountersSnapshot {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub cached_prompt_tokens: u64,
+    pub computed_tokens: u64,
+    pub generated_tokens: u64,
+    pub finished_trajectories: u64,
+    pub evicted_tokens: u64,
+    pub preemptions: u64,
+    pub steps: u64,
+    pub running: u64,
+    pub waiting: u64,
+    pub pages_used: u64,
+    pub pages_total: u64,
+    pub cached_tokens_in_tree: u64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: usize) {
+        c.fetch_add(n as u64, Relaxed);
+    }
+    pub fn set(c: &AtomicU64, n: usize) {
+        c.store(n as u64, Relaxed);
+    }
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        CountersSnapshot {
+            requests: g(&self.requests),
+            prompt_tokens: g(&self.prompt_tokens),
+            cached_prompt_tokens: g(&self.cached_prompt_tokens),
+            computed_tokens: g(&self.computed_tokens),
+            generated_tokens: g(&self.generated_tokens),
+            finished_trajectories: g(&self.finished_trajectories),
+            evicted_tokens: g(&self.evicted_tokens),
+            preemptions: g(&self.preemptions),
+            steps: g(&self.steps),
+            running: g(&self.running),
+            waiting: g(&self.waiting),
+            pages_used: g(&self.pages_used),
+            pages_total: g(&self.pages_total),
+            cached_tokens_in_tree: g(&self.cached_tokens_in_tree),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Choosing which waiting requests start, and attaching their sequences to the cache.
+//!
+//! Cache-aware with aging: the request with the most cached prefix goes first (it is
+//! cheap), but each step spent waiting counts as `aging_tokens_per_step` cached tokens, so
+//! nobody waits forever behind a stream of cache hits.
+
+use super::{Engine, Req};
+use crate::counters::Counters;
+use crate::sampling::{Sampler, StopChecker, TokenHistory};
+use crate::sequence::Seq;
+
+impl Engine {
+    pub(super) fn admit(&mut self) {
+        loop {
+            let running_seqs: usize = self.running.iter().map(|r| r.params.n.max(1)).sum();
+            let Some(best) = self.best_waiting() else { return };
+            let req = &self.waiting[best];
+            let n = req.params.n.max(1);
+            if !self.running.is_empty() && running_seqs + n > self.cfg.max_running_seqs {
+                return;
+            }
+            // Admit only what the pool can start on now (free pages plus what eviction can
+            // free); a running request's growth is handled by preemption.
+            let cached = self.cached_len(req);
+            let need = self.alloc.pages_for(req.prompt.len() - cached + 1) + (n - 1);
+            let available = self.alloc.free_pages() + self.tree.stats().evictable_pages;
+            if !self.running.is_empty() && need > available {
+                return;
+            }
+            let mut req = self.waiting.swap_remove(best);
+            self.attach(&mut req);
+            self.running.push(req);
+        }
+    }
+
+    /// Prefix the cache would serve for this request's first sequence.
+    fn cached_len(&self, req: &Req) -> usize {
+        if !self.uses_cache(req) {
+            return 0;
+        }
+        let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
+        self.tree.cached_prefix_len(&tokens[..tokens.len() - 1])
+    }
+
+    fn uses_cache(&self, req: &Req) -> bool {
+        // Prompt logprobs need logits at every prompt position, which cached K/V lack.
+        self.cfg.enable_prefix_cache && (req.prefilled || req.prompt_logprobs.is_none())
+    }
+
+    fn best_waiting(&self) -> Option<usize> {
+        let mut best: Option<(usize, (usize, std::cmp::Reverse<u64>))> = None;
+        for (i, r) in self.waiting.iter().enumerate() {
+            if r.cancelled {
+                continue;
+            }
+            let waited = (self.step_no - r.waiting_since) as usize;
+            let score = (self.cached_len(r) + waited * self.cfg.aging_tokens_per_step, std::cmp::Reverse(r.arrival));
+            if best.as_ref().is_none_or(|(_, s)| score > *s) {
+                best = Some((i, score));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Gives a request its sequences' places in the pool: the cached prefix, locked.
+    fn attach(&mut self, req: &mut Req) {
+        if req.seqs.is_empty() {
+            let eos = self.model.config().eos_token_ids.clone();
+            let mut params = req.params.clone();
+            params.max_tokens = Some(req.max_tokens(self.model.config().max_context));
+            req.seqs.push(Seq {
+                fork: 0,
+                tokens: req.prompt.clone(),
+                pages: Vec::new(),
+                tree_pages: 0,
+                computed: 0,
+                node: None,
+                sampler: Sampler::new(&params, 0),
+                history: TokenHistory::new(&req.prompt),
+                stop: StopChecker::new(&params, &eos),
+                text: self.detok.stream(&req.prompt),
+                generated: 0,
+                done: false,
+            });
+        }
+        if !req.prefilled {
+            req.prompt_lps.clear();
+        }
+        let use_cache = self.uses_cache(req);
+        for s in req.seqs.iter_mut().filter(|s| !s.done) {
+            debug_assert!(s.node.is_none() && s.pages.is_empty());
+            let m = if use_cache {
+                self.tree.match_prefix(&s.tokens[..s.tokens.len() - 1])
+            } else {
+                self.tree.match_prefix(&[])
+            };
+            self.tree.lock(m.node);
+            s.node = Some(m.node);
+            s.tree_pages = m.pages.len();
+            s.pages = m.pages;
+            s.computed = m.len;
+        }
+        if req.cached_tokens.is_none() {
+            let cached = req.seqs[0].computed;
+            req.cached_tokens = Some(cached);
+            Counters::add(&self.counters.cached_prompt_tokens, cached);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Building one step's batch: a decode token for every running sequence, then prefill
+//! chunks while the step's token budget lasts; pages are found (evicting, then
+//! preempting) for every token that goes in.
+
+use super::Engine;
+use crate::counters::Counters;
+use crate::{Batch, LogitRows};
+
+/// One sequence's part of the step.
+pub(super) struct Entry {
+    pub req: usize,
+    pub seq: usize,
+    /// First position computed in this step, and how many.
+    pub start: usize,
+    pub len: usize,
+    pub logits: LogitRows,
+}
+
+pub(super) struct Plan {
+    pub batch: Batch,
+    pub entries: Vec<Entry>,
+}
+
+impl Engine {
+    pub(super) fn build_batch(&mut self) -> Option<Plan> {
+        loop {
+            match self.try_build() {
+                Ok(plan) if !plan.entries.is_empty() => return Some(plan),
+                Ok(_) => {
+                    // Nothing fits although requests run: free the pool by preempting the newest.
+                    if self.running.len() > 1 && self.preempt_newest(None) {
+                        continue;
+                    }
+                    return None;
+                }
+                Err(starved) => {
+                    if !self.preempt_newest(Some(starved)) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ok(plan), or Err(request index) when a decoding sequence could not get a page.
+    fn try_build(&mut self) -> Result<Plan, usize> {
+        let mut budget = self.cfg.max_step_tokens;
+        let mut entries = Vec::new();
+        // Decode tokens first: running streams never wait behind a long prompt.
+        for ri in 0..self.running.len() {
+            let r = &self.running[ri];
+            if !r.prefilled || r.cancelled {
+                continue;
+            }
+            for si in 0..r.seqs.len() {
+                let s = &self.running[ri].seqs[si];
+                if s.done || s.pending() != 1 || budget == 0 {
+                    continue;
+                }
+                let start = s.computed;
+                if !self.reserve(ri, si, start + 1) {
+                    return Err(ri);
+                }
+                budget -= 1;
+                entries.push(Entry { req: ri, seq: si, start, len: 1, logits: LogitRows::Last });
+            }
+        }
+        // Then prefill chunks, oldest request first.
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_by_key(|&i| self.running[i].arrival);
+        for ri in order {
+            for si in 0..self.running[ri].seqs.len() {
+                let r = &self.running[ri];
+                let s = &r.seqs[si];
+                let is_prefill = s.pending() > 1 || (!r.prefilled && s.pending() == 1);
+                if r.cancelled || s.done || !is_prefill || budget == 0 {
+                    continue;
+                }
+                let len = s.pending().min(budget);
+                let start = s.computed;
+                let reaches_end = start + len == s.tokens.len();
+                let logits = match (r.prefilled, r.prompt_logprobs) {
+                    (false, Some(_)) => LogitRows::All,
+                    _ if reaches_end => LogitRows::Last,
+                    _ => LogitRows::None,
+                };
+                if !self.reserve(ri, si, start + len) {
+                    break; // prefill waits for pages; decodes above still run
+                }
+                budget -= len;
+                entries.push(Entry { req: ri, seq: si, start, len, logits });
+            }
+        }
+        let ps = self.cfg.page_size;
+        let mut batch = Batch::default();
+        for e in &entries {
+            let s = &self.running[e.req].seqs[e.seq];
+            let slots = crate::pages::slots_of(&s.pages, ps, e.start + e.len);
+            batch.push(&s.tokens[e.start..e.start + e.len], &slots[..e.start], &slots[e.start..], e.logits);
+        }
+        Ok(Plan { batch, entries })
+    }
+
+    /// Makes sure a sequence's page table covers `positions` tokens, evicting cached
+    /// pages if the pool is short. False if even that is not enough.
+    fn reserve(&mut self, ri: usize, si: usize, positions: usize) -> bool {
+        let have = self.running[ri].seqs[si].pages.len();
+        let need = self.alloc.pages_for(positions).saturating_sub(have);
+        if need == 0 {
+            return true;
+        }
+        if self.alloc.free_pages() < need {
+            let evicted = self.tree.evict(need - self.alloc.free_pages(), &mut self.alloc);
+            Counters::add(&self.counters.evicted_tokens, evicted.len() * self.cfg.page_size);
+        }
+        match self.alloc.alloc(need) {
+            Some(pages) => {
+                self.running[ri].seqs[si].pages.extend(pages);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends the most recently arrived running request (other than `except`, unless it is
+    /// the only one) back to waiting; its computed K/V go into the tree, so resuming
+    /// recomputes only what was evicted meanwhile. False if nothing could be preempted.
+    fn preempt_newest(&mut self, starved: Option<usize>) -> bool {
+        let candidates = (0..self.running.len()).filter(|&i| Some(i) != starved || self.running.len() == 1);
+        let Some(victim) = candidates.max_by_key(|&i| self.running[i].arrival) else { return false };
+        if Some(victim) == starved && self.running.len() == 1 {
+            // The only request cannot grow: the pool is too small for it. Fail it cleanly.
+            let mut r = self.running.swap_remove(victim);
+            self.detach(&mut r);
+            r.sink.send(crate::request::Event::Failed {
+                message: "the KV pool is too small for this request; raise --kv-memory".into(),
+            });
+            return true;
+        }
+        let mut r = self.running.swap_remove(victim);
+        self.detach(&mut r);
+        r.waiting_since = self.step_no;
+        Counters::add(&self.counters.preemptions, 1);
+        tracing::debug!(request = r.id, "preempted: KV pool short");
+        self.waiting.push(r);
+        true
+    }
+}

@@ -1,0 +1,145 @@
+//! After the forward: prompt logprobs, forks at the end of a prompt, sampling, stop checks
+//! and the events each request's listener receives.
+
+use super::build::Plan;
+use super::{Engine, Req};
+use crate::counters::Counters;
+use crate::request::{Event, TokenLogprob};
+use crate::sampling::{logprobs_of, StopReason};
+use crate::sequence::Seq;
+use crate::LogitRows;
+
+impl Engine {
+    pub(super) fn emit(&mut self, plan: Plan, logits: Vec<f32>) {
+        let vocab = self.model.config().vocab_size;
+        let mut row = 0;
+        for e in plan.entries {
+            let rows = match e.logits {
+                LogitRows::None => 0,
+                LogitRows::Last => 1,
+                LogitRows::All => e.len,
+            };
+            let chunk = &logits[row * vocab..(row + rows) * vocab];
+            row += rows;
+            let r = &mut self.running[e.req];
+            r.seqs[e.seq].computed += e.len;
+            if rows == 0 {
+                continue;
+            }
+            if e.logits == LogitRows::All {
+                // Row i predicts position start + i + 1.
+                let k = r.prompt_logprobs.unwrap_or(0);
+                for i in 0..e.len {
+                    let next = e.start + i + 1;
+                    if next < r.prompt.len() {
+                        let (lp, top) = logprobs_of(&chunk[i * vocab..(i + 1) * vocab], r.prompt[next], k);
+                        r.prompt_lps.push(TokenLogprob { token: r.prompt[next], logprob: lp, top });
+                    }
+                }
+            }
+            let s = &r.seqs[e.seq];
+            if e.start + e.len < s.tokens.len() {
+                continue; // a middle chunk of a prompt: nothing to sample yet
+            }
+            let last = &chunk[(rows - 1) * vocab..];
+            if !r.prefilled {
+                self.finish_prefill(e.req);
+                let r = &mut self.running[e.req];
+                for si in 0..r.seqs.len() {
+                    sample_into(r, si, last, &self.counters);
+                }
+            } else {
+                sample_into(&mut self.running[e.req], e.seq, last, &self.counters);
+            }
+        }
+    }
+
+    /// The prompt is computed: report it, and fork the n sequences that share it.
+    fn finish_prefill(&mut self, ri: usize) {
+        let n = self.running[ri].params.n.max(1);
+        if n > 1 && self.running[ri].params.max_tokens != Some(0) {
+            self.fork(ri, n);
+        }
+        let r = &mut self.running[ri];
+        r.prefilled = true;
+        let lps = r.prompt_logprobs.map(|_| std::mem::take(&mut r.prompt_lps));
+        let ok = r.sink.send(Event::Prefilled {
+            prompt_tokens: r.prompt.len(),
+            cached_tokens: r.cached_tokens.unwrap_or(0),
+            prompt_logprobs: lps,
+        });
+        r.cancelled |= !ok;
+    }
+
+    /// Puts the prompt's whole pages into the tree and starts forks 1..n reading them.
+    fn fork(&mut self, ri: usize, n: usize) {
+        let r = &mut self.running[ri];
+        let s0 = &mut r.seqs[0];
+        let ins = self.tree.insert(&s0.tokens, &s0.pages, &mut self.alloc);
+        s0.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
+        s0.tree_pages = ins.pages.len();
+        self.tree.lock(ins.node);
+        if let Some(old) = s0.node.replace(ins.node) {
+            self.tree.unlock(old);
+        }
+        for fork in 1..n {
+            let s0 = &r.seqs[0];
+            self.tree.lock(ins.node);
+            let seq = Seq {
+                fork,
+                tokens: s0.tokens.clone(),
+                pages: ins.pages.clone(),
+                tree_pages: ins.pages.len(),
+                computed: ins.len,
+                node: Some(ins.node),
+                sampler: s0.sampler.fork(fork as u32),
+                history: s0.history.clone(),
+                stop: s0.stop.clone(),
+                text: self.detok.stream(&s0.tokens),
+                generated: 0,
+                done: false,
+            };
+            r.seqs.push(seq);
+        }
+    }
+}
+
+/// Samples fork `si`'s next token from `row` and tells the listener.
+fn sample_into(r: &mut Req, si: usize, row: &[f32], counters: &Counters) {
+    let s = &mut r.seqs[si];
+    if s.done {
+        return;
+    }
+    if s.stop.generated() == 0 && r.params.max_tokens == Some(0) {
+        s.done = true;
+        let ok = r.sink.send(Event::Finished {
+            seq: s.fork,
+            reason: StopReason::Length.finish_reason(),
+            completion_tokens: 0,
+            text: String::new(),
+        });
+        r.cancelled |= !ok;
+        return;
+    }
+    let mut row = row.to_vec();
+    let out = s.sampler.sample(&mut row, &s.history);
+    s.history.push(out.token);
+    s.tokens.push(out.token);
+    s.generated += 1;
+    Counters::add(&counters.generated_tokens, 1);
+    let delta = s.text.push(out.token);
+    let step = s.stop.push(out.token, &delta);
+    let logprob = out.logprob.map(|lp| TokenLogprob { token: out.token, logprob: lp, top: out.top_logprobs });
+    let mut ok = r.sink.send(Event::Token { seq: s.fork, token: out.token, text: step.text, logprob });
+    if let Some(reason) = step.stop {
+        s.done = true;
+        Counters::add(&counters.finished_trajectories, 1);
+        ok &= r.sink.send(Event::Finished {
+            seq: s.fork,
+            reason: reason.finish_reason(),
+            completion_tokens: s.generated,
+            text: String::new(),
+        });
+    }
+    r.cancelled |= !ok;
+}

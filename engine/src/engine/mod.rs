@@ -1,0 +1,241 @@
+//! The engine core: admits requests, builds one batch per step (every decode token plus
+//! prefill chunks under a token budget), runs the model, samples, and keeps the KV tree.
+//! Single-threaded; [`crate::handle::EngineHandle`] runs it on its own thread.
+
+mod admit;
+mod build;
+mod emit;
+mod release;
+
+use crate::config::EngineConfig;
+use crate::counters::Counters;
+use crate::detokenize::Detokenizer;
+use crate::pages::PageAllocator;
+use crate::radix_tree::{NodeId, RadixTree};
+use crate::request::{EventSink, GenerationRequest, Limits, RequestError, TokenLogprob};
+use crate::sampling::SamplingParams;
+use crate::sequence::Seq;
+use crate::{KvPool, KvPoolConfig, Model};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type RequestId = u64;
+
+pub(crate) struct Req {
+    pub id: RequestId,
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    pub prompt_logprobs: Option<usize>,
+    pub session: Option<String>,
+    pub sink: Box<dyn EventSink>,
+    /// Step at which it (last) started waiting, for aging.
+    pub waiting_since: u64,
+    pub arrival: u64,
+    /// Empty until admitted; one sequence until the prompt is prefilled, then n forks.
+    pub seqs: Vec<Seq>,
+    pub prefilled: bool,
+    /// Prompt tokens served from the cache at first admission (usage reporting).
+    pub cached_tokens: Option<usize>,
+    pub prompt_lps: Vec<TokenLogprob>,
+    pub cancelled: bool,
+}
+
+impl Req {
+    pub fn is_done(&self) -> bool {
+        self.cancelled || (self.prefilled && self.seqs.iter().all(|s| s.done))
+    }
+    pub fn max_tokens(&self, max_context: usize) -> usize {
+        let room = max_context - self.prompt.len();
+        self.params.max_tokens.map_or(room, |m| m.min(room))
+    }
+}
+
+pub struct Engine {
+    model: Arc<dyn Model>,
+    detok: Arc<dyn Detokenizer>,
+    cfg: EngineConfig,
+    kv: KvPool,
+    alloc: PageAllocator,
+    tree: RadixTree,
+    waiting: Vec<Req>,
+    running: Vec<Req>,
+    /// Pinned node of each session's last finished request.
+    sessions: HashMap<String, NodeId>,
+    counters: Arc<Counters>,
+    step_no: u64,
+    next_id: RequestId,
+}
+
+impl Engine {
+    pub fn new(model: Arc<dyn Model>, detok: Arc<dyn Detokenizer>, cfg: EngineConfig) -> candle_core::Result<Self> {
+        let mc = model.config();
+        let per_token = mc.kv_bytes_per_token(cfg.kv_dtype);
+        let num_pages = (cfg.kv_memory_bytes / per_token / cfg.page_size).max(1);
+        let pool_cfg = KvPoolConfig {
+            num_layers: mc.num_layers,
+            num_kv_heads: mc.num_kv_heads,
+            head_dim: mc.head_dim,
+            num_slots: num_pages * cfg.page_size,
+            dtype: cfg.kv_dtype,
+        };
+        let kv = KvPool::new(pool_cfg, model.device())?;
+        let alloc = PageAllocator::new(num_pages, cfg.page_size);
+        let tree = RadixTree::new(cfg.page_size, num_pages);
+        let counters = Arc::new(Counters::default());
+        Counters::set(&counters.pages_total, num_pages);
+        Ok(Self {
+            model,
+            detok,
+            cfg,
+            kv,
+            alloc,
+            tree,
+            waiting: Vec::new(),
+            running: Vec::new(),
+            sessions: HashMap::new(),
+            counters,
+            step_no: 0,
+            next_id: 0,
+        })
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    pub fn model(&self) -> &Arc<dyn Model> {
+        &self.model
+    }
+    /// Token slots in the KV pool.
+    pub fn capacity_tokens(&self) -> usize {
+        self.kv.num_slots()
+    }
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// What requests are checked against.
+    pub fn limits(&self) -> Limits {
+        let mc = self.model.config();
+        Limits {
+            vocab_size: mc.vocab_size,
+            max_context: mc.max_context,
+            total_pages: self.alloc.total_pages(),
+            page_size: self.cfg.page_size,
+            max_running_seqs: self.cfg.max_running_seqs,
+        }
+    }
+
+    /// Checks a request and queues it. Errors are the caller's mistakes (a 4xx); the sink
+    /// also receives them as [`crate::Event::Failed`].
+    pub fn add_request(&mut self, req: GenerationRequest, sink: Box<dyn EventSink>) -> Result<RequestId, RequestError> {
+        let id = self.next_id;
+        self.add_request_with_id(id, req, sink)?;
+        Ok(id)
+    }
+
+    /// [`Self::add_request`] with an id chosen by the caller (ids must be unique).
+    pub fn add_request_with_id(
+        &mut self,
+        id: RequestId,
+        req: GenerationRequest,
+        mut sink: Box<dyn EventSink>,
+    ) -> Result<(), RequestError> {
+        if let Err(e) = self.limits().check(&req) {
+            sink.send(crate::request::Event::Failed { message: e.to_string() });
+            return Err(e);
+        }
+        self.next_id = self.next_id.max(id + 1);
+        Counters::add(&self.counters.requests, 1);
+        Counters::add(&self.counters.prompt_tokens, req.prompt.len());
+        self.waiting.push(Req {
+            id,
+            prompt: req.prompt,
+            params: req.params,
+            prompt_logprobs: req.prompt_logprobs,
+            session: req.session,
+            sink,
+            waiting_since: self.step_no,
+            arrival: self.step_no,
+            seqs: Vec::new(),
+            prefilled: false,
+            cached_tokens: None,
+            prompt_lps: Vec::new(),
+            cancelled: false,
+        });
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Cancels a request: it stops before the next step and its KV is released.
+    pub fn cancel(&mut self, id: RequestId) {
+        for r in self.waiting.iter_mut().chain(self.running.iter_mut()) {
+            if r.id == id {
+                r.cancelled = true;
+            }
+        }
+    }
+
+    /// Runs one step. Returns false when there was nothing to do.
+    pub fn step(&mut self) -> bool {
+        self.release_done();
+        self.admit();
+        let Some(plan) = self.build_batch() else {
+            self.update_gauges();
+            return self.has_work();
+        };
+        self.step_no += 1;
+        Counters::add(&self.counters.steps, 1);
+        Counters::add(&self.counters.computed_tokens, plan.batch.tokens.len());
+        match self.model.forward(&plan.batch, &mut self.kv).and_then(|l| l.flatten_all()?.to_vec1::<f32>()) {
+            Ok(logits) => self.emit(plan, logits),
+            Err(e) => self.fail_running(&format!("model forward failed: {e}")),
+        }
+        self.release_done();
+        self.update_gauges();
+        true
+    }
+
+    fn update_gauges(&self) {
+        let c = &self.counters;
+        Counters::set(&c.waiting, self.waiting.len());
+        Counters::set(&c.running, self.running.len());
+        Counters::set(&c.pages_used, self.alloc.used_pages());
+        Counters::set(&c.cached_tokens_in_tree, self.tree.stats().cached_tokens);
+    }
+
+    /// Checks the books: every pool page is either free, the tree's, or owned by exactly
+    /// one live sequence. For tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.tree.validate()?;
+        let mut owner = vec![0u32; self.alloc.total_pages()];
+        for p in self.tree.pages() {
+            owner[p as usize] += 1;
+        }
+        for s in self.running.iter().chain(&self.waiting).flat_map(|r| &r.seqs) {
+            for &p in &s.pages[s.tree_pages..] {
+                owner[p as usize] += 1;
+            }
+            for &p in &s.pages[..s.tree_pages] {
+                if !self.tree.owns_page(p) {
+                    return Err(format!("sequence reads page {p} as the tree's, but the tree does not hold it"));
+                }
+            }
+        }
+        for (p, &n) in owner.iter().enumerate() {
+            let free = self.alloc.is_free(p as u32);
+            if n > 1 || (n == 1) == free {
+                return Err(format!("page {p}: {n} owners, free = {free}"));
+            }
+        }
+        Ok(())
+    }
+}

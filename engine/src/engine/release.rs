@@ -1,0 +1,61 @@
+//! Giving a request's pool pages back: computed K/V go into the tree (a loop's next
+//! iteration, or a resumed preempted request, hits them), own leftovers are freed, locks
+//! are dropped, and a session's path is pinned for its TTL.
+
+use super::{Engine, Req};
+use crate::request::Event;
+use std::time::Instant;
+
+impl Engine {
+    /// Releases finished and cancelled requests.
+    pub(super) fn release_done(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].is_done() {
+                let mut r = self.running.swap_remove(i);
+                let last = self.detach(&mut r);
+                if let (Some(session), Some(node), false) = (&r.session, last, r.cancelled) {
+                    let until = Instant::now() + self.cfg.session_ttl;
+                    if self.tree.pin(node, until) {
+                        if let Some(old) = self.sessions.insert(session.clone(), node) {
+                            if old != node {
+                                self.tree.unpin(old);
+                            }
+                        }
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.waiting.retain(|r| !r.cancelled);
+    }
+
+    /// Detaches every sequence of `r` from the pool. Returns the tree node of the last
+    /// sequence's cached path (for session pinning).
+    pub(super) fn detach(&mut self, r: &mut Req) -> Option<crate::radix_tree::NodeId> {
+        let mut last = None;
+        for s in r.seqs.iter_mut() {
+            let Some(node) = s.node.take() else { continue };
+            let computed = &s.tokens[..s.computed];
+            let ins = self.tree.insert(computed, &s.pages, &mut self.alloc);
+            // Pages past the tree's whole pages are still ours: give them back.
+            self.alloc.free_all(&s.pages[ins.pages.len()..]).expect("own pages are allocated");
+            self.tree.unlock(node);
+            s.pages.clear();
+            s.tree_pages = 0;
+            s.computed = 0;
+            last = Some(ins.node);
+        }
+        last
+    }
+
+    /// A forward failed: every running request fails and is released.
+    pub(super) fn fail_running(&mut self, message: &str) {
+        tracing::error!("{message}");
+        for mut r in std::mem::take(&mut self.running) {
+            self.detach(&mut r);
+            r.sink.send(Event::Failed { message: message.to_string() });
+        }
+    }
+}

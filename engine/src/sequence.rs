@@ -1,0 +1,33 @@
+//! One sequence being generated: its context, where that context sits in the pool, and
+//! its own sampler and stop state. A request with n > 1 has n of these (forks).
+
+use crate::detokenize::TextStream;
+use crate::radix_tree::NodeId;
+use crate::sampling::{Sampler, StopChecker, TokenHistory};
+
+pub(crate) struct Seq {
+    pub fork: usize,
+    /// Prompt followed by generated tokens. While decoding, the last one is not yet computed.
+    pub tokens: Vec<u32>,
+    /// Page table: position `i` lives in page `pages[i / page_size]`.
+    pub pages: Vec<u32>,
+    /// Leading pages the tree owns (shared, read-only); the rest are this sequence's own.
+    pub tree_pages: usize,
+    /// Positions whose K/V are in the pool.
+    pub computed: usize,
+    /// The locked tree node covering `pages[..tree_pages]`, if attached to the pool.
+    pub node: Option<NodeId>,
+    pub sampler: Sampler,
+    pub history: TokenHistory,
+    pub stop: StopChecker,
+    pub text: Box<dyn TextStream>,
+    pub generated: usize,
+    pub done: bool,
+}
+
+impl Seq {
+    /// Tokens still to run through the model (the prompt remainder, or the last sample).
+    pub fn pending(&self) -> usize {
+        self.tokens.len() - self.computed
+    }
+}
