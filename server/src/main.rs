@@ -1,1 +1,24 @@
-fn main() {}
+//! The `looptree` command: run, serve, bench.
+
+mod cli;
+mod run_cmd;
+mod setup;
+mod size;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    setup::init_logging(cli.verbose);
+    let result = match cli.command {
+        cli::Command::Run(args) => run_cmd::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no backtrace: these are the user's mistakes or missing files.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

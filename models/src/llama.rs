@@ -1,0 +1,128 @@
+//! The llama block family (Llama 2/3, SmolLM2, Mistral, TinyLlama, Qwen2/2.5): pre-norm
+//! decoder layers with RoPE attention (grouped KV heads) and a SwiGLU MLP, run over a
+//! flattened multi-sequence batch against the engine's KV pool.
+
+use crate::arch_config::ArchConfig;
+use crate::rope::Rope;
+use crate::weights::{Linear, WeightSource};
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use looptree_engine::{Batch, KvPool, Model, ModelConfig};
+use looptree_kernels::attention::attention_generic;
+
+struct Layer {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+pub struct Llama {
+    arch: ArchConfig,
+    config: ModelConfig,
+    device: Device,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    rope: Rope,
+}
+
+impl Llama {
+    pub fn load(arch: ArchConfig, eos_token_ids: Vec<u32>, w: &mut dyn WeightSource) -> Result<Self> {
+        let device = w.device().clone();
+        let bias = arch.qkv_bias;
+        let mut layers = Vec::with_capacity(arch.num_layers);
+        for i in 0..arch.num_layers {
+            let p = |n: &str| format!("blk.{i}.{n}");
+            layers.push(Layer {
+                attn_norm: w.dense(&p("attn_norm.weight"), DType::F32)?,
+                q: w.linear(&p("attn_q"), bias)?,
+                k: w.linear(&p("attn_k"), bias)?,
+                v: w.linear(&p("attn_v"), bias)?,
+                o: w.linear(&p("attn_output"), false)?,
+                ffn_norm: w.dense(&p("ffn_norm.weight"), DType::F32)?,
+                gate: w.linear(&p("ffn_gate"), false)?,
+                up: w.linear(&p("ffn_up"), false)?,
+                down: w.linear(&p("ffn_down"), false)?,
+            });
+        }
+        let embed = w.dense("token_embd.weight", DType::F32)?;
+        // Tied models project onto the (possibly quantized) embedding matrix.
+        let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
+        let lm_head = w.linear(head_name, false)?;
+        let norm = w.dense("output_norm.weight", DType::F32)?;
+        let config = ModelConfig {
+            architecture: arch.architecture.clone(),
+            num_layers: arch.num_layers,
+            num_kv_heads: arch.num_kv_heads,
+            head_dim: arch.head_dim,
+            vocab_size: arch.vocab_size,
+            max_context: arch.max_context,
+            eos_token_ids,
+        };
+        let rope = Rope::new(&arch);
+        Ok(Self { arch, config, device, embed, layers, norm, lm_head, rope })
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(x, w, self.arch.rms_norm_eps as f32)
+    }
+}
+
+impl Model for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn forward(&self, batch: &Batch, kv: &mut KvPool) -> candle_core::Result<Tensor> {
+        let dev = &self.device;
+        let a = &self.arch;
+        let n = batch.tokens.len();
+        let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
+        let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
+        let write_slots = Tensor::new(batch.write_slots().as_slice(), dev)?;
+        let context_slots: Vec<Tensor> =
+            batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), dev)).collect::<candle_core::Result<_>>()?;
+        let scale = 1.0 / (a.head_dim as f64).sqrt();
+
+        let mut x = self.embed.index_select(&ids, 0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = self.rms_norm(&x, &layer.attn_norm)?;
+            let q = layer.q.forward(&h)?.reshape((n, a.num_heads, a.head_dim))?;
+            let k = layer.k.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
+            let v = layer.v.forward(&h)?;
+            let q = self.rope.apply(&q, &cos, &sin)?;
+            let k = self.rope.apply(&k, &cos, &sin)?;
+            kv.write(l, &write_slots, &k, &v)?;
+            let mut outs = Vec::with_capacity(batch.seqs.len());
+            for (s, slots) in batch.seqs.iter().zip(&context_slots) {
+                let (ks, vs) = kv.gather(l, slots)?;
+                let qs = q.narrow(0, s.start, s.len)?;
+                let ks = ks.to_dtype(DType::F32)?;
+                let vs = vs.to_dtype(DType::F32)?;
+                outs.push(attention_generic(&qs, &ks, &vs, s.first_position(), scale, a.sliding_window)?);
+            }
+            let attn = Tensor::cat(&outs, 0)?;
+            x = (x + layer.o.forward(&attn)?)?;
+            let h = self.rms_norm(&x, &layer.ffn_norm)?;
+            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&mlp)?)?;
+        }
+        let rows: Vec<u32> = batch.logit_rows().iter().map(|&r| r as u32).collect();
+        if rows.is_empty() {
+            return Tensor::zeros((0, a.vocab_size), DType::F32, dev);
+        }
+        let x = x.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
+        let x = self.rms_norm(&x, &self.norm)?;
+        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+    }
+}

@@ -1,0 +1,127 @@
+//! Rotary position embedding: frequencies, and cos/sin rows for a batch's positions.
+//!
+//! Rows are computed per step from the positions the batch holds (a few hundred at most)
+//! instead of a `[max_context, head_dim/2]` table, which would be large for 128k contexts.
+
+use crate::arch_config::{ArchConfig, Llama3RopeScaling, RopeStyle};
+use candle_core::{Device, Result, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f64>,
+    pub style: RopeStyle,
+}
+
+impl Rope {
+    pub fn new(cfg: &ArchConfig) -> Self {
+        let d = cfg.head_dim;
+        let mut inv_freq: Vec<f64> =
+            (0..d / 2).map(|i| 1.0 / (cfg.rope_theta as f64).powf(2.0 * i as f64 / d as f64)).collect();
+        if let Some(s) = cfg.rope_scaling {
+            llama3_scale(&mut inv_freq, s);
+        }
+        Self { inv_freq, style: cfg.rope_style }
+    }
+
+    /// cos and sin, each `[positions.len(), head_dim / 2]` f32.
+    pub fn cos_sin(&self, positions: &[u32], device: &Device) -> Result<(Tensor, Tensor)> {
+        let h = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * h);
+        let mut sin = Vec::with_capacity(positions.len() * h);
+        for &p in positions {
+            for &f in &self.inv_freq {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        let n = positions.len();
+        Ok((Tensor::from_vec(cos, (n, h), device)?, Tensor::from_vec(sin, (n, h), device)?))
+    }
+
+    /// Rotates `x` of shape `[n, heads, head_dim]` (one row per batch token) by its row's
+    /// position, given `cos`/`sin` from [`Rope::cos_sin`].
+    pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let (n, h, d) = x.dims3()?;
+        match self.style {
+            RopeStyle::HalfSplit => candle_nn::rotary_emb::rope_thd(&x.reshape((1, n, h, d))?, cos, sin)?.reshape((n, h, d)),
+            RopeStyle::Interleaved => {
+                let xt = x.transpose(0, 1)?.contiguous()?.reshape((1, h, n, d))?;
+                candle_nn::rotary_emb::rope_i(&xt, cos, sin)?.reshape((h, n, d))?.transpose(0, 1)?.contiguous()
+            }
+        }
+    }
+}
+
+/// Llama 3.1's piecewise rescaling of rotary frequencies (long wavelengths slowed down).
+fn llama3_scale(inv_freq: &mut [f64], s: Llama3RopeScaling) {
+    let old = s.original_max_position_embeddings as f64;
+    let low_wavelen = old / s.low_freq_factor as f64;
+    let high_wavelen = old / s.high_freq_factor as f64;
+    for f in inv_freq.iter_mut() {
+        let wavelen = 2.0 * std::f64::consts::PI / *f;
+        if wavelen > low_wavelen {
+            *f /= s.factor as f64;
+        } else if wavelen >= high_wavelen {
+            let smooth = (old / wavelen - s.low_freq_factor as f64) / (s.high_freq_factor - s.low_freq_factor) as f64;
+            *f = (1.0 - smooth) * *f / s.factor as f64 + smooth * *f;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(style: RopeStyle) -> ArchConfig {
+        ArchConfig {
+            architecture: "llama".into(),
+            hidden_size: 8,
+            intermediate_size: 8,
+            num_layers: 1,
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 4,
+            vocab_size: 4,
+            max_context: 16,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope_style: style,
+            rope_scaling: None,
+            qkv_bias: false,
+            tied_embeddings: true,
+            sliding_window: None,
+        }
+    }
+
+    /// Rotation by hand: pairs (0,1),(2,3) for interleaved, (0,2),(1,3) for half-split.
+    #[test]
+    fn both_styles_rotate_the_right_pairs() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[[1f32, 2., 3., 4.]]], &dev)?; // n=1, h=1, d=4
+        for style in [RopeStyle::Interleaved, RopeStyle::HalfSplit] {
+            let rope = Rope::new(&cfg(style));
+            let (c, s) = rope.cos_sin(&[3], &dev)?;
+            let got = rope.apply(&x, &c, &s)?.flatten_all()?.to_vec1::<f32>()?;
+            let a0 = 3.0f64;
+            let a1 = 3.0f64 * 1.0 / 10_000f64.powf(0.5);
+            let rot = |x: f64, y: f64, a: f64| ((x * a.cos() - y * a.sin()) as f32, (x * a.sin() + y * a.cos()) as f32);
+            let want = match style {
+                RopeStyle::Interleaved => {
+                    let (p, q) = rot(1., 2., a0);
+                    let (r, t) = rot(3., 4., a1);
+                    vec![p, q, r, t]
+                }
+                RopeStyle::HalfSplit => {
+                    let (p, r) = rot(1., 3., a0);
+                    let (q, t) = rot(2., 4., a1);
+                    vec![p, q, r, t]
+                }
+            };
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{style:?}: {got:?} vs {want:?}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Where a model's tensors come from: a GGUF file (quantized, llama.cpp names) or HF
+//! safetensors (dense, HF names). Architectures ask for tensors by GGUF-style names and
+//! each source maps them to its own.
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A projection `y = x·Wᵀ (+ b)` over quantized or dense weights.
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+pub trait WeightSource {
+    /// A matrix used as a projection, kept quantized when it is.
+    fn linear(&mut self, name: &str, bias: bool) -> Result<Linear>;
+    /// A tensor dequantized to `dtype` (norm weights, embeddings).
+    fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor>;
+    fn contains(&self, name: &str) -> bool;
+    fn device(&self) -> &Device;
+}
+
+pub struct GgufWeights {
+    pub content: gguf_file::Content,
+    file: File,
+    path: PathBuf,
+    device: Device,
+}
+
+impl GgufWeights {
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file)
+            .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
+        let size = file.metadata()?.len();
+        // A truncated download parses (the header is intact) but its tensors run past the end.
+        for (name, info) in &content.tensor_infos {
+            let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+            if content.tensor_data_offset + info.offset + bytes as u64 > size {
+                bail!("{} is truncated: tensor `{name}` runs past the end of the file", path.display());
+            }
+        }
+        Ok(Self { content, file, path: path.to_path_buf(), device: device.clone() })
+    }
+
+    pub fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content
+            .tensor(&mut self.file, name, &self.device)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read tensor `{name}`: {e}", self.path.display()))
+    }
+}
+
+impl WeightSource for GgufWeights {
+    fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
+        let w = self.qtensor(&format!("{name}.weight"))?;
+        let bias = if bias { Some(self.qtensor(&format!("{name}.bias"))?.dequantize(&self.device)?) } else { None };
+        Ok(Linear { weight: QMatMul::from_arc(Arc::new(w))?, bias })
+    }
+    fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
+        Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(dtype)?)
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+pub struct SafetensorsWeights {
+    st: candle_core::safetensors::MmapedSafetensors,
+    names: std::collections::HashSet<String>,
+    device: Device,
+    /// Dense weights are converted to this dtype (f32 on CPU, where bf16 matmuls are slow).
+    dtype: DType,
+}
+
+impl SafetensorsWeights {
+    pub fn open(paths: &[PathBuf], device: &Device, dtype: DType) -> Result<Self> {
+        // SAFETY: the files are mapped read-only and not modified while the model lives.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
+            .map_err(|e| anyhow::anyhow!("cannot read safetensors {paths:?}: {e}"))?;
+        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(Self { st, names, device: device.clone(), dtype })
+    }
+
+    fn load(&self, gguf_name: &str) -> Result<Tensor> {
+        let hf = hf_name(gguf_name);
+        let t = self.st.load(&hf, &self.device).map_err(|e| anyhow::anyhow!("tensor `{hf}`: {e}"))?;
+        Ok(t.to_dtype(self.dtype)?)
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
+        let w = self.load(&format!("{name}.weight"))?;
+        let bias = if bias { Some(self.load(&format!("{name}.bias"))?) } else { None };
+        Ok(Linear { weight: QMatMul::Tensor(w), bias })
+    }
+    fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
+        Ok(self.load(name)?.to_dtype(dtype)?)
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(&hf_name(name))
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Maps a GGUF tensor name to the HF transformers name of the same tensor.
+pub fn hf_name(gguf: &str) -> String {
+    let top = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return t.to_string();
+    }
+    let Some(rest) = gguf.strip_prefix("blk.") else { return gguf.to_string() };
+    let (layer, rest) = rest.split_once('.').unwrap_or((rest, ""));
+    let (part, suffix) = rest.split_once('.').unwrap_or((rest, ""));
+    let hf_part = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => other,
+    };
+    format!("model.layers.{layer}.{hf_part}.{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gguf_names_map_to_hf_names() {
+        assert_eq!(super::hf_name("blk.3.attn_q.bias"), "model.layers.3.self_attn.q_proj.bias");
+        assert_eq!(super::hf_name("blk.12.ffn_down.weight"), "model.layers.12.mlp.down_proj.weight");
+        assert_eq!(super::hf_name("token_embd.weight"), "model.embed_tokens.weight");
+        assert_eq!(super::hf_name("output.weight"), "lm_head.weight");
+    }
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: fetches the real models the tests use (once,
+# cached under ~/.cache/looptree), then runs every crate's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/fetch-models.sh smollm2-135m qwen2.5-coder-0.5b
+cargo test --workspace --all-targets "$@"

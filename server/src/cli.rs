@@ -1,0 +1,75 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "looptree", version, about = "A local LLM inference engine built for loops.")]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate from one prompt and print the text (or JSON).
+    Run(RunArgs),
+}
+
+/// Which model, on what hardware: shared by every command that loads one.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file, an HF-layout directory, a hub repo id, or an alias
+    /// (smollm2-135m, qwen2.5-coder-0.5b, gemma3-270m).
+    #[arg(long, short, default_value = "smollm2-135m", env = "LOOPTREE_MODEL")]
+    pub model: String,
+    /// CPU threads for the model (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+    /// KV pool size, e.g. 512MiB or 2G (default: sized from the model and the machine).
+    #[arg(long)]
+    pub kv_memory: Option<String>,
+    /// Tokens per KV page (1 = every token shareable).
+    #[arg(long, default_value_t = 1)]
+    pub page_size: usize,
+    /// Turn the prefix cache off (for side-by-side measurements).
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt (special tokens such as <|im_start|> are parsed).
+    #[arg(required_unless_present = "prompt_ids", conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Wrap the prompt as one user message through the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// With --json: the K most likely tokens at every step.
+    #[arg(long, default_value_t = 0)]
+    pub top_logprobs: usize,
+    /// Also report the prompt (its text, and with --json its logprobs).
+    #[arg(long)]
+    pub echo: bool,
+}

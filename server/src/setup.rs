@@ -1,0 +1,84 @@
+//! What every command does first: logging, threads, the model, the engine.
+
+use crate::cli::ModelArgs;
+use crate::size::parse_size;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use looptree_engine::{Engine, EngineConfig, Model};
+use looptree_models::resolve::{resolve, ResolveOptions};
+use looptree_models::LoadedModel;
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Pins the compute thread count before any thread pool starts: candle's kernels and
+/// rayon both read RAYON_NUM_THREADS, so the model never oversubscribes the cores given.
+pub fn set_threads(threads: Option<usize>) -> Result<usize> {
+    let n = match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    Ok(n)
+}
+
+pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
+    let resolved = resolve(&args.model, &ResolveOptions::from_env())?;
+    let device = Device::Cpu;
+    looptree_models::load(&resolved, &device).with_context(|| format!("loading model `{}`", args.model))
+}
+
+/// Engine settings from the flags; `want_tokens` sizes the default KV pool for one-shot
+/// commands (None: a server's default).
+pub fn engine_config(args: &ModelArgs, model: &dyn Model, want_tokens: Option<usize>) -> Result<EngineConfig> {
+    if args.page_size == 0 {
+        bail!("--page-size must be at least 1");
+    }
+    let kv_dtype = DType::F32;
+    let per_token = model.config().kv_bytes_per_token(kv_dtype);
+    let kv_memory_bytes = match (&args.kv_memory, want_tokens) {
+        (Some(s), _) => parse_size(s)?,
+        (None, Some(tokens)) => (tokens + 2 * args.page_size) * per_token,
+        (None, None) => default_kv_bytes(per_token, model.config().max_context),
+    };
+    if kv_memory_bytes < per_token * args.page_size {
+        bail!("--kv-memory {kv_memory_bytes} bytes holds less than one page ({} bytes per token)", per_token);
+    }
+    Ok(EngineConfig {
+        kv_memory_bytes,
+        kv_dtype,
+        page_size: args.page_size,
+        enable_prefix_cache: !args.no_prefix_cache,
+        ..EngineConfig::default()
+    })
+}
+
+/// A quarter of available memory, capped at 8 full contexts: plenty of loops stay
+/// cached without starving the machine.
+fn default_kv_bytes(per_token: usize, max_context: usize) -> usize {
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(4 << 30);
+    (available / 4).min(per_token * max_context * 8).max(per_token * 4096)
+}
+
+pub fn build_engine(loaded: &LoadedModel, cfg: EngineConfig) -> Result<Engine> {
+    let detok = std::sync::Arc::new(looptree_models::detok::TokenizerDetok(loaded.tokenizer.clone()));
+    Engine::new(loaded.model.clone(), detok, cfg).context("allocating the KV pool")
+}
