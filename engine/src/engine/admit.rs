@@ -21,8 +21,11 @@ impl Engine {
             }
             // Admit only what the pool can start on now (free pages plus what eviction can
             // free); a running request's growth is handled by preemption.
+            // A preempted request resumes from its first sequence's tokens (prompt and
+            // output so far), which is what `cached_len` matched against.
             let cached = self.cached_len(req);
-            let need = self.alloc.pages_for(req.prompt.len() - cached + 1) + (n - 1);
+            let len = req.seqs.first().map_or(req.prompt.len(), |s| s.tokens.len());
+            let need = self.alloc.pages_for(len - cached + 1) + (n - 1);
             let available = self.alloc.free_pages() + self.tree.stats().evictable_pages;
             if !self.running.is_empty() && need > available {
                 return;
