@@ -114,7 +114,14 @@ impl Limits {
                 capacity: self.total_pages * self.page_size,
             });
         }
-        req.params.validate().map_err(|e| RequestError::InvalidParams(e.to_string()))?;
+        // max_tokens = 0 is a valid request when it asks for prompt logprobs (scoring).
+        let scoring = req.params.max_tokens == Some(0) && req.prompt_logprobs.is_some();
+        let params = if scoring {
+            std::borrow::Cow::Owned(crate::sampling::SamplingParams { max_tokens: None, ..req.params.clone() })
+        } else {
+            std::borrow::Cow::Borrowed(&req.params)
+        };
+        params.validate().map_err(|e| RequestError::InvalidParams(e.to_string()))?;
         req.params.validate_vocab(self.vocab_size).map_err(|e| RequestError::InvalidParams(e.to_string()))?;
         Ok(())
     }
