@@ -16,6 +16,7 @@ pub mod radix_tree;
 pub mod request;
 pub mod sampling;
 mod sequence;
+pub mod testing;
 
 pub use batch::{Batch, LogitRows, SeqSlice};
 pub use config::EngineConfig;

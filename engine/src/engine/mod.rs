@@ -121,6 +121,10 @@ impl Engine {
     pub fn num_running(&self) -> usize {
         self.running.len()
     }
+    /// The prefix tree's counters (cached, locked, evictable tokens).
+    pub fn tree_stats(&self) -> crate::radix_tree::TreeStats {
+        self.tree.stats()
+    }
 
     /// What requests are checked against.
     pub fn limits(&self) -> Limits {
