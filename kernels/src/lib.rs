@@ -1,3 +1,4 @@
 //! Attention over the paged KV pool and other fused ops, per device.
 
 pub mod attention;
+pub mod cpu_attention;

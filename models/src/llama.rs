@@ -6,9 +6,10 @@ use crate::arch_config::ArchConfig;
 use crate::rope::Rope;
 use crate::weights::{Linear, WeightSource};
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 use looptree_kernels::attention::attention_generic;
+use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
 
 struct Layer {
     attn_norm: Tensor,
@@ -75,6 +76,33 @@ impl Llama {
     }
 }
 
+impl Llama {
+    fn attention_cpu(&self, q: &Tensor, kv: &KvPool, layer: usize, batch: &Batch) -> candle_core::Result<Tensor> {
+        let a = &self.arch;
+        let n = q.dim(0)?;
+        let q = q.flatten_all()?.to_vec1::<f32>()?;
+        let (k, v) = kv.layer(layer);
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
+            candle_core::bail!("the CPU attention path needs a CPU KV pool")
+        };
+        let k = &ks.as_slice::<f32>()?[kl.start_offset()..];
+        let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
+        let seqs: Vec<SeqAttn> =
+            batch.seqs.iter().map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots }).collect();
+        let shape = AttnShape {
+            n_heads: a.num_heads,
+            n_kv_heads: a.num_kv_heads,
+            head_dim: a.head_dim,
+            scale: 1.0 / (a.head_dim as f32).sqrt(),
+            window: a.sliding_window,
+        };
+        let out = paged_attention(&q, k, v, &seqs, &shape);
+        Tensor::from_vec(out, (n, a.num_heads * a.head_dim), &self.device)
+    }
+}
+
 impl Model for Llama {
     fn config(&self) -> &ModelConfig {
         &self.config
@@ -90,8 +118,13 @@ impl Model for Llama {
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
         let write_slots = Tensor::new(batch.write_slots().as_slice(), dev)?;
-        let context_slots: Vec<Tensor> =
-            batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), dev)).collect::<candle_core::Result<_>>()?;
+        // On the CPU with an f32 pool, attention reads the pool in place (kernels crate).
+        let fast_cpu = dev.is_cpu() && kv.config().dtype == DType::F32;
+        let context_slots: Vec<Tensor> = if fast_cpu {
+            Vec::new()
+        } else {
+            batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), dev)).collect::<candle_core::Result<_>>()?
+        };
         let scale = 1.0 / (a.head_dim as f64).sqrt();
 
         let mut x = self.embed.index_select(&ids, 0)?;
@@ -103,15 +136,19 @@ impl Model for Llama {
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
             kv.write(l, &write_slots, &k, &v)?;
-            let mut outs = Vec::with_capacity(batch.seqs.len());
-            for (s, slots) in batch.seqs.iter().zip(&context_slots) {
-                let (ks, vs) = kv.gather(l, slots)?;
-                let qs = q.narrow(0, s.start, s.len)?;
-                let ks = ks.to_dtype(DType::F32)?;
-                let vs = vs.to_dtype(DType::F32)?;
-                outs.push(attention_generic(&qs, &ks, &vs, s.first_position(), scale, a.sliding_window)?);
-            }
-            let attn = Tensor::cat(&outs, 0)?;
+            let attn = if fast_cpu {
+                self.attention_cpu(&q, kv, l, batch)?
+            } else {
+                let mut outs = Vec::with_capacity(batch.seqs.len());
+                for (s, slots) in batch.seqs.iter().zip(&context_slots) {
+                    let (ks, vs) = kv.gather(l, slots)?;
+                    let qs = q.narrow(0, s.start, s.len)?;
+                    let ks = ks.to_dtype(DType::F32)?;
+                    let vs = vs.to_dtype(DType::F32)?;
+                    outs.push(attention_generic(&qs, &ks, &vs, s.first_position(), scale, a.sliding_window)?);
+                }
+                Tensor::cat(&outs, 0)?
+            };
             x = (x + layer.o.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
             let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
