@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate from one prompt and print the text (or JSON).
     Run(RunArgs),
+    /// Serve the OpenAI-compatible HTTP API (and Anthropic's /v1/messages).
+    Serve(ServeArgs),
 }
 
 /// Which model, on what hardware: shared by every command that loads one.
@@ -72,4 +74,28 @@ pub struct RunArgs {
     /// Also report the prompt (its text, and with --json its logprobs).
     #[arg(long)]
     pub echo: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to bind; the default keeps the server private to this machine.
+    #[arg(long, default_value = "127.0.0.1", env = "LOOPTREE_HOST")]
+    pub host: String,
+    /// Port to bind (0 picks a free one; the address is printed on stdout).
+    #[arg(long, default_value_t = 8080, env = "LOOPTREE_PORT")]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on /v1/ routes.
+    #[arg(long, env = "LOOPTREE_API_KEY")]
+    pub api_key: Option<String>,
+    /// Most generation requests in flight (running or queued); more are refused with 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_concurrent: usize,
+    /// Largest request body in bytes; bigger ones are refused with 413.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub max_body_bytes: usize,
+    /// The model name clients may send and see (default: the model's own name).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
 }

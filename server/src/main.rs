@@ -2,6 +2,7 @@
 
 mod cli;
 mod run_cmd;
+mod serve;
 mod setup;
 mod size;
 
@@ -12,6 +13,7 @@ fn main() -> std::process::ExitCode {
     setup::init_logging(cli.verbose);
     let result = match cli.command {
         cli::Command::Run(args) => run_cmd::run(args),
+        cli::Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

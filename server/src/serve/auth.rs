@@ -1,0 +1,32 @@
+//! `--api-key`: the /v1/ routes need `Authorization: Bearer KEY` (OpenAI clients) or
+//! `x-api-key: KEY` (Anthropic clients). Health and metrics stay open, as in vLLM, so
+//! probes and scrapers need no secret.
+
+use super::error::ApiError;
+use super::state::Shared;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+pub async fn require_key(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let Some(key) = state.api_key.as_deref() else { return next.run(req).await };
+    if !req.uri().path().starts_with("/v1") {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    if [bearer, x_api_key].into_iter().flatten().any(|k| same(k.trim(), key)) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the key.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,72 @@
+//! `POST /v1/chat/completions`.
+
+use super::chat_stream::ChatStream;
+use super::common::{sampling_params, Meta, StreamOptions};
+use super::conversation;
+use super::error::ApiResult;
+use super::extract::{typed, JsonBody};
+use super::generate::{Ask, Collected, Generation};
+use super::logprobs;
+use super::state::{new_id, unix_now, Shared};
+use super::stream;
+use super::tools::Offered;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct ChatWire {
+    model: Option<String>,
+    messages: Vec<Value>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    logprobs: Option<bool>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    user: Option<String>,
+}
+
+pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let wire: ChatWire = typed(&Value::Object(body.clone()))?;
+    state.check_model(wire.model.as_deref())?;
+    let offered = Offered::from_request(wire.tools.as_ref(), wire.tool_choice.as_ref())?;
+    let params = sampling_params(&body, true)?;
+    let messages = conversation::normalize(&wire.messages)?;
+    let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
+    let ask = Ask { params, prompt_logprobs: None, session: wire.user };
+    let gen = Generation::submit(&state, vec![prompt], ask)?;
+    let meta = Meta { id: new_id("chatcmpl"), object: "chat.completion", created: unix_now(), model: state.model_name.clone() };
+    let want_logprobs = wire.logprobs.unwrap_or(false);
+    if wire.stream.unwrap_or(false) {
+        let include_usage = wire.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        let meta = Meta { object: "chat.completion.chunk", ..meta };
+        return Ok(stream::sse(ChatStream::new(state, gen, meta, include_usage, want_logprobs, offered)));
+    }
+    let out = gen.collect().await?;
+    tracing::info!(id = %meta.id, usage = ?out.usage(), "chat completion");
+    Ok(Json(response(&state, &meta, &out, want_logprobs, offered.as_ref())).into_response())
+}
+
+fn response(state: &Shared, meta: &Meta, out: &Collected, want_logprobs: bool, offered: Option<&Offered>) -> Value {
+    let choices = out
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let finish = c.finish.map(|f| f.as_openai_str());
+            let mut message = json!({"role": "assistant", "content": c.text});
+            let mut finish = json!(finish);
+            if let Some((content, calls)) = offered.and_then(|o| o.parse(&c.text)) {
+                message = json!({"role": "assistant", "content": content, "tool_calls": calls});
+                finish = json!("tool_calls");
+            }
+            let lps = if want_logprobs { logprobs::chat(&state.tokenizer, &c.logprobs) } else { Value::Null };
+            json!({"index": i, "message": message, "logprobs": lps, "finish_reason": finish})
+        })
+        .collect();
+    let mut v = meta.wrap(choices);
+    v["usage"] = out.usage().openai();
+    v
+}

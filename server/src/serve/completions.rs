@@ -1,0 +1,106 @@
+//! `POST /v1/completions` (the legacy text API that tree rollouts and evals use).
+
+use super::common::{sampling_params, Meta, StreamOptions};
+use super::completions_stream::CompletionStream;
+use super::error::{ApiError, ApiResult};
+use super::extract::{typed, JsonBody};
+use super::generate::{Ask, Collected, Generation};
+use super::logprobs::CompletionLogprobs;
+use super::prompt::{self, Prompt};
+use super::state::{new_id, unix_now, Shared};
+use super::stream;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct CompletionWire {
+    model: Option<String>,
+    prompt: Option<Value>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    echo: Option<bool>,
+    best_of: Option<usize>,
+    suffix: Option<String>,
+    user: Option<String>,
+}
+
+pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let wire: CompletionWire = typed(&Value::Object(body.clone()))?;
+    state.check_model(wire.model.as_deref())?;
+    let params = sampling_params(&body, false)?;
+    if wire.best_of.is_some_and(|b| b > params.n.max(1)) {
+        return Err(ApiError::invalid_param("best_of", "`best_of` greater than `n` is not supported."));
+    }
+    if wire.suffix.is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_param("suffix", "`suffix` (fill-in-the-middle) is not supported."));
+    }
+    let prompts = prompt::parse(&state.tokenizer, wire.prompt.as_ref())?;
+    let echo = wire.echo.unwrap_or(false);
+    let top = params.logprobs;
+    let ask = Ask { prompt_logprobs: top.filter(|_| echo), params, session: wire.user };
+    let (tokens, texts): (Vec<_>, Vec<_>) = prompts.into_iter().map(|Prompt { tokens, text }| (tokens, text)).unzip();
+    let gen = Generation::submit(&state, tokens.clone(), ask)?;
+    let meta = Meta { id: new_id("cmpl"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };
+    let echo = echo.then_some(Echo { texts, tokens });
+    if wire.stream.unwrap_or(false) {
+        let include_usage = wire.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        return Ok(stream::sse(CompletionStream::new(state, gen, meta, include_usage, top.is_some(), echo)));
+    }
+    let out = gen.collect().await?;
+    tracing::info!(id = %meta.id, usage = ?out.usage(), "completion");
+    Ok(Json(response(&state, &meta, &out, top.is_some(), echo.as_ref())).into_response())
+}
+
+/// What `echo` puts before each choice: its prompt.
+pub struct Echo {
+    pub texts: Vec<String>,
+    pub tokens: Vec<Vec<u32>>,
+}
+
+fn response(state: &Shared, meta: &Meta, out: &Collected, want_logprobs: bool, echo: Option<&Echo>) -> Value {
+    let n = out.choices.len() / out.prompts.len().max(1);
+    let tok = &state.tokenizer;
+    let choices = out
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let p = i / n.max(1);
+            let mut text = String::new();
+            let mut lps = CompletionLogprobs::default();
+            if let Some(echo) = echo {
+                text.push_str(&echo.texts[p]);
+                if want_logprobs {
+                    push_prompt(&mut lps, tok, &echo.tokens[p], out.prompts[p].logprobs.as_deref());
+                }
+            }
+            text.push_str(&c.text);
+            for lp in &c.logprobs {
+                lps.push(tok, lp);
+            }
+            let lps = if want_logprobs { lps.take() } else { Value::Null };
+            json!({"index": i, "text": text, "logprobs": lps, "finish_reason": c.finish.map(|f| f.as_openai_str())})
+        })
+        .collect();
+    let mut v = meta.wrap(choices);
+    v["usage"] = out.usage().openai();
+    v
+}
+
+/// The prompt's tokens under `echo`: the first has no logprob (nothing predicts it).
+pub fn push_prompt(
+    lps: &mut CompletionLogprobs,
+    tok: &looptree_models::tokenizer::Tokenizer,
+    prompt: &[u32],
+    prompt_lps: Option<&[looptree_engine::TokenLogprob]>,
+) {
+    if let Some(&first) = prompt.first() {
+        lps.push_bare(tok, first);
+    }
+    for lp in prompt_lps.unwrap_or_default() {
+        lps.push(tok, lp);
+    }
+}

@@ -1,0 +1,105 @@
+//! Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the
+//! status a client can act on. A client's mistake is always a 4xx.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use looptree_engine::RequestError;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), kind, param: None, code: None }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+    /// A 400 naming the request field at fault.
+    pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
+        Self::bad_request(message).param(param)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+    }
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "Incorrect or missing API key.")
+            .code("invalid_api_key")
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", message).code("request_too_large")
+    }
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message).code("rate_limit_exceeded")
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+    pub fn param(mut self, param: &str) -> Self {
+        self.param = Some(param.to_string());
+        self
+    }
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The JSON body, also sent as the last event of a stream that fails midway.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, "{}", self.message);
+        } else {
+            tracing::debug!(status = %self.status, "{}", self.message);
+        }
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// The engine refused a request: every case but a full queue or a stopped engine is
+/// something the client can fix.
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RequestError::EmptyPrompt => ApiError::invalid_param("prompt", msg),
+            RequestError::PromptTooLong { .. } | RequestError::PoolTooSmall { .. } => {
+                ApiError::bad_request(msg).code("context_length_exceeded")
+            }
+            RequestError::TokenOutOfRange(_) => ApiError::invalid_param("prompt", msg),
+            RequestError::InvalidParams(_) => {
+                let param = backticked(&msg).map(str::to_string);
+                ApiError { param, ..ApiError::bad_request(msg) }
+            }
+            RequestError::QueueFull => ApiError::rate_limited(msg),
+            RequestError::EngineStopped => ApiError::unavailable(msg),
+        }
+    }
+}
+
+/// The engine's validation messages name the field in backticks: "`top_p` must be ...".
+fn backticked(msg: &str) -> Option<&str> {
+    let rest = msg.split_once('`')?.1;
+    Some(rest.split_once('`')?.0).filter(|p| !p.contains(' '))
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

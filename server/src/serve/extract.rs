@@ -1,0 +1,44 @@
+//! Request bodies: read (413 past the size limit), parsed as JSON (400 when it is not),
+//! then typed with the path of the offending field named in the error.
+
+use super::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A JSON object body. Unlike axum's `Json`, every rejection is an OpenAI-shaped error,
+/// and a missing `Content-Type` is tolerated (curl users forget it).
+pub struct JsonBody(pub serde_json::Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large("The request body is too large.")
+            } else {
+                ApiError::bad_request(format!("Could not read the request body: {e}"))
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(JsonBody(map)),
+            Ok(_) => Err(ApiError::bad_request("The request body must be a JSON object.")),
+            Err(e) => Err(ApiError::bad_request(format!("We could not parse the JSON body of your request: {e}"))),
+        }
+    }
+}
+
+/// Deserializes `value` into `T`; a type mismatch becomes a 400 naming the field.
+pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad_request(format!("Invalid request: {inner}"))
+        } else {
+            ApiError::invalid_param(&path, format!("Invalid value for `{path}`: {inner}"))
+        }
+    })
+}

@@ -1,0 +1,172 @@
+//! Submitting one HTTP request's prompts to the engine and reading their events back.
+//!
+//! A completions request may carry several prompts, each with `n` forks; its choices are
+//! numbered `prompt * n + seq`. Events of all prompts arrive on one channel. Dropping a
+//! [`Generation`] (client gone, handler aborted) cancels whatever is still running, so
+//! no KV stays held for a listener that left.
+
+use super::error::ApiError;
+use super::state::{Permit, Shared};
+use looptree_engine::sampling::{FinishReason, SamplingParams};
+use looptree_engine::{Event, GenerationRequest, RequestId, TokenLogprob};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// What a request asks the engine for, beyond its prompts.
+#[derive(Clone)]
+pub struct Ask {
+    pub params: SamplingParams,
+    pub prompt_logprobs: Option<usize>,
+    pub session: Option<String>,
+}
+
+pub struct Generation {
+    state: Shared,
+    rx: UnboundedReceiver<(usize, Event)>,
+    ids: Vec<RequestId>,
+    /// Per prompt: forks not yet finished.
+    open: Vec<usize>,
+    pub n: usize,
+    pub prompt_lens: Vec<usize>,
+    _permit: Permit,
+}
+
+impl Generation {
+    /// Checks every prompt first, so a bad second prompt does not leave the first running.
+    pub fn submit(state: &Shared, prompts: Vec<Vec<u32>>, ask: Ask) -> Result<Self, ApiError> {
+        let permit = state.admit()?;
+        let limits = state.engine.limits();
+        let reqs: Vec<GenerationRequest> = prompts
+            .into_iter()
+            .map(|prompt| GenerationRequest {
+                prompt,
+                params: ask.params.clone(),
+                prompt_logprobs: ask.prompt_logprobs,
+                session: ask.session.clone(),
+            })
+            .collect();
+        for r in &reqs {
+            limits.check(r)?;
+        }
+        let n = ask.params.n.max(1);
+        let (tx, rx) = unbounded_channel();
+        let mut g = Generation {
+            state: state.clone(),
+            rx,
+            ids: Vec::new(),
+            open: vec![n; reqs.len()],
+            n,
+            prompt_lens: reqs.iter().map(|r| r.prompt.len()).collect(),
+            _permit: permit,
+        };
+        for (i, req) in reqs.into_iter().enumerate() {
+            let tx = tx.clone();
+            // Runs on the engine thread; false (receiver gone) cancels the request there.
+            let sink = move |ev: Event| tx.send((i, ev)).is_ok();
+            // On error `g` drops and cancels the prompts already submitted.
+            g.ids.push(state.engine.submit(req, Box::new(sink))?);
+        }
+        Ok(g)
+    }
+
+    pub fn prompts(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The next event as (prompt index, event); `None` once every fork has finished.
+    /// A failure, or the engine going away, is an error.
+    pub async fn next(&mut self) -> Option<Result<(usize, Event), ApiError>> {
+        if self.open.iter().all(|&o| o == 0) {
+            return None;
+        }
+        match self.rx.recv().await {
+            None => Some(Err(ApiError::unavailable("the engine stopped before the request finished"))),
+            Some((_, Event::Failed { message })) => {
+                self.open.iter_mut().for_each(|o| *o = 0);
+                Some(Err(ApiError::internal(format!("generation failed: {message}"))))
+            }
+            Some((p, ev)) => {
+                if matches!(ev, Event::Finished { .. }) {
+                    self.open[p] = self.open[p].saturating_sub(1);
+                }
+                Some(Ok((p, ev)))
+            }
+        }
+    }
+
+    /// Runs to the end and gathers every choice (the non-streaming responses).
+    pub async fn collect(mut self) -> Result<Collected, ApiError> {
+        let n = self.n;
+        let mut out = Collected {
+            choices: (0..self.prompts() * n).map(|_| Choice::default()).collect(),
+            prompts: self.prompt_lens.iter().map(|&len| PromptInfo { tokens: len, ..Default::default() }).collect(),
+        };
+        while let Some(item) = self.next().await {
+            let (p, ev) = item?;
+            out.apply(p, n, ev);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        // Cancelling a finished request is a no-op in the engine.
+        if self.open.iter().any(|&o| o > 0) {
+            for &id in &self.ids {
+                self.state.engine.cancel(id);
+            }
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct Choice {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<TokenLogprob>,
+    pub finish: Option<FinishReason>,
+    pub completion_tokens: usize,
+}
+
+#[derive(Default, Debug)]
+pub struct PromptInfo {
+    pub tokens: usize,
+    pub cached: usize,
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+pub struct Collected {
+    pub choices: Vec<Choice>,
+    pub prompts: Vec<PromptInfo>,
+}
+
+impl Collected {
+    fn apply(&mut self, p: usize, n: usize, ev: Event) {
+        match ev {
+            Event::Prefilled { prompt_tokens, cached_tokens, prompt_logprobs } => {
+                self.prompts[p] = PromptInfo { tokens: prompt_tokens, cached: cached_tokens, logprobs: prompt_logprobs };
+            }
+            Event::Token { seq, token, text, logprob } => {
+                let c = &mut self.choices[p * n + seq];
+                c.text.push_str(&text);
+                c.tokens.push(token);
+                c.logprobs.extend(logprob);
+            }
+            Event::Finished { seq, reason, completion_tokens, text } => {
+                let c = &mut self.choices[p * n + seq];
+                c.text.push_str(&text);
+                c.finish = Some(reason);
+                c.completion_tokens = completion_tokens;
+            }
+            Event::Failed { .. } => {}
+        }
+    }
+
+    pub fn usage(&self) -> super::usage::Usage {
+        super::usage::Usage::new(
+            self.prompts.iter().map(|p| p.tokens).sum(),
+            self.choices.iter().map(|c| c.completion_tokens).sum(),
+            self.prompts.iter().map(|p| p.cached).sum(),
+        )
+    }
+}

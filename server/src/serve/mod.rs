@@ -1,0 +1,132 @@
+//! `looptree serve`: the OpenAI-compatible HTTP API over the engine.
+//!
+//! The engine runs on its own thread ([`EngineHandle`]); axum handlers on a small tokio
+//! runtime turn requests into engine requests and engine events into responses.
+
+mod auth;
+mod chat;
+mod chat_stream;
+mod common;
+mod completions;
+mod completions_stream;
+mod conversation;
+mod error;
+mod extract;
+mod generate;
+mod logprobs;
+mod metrics;
+mod models;
+mod prompt;
+mod routes;
+mod state;
+mod stream;
+mod tokenize;
+mod tools;
+mod usage;
+
+use crate::cli::ServeArgs;
+use crate::setup;
+use anyhow::{bail, Context, Result};
+use looptree_engine::EngineHandle;
+use looptree_models::chat_template::ChatTemplate;
+use state::AppState;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    if args.max_concurrent == 0 {
+        bail!("--max-concurrent must be at least 1");
+    }
+    let threads = setup::set_threads(args.model.threads)?;
+    let loaded = setup::load_model(&args.model)?;
+    let cfg = setup::engine_config(&args.model, loaded.model.as_ref(), None)?;
+    let kv_mib = cfg.kv_memory_bytes >> 20;
+    let engine = setup::build_engine(&loaded, cfg)?;
+    let capacity = engine.capacity_tokens();
+    let max_context = engine.limits().max_context;
+    let template = loaded.chat_template.clone().unwrap_or_else(|| {
+        tracing::warn!("the model ships no chat template; chat requests use plain ChatML");
+        Arc::new(ChatTemplate::chatml_fallback())
+    });
+    // What the user typed (an alias, a hub id) is the name they will send back; a file
+    // path is not, so a path serves under the model's own name.
+    let typed_name = &args.model.model;
+    let default_name = if std::path::Path::new(typed_name).exists() { loaded.name.clone() } else { typed_name.clone() };
+    let model_name = args.served_model_name.clone().unwrap_or(default_name);
+    let mut accepted_names = vec![model_name.clone(), loaded.name.clone(), args.model.model.clone()];
+    accepted_names.sort();
+    accepted_names.dedup();
+    let state = Arc::new(AppState {
+        engine: EngineHandle::spawn(engine),
+        tokenizer: loaded.tokenizer.clone(),
+        template,
+        model_name,
+        accepted_names,
+        max_context,
+        api_key: args.api_key.clone(),
+        max_concurrent: args.max_concurrent,
+        in_flight: Default::default(),
+        rejected: Default::default(),
+        started: state::unix_now(),
+    });
+    tracing::info!(model = %state.model_name, threads, kv_mib, kv_tokens = capacity, max_context, "model loaded");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("looptree-http")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(listen(args, state))
+}
+
+async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    // On stdout, for scripts and tests that start us on port 0.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!("listening on http://{addr}/v1");
+    let app = routes::router(state, args.max_body_bytes);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM: stop accepting, let running responses finish. A second signal,
+/// or 30 s of waiting, exits at once.
+async fn shutdown_signal() {
+    wait_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests (signal again to exit now)");
+    tokio::spawn(async {
+        tokio::select! {
+            _ = wait_signal() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        tracing::warn!("exiting with requests still in flight");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,34 @@
+//! `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`.
+
+use super::error::ApiError;
+use super::state::Shared;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+fn model_object(state: &Shared) -> Value {
+    json!({
+        "id": state.model_name,
+        "object": "model",
+        "created": state.started,
+        "owned_by": "looptree",
+        "max_model_len": state.max_context,
+    })
+}
+
+pub async fn list(State(state): State<Shared>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_object(&state)]}))
+}
+
+pub async fn get(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if state.accepted_names.iter().any(|n| *n == id) {
+        Ok(Json(model_object(&state)))
+    } else {
+        Err(ApiError::not_found(format!("The model `{id}` does not exist.")).code("model_not_found"))
+    }
+}
+
+/// Up as soon as the server listens: the model is loaded before the port opens.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}

@@ -1,0 +1,84 @@
+//! What every handler shares: the engine, the tokenizer and template, the served name,
+//! and the in-flight limit.
+
+use super::error::ApiError;
+use looptree_engine::EngineHandle;
+use looptree_models::chat_template::ChatTemplate;
+use looptree_models::tokenizer::Tokenizer;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: Arc<ChatTemplate>,
+    /// The name in responses and /v1/models.
+    pub model_name: String,
+    /// Names a request's `model` may carry (the served name, the --model argument).
+    pub accepted_names: Vec<String>,
+    pub max_context: usize,
+    pub api_key: Option<String>,
+    pub max_concurrent: usize,
+    pub in_flight: AtomicUsize,
+    /// Requests refused because `max_concurrent` were in flight.
+    pub rejected: AtomicU64,
+    /// Unix seconds at start-up (`created` of the model object).
+    pub started: u64,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// `model` must be absent or name the loaded model: a client pointed at the wrong
+    /// server should hear so rather than get another model's output.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            None => Ok(()),
+            Some(m) if self.accepted_names.iter().any(|n| n == m) => Ok(()),
+            Some(m) => Err(ApiError::invalid_param(
+                "model",
+                format!("The model `{m}` does not exist; this server serves `{}`.", self.model_name),
+            )
+            .code("model_not_found")),
+        }
+    }
+
+    /// Takes one of the `max_concurrent` slots for a generation request, or refuses with 429.
+    pub fn admit(self: &Arc<Self>) -> Result<Permit, ApiError> {
+        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_concurrent {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::rate_limited(format!(
+                "{} requests are in flight, the most this server takes (--max-concurrent); retry later.",
+                self.max_concurrent
+            )));
+        }
+        Ok(Permit(self.clone()))
+    }
+}
+
+/// An in-flight slot, given back when the response (or stream) is dropped.
+pub struct Permit(Shared);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Unix seconds now, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A fresh id such as `chatcmpl-3f9a...`: random enough to tell responses apart, without a
+/// dependency (std's hasher keys are seeded from the OS).
+pub fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+    h.write_u64(unix_now());
+    format!("{prefix}-{:016x}", h.finish())
+}

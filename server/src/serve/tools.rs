@@ -1,0 +1,180 @@
+//! Tools: which ones a request offers (`tools`, `tool_choice`), and tool calls parsed out
+//! of the model's text. Two conventions are recognised: `<tool_call>{json}</tool_call>`
+//! blocks (Qwen's template asks for them) and a reply that is exactly a JSON object (or a
+//! list of them) naming an offered tool, which small models often write without the tags.
+
+use super::error::ApiError;
+use super::state::new_id;
+use serde_json::{json, Value};
+
+const OPEN: &str = "<tool_call>";
+const CLOSE: &str = "</tool_call>";
+
+/// The tools a request offers, as rendered into the prompt.
+pub struct Offered {
+    pub tools: Vec<Value>,
+    names: Vec<String>,
+}
+
+impl Offered {
+    /// `None` when there are no tools or `tool_choice` is "none".
+    pub fn from_request(tools: Option<&Value>, choice: Option<&Value>) -> Result<Option<Self>, ApiError> {
+        let tools = match tools {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Array(t)) if t.is_empty() => return Ok(None),
+            Some(Value::Array(t)) => t.clone(),
+            Some(_) => return Err(ApiError::invalid_param("tools", "`tools` must be a list.")),
+        };
+        let mut names = Vec::new();
+        for (i, t) in tools.iter().enumerate() {
+            match t.pointer("/function/name").and_then(Value::as_str) {
+                Some(n) if t.get("type").and_then(Value::as_str).unwrap_or("function") == "function" => {
+                    names.push(n.to_string())
+                }
+                _ => {
+                    return Err(ApiError::invalid_param(
+                        &format!("tools[{i}]"),
+                        "each tool needs `type: \"function\"` and `function.name`.",
+                    ))
+                }
+            }
+        }
+        let mut offered = Offered { tools, names };
+        match choice {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s == "auto" || s == "required" => {}
+            Some(Value::String(s)) if s == "none" => return Ok(None),
+            Some(v) => {
+                let Some(name) = v.pointer("/function/name").and_then(Value::as_str) else {
+                    return Err(ApiError::invalid_param(
+                        "tool_choice",
+                        "`tool_choice` must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}.",
+                    ));
+                };
+                let Some(i) = offered.names.iter().position(|n| n == name) else {
+                    return Err(ApiError::invalid_param("tool_choice", format!("`tool_choice` names `{name}`, which is not in `tools`.")));
+                };
+                // Only the chosen tool is shown, so the model can call nothing else.
+                offered = Offered { tools: vec![offered.tools[i].clone()], names: vec![name.to_string()] };
+            }
+        }
+        Ok(Some(offered))
+    }
+
+    /// Splits a reply into (content, tool calls). `None`: not a tool call, keep the text.
+    pub fn parse(&self, text: &str) -> Option<(Option<String>, Vec<Value>)> {
+        if text.contains(OPEN) {
+            return parse_tagged(text);
+        }
+        let calls = self.parse_bare(text)?;
+        Some((None, calls))
+    }
+
+    /// Whether a stream should hold text back: it may still become a tool call.
+    pub fn may_start_call(text: &str) -> bool {
+        let t = text.trim_start();
+        t.is_empty() || OPEN.starts_with(t) || t.starts_with(OPEN) || t.starts_with('{') || t.starts_with('[') || t.starts_with("```")
+    }
+
+    fn parse_bare(&self, text: &str) -> Option<Vec<Value>> {
+        let t = strip_fence(text.trim());
+        let v: Value = serde_json::from_str(t).ok()?;
+        let items = match v {
+            Value::Array(items) if !items.is_empty() => items,
+            obj @ Value::Object(_) => vec![obj],
+            _ => return None,
+        };
+        items
+            .iter()
+            .map(|item| call_from(item).filter(|c| self.names.iter().any(|n| Some(n.as_str()) == c.pointer("/function/name").and_then(Value::as_str))))
+            .collect()
+    }
+}
+
+/// Every `<tool_call>` block must hold a call; the text around them is the content. A
+/// last block left open (generation stopped at the end tag) still counts.
+fn parse_tagged(text: &str) -> Option<(Option<String>, Vec<Value>)> {
+    let mut content = String::new();
+    let mut calls = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        content.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let (inner, next) = match after.find(CLOSE) {
+            Some(end) => (&after[..end], &after[end + CLOSE.len()..]),
+            None => (after, ""),
+        };
+        let v: Value = serde_json::from_str(strip_fence(inner.trim())).ok()?;
+        calls.push(call_from(&v)?);
+        rest = next;
+    }
+    content.push_str(rest);
+    let content = content.trim();
+    Some(((!content.is_empty()).then(|| content.to_string()), calls))
+}
+
+fn strip_fence(t: &str) -> &str {
+    let Some(inner) = t.strip_prefix("```") else { return t };
+    let inner = inner.strip_prefix("json").unwrap_or(inner);
+    inner.strip_suffix("```").unwrap_or(inner).trim()
+}
+
+/// `{"name": ..., "arguments": {...}}` (or `parameters`) as an OpenAI tool call, whose
+/// `arguments` is a JSON string.
+fn call_from(v: &Value) -> Option<Value> {
+    let name = v.get("name")?.as_str()?;
+    let args = v.get("arguments").or_else(|| v.get("parameters")).cloned().unwrap_or(json!({}));
+    let args = match args {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    Some(json!({"id": new_id("call"), "type": "function", "function": {"name": name, "arguments": args}}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weather() -> Offered {
+        let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+        Offered::from_request(Some(&tools), None).unwrap().unwrap()
+    }
+
+    #[test]
+    fn tagged_calls_are_parsed_with_surrounding_content() {
+        let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let (content, calls) = weather().parse(text).unwrap();
+        assert_eq!(content.as_deref(), Some("Let me check."));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"city": "Paris"}));
+    }
+
+    #[test]
+    fn a_bare_json_object_naming_an_offered_tool_is_a_call() {
+        let (content, calls) = weather().parse(r#" {"name": "get_weather", "arguments": {"city": "Paris"}}"#).unwrap();
+        assert_eq!(content, None);
+        assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+        assert!(weather().parse(r#"{"name": "other_tool", "arguments": {}}"#).is_none());
+        assert!(weather().parse("The weather is nice.").is_none());
+        assert!(weather().parse("```json\n{\"name\": \"get_weather\", \"arguments\": {}}\n```").is_some());
+    }
+
+    #[test]
+    fn tool_choice_none_and_named() {
+        let tools = json!([{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}]);
+        assert!(Offered::from_request(Some(&tools), Some(&json!("none"))).unwrap().is_none());
+        let one = Offered::from_request(Some(&tools), Some(&json!({"type": "function", "function": {"name": "b"}}))).unwrap().unwrap();
+        assert_eq!(one.tools.len(), 1);
+        assert!(Offered::from_request(Some(&tools), Some(&json!({"type": "function", "function": {"name": "c"}}))).is_err());
+        assert!(Offered::from_request(Some(&json!("x")), None).is_err());
+    }
+
+    #[test]
+    fn streams_hold_text_that_may_become_a_call() {
+        assert!(Offered::may_start_call("  <tool"));
+        assert!(Offered::may_start_call("{\"na"));
+        assert!(!Offered::may_start_call("Hello"));
+    }
+}

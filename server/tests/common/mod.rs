@@ -1,0 +1,151 @@
+//! Starting the real `looptree serve` on SmolLM2 and talking to it over HTTP.
+
+#![allow(dead_code)]
+
+use reqwest::blocking::{Client, Response};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub client: Client,
+}
+
+/// The flags every test server gets: a small pool and one thread, so several test
+/// servers can share a small machine.
+const BASE_ARGS: &[&str] = &["serve", "--model", "smollm2-135m", "--port", "0", "--threads", "1", "--kv-memory", "64MiB"];
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_looptree"))
+            .args(BASE_ARGS)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start looptree serve");
+        // The server prints its address on stdout once it listens.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start listening (is the model fetched? bash scripts/fetch-models.sh)");
+            }
+        };
+        let client = Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
+        Server { child, base, client }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON; returns the status and the parsed body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).json(body).send().expect("request");
+        status_json(r)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        status_json(self.client.get(self.url(path)).send().expect("request"))
+    }
+
+    /// A streaming request, read to the end: the JSON of every `data:` line before [DONE].
+    pub fn stream(&self, path: &str, body: &Value) -> Vec<Value> {
+        let r = self.client.post(self.url(path)).json(body).send().expect("request");
+        assert_eq!(r.status().as_u16(), 200, "stream refused: {:?}", r.text());
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+        let mut chunks = Vec::new();
+        let mut done = false;
+        for line in BufReader::new(r).lines() {
+            let line = line.expect("read stream");
+            let Some(data) = line.strip_prefix("data: ") else { continue };
+            assert!(!done, "data after [DONE]");
+            if data == "[DONE]" {
+                done = true;
+                continue;
+            }
+            chunks.push(serde_json::from_str(data).expect("chunk is JSON"));
+        }
+        assert!(done, "the stream ended without [DONE]");
+        chunks
+    }
+
+    /// A metric's value from /metrics (the first sample of that name).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(self.url("/metrics")).send().unwrap().text().unwrap();
+        metric_in(&text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Waits until nothing runs, waits or is in flight: no request leaked.
+    pub fn wait_idle(&self) {
+        let start = Instant::now();
+        loop {
+            let busy = self.metric("looptree_requests_running")
+                + self.metric("looptree_requests_waiting")
+                + self.metric("looptree_http_requests_in_flight");
+            if busy == 0.0 {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "requests still running after 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn status_json(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().expect("body");
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text}"));
+    (status, v)
+}
+
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        let key = key.split('{').next()?;
+        (key == name).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Checks an OpenAI error body and returns its message.
+pub fn assert_error(status: u16, body: &Value, want: u16) -> String {
+    assert_eq!(status, want, "body: {body}");
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
+    assert!(e["type"].is_string(), "no type: {body}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "param/code missing: {body}");
+    e["message"].as_str().unwrap().to_string()
+}
+
+/// The concatenated text of a chat stream's choice `index`.
+pub fn chat_stream_text(chunks: &[Value], index: u64) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
+        .filter(|ch| ch["index"] == index)
+        .filter_map(|ch| ch["delta"]["content"].as_str().map(str::to_string))
+        .collect()
+}
