@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-models.sh smollm2-135m qwen2.5-coder-0.5b
+python3 scripts/make-safetensors-fixture.py  # HF-layout SmolLM2 for tests/tests/safetensors_model.rs
 cargo test --workspace --all-targets "$@"
