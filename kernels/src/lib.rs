@@ -2,3 +2,4 @@
 
 pub mod attention;
 pub mod cpu_attention;
+pub mod q4_1;

@@ -3,7 +3,8 @@
 //! each source maps them to its own.
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use looptree_kernels::q4_1::Q4_1Matrix;
 use candle_core::{DType, Device, Module, Tensor};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,13 +12,29 @@ use std::sync::Arc;
 
 /// A projection `y = x·Wᵀ (+ b)` over quantized or dense weights.
 pub struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+enum Weight {
+    Candle(QMatMul),
+    /// Q4_1 on the CPU: looptree's SIMD kernel (candle's is scalar).
+    Q4_1(Q4_1Matrix),
 }
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match &self.weight {
+            Weight::Candle(w) => w.forward(x)?,
+            Weight::Q4_1(w) => {
+                let k = w.in_features();
+                let mut dims = x.dims().to_vec();
+                let m = x.elem_count() / k;
+                let out = w.matmul(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?, m);
+                *dims.last_mut().expect("input has a feature dimension") = w.out_features();
+                Tensor::from_vec(out, dims, x.device())?
+            }
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -68,7 +85,15 @@ impl WeightSource for GgufWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = if bias { Some(self.qtensor(&format!("{name}.bias"))?.dequantize(&self.device)?) } else { None };
-        Ok(Linear { weight: QMatMul::from_arc(Arc::new(w))?, bias })
+        // CANDLE_DEQUANTIZE_ALL asks for dense weights everywhere: leave that to candle.
+        let dequantize_all = std::env::var_os("CANDLE_DEQUANTIZE_ALL").is_some();
+        if w.dtype() == GgmlDType::Q4_1 && self.device.is_cpu() && !dequantize_all {
+            let (n, k) = w.shape().dims2()?;
+            if let Some(m) = Q4_1Matrix::from_bytes(&w.data()?, n, k) {
+                return Ok(Linear { weight: Weight::Q4_1(m), bias });
+            }
+        }
+        Ok(Linear { weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?), bias })
     }
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
         Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(dtype)?)
@@ -109,7 +134,7 @@ impl WeightSource for SafetensorsWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.load(&format!("{name}.weight"))?;
         let bias = if bias { Some(self.load(&format!("{name}.bias"))?) } else { None };
-        Ok(Linear { weight: QMatMul::Tensor(w), bias })
+        Ok(Linear { weight: Weight::Candle(QMatMul::Tensor(w)), bias })
     }
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
         Ok(self.load(name)?.to_dtype(dtype)?)
