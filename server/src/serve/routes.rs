@@ -8,6 +8,7 @@ use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: Shared, max_body_bytes: usize) -> Router {
@@ -25,6 +26,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .layer(from_fn_with_state(state.clone(), auth::require_key))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(on_panic))
         .with_state(state)
 }
 
@@ -34,4 +36,15 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::method_not_allowed(format!("Method {method} is not allowed on {}", uri.path()))
+}
+
+/// A bug of ours must not look like a dropped connection: the client gets a 500 it can
+/// report, and the server keeps serving.
+fn on_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    axum::response::IntoResponse::into_response(ApiError::internal(format!("internal error: {what}")))
 }
