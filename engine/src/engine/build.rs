@@ -27,13 +27,22 @@ impl Engine {
             match self.try_build() {
                 Ok(plan) if !plan.entries.is_empty() => return Some(plan),
                 Ok(_) => {
-                    // Nothing fits although requests run: free the pool by preempting the newest.
-                    if self.running.len() > 1 && self.preempt_newest(None) {
+                    // Nothing fits although requests run. First hold what forks computed
+                    // separately once; then preempt the newest. The only request left
+                    // cannot run in this pool: fail it rather than spin without progress.
+                    let running = self.running.len();
+                    if (0..running).map(|ri| self.share_computed(ri)).sum::<usize>() > 0 {
+                        continue;
+                    }
+                    if running > 0 && self.preempt_newest((running == 1).then_some(0)) {
                         continue;
                     }
                     return None;
                 }
                 Err(starved) => {
+                    if self.share_computed(starved) > 0 {
+                        continue;
+                    }
                     if !self.preempt_newest(Some(starved)) {
                         return None;
                     }
@@ -120,6 +129,26 @@ impl Engine {
             }
             None => false,
         }
+    }
+
+    /// Puts the computed whole pages of every attached sequence of running request `ri`
+    /// into the tree (as `fork` does for the prompt), so pages that its forks computed
+    /// separately are held once. That happens when a preempted request with forks resumes
+    /// after part of its shared prompt was evicted: each fork recomputes the lost part
+    /// into pages of its own. Returns how many duplicate pages were freed.
+    fn share_computed(&mut self, ri: usize) -> usize {
+        let mut freed = 0;
+        for s in self.running[ri].seqs.iter_mut() {
+            let Some(old) = s.node else { continue };
+            let ins = self.tree.insert(&s.tokens[..s.computed], &s.pages, &mut self.alloc);
+            s.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
+            s.tree_pages = ins.pages.len();
+            self.tree.lock(ins.node);
+            self.tree.unlock(old);
+            s.node = Some(ins.node);
+            freed += ins.freed.len();
+        }
+        freed
     }
 
     /// Sends the most recently arrived running request (other than `except`, unless it is
