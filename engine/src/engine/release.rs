@@ -4,6 +4,7 @@
 
 use super::{Engine, Req};
 use crate::request::Event;
+use crate::sequence::Seq;
 use std::time::Instant;
 
 impl Engine {
@@ -25,6 +26,13 @@ impl Engine {
                     }
                 }
             } else {
+                // A finished fork's context goes to the tree now: its pages become
+                // evictable instead of staying locked until its siblings finish.
+                let mut seqs = std::mem::take(&mut self.running[i].seqs);
+                for s in seqs.iter_mut().filter(|s| s.done) {
+                    self.detach_seq(s);
+                }
+                self.running[i].seqs = seqs;
                 i += 1;
             }
         }
@@ -36,18 +44,25 @@ impl Engine {
     pub(super) fn detach(&mut self, r: &mut Req) -> Option<crate::radix_tree::NodeId> {
         let mut last = None;
         for s in r.seqs.iter_mut() {
-            let Some(node) = s.node.take() else { continue };
-            let computed = &s.tokens[..s.computed];
-            let ins = self.tree.insert(computed, &s.pages, &mut self.alloc);
-            // Pages past the tree's whole pages are still ours: give them back.
-            self.alloc.free_all(&s.pages[ins.pages.len()..]).expect("own pages are allocated");
-            self.tree.unlock(node);
-            s.pages.clear();
-            s.tree_pages = 0;
-            s.computed = 0;
-            last = Some(ins.node);
+            last = self.detach_seq(s).or(last);
         }
         last
+    }
+
+    /// Detaches one sequence: its computed K/V go into the tree, its own leftover pages
+    /// are freed, its lock is dropped. Returns its node in the tree (None if it was not
+    /// attached).
+    fn detach_seq(&mut self, s: &mut Seq) -> Option<crate::radix_tree::NodeId> {
+        let node = s.node.take()?;
+        let computed = &s.tokens[..s.computed];
+        let ins = self.tree.insert(computed, &s.pages, &mut self.alloc);
+        // Pages past the tree's whole pages are still ours: give them back.
+        self.alloc.free_all(&s.pages[ins.pages.len()..]).expect("own pages are allocated");
+        self.tree.unlock(node);
+        s.pages.clear();
+        s.tree_pages = 0;
+        s.computed = 0;
+        Some(ins.node)
     }
 
     /// A forward failed: every running request fails and is released.
