@@ -176,7 +176,8 @@ pub fn fake_logits(history: &[u32], vocab: usize) -> Vec<f32> {
     let peak = (h % vocab as u64) as usize;
     (0..vocab)
         .map(|v| {
-            let noise = (mix(h ^ (v as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32 / (1u64 << 24) as f32;
+            let noise =
+                (mix(h ^ (v as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32 / (1u64 << 24) as f32;
             2.0 * noise + if v == peak { 4.0 } else { 0.0 }
         })
         .collect()

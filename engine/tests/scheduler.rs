@@ -28,7 +28,8 @@ fn greedy_alone_matches_the_reference() {
             let want = reference(&p, &params);
             assert_eq!(o.fork(0), want, "page_size {ps}, prompt {p:?}");
             assert_eq!(o.prefilled, Some((len, 0)));
-            let reason = if want.last() == Some(&FAKE_EOS) && !ignore_eos { FinishReason::Stop } else { FinishReason::Length };
+            let reason =
+                if want.last() == Some(&FAKE_EOS) && !ignore_eos { FinishReason::Stop } else { FinishReason::Length };
             assert_eq!(o.finished.get(&0), Some(&(reason, want.len())));
             assert_eq!(o.text[&0], text_of(&want), "streamed text");
         }
@@ -54,7 +55,12 @@ fn greedy_output_is_the_same_in_a_batch_of_eight() {
             run(&mut e, 1000);
             for ((p, params), log) in reqs.iter().zip(&logs) {
                 let o = outcome(log);
-                assert_eq!(o.fork(0), reference(p, params), "page_size {ps}, budget {max_step_tokens}, prompt len {}", p.len());
+                assert_eq!(
+                    o.fork(0),
+                    reference(p, params),
+                    "page_size {ps}, budget {max_step_tokens}, prompt len {}",
+                    p.len()
+                );
                 assert!(o.all_finished(1));
             }
             assert!(model.stats().max_batch_tokens() <= max_step_tokens);
@@ -125,7 +131,14 @@ fn greedy_forks_each_equal_the_solo_output() {
 #[test]
 fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
     let p = prompt(42, 11);
-    let params = SamplingParams { n: 3, temperature: 1.0, seed: Some(1234), max_tokens: Some(16), ignore_eos: true, ..Default::default() };
+    let params = SamplingParams {
+        n: 3,
+        temperature: 1.0,
+        seed: Some(1234),
+        max_tokens: Some(16),
+        ignore_eos: true,
+        ..Default::default()
+    };
     for ps in PAGE_SIZES {
         let alone = solo(&p, params.clone(), ps);
         assert_eq!(alone, solo(&p, params.clone(), ps), "page_size {ps}: same seed, same output");
@@ -283,11 +296,12 @@ fn step_budget_holds_and_decodes_keep_running_during_chunked_prefill() {
     for ps in PAGE_SIZES {
         let (mut e, model) = engine(EngineConfig { max_step_tokens: 8, ..config(2048, ps) });
         let decode_params = SamplingParams { ignore_eos: true, ..greedy(60) };
-        let streams: Vec<_> = (0..3).map(|i| (prompt(20 + i, 3), submit(&mut e, &prompt(20 + i, 3), decode_params.clone()).1)).collect();
+        let streams: Vec<_> =
+            (0..3).map(|i| (prompt(20 + i, 3), submit(&mut e, &prompt(20 + i, 3), decode_params.clone()).1)).collect();
         for _ in 0..3 {
             e.step();
         }
-        assert!(streams.iter().all(|(_, l)| outcome(l).fork(0).len() >= 1), "streams started");
+        assert!(streams.iter().all(|(_, l)| !outcome(l).fork(0).is_empty()), "streams started");
         let long = prompt(30, 100);
         let long_params = greedy(5);
         let (_, long_log) = submit(&mut e, &long, long_params.clone());
@@ -371,8 +385,17 @@ fn cancellation_frees_everything() {
         for (i, l) in [&l2, &l3, &l4].into_iter().enumerate() {
             let o = outcome(l);
             assert!(frozen[i].is_some(), "page_size {ps}: request {} never reached its cancellation point", i + 2);
-            assert!(o.finished.is_empty() && o.failed.is_none(), "page_size {ps}: cancelled request {} finished: {o:?}", i + 2);
-            assert_eq!(Some(l.lock().unwrap().len()), frozen[i], "page_size {ps}: request {} got events after its cancellation", i + 2);
+            assert!(
+                o.finished.is_empty() && o.failed.is_none(),
+                "page_size {ps}: cancelled request {} finished: {o:?}",
+                i + 2
+            );
+            assert_eq!(
+                Some(l.lock().unwrap().len()),
+                frozen[i],
+                "page_size {ps}: request {} got events after its cancellation",
+                i + 2
+            );
         }
         let b = outcome(&bystander);
         assert_eq!(b.fork(0), reference(&bp, &bparams), "page_size {ps}");
@@ -403,7 +426,8 @@ fn a_tiny_pool_queues_and_preempts_but_everyone_finishes() {
         let mut reqs = Vec::new();
         for i in 0..12u64 {
             let len = 6 + (i as usize * 5) % 14;
-            let p: Vec<u32> = if i % 3 == 0 { shared.iter().copied().chain(prompt(i, len / 2)).collect() } else { prompt(i, len) };
+            let p: Vec<u32> =
+                if i % 3 == 0 { shared.iter().copied().chain(prompt(i, len / 2)).collect() } else { prompt(i, len) };
             let n = if i % 4 == 1 { 2 } else { 1 };
             let params = SamplingParams { n, ignore_eos: i % 2 == 0, ..greedy(10 + (i as usize * 3) % 11) };
             let log = submit(&mut e, &p, params.clone()).1;
@@ -421,6 +445,66 @@ fn a_tiny_pool_queues_and_preempts_but_everyone_finishes() {
         assert!(e.counters().snapshot().preemptions > 0, "page_size {ps}: the pool was never short");
         assert_clean(&e);
     }
+}
+
+/// Runs (arrival step, prompt, params) on `cfg`; every request must finish with its solo
+/// output.
+fn run_schedule(cfg: EngineConfig, reqs: &[(usize, Vec<u32>, SamplingParams)]) {
+    let ps = cfg.page_size;
+    let (mut e, _) = engine(cfg);
+    let mut logs = vec![None; reqs.len()];
+    for step in 0..1000 {
+        for (i, (at, p, params)) in reqs.iter().enumerate() {
+            if *at == step {
+                logs[i] = Some(submit(&mut e, p, params.clone()).1);
+            }
+        }
+        if logs.iter().all(Option::is_some) && !e.has_work() {
+            break;
+        }
+        e.step();
+        e.check_invariants().unwrap();
+    }
+    for ((_, p, params), log) in reqs.iter().zip(&logs) {
+        let o = outcome(log.as_ref().unwrap());
+        assert!(o.all_finished(params.n), "{o:?}");
+        assert_eq!(o.tokens, solo(p, params.clone(), ps).tokens);
+    }
+    assert_clean(&e);
+}
+
+// Found by scheduler_prop: a preempted request with forks resumes without its shared
+// prompt in the cache (evicted, or the prefix cache is off), so each fork recomputes it
+// into pages of its own. Alone in the pool and short of pages, the request was failed
+// as too large for a pool it fits in, instead of holding those duplicate pages once.
+#[test]
+fn forks_that_recomputed_their_prompt_share_it_again() {
+    let cfg = EngineConfig { max_step_tokens: 8, max_running_seqs: 6, enable_prefix_cache: false, ..config(33, 1) };
+    run_schedule(
+        cfg,
+        &[
+            (1, vec![1, 2, 3, 1, 2, 3, 1], SamplingParams { n: 2, ..greedy(9) }),
+            (3, vec![1, 3, 3, 1, 2, 2, 2, 1, 1, 1, 1, 1], SamplingParams { n: 2, ..greedy(7) }),
+            (1, vec![1, 3, 3, 1, 2, 2, 2, 2, 2, 1, 2, 1, 1, 1], greedy(1)),
+        ],
+    );
+}
+
+// Found by scheduler_prop: with the prefix cache off, a resumed n = 2 request recomputes
+// each fork from scratch; the finished fork kept its pages locked until its sibling
+// finished, so the sibling could never get pages and the request was failed.
+#[test]
+fn finished_forks_release_their_pages() {
+    let cfg = EngineConfig { max_step_tokens: 64, max_running_seqs: 5, enable_prefix_cache: false, ..config(42, 2) };
+    let sampled = SamplingParams { n: 2, temperature: 1.0, seed: Some(22), max_tokens: Some(9), ..Default::default() };
+    run_schedule(
+        cfg,
+        &[
+            (2, vec![1, 2, 3, 1, 2, 3, 1, 1, 3, 2, 2, 1, 2, 1, 1], sampled),
+            (3, vec![1, 3, 3, 1, 1, 1, 2], greedy(7)),
+            (0, vec![1], greedy(1)),
+        ],
+    );
 }
 
 #[test]

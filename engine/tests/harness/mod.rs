@@ -44,10 +44,13 @@ pub type Log = Arc<Mutex<Vec<Event>>>;
 pub fn sink() -> (Box<dyn EventSink>, Log) {
     let log: Log = Arc::default();
     let l = log.clone();
-    (Box::new(move |e: Event| {
-        l.lock().unwrap().push(e);
-        true
-    }), log)
+    (
+        Box::new(move |e: Event| {
+            l.lock().unwrap().push(e);
+            true
+        }),
+        log,
+    )
 }
 
 /// A sink that records events and stops listening (returns false) at the event for
@@ -55,11 +58,14 @@ pub fn sink() -> (Box<dyn EventSink>, Log) {
 pub fn sink_until(mut stop: impl FnMut(&Event) -> bool + Send + 'static) -> (Box<dyn EventSink>, Log) {
     let log: Log = Arc::default();
     let l = log.clone();
-    (Box::new(move |e: Event| {
-        let go_on = !stop(&e);
-        l.lock().unwrap().push(e);
-        go_on
-    }), log)
+    (
+        Box::new(move |e: Event| {
+            let go_on = !stop(&e);
+            l.lock().unwrap().push(e);
+            go_on
+        }),
+        log,
+    )
 }
 
 pub fn submit(e: &mut Engine, prompt: &[u32], params: SamplingParams) -> (RequestId, Log) {
