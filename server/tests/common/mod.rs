@@ -14,14 +14,17 @@ pub struct Server {
     pub client: Client,
 }
 
-/// The flags every test server gets: a small pool and one thread, so several test
-/// servers can share a small machine.
-const BASE_ARGS: &[&str] = &["serve", "--model", "smollm2-135m", "--port", "0", "--threads", "1", "--kv-memory", "64MiB"];
 
 impl Server {
+    /// The server on SmolLM2 with a small pool and one thread (several test servers share
+    /// a small machine), plus `extra` flags.
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_model("smollm2-135m", "1", "64MiB", extra)
+    }
+
+    pub fn start_model(model: &str, threads: &str, kv_memory: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_looptree"))
-            .args(BASE_ARGS)
+            .args(["serve", "--port", "0", "--model", model, "--threads", threads, "--kv-memory", kv_memory])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -1,0 +1,77 @@
+//! Tool calls on Qwen2.5-Coder-0.5B, whose template renders `tools` and asks for
+//! `<tool_call>` blocks: the call comes back in `tool_calls` (plain and streamed), and the
+//! tool's result sent back in a `tool` message is rendered and answered.
+
+mod common;
+
+use common::Server;
+use serde_json::{json, Value};
+
+fn weather_request() -> Value {
+    json!({
+        "model": "qwen2.5-coder-0.5b",
+        "messages": [{"role": "user", "content": "What is the weather in Paris right now?"}],
+        "tools": [{"type": "function", "function": {
+            "name": "get_weather",
+            "description": "Get the current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        }}],
+        "max_tokens": 40,
+        "temperature": 0,
+    })
+}
+
+fn check_call(call: &Value) -> String {
+    assert_eq!(call["type"], "function", "{call}");
+    assert_eq!(call["function"]["name"], "get_weather", "{call}");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().expect("arguments is a JSON string")).unwrap();
+    assert!(args["city"].as_str().unwrap().contains("Paris"), "{args}");
+    assert!(call["id"].as_str().is_some_and(|id| !id.is_empty()));
+    call["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn tool_call_round_trip_on_qwen() {
+    let s = Server::start_model("qwen2.5-coder-0.5b", "2", "128MiB", &[]);
+    let req = weather_request();
+    let (status, r) = s.post("/v1/chat/completions", &req);
+    assert_eq!(status, 200, "{r}");
+    let choice = &r["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{r}");
+    let calls = choice["message"]["tool_calls"].as_array().expect("tool_calls");
+    assert_eq!(calls.len(), 1);
+    let id = check_call(&calls[0]);
+
+    // Streamed: the call arrives as a tool_calls delta with its index.
+    let mut streamed = req.clone();
+    streamed["stream"] = json!(true);
+    let chunks = s.stream("/v1/chat/completions", &streamed);
+    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("tool_calls")).collect();
+    assert_eq!(deltas.len(), 1, "{chunks:?}");
+    assert_eq!(deltas[0][0]["index"], 0);
+    check_call(&deltas[0][0]);
+    let finish: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    assert_eq!(finish, vec![&json!("tool_calls")]);
+
+    // Round trip: the assistant's call and the tool's result go back in; the model answers.
+    let mut follow = req.clone();
+    let msgs = follow["messages"].as_array_mut().unwrap();
+    msgs.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
+    msgs.push(json!({"role": "tool", "tool_call_id": id, "content": "{\"temperature_c\": 18, \"sky\": \"sunny\"}"}));
+    follow["max_tokens"] = json!(12);
+    let (status, r) = s.post("/v1/chat/completions", &follow);
+    assert_eq!(status, 200, "{r}");
+    assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap());
+    assert!(r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 100, "the tools prompt is reused: {}", r["usage"]);
+    let msg = &r["choices"][0]["message"];
+    assert!(msg["content"].as_str().is_some_and(|c| !c.is_empty()) || msg["tool_calls"].is_array(), "{r}");
+
+    // tool_choice "none": no tools rendered, so no call is parsed.
+    let mut none = req.clone();
+    none["tool_choice"] = json!("none");
+    none["max_tokens"] = json!(8);
+    let (status, r) = s.post("/v1/chat/completions", &none);
+    assert_eq!(status, 200, "{r}");
+    assert!(r["choices"][0]["message"].get("tool_calls").is_none(), "{r}");
+    s.wait_idle();
+}
