@@ -43,7 +43,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     let ask = Ask { prompt_logprobs: top.filter(|_| echo), params, session: wire.user };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts.into_iter().map(|Prompt { tokens, text }| (tokens, text)).unzip();
     let gen = Generation::submit(&state, tokens.clone(), ask)?;
-    let meta = Meta { id: new_id("cmpl"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };
+    let meta = Meta { id: new_id("cmpl-"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };
     let echo = echo.then_some(Echo { texts, tokens });
     if wire.stream.unwrap_or(false) {
         let include_usage = wire.stream_options.and_then(|o| o.include_usage).unwrap_or(false);

@@ -3,6 +3,8 @@
 //! The engine runs on its own thread ([`EngineHandle`]); axum handlers on a small tokio
 //! runtime turn requests into engine requests and engine events into responses.
 
+mod anthropic;
+mod anthropic_stream;
 mod auth;
 mod chat;
 mod chat_stream;

@@ -72,7 +72,7 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// A fresh id such as `chatcmpl-3f9a...`: random enough to tell responses apart, without a
+/// A fresh id such as `chatcmpl-3f9a...` (the prefix carries its separator): random enough to tell responses apart, without a
 /// dependency (std's hasher keys are seeded from the OS).
 pub fn new_id(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -80,5 +80,5 @@ pub fn new_id(prefix: &str) -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
     h.write_u64(unix_now());
-    format!("{prefix}-{:016x}", h.finish())
+    format!("{prefix}{:016x}", h.finish())
 }

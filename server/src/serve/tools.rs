@@ -128,7 +128,7 @@ fn call_from(v: &Value) -> Option<Value> {
         Value::String(s) => s,
         other => other.to_string(),
     };
-    Some(json!({"id": new_id("call"), "type": "function", "function": {"name": name, "arguments": args}}))
+    Some(json!({"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": args}}))
 }
 
 #[cfg(test)]

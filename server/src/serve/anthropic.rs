@@ -1,0 +1,245 @@
+//! Anthropic's `POST /v1/messages`, for loop runners that speak it: the conversation is
+//! converted to OpenAI-style messages for the chat template, the reply to content blocks.
+
+use super::anthropic_stream::MessagesStream;
+use super::conversation;
+use super::error::ApiError;
+use super::extract::{typed, JsonBody};
+use super::generate::{Ask, Generation};
+use super::state::{new_id, Shared};
+use super::stream;
+use super::tools::Offered;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use looptree_engine::sampling::{FinishReason, SamplingParams};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+#[derive(Deserialize)]
+struct MessagesWire {
+    model: Option<String>,
+    max_tokens: Option<usize>,
+    messages: Vec<Value>,
+    system: Option<Value>,
+    stop_sequences: Option<Vec<String>>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i64>,
+    stream: Option<bool>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
+    metadata: Option<Value>,
+}
+
+/// Errors in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
+pub struct AnthropicError(pub ApiError);
+
+impl From<ApiError> for AnthropicError {
+    fn from(e: ApiError) -> Self {
+        AnthropicError(e)
+    }
+}
+
+impl AnthropicError {
+    pub fn body(&self) -> Value {
+        let kind = match self.0.status.as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
+        };
+        json!({"type": "error", "error": {"type": kind, "message": self.0.message}})
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        (self.0.status, Json(self.body())).into_response()
+    }
+}
+
+pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError>) -> Result<Response, AnthropicError> {
+    let JsonBody(body) = body?;
+    let wire: MessagesWire = typed(&Value::Object(body))?;
+    state.check_model(wire.model.as_deref())?;
+    let Some(max_tokens) = wire.max_tokens else {
+        return Err(ApiError::invalid_param("max_tokens", "max_tokens: Field required").into());
+    };
+    let offered = Offered::from_request(openai_tools(wire.tools.as_deref())?.as_ref(), openai_tool_choice(wire.tool_choice.as_ref())?.as_ref())?;
+    let messages = conversation::normalize(&openai_messages(wire.system.as_ref(), &wire.messages)?)?;
+    let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
+    let stops = wire.stop_sequences.unwrap_or_default();
+    let mut params = Map::new();
+    params.insert("max_tokens".into(), json!(max_tokens));
+    params.insert("stop".into(), json!(stops));
+    params.insert("temperature".into(), json!(wire.temperature));
+    params.insert("top_p".into(), json!(wire.top_p));
+    params.insert("top_k".into(), json!(wire.top_k));
+    let params: SamplingParams = typed(&Value::Object(params))?;
+    let session = wire.metadata.as_ref().and_then(|m| m["user_id"].as_str()).map(str::to_string);
+    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session })?;
+    let id = new_id("msg_");
+    if wire.stream.unwrap_or(false) {
+        let events = MessagesStream::new(state.clone(), gen, id, offered, stops).into_events();
+        return Ok(stream::sse_from(events));
+    }
+    let out = gen.collect().await?;
+    let usage = out.usage();
+    let c = &out.choices[0];
+    let (blocks, called) = content_blocks(offered.as_ref(), &c.text);
+    let (stop_reason, stop_sequence) = stop_reason(&state, c.finish, &c.tokens, &c.text, &stops, called);
+    Ok(Json(json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": state.model_name,
+        "content": blocks,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": anthropic_usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+    }))
+    .into_response())
+}
+
+/// Anthropic counts cached prompt tokens apart from `input_tokens`.
+pub fn anthropic_usage(prompt: usize, output: usize, cached: usize) -> Value {
+    json!({
+        "input_tokens": prompt - cached.min(prompt),
+        "output_tokens": output,
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    })
+}
+
+/// The reply as blocks: text, then a `tool_use` block per parsed call. Returns whether
+/// there was a call.
+pub fn content_blocks(offered: Option<&Offered>, text: &str) -> (Vec<Value>, bool) {
+    match offered.and_then(|o| o.parse(text)) {
+        Some((content, calls)) => {
+            let mut blocks: Vec<Value> = content.map(|t| json!({"type": "text", "text": t})).into_iter().collect();
+            for c in calls {
+                let input: Value = serde_json::from_str(c["function"]["arguments"].as_str().unwrap_or("{}")).unwrap_or(json!({}));
+                blocks.push(json!({"type": "tool_use", "id": new_id("toolu_"), "name": c["function"]["name"], "input": input}));
+            }
+            (blocks, true)
+        }
+        None => (vec![json!({"type": "text", "text": text})], false),
+    }
+}
+
+/// `end_turn`, `max_tokens`, `stop_sequence` (with the one that matched) or `tool_use`.
+/// The engine says only "stop"; a stop sequence is told apart from EOS by decoding the
+/// tokens generated, which run past the text up to the end of the match.
+pub fn stop_reason(state: &Shared, finish: Option<FinishReason>, tokens: &[u32], text: &str, stops: &[String], called: bool) -> (&'static str, Value) {
+    if called {
+        return ("tool_use", Value::Null);
+    }
+    match finish {
+        Some(FinishReason::Length) => ("max_tokens", Value::Null),
+        _ if tokens.last().is_some_and(|&t| state.tokenizer.is_eos(t)) || stops.is_empty() => ("end_turn", Value::Null),
+        _ => {
+            let full = state.tokenizer.decode(tokens, true).unwrap_or_default();
+            let tail = full.get(text.len()..).unwrap_or(&full);
+            let hit = stops.iter().filter_map(|s| tail.find(s.as_str()).map(|at| (at, s))).min_by_key(|(at, _)| *at);
+            match hit {
+                Some((_, s)) => ("stop_sequence", json!(s)),
+                None => ("end_turn", Value::Null),
+            }
+        }
+    }
+}
+
+/// `system` and Anthropic messages to OpenAI-style messages. A user turn's `tool_result`
+/// blocks become `tool` messages; an assistant's `tool_use` blocks become `tool_calls`.
+fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    match system {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => out.push(json!({"role": "system", "content": s})),
+        Some(Value::Array(blocks)) => out.push(json!({"role": "system", "content": text_of(blocks, "system")?})),
+        Some(_) => return Err(ApiError::invalid_param("system", "`system` must be a string or a list of text blocks.")),
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or("");
+        if role != "user" && role != "assistant" {
+            return Err(ApiError::invalid_param(&format!("messages[{i}].role"), "`role` must be \"user\" or \"assistant\"."));
+        }
+        let blocks = match &m["content"] {
+            Value::String(s) => {
+                out.push(json!({"role": role, "content": s}));
+                continue;
+            }
+            Value::Array(blocks) => blocks,
+            _ => return Err(ApiError::invalid_param(&format!("messages[{i}].content"), "`content` must be a string or a list of blocks.")),
+        };
+        let mut texts = Vec::new();
+        let mut calls = Vec::new();
+        for b in blocks {
+            match b["type"].as_str() {
+                Some("text") => texts.push(b["text"].as_str().unwrap_or("").to_string()),
+                Some("tool_use") => calls.push(json!({
+                    "id": b["id"], "type": "function",
+                    "function": {"name": b["name"], "arguments": b["input"].to_string()},
+                })),
+                Some("tool_result") => {
+                    let content = match &b["content"] {
+                        Value::String(s) => s.clone(),
+                        Value::Array(parts) => text_of(parts, &format!("messages[{i}].content"))?,
+                        _ => String::new(),
+                    };
+                    out.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}));
+                }
+                other => {
+                    return Err(ApiError::invalid_param(
+                        &format!("messages[{i}].content"),
+                        format!("content blocks of type {other:?} are not supported."),
+                    ))
+                }
+            }
+        }
+        if !texts.is_empty() || !calls.is_empty() {
+            let mut msg = json!({"role": role, "content": texts.join("\n")});
+            if !calls.is_empty() {
+                msg["tool_calls"] = Value::Array(calls);
+            }
+            out.push(msg);
+        }
+    }
+    Ok(out)
+}
+
+fn text_of(blocks: &[Value], param: &str) -> Result<String, ApiError> {
+    blocks
+        .iter()
+        .map(|b| b["text"].as_str().map(str::to_string).ok_or_else(|| ApiError::invalid_param(param, "only text blocks are supported here.")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|t| t.join("\n"))
+}
+
+fn openai_tools(tools: Option<&[Value]>) -> Result<Option<Value>, ApiError> {
+    let Some(tools) = tools else { return Ok(None) };
+    let converted = tools
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().ok_or_else(|| ApiError::invalid_param("tools", "each tool needs a `name`."))?;
+            Ok(json!({"type": "function", "function": {
+                "name": name, "description": t["description"], "parameters": t["input_schema"],
+            }}))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Some(Value::Array(converted)))
+}
+
+fn openai_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    let Some(choice) = choice.filter(|c| !c.is_null()) else { return Ok(None) };
+    Ok(Some(match choice["type"].as_str() {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
+        _ => return Err(ApiError::invalid_param("tool_choice", "`tool_choice.type` must be auto, any, tool or none.")),
+    }))
+}

@@ -1,0 +1,97 @@
+//! Anthropic's /v1/messages against SmolLM2: content blocks, stop reasons, usage with
+//! cache reads, the named-event stream, tool blocks in the history, and its error shape.
+
+mod common;
+
+use common::Server;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+
+fn message(content: &str, extra: Value) -> Value {
+    let mut b = json!({"model": "smollm2-135m", "max_tokens": 10, "temperature": 0,
+        "system": "You are terse.", "messages": [{"role": "user", "content": content}]});
+    b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    b
+}
+
+fn text(r: &Value) -> String {
+    r["content"].as_array().unwrap().iter().filter(|b| b["type"] == "text").map(|b| b["text"].as_str().unwrap()).collect()
+}
+
+/// (event name, data) pairs of a stream.
+fn events(s: &Server, body: &Value) -> Vec<(String, Value)> {
+    let r = s.client.post(s.url("/v1/messages")).json(body).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in BufReader::new(r).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.clone(), serde_json::from_str(d).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn anthropic_messages() {
+    let s = Server::start(&[]);
+    let (status, r) = s.post("/v1/messages", &message("Count: one, two, three,", json!({})));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!((r["type"].as_str(), r["role"].as_str()), (Some("message"), Some("assistant")));
+    assert!(r["id"].as_str().unwrap().starts_with("msg_"));
+    let full = text(&r);
+    assert!(!full.is_empty());
+    assert!(["end_turn", "max_tokens"].contains(&r["stop_reason"].as_str().unwrap()), "{r}");
+    let u = &r["usage"];
+    assert!(u["input_tokens"].as_u64().unwrap() > 0 && u["output_tokens"].as_u64().unwrap() <= 10);
+
+    // The same request again: the prompt is read from cache, and counted apart.
+    let (_, again) = s.post("/v1/messages", &message("Count: one, two, three,", json!({})));
+    assert_eq!(text(&again), full);
+    let (u1, u2) = (&r["usage"], &again["usage"]);
+    let total = |u: &Value| u["input_tokens"].as_u64().unwrap() + u["cache_read_input_tokens"].as_u64().unwrap();
+    assert_eq!(total(u1), total(u2));
+    assert!(u2["cache_read_input_tokens"].as_u64().unwrap() * 10 >= total(u2) * 9, "{u2}");
+
+    // A stop sequence cuts the text and is reported.
+    let word = full.split_whitespace().nth(1).expect("two words").to_string();
+    let (_, r) = s.post("/v1/messages", &message("Count: one, two, three,", json!({"stop_sequences": [word.clone()]})));
+    assert_eq!(r["stop_reason"], "stop_sequence", "{r} (full text {full:?})");
+    assert_eq!(r["stop_sequence"], json!(word));
+    assert_eq!(text(&r), full[..full.find(&word).unwrap()]);
+
+    // Streamed: the event sequence Anthropic clients expect, the same text.
+    let ev = events(&s, &message("Count: one, two, three,", json!({"stream": true})));
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..2], ["message_start", "ping"]);
+    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    assert!(ev.iter().all(|(n, d)| d["type"] == json!(n)));
+    let streamed: String = ev.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
+    assert_eq!(streamed, full);
+    let delta = &ev[ev.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], again["stop_reason"]);
+    assert_eq!(delta["usage"]["output_tokens"], again["usage"]["output_tokens"]);
+
+    // History with a tool call and its result converts and renders.
+    let history = json!({"max_tokens": 4, "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C, sunny"}, {"type": "text", "text": "Summarize."}]}
+    ], "tools": [{"name": "get_weather", "description": "Weather by city", "input_schema": {"type": "object"}}]});
+    let (status, r) = s.post("/v1/messages", &history);
+    assert_eq!(status, 200, "{r}");
+
+    // Errors in Anthropic's shape.
+    let (status, r) = s.post("/v1/messages", &json!({"messages": [{"role": "user", "content": "Hi"}]}));
+    assert_eq!(status, 400);
+    assert_eq!((r["type"].as_str(), r["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")), "{r}");
+    let (status, r) = s.post("/v1/messages", &json!({"max_tokens": 4, "messages": [{"role": "system", "content": "Hi"}]}));
+    assert_eq!((status, r["type"].as_str()), (400, Some("error")));
+    let raw = s.client.post(s.url("/v1/messages")).body("{oops").send().unwrap();
+    let (status, r) = common::status_json(raw);
+    assert_eq!((status, r["type"].as_str()), (400, Some("error")));
+    s.wait_idle();
+}
