@@ -78,6 +78,8 @@ fn chat_plain_streamed_and_cached() {
         assert!(s.metric(name) >= 0.0);
     }
     s.wait_idle();
+    let mut s = s;
+    assert!(s.terminate().success(), "a clean exit on SIGTERM");
 }
 
 #[test]

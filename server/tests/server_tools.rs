@@ -58,7 +58,7 @@ fn tool_call_round_trip_on_qwen() {
     let msgs = follow["messages"].as_array_mut().unwrap();
     msgs.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
     msgs.push(json!({"role": "tool", "tool_call_id": id, "content": "{\"temperature_c\": 18, \"sky\": \"sunny\"}"}));
-    follow["max_tokens"] = json!(12);
+    follow["max_tokens"] = json!(4);
     let (status, r) = s.post("/v1/chat/completions", &follow);
     assert_eq!(status, 200, "{r}");
     assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap());
@@ -69,7 +69,7 @@ fn tool_call_round_trip_on_qwen() {
     // tool_choice "none": no tools rendered, so no call is parsed.
     let mut none = req.clone();
     none["tool_choice"] = json!("none");
-    none["max_tokens"] = json!(8);
+    none["max_tokens"] = json!(3);
     let (status, r) = s.post("/v1/chat/completions", &none);
     assert_eq!(status, 200, "{r}");
     assert!(r["choices"][0]["message"].get("tool_calls").is_none(), "{r}");
