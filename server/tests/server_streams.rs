@@ -69,4 +69,12 @@ fn concurrent_streams_with_early_disconnects() {
     // With nothing running, every used page belongs to the prefix cache (page size 1).
     assert_eq!(s.metric("looptree_kv_pages_used"), s.metric("looptree_kv_cached_tokens"));
     assert_eq!(s.metric("vllm:num_requests_running"), 0.0);
+
+    // A non-streaming client that gives up is cancelled too.
+    let before = s.metric("looptree_generated_tokens_total");
+    let impatient = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_millis(1500)).build().unwrap();
+    let body = json!({"prompt": "Tell me everything.", "max_tokens": 2000, "ignore_eos": true});
+    assert!(impatient.post(s.url("/v1/completions")).json(&body).send().is_err(), "timed out");
+    s.wait_idle();
+    assert!(s.metric("looptree_generated_tokens_total") - before < 1000.0);
 }

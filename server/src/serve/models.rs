@@ -21,7 +21,7 @@ pub async fn list(State(state): State<Shared>) -> Json<Value> {
 }
 
 pub async fn get(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    if state.accepted_names.iter().any(|n| *n == id) {
+    if state.accepted_names.contains(&id) {
         Ok(Json(model_object(&state)))
     } else {
         Err(ApiError::not_found(format!("The model `{id}` does not exist.")).code("model_not_found"))
