@@ -114,6 +114,10 @@ fn stops_seeds_and_streaming() {
     assert!(usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "the prompt was sent before");
     assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "length");
 
+    // Without max_tokens, 16 tokens (OpenAI's default here).
+    let (_, r) = s.post("/v1/completions", &json!({"prompt": "Hello", "ignore_eos": true}));
+    assert_eq!(r["usage"]["completion_tokens"], 16);
+
     // Streamed echo: the prompt comes first.
     let chunks = s.stream("/v1/completions", &json!({"prompt": "Hello", "max_tokens": 2, "stream": true, "echo": true, "temperature": 0}));
     assert_eq!(chunks[0]["choices"][0]["text"], "Hello");

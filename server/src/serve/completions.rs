@@ -27,7 +27,13 @@ struct CompletionWire {
     user: Option<String>,
 }
 
-pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+/// OpenAI's default for this endpoint (chat's is "until the model stops").
+const DEFAULT_MAX_TOKENS: usize = 16;
+
+pub async fn handle(State(state): State<Shared>, JsonBody(mut body): JsonBody) -> ApiResult<Response> {
+    if ["max_tokens", "max_completion_tokens"].iter().all(|k| body.get(*k).is_none_or(Value::is_null)) {
+        body.insert("max_tokens".into(), json!(DEFAULT_MAX_TOKENS));
+    }
     let wire: CompletionWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
     let params = sampling_params(&body, false)?;
