@@ -95,7 +95,8 @@ pub struct ServeArgs {
     /// Largest request body in bytes; bigger ones are refused with 413.
     #[arg(long, default_value_t = 32 << 20)]
     pub max_body_bytes: usize,
-    /// The model name clients may send and see (default: the model's own name).
+    /// The model name clients send and see (default: the --model argument, or for a file
+    /// path the name in the model's metadata).
     #[arg(long)]
     pub served_model_name: Option<String>,
 }
