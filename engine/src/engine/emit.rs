@@ -10,7 +10,7 @@ use crate::sequence::Seq;
 use crate::LogitRows;
 
 impl Engine {
-    pub(super) fn emit(&mut self, plan: Plan, logits: Vec<f32>) {
+    pub(super) fn emit(&mut self, plan: Plan, mut logits: Vec<f32>) {
         let vocab = self.model.config().vocab_size;
         let mut row = 0;
         for e in plan.entries {
@@ -19,7 +19,7 @@ impl Engine {
                 LogitRows::Last => 1,
                 LogitRows::All => e.len,
             };
-            let chunk = &logits[row * vocab..(row + rows) * vocab];
+            let chunk = &mut logits[row * vocab..(row + rows) * vocab];
             row += rows;
             let r = &mut self.running[e.req];
             r.seqs[e.seq].computed += e.len;
@@ -41,13 +41,16 @@ impl Engine {
             if e.start + e.len < s.tokens.len() {
                 continue; // a middle chunk of a prompt: nothing to sample yet
             }
-            let last = &chunk[(rows - 1) * vocab..];
+            // The sampler works on the row in place; forks but the last get their own copy.
+            let last = &mut chunk[(rows - 1) * vocab..];
             if !r.prefilled {
                 self.finish_prefill(e.req);
                 let r = &mut self.running[e.req];
-                for si in 0..r.seqs.len() {
-                    sample_into(r, si, last, &self.counters);
+                let forks = r.seqs.len();
+                for si in 0..forks - 1 {
+                    sample_into(r, si, &mut last.to_vec(), &self.counters);
                 }
+                sample_into(r, forks - 1, last, &self.counters);
             } else {
                 sample_into(&mut self.running[e.req], e.seq, last, &self.counters);
             }
@@ -105,7 +108,7 @@ impl Engine {
 }
 
 /// Samples fork `si`'s next token from `row` and tells the listener.
-fn sample_into(r: &mut Req, si: usize, row: &[f32], counters: &Counters) {
+fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
     let s = &mut r.seqs[si];
     if s.done {
         return;
@@ -121,8 +124,7 @@ fn sample_into(r: &mut Req, si: usize, row: &[f32], counters: &Counters) {
         r.cancelled |= !ok;
         return;
     }
-    let mut row = row.to_vec();
-    let out = s.sampler.sample(&mut row, &s.history);
+    let out = s.sampler.sample(row, &s.history);
     s.history.push(out.token);
     s.tokens.push(out.token);
     s.generated += 1;
