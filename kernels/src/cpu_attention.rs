@@ -14,6 +14,7 @@ pub struct SeqAttn<'a> {
     pub context_slots: &'a [u32],
 }
 
+#[derive(Debug, Clone)]
 pub struct AttnShape {
     pub n_heads: usize,
     pub n_kv_heads: usize,

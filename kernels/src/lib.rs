@@ -3,3 +3,5 @@
 pub mod attention;
 pub mod cpu_attention;
 pub mod q4_1;
+#[cfg(feature = "cuda")]
+pub mod cuda;

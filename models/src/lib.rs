@@ -3,6 +3,7 @@
 
 pub mod arch_config;
 pub mod chat_template;
+pub mod cuda_step;
 pub mod detok;
 pub mod llama;
 pub mod loader;

@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Storage, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 use looptree_kernels::attention::attention_generic;
 use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
+use crate::cuda_step::{silu_mul, CudaStep};
 
 struct Layer {
     attn_norm: Tensor,
@@ -77,6 +78,17 @@ impl Llama {
 }
 
 impl Llama {
+    fn attn_shape(&self) -> AttnShape {
+        let a = &self.arch;
+        AttnShape {
+            n_heads: a.num_heads,
+            n_kv_heads: a.num_kv_heads,
+            head_dim: a.head_dim,
+            scale: 1.0 / (a.head_dim as f32).sqrt(),
+            window: a.sliding_window,
+        }
+    }
+
     fn attention_cpu(&self, q: &Tensor, kv: &KvPool, layer: usize, batch: &Batch) -> candle_core::Result<Tensor> {
         let a = &self.arch;
         let n = q.dim(0)?;
@@ -91,14 +103,7 @@ impl Llama {
         let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
         let seqs: Vec<SeqAttn> =
             batch.seqs.iter().map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots }).collect();
-        let shape = AttnShape {
-            n_heads: a.num_heads,
-            n_kv_heads: a.num_kv_heads,
-            head_dim: a.head_dim,
-            scale: 1.0 / (a.head_dim as f32).sqrt(),
-            window: a.sliding_window,
-        };
-        let out = paged_attention(&q, k, v, &seqs, &shape);
+        let out = paged_attention(&q, k, v, &seqs, &self.attn_shape());
         Tensor::from_vec(out, (n, a.num_heads * a.head_dim), &self.device)
     }
 }
@@ -118,9 +123,11 @@ impl Model for Llama {
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
         let write_slots = Tensor::new(batch.write_slots().as_slice(), dev)?;
+        // On CUDA, looptree's kernels read and write the pool in place.
+        let cuda = CudaStep::new(dev, batch)?;
         // On the CPU with an f32 pool, attention reads the pool in place (kernels crate).
         let fast_cpu = dev.is_cpu() && kv.config().dtype == DType::F32;
-        let context_slots: Vec<Tensor> = if fast_cpu {
+        let context_slots: Vec<Tensor> = if fast_cpu || cuda.is_some() {
             Vec::new()
         } else {
             batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), dev)).collect::<candle_core::Result<_>>()?
@@ -135,8 +142,13 @@ impl Model for Llama {
             let v = layer.v.forward(&h)?;
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
-            kv.write(l, &write_slots, &k, &v)?;
-            let attn = if fast_cpu {
+            match &cuda {
+                Some(c) => c.write(kv, l, &k, &v)?,
+                None => kv.write(l, &write_slots, &k, &v)?,
+            }
+            let attn = if let Some(c) = &cuda {
+                c.attention(&q, kv, l, &self.attn_shape())?
+            } else if fast_cpu {
                 self.attention_cpu(&q, kv, l, batch)?
             } else {
                 let mut outs = Vec::with_capacity(batch.seqs.len());
@@ -151,7 +163,7 @@ impl Model for Llama {
             };
             x = (x + layer.o.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
-            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            let mlp = silu_mul(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             x = (x + layer.down.forward(&mlp)?)?;
         }
         let rows: Vec<u32> = batch.logit_rows().iter().map(|&r| r as u32).collect();

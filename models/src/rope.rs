@@ -43,6 +43,11 @@ impl Rope {
     /// position, given `cos`/`sin` from [`Rope::cos_sin`].
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let (n, h, d) = x.dims3()?;
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let interleaved = self.style == RopeStyle::Interleaved;
+            return looptree_kernels::cuda::fused::rope(x, cos, sin, interleaved);
+        }
         match self.style {
             RopeStyle::HalfSplit => candle_nn::rotary_emb::rope_thd(&x.reshape((1, n, h, d))?, cos, sin)?.reshape((n, h, d)),
             RopeStyle::Interleaved => {

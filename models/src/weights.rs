@@ -25,6 +25,11 @@ enum Weight {
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.weight {
+            // Dense weights kept in bf16/f16 on a GPU: run the matmul in their dtype, keep
+            // the residual stream in the caller's.
+            Weight::Candle(QMatMul::Tensor(t)) if t.dtype() != x.dtype() => {
+                QMatMul::Tensor(t.clone()).forward(&x.to_dtype(t.dtype())?)?.to_dtype(x.dtype())?
+            }
             Weight::Candle(w) => w.forward(x)?,
             Weight::Q4_1(w) => {
                 let k = w.in_features();
@@ -133,7 +138,8 @@ impl SafetensorsWeights {
 impl WeightSource for SafetensorsWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.load(&format!("{name}.weight"))?;
-        let bias = if bias { Some(self.load(&format!("{name}.bias"))?) } else { None };
+        // Biases are added to the f32 output.
+        let bias = if bias { Some(self.load(&format!("{name}.bias"))?.to_dtype(DType::F32)?) } else { None };
         Ok(Linear { weight: Weight::Candle(QMatMul::Tensor(w)), bias })
     }
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {

@@ -18,6 +18,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the OpenAI-compatible HTTP API (and Anthropic's /v1/messages).
     Serve(ServeArgs),
+    /// Correctness of a GPU path against the CPU (kernels, logprobs, greedy in a batch).
+    DeviceCheck(crate::device_check::DeviceCheckArgs),
 }
 
 /// Which model, on what hardware: shared by every command that loads one.
@@ -30,6 +32,10 @@ pub struct ModelArgs {
     /// CPU threads for the model (default: all cores).
     #[arg(long, short)]
     pub threads: Option<usize>,
+    /// cpu, cuda, cuda:N or metal (default: the best this binary was built for and the
+    /// machine has).
+    #[arg(long, env = "LOOPTREE_DEVICE")]
+    pub device: Option<String>,
     /// KV pool size, e.g. 512MiB or 2G (default: sized from the model and the machine).
     #[arg(long)]
     pub kv_memory: Option<String>,

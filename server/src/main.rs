@@ -1,6 +1,8 @@
 //! The `looptree` command: run, serve, bench.
 
 mod cli;
+mod device;
+mod device_check;
 mod run_cmd;
 mod serve;
 mod setup;
@@ -14,6 +16,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run_cmd::run(args),
         cli::Command::Serve(args) => serve::serve(args),
+        cli::Command::DeviceCheck(args) => device_check::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

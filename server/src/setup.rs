@@ -3,7 +3,7 @@
 use crate::cli::ModelArgs;
 use crate::size::parse_size;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::DType;
 use looptree_engine::{Engine, EngineConfig, Model};
 use looptree_models::resolve::{resolve, ResolveOptions};
 use looptree_models::LoadedModel;
@@ -34,7 +34,8 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
 
 pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
     let resolved = resolve(&args.model, &ResolveOptions::from_env())?;
-    let device = Device::Cpu;
+    let device = crate::device::parse_device(args.device.as_deref())?;
+    tracing::info!(device = %crate::device::describe(&device), "loading model");
     looptree_models::load(&resolved, &device).with_context(|| format!("loading model `{}`", args.model))
 }
 
@@ -44,7 +45,8 @@ pub fn engine_config(args: &ModelArgs, model: &dyn Model, want_tokens: Option<us
     if args.page_size == 0 {
         bail!("--page-size must be at least 1");
     }
-    let kv_dtype = DType::F32;
+    // f32 on the CPU (its attention kernel reads f32 in place); f16 on a GPU halves the pool.
+    let kv_dtype = if model.device().is_cpu() { DType::F32 } else { DType::F16 };
     let per_token = model.config().kv_bytes_per_token(kv_dtype);
     let kv_memory_bytes = match (&args.kv_memory, want_tokens) {
         (Some(s), _) => parse_size(s)?,
