@@ -23,6 +23,12 @@ pub struct Counters {
     pub pages_used: AtomicU64,
     pub pages_total: AtomicU64,
     pub cached_tokens_in_tree: AtomicU64,
+    /// Tree tokens on a path a running sequence holds locked (never evictable meanwhile).
+    pub locked_tokens_in_tree: AtomicU64,
+    /// Tree pages no sequence holds: cache that eviction may take back.
+    pub evictable_pages: AtomicU64,
+    /// Prompt tokens of the requests still waiting for admission (pending prefill).
+    pub waiting_prompt_tokens: AtomicU64,
 }
 
 /// A plain copy of [`Counters`] at one moment.
@@ -42,6 +48,9 @@ pub struct CountersSnapshot {
     pub pages_used: u64,
     pub pages_total: u64,
     pub cached_tokens_in_tree: u64,
+    pub locked_tokens_in_tree: u64,
+    pub evictable_pages: u64,
+    pub waiting_prompt_tokens: u64,
 }
 
 impl Counters {
@@ -68,6 +77,9 @@ impl Counters {
             pages_used: g(&self.pages_used),
             pages_total: g(&self.pages_total),
             cached_tokens_in_tree: g(&self.cached_tokens_in_tree),
+            locked_tokens_in_tree: g(&self.locked_tokens_in_tree),
+            evictable_pages: g(&self.evictable_pages),
+            waiting_prompt_tokens: g(&self.waiting_prompt_tokens),
         }
     }
 }

@@ -213,7 +213,11 @@ impl Engine {
         Counters::set(&c.waiting, self.waiting.len());
         Counters::set(&c.running, self.running.len());
         Counters::set(&c.pages_used, self.alloc.used_pages());
-        Counters::set(&c.cached_tokens_in_tree, self.tree.stats().cached_tokens);
+        let tree = self.tree.stats();
+        Counters::set(&c.cached_tokens_in_tree, tree.cached_tokens);
+        Counters::set(&c.locked_tokens_in_tree, tree.locked_tokens);
+        Counters::set(&c.evictable_pages, tree.evictable_pages);
+        Counters::set(&c.waiting_prompt_tokens, self.waiting.iter().map(|r| r.prompt.len()).sum());
     }
 
     /// Checks the books: every pool page is either free, the tree's, or owned by exactly
