@@ -1,5 +1,5 @@
 //! 64 streaming clients at once, a quarter hanging up early: the rest finish intact, and
-//! afterwards nothing runs and no sequence holds KV pages.
+//! afterwards nothing runs, no sequence holds KV pages and no prefix-tree lock is left.
 
 mod common;
 
@@ -69,6 +69,8 @@ fn concurrent_streams_with_early_disconnects() {
     // With nothing running, every used page belongs to the prefix cache (page size 1).
     assert_eq!(s.metric("looptree_kv_pages_used"), s.metric("looptree_kv_cached_tokens"));
     assert_eq!(s.metric("vllm:num_requests_running"), 0.0);
+    s.wait_for_metric("looptree_kv_locked_tokens", 0.0);
+    assert_eq!(s.metric("vllm:kv_cache_usage_perc"), 0.0, "no request holds KV");
 
     // A non-streaming client that gives up is cancelled too.
     let before = s.metric("looptree_generated_tokens_total");

@@ -5,6 +5,7 @@ use super::generate::Generation;
 use super::logprobs;
 use super::state::Shared;
 use super::stream::ChunkSource;
+use super::tool_stream::{Piece, ToolStream};
 use super::tools::Offered;
 use super::usage::Usage;
 use looptree_engine::Event;
@@ -17,9 +18,8 @@ pub struct ChatStream {
     include_usage: bool,
     want_logprobs: bool,
     offered: Option<Offered>,
-    /// Per choice, with tools: text held back while it may still be a tool call
-    /// (`None` once it is plain text and streams as it comes).
-    held: Vec<Option<String>>,
+    /// Per choice, with tools: splits its text into content and tool calls.
+    tools: Vec<Option<ToolStream>>,
     usage: Usage,
     done: bool,
 }
@@ -27,9 +27,9 @@ pub struct ChatStream {
 impl ChatStream {
     pub fn new(state: Shared, gen: Generation, meta: Meta, include_usage: bool, want_logprobs: bool, offered: Option<Offered>) -> Self {
         let n = gen.n;
-        let held = (0..n).map(|_| offered.as_ref().map(|_| String::new())).collect();
+        let tools = (0..n).map(|_| offered.as_ref().map(|_| ToolStream::new())).collect();
         let usage = Usage::new(gen.prompt_lens.iter().sum(), 0, 0);
-        Self { state, gen, meta, include_usage, want_logprobs, offered, held, usage, done: false }
+        Self { state, gen, meta, include_usage, want_logprobs, offered, tools, usage, done: false }
     }
 
     fn chunk(&self, index: usize, delta: Value, logprobs: Value, finish: Value) -> Value {
@@ -53,43 +53,21 @@ impl ChatStream {
                     Some(lp) => logprobs::chat(&self.state.tokenizer, &[lp]),
                     None => Value::Null,
                 };
-                let text = self.pass_text(seq, text);
-                if text.is_empty() && lps.is_null() {
-                    return Vec::new();
+                let pieces = self.split(seq, text, false);
+                let mut out = self.deltas(seq, pieces);
+                match out.first_mut() {
+                    Some(first) => first["choices"][0]["logprobs"] = lps,
+                    None if !lps.is_null() => out.push(self.chunk(seq, json!({"content": ""}), lps, Value::Null)),
+                    None => {}
                 }
-                vec![self.chunk(seq, json!({"content": text}), lps, Value::Null)]
+                out
             }
             Event::Finished { seq, reason, completion_tokens, text } => {
                 self.usage.completion_tokens += completion_tokens;
-                let mut out = Vec::new();
-                let mut finish = reason.as_openai_str();
-                match self.held[seq].take() {
-                    Some(mut held) => {
-                        held.push_str(&text);
-                        match self.offered.as_ref().and_then(|o| o.parse(&held)) {
-                            Some((content, calls)) => {
-                                let calls: Vec<Value> = calls
-                                    .into_iter()
-                                    .enumerate()
-                                    .map(|(k, mut c)| {
-                                        c["index"] = json!(k);
-                                        c
-                                    })
-                                    .collect();
-                                let mut delta = json!({"tool_calls": calls});
-                                if let Some(content) = content {
-                                    delta["content"] = json!(content);
-                                }
-                                out.push(self.chunk(seq, delta, Value::Null, Value::Null));
-                                finish = "tool_calls";
-                            }
-                            None if !held.is_empty() => out.push(self.chunk(seq, json!({"content": held}), Value::Null, Value::Null)),
-                            None => {}
-                        }
-                    }
-                    None if !text.is_empty() => out.push(self.chunk(seq, json!({"content": text}), Value::Null, Value::Null)),
-                    None => {}
-                }
+                let pieces = self.split(seq, text, true);
+                let mut out = self.deltas(seq, pieces);
+                let called = self.tools[seq].as_ref().is_some_and(ToolStream::called);
+                let finish = if called { "tool_calls" } else { reason.as_openai_str() };
                 out.push(self.chunk(seq, json!({}), Value::Null, json!(finish)));
                 out
             }
@@ -97,15 +75,33 @@ impl ChatStream {
         }
     }
 
-    /// With tools offered, text that may still become a tool call is held back; once it
-    /// cannot, everything held is released and the rest streams through.
-    fn pass_text(&mut self, seq: usize, text: String) -> String {
-        let Some(held) = &mut self.held[seq] else { return text };
-        held.push_str(&text);
-        if Offered::may_start_call(held) {
-            return String::new();
+    /// A choice's new text as pieces to send: all of it without tools; with tools, what
+    /// the tool-call splitter lets through (everything it holds once `last`).
+    fn split(&mut self, seq: usize, text: String, last: bool) -> Vec<Piece> {
+        match (&mut self.tools[seq], &self.offered) {
+            (Some(ts), Some(offered)) => {
+                let mut pieces = ts.push(offered, &text);
+                if last {
+                    pieces.extend(ts.finish(offered));
+                }
+                pieces
+            }
+            _ if text.is_empty() => Vec::new(),
+            _ => vec![Piece::Content(text)],
         }
-        self.held[seq].take().unwrap_or_default()
+    }
+
+    fn deltas(&self, seq: usize, pieces: Vec<Piece>) -> Vec<Value> {
+        pieces
+            .into_iter()
+            .map(|p| {
+                let delta = match p {
+                    Piece::Content(text) => json!({"content": text}),
+                    Piece::Calls(calls) => json!({"tool_calls": calls}),
+                };
+                self.chunk(seq, delta, Value::Null, Value::Null)
+            })
+            .collect()
     }
 }
 

@@ -46,7 +46,17 @@ pub async fn handle(State(state): State<Shared>, JsonBody(mut body): JsonBody) -
     let prompts = prompt::parse(&state.tokenizer, wire.prompt.as_ref())?;
     let echo = wire.echo.unwrap_or(false);
     let top = params.logprobs;
-    let ask = Ask { prompt_logprobs: top.filter(|_| echo), params, session: wire.user };
+    // max_tokens 0 returns the prompt alone (eval harnesses score it this way); the engine
+    // takes 0 only with prompt logprobs, so echo without them asks for none in the reply.
+    let scoring_only = params.max_tokens == Some(0);
+    if scoring_only && !echo {
+        return Err(ApiError::invalid_param(
+            "max_tokens",
+            "`max_tokens` must be at least 1; 0 is accepted only with `echo` (to return or score the prompt).",
+        ));
+    }
+    let prompt_logprobs = if scoring_only { Some(top.unwrap_or(0)) } else { top.filter(|_| echo) };
+    let ask = Ask { prompt_logprobs, params, session: wire.user };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts.into_iter().map(|Prompt { tokens, text }| (tokens, text)).unzip();
     let gen = Generation::submit(&state, tokens.clone(), ask)?;
     let meta = Meta { id: new_id("cmpl-"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };

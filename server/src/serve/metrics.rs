@@ -1,10 +1,11 @@
 //! `GET /metrics`: Prometheus text from the engine's counters, under looptree's own names
-//! and the vLLM names that dashboards and routers already scrape.
+//! and the vLLM names that dashboards, routers and endpoint pickers already scrape.
 
 use super::state::Shared;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use looptree_engine::CountersSnapshot;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -12,14 +13,30 @@ pub async fn handle(State(state): State<Shared>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&state))
 }
 
+/// KV pages that requests hold: everything used except cache nobody holds. This is
+/// vLLM's meaning of KV usage (its cached-but-unreferenced blocks count as free), so an
+/// endpoint picker reads load, not how warm the cache is.
+pub fn busy_pages(c: &CountersSnapshot) -> u64 {
+    c.pages_used.saturating_sub(c.evictable_pages)
+}
+
+/// [`busy_pages`] as a fraction of the pool (0–1).
+pub fn kv_usage(c: &CountersSnapshot) -> f64 {
+    if c.pages_total == 0 {
+        0.0
+    } else {
+        busy_pages(c) as f64 / c.pages_total as f64
+    }
+}
+
 pub fn render(state: &Shared) -> String {
     let c = state.engine.counters().snapshot();
-    let kv_usage = if c.pages_total == 0 { 0.0 } else { c.pages_used as f64 / c.pages_total as f64 };
+    let limits = state.engine.limits();
     let mut out = String::new();
     let mut put = |name: &str, kind: &str, help: &str, labels: &str, value: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}");
     };
-    let own: [(&str, &str, &str, f64); 16] = [
+    let own: [(&str, &str, &str, f64); 17] = [
         ("looptree_requests_total", "counter", "Requests the engine accepted.", c.requests as f64),
         ("looptree_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", c.prompt_tokens as f64),
         ("looptree_cached_prompt_tokens_total", "counter", "Prompt tokens served from the prefix tree.", c.cached_prompt_tokens as f64),
@@ -34,17 +51,20 @@ pub fn render(state: &Shared) -> String {
         ("looptree_kv_pages_used", "gauge", "KV pages in use (sequences and cache).", c.pages_used as f64),
         ("looptree_kv_pages_total", "gauge", "KV pages in the pool.", c.pages_total as f64),
         ("looptree_kv_cached_tokens", "gauge", "Tokens held in the prefix tree.", c.cached_tokens_in_tree as f64),
+        ("looptree_kv_locked_tokens", "gauge", "Prefix-tree tokens locked by running requests (not evictable).", c.locked_tokens_in_tree as f64),
         ("looptree_http_requests_in_flight", "gauge", "Generation requests the server is handling.", state.in_flight.load(Ordering::Relaxed) as f64),
         ("looptree_http_requests_rejected_total", "counter", "Requests refused by --max-concurrent.", state.rejected.load(Ordering::Relaxed) as f64),
     ];
     for (name, kind, help, v) in own {
         put(name, kind, help, "", v);
     }
-    let label = format!("{{model_name=\"{}\"}}", state.model_name.replace('\\', "\\\\").replace('"', "\\\""));
-    let vllm: [(&str, &str, &str, f64); 7] = [
+    let label = format!("{{model_name=\"{}\"}}", escape(&state.model_name));
+    let usage = kv_usage(&c);
+    let vllm: [(&str, &str, &str, f64); 8] = [
         ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", c.running as f64),
         ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", c.waiting as f64),
-        ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", kv_usage),
+        ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", usage),
+        ("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage (older name of kv_cache_usage_perc).", usage),
         ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", c.prompt_tokens as f64),
         ("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", c.generated_tokens as f64),
         ("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.", c.prompt_tokens as f64),
@@ -53,5 +73,12 @@ pub fn render(state: &Shared) -> String {
     for (name, kind, help, v) in vllm {
         put(name, kind, help, &label, v);
     }
+    // vLLM's info gauge: the value is 1, the facts are in the labels (a page is a block).
+    let info = format!("{{block_size=\"{}\",num_gpu_blocks=\"{}\"}}", limits.page_size, limits.total_pages);
+    put("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig.", &info, 1.0);
     out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }

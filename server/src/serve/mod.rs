@@ -15,6 +15,7 @@ mod conversation;
 mod error;
 mod extract;
 mod generate;
+mod loads;
 mod logprobs;
 mod metrics;
 mod models;
@@ -23,6 +24,7 @@ mod routes;
 mod state;
 mod stream;
 mod tokenize;
+mod tool_stream;
 mod tools;
 mod usage;
 

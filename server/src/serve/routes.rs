@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::state::Shared;
-use super::{anthropic, auth, chat, completions, metrics, models, tokenize};
+use super::{anthropic, auth, chat, completions, loads, metrics, models, tokenize};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
@@ -20,6 +20,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/v1/models/{id}", get(models::get))
         .route("/health", get(models::health))
         .route("/metrics", get(metrics::handle))
+        .route("/v1/loads", get(loads::handle))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .fallback(not_found)

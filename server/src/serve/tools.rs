@@ -7,8 +7,8 @@ use super::error::ApiError;
 use super::state::new_id;
 use serde_json::{json, Value};
 
-const OPEN: &str = "<tool_call>";
-const CLOSE: &str = "</tool_call>";
+pub const OPEN: &str = "<tool_call>";
+pub const CLOSE: &str = "</tool_call>";
 
 /// The tools a request offers, as rendered into the prompt.
 pub struct Offered {

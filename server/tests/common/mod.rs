@@ -112,6 +112,19 @@ impl Server {
 }
 
 impl Server {
+    /// Polls a gauge until it reads `want` (it is written once per engine step).
+    pub fn wait_for_metric(&self, name: &str, want: f64) {
+        let start = Instant::now();
+        loop {
+            let got = self.metric(name);
+            if got == want {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "{name} is {got}, not {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, as a service manager stops it: the server must exit cleanly and soon.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
