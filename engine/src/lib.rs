@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod constraint;
 pub mod counters;
 pub mod detokenize;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod testing;
 
 pub use batch::{Batch, LogitRows, SeqSlice};
 pub use config::EngineConfig;
+pub use constraint::{Constraint, ConstraintFactory, TokenConstraint, TokenMask};
 pub use counters::{Counters, CountersSnapshot};
 pub use detokenize::{Detokenizer, TextStream};
 pub use engine::{Engine, RequestId};

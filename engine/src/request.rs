@@ -1,5 +1,6 @@
 //! What a caller hands the engine, and what it gets back while the request runs.
 
+use crate::constraint::Constraint;
 use crate::sampling::{FinishReason, SamplingParams};
 
 #[derive(Debug, Clone)]
@@ -12,11 +13,13 @@ pub struct GenerationRequest {
     pub prompt_logprobs: Option<usize>,
     /// A loop's session key: its path stays warm between iterations for the session TTL.
     pub session: Option<String>,
+    /// Constrained decoding: each fork's tokens must satisfy its own copy of this rule.
+    pub constraint: Option<Constraint>,
 }
 
 impl GenerationRequest {
     pub fn new(prompt: Vec<u32>, params: SamplingParams) -> Self {
-        Self { prompt, params, prompt_logprobs: None, session: None }
+        Self { prompt, params, prompt_logprobs: None, session: None, constraint: None }
     }
 }
 

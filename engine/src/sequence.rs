@@ -1,6 +1,7 @@
 //! One sequence being generated: its context, where that context sits in the pool, and
 //! its own sampler and stop state. A request with n > 1 has n of these (forks).
 
+use crate::constraint::SeqConstraint;
 use crate::detokenize::TextStream;
 use crate::radix_tree::NodeId;
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
@@ -21,6 +22,8 @@ pub(crate) struct Seq {
     pub history: TokenHistory,
     pub stop: StopChecker,
     pub text: Box<dyn TextStream>,
+    /// This fork's own constraint state, if the request is constrained.
+    pub constraint: Option<SeqConstraint>,
     pub generated: usize,
     pub done: bool,
 }

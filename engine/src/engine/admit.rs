@@ -5,6 +5,7 @@
 //! nobody waits forever behind a stream of cache hits.
 
 use super::{Engine, Req};
+use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
 use crate::sequence::Seq;
@@ -82,6 +83,7 @@ impl Engine {
                 history: TokenHistory::new(&req.prompt),
                 stop: StopChecker::new(&params, &eos),
                 text: self.detok.stream(&req.prompt),
+                constraint: req.constraint.as_ref().map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
                 generated: 0,
                 done: false,
             });

@@ -3,6 +3,7 @@
 
 use super::build::Plan;
 use super::{Engine, Req};
+use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
 use crate::request::{Event, TokenLogprob};
 use crate::sampling::{logprobs_of, StopReason};
@@ -99,6 +100,7 @@ impl Engine {
                 history: s0.history.clone(),
                 stop: s0.stop.clone(),
                 text: self.detok.stream(&s0.tokens),
+                constraint: r.constraint.as_ref().map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
                 generated: 0,
                 done: false,
             };
@@ -124,13 +126,37 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
         r.cancelled |= !ok;
         return;
     }
-    let out = s.sampler.sample(row, &s.history);
+    let out = match &mut s.constraint {
+        None => s.sampler.sample(row, &s.history),
+        Some(c) => {
+            if let Err(e) = c.refresh() {
+                finish_broken(r, si, &e, counters);
+                return;
+            }
+            s.sampler.sample_with(row, &s.history, |row| c.mask.apply(row))
+        }
+    };
     s.history.push(out.token);
     s.tokens.push(out.token);
     s.generated += 1;
     Counters::add(&counters.generated_tokens, 1);
     let delta = s.text.push(out.token);
-    let step = s.stop.push(out.token, &delta);
+    let mut step = s.stop.push(out.token, &delta);
+    if let (None, Some(c)) = (&step.stop, &mut s.constraint) {
+        // A complete output ends here, without a step spent sampling the forced EOS.
+        let ended = match c.rule.advance(out.token) {
+            Ok(()) => c.rule.is_finished(),
+            Err(e) => {
+                tracing::warn!(request = r.id, fork = s.fork, "constraint failed: {e}");
+                true
+            }
+        };
+        if ended {
+            let end = s.stop.force_stop(StopReason::Eos);
+            step.text.push_str(&end.text);
+            step.stop = end.stop;
+        }
+    }
     let logprob = out.logprob.map(|lp| TokenLogprob { token: out.token, logprob: lp, top: out.top_logprobs });
     let mut ok = r.sink.send(Event::Token { seq: s.fork, token: out.token, text: step.text, logprob });
     if let Some(reason) = step.stop {
@@ -143,5 +169,22 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
             text: String::new(),
         });
     }
+    r.cancelled |= !ok;
+}
+
+/// A fork whose constraint failed (or allows nothing) ends where it is: sampling from an
+/// empty mask would emit a token the rule forbids.
+fn finish_broken(r: &mut Req, si: usize, error: &str, counters: &Counters) {
+    let s = &mut r.seqs[si];
+    tracing::warn!(request = r.id, fork = s.fork, "constraint failed: {error}");
+    let step = s.stop.force_stop(StopReason::Eos);
+    s.done = true;
+    Counters::add(&counters.finished_trajectories, 1);
+    let ok = r.sink.send(Event::Finished {
+        seq: s.fork,
+        reason: StopReason::Eos.finish_reason(),
+        completion_tokens: s.generated,
+        text: step.text,
+    });
     r.cancelled |= !ok;
 }

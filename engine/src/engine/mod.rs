@@ -8,6 +8,7 @@ mod emit;
 mod release;
 
 use crate::config::EngineConfig;
+use crate::constraint::Constraint;
 use crate::counters::Counters;
 use crate::detokenize::Detokenizer;
 use crate::pages::PageAllocator;
@@ -27,6 +28,7 @@ pub(crate) struct Req {
     pub params: SamplingParams,
     pub prompt_logprobs: Option<usize>,
     pub session: Option<String>,
+    pub constraint: Option<Constraint>,
     pub sink: Box<dyn EventSink>,
     /// Step at which it (last) started waiting, for aging.
     pub waiting_since: u64,
@@ -166,6 +168,7 @@ impl Engine {
             params: req.params,
             prompt_logprobs: req.prompt_logprobs,
             session: req.session,
+            constraint: req.constraint,
             sink,
             waiting_since: self.step_no,
             arrival: self.step_no,

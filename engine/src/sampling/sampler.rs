@@ -82,11 +82,18 @@ impl Sampler {
     /// return it holds the biased/penalised logits (temperature is not applied to it).
     /// Draws exactly one random number per non-greedy step, none when greedy.
     pub fn sample(&mut self, logits: &mut [f32], history: &TokenHistory) -> Sampled {
+        self.sample_with(logits, history, |_| {})
+    }
+
+    /// [`Self::sample`] with `restrict` applied to the row first (a constraint's mask):
+    /// after logprobs are read, so they still describe the model.
+    pub fn sample_with(&mut self, logits: &mut [f32], history: &TokenHistory, restrict: impl FnOnce(&mut [f32])) -> Sampled {
         // Logprobs describe the model, so they are read before anything is changed.
         let raw = self.params.logprobs.map(|k| {
             let lse = log_sum_exp(logits);
             (lse, top_logprobs(logits, k, lse))
         });
+        restrict(logits);
 
         self.saved.clear();
         apply_penalties(&self.params, logits, history, &mut self.saved);

@@ -80,7 +80,7 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
     params.insert("top_k".into(), json!(wire.top_k));
     let params: SamplingParams = typed(&Value::Object(params))?;
     let session = wire.metadata.as_ref().and_then(|m| m["user_id"].as_str()).map(str::to_string);
-    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session })?;
+    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session, constraint: None })?;
     let id = new_id("msg_");
     if wire.stream.unwrap_or(false) {
         let events = MessagesStream::new(state.clone(), gen, id, offered, stops).into_events();

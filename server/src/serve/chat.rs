@@ -35,7 +35,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     let params = sampling_params(&body, true)?;
     let messages = conversation::normalize(&wire.messages)?;
     let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
-    let ask = Ask { params, prompt_logprobs: None, session: wire.user };
+    let ask = Ask { params, prompt_logprobs: None, session: wire.user, constraint: None };
     let gen = Generation::submit(&state, vec![prompt], ask)?;
     let meta = Meta { id: new_id("chatcmpl-"), object: "chat.completion", created: unix_now(), model: state.model_name.clone() };
     let want_logprobs = wire.logprobs.unwrap_or(false);

@@ -8,7 +8,7 @@
 use super::error::ApiError;
 use super::state::{Permit, Shared};
 use looptree_engine::sampling::{FinishReason, SamplingParams};
-use looptree_engine::{Event, GenerationRequest, RequestId, TokenLogprob};
+use looptree_engine::{Constraint, Event, GenerationRequest, RequestId, TokenLogprob};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// What a request asks the engine for, beyond its prompts.
@@ -17,6 +17,8 @@ pub struct Ask {
     pub params: SamplingParams,
     pub prompt_logprobs: Option<usize>,
     pub session: Option<String>,
+    /// Constrained decoding (response_format, forced tool calls), for every fork.
+    pub constraint: Option<Constraint>,
 }
 
 pub struct Generation {
@@ -42,6 +44,7 @@ impl Generation {
                 params: ask.params.clone(),
                 prompt_logprobs: ask.prompt_logprobs,
                 session: ask.session.clone(),
+                constraint: ask.constraint.clone(),
             })
             .collect();
         for r in &reqs {
