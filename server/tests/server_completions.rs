@@ -73,6 +73,32 @@ fn prompt_shapes_echo_logprobs_and_tokenize() {
         let best = lp["top_logprobs"][i].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).fold(f64::MIN, f64::max);
         assert!((best - lp["token_logprobs"][i].as_f64().unwrap()).abs() < 1e-4);
     }
+
+    // max_tokens 0 with echo (how eval harnesses score a text): the prompt and its
+    // logprobs, the same as above, and nothing generated.
+    let scored = greedy(json!(prompt), json!({"echo": true, "logprobs": 2, "max_tokens": 0}));
+    assert_eq!(text_of(&scored, 0), prompt);
+    assert_eq!(scored["choices"][0]["finish_reason"], "length");
+    assert_eq!((scored["usage"]["completion_tokens"].clone(), scored["usage"]["prompt_tokens"].as_u64()), (json!(0), Some(ids.len() as u64)));
+    let slp = &scored["choices"][0]["logprobs"];
+    assert_eq!(slp["tokens"].as_array().unwrap()[..], tokens[..ids.len()]);
+    assert!(slp["token_logprobs"][0].is_null());
+    for i in 1..ids.len() {
+        let (a, b) = (slp["token_logprobs"][i].as_f64().unwrap(), lp["token_logprobs"][i].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-4, "prompt token {i}: {a} vs {b}");
+    }
+    // Echo alone: the prompt back, no logprobs; streamed, the same text.
+    let plain = greedy(json!(prompt), json!({"echo": true, "max_tokens": 0}));
+    assert_eq!((text_of(&plain, 0), plain["choices"][0]["logprobs"].clone()), (prompt.to_string(), Value::Null));
+    assert_eq!(plain["usage"]["completion_tokens"], 0);
+    let chunks = s.stream("/v1/completions", &json!({"prompt": prompt, "max_tokens": 0, "echo": true, "stream": true}));
+    let streamed: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap()).collect();
+    assert_eq!(streamed, prompt);
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
+    // Without echo, 0 tokens is a mistake: a 400 that says what 0 is for.
+    let (status, e) = s.post("/v1/completions", &json!({"prompt": prompt, "max_tokens": 0}));
+    let msg = common::assert_error(status, &e, 400);
+    assert!(msg.contains("echo") && e["error"]["param"] == "max_tokens", "{e}");
     s.wait_idle();
 }
 
