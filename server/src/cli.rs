@@ -18,8 +18,18 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the OpenAI-compatible HTTP API (and Anthropic's /v1/messages).
     Serve(ServeArgs),
+    /// Measure throughput (--offline: in-process prefill/decode like llama-bench).
+    Bench(BenchArgs),
     /// Correctness of a GPU path against the CPU (kernels, logprobs, greedy in a batch).
     DeviceCheck(crate::device_check::DeviceCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub offline: crate::bench_offline::OfflineArgs,
 }
 
 /// Which model, on what hardware: shared by every command that loads one.

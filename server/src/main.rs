@@ -1,5 +1,6 @@
 //! The `looptree` command: run, serve, bench.
 
+mod bench_offline;
 mod cli;
 mod device;
 mod device_check;
@@ -17,6 +18,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Run(args) => run_cmd::run(args),
         cli::Command::Serve(args) => serve::serve(args),
         cli::Command::DeviceCheck(args) => device_check::run(args),
+        cli::Command::Bench(args) if args.offline.offline => bench_offline::run(&args.model, &args.offline),
+        cli::Command::Bench(_) => Err(anyhow::anyhow!("only `looptree bench --offline` exists so far")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
