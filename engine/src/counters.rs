@@ -29,6 +29,8 @@ pub struct Counters {
     pub evictable_pages: AtomicU64,
     /// Prompt tokens of the requests still waiting for admission (pending prefill).
     pub waiting_prompt_tokens: AtomicU64,
+    /// Distinct session keys whose path this engine has pinned since start.
+    pub sessions: AtomicU64,
 }
 
 /// A plain copy of [`Counters`] at one moment.
@@ -51,6 +53,7 @@ pub struct CountersSnapshot {
     pub locked_tokens_in_tree: u64,
     pub evictable_pages: u64,
     pub waiting_prompt_tokens: u64,
+    pub sessions: u64,
 }
 
 impl Counters {
@@ -80,6 +83,7 @@ impl Counters {
             locked_tokens_in_tree: g(&self.locked_tokens_in_tree),
             evictable_pages: g(&self.evictable_pages),
             waiting_prompt_tokens: g(&self.waiting_prompt_tokens),
+            sessions: g(&self.sessions),
         }
     }
 }

@@ -112,10 +112,12 @@ fn vllm_gauges_and_loads_follow_the_load() {
 
     // The same prompt again: the hits counter grows by the cached tokens it reports.
     let hits = s.metric("vllm:prefix_cache_hits_total");
-    let (_, r) = s.post("/v1/completions", &json!({"prompt": "Request 3: write a long list of fruit names.", "max_tokens": 1}));
+    assert_eq!(s.metric("looptree_sessions"), 0.0);
+    let (_, r) = s.post("/v1/completions", &json!({"prompt": "Request 3: write a long list of fruit names.", "max_tokens": 1, "user": "loop-1"}));
     let cached = r["usage"]["prompt_tokens_details"]["cached_tokens"].as_f64().unwrap();
     assert!(cached > 0.0, "{r}");
     assert_eq!(s.metric("vllm:prefix_cache_hits_total") - hits, cached);
+    assert_eq!(s.metric("looptree_sessions"), 1.0, "the `user` key is a session this server keeps warm");
 
     let text = s.client.get(s.url("/metrics")).send().unwrap().text().unwrap();
     assert_eq!(cache_info(&text), info, "cache info is constant");

@@ -221,6 +221,7 @@ impl Engine {
         Counters::set(&c.locked_tokens_in_tree, tree.locked_tokens);
         Counters::set(&c.evictable_pages, tree.evictable_pages);
         Counters::set(&c.waiting_prompt_tokens, self.waiting.iter().map(|r| r.prompt.len()).sum());
+        Counters::set(&c.sessions, self.sessions.len());
     }
 
     /// Checks the books: every pool page is either free, the tree's, or owned by exactly

@@ -36,7 +36,7 @@ pub fn render(state: &Shared) -> String {
     let mut put = |name: &str, kind: &str, help: &str, labels: &str, value: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}");
     };
-    let own: [(&str, &str, &str, f64); 17] = [
+    let own: [(&str, &str, &str, f64); 18] = [
         ("looptree_requests_total", "counter", "Requests the engine accepted.", c.requests as f64),
         ("looptree_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", c.prompt_tokens as f64),
         ("looptree_cached_prompt_tokens_total", "counter", "Prompt tokens served from the prefix tree.", c.cached_prompt_tokens as f64),
@@ -52,6 +52,7 @@ pub fn render(state: &Shared) -> String {
         ("looptree_kv_pages_total", "gauge", "KV pages in the pool.", c.pages_total as f64),
         ("looptree_kv_cached_tokens", "gauge", "Tokens held in the prefix tree.", c.cached_tokens_in_tree as f64),
         ("looptree_kv_locked_tokens", "gauge", "Prefix-tree tokens locked by running requests (not evictable).", c.locked_tokens_in_tree as f64),
+        ("looptree_sessions", "gauge", "Distinct session keys (the `user` field) whose path this server kept warm.", c.sessions as f64),
         ("looptree_http_requests_in_flight", "gauge", "Generation requests the server is handling.", state.in_flight.load(Ordering::Relaxed) as f64),
         ("looptree_http_requests_rejected_total", "counter", "Requests refused by --max-concurrent.", state.rejected.load(Ordering::Relaxed) as f64),
     ];
