@@ -1,1 +1,21 @@
-//! Loop-workload bench client (see design.md); filled in by the bench issue.
+//! The loop-workload bench client (design.md, "The metric" and "The standard workloads"):
+//! runs agent-loop, fanout and tree against any OpenAI-compatible server and reports
+//! distinct trajectories per token budget (DTPB) beside the prefix-tree limit.
+
+pub mod args;
+pub mod bench;
+pub mod client;
+pub mod interrupt;
+pub mod metric;
+pub mod outcome;
+pub mod plot;
+pub mod record;
+pub mod report;
+pub mod rng;
+pub mod runner;
+pub mod text;
+pub mod token_ids;
+pub mod workload;
+
+pub use args::BenchClientArgs;
+pub use bench::run;

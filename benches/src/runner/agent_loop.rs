@@ -1,0 +1,38 @@
+//! agent-loop: each agent re-sends its whole history every iteration; one trajectory per
+//! reply.
+
+use super::Collector;
+use crate::client::{Client, Sampling};
+use crate::interrupt;
+use crate::record::Prompt;
+use crate::workload::AgentLoop;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
+    let system = w.system_prompt(seed);
+    std::thread::scope(|s| {
+        for agent in 0..w.agents {
+            let system = &system;
+            s.spawn(move || {
+                let mut history: Vec<Value> =
+                    vec![json!({"role": "system", "content": system}), json!({"role": "user", "content": w.task(seed, agent)})];
+                let sampling = Sampling { max_tokens: w.max_tokens, temperature: w.temperature, user: Some(format!("agent-{agent}")) };
+                for iteration in 0..w.iterations {
+                    if interrupt::stopped() {
+                        return;
+                    }
+                    let prompt = Arc::new(Prompt::Chat(history.clone()));
+                    let record = client.generate(prompt, 1, &sampling).remove(0);
+                    out.request(&record);
+                    // A failed turn ends this agent: its history would no longer be the workload's.
+                    let Some(reply) = record.choices.first().filter(|_| record.error.is_none()) else { return };
+                    out.trajectory(reply.text.clone());
+                    history.push(json!({"role": "assistant", "content": reply.text}));
+                    // The tool result is synthetic and the same for every server.
+                    history.push(json!({"role": "user", "content": w.tool_result(seed, agent, iteration)}));
+                }
+            });
+        }
+    });
+}

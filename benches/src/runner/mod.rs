@@ -1,0 +1,53 @@
+//! Running a workload against a server: the three workloads' request patterns, and the
+//! collector their threads report to.
+
+mod agent_loop;
+mod fanout;
+mod tree;
+
+pub use agent_loop::run as agent_loop;
+pub use fanout::run as fanout;
+pub use tree::run as tree;
+
+use crate::record::RequestRecord;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Mutex;
+
+/// What a workload's threads report: every request, and every completed trajectory
+/// (keyed by its output text, so identical outputs can be counted once).
+pub struct Collector {
+    records: Mutex<Vec<RequestRecord>>,
+    trajectories: Mutex<Vec<String>>,
+    bar: ProgressBar,
+}
+
+impl Collector {
+    /// `generations`: the completions the workload will produce, for the progress bar.
+    pub fn new(label: &str, generations: usize) -> Self {
+        let bar = ProgressBar::new(generations as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} generations, {msg}")
+                .expect("progress template"),
+        );
+        bar.set_prefix(label.to_string());
+        Collector { records: Mutex::new(Vec::new()), trajectories: Mutex::new(Vec::new()), bar }
+    }
+
+    pub fn request(&self, r: &RequestRecord) {
+        if r.error.is_none() {
+            self.bar.inc(r.choices.len() as u64);
+        }
+        self.records.lock().unwrap().push(r.clone());
+        let errors = self.records.lock().unwrap().iter().filter(|r| r.error.is_some()).count();
+        self.bar.set_message(format!("{errors} errors"));
+    }
+
+    pub fn trajectory(&self, key: String) {
+        self.trajectories.lock().unwrap().push(key);
+    }
+
+    pub fn finish(self) -> (Vec<RequestRecord>, Vec<String>) {
+        self.bar.finish_and_clear();
+        (self.records.into_inner().unwrap(), self.trajectories.into_inner().unwrap())
+    }
+}

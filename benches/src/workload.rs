@@ -1,0 +1,159 @@
+//! The three standard workloads (design.md): their parameters and their texts, generated
+//! deterministically from a seed so that every server sees the same requests.
+
+use crate::rng::Rng;
+use crate::text::sentences;
+use serde::{Deserialize, Serialize};
+
+/// Agents re-sending a growing conversation: one shared system prompt (tool definitions),
+/// a task each, then per iteration the reply and a synthetic tool result appended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentLoop {
+    pub agents: usize,
+    pub iterations: usize,
+    pub system_tokens: usize,
+    pub task_tokens: usize,
+    pub tool_result_tokens: usize,
+    pub max_tokens: usize,
+    pub temperature: f32,
+}
+
+/// P prompts, each sampled n times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fanout {
+    pub prompts: usize,
+    pub prompt_tokens: usize,
+    pub n: usize,
+    pub max_tokens: usize,
+    pub temperature: f32,
+}
+
+/// Tree rollouts: segments of `segment_tokens`, each branching `branch` ways, `depth` levels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tree {
+    pub root_tokens: usize,
+    pub segment_tokens: usize,
+    pub branch: usize,
+    pub depth: usize,
+    pub temperature: f32,
+}
+
+impl Default for AgentLoop {
+    fn default() -> Self {
+        AgentLoop { agents: 8, iterations: 8, system_tokens: 1500, task_tokens: 100, tool_result_tokens: 200, max_tokens: 64, temperature: 0.7 }
+    }
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Fanout { prompts: 4, prompt_tokens: 300, n: 16, max_tokens: 128, temperature: 1.0 }
+    }
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree { root_tokens: 256, segment_tokens: 32, branch: 4, depth: 3, temperature: 1.0 }
+    }
+}
+
+/// Seed sub-streams, so that each text does not depend on how many others were drawn.
+const SYSTEM: u64 = 1;
+const TASK: u64 = 2;
+const TOOL_RESULT: u64 = 3;
+const FANOUT: u64 = 4;
+const TREE_ROOT: u64 = 5;
+
+impl AgentLoop {
+    pub fn system_prompt(&self, seed: u64) -> String {
+        let mut rng = Rng::derive(seed, &[SYSTEM]);
+        let header = "You are a coding agent. Work step by step and call one tool per turn. The tools:";
+        let per_tool = 60;
+        let tools = (self.system_tokens.saturating_sub(20) / (per_tool + 6)).max(1);
+        let mut text = header.to_string();
+        for t in 0..tools {
+            text.push_str(&format!("\n\ntool {t}: {}", sentences(&mut rng, per_tool)));
+        }
+        text
+    }
+
+    pub fn task(&self, seed: u64, agent: usize) -> String {
+        format!("Task {agent}: {}", sentences(&mut Rng::derive(seed, &[TASK, agent as u64]), self.task_tokens))
+    }
+
+    /// What the tool "returns" after iteration `iteration` of `agent`; independent of the
+    /// model's reply, so every server gets the same one.
+    pub fn tool_result(&self, seed: u64, agent: usize, iteration: usize) -> String {
+        let mut rng = Rng::derive(seed, &[TOOL_RESULT, agent as u64, iteration as u64]);
+        format!("Tool result {iteration}: {}", sentences(&mut rng, self.tool_result_tokens))
+    }
+
+    pub fn generations(&self) -> usize {
+        self.agents * self.iterations
+    }
+}
+
+impl Fanout {
+    pub fn prompt(&self, seed: u64, index: usize) -> String {
+        let mut rng = Rng::derive(seed, &[FANOUT, index as u64]);
+        format!("Continue this story in your own words. {}", sentences(&mut rng, self.prompt_tokens))
+    }
+
+    pub fn generations(&self) -> usize {
+        self.prompts * self.n
+    }
+}
+
+impl Tree {
+    pub fn root(&self, seed: u64) -> String {
+        sentences(&mut Rng::derive(seed, &[TREE_ROOT]), self.root_tokens)
+    }
+
+    /// Root-to-leaf paths: branch^depth.
+    pub fn leaves(&self) -> usize {
+        self.branch.pow(self.depth as u32)
+    }
+
+    /// Segments generated in all: branch + branch^2 + ... + branch^depth.
+    pub fn generations(&self) -> usize {
+        (1..=self.depth).map(|d| self.branch.pow(d as u32)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::estimate_tokens;
+
+    fn near(got: usize, want: usize) -> bool {
+        got as f64 >= want as f64 * 0.9 && got as f64 <= want as f64 * 1.1 + 5.0
+    }
+
+    #[test]
+    fn agent_loop_texts_are_deterministic_and_about_the_defined_lengths() {
+        let w = AgentLoop::default();
+        assert_eq!(w.system_prompt(1), w.system_prompt(1));
+        assert_ne!(w.system_prompt(1), w.system_prompt(2));
+        assert!(near(estimate_tokens(&w.system_prompt(1)), 1500), "{}", estimate_tokens(&w.system_prompt(1)));
+        assert!(near(estimate_tokens(&w.task(1, 0)), 100));
+        assert!(near(estimate_tokens(&w.tool_result(1, 0, 0)), 200));
+        assert_ne!(w.task(1, 0), w.task(1, 1));
+        assert_ne!(w.tool_result(1, 0, 1), w.tool_result(1, 1, 0));
+        assert_eq!(w.tool_result(9, 3, 4), w.tool_result(9, 3, 4));
+        assert_eq!(w.generations(), 64);
+    }
+
+    #[test]
+    fn fanout_and_tree_shapes() {
+        let f = Fanout::default();
+        assert_eq!(f.generations(), 64);
+        assert!(near(estimate_tokens(&f.prompt(1, 0)), 300));
+        assert_ne!(f.prompt(1, 0), f.prompt(1, 1));
+        let t = Tree::default();
+        assert_eq!(t.leaves(), 64);
+        assert_eq!(t.generations(), 4 + 16 + 64);
+        assert!(near(estimate_tokens(&t.root(3)), 256));
+        assert_eq!(t.root(3), t.root(3));
+        let small = Tree { branch: 2, depth: 2, ..Tree::default() };
+        assert_eq!((small.leaves(), small.generations()), (4, 6));
+    }
+}
