@@ -16,8 +16,9 @@
 # Settings (environment): REPLICAS (3), AGENTS (6), ITERATIONS (8), MODEL (smollm2-135m),
 # THREADS per replica (1: three replicas share a small machine), KV_MEMORY per replica (256MiB),
 # BASE_PORT (18400: router; replicas on the next ports), SMG_VENV (~/.cache/looptree/smg-venv),
-# SMG_ARGS (extra router flags, e.g. "--balance-abs-threshold 4"), LOOPTREE_BIN (default: a
-# release build of this checkout), OUT (a directory for logs and bench records).
+# SMG_ARGS (router flags for cache_aware; default below), LOOPTREE_BIN (default: a
+# release build of this checkout), OUT (a directory for logs and bench records), BENCH_ARGS
+# (more `looptree bench` flags, e.g. "--system-tokens 400 --reply-tokens 16" for a quick run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,7 +30,12 @@ THREADS="${THREADS:-1}"
 KV_MEMORY="${KV_MEMORY:-256MiB}"
 BASE_PORT="${BASE_PORT:-18400}"
 SMG_VENV="${SMG_VENV:-$HOME/.cache/looptree/smg-venv}"
-SMG_ARGS="${SMG_ARGS:-}"
+BENCH_ARGS="${BENCH_ARGS:-}"
+# cache_aware sends a request to the replica with the longest matching prefix unless loads
+# (requests in flight) are out of balance. With its defaults every agent matches the shared
+# system prompt first and all pile onto one replica; balancing at a difference of more than 2
+# spreads new agents while each keeps to the replica that holds its history.
+SMG_ARGS="${SMG_ARGS:---balance-abs-threshold 2 --balance-rel-threshold 1.0}"
 OUT="${OUT:-$(mktemp -d -t looptree-scale-out.XXXXXX)}"
 mkdir -p "$OUT"
 
@@ -84,14 +90,14 @@ start_replicas() { # how many, log tag
     done
 }
 
-start_router() { # policy
+start_router() { # policy, extra flags
     local urls=()
     for i in $(seq 0 $((REPLICAS - 1))); do
         urls+=("http://127.0.0.1:$(replica_port "$i")")
     done
     # shellcheck disable=SC2086
     "$SMG" launch --host 127.0.0.1 --port "$BASE_PORT" --policy "$1" --worker-urls "${urls[@]}" \
-        --prometheus-port $((BASE_PORT + 100)) --log-level warn $SMG_ARGS >"$OUT/router-$1.log" 2>&1 &
+        --prometheus-port $((BASE_PORT + 100)) --log-level warn ${2:-} >"$OUT/router-$1.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$BASE_PORT/v1/models" "the router ($1)"
     # The router registers workers in the background: wait until it lists their model.
@@ -124,13 +130,14 @@ replica_table() { # how many replicas
 }
 
 bench() { # url, label, record
+    # shellcheck disable=SC2086
     "$LOOPTREE_BIN" bench --url "$1" --label "$2" --workload agent-loop --agents "$AGENTS" \
-        --iterations "$ITERATIONS" --request-model "$MODEL" --json "$3" | tee "$3.txt"
+        --iterations "$ITERATIONS" --request-model "$MODEL" --json "$3" $BENCH_ARGS | tee "$3.txt"
 }
 
 echo "== $REPLICAS replicas behind smg, cache_aware" >&2
 start_replicas "$REPLICAS" cache-aware
-start_router cache_aware
+start_router cache_aware "$SMG_ARGS"
 bench "http://127.0.0.1:$BASE_PORT/v1" "smg cache_aware x$REPLICAS" "$OUT/cache-aware.json"
 replica_table "$REPLICAS" | tee "$OUT/cache-aware-replicas.txt"
 cleanup
