@@ -56,7 +56,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(mut body): JsonBody) -
         ));
     }
     let prompt_logprobs = if scoring_only { Some(top.unwrap_or(0)) } else { top.filter(|_| echo) };
-    let ask = Ask { prompt_logprobs, params, session: wire.user };
+    let ask = Ask { prompt_logprobs, params, session: wire.user, constraint: None };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts.into_iter().map(|Prompt { tokens, text }| (tokens, text)).unzip();
     let gen = Generation::submit(&state, tokens.clone(), ask)?;
     let meta = Meta { id: new_id("cmpl-"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };
