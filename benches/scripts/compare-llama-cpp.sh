@@ -54,7 +54,7 @@ slots_and_ctx() {
         agent-loop) echo "8 32768" ;;
         fanout) echo "64 65536" ;;
         tree) echo "64 32768" ;;
-        crowded) echo "32 65536" ;;
+        crowded) echo "32 49152" ;;
         *) echo "unknown workload $1" >&2; return 1 ;;
     esac
 }
@@ -64,10 +64,13 @@ records=()
 for w in $WORKLOADS; do
     read -r slots ctx < <(slots_and_ctx "$w")
     kv_bytes=$((ctx * KV_BYTES_PER_TOKEN))
+    # Crowded: equal KV memory means no host-RAM prompt cache beside llama.cpp's KV either.
+    cram=()
+    [ "$w" = crowded ] && cram=(-cram 0)
 
-    echo "== $w: llama.cpp (-np $slots -c $ctx -kvu, $THREADS threads)" >&2
+    echo "== $w: llama.cpp (-np $slots -c $ctx -kvu ${cram[*]}, $THREADS threads)" >&2
     "$LLAMA_BIN/llama-server" -m "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -tb "$THREADS" \
-        -np "$slots" -c "$ctx" -kvu --cache-prompt >"$OUT/llama-$w.log" 2>&1 &
+        -np "$slots" -c "$ctx" -kvu --cache-prompt "${cram[@]}" >"$OUT/llama-$w.log" 2>&1 &
     server_pid=$!
     wait_ready "$LLAMA_PORT"
     "$LOOPTREE" bench --url "http://127.0.0.1:$LLAMA_PORT" --label llama.cpp --workload "$w" --seed "$SEED" \

@@ -151,6 +151,7 @@ impl Client {
         }
         let mut rec = RequestRecord { choices: vec![Choice::default(); n], ..Default::default() };
         let mut last_at: Vec<Option<f64>> = vec![None; n];
+        let mut reports = HashMap::new();
         let mut done = false;
         for line in BufReader::new(resp).lines() {
             anyhow::ensure!(!interrupt::stopped(), "interrupted");
@@ -181,34 +182,60 @@ impl Client {
                     choice.finish_reason = Some(f.to_string());
                 }
             }
-            read_accounting(&chunk, &mut rec);
+            if let Some(a) = accounting(&chunk) {
+                reports.insert(report_key(&chunk), a);
+            }
         }
+        total(&reports, &mut rec);
         anyhow::ensure!(done, "the stream ended without [DONE]");
         rec.latency_s = start.elapsed().as_secs_f64();
         Ok(rec)
     }
 }
 
-/// Token accounting from a chunk: OpenAI's `usage`, else llama.cpp's `timings`
-/// (`prompt_n` computed, `cache_n` reused) or `tokens_cached`.
-pub fn read_accounting(chunk: &Value, rec: &mut RequestRecord) {
+/// A chunk's token accounting: OpenAI's `usage`, else llama.cpp's `timings` (`prompt_n`
+/// computed, `cache_n` reused) or `tokens_cached`. None when the chunk carries none.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Accounting {
+    pub prompt: Option<u64>,
+    pub cached: Option<u64>,
+    pub completion: Option<u64>,
+}
+
+pub fn accounting(chunk: &Value) -> Option<Accounting> {
     let usage = &chunk["usage"];
-    if let Some(p) = usage["prompt_tokens"].as_u64() {
-        rec.prompt_tokens = Some(p);
-    }
-    if let Some(c) = usage["completion_tokens"].as_u64() {
-        rec.completion_tokens = Some(c);
-    }
-    if let Some(c) = usage["prompt_tokens_details"]["cached_tokens"].as_u64() {
-        rec.cached_tokens = Some(c);
-    }
+    let mut a = Accounting {
+        prompt: usage["prompt_tokens"].as_u64(),
+        cached: usage["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        completion: usage["completion_tokens"].as_u64(),
+    };
     let timings = &chunk["timings"];
     if let (Some(run), Some(reused)) = (timings["prompt_n"].as_u64(), timings["cache_n"].as_u64()) {
-        rec.cached_tokens = rec.cached_tokens.or(Some(reused));
-        rec.prompt_tokens = rec.prompt_tokens.or(Some(run + reused));
+        a.cached = a.cached.or(Some(reused));
+        a.prompt = a.prompt.or(Some(run + reused));
     }
-    if let Some(c) = chunk["tokens_cached"].as_u64() {
-        rec.cached_tokens = rec.cached_tokens.or(Some(c));
+    a.cached = a.cached.or(chunk["tokens_cached"].as_u64());
+    (a != Accounting::default()).then_some(a)
+}
+
+/// Sums the accounting a stream reported: once for the request (looptree, OpenAI), or
+/// once per choice (llama.cpp's n > 1 runs each choice as its own task, keyed here by the
+/// choice index of the chunk that carried it). The last report per key wins.
+pub fn total(reports: &HashMap<Option<u64>, Accounting>, rec: &mut RequestRecord) {
+    let sum = |f: fn(&Accounting) -> Option<u64>| {
+        let vals: Vec<u64> = reports.values().filter_map(f).collect();
+        (!vals.is_empty()).then(|| vals.iter().sum())
+    };
+    rec.prompt_tokens = sum(|a| a.prompt);
+    rec.cached_tokens = sum(|a| a.cached);
+    rec.completion_tokens = sum(|a| a.completion);
+}
+
+/// The key a chunk's accounting is filed under: its choice when it carries exactly one.
+pub fn report_key(chunk: &Value) -> Option<u64> {
+    match chunk["choices"].as_array() {
+        Some(c) if c.len() == 1 => c[0]["index"].as_u64(),
+        _ => None,
     }
 }
 
@@ -226,16 +253,32 @@ mod tests {
 
     #[test]
     fn accounting_from_openai_usage_and_from_llama_cpp_timings() {
+        assert_eq!(accounting(&json!({"usage": null, "choices": []})), None);
+        let openai = json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 7}}});
+        assert_eq!(accounting(&openai), Some(Accounting { prompt: Some(10), cached: Some(7), completion: Some(3) }));
+        let timings = json!({"timings": {"prompt_n": 4, "cache_n": 96}});
+        assert_eq!(accounting(&timings), Some(Accounting { prompt: Some(100), cached: Some(96), completion: None }));
+        assert_eq!(accounting(&json!({"tokens_cached": 5})).unwrap().cached, Some(5));
+    }
+
+    #[test]
+    fn per_choice_reports_are_summed_and_one_report_counts_once() {
+        // llama.cpp with n = 2: each choice's last chunk carries its own usage.
+        let choice = |i: u64, cached: u64| json!({"choices": [{"index": i, "text": ""}], "usage": {"prompt_tokens": 270, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": cached}}});
+        let mut reports = HashMap::new();
+        for c in [choice(0, 0), choice(1, 269)] {
+            reports.insert(report_key(&c), accounting(&c).unwrap());
+        }
         let mut r = RequestRecord::default();
-        read_accounting(&json!({"usage": null}), &mut r);
-        assert_eq!((r.prompt_tokens, r.cached_tokens), (None, None));
-        read_accounting(&json!({"usage": {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 7}}}), &mut r);
-        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(10), Some(7), Some(3)));
-        let mut l = RequestRecord::default();
-        read_accounting(&json!({"timings": {"prompt_n": 4, "cache_n": 96}}), &mut l);
-        assert_eq!((l.prompt_tokens, l.cached_tokens), (Some(100), Some(96)));
-        let mut t = RequestRecord::default();
-        read_accounting(&json!({"tokens_cached": 5}), &mut t);
-        assert_eq!(t.cached_tokens, Some(5));
+        total(&reports, &mut r);
+        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(540), Some(269), Some(4)));
+        // looptree: one usage chunk with no choices; a repeated report replaces, not adds.
+        let once = json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 8, "prompt_tokens_details": {"cached_tokens": 1}}});
+        let mut reports = HashMap::new();
+        reports.insert(report_key(&once), accounting(&once).unwrap());
+        reports.insert(report_key(&once), accounting(&once).unwrap());
+        let mut r = RequestRecord::default();
+        total(&reports, &mut r);
+        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(9), Some(1), Some(8)));
     }
 }
