@@ -2,6 +2,8 @@
 //! tokenizers, chat templates and model resolution.
 
 pub mod arch_config;
+/// The kernels crate, for commands that check a device's kernels directly.
+pub use looptree_kernels as kernels;
 pub mod chat_template;
 pub mod cuda_step;
 pub mod detok;
@@ -9,6 +11,7 @@ pub mod llama;
 pub mod loader;
 pub mod resolve;
 pub mod rope;
+pub mod structured;
 pub mod tokenizer;
 pub mod weights;
 

@@ -108,7 +108,7 @@ pub fn run(args: DeviceCheckArgs) -> Result<()> {
 fn kernel_checks(device: &Device) -> Result<Vec<(String, f32, f32)>> {
     #[cfg(feature = "cuda")]
     if device.is_cuda() {
-        let checks = looptree_kernels::cuda::check::check_kernels(device)?;
+        let checks = looptree_models::kernels::cuda::check::check_kernels(device)?;
         return Ok(checks.into_iter().map(|c| (c.name, c.max_abs_diff, c.tolerance)).collect());
     }
     let _ = device;
