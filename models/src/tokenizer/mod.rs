@@ -10,6 +10,7 @@ mod pretokenizer;
 mod sentencepiece;
 mod special;
 mod stream;
+mod token_bytes;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -18,6 +19,7 @@ use anyhow::{bail, Result};
 use candle_core::quantized::gguf_file::Content;
 
 pub use stream::StreamDecoder;
+pub use token_bytes::SPECIAL_TOKEN_MARKER;
 
 use special::Specials;
 
