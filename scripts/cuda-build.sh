@@ -12,6 +12,10 @@ if ! command -v nvcc >/dev/null && [ -z "${NVCC:-}" ]; then
     source "$ENV_FILE"
 fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
+# The binary runs on another machine: build for a portable x86-64 level (AVX2/FMA), not
+# this machine's native CPU (.cargo/config.toml), whose extra instructions the GPU host may
+# lack ("Illegal instruction" at start-up).
+export RUSTFLAGS=${RUSTFLAGS:-"-C target-cpu=x86-64-v3"}
 cargo build --release --features cuda -p looptree
 mkdir -p .gpubin
 strip -o .gpubin/looptree "$CARGO_TARGET_DIR/release/looptree"
