@@ -18,7 +18,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the OpenAI-compatible HTTP API (and Anthropic's /v1/messages).
     Serve(ServeArgs),
-    /// Measure throughput (--offline: in-process prefill/decode like llama-bench).
+    /// Measure: loop workloads against running servers (--url), or in-process
+    /// prefill/decode like llama-bench (--offline).
     Bench(BenchArgs),
     /// Correctness of a GPU path against the CPU (kernels, logprobs, greedy in a batch).
     DeviceCheck(crate::device_check::DeviceCheckArgs),
@@ -30,6 +31,8 @@ pub struct BenchArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub offline: crate::bench_offline::OfflineArgs,
+    #[command(flatten)]
+    pub online: looptree_benches::BenchClientArgs,
 }
 
 /// Which model, on what hardware: shared by every command that loads one.

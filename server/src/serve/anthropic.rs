@@ -80,7 +80,10 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
     params.insert("top_k".into(), json!(wire.top_k));
     let params: SamplingParams = typed(&Value::Object(params))?;
     let session = wire.metadata.as_ref().and_then(|m| m["user_id"].as_str()).map(str::to_string);
-    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session, constraint: None })?;
+    // tool_choice any/tool force a call whose input matches the tool's schema.
+    let forced = offered.as_ref().filter(|o| o.forced).map(|o| o.tools.as_slice());
+    let constraint = super::structured::constraint(&state, &Map::new(), forced).await?;
+    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session, constraint })?;
     let id = new_id("msg_");
     if wire.stream.unwrap_or(false) {
         let events = MessagesStream::new(state.clone(), gen, id, offered, stops).into_events();

@@ -9,6 +9,7 @@ use super::generate::{Ask, Collected, Generation};
 use super::logprobs;
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
+use super::structured;
 use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -35,7 +36,9 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     let params = sampling_params(&body, true)?;
     let messages = conversation::normalize(&wire.messages)?;
     let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
-    let ask = Ask { params, prompt_logprobs: None, session: wire.user, constraint: None };
+    let forced = offered.as_ref().filter(|o| o.forced).map(|o| o.tools.as_slice());
+    let constraint = structured::constraint(&state, &body, forced).await?;
+    let ask = Ask { params, prompt_logprobs: None, session: wire.user, constraint };
     let gen = Generation::submit(&state, vec![prompt], ask)?;
     let meta = Meta { id: new_id("chatcmpl-"), object: "chat.completion", created: unix_now(), model: state.model_name.clone() };
     let want_logprobs = wire.logprobs.unwrap_or(false);

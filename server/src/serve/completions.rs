@@ -9,6 +9,7 @@ use super::logprobs::CompletionLogprobs;
 use super::prompt::{self, Prompt};
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
+use super::structured;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -56,7 +57,8 @@ pub async fn handle(State(state): State<Shared>, JsonBody(mut body): JsonBody) -
         ));
     }
     let prompt_logprobs = if scoring_only { Some(top.unwrap_or(0)) } else { top.filter(|_| echo) };
-    let ask = Ask { prompt_logprobs, params, session: wire.user, constraint: None };
+    let constraint = structured::constraint(&state, &body, None).await?;
+    let ask = Ask { prompt_logprobs, params, session: wire.user, constraint };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts.into_iter().map(|Prompt { tokens, text }| (tokens, text)).unzip();
     let gen = Generation::submit(&state, tokens.clone(), ask)?;
     let meta = Meta { id: new_id("cmpl-"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };

@@ -23,6 +23,7 @@ mod prompt;
 mod routes;
 mod state;
 mod stream;
+mod structured;
 mod tokenize;
 mod tool_stream;
 mod tools;
@@ -73,6 +74,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         in_flight: Default::default(),
         rejected: Default::default(),
         started: state::unix_now(),
+        vocab_size: loaded.model.config().vocab_size,
+        grammars: Default::default(),
     });
     tracing::info!(model = %state.model_name, threads, kv_mib, kv_tokens = capacity, max_context, "model loaded");
     let runtime = tokio::runtime::Builder::new_multi_thread()

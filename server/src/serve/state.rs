@@ -6,7 +6,8 @@ use looptree_engine::EngineHandle;
 use looptree_models::chat_template::ChatTemplate;
 use looptree_models::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use looptree_models::structured::Grammars;
+use std::sync::{Arc, OnceLock};
 
 pub struct AppState {
     pub engine: EngineHandle,
@@ -24,6 +25,11 @@ pub struct AppState {
     pub rejected: AtomicU64,
     /// Unix seconds at start-up (`created` of the model object).
     pub started: u64,
+    /// The logits row length (constraint masks cover it).
+    pub vocab_size: usize,
+    /// The grammar compiler for structured output, built on the first request that needs
+    /// it (indexing the vocabulary takes a while); the error if it cannot be built.
+    pub grammars: OnceLock<Result<Arc<Grammars>, String>>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -14,6 +14,8 @@ pub const CLOSE: &str = "</tool_call>";
 pub struct Offered {
     pub tools: Vec<Value>,
     names: Vec<String>,
+    /// `tool_choice` "required" or a named function: the reply must be a call.
+    pub forced: bool,
 }
 
 impl Offered {
@@ -39,10 +41,11 @@ impl Offered {
                 }
             }
         }
-        let mut offered = Offered { tools, names };
+        let mut offered = Offered { tools, names, forced: false };
         match choice {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s == "auto" || s == "required" => {}
+            Some(Value::String(s)) if s == "auto" => {}
+            Some(Value::String(s)) if s == "required" => offered.forced = true,
             Some(Value::String(s)) if s == "none" => return Ok(None),
             Some(v) => {
                 let Some(name) = v.pointer("/function/name").and_then(Value::as_str) else {
@@ -55,7 +58,7 @@ impl Offered {
                     return Err(ApiError::invalid_param("tool_choice", format!("`tool_choice` names `{name}`, which is not in `tools`.")));
                 };
                 // Only the chosen tool is shown, so the model can call nothing else.
-                offered = Offered { tools: vec![offered.tools[i].clone()], names: vec![name.to_string()] };
+                offered = Offered { tools: vec![offered.tools[i].clone()], names: vec![name.to_string()], forced: true };
             }
         }
         Ok(Some(offered))
@@ -167,6 +170,9 @@ mod tests {
         assert!(Offered::from_request(Some(&tools), Some(&json!("none"))).unwrap().is_none());
         let one = Offered::from_request(Some(&tools), Some(&json!({"type": "function", "function": {"name": "b"}}))).unwrap().unwrap();
         assert_eq!(one.tools.len(), 1);
+        assert!(one.forced);
+        assert!(Offered::from_request(Some(&tools), Some(&json!("required"))).unwrap().unwrap().forced);
+        assert!(!Offered::from_request(Some(&tools), Some(&json!("auto"))).unwrap().unwrap().forced);
         assert!(Offered::from_request(Some(&tools), Some(&json!({"type": "function", "function": {"name": "c"}}))).is_err());
         assert!(Offered::from_request(Some(&json!("x")), None).is_err());
     }

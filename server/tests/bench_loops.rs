@@ -1,0 +1,97 @@
+//! `looptree bench --url` against a real `looptree serve`: the three loop workloads, small,
+//! over HTTP; the JSON record's numbers must add up as design.md defines them.
+
+mod common;
+
+use common::Server;
+use serde_json::Value;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_looptree")).arg("bench").args(args).output().expect("run looptree bench");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn small_workloads_report_consistent_numbers() {
+    let server = Server::start(&[]);
+    let dir = std::env::temp_dir().join(format!("looptree-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("run.json");
+    let svg = dir.join("run.svg");
+    #[rustfmt::skip]
+    let (ok, stdout, stderr) = bench(&[
+        "--url", &server.base, "--label", "looptree",
+        "--workload", "agent-loop", "--workload", "fanout", "--workload", "tree",
+        "--agents", "2", "--iterations", "3", "--system-tokens", "150", "--task-tokens", "20",
+        "--tool-result-tokens", "30", "--reply-tokens", "6",
+        "--fanout-prompts", "1", "--fanout-prompt-tokens", "40", "--fanout-n", "3", "--fanout-max-tokens", "6",
+        "--root-tokens", "40", "--segment-tokens", "4", "--branch", "2", "--depth", "2",
+        "--json", json.to_str().unwrap(), "--plot", svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "bench failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("| looptree | agent-loop |"), "no table row:\n{stdout}");
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = record["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["workload"].as_str().unwrap()).collect();
+    assert_eq!(names, ["agent-loop", "fanout", "tree"]);
+    // Trajectories: one per agent reply; n per fanout prompt; one per tree leaf.
+    let want_trajectories = [2 * 3, 3, 2 * 2];
+    // Requests: every agent turn; one n=3 request (looptree takes n); one per tree node
+    // with children (1 + 2), each asking for `branch` samples.
+    let want_requests = [2 * 3, 1, 3];
+    for ((run, want_t), want_r) in runs.iter().zip(want_trajectories).zip(want_requests) {
+        let s = &run["summary"];
+        let name = run["workload"].as_str().unwrap();
+        assert_eq!(u(&s["errors"]), 0, "{name}: {s}");
+        assert_eq!(run["flavor"], "looptree", "{name}");
+        assert_eq!(run["n_split"], false, "{name}: looptree takes n > 1");
+        assert_eq!(u(&s["trajectories"]), want_t, "{name}: {s}");
+        assert_eq!(u(&s["requests"]), want_r, "{name}: {s}");
+        assert_eq!(run["requests"].as_array().unwrap().len() as u64, want_r, "{name}");
+        let distinct = u(&s["distinct_trajectories"]);
+        assert!(distinct >= 1 && distinct <= want_t, "{name}: {s}");
+        let (prompt, cached, generated, computed) = (u(&s["prompt_tokens"]), u(&s["cached_tokens"]), u(&s["generated_tokens"]), u(&s["computed_tokens"]));
+        assert!(cached <= prompt && generated > 0, "{name}: {s}");
+        assert_eq!(computed, prompt - cached + generated, "{name}: {s}");
+        let dtpb = s["dtpb"].as_f64().unwrap();
+        assert!((dtpb - distinct as f64 * 1e6 / computed as f64).abs() < 1e-6 * dtpb, "{name}: {s}");
+        // The limit comes from the server's own /tokenize: every token once. It can be no
+        // more than sending everything uncached, and the engine (cold cache per workload,
+        // one shared chat-template token or so aside) cannot compute fewer.
+        let limit = s["limit_tokens"].as_u64().unwrap_or_else(|| panic!("{name}: no limit: {}", run["limit_error"]));
+        assert!(limit > 0 && limit <= prompt + generated, "{name}: {s}");
+        assert!(limit <= computed + 8, "{name}: limit {limit} above computed {computed}: {s}");
+    }
+    // The agents share a system prompt and re-send their history: most of it is cached.
+    let agent = &runs[0]["summary"];
+    assert!(u(&agent["cached_tokens"]) * 2 > u(&agent["prompt_tokens"]), "agent-loop barely cached: {agent}");
+    // The fanout prompt is computed once for its three samples.
+    let fan = &runs[1]["summary"];
+    assert!(u(&fan["computed_tokens"]) < u(&fan["prompt_tokens"]) + u(&fan["generated_tokens"]), "{fan}");
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("agent-loop"), "{chart}");
+
+    // --compare alone re-reads the record and prints the same table rows.
+    let (ok, again, stderr) = bench(&["--compare", json.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    for line in stdout.lines().filter(|l| l.starts_with("| looptree |")) {
+        assert!(again.contains(line), "{line} missing from:\n{again}");
+    }
+    server.wait_idle();
+    assert_eq!(server.metric("looptree_kv_locked_tokens"), 0.0, "the bench left KV blocks locked");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bench_without_a_server_or_with_a_dead_one_fails_clearly() {
+    let (ok, _, stderr) = bench(&[]);
+    assert!(!ok && stderr.contains("--url"), "{stderr}");
+    // Nothing listens on port 9 here.
+    let (ok, _, stderr) = bench(&["--url", "http://127.0.0.1:9", "--workload", "fanout"]);
+    assert!(!ok && stderr.starts_with("error:"), "{stderr}");
+}
