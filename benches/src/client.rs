@@ -109,8 +109,13 @@ impl Client {
         if let Some(&yes) = self.native_n.lock().unwrap().get(ep) {
             return yes;
         }
+        // Its own system message: templates that add a default one would otherwise leave
+        // that prefix cached for the workload, and the limit assumes a cold cache.
         let probe = match prompt {
-            Prompt::Chat(_) => Prompt::Chat(vec![json!({"role": "user", "content": "Hi"})]),
+            Prompt::Chat(_) => Prompt::Chat(vec![
+                json!({"role": "system", "content": "Probe."}),
+                json!({"role": "user", "content": "Hi"}),
+            ]),
             Prompt::Text(_) => Prompt::Text("Hi".into()),
         };
         let body = self.body(&probe, 2, &Sampling { max_tokens: 1, temperature: 1.0, user: None }, false);
