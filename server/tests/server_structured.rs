@@ -83,7 +83,8 @@ fn smollm2_sampled_replies_match_their_schemas() {
 
 #[test]
 fn qwen_sampled_replies_match_their_schemas() {
-    let s = Server::start_model("qwen2.5-coder-0.5b", "1", "256MiB", &[]);
+    // Two threads: Qwen is four times SmolLM2's size, 200 replies take minutes.
+    let s = Server::start_model("qwen2.5-coder-0.5b", "2", "256MiB", &[]);
     fifty_replies_validate(&s, 10);
 }
 
