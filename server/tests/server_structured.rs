@@ -81,8 +81,13 @@ fn smollm2_sampled_replies_match_their_schemas() {
     fifty_replies_validate(&s, 50);
 }
 
+/// The two Qwen tests take turns: run side by side on a 2-core machine, each is slow enough to
+/// run into its client's timeout.
+static QWEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn qwen_sampled_replies_match_their_schemas() {
+    let _turn = QWEN.lock().unwrap_or_else(|e| e.into_inner());
     // Two threads: Qwen is four times SmolLM2's size, 200 replies take minutes.
     let s = Server::start_model("qwen2.5-coder-0.5b", "2", "256MiB", &[]);
     fifty_replies_validate(&s, 10);
@@ -175,7 +180,8 @@ fn qwen_forced_tool_calls_through_the_openai_client() {
     let out = Command::new("bash").arg(root.join("scripts/openai-venv.sh")).output().expect("run openai-venv.sh");
     assert!(out.status.success(), "openai-venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let s = Server::start_model("qwen2.5-coder-0.5b", "1", "256MiB", &[]);
+    let _turn = QWEN.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Server::start_model("qwen2.5-coder-0.5b", "2", "256MiB", &[]);
     let out = Command::new(&python)
         .arg(root.join("tests/python/forced_tools.py"))
         .arg(s.url("/v1"))

@@ -13,7 +13,7 @@ import sys
 from openai import OpenAI
 
 base_url, model = sys.argv[1], sys.argv[2]
-client = OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
+client = OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
 
 tools = [
     {"type": "function", "function": {
