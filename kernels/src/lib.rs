@@ -2,6 +2,9 @@
 
 pub mod attention;
 pub mod cpu_attention;
+pub mod cpu_attention_simd;
+pub mod pool;
 pub mod q4_1;
+pub mod q8_dot;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -60,32 +60,43 @@ impl Q4_1Matrix {
 
     /// `x`: `[m, k]` row-major; returns `[m, n]` = x · Wᵀ.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * self.n];
+        self.matmul_into(x, m, &mut out);
+        out
+    }
+
+    /// As [`Q4_1Matrix::matmul`], into `out` (`[m, n]`).
+    pub fn matmul_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k);
+        assert_eq!(out.len(), m * n);
         let kb = k / QK;
         let xq: Vec<BlockQ8_1> = x.chunks_exact(QK).map(quantize_block).collect();
-        let mut out = vec![0f32; m * n];
-        // Column tiles big enough to amortise a task, small enough to spread over threads.
-        const TILE: usize = 64;
-        // Rows go in groups of ROWS so each weight block is unpacked once per group;
-        // every output element still sees exactly the same operations as in a lone row.
-        const ROWS: usize = 4;
-        out.par_chunks_mut(n * ROWS).enumerate().for_each(|(g, orows)| {
-            let rows = orows.len() / n;
-            let xg = &xq[g * ROWS * kb..(g * ROWS + rows) * kb];
-            let orows_ptr = orows.as_mut_ptr() as usize;
-            (0..n.div_ceil(TILE)).into_par_iter().for_each(|t| {
-                for col in t * TILE..((t + 1) * TILE).min(n) {
-                    let mut res = [0f32; ROWS];
-                    dot_rows(&self.blocks[col * kb..(col + 1) * kb], xg, kb, &mut res[..rows]);
-                    for (r, v) in res[..rows].iter().enumerate() {
-                        // SAFETY: each (row, col) of this group is written by one task only.
-                        unsafe { *(orows_ptr as *mut f32).add(r * n + col) = *v };
-                    }
-                }
-            });
-        });
-        out
+        // Tasks own column tiles and run every row against them, so a tile of weights
+        // stays in L1 while activations stream. Decode (few rows) uses bigger tiles: a
+        // rayon task costs about as much as a small tile's work.
+        let threads = rayon::current_num_threads().max(1);
+        let tile = if m >= 4 { 16 } else { (n / (threads * 4)).next_multiple_of(16).max(64) };
+        let out_ptr = out.as_mut_ptr() as usize;
+        let blocks = &self.blocks;
+        let run = |t: usize| {
+            let (c0, c1) = (t * tile, ((t + 1) * tile).min(n));
+            let mut r = 0;
+            while r < m {
+                let rows = (m - r).min(4);
+                let xr = &xq[r * kb..(r + rows) * kb];
+                // SAFETY: this task alone writes columns c0..c1 of every row.
+                let o = unsafe { (out_ptr as *mut f32).add(r * n) };
+                unsafe { tile_rows(blocks, xr, rows, kb, c0, c1, o, n) };
+                r += rows;
+            }
+        };
+        let tiles = n.div_ceil(tile);
+        if threads == 1 || tiles == 1 {
+            (0..tiles).for_each(run);
+        } else {
+            (0..tiles).into_par_iter().for_each(run);
+        }
     }
 }
 
@@ -104,30 +115,58 @@ fn quantize_block(x: &[f32]) -> BlockQ8_1 {
     BlockQ8_1 { d: d16, s: f16::from_f32(sum as f32 * d).to_f32(), qs }
 }
 
-/// `out[r]` = dot of weight row `w` with activation row r of `x` (`kb` blocks each).
-fn dot_rows(w: &[BlockQ4_1], x: &[BlockQ8_1], kb: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx2() && out.len() == 4 {
-            // SAFETY: the CPU supports AVX2 and FMA.
-            unsafe { dot_rows4_avx2(w, x, kb, out) };
-            return;
-        }
-    }
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = dot_row(w, &x[r * kb..(r + 1) * kb]);
-    }
-}
-
-fn dot_row(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+/// Rows `x` (`rows` × `kb` blocks) against weight columns `c0..c1`; writes
+/// `out[r * ld + c]`. Every output element sees the same operations in the same order
+/// whatever the tile shape, so results never depend on the batch around a row.
+///
+/// # Safety
+/// `out` must be valid for writes at `r * ld + c` for `r < rows`, `c0 <= c < c1`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_rows(w: &[BlockQ4_1], x: &[BlockQ8_1], rows: usize, kb: usize, c0: usize, c1: usize, out: *mut f32, ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked once above).
-            return unsafe { dot_row_avx2(w, x) };
+            let mut c = c0;
+            macro_rules! run {
+                ($r:literal, $cols:literal) => {
+                    while c + $cols <= c1 {
+                        avx2_kernel::<$r, $cols>(&w[c * kb..(c + $cols) * kb], x, kb, out.add(c), ld);
+                        c += $cols;
+                    }
+                };
+            }
+            // Register budget: rows × cols accumulators plus the unpacked weights.
+            match rows {
+                1 => run!(1, 4),
+                2 => run!(2, 4),
+                3 => run!(3, 2),
+                _ => run!(4, 2),
+            }
+            while c < c1 {
+                match rows {
+                    1 => avx2_kernel::<1, 1>(&w[c * kb..(c + 1) * kb], x, kb, out.add(c), ld),
+                    2 => avx2_kernel::<2, 1>(&w[c * kb..(c + 1) * kb], x, kb, out.add(c), ld),
+                    3 => avx2_kernel::<3, 1>(&w[c * kb..(c + 1) * kb], x, kb, out.add(c), ld),
+                    _ => avx2_kernel::<4, 1>(&w[c * kb..(c + 1) * kb], x, kb, out.add(c), ld),
+                }
+                c += 1;
+            }
+            return;
         }
     }
-    dot_row_scalar(w, x)
+    for r in 0..rows {
+        for c in c0..c1 {
+            *out.add(r * ld + c) = dot_row_scalar(&w[c * kb..(c + 1) * kb], &x[r * kb..(r + 1) * kb]);
+        }
+    }
+}
+
+#[cfg(test)]
+fn dot_row(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    let mut o = 0f32;
+    // SAFETY: one row, one column, `o` is writable.
+    unsafe { tile_rows(w, x, 1, w.len(), 0, 1, &mut o, 1) };
+    o
 }
 
 fn dot_row_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
@@ -149,53 +188,44 @@ fn avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// `R` activation rows × `C` weight columns (`w`: C × kb blocks, column-major by block
+/// row). Per element: one fmadd per block into its own accumulator, the `m·s` offset
+/// summed on the side, then a fixed horizontal sum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_row_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+unsafe fn avx2_kernel<const R: usize, const C: usize>(w: &[BlockQ4_1], x: &[BlockQ8_1], kb: usize, out: *mut f32, ld: usize) {
     use std::arch::x86_64::*;
     let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut offset = 0f32;
-    for (a, b) in w.iter().zip(x) {
-        let packed = _mm_loadu_si128(a.qs.as_ptr() as *const __m128i);
-        // [low nibbles of bytes 0..16 | high nibbles] = elements 0..16 | 16..32.
-        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-        let q4 = _mm256_and_si256(both, mask);
-        let q8 = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-        let pairs = _mm256_maddubs_epi16(q4, q8); // u8 × i8, adjacent pairs summed (no overflow: 15·127·2)
-        let sums = _mm256_madd_epi16(pairs, ones);
-        let scale = _mm256_set1_ps(a.d.to_f32() * b.d);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
-        offset += a.m.to_f32() * b.s;
-    }
-    hsum(acc) + offset
-}
-
-/// Four activation rows against one weight row; per row the same operations, in the same
-/// order, as [`dot_row_avx2`], so results are bit-identical to computing rows one by one.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_rows4_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1], kb: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut offset = [0f32; 4];
-    for (bi, a) in w.iter().enumerate() {
-        let packed = _mm_loadu_si128(a.qs.as_ptr() as *const __m128i);
-        let q4 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), mask);
-        let (ad, am) = (a.d.to_f32(), a.m.to_f32());
-        for r in 0..4 {
-            let b = &x[r * kb + bi];
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut offset = [[0f32; C]; R];
+    for bi in 0..kb {
+        let mut q4 = [_mm256_setzero_si256(); C];
+        let mut dw = [0f32; C];
+        let mut mw = [0f32; C];
+        for c in 0..C {
+            let a = w.get_unchecked(c * kb + bi);
+            let packed = _mm_loadu_si128(a.qs.as_ptr() as *const __m128i);
+            // [low nibbles of bytes 0..16 | high nibbles] = elements 0..16 | 16..32.
+            q4[c] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), mask);
+            dw[c] = a.d.to_f32();
+            mw[c] = a.m.to_f32();
+        }
+        for r in 0..R {
+            let b = x.get_unchecked(r * kb + bi);
             let q8 = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(ad * b.d), acc[r]);
-            offset[r] += am * b.s;
+            for c in 0..C {
+                // u8 × i8, adjacent pairs summed (no overflow: 15·127·2).
+                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(q4[c], q8), ones);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(dw[c] * b.d), acc[r][c]);
+                offset[r][c] += mw[c] * b.s;
+            }
         }
     }
-    for r in 0..4 {
-        out[r] = hsum(acc[r]) + offset[r];
+    for r in 0..R {
+        for c in 0..C {
+            *out.add(r * ld + c) = hsum(acc[r][c]) + offset[r][c];
+        }
     }
 }
 
@@ -217,24 +247,33 @@ mod tests {
     #[test]
     fn agrees_with_candles_q4_1_matmul_and_is_row_independent() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        let (n, k, m) = (96, 128, 5);
+        // 99 columns: 4- and 2-column tiles plus a remainder; 7 rows: a 4-row group plus 3.
+        for (n, m) in [(96, 5), (99, 7), (64, 2)] {
+            let k = 128;
+            let w = Tensor::randn(0f32, 1., (n, k), &dev)?;
+            let q = QTensor::quantize(&w, GgmlDType::Q4_1)?;
+            let ours = Q4_1Matrix::from_bytes(&q.data()?, n, k).expect("q4_1 bytes");
+            let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
+            let want = QMatMul::from_qtensor(q)?.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+            let xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let got = ours.matmul(&xv, m);
+            // candle rounds the Q8_1 sum term as f16(sum)·f16(d), llama.cpp (and this kernel)
+            // as f16(sum·d): a few 1e-3 apart per block.
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 2e-2 * (1.0 + w.abs()), "{g} vs {w}");
+            }
+            // Every row alone (and every pair) gives bit-identical results.
+            for r in 0..m {
+                let alone = ours.matmul(&xv[r * k..(r + 1) * k], 1);
+                assert_eq!(&alone[..], &got[r * n..(r + 1) * n], "row {r}");
+            }
+            let pair = ours.matmul(&xv[k..3 * k], 2);
+            assert_eq!(&pair[..], &got[n..3 * n]);
+        }
+        let (n, k) = (96, 128);
         let w = Tensor::randn(0f32, 1., (n, k), &dev)?;
-        let q = QTensor::quantize(&w, GgmlDType::Q4_1)?;
-        let ours = Q4_1Matrix::from_bytes(&q.data()?, n, k).expect("q4_1 bytes");
-        let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
-        let want = QMatMul::from_qtensor(q)?.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
-        let xv = x.flatten_all()?.to_vec1::<f32>()?;
-        let got = ours.matmul(&xv, m);
-        // candle rounds the Q8_1 sum term as f16(sum)·f16(d), llama.cpp (and this kernel)
-        // as f16(sum·d): a few 1e-3 apart per block.
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 2e-2 * (1.0 + w.abs()), "{g} vs {w}");
-        }
-        // Every row alone gives bit-identical results (rows 0..4 go through the 4-row path).
-        for r in 0..m {
-            let alone = ours.matmul(&xv[r * k..(r + 1) * k], 1);
-            assert_eq!(&alone[..], &got[r * n..(r + 1) * n], "row {r}");
-        }
+        let ours = Q4_1Matrix::from_bytes(&QTensor::quantize(&w, GgmlDType::Q4_1)?.data()?, n, k).expect("q4_1 bytes");
+        let xv = Tensor::randn(0f32, 1., (1, k), &dev)?.flatten_all()?.to_vec1::<f32>()?;
         // SIMD and scalar paths agree.
         let xq: Vec<BlockQ8_1> = xv[..k].chunks_exact(QK).map(quantize_block).collect();
         let a = dot_row(&ours.blocks[..k / QK], &xq);

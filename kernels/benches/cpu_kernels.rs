@@ -1,0 +1,96 @@
+//! Micro-benchmarks of the CPU kernels at SmolLM2-135M's shapes (hidden 576, FFN 1536,
+//! 9 query / 3 KV heads of 64): Q4_1 matvec (decode) and matmul (prefill), Q5_0 at
+//! Qwen2.5-Coder-0.5B's shapes (beside candle's), and paged attention for a decode step
+//! and a prefill chunk, on f32 and f16 pools.
+//! Run: `cargo bench -p looptree-kernels --bench cpu_kernels`.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use half::f16;
+use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
+use looptree_kernels::cpu_attention_simd::{paged_attention_simd, supported};
+use looptree_kernels::q4_1::Q4_1Matrix;
+use looptree_kernels::q8_dot::Q5_0Matrix;
+use std::hint::black_box;
+
+fn randn(n: usize) -> Vec<f32> {
+    Tensor::randn(0f32, 1., n, &Device::Cpu).unwrap().to_vec1().unwrap()
+}
+
+fn q4_1(c: &mut Criterion) {
+    let mut g = c.benchmark_group("q4_1_matmul");
+    for (n, k) in [(576, 576), (1536, 576), (576, 1536)] {
+        let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+        let m = Q4_1Matrix::from_bytes(&q.data().unwrap(), n, k).unwrap();
+        for rows in [1, 64] {
+            let x = randn(rows * k);
+            let mut out = vec![0f32; rows * n];
+            g.throughput(Throughput::Elements((rows * n * k) as u64));
+            g.bench_function(BenchmarkId::new(format!("{n}x{k}"), rows), |b| {
+                b.iter(|| m.matmul_into(black_box(&x), rows, &mut out))
+            });
+        }
+    }
+    g.finish();
+    // Qwen2.5-Coder-0.5B's shapes (hidden 896, FFN 4864), candle's scalar Q5_0 beside ours.
+    let mut g = c.benchmark_group("q5_0_matmul");
+    for (n, k) in [(896, 896), (4864, 896)] {
+        let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q5_0).unwrap();
+        let m = Q5_0Matrix::from_bytes(&q.data().unwrap(), n, k).unwrap();
+        let candle = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
+        for rows in [1, 64] {
+            let x = randn(rows * k);
+            let xt = Tensor::from_vec(x.clone(), (rows, k), &Device::Cpu).unwrap();
+            let mut out = vec![0f32; rows * n];
+            g.throughput(Throughput::Elements((rows * n * k) as u64));
+            g.bench_function(BenchmarkId::new(format!("looptree_{n}x{k}"), rows), |b| {
+                b.iter(|| m.matmul_into(black_box(&x), rows, &mut out))
+            });
+            g.bench_function(BenchmarkId::new(format!("candle_{n}x{k}"), rows), |b| {
+                b.iter(|| candle_core::Module::forward(&candle, black_box(&xt)).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+fn attention(c: &mut Criterion) {
+    let (nh, nkv, hd) = (9, 3, 64);
+    let mut g = c.benchmark_group("paged_attention");
+    for (label, ctx, len) in [("decode_ctx512", 512, 1), ("prefill_128", 128, 128)] {
+        let k = randn(ctx * nkv * hd);
+        let v = randn(ctx * nkv * hd);
+        let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+        let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        // Slots scattered through the pool, as after forks and evictions.
+        let slots: Vec<u32> = (0..ctx as u32).map(|i| (i * 37) % ctx as u32).collect();
+        let q = randn(len * nh * hd);
+        let seqs = [SeqAttn { start: 0, len, context_slots: &slots }];
+        let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 0.125, window: None };
+        let mut out = vec![0f32; q.len()];
+        g.bench_function(BenchmarkId::new("scalar_f32", label), |b| {
+            b.iter(|| paged_attention(black_box(&q), &k, &v, &seqs, &shape))
+        });
+        if supported(hd) {
+            g.bench_function(BenchmarkId::new("simd_f32", label), |b| {
+                b.iter(|| {
+                    out.fill(0.0);
+                    paged_attention_simd(black_box(&q), &k, &v, &seqs, &shape, &mut out)
+                })
+            });
+            g.bench_function(BenchmarkId::new("simd_f16", label), |b| {
+                b.iter(|| {
+                    out.fill(0.0);
+                    paged_attention_simd(black_box(&q), &kh, &vh, &seqs, &shape, &mut out)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, q4_1, attention);
+criterion_main!(benches);
