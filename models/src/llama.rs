@@ -9,6 +9,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Storage, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 use looptree_kernels::attention::attention_generic;
+use looptree_kernels::cpu_attention_simd;
 use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
 use crate::cuda_step::{silu_mul, CudaStep};
 
@@ -99,11 +100,35 @@ impl Llama {
         let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
             candle_core::bail!("the CPU attention path needs a CPU KV pool")
         };
-        let k = &ks.as_slice::<f32>()?[kl.start_offset()..];
-        let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
         let seqs: Vec<SeqAttn> =
             batch.seqs.iter().map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots }).collect();
-        let out = paged_attention(&q, k, v, &seqs, &self.attn_shape());
+        let shape = self.attn_shape();
+        let out = if cpu_attention_simd::supported(a.head_dim) {
+            let mut out = vec![0f32; q.len()];
+            match kv.config().dtype {
+                DType::F16 => cpu_attention_simd::paged_attention_simd(
+                    &q,
+                    &ks.as_slice::<half::f16>()?[kl.start_offset()..],
+                    &vs.as_slice::<half::f16>()?[vl.start_offset()..],
+                    &seqs,
+                    &shape,
+                    &mut out,
+                ),
+                _ => cpu_attention_simd::paged_attention_simd(
+                    &q,
+                    &ks.as_slice::<f32>()?[kl.start_offset()..],
+                    &vs.as_slice::<f32>()?[vl.start_offset()..],
+                    &seqs,
+                    &shape,
+                    &mut out,
+                ),
+            }
+            out
+        } else {
+            let k = &ks.as_slice::<f32>()?[kl.start_offset()..];
+            let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
+            paged_attention(&q, k, v, &seqs, &shape)
+        };
         Tensor::from_vec(out, (n, a.num_heads * a.head_dim), &self.device)
     }
 }
@@ -117,6 +142,10 @@ impl Model for Llama {
     }
 
     fn forward(&self, batch: &Batch, kv: &mut KvPool) -> candle_core::Result<Tensor> {
+        // The CPU kernels' parallel loops are cheap only when started from a pool worker.
+        if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
+            return looptree_kernels::pool::in_pool(|| self.forward(batch, kv));
+        }
         let dev = &self.device;
         let a = &self.arch;
         let n = batch.tokens.len();
@@ -125,8 +154,10 @@ impl Model for Llama {
         let write_slots = Tensor::new(batch.write_slots().as_slice(), dev)?;
         // On CUDA, looptree's kernels read and write the pool in place.
         let cuda = CudaStep::new(dev, batch)?;
-        // On the CPU with an f32 pool, attention reads the pool in place (kernels crate).
-        let fast_cpu = dev.is_cpu() && kv.config().dtype == DType::F32;
+        // On the CPU, attention reads the pool in place (kernels crate): f32, or f16 with SIMD.
+        let fast_cpu = dev.is_cpu()
+            && (kv.config().dtype == DType::F32
+                || (kv.config().dtype == DType::F16 && cpu_attention_simd::supported(a.head_dim)));
         let context_slots: Vec<Tensor> = if fast_cpu || cuda.is_some() {
             Vec::new()
         } else {

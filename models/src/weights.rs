@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use looptree_kernels::q4_1::Q4_1Matrix;
+use looptree_kernels::q8_dot::{Q5_0Matrix, Q8_0Matrix};
 use candle_core::{DType, Device, Module, Tensor};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,10 @@ enum Weight {
     Candle(QMatMul),
     /// Q4_1 on the CPU: looptree's SIMD kernel (candle's is scalar).
     Q4_1(Q4_1Matrix),
+    /// Q5_0 on the CPU: looptree's SIMD kernel (candle's is scalar).
+    Q5_0(Q5_0Matrix),
+    /// Q8_0 on the CPU: looptree's kernel on rayon (candle's brings a second thread pool).
+    Q8_0(Q8_0Matrix),
 }
 
 impl Linear {
@@ -31,20 +36,31 @@ impl Linear {
                 QMatMul::Tensor(t.clone()).forward(&x.to_dtype(t.dtype())?)?.to_dtype(x.dtype())?
             }
             Weight::Candle(w) => w.forward(x)?,
-            Weight::Q4_1(w) => {
-                let k = w.in_features();
-                let mut dims = x.dims().to_vec();
-                let m = x.elem_count() / k;
-                let out = w.matmul(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?, m);
-                *dims.last_mut().expect("input has a feature dimension") = w.out_features();
-                Tensor::from_vec(out, dims, x.device())?
-            }
+            Weight::Q4_1(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
+            Weight::Q5_0(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
+            Weight::Q8_0(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
+}
+
+/// Runs one of looptree's own CPU kernels on `x` (`[.., k]`), giving `[.., n]`.
+fn own_matmul(
+    x: &Tensor,
+    k: usize,
+    n: usize,
+    kernel: impl Fn(&[f32], usize, &mut [f32]),
+) -> candle_core::Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let m = x.elem_count() / k;
+    let x = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; m * n];
+    kernel(&x, m, &mut out);
+    *dims.last_mut().expect("input has a feature dimension") = n;
+    Tensor::from_vec(out, dims, &Device::Cpu)
 }
 
 pub trait WeightSource {
@@ -96,6 +112,18 @@ impl WeightSource for GgufWeights {
             let (n, k) = w.shape().dims2()?;
             if let Some(m) = Q4_1Matrix::from_bytes(&w.data()?, n, k) {
                 return Ok(Linear { weight: Weight::Q4_1(m), bias });
+            }
+        }
+        if w.dtype() == GgmlDType::Q5_0 && self.device.is_cpu() && !dequantize_all {
+            let (n, k) = w.shape().dims2()?;
+            if let Some(m) = Q5_0Matrix::from_bytes(&w.data()?, n, k) {
+                return Ok(Linear { weight: Weight::Q5_0(m), bias });
+            }
+        }
+        if w.dtype() == GgmlDType::Q8_0 && self.device.is_cpu() && !dequantize_all {
+            let (n, k) = w.shape().dims2()?;
+            if let Some(m) = Q8_0Matrix::from_bytes(&w.data()?, n, k) {
+                return Ok(Linear { weight: Weight::Q8_0(m), bias });
             }
         }
         Ok(Linear { weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?), bias })

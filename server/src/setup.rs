@@ -28,6 +28,12 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    // candle's quantized matmuls (the GGUF types looptree has no kernel of its own for) run
+    // on a pool whose idle workers spin for ~25k iterations; beside rayon's workers on the
+    // same cores that steals the time of the next op. Park them almost at once instead.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
+    }
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     Ok(n)
 }
