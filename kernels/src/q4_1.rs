@@ -267,8 +267,11 @@ mod tests {
                 let alone = ours.matmul(&xv[r * k..(r + 1) * k], 1);
                 assert_eq!(&alone[..], &got[r * n..(r + 1) * n], "row {r}");
             }
-            let pair = ours.matmul(&xv[k..3 * k], 2);
-            assert_eq!(&pair[..], &got[n..3 * n]);
+            // Rows 1 and 2 as a pair (cases with at least three rows).
+            if m >= 3 {
+                let pair = ours.matmul(&xv[k..3 * k], 2);
+                assert_eq!(&pair[..], &got[n..3 * n]);
+            }
         }
         let (n, k) = (96, 128);
         let w = Tensor::randn(0f32, 1., (n, k), &dev)?;
