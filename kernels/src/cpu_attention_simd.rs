@@ -139,43 +139,44 @@ unsafe fn block<T: KvElem>(
     let nq = tokens * rep;
     scores.clear();
     scores.resize(nq * span, 0.0);
-    // Query i of the block: token i / rep, head kh * rep + i % rep; it sees keys lo_i..=pos_i.
-    let visible = |i: usize| {
-        let pos = first_pos + i / rep;
+    // Query i of the block: token t = i / rep, head kh * rep + i % rep; it sees keys
+    // from_t..=pos_t. Loops run over (t, head) so no division sits in the inner loops
+    // (a runtime `/ rep` per key and query cost more than the dot product).
+    let visible = |t: usize| {
+        let pos = first_pos + t;
         let from = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         (from, pos)
     };
-    let qrow = |i: usize| {
-        let t = s.start + b + i / rep;
-        let h = kh * rep + i % rep;
-        (t * nh + h) * hd
-    };
+    let qrow = |t: usize, r: usize| ((s.start + b + t) * nh + kh * rep + r) * hd;
     // Scores, one key row at a time for all queries of the block.
     for j in lo..=last_pos {
         let kp = k_pool.as_ptr().add(s.context_slots[j] as usize * row + kh * hd);
-        for i in 0..nq {
-            let (from, pos) = visible(i);
+        for t in 0..tokens {
+            let (from, pos) = visible(t);
             if j < from || j > pos {
                 continue;
             }
-            let qp = q.as_ptr().add(qrow(i));
-            let mut a0 = _mm256_setzero_ps();
-            let mut a1 = _mm256_setzero_ps();
-            let mut d = 0;
-            while d + 16 <= hd {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(d)), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d + 8)), T::load8(kp.add(d + 8)), a1);
-                d += 16;
+            for r in 0..rep {
+                let i = t * rep + r;
+                let qp = q.as_ptr().add(qrow(t, r));
+                let mut a0 = _mm256_setzero_ps();
+                let mut a1 = _mm256_setzero_ps();
+                let mut d = 0;
+                while d + 16 <= hd {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(d)), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d + 8)), T::load8(kp.add(d + 8)), a1);
+                    d += 16;
+                }
+                if d < hd {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(d)), a0);
+                }
+                *scores.get_unchecked_mut(i * span + (j - lo)) = hsum(_mm256_add_ps(a0, a1)) * shape.scale;
             }
-            if d < hd {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(d)), a0);
-            }
-            *scores.get_unchecked_mut(i * span + (j - lo)) = hsum(_mm256_add_ps(a0, a1)) * shape.scale;
         }
     }
     // Softmax per query over its own visible keys, in key order.
     for i in 0..nq {
-        let (from, pos) = visible(i);
+        let (from, pos) = visible(i / rep);
         let sc = &mut scores[i * span + (from - lo)..i * span + (pos - lo) + 1];
         let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
@@ -188,20 +189,39 @@ unsafe fn block<T: KvElem>(
             *x *= inv;
         }
     }
-    // Weighted sum of value rows, straight into the output chunks.
-    for j in lo..=last_pos {
-        let vp = v_pool.as_ptr().add(s.context_slots[j] as usize * row + kh * hd);
-        for i in 0..nq {
-            let (from, pos) = visible(i);
-            if j < from || j > pos {
-                continue;
-            }
-            let p = _mm256_set1_ps(*scores.get_unchecked(i * span + (j - lo)));
-            let op = out.add(qrow(i));
+    // Weighted sum of value rows per query, 32 output lanes at a time held in registers
+    // over all its keys (a read-modify-write of the output per key was store-bound).
+    // Each lane still sees out + p_j * v_j fused in key order, as before.
+    for t in 0..tokens {
+        let (from, pos) = visible(t);
+        for r in 0..rep {
+            let sc = scores.as_ptr().add((t * rep + r) * span);
+            let op = out.add(qrow(t, r));
             let mut d = 0;
+            macro_rules! lanes {
+                ($w:literal) => {{
+                    let mut acc = [_mm256_setzero_ps(); $w];
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_loadu_ps(op.add(d + 8 * c));
+                    }
+                    for j in from..=pos {
+                        let p = _mm256_set1_ps(*sc.add(j - lo));
+                        let vp = v_pool.as_ptr().add(*s.context_slots.get_unchecked(j) as usize * row + kh * hd + d);
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(p, T::load8(vp.add(8 * c)), *a);
+                        }
+                    }
+                    for (c, a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(op.add(d + 8 * c), *a);
+                    }
+                    d += 8 * $w;
+                }};
+            }
+            while d + 32 <= hd {
+                lanes!(4);
+            }
             while d < hd {
-                _mm256_storeu_ps(op.add(d), _mm256_fmadd_ps(p, T::load8(vp.add(d)), _mm256_loadu_ps(op.add(d))));
-                d += 8;
+                lanes!(1);
             }
         }
     }
@@ -209,6 +229,7 @@ unsafe fn block<T: KvElem>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[inline]
 unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
@@ -231,14 +252,22 @@ mod tests {
             return Ok(());
         }
         let dev = Device::Cpu;
-        let (nh, nkv, hd, slots) = (9, 3, 64, 120);
-        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
-        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
+        // 64: whole 32-lane groups; 40: one group and an 8-lane remainder.
+        for hd in [64, 40] {
+            check_head_dim(&dev, hd)?;
+        }
+        Ok(())
+    }
+
+    fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
+        let (nh, nkv, slots) = (9, 3, 120);
+        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
         let ctx_a: Vec<u32> = (0..40).map(|i| (i * 7 % 120) as u32).collect(); // 40 new tokens
         let ctx_b: Vec<u32> = (0..30).map(|i| (119 - i) as u32).collect(); // decode at 29
-        let q = Tensor::randn(0f32, 1., (41, nh, hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let q = Tensor::randn(0f32, 1., (41, nh, hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
         for window in [None, Some(5)] {
-            let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 0.125, window };
+            let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), window };
             let seqs = [
                 SeqAttn { start: 0, len: 40, context_slots: &ctx_a },
                 SeqAttn { start: 40, len: 1, context_slots: &ctx_b },

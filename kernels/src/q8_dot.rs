@@ -16,7 +16,8 @@ const QK: usize = 32;
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ5_0 {
-    d: f16,
+    /// The f16 scale, widened once at load (exact) so the hot loop does not convert it.
+    d: f32,
     qh: [u8; 4],
     qs: [u8; 16],
 }
@@ -25,7 +26,8 @@ pub struct BlockQ5_0 {
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ8_0W {
-    d: f16,
+    /// The f16 scale, widened once at load (exact).
+    d: f32,
     qs: [i8; QK],
 }
 
@@ -54,10 +56,11 @@ pub trait WeightBlock: Copy + Send + Sync {
 impl WeightBlock for BlockQ5_0 {
     const BYTES: usize = 22;
     fn parse(b: &[u8]) -> Self {
-        BlockQ5_0 { d: f16::from_le_bytes([b[0], b[1]]), qh: b[2..6].try_into().unwrap(), qs: b[6..22].try_into().unwrap() }
+        BlockQ5_0 { d: f16::from_le_bytes([b[0], b[1]]).to_f32(), qh: b[2..6].try_into().unwrap(), qs: b[6..22].try_into().unwrap() }
     }
+    #[inline(always)]
     fn scale(&self) -> f32 {
-        self.d.to_f32()
+        self.d
     }
     fn values(&self) -> [i8; QK] {
         let qh = u32::from_le_bytes(self.qh);
@@ -92,10 +95,11 @@ impl WeightBlock for BlockQ8_0W {
         for (q, &x) in qs.iter_mut().zip(&b[2..34]) {
             *q = x as i8;
         }
-        BlockQ8_0W { d: f16::from_le_bytes([b[0], b[1]]), qs }
+        BlockQ8_0W { d: f16::from_le_bytes([b[0], b[1]]).to_f32(), qs }
     }
+    #[inline(always)]
     fn scale(&self) -> f32 {
-        self.d.to_f32()
+        self.d
     }
     fn values(&self) -> [i8; QK] {
         self.qs
@@ -230,6 +234,7 @@ unsafe fn dot_avx2<B: WeightBlock>(w: &[B], x: &[BlockQ8_0]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[inline]
 unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
