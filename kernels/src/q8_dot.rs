@@ -222,6 +222,8 @@ unsafe fn dot_avx2<B: WeightBlock>(w: &[B], x: &[BlockQ8_0]) -> f32 {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 2];
     for (i, (a, b)) in w.iter().zip(x).enumerate() {
+        // Two columns ahead (see q4_1.rs: a hint, never a load past the end).
+        _mm_prefetch::<_MM_HINT_T0>((a as *const B).wrapping_add(2 * w.len()) as *const i8);
         let wq = a.values_avx2();
         let xq = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
         // maddubs wants unsigned × signed: |w| × (x with w's sign).
