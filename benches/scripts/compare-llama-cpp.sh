@@ -7,9 +7,9 @@
 #   WORKLOADS="crowded" bash benches/scripts/compare-llama-cpp.sh --iterations 3
 #
 # Environment: MODEL (GGUF; default SmolLM2-135M-Instruct Q4_1), THREADS (2), SEED (1),
-# WORKLOADS, OUT (benches/results). Extra arguments go to every `looptree bench` call.
+# WORKLOADS, OUT (benches/results), LOOPTREE_BIN (default: a release build). Extra arguments go to every `looptree bench` call.
 # llama.cpp gets one slot per concurrent stream (-np) and a context holding them all;
-# looptree the same KV memory (its CPU KV is f32, llama.cpp's f16: half the tokens).
+# looptree the same KV memory in the same element type (f16: --kv-dtype f16), so the same tokens.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL="${MODEL:-$HOME/.cache/looptree/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -25,8 +25,12 @@ KV_BYTES_PER_TOKEN="${KV_BYTES_PER_TOKEN:-23040}"
 mkdir -p "$OUT"
 
 LLAMA_BIN=$(bash benches/scripts/install-llama-cpp.sh)
-cargo build --release -p looptree
-LOOPTREE=target/release/looptree
+if [ -n "${LOOPTREE_BIN:-}" ]; then
+    LOOPTREE="$LOOPTREE_BIN"
+else
+    cargo build --release -p looptree
+    LOOPTREE=target/release/looptree
+fi
 
 server_pid=""
 stop_server() {
@@ -77,9 +81,9 @@ for w in $WORKLOADS; do
         --json "$OUT/llama-$w.json" "$@" >&2
     stop_server
 
-    echo "== $w: looptree (--kv-memory $kv_bytes, $THREADS threads)" >&2
+    echo "== $w: looptree (--kv-memory $kv_bytes --kv-dtype f16, $THREADS threads)" >&2
     "$LOOPTREE" serve --model "$MODEL" --host 127.0.0.1 --port "$LOOPTREE_PORT" --threads "$THREADS" \
-        --kv-memory "$kv_bytes" >"$OUT/looptree-$w.log" 2>&1 &
+        --kv-memory "$kv_bytes" --kv-dtype f16 >"$OUT/looptree-$w.log" 2>&1 &
     server_pid=$!
     wait_ready "$LOOPTREE_PORT"
     "$LOOPTREE" bench --url "http://127.0.0.1:$LOOPTREE_PORT" --label looptree --workload "$w" --seed "$SEED" \

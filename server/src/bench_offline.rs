@@ -6,7 +6,6 @@
 use crate::cli::ModelArgs;
 use crate::setup;
 use anyhow::{bail, Result};
-use candle_core::DType;
 use clap::Args;
 use looptree_engine::{Batch, KvPool, KvPoolConfig, LogitRows, Model};
 use serde_json::json;
@@ -36,9 +35,6 @@ pub struct OfflineArgs {
     /// Also write the results as JSON to this file.
     #[arg(long = "json", value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// KV pool element type: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    pub kv_dtype: String,
 }
 
 pub fn run(model_args: &ModelArgs, args: &OfflineArgs) -> Result<()> {
@@ -48,11 +44,7 @@ pub fn run(model_args: &ModelArgs, args: &OfflineArgs) -> Result<()> {
     let threads = setup::set_threads(model_args.threads)?;
     let loaded = setup::load_model(model_args)?;
     let model = loaded.model.as_ref();
-    let kv_dtype = match args.kv_dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        other => bail!("--kv-dtype must be f32 or f16, not `{other}`"),
-    };
+    let kv_dtype = setup::kv_dtype(model_args, model.device())?;
     let c = model.config();
     let per_stream = (args.n_prompt).max(args.decode_context + args.n_gen);
     let pool_cfg = KvPoolConfig {
@@ -111,7 +103,7 @@ pub fn run(model_args: &ModelArgs, args: &OfflineArgs) -> Result<()> {
             "n_prompt": args.n_prompt,
             "n_gen": args.n_gen,
             "decode_context": args.decode_context,
-            "kv_dtype": args.kv_dtype,
+            "kv_dtype": format!("{kv_dtype:?}").to_lowercase(),
             "reps": args.reps,
             "prefill_tok_s": med(&pp),
             "decode_tok_s": med(&tg),

@@ -58,6 +58,10 @@ pub struct ModelArgs {
     /// Turn the prefix cache off (for side-by-side measurements).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// KV pool element type on the CPU: f32 (the default) or f16, which holds twice the
+    /// tokens in the same --kv-memory. A GPU's pool is always f16.
+    #[arg(long, value_parser = ["f32", "f16"])]
+    pub kv_dtype: Option<String>,
 }
 
 #[derive(Args, Debug)]

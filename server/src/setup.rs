@@ -51,8 +51,7 @@ pub fn engine_config(args: &ModelArgs, model: &dyn Model, want_tokens: Option<us
     if args.page_size == 0 {
         bail!("--page-size must be at least 1");
     }
-    // f32 on the CPU (its attention kernel reads f32 in place); f16 on a GPU halves the pool.
-    let kv_dtype = if model.device().is_cpu() { DType::F32 } else { DType::F16 };
+    let kv_dtype = kv_dtype(args, model.device())?;
     let per_token = model.config().kv_bytes_per_token(kv_dtype);
     let kv_memory_bytes = match (&args.kv_memory, want_tokens) {
         (Some(s), _) => parse_size(s)?,
@@ -69,6 +68,17 @@ pub fn engine_config(args: &ModelArgs, model: &dyn Model, want_tokens: Option<us
         enable_prefix_cache: !args.no_prefix_cache,
         ..EngineConfig::default()
     })
+}
+
+/// The KV pool's element type: f32 on the CPU unless `--kv-dtype f16` (both read in place
+/// by the CPU attention kernels); f16 on a GPU, whose kernels take no other.
+pub fn kv_dtype(args: &ModelArgs, device: &candle_core::Device) -> Result<DType> {
+    match (device.is_cpu(), args.kv_dtype.as_deref()) {
+        (true, None | Some("f32")) => Ok(DType::F32),
+        (true, Some("f16")) => Ok(DType::F16),
+        (false, None | Some("f16")) => Ok(DType::F16),
+        (_, Some(other)) => bail!("--kv-dtype {other} is not available on this device (a GPU's KV pool is f16)"),
+    }
 }
 
 /// A quarter of available memory, capped at 8 full contexts: plenty of loops stay
