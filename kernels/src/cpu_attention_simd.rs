@@ -8,6 +8,8 @@
 use crate::cpu_attention::{AttnShape, SeqAttn};
 use half::f16;
 use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use crate::x86::hsum;
 
 /// Query tokens per work item: enough to reuse each K/V row, few enough to spread work.
 const QUERY_BLOCK: usize = 16;
@@ -225,16 +227,6 @@ unsafe fn block<T: KvElem>(
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -1,10 +1,13 @@
 //! Attention over the paged KV pool and other fused ops, per device.
 
 pub mod attention;
+mod column_tiles;
 pub mod cpu_attention;
 pub mod cpu_attention_simd;
 pub mod pool;
 pub mod q4_1;
 pub mod q8_dot;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 #[cfg(feature = "cuda")]
 pub mod cuda;

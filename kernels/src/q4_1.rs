@@ -5,7 +5,9 @@
 //! row's result never depends on the other rows in the batch.
 
 use half::f16;
-use rayon::prelude::*;
+use crate::column_tiles::for_each_column_tile;
+#[cfg(target_arch = "x86_64")]
+use crate::x86::{has_avx2_fma, hsum};
 
 const QK: usize = 32;
 
@@ -72,15 +74,9 @@ impl Q4_1Matrix {
         assert_eq!(out.len(), m * n);
         let kb = k / QK;
         let xq: Vec<BlockQ8_1> = x.chunks_exact(QK).map(quantize_block).collect();
-        // Tasks own column tiles and run every row against them, so a tile of weights
-        // stays in L1 while activations stream. Decode (few rows) uses bigger tiles: a
-        // rayon task costs about as much as a small tile's work.
-        let threads = rayon::current_num_threads().max(1);
-        let tile = if m >= 4 { 16 } else { (n / (threads * 4)).next_multiple_of(16).max(64) };
         let out_ptr = out.as_mut_ptr() as usize;
         let blocks = &self.blocks;
-        let run = |t: usize| {
-            let (c0, c1) = (t * tile, ((t + 1) * tile).min(n));
+        for_each_column_tile(n, m, |c0, c1| {
             let mut r = 0;
             while r < m {
                 let rows = (m - r).min(4);
@@ -90,13 +86,7 @@ impl Q4_1Matrix {
                 unsafe { tile_rows(blocks, xr, rows, kb, c0, c1, o, n) };
                 r += rows;
             }
-        };
-        let tiles = n.div_ceil(tile);
-        if threads == 1 || tiles == 1 {
-            (0..tiles).for_each(run);
-        } else {
-            (0..tiles).into_par_iter().for_each(run);
-        }
+        });
     }
 }
 
@@ -125,7 +115,7 @@ fn quantize_block(x: &[f32]) -> BlockQ8_1 {
 unsafe fn tile_rows(w: &[BlockQ4_1], x: &[BlockQ8_1], rows: usize, kb: usize, c0: usize, c1: usize, out: *mut f32, ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2() {
+        if has_avx2_fma() {
             let mut c = c0;
             macro_rules! run {
                 ($r:literal, $cols:literal) => {
@@ -181,13 +171,6 @@ fn dot_row_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     sum
 }
 
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
 /// `R` activation rows × `C` weight columns (`w`: C × kb blocks, column-major by block
 /// row). Per element: one fmadd per block into its own accumulator, the `m·s` offset
 /// summed on the side, then a fixed horizontal sum.
@@ -231,15 +214,6 @@ unsafe fn avx2_kernel<const R: usize, const C: usize>(w: &[BlockQ4_1], x: &[Bloc
             *out.add(r * ld + c) = hsum(acc[r][c]) + offset[r][c];
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
 }
 
 #[cfg(test)]

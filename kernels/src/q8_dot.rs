@@ -6,7 +6,9 @@
 //! row's result never depends on the other rows in the batch.
 
 use half::f16;
-use rayon::prelude::*;
+use crate::column_tiles::for_each_column_tile;
+#[cfg(target_arch = "x86_64")]
+use crate::x86::{has_avx2_fma, hsum};
 
 const QK: usize = 32;
 
@@ -150,13 +152,9 @@ impl<B: WeightBlock> QMatrix<B> {
         assert_eq!(out.len(), m * n);
         let kb = k / QK;
         let xq: Vec<BlockQ8_0> = x.chunks_exact(QK).map(quantize_block).collect();
-        // Column tiles per task, every row against them (see q4_1.rs for the sizes).
-        let threads = rayon::current_num_threads().max(1);
-        let tile = if m >= 4 { 16 } else { (n / (threads * 4)).next_multiple_of(16).max(64) };
         let out_ptr = out.as_mut_ptr() as usize;
         let blocks = &self.blocks;
-        let run = |t: usize| {
-            let (c0, c1) = (t * tile, ((t + 1) * tile).min(n));
+        for_each_column_tile(n, m, |c0, c1| {
             for r in 0..m {
                 let xr = &xq[r * kb..(r + 1) * kb];
                 // SAFETY: this task alone writes columns c0..c1 of every row.
@@ -165,13 +163,7 @@ impl<B: WeightBlock> QMatrix<B> {
                     *o = dot(&blocks[c * kb..(c + 1) * kb], xr);
                 }
             }
-        };
-        let tiles = n.div_ceil(tile);
-        if threads == 1 || tiles == 1 {
-            (0..tiles).for_each(run);
-        } else {
-            (0..tiles).into_par_iter().for_each(run);
-        }
+        });
     }
 }
 
@@ -189,7 +181,7 @@ fn quantize_block(x: &[f32]) -> BlockQ8_0 {
 fn dot<B: WeightBlock>(w: &[B], x: &[BlockQ8_0]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2() {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA.
             return unsafe { dot_avx2(w, x) };
         }
@@ -204,13 +196,6 @@ fn dot_scalar<B: WeightBlock>(w: &[B], x: &[BlockQ8_0]) -> f32 {
         sum += si as f32 * (a.scale() * b.d);
     }
     sum
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// Two accumulators (even and odd blocks) break the fmadd latency chain; the order is
@@ -232,16 +217,6 @@ unsafe fn dot_avx2<B: WeightBlock>(w: &[B], x: &[BlockQ8_0]) -> f32 {
         acc[i & 1] = _mm256_fmadd_ps(sums, _mm256_set1_ps(a.scale() * b.d), acc[i & 1]);
     }
     hsum(_mm256_add_ps(acc[0], acc[1]))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,40 @@
+//! How the CPU matmuls split their output columns among rayon tasks.
+//!
+//! A task owns a range of weight columns and runs every activation row against it, so a
+//! tile of weights stays in L1 while activations stream. Decode (few rows) uses bigger
+//! tiles: a rayon task costs about as much as a small tile's work.
+
+use rayon::prelude::*;
+
+/// Calls `run(c0, c1)` once per column tile of `0..n`, in parallel when there is more than
+/// one thread and more than one tile. `m` is the number of activation rows.
+pub(crate) fn for_each_column_tile(n: usize, m: usize, run: impl Fn(usize, usize) + Sync + Send) {
+    let threads = rayon::current_num_threads().max(1);
+    let tile = if m >= 4 { 16 } else { (n / (threads * 4)).next_multiple_of(16).max(64) };
+    let tiles = n.div_ceil(tile);
+    let task = |t: usize| run(t * tile, ((t + 1) * tile).min(n));
+    if threads == 1 || tiles == 1 {
+        (0..tiles).for_each(task);
+    } else {
+        (0..tiles).into_par_iter().for_each(task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    #[test]
+    fn tiles_cover_every_column_once() {
+        for (n, m) in [(1, 1), (99, 7), (576, 1), (49152, 1), (1536, 16)] {
+            let seen = Mutex::new(vec![0u8; n]);
+            super::for_each_column_tile(n, m, |c0, c1| {
+                assert!(c0 < c1 && c1 <= n);
+                for c in c0..c1 {
+                    seen.lock().unwrap()[c] += 1;
+                }
+            });
+            assert!(seen.into_inner().unwrap().iter().all(|&s| s == 1), "n {n}, m {m}");
+        }
+    }
+}
