@@ -206,6 +206,40 @@ fn prefix_cache_reports_and_counts_shared_tokens() {
 }
 
 #[test]
+fn requests_arriving_together_compute_their_shared_prefix_once() {
+    // Agents of a loop start at once with one long system prompt: the first to be admitted
+    // computes it (in chunks); the others wait for it and start from the tree.
+    for ps in PAGE_SIZES {
+        for budget in [8, 64, 2048] {
+            let (mut e, model) = engine(EngineConfig { max_step_tokens: budget, ..config(2048, ps) });
+            let shared = prompt(40, 40);
+            let params = greedy(6);
+            let runs: Vec<_> = (0..4)
+                .map(|i| {
+                    let mut p = shared.clone();
+                    p.extend(prompt(50 + i, 5));
+                    let log = submit(&mut e, &p, params.clone()).1;
+                    (p, log)
+                })
+                .collect();
+            run(&mut e, 1000);
+            let mut generated = 0;
+            for (i, (p, log)) in runs.iter().enumerate() {
+                let o = outcome(log);
+                assert_eq!(o.fork(0), reference(p, &params), "page_size {ps}, budget {budget}");
+                let cached = if i == 0 { 0 } else { shared.len() };
+                assert_eq!(o.prefilled, Some((p.len(), cached)), "page_size {ps}, budget {budget}, request {i}");
+                generated += o.fork(0).len();
+            }
+            let c = e.counters().snapshot();
+            assert_eq!(c.computed_tokens as usize, shared.len() + 4 * 5 + generated - 4, "page_size {ps}, budget {budget}");
+            assert_eq!(c.computed_tokens as usize, model.stats().tokens());
+            assert_clean(&e);
+        }
+    }
+}
+
+#[test]
 fn disabled_prefix_cache_serves_nothing() {
     for ps in PAGE_SIZES {
         let (mut e, model) = engine(EngineConfig { enable_prefix_cache: false, ..config(2048, ps) });

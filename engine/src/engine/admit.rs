@@ -46,15 +46,32 @@ impl Engine {
         self.tree.cached_prefix_len(&tokens[..tokens.len() - 1])
     }
 
-    fn uses_cache(&self, req: &Req) -> bool {
+    pub(super) fn uses_cache(&self, req: &Req) -> bool {
         // Prompt logprobs need logits at every prompt position, which cached K/V lack.
         self.cfg.enable_prefix_cache && (req.prefilled || req.prompt_logprobs.is_none())
+    }
+
+    /// Whether a running request is still prefilling at least a page more of this
+    /// request's prefix than the cache holds now. Admitting it now would compute those
+    /// tokens twice; once the other's chunks are in the tree it starts from there.
+    fn prefix_in_flight(&self, req: &Req) -> bool {
+        if !self.uses_cache(req) {
+            return false;
+        }
+        let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
+        let wanted = &tokens[..tokens.len() - 1];
+        let cached = self.cached_len(req);
+        self.running.iter().filter(|r| !r.cancelled && !r.prefilled && self.uses_cache(r)).any(|r| {
+            let Some(s) = r.seqs.first() else { return false };
+            let shared = s.tokens.iter().zip(wanted).take_while(|(a, b)| a == b).count();
+            shared >= cached + self.cfg.page_size && s.computed < shared
+        })
     }
 
     fn best_waiting(&self) -> Option<usize> {
         let mut best: Option<(usize, (usize, std::cmp::Reverse<u64>))> = None;
         for (i, r) in self.waiting.iter().enumerate() {
-            if r.cancelled {
+            if r.cancelled || self.prefix_in_flight(r) {
                 continue;
             }
             let waited = (self.step_no - r.waiting_since) as usize;

@@ -131,24 +131,28 @@ impl Engine {
         }
     }
 
-    /// Puts the computed whole pages of every attached sequence of running request `ri`
-    /// into the tree (as `fork` does for the prompt), so pages that its forks computed
+    /// Publishes every attached sequence of running request `ri` (see `publish`), so pages that its forks computed
     /// separately are held once. That happens when a preempted request with forks resumes
     /// after part of its shared prompt was evicted: each fork recomputes the lost part
     /// into pages of its own. Returns how many duplicate pages were freed.
     fn share_computed(&mut self, ri: usize) -> usize {
-        let mut freed = 0;
-        for s in self.running[ri].seqs.iter_mut() {
-            let Some(old) = s.node else { continue };
-            let ins = self.tree.insert(&s.tokens[..s.computed], &s.pages, &mut self.alloc);
-            s.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
-            s.tree_pages = ins.pages.len();
-            self.tree.lock(ins.node);
-            self.tree.unlock(old);
-            s.node = Some(ins.node);
-            freed += ins.freed.len();
-        }
-        freed
+        (0..self.running[ri].seqs.len()).map(|si| self.publish(ri, si)).sum()
+    }
+
+    /// Puts the computed whole pages of sequence `si` of running request `ri` into the
+    /// tree and moves its lock there, so other requests match them while it still runs.
+    /// Where the tree already held some of those tokens, the sequence switches to the
+    /// tree's pages and its duplicates are freed. Returns how many were freed.
+    pub(super) fn publish(&mut self, ri: usize, si: usize) -> usize {
+        let s = &mut self.running[ri].seqs[si];
+        let Some(old) = s.node else { return 0 };
+        let ins = self.tree.insert(&s.tokens[..s.computed], &s.pages, &mut self.alloc);
+        s.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
+        s.tree_pages = ins.pages.len();
+        self.tree.lock(ins.node);
+        self.tree.unlock(old);
+        s.node = Some(ins.node);
+        ins.freed.len()
     }
 
     /// Sends the most recently arrived running request (other than `except`, unless it is

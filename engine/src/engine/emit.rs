@@ -22,8 +22,15 @@ impl Engine {
             };
             let chunk = &mut logits[row * vocab..(row + rows) * vocab];
             row += rows;
+            self.running[e.req].seqs[e.seq].computed += e.len;
+            let r = &self.running[e.req];
+            if (e.len > 1 || !r.prefilled) && self.uses_cache(r) {
+                // A prefill chunk goes into the tree at once, so a request sharing this
+                // prefix need not compute it again (admission holds such requests back
+                // meanwhile).
+                self.publish(e.req, e.seq);
+            }
             let r = &mut self.running[e.req];
-            r.seqs[e.seq].computed += e.len;
             if rows == 0 {
                 continue;
             }
@@ -77,25 +84,20 @@ impl Engine {
 
     /// Puts the prompt's whole pages into the tree and starts forks 1..n reading them.
     fn fork(&mut self, ri: usize, n: usize) {
+        self.publish(ri, 0);
+        let ps = self.cfg.page_size;
         let r = &mut self.running[ri];
-        let s0 = &mut r.seqs[0];
-        let ins = self.tree.insert(&s0.tokens, &s0.pages, &mut self.alloc);
-        s0.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
-        s0.tree_pages = ins.pages.len();
-        self.tree.lock(ins.node);
-        if let Some(old) = s0.node.replace(ins.node) {
-            self.tree.unlock(old);
-        }
+        let (shared, node) = (r.seqs[0].tree_pages, r.seqs[0].node.expect("a prefilled sequence is attached"));
         for fork in 1..n {
             let s0 = &r.seqs[0];
-            self.tree.lock(ins.node);
+            self.tree.lock(node);
             let seq = Seq {
                 fork,
                 tokens: s0.tokens.clone(),
-                pages: ins.pages.clone(),
-                tree_pages: ins.pages.len(),
-                computed: ins.len,
-                node: Some(ins.node),
+                pages: s0.pages[..shared].to_vec(),
+                tree_pages: shared,
+                computed: shared * ps,
+                node: Some(node),
                 sampler: s0.sampler.fork(fork as u32),
                 history: s0.history.clone(),
                 stop: s0.stop.clone(),
