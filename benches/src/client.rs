@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -157,6 +157,7 @@ impl Client {
         let mut rec = RequestRecord { choices: vec![Choice::default(); n], ..Default::default() };
         let mut last_at: Vec<Option<f64>> = vec![None; n];
         let mut reports = HashMap::new();
+        let mut unreported = VecDeque::new();
         let mut done = false;
         for line in BufReader::new(resp).lines() {
             anyhow::ensure!(!interrupt::stopped(), "interrupted");
@@ -185,10 +186,11 @@ impl Client {
                 }
                 if let Some(f) = c["finish_reason"].as_str() {
                     choice.finish_reason = Some(f.to_string());
+                    unreported.push_back(i as u64);
                 }
             }
             if let Some(a) = accounting(&chunk) {
-                reports.insert(report_key(&chunk), a);
+                reports.insert(report_key(&chunk, &mut unreported), a);
             }
         }
         total(&reports, &mut rec);
@@ -224,8 +226,9 @@ pub fn accounting(chunk: &Value) -> Option<Accounting> {
 }
 
 /// Sums the accounting a stream reported: once for the request (looptree, OpenAI), or
-/// once per choice (llama.cpp's n > 1 runs each choice as its own task, keyed here by the
-/// choice index of the chunk that carried it). The last report per key wins.
+/// once per choice (llama.cpp's n > 1 runs each choice as its own task and sends a
+/// usage-only chunk after each choice ends; see `report_key`). The last report per key
+/// wins.
 pub fn total(reports: &HashMap<Option<u64>, Accounting>, rec: &mut RequestRecord) {
     let sum = |f: fn(&Accounting) -> Option<u64>| {
         let vals: Vec<u64> = reports.values().filter_map(f).collect();
@@ -236,10 +239,19 @@ pub fn total(reports: &HashMap<Option<u64>, Accounting>, rec: &mut RequestRecord
     rec.completion_tokens = sum(|a| a.completion);
 }
 
-/// The key a chunk's accounting is filed under: its choice when it carries exactly one.
-pub fn report_key(chunk: &Value) -> Option<u64> {
+/// The key a chunk's accounting is filed under: its choice when it carries exactly one;
+/// for a chunk with no choices (a usage-only chunk), the earliest finished choice not yet
+/// reported, so that llama.cpp's one usage chunk per finished choice are all counted
+/// while a server's single final usage chunk counts once. `unreported` holds the indices
+/// of finished choices in the order they finished.
+pub fn report_key(chunk: &Value, unreported: &mut VecDeque<u64>) -> Option<u64> {
     match chunk["choices"].as_array() {
-        Some(c) if c.len() == 1 => c[0]["index"].as_u64(),
+        Some(c) if c.len() == 1 => {
+            let i = c[0]["index"].as_u64();
+            unreported.retain(|&u| Some(u) != i);
+            i
+        }
+        Some(c) if c.is_empty() => unreported.pop_front(),
         _ => None,
     }
 }
@@ -266,24 +278,45 @@ mod tests {
         assert_eq!(accounting(&json!({"tokens_cached": 5})).unwrap().cached, Some(5));
     }
 
-    #[test]
-    fn per_choice_reports_are_summed_and_one_report_counts_once() {
-        // llama.cpp with n = 2: each choice's last chunk carries its own usage.
-        let choice = |i: u64, cached: u64| json!({"choices": [{"index": i, "text": ""}], "usage": {"prompt_tokens": 270, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": cached}}});
-        let mut reports = HashMap::new();
-        for c in [choice(0, 0), choice(1, 269)] {
-            reports.insert(report_key(&c), accounting(&c).unwrap());
+    /// Files every accounting chunk of `stream` the way `stream_inner` does.
+    fn file(stream: &[Value]) -> RequestRecord {
+        let (mut reports, mut unreported) = (HashMap::new(), VecDeque::new());
+        for chunk in stream {
+            for c in chunk["choices"].as_array().into_iter().flatten() {
+                if c["finish_reason"].is_string() {
+                    unreported.push_back(c["index"].as_u64().unwrap());
+                }
+            }
+            if let Some(a) = accounting(chunk) {
+                reports.insert(report_key(chunk, &mut unreported), a);
+            }
         }
         let mut r = RequestRecord::default();
         total(&reports, &mut r);
+        r
+    }
+
+    #[test]
+    fn per_choice_reports_are_summed_and_one_report_counts_once() {
+        let finish = |i: u64| json!({"choices": [{"index": i, "delta": {}, "finish_reason": "length"}]});
+        let usage = |cached: u64| json!({"choices": [], "usage": {"prompt_tokens": 31, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": cached}}});
+        // llama.cpp with n = 2, as it streams: each choice's end is followed by a
+        // usage-only chunk of its own task.
+        let r = file(&[finish(1), usage(0), finish(0), usage(30)]);
+        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(62), Some(30), Some(8)));
+        // The same with both ends before both reports.
+        let r = file(&[finish(1), finish(0), usage(0), usage(30)]);
+        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(62), Some(30), Some(8)));
+        // A usage chunk that names its choice.
+        let named = |i: u64, cached: u64| json!({"choices": [{"index": i, "text": ""}], "usage": {"prompt_tokens": 270, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": cached}}});
+        let r = file(&[named(0, 0), named(1, 269)]);
         assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(540), Some(269), Some(4)));
-        // looptree: one usage chunk with no choices; a repeated report replaces, not adds.
+        // looptree and OpenAI with n = 3: one usage chunk for the request after every end.
         let once = json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 8, "prompt_tokens_details": {"cached_tokens": 1}}});
-        let mut reports = HashMap::new();
-        reports.insert(report_key(&once), accounting(&once).unwrap());
-        reports.insert(report_key(&once), accounting(&once).unwrap());
-        let mut r = RequestRecord::default();
-        total(&reports, &mut r);
+        let r = file(&[finish(0), finish(2), finish(1), once.clone()]);
+        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(9), Some(1), Some(8)));
+        // n = 1 with usage sent before the end is also counted once.
+        let r = file(&[once, finish(0)]);
         assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(9), Some(1), Some(8)));
     }
 }
