@@ -41,7 +41,10 @@ pub struct Client {
 impl Client {
     pub fn connect(url: &str, api_key: Option<String>, model: Option<String>) -> Result<Client> {
         let base = url.trim_end_matches('/').trim_end_matches("/v1").trim_end_matches('/').to_string();
-        let http = Http::builder().timeout(Duration::from_secs(3600)).pool_max_idle_per_host(1024).build()?;
+        // A fresh connection per request: a server may close an idle kept-alive one just as
+        // it is reused (llama.cpp's did, while an agent's tool ran), failing a request that
+        // never reached it. On loopback a connection costs nothing next to a generation.
+        let http = Http::builder().timeout(Duration::from_secs(3600)).pool_max_idle_per_host(0).build()?;
         let mut client = Client { http, base, api_key, model, flavor: Flavor::Other, native_n: Mutex::new(HashMap::new()) };
         let models = client.get("/v1/models").with_context(|| format!("no OpenAI-compatible server answers at {url}"))?;
         if client.model.is_none() {

@@ -41,12 +41,21 @@ pub struct ArchConfig {
     pub qkv_bias: bool,
     /// Output projection shares the token embedding.
     pub tied_embeddings: bool,
-    /// Sliding attention window, when every layer uses one (Mistral).
+    /// Sliding attention window: of every layer (Mistral), or of the local layers (Gemma 3).
     pub sliding_window: Option<usize>,
+    /// Gemma 3: every `n`-th layer attends to the whole context, the others through the
+    /// sliding window.
+    pub global_every: Option<usize>,
+    /// RoPE base of the sliding-window layers where it differs from `rope_theta` (Gemma 3).
+    pub rope_local_theta: Option<f32>,
+    /// Linear RoPE position scaling of the global layers (Gemma 3's larger models).
+    pub rope_linear_factor: Option<f32>,
 }
 
 /// Architectures whose layout is the llama block (pre-norm, RoPE, SwiGLU).
 pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral", "qwen2"];
+/// Every architecture looptree runs from GGUF.
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "gemma3"];
 
 impl ArchConfig {
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self> {
@@ -55,8 +64,8 @@ impl ArchConfig {
             .context("GGUF has no general.architecture")?
             .to_string()?
             .clone();
-        if !LLAMA_FAMILY.contains(&arch.as_str()) {
-            bail!("unsupported architecture `{arch}` (supported: {})", LLAMA_FAMILY.join(", "));
+        if !GGUF_ARCHITECTURES.contains(&arch.as_str()) {
+            bail!("unsupported architecture `{arch}` (supported: {})", GGUF_ARCHITECTURES.join(", "));
         }
         let get = |k: &str| md(&format!("{arch}.{k}"));
         let req_u = |k: &str| -> Result<usize> {
@@ -73,6 +82,13 @@ impl ArchConfig {
         let tied = !ct.tensor_infos.contains_key("output.weight");
         let eps = get("attention.layer_norm_rms_epsilon").map(|v| v.to_f32()).transpose()?.unwrap_or(1e-5);
         let theta = get("rope.freq_base").map(|v| v.to_f32()).transpose()?.unwrap_or(10_000.0);
+        let gemma3 = arch == "gemma3";
+        let window = get("attention.sliding_window").map(|v| v.to_u64()).transpose()?.map(|w| w as usize);
+        let linear_factor = match get("rope.scaling.type").map(|v| v.to_string()).transpose()?.map(String::as_str) {
+            None | Some("none") => None,
+            Some("linear") => get("rope.scaling.factor").map(|v| v.to_f32()).transpose()?.filter(|&f| f != 1.0),
+            Some(t) => bail!("unsupported RoPE scaling `{t}` in GGUF"),
+        };
         let cfg = ArchConfig {
             hidden_size: hidden,
             intermediate_size: req_u("feed_forward_length")?,
@@ -84,11 +100,17 @@ impl ArchConfig {
             max_context: req_u("context_length")?,
             rms_norm_eps: eps as f64,
             rope_theta: theta,
-            rope_style: if arch == "qwen2" { RopeStyle::HalfSplit } else { RopeStyle::Interleaved },
+            // llama.cpp's NEOX rotation (halves) for qwen2 and gemma3.
+            rope_style: if arch == "qwen2" || gemma3 { RopeStyle::HalfSplit } else { RopeStyle::Interleaved },
             rope_scaling: None,
             qkv_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
             tied_embeddings: tied,
-            sliding_window: None,
+            // Gemma 3's layer pattern and local RoPE base are fixed by the architecture
+            // (GGUF does not carry them): five sliding-window layers, then a global one.
+            sliding_window: if gemma3 { window } else { None },
+            global_every: gemma3.then_some(6),
+            rope_local_theta: gemma3.then_some(10_000.0),
+            rope_linear_factor: linear_factor,
             architecture: arch,
         };
         cfg.validate()?;
@@ -130,10 +152,21 @@ impl ArchConfig {
             qkv_bias: arch == "qwen2" || c.attention_bias.unwrap_or(false),
             tied_embeddings: c.tie_word_embeddings.unwrap_or(false),
             sliding_window: if arch == "mistral" { c.sliding_window } else { None },
+            global_every: None,
+            rope_local_theta: None,
+            rope_linear_factor: None,
             architecture: arch,
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The sliding window of layer `layer`, if it has one.
+    pub fn window_of(&self, layer: usize) -> Option<usize> {
+        match self.global_every {
+            Some(n) if (layer + 1) % n == 0 => None,
+            _ => self.sliding_window,
+        }
     }
 
     fn validate(&self) -> Result<()> {

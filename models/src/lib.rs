@@ -2,11 +2,13 @@
 //! tokenizers, chat templates and model resolution.
 
 pub mod arch_config;
+pub mod attend;
 /// The kernels crate, for commands that check a device's kernels directly.
 pub use looptree_kernels as kernels;
 pub mod chat_template;
 pub mod cuda_step;
 pub mod detok;
+pub mod gemma3;
 pub mod llama;
 pub mod loader;
 pub mod resolve;

@@ -6,12 +6,11 @@ use crate::arch_config::ArchConfig;
 use crate::rope::Rope;
 use crate::weights::{Linear, WeightSource};
 use anyhow::Result;
-use candle_core::{DType, Device, Storage, Tensor};
+use crate::attend::AttentionStep;
+use crate::cuda_step::silu_mul;
+use candle_core::{DType, Device, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
-use looptree_kernels::attention::attention_generic;
-use looptree_kernels::cpu_attention_simd;
-use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
-use crate::cuda_step::{silu_mul, CudaStep};
+use looptree_kernels::cpu_attention::AttnShape;
 
 struct Layer {
     attn_norm: Tensor,
@@ -89,48 +88,6 @@ impl Llama {
             window: a.sliding_window,
         }
     }
-
-    fn attention_cpu(&self, q: &Tensor, kv: &KvPool, layer: usize, batch: &Batch) -> candle_core::Result<Tensor> {
-        let a = &self.arch;
-        let n = q.dim(0)?;
-        let q = q.flatten_all()?.to_vec1::<f32>()?;
-        let (k, v) = kv.layer(layer);
-        let (ks, kl) = k.storage_and_layout();
-        let (vs, vl) = v.storage_and_layout();
-        let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
-            candle_core::bail!("the CPU attention path needs a CPU KV pool")
-        };
-        let seqs: Vec<SeqAttn> =
-            batch.seqs.iter().map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots }).collect();
-        let shape = self.attn_shape();
-        let out = if cpu_attention_simd::supported(a.head_dim) {
-            let mut out = vec![0f32; q.len()];
-            match kv.config().dtype {
-                DType::F16 => cpu_attention_simd::paged_attention_simd(
-                    &q,
-                    &ks.as_slice::<half::f16>()?[kl.start_offset()..],
-                    &vs.as_slice::<half::f16>()?[vl.start_offset()..],
-                    &seqs,
-                    &shape,
-                    &mut out,
-                ),
-                _ => cpu_attention_simd::paged_attention_simd(
-                    &q,
-                    &ks.as_slice::<f32>()?[kl.start_offset()..],
-                    &vs.as_slice::<f32>()?[vl.start_offset()..],
-                    &seqs,
-                    &shape,
-                    &mut out,
-                ),
-            }
-            out
-        } else {
-            let k = &ks.as_slice::<f32>()?[kl.start_offset()..];
-            let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
-            paged_attention(&q, k, v, &seqs, &shape)
-        };
-        Tensor::from_vec(out, (n, a.num_heads * a.head_dim), &self.device)
-    }
 }
 
 impl Model for Llama {
@@ -151,19 +108,8 @@ impl Model for Llama {
         let n = batch.tokens.len();
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
-        let write_slots = Tensor::new(batch.write_slots().as_slice(), dev)?;
-        // On CUDA, looptree's kernels read and write the pool in place.
-        let cuda = CudaStep::new(dev, batch)?;
-        // On the CPU, attention reads the pool in place (kernels crate): f32, or f16 with SIMD.
-        let fast_cpu = dev.is_cpu()
-            && (kv.config().dtype == DType::F32
-                || (kv.config().dtype == DType::F16 && cpu_attention_simd::supported(a.head_dim)));
-        let context_slots: Vec<Tensor> = if fast_cpu || cuda.is_some() {
-            Vec::new()
-        } else {
-            batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), dev)).collect::<candle_core::Result<_>>()?
-        };
-        let scale = 1.0 / (a.head_dim as f64).sqrt();
+        let step = AttentionStep::new(batch, kv, dev)?;
+        let shape = self.attn_shape();
 
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -173,25 +119,8 @@ impl Model for Llama {
             let v = layer.v.forward(&h)?;
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
-            match &cuda {
-                Some(c) => c.write(kv, l, &k, &v)?,
-                None => kv.write(l, &write_slots, &k, &v)?,
-            }
-            let attn = if let Some(c) = &cuda {
-                c.attention(&q, kv, l, &self.attn_shape())?
-            } else if fast_cpu {
-                self.attention_cpu(&q, kv, l, batch)?
-            } else {
-                let mut outs = Vec::with_capacity(batch.seqs.len());
-                for (s, slots) in batch.seqs.iter().zip(&context_slots) {
-                    let (ks, vs) = kv.gather(l, slots)?;
-                    let qs = q.narrow(0, s.start, s.len)?;
-                    let ks = ks.to_dtype(DType::F32)?;
-                    let vs = vs.to_dtype(DType::F32)?;
-                    outs.push(attention_generic(&qs, &ks, &vs, s.first_position(), scale, a.sliding_window)?);
-                }
-                Tensor::cat(&outs, 0)?
-            };
+            step.write(kv, l, &k, &v)?;
+            let attn = step.attend(&q, kv, l, &shape)?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
             let mlp = silu_mul(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;

@@ -3,10 +3,11 @@
 
 use crate::arch_config::ArchConfig;
 use crate::chat_template::ChatTemplate;
+use crate::gemma3::Gemma3;
 use crate::llama::Llama;
 use crate::resolve::ResolvedModel;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{GgufWeights, SafetensorsWeights};
+use crate::weights::{GgufWeights, SafetensorsWeights, WeightSource};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use looptree_engine::Model;
@@ -33,10 +34,10 @@ pub fn load(resolved: &ResolvedModel, device: &Device) -> Result<LoadedModel> {
                 .get("general.name")
                 .and_then(|v| v.to_string().ok().cloned())
                 .unwrap_or_else(|| file_stem(path));
-            let model = Llama::load(arch, tokenizer.eos_ids().to_vec(), &mut w)?;
+            let model = build(arch, tokenizer.eos_ids().to_vec(), &mut w)?;
             Ok(LoadedModel {
                 name,
-                model: Arc::new(model),
+                model,
                 tokenizer: Arc::new(tokenizer),
                 chat_template: chat_template.map(Arc::new),
             })
@@ -52,15 +53,23 @@ pub fn load(resolved: &ResolvedModel, device: &Device) -> Result<LoadedModel> {
             // bf16 matmuls are slow on CPU; GPUs keep the half-precision weights.
             let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
             let mut w = SafetensorsWeights::open(weights, device, dtype)?;
-            let model = Llama::load(arch, tok.eos_ids().to_vec(), &mut w)?;
+            let model = build(arch, tok.eos_ids().to_vec(), &mut w)?;
             Ok(LoadedModel {
                 name: file_stem(dir),
-                model: Arc::new(model),
+                model,
                 tokenizer: Arc::new(tok),
                 chat_template: chat_template.map(Arc::new),
             })
         }
     }
+}
+
+/// The architecture's model code over the weights.
+pub fn build(arch: ArchConfig, eos: Vec<u32>, w: &mut dyn WeightSource) -> Result<Arc<dyn Model>> {
+    Ok(match arch.architecture.as_str() {
+        "gemma3" => Arc::new(Gemma3::load(arch, eos, w)?),
+        _ => Arc::new(Llama::load(arch, eos, w)?),
+    })
 }
 
 fn file_stem(p: &std::path::Path) -> String {

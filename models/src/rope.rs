@@ -14,13 +14,23 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(cfg: &ArchConfig) -> Self {
-        let d = cfg.head_dim;
-        let mut inv_freq: Vec<f64> =
-            (0..d / 2).map(|i| 1.0 / (cfg.rope_theta as f64).powf(2.0 * i as f64 / d as f64)).collect();
+        let mut inv_freq = frequencies(cfg.head_dim, cfg.rope_theta);
         if let Some(s) = cfg.rope_scaling {
             llama3_scale(&mut inv_freq, s);
         }
+        if let Some(f) = cfg.rope_linear_factor {
+            inv_freq.iter_mut().for_each(|x| *x /= f as f64);
+        }
         Self { inv_freq, style: cfg.rope_style }
+    }
+
+    /// The rotation of the sliding-window layers where they have their own base (Gemma 3):
+    /// that base, unscaled. Otherwise the same as [`Rope::new`].
+    pub fn local(cfg: &ArchConfig) -> Self {
+        match cfg.rope_local_theta {
+            Some(theta) => Self { inv_freq: frequencies(cfg.head_dim, theta), style: cfg.rope_style },
+            None => Self::new(cfg),
+        }
     }
 
     /// cos and sin, each `[positions.len(), head_dim / 2]` f32.
@@ -56,6 +66,10 @@ impl Rope {
             }
         }
     }
+}
+
+fn frequencies(head_dim: usize, theta: f32) -> Vec<f64> {
+    (0..head_dim / 2).map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64)).collect()
 }
 
 /// Llama 3.1's piecewise rescaling of rotary frequencies (long wavelengths slowed down).
@@ -96,6 +110,9 @@ mod tests {
             qkv_bias: false,
             tied_embeddings: true,
             sliding_window: None,
+            global_every: None,
+            rope_local_theta: None,
+            rope_linear_factor: None,
         }
     }
 

@@ -67,6 +67,11 @@ fn qwen_matches_reference_tokens() {
     check_reference(qwen(), "qwen2.5-coder-0.5b.jsonl");
 }
 
+#[test]
+fn gemma_matches_reference_tokens() {
+    check_reference(gemma(), "gemma3-270m-q4_k_m.jsonl");
+}
+
 /// The golden ids come from an independent implementation of llama.cpp's algorithms
 /// (tests/data/gen_tokenizer_golden.py), which reproduces the reference files.
 #[test]

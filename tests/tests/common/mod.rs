@@ -23,6 +23,8 @@ pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 pub const SMOLLM2_REF: &str = "smollm2-135m-q4_1.jsonl";
 pub const QWEN_REF: &str = "qwen2.5-coder-0.5b.jsonl";
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+pub const GEMMA3_REF: &str = "gemma3-270m-q4_k_m.jsonl";
 
 #[derive(Deserialize, Debug, Clone)]
 pub struct RefCase {
@@ -43,7 +45,12 @@ pub fn reference_cases(file: &str) -> Vec<RefCase> {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"),
     };
-    let path = dir.join(file);
+    let mut path = dir.join(file);
+    if !path.exists() {
+        // Models the shared directory has no reference for: the repository's own
+        // (made by reference/make_reference.py with llama.cpp's server).
+        path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference").join(file);
+    }
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("valid reference line")).collect()
 }
@@ -85,17 +92,38 @@ impl Agreement {
         d[((d.len() as f64 * 0.99).ceil() as usize).min(d.len()) - 1]
     }
     pub fn assert_within_tolerance(&self, what: &str) {
+        self.assert_within(what, Tolerance::SHARED);
+    }
+
+    pub fn assert_within(&self, what: &str, t: Tolerance) {
         let (mean, p99) = (self.mean(), self.p99());
+        let frac05 = self.argmax_ok_over_05 as f64 / self.steps_over_05.max(1) as f64;
         let frac01 = self.argmax_ok_over_01 as f64 / self.steps_over_01.max(1) as f64;
         eprintln!(
             "{what}: mean |Δlogprob| {mean:.4}, p99 {p99:.4}, argmax {}/{} (>0.5 nats), {}/{} = {:.1}% (>0.1 nats)",
             self.argmax_ok_over_05, self.steps_over_05, self.argmax_ok_over_01, self.steps_over_01, frac01 * 100.0
         );
-        assert!(mean <= 0.12, "{what}: mean logprob difference {mean} > 0.12");
-        assert!(p99 <= 0.5, "{what}: p99 logprob difference {p99} > 0.5");
-        assert_eq!(self.argmax_ok_over_05, self.steps_over_05, "{what}: argmax differs where the margin > 0.5");
-        assert!(frac01 >= 0.97, "{what}: argmax agrees at only {:.1}% of steps with margin > 0.1", frac01 * 100.0);
+        assert!(mean <= t.mean, "{what}: mean logprob difference {mean} > {}", t.mean);
+        assert!(p99 <= t.p99, "{what}: p99 logprob difference {p99} > {}", t.p99);
+        assert!(frac05 >= t.argmax_over_05, "{what}: argmax agrees at only {:.1}% of steps with margin > 0.5", frac05 * 100.0);
+        assert!(frac01 >= t.argmax_over_01, "{what}: argmax agrees at only {:.1}% of steps with margin > 0.1", frac01 * 100.0);
     }
+}
+
+/// Bounds on teacher-forced agreement with a reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerance {
+    pub mean: f32,
+    pub p99: f32,
+    /// Fraction of steps with a reference margin over 0.5 / 0.1 nats where the argmax agrees.
+    pub argmax_over_05: f64,
+    pub argmax_over_01: f64,
+}
+
+impl Tolerance {
+    /// shared/reference/README.md's: mean 0.12, p99 0.5, every argmax above 0.5 nats,
+    /// 97% above 0.1.
+    pub const SHARED: Tolerance = Tolerance { mean: 0.12, p99: 0.5, argmax_over_05: 1.0, argmax_over_01: 0.97 };
 }
 
 pub fn argmax(xs: &[f32]) -> usize {

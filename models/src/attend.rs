@@ -1,0 +1,109 @@
+//! One step's attention over the engine's KV pool, shared by every architecture: the
+//! pool writes and, per layer, attention on the fastest path the device has (looptree's
+//! CUDA kernels, the CPU kernels reading the pool in place, or generic candle ops).
+
+use crate::cuda_step::CudaStep;
+use candle_core::{DType, Device, Storage, Tensor};
+use looptree_engine::{Batch, KvPool};
+use looptree_kernels::attention::attention_generic;
+use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
+use looptree_kernels::cpu_attention_simd;
+
+pub struct AttentionStep<'a> {
+    batch: &'a Batch,
+    device: Device,
+    write_slots: Tensor,
+    cuda: Option<CudaStep>,
+    /// The CPU kernels read the pool in place (f32, or f16 with SIMD).
+    fast_cpu: bool,
+    /// Per sequence, its context slots as a tensor (generic path only).
+    context_slots: Vec<Tensor>,
+}
+
+impl<'a> AttentionStep<'a> {
+    pub fn new(batch: &'a Batch, kv: &KvPool, device: &Device) -> candle_core::Result<Self> {
+        let write_slots = Tensor::new(batch.write_slots().as_slice(), device)?;
+        let cuda = CudaStep::new(device, batch)?;
+        let pool = kv.config();
+        let fast_cpu = device.is_cpu()
+            && (pool.dtype == DType::F32 || (pool.dtype == DType::F16 && cpu_attention_simd::supported(pool.head_dim)));
+        let context_slots = if fast_cpu || cuda.is_some() {
+            Vec::new()
+        } else {
+            batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), device)).collect::<candle_core::Result<_>>()?
+        };
+        Ok(Self { batch, device: device.clone(), write_slots, cuda, fast_cpu, context_slots })
+    }
+
+    /// Stores the step's new K (`[n, kv_heads, head_dim]`) and V of `layer` in the pool.
+    pub fn write(&self, kv: &mut KvPool, layer: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
+        match &self.cuda {
+            Some(c) => c.write(kv, layer, k, v),
+            None => kv.write(layer, &self.write_slots, k, v),
+        }
+    }
+
+    /// Attention of every query (`[n, heads, head_dim]`) over its own sequence's context
+    /// in the pool; `[n, heads * head_dim]`.
+    pub fn attend(&self, q: &Tensor, kv: &KvPool, layer: usize, shape: &AttnShape) -> candle_core::Result<Tensor> {
+        if let Some(c) = &self.cuda {
+            return c.attention(q, kv, layer, shape);
+        }
+        if self.fast_cpu {
+            return self.attend_cpu(q, kv, layer, shape);
+        }
+        let mut outs = Vec::with_capacity(self.batch.seqs.len());
+        for (s, slots) in self.batch.seqs.iter().zip(&self.context_slots) {
+            let (ks, vs) = kv.gather(layer, slots)?;
+            let qs = q.narrow(0, s.start, s.len)?;
+            let ks = ks.to_dtype(DType::F32)?;
+            let vs = vs.to_dtype(DType::F32)?;
+            outs.push(attention_generic(&qs, &ks, &vs, s.first_position(), shape.scale as f64, shape.window)?);
+        }
+        Tensor::cat(&outs, 0)
+    }
+
+    fn attend_cpu(&self, q: &Tensor, kv: &KvPool, layer: usize, shape: &AttnShape) -> candle_core::Result<Tensor> {
+        let n = q.dim(0)?;
+        let q = q.flatten_all()?.to_vec1::<f32>()?;
+        let (k, v) = kv.layer(layer);
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
+            candle_core::bail!("the CPU attention path needs a CPU KV pool")
+        };
+        let seqs: Vec<SeqAttn> = self
+            .batch
+            .seqs
+            .iter()
+            .map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots })
+            .collect();
+        let out = if cpu_attention_simd::supported(shape.head_dim) {
+            let mut out = vec![0f32; q.len()];
+            match kv.config().dtype {
+                DType::F16 => cpu_attention_simd::paged_attention_simd(
+                    &q,
+                    &ks.as_slice::<half::f16>()?[kl.start_offset()..],
+                    &vs.as_slice::<half::f16>()?[vl.start_offset()..],
+                    &seqs,
+                    shape,
+                    &mut out,
+                ),
+                _ => cpu_attention_simd::paged_attention_simd(
+                    &q,
+                    &ks.as_slice::<f32>()?[kl.start_offset()..],
+                    &vs.as_slice::<f32>()?[vl.start_offset()..],
+                    &seqs,
+                    shape,
+                    &mut out,
+                ),
+            }
+            out
+        } else {
+            let k = &ks.as_slice::<f32>()?[kl.start_offset()..];
+            let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
+            paged_attention(&q, k, v, &seqs, shape)
+        };
+        Tensor::from_vec(out, (n, shape.n_heads * shape.head_dim), &self.device)
+    }
+}

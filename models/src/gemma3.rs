@@ -1,0 +1,146 @@
+//! Gemma 3 (text): the llama block with its own twists, run over the same batch/KV
+//! interface. Embeddings scaled by sqrt(hidden); RMS norms on each head's queries and
+//! keys; norms after attention and after the MLP as well as before; a GELU-gated MLP; and
+//! five sliding-window layers (local RoPE base) for every global one.
+//! GGUF stores the norm weights with Gemma's `1 +` already added, so they are plain RMS
+//! norm scales here.
+
+use crate::arch_config::ArchConfig;
+use crate::attend::AttentionStep;
+use crate::rope::Rope;
+use crate::weights::{Linear, WeightSource};
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use looptree_engine::{Batch, KvPool, Model, ModelConfig};
+use looptree_kernels::cpu_attention::AttnShape;
+
+struct Layer {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    o: Linear,
+    post_attn_norm: Tensor,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Tensor,
+}
+
+pub struct Gemma3 {
+    arch: ArchConfig,
+    config: ModelConfig,
+    device: Device,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    rope_global: Rope,
+    rope_local: Rope,
+}
+
+impl Gemma3 {
+    pub fn load(arch: ArchConfig, eos_token_ids: Vec<u32>, w: &mut dyn WeightSource) -> Result<Self> {
+        let device = w.device().clone();
+        let mut layers = Vec::with_capacity(arch.num_layers);
+        for i in 0..arch.num_layers {
+            let p = |n: &str| format!("blk.{i}.{n}");
+            layers.push(Layer {
+                attn_norm: w.dense(&p("attn_norm.weight"), DType::F32)?,
+                q: w.linear(&p("attn_q"), false)?,
+                k: w.linear(&p("attn_k"), false)?,
+                v: w.linear(&p("attn_v"), false)?,
+                q_norm: w.dense(&p("attn_q_norm.weight"), DType::F32)?,
+                k_norm: w.dense(&p("attn_k_norm.weight"), DType::F32)?,
+                o: w.linear(&p("attn_output"), false)?,
+                post_attn_norm: w.dense(&p("post_attention_norm.weight"), DType::F32)?,
+                ffn_norm: w.dense(&p("ffn_norm.weight"), DType::F32)?,
+                gate: w.linear(&p("ffn_gate"), false)?,
+                up: w.linear(&p("ffn_up"), false)?,
+                down: w.linear(&p("ffn_down"), false)?,
+                post_ffn_norm: w.dense(&p("post_ffw_norm.weight"), DType::F32)?,
+            });
+        }
+        let embed = (w.dense("token_embd.weight", DType::F32)? * (arch.hidden_size as f64).sqrt())?;
+        let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
+        let lm_head = w.linear(head_name, false)?;
+        let norm = w.dense("output_norm.weight", DType::F32)?;
+        let config = ModelConfig {
+            architecture: arch.architecture.clone(),
+            num_layers: arch.num_layers,
+            num_kv_heads: arch.num_kv_heads,
+            head_dim: arch.head_dim,
+            vocab_size: arch.vocab_size,
+            max_context: arch.max_context,
+            eos_token_ids,
+        };
+        let (rope_global, rope_local) = (Rope::new(&arch), Rope::local(&arch));
+        Ok(Self { arch, config, device, embed, layers, norm, lm_head, rope_global, rope_local })
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(x, w, self.arch.rms_norm_eps as f32)
+    }
+
+    fn attn_shape(&self, layer: usize) -> AttnShape {
+        let a = &self.arch;
+        AttnShape {
+            n_heads: a.num_heads,
+            n_kv_heads: a.num_kv_heads,
+            head_dim: a.head_dim,
+            scale: 1.0 / (a.head_dim as f32).sqrt(),
+            window: a.window_of(layer),
+        }
+    }
+}
+
+impl Model for Gemma3 {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn forward(&self, batch: &Batch, kv: &mut KvPool) -> candle_core::Result<Tensor> {
+        if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
+            return looptree_kernels::pool::in_pool(|| self.forward(batch, kv));
+        }
+        let dev = &self.device;
+        let a = &self.arch;
+        let n = batch.tokens.len();
+        let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
+        let global = self.rope_global.cos_sin(&batch.positions, dev)?;
+        let local = self.rope_local.cos_sin(&batch.positions, dev)?;
+        let step = AttentionStep::new(batch, kv, dev)?;
+
+        let mut x = self.embed.index_select(&ids, 0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let shape = self.attn_shape(l);
+            let (rope, (cos, sin)) =
+                if shape.window.is_some() { (&self.rope_local, &local) } else { (&self.rope_global, &global) };
+            let h = self.rms_norm(&x, &layer.attn_norm)?;
+            let q = layer.q.forward(&h)?.reshape((n, a.num_heads, a.head_dim))?;
+            let k = layer.k.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
+            let v = layer.v.forward(&h)?;
+            let q = rope.apply(&self.rms_norm(&q, &layer.q_norm)?, cos, sin)?;
+            let k = rope.apply(&self.rms_norm(&k, &layer.k_norm)?, cos, sin)?;
+            step.write(kv, l, &k, &v)?;
+            let attn = step.attend(&q, kv, l, &shape)?;
+            x = (x + self.rms_norm(&layer.o.forward(&attn)?, &layer.post_attn_norm)?)?;
+            let h = self.rms_norm(&x, &layer.ffn_norm)?;
+            let mlp = (layer.gate.forward(&h)?.gelu()? * layer.up.forward(&h)?)?;
+            x = (x + self.rms_norm(&layer.down.forward(&mlp)?, &layer.post_ffn_norm)?)?;
+        }
+        let rows: Vec<u32> = batch.logit_rows().iter().map(|&r| r as u32).collect();
+        if rows.is_empty() {
+            return Tensor::zeros((0, a.vocab_size), DType::F32, dev);
+        }
+        let x = x.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
+        let x = self.rms_norm(&x, &self.norm)?;
+        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+    }
+}
