@@ -2,12 +2,14 @@
 there, from llama.cpp's server (an independent implementation) on the same GGUF.
 
     LLAMA=$(bash benches/scripts/install-llama-cpp.sh)
-    $LLAMA/llama-server -m ~/.cache/looptree/models/gemma-3-270m-q4_k_m.gguf -t 2 --port 8765 &
+    $LLAMA/llama-server -m ~/.cache/looptree/models/gemma-3-270m-q4_k_m.gguf -t 2 -np 1 \\
+        -ctk f32 -ctv f32 -fa off --port 8765 &
     python3 tests/reference/make_reference.py http://127.0.0.1:8765 48 > tests/reference/gemma3-270m-q4_k_m.jsonl
 
 Each line: the prompt (plain text; special tokens in it are parsed), its token ids (special tokens parsed, BOS as the model requires), the
 greedy completion (at most N tokens, stopping at end of generation) and, at each step, the
-5 most likely [token id, logprob] before sampling. Standard library only.
+5 most likely [token id, logprob] before sampling. The KV cache is f32 (llama.cpp's
+default f16 moves a 4-bit Gemma 3's greedy path in most cases). Standard library only.
 """
 
 import json

@@ -93,6 +93,11 @@ fn qwen_free_running_greedy_departs_only_at_near_ties() {
     free_running_matches_reference(QWEN, QWEN_REF);
 }
 
+#[test]
+fn gemma3_free_running_greedy_departs_only_at_near_ties() {
+    free_running_matches_reference(GEMMA3, GEMMA3_REF);
+}
+
 /// The core promise: the same greedy tokens alone, batched, cached and forked.
 #[test]
 fn greedy_is_identical_alone_batched_cached_and_forked() {

@@ -64,13 +64,15 @@ fn qwen_teacher_forced_logprobs_match_reference() {
 /// Gemma 3's twists: scaled embeddings, per-head Q/K norms, post-norms, a GELU MLP, and
 /// sliding-window layers with their own RoPE base (one reference prompt is longer than
 /// the 512-token window). The reference is the repository's own, from llama.cpp's server
-/// (tests/reference/make_reference.py). Measured: mean 0.12, p99 0.68, the same argmax at
-/// every step but 2 of 326 with a margin over 0.5 nats; the shared tolerances (0.12 / 0.5)
-/// were calibrated on SmolLM2 and Qwen, so this model gets its own, still far below what a
-/// real bug costs (the local layers on the global RoPE base: mean 0.92).
+/// with f32 KV (tests/reference/make_reference.py). Measured: mean 0.122, p99 0.60, the
+/// same argmax at every step with a margin over 0.5 nats and at 98.8% over 0.1. This model
+/// is touchy: llama.cpp's own greedy output changes in 8 of 9 cases between its f16 and
+/// f32 KV cache. The shared bounds (0.12 / 0.5) were calibrated on SmolLM2 and Qwen, so
+/// mean and p99 get looser ones here, still far below what a real bug costs (the local
+/// layers on the global RoPE base: mean 0.92).
 #[test]
 fn gemma3_teacher_forced_logprobs_match_reference() {
-    let tolerance = Tolerance { mean: 0.15, p99: 0.8, argmax_over_05: 0.99, argmax_over_01: 0.96 };
+    let tolerance = Tolerance { mean: 0.15, p99: 0.8, ..Tolerance::SHARED };
     teacher_forced_agreement_within(GEMMA3, GEMMA3_REF, tolerance);
 }
 
