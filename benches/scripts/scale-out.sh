@@ -110,7 +110,8 @@ start_router() { # policy, extra flags
 }
 
 metric() { # port, name
-    curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { print $2; exit }'
+    # awk reads to the end: quitting early would fail curl with SIGPIPE (and pipefail).
+    curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '!found && ($1 == n || index($1, n "{") == 1) { print $2; found = 1 }'
 }
 
 replica_table() { # how many replicas
@@ -130,9 +131,12 @@ replica_table() { # how many replicas
 }
 
 bench() { # url, label, record
+    # The router has no /tokenize: the limit's token ids come from replica 0, which is up
+    # in every run.
     # shellcheck disable=SC2086
     "$LOOPTREE_BIN" bench --url "$1" --label "$2" --workload agent-loop --agents "$AGENTS" \
-        --iterations "$ITERATIONS" --request-model "$MODEL" --json "$3" $BENCH_ARGS | tee "$3.txt"
+        --iterations "$ITERATIONS" --request-model "$MODEL" --json "$3" \
+        --tokenize-url "http://127.0.0.1:$(replica_port 0)" $BENCH_ARGS | tee "$3.txt"
 }
 
 echo "== $REPLICAS replicas behind smg, cache_aware" >&2

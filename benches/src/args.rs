@@ -38,6 +38,10 @@ pub struct BenchClientArgs {
     /// Sent as `Authorization: Bearer KEY`.
     #[arg(long, env = "LOOPTREE_BENCH_API_KEY")]
     pub api_key: Option<String>,
+    /// A server whose /tokenize gives the token ids for the limit, where the benched URL
+    /// has none (a router in front of looptree replicas: give one of the replicas).
+    #[arg(long, value_name = "URL")]
+    pub tokenize_url: Option<String>,
     /// Write an SVG bar chart comparing the servers.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,

@@ -22,6 +22,10 @@ pub fn run(args: &BenchClientArgs, json: Option<&Path>) -> Result<Vec<RunResult>
         runs.extend(rec.runs);
     }
     interrupt::install();
+    let tokenizer = match &args.tokenize_url {
+        Some(url) => Some(Client::connect(url, args.api_key.clone(), args.request_model.clone())?),
+        None => None,
+    };
     for (i, url) in args.urls.iter().enumerate() {
         let client = Client::connect(url, args.api_key.clone(), args.request_model.clone())?;
         let label = args.labels.get(i).cloned().unwrap_or_else(|| default_label(&client));
@@ -29,7 +33,7 @@ pub fn run(args: &BenchClientArgs, json: Option<&Path>) -> Result<Vec<RunResult>
             if interrupt::stopped() {
                 break;
             }
-            runs.push(run_one(&client, &label, spec, args.seed));
+            runs.push(run_one(&client, tokenizer.as_ref(), &label, spec, args.seed));
         }
     }
     println!("{}", report::table(&runs));
@@ -55,7 +59,8 @@ fn default_label(c: &Client) -> String {
     format!("{kind} {}", c.base.trim_start_matches("http://"))
 }
 
-pub fn run_one(client: &Client, label: &str, spec: &Spec, seed: u64) -> RunResult {
+/// `tokenizer`: the server to ask for token ids, if not `client`.
+pub fn run_one(client: &Client, tokenizer: Option<&Client>, label: &str, spec: &Spec, seed: u64) -> RunResult {
     let collector = runner::Collector::new(&format!("{label} {}", spec.name()), spec.generations());
     // Ask whether n > 1 is taken before the clock starts.
     let n_split = match spec {
@@ -72,7 +77,7 @@ pub fn run_one(client: &Client, label: &str, spec: &Spec, seed: u64) -> RunResul
     let wall_s = start.elapsed().as_secs_f64();
     let interrupted = interrupt::stopped();
     let (mut requests, trajectories) = collector.finish();
-    let limit_error = token_ids::fill(client, &mut requests).err().map(|e| format!("{e:#}"));
+    let limit_error = token_ids::fill(tokenizer.unwrap_or(client), &mut requests).err().map(|e| format!("{e:#}"));
     if limit_error.is_some() {
         requests.iter_mut().for_each(|r| r.prompt_ids = None);
     }
