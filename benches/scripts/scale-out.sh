@@ -14,7 +14,7 @@
 #   AGENTS=6 ITERATIONS=4 bash benches/scripts/scale-out.sh
 #
 # Settings (environment): REPLICAS (3), AGENTS (6), ITERATIONS (8), MODEL (smollm2-135m),
-# THREADS per replica (1: three replicas share a small machine), KV_MEMORY per replica (256MiB),
+# THREADS per replica (1: three replicas share a small machine), KV_MEMORY per replica (1GiB),
 # BASE_PORT (18400: router; replicas on the next ports), SMG_VENV (~/.cache/looptree/smg-venv),
 # SMG_ARGS (router flags for cache_aware; default below), LOOPTREE_BIN (default: a
 # release build of this checkout), OUT (a directory for logs and bench records), BENCH_ARGS
@@ -27,7 +27,10 @@ AGENTS="${AGENTS:-6}"
 ITERATIONS="${ITERATIONS:-8}"
 MODEL="${MODEL:-smollm2-135m}"
 THREADS="${THREADS:-1}"
-KV_MEMORY="${KV_MEMORY:-256MiB}"
+# Enough for the whole workload on one replica (6 agents' contexts of up to ~3,800 tokens,
+# f32 KV): the single-replica run must not lose to eviction what the router runs get from
+# three times the memory.
+KV_MEMORY="${KV_MEMORY:-1GiB}"
 BASE_PORT="${BASE_PORT:-18400}"
 SMG_VENV="${SMG_VENV:-$HOME/.cache/looptree/smg-venv}"
 BENCH_ARGS="${BENCH_ARGS:-}"
@@ -124,7 +127,7 @@ replica_table() { # how many replicas
         ses=$(metric "$port" looptree_sessions)
         q=$(metric "$port" looptree_prompt_tokens_total)
         h=$(metric "$port" looptree_cached_prompt_tokens_total)
-        printf '%-8s %10s %10s %13s%%\n' "$i" "$req" "$ses" "$(awk -v h="$h" -v q="$q" 'BEGIN { printf "%.1f", q > 0 ? 100 * h / q : 0 }')"
+        printf '%-8s %10s %10s %13s%%\n' "$i" "$req" "$ses" "$(awk -v h="$h" -v q="$q" 'BEGIN { printf "%.1f", (q > 0 ? 100 * h / q : 0) }')"
         sessions=$((sessions + ${ses%.*}))
     done
     echo "session keys over all replicas: $sessions for $AGENTS agents ($AGENTS = every agent stayed on one replica)"
