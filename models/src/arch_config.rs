@@ -161,6 +161,30 @@ impl ArchConfig {
         Ok(cfg)
     }
 
+    /// What the engine needs to know of the model.
+    pub fn model_config(&self, eos_token_ids: Vec<u32>) -> looptree_engine::ModelConfig {
+        looptree_engine::ModelConfig {
+            architecture: self.architecture.clone(),
+            num_layers: self.num_layers,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            vocab_size: self.vocab_size,
+            max_context: self.max_context,
+            eos_token_ids,
+        }
+    }
+
+    /// Attention shape of layer `layer` (its window, if any; scale 1/sqrt(head_dim)).
+    pub fn attn_shape(&self, layer: usize) -> looptree_kernels::cpu_attention::AttnShape {
+        looptree_kernels::cpu_attention::AttnShape {
+            n_heads: self.num_heads,
+            n_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+            window: self.window_of(layer),
+        }
+    }
+
     /// The sliding window of layer `layer`, if it has one.
     pub fn window_of(&self, layer: usize) -> Option<usize> {
         match self.global_every {

@@ -1,6 +1,7 @@
 //! One step's attention over the engine's KV pool, shared by every architecture: the
 //! pool writes and, per layer, attention on the fastest path the device has (looptree's
-//! CUDA kernels, the CPU kernels reading the pool in place, or generic candle ops).
+//! CUDA kernels, the CPU kernels reading the pool in place, or generic candle ops), and the
+//! output logits of the rows the batch asks for.
 
 use crate::cuda_step::CudaStep;
 use candle_core::{DType, Device, Storage, Tensor};
@@ -106,4 +107,21 @@ impl<'a> AttentionStep<'a> {
         };
         Tensor::from_vec(out, (n, shape.n_heads * shape.head_dim), &self.device)
     }
+}
+
+/// The logits of the rows the batch asks for: final norm, then the output projection; f32
+/// `[rows, vocab]`.
+pub fn logits(
+    x: &Tensor,
+    batch: &Batch,
+    vocab: usize,
+    norm: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    lm_head: &crate::weights::Linear,
+) -> candle_core::Result<Tensor> {
+    let rows: Vec<u32> = batch.logit_rows().iter().map(|&r| r as u32).collect();
+    if rows.is_empty() {
+        return Tensor::zeros((0, vocab), DType::F32, x.device());
+    }
+    let x = x.index_select(&Tensor::new(rows.as_slice(), x.device())?, 0)?;
+    lm_head.forward(&norm(&x)?)?.to_dtype(DType::F32)
 }

@@ -12,7 +12,6 @@ use crate::weights::{Linear, WeightSource};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
-use looptree_kernels::cpu_attention::AttnShape;
 
 struct Layer {
     attn_norm: Tensor,
@@ -68,15 +67,7 @@ impl Gemma3 {
         let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
         let lm_head = w.linear(head_name, false)?;
         let norm = w.dense("output_norm.weight", DType::F32)?;
-        let config = ModelConfig {
-            architecture: arch.architecture.clone(),
-            num_layers: arch.num_layers,
-            num_kv_heads: arch.num_kv_heads,
-            head_dim: arch.head_dim,
-            vocab_size: arch.vocab_size,
-            max_context: arch.max_context,
-            eos_token_ids,
-        };
+        let config = arch.model_config(eos_token_ids);
         let (rope_global, rope_local) = (Rope::new(&arch), Rope::local(&arch));
         Ok(Self { arch, config, device, embed, layers, norm, lm_head, rope_global, rope_local })
     }
@@ -85,16 +76,6 @@ impl Gemma3 {
         candle_nn::ops::rms_norm(x, w, self.arch.rms_norm_eps as f32)
     }
 
-    fn attn_shape(&self, layer: usize) -> AttnShape {
-        let a = &self.arch;
-        AttnShape {
-            n_heads: a.num_heads,
-            n_kv_heads: a.num_kv_heads,
-            head_dim: a.head_dim,
-            scale: 1.0 / (a.head_dim as f32).sqrt(),
-            window: a.window_of(layer),
-        }
-    }
 }
 
 impl Model for Gemma3 {
@@ -119,7 +100,7 @@ impl Model for Gemma3 {
 
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let shape = self.attn_shape(l);
+            let shape = a.attn_shape(l);
             let (rope, (cos, sin)) =
                 if shape.window.is_some() { (&self.rope_local, &local) } else { (&self.rope_global, &global) };
             let h = self.rms_norm(&x, &layer.attn_norm)?;
@@ -135,12 +116,6 @@ impl Model for Gemma3 {
             let mlp = (layer.gate.forward(&h)?.gelu()? * layer.up.forward(&h)?)?;
             x = (x + self.rms_norm(&layer.down.forward(&mlp)?, &layer.post_ffn_norm)?)?;
         }
-        let rows: Vec<u32> = batch.logit_rows().iter().map(|&r| r as u32).collect();
-        if rows.is_empty() {
-            return Tensor::zeros((0, a.vocab_size), DType::F32, dev);
-        }
-        let x = x.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
-        let x = self.rms_norm(&x, &self.norm)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+        crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)
     }
 }

@@ -10,7 +10,6 @@ use crate::attend::AttentionStep;
 use crate::cuda_step::silu_mul;
 use candle_core::{DType, Device, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
-use looptree_kernels::cpu_attention::AttnShape;
 
 struct Layer {
     attn_norm: Tensor,
@@ -59,34 +58,13 @@ impl Llama {
         let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
         let lm_head = w.linear(head_name, false)?;
         let norm = w.dense("output_norm.weight", DType::F32)?;
-        let config = ModelConfig {
-            architecture: arch.architecture.clone(),
-            num_layers: arch.num_layers,
-            num_kv_heads: arch.num_kv_heads,
-            head_dim: arch.head_dim,
-            vocab_size: arch.vocab_size,
-            max_context: arch.max_context,
-            eos_token_ids,
-        };
+        let config = arch.model_config(eos_token_ids);
         let rope = Rope::new(&arch);
         Ok(Self { arch, config, device, embed, layers, norm, lm_head, rope })
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(x, w, self.arch.rms_norm_eps as f32)
-    }
-}
-
-impl Llama {
-    fn attn_shape(&self) -> AttnShape {
-        let a = &self.arch;
-        AttnShape {
-            n_heads: a.num_heads,
-            n_kv_heads: a.num_kv_heads,
-            head_dim: a.head_dim,
-            scale: 1.0 / (a.head_dim as f32).sqrt(),
-            window: a.sliding_window,
-        }
     }
 }
 
@@ -109,7 +87,7 @@ impl Model for Llama {
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
         let step = AttentionStep::new(batch, kv, dev)?;
-        let shape = self.attn_shape();
+        
 
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -120,18 +98,12 @@ impl Model for Llama {
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
             step.write(kv, l, &k, &v)?;
-            let attn = step.attend(&q, kv, l, &shape)?;
+            let attn = step.attend(&q, kv, l, &a.attn_shape(l))?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
             let mlp = silu_mul(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             x = (x + layer.down.forward(&mlp)?)?;
         }
-        let rows: Vec<u32> = batch.logit_rows().iter().map(|&r| r as u32).collect();
-        if rows.is_empty() {
-            return Tensor::zeros((0, a.vocab_size), DType::F32, dev);
-        }
-        let x = x.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
-        let x = self.rms_norm(&x, &self.norm)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+        crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)
     }
 }
