@@ -20,6 +20,26 @@ pub(crate) fn for_each_column_tile(n: usize, m: usize, run: impl Fn(usize, usize
     }
 }
 
+/// Output columns per group of the repacked weight layouts (one per AVX2 f32 lane).
+pub(crate) const GROUP: usize = 8;
+/// Activation rows one kernel call takes at most (its accumulators stay in registers).
+pub(crate) const MAX_ROWS: usize = 4;
+
+/// Calls `run(g, r, rows)` for every group `g` of [`GROUP`] columns of `0..n` and every
+/// chunk `r..r + rows` (rows ≤ [`MAX_ROWS`]) of the `m` activation rows, tiles of groups
+/// split among tasks as [`for_each_column_tile`] does. All the row chunks of a group run
+/// one after the other in one task, so the group's weights stay in L1 meanwhile.
+pub(crate) fn for_each_group_chunk(n: usize, m: usize, run: impl Fn(usize, usize, usize) + Sync + Send) {
+    // Tiles are multiples of 16 columns, so every tile starts on a group boundary.
+    for_each_column_tile(n, m, |c0, c1| {
+        for g in c0 / GROUP..c1.div_ceil(GROUP) {
+            for r in (0..m).step_by(MAX_ROWS) {
+                run(g, r, (m - r).min(MAX_ROWS));
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -32,6 +52,21 @@ mod tests {
                 assert!(c0 < c1 && c1 <= n);
                 for c in c0..c1 {
                     seen.lock().unwrap()[c] += 1;
+                }
+            });
+            assert!(seen.into_inner().unwrap().iter().all(|&s| s == 1), "n {n}, m {m}");
+        }
+    }
+
+    #[test]
+    fn group_chunks_cover_every_group_and_row_once() {
+        for (n, m) in [(1usize, 1usize), (99, 7), (576, 1), (49152, 16), (13, 4)] {
+            let groups = n.div_ceil(super::GROUP);
+            let seen = Mutex::new(vec![0u8; groups * m]);
+            super::for_each_group_chunk(n, m, |g, r, rows| {
+                assert!(g < groups && rows >= 1 && rows <= super::MAX_ROWS && r + rows <= m);
+                for r in r..r + rows {
+                    seen.lock().unwrap()[g * m + r] += 1;
                 }
             });
             assert!(seen.into_inner().unwrap().iter().all(|&s| s == 1), "n {n}, m {m}");

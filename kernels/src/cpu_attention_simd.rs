@@ -8,11 +8,11 @@
 use crate::cpu_attention::{AttnShape, SeqAttn};
 use half::f16;
 use rayon::prelude::*;
-#[cfg(target_arch = "x86_64")]
-use crate::x86::hsum;
 
 /// Query tokens per work item: enough to reuse each K/V row, few enough to spread work.
 const QUERY_BLOCK: usize = 16;
+/// Keys whose scores one pass computes together (one accumulator each).
+const KEY_GROUP: usize = 8;
 
 /// An element type the pool may hold.
 pub trait KvElem: Copy + Send + Sync {
@@ -150,29 +150,47 @@ unsafe fn block<T: KvElem>(
         (from, pos)
     };
     let qrow = |t: usize, r: usize| ((s.start + b + t) * nh + kh * rep + r) * hd;
-    // Scores, one key row at a time for all queries of the block.
-    for j in lo..=last_pos {
-        let kp = k_pool.as_ptr().add(s.context_slots[j] as usize * row + kh * hd);
+    // Scores, 8 keys at a time for every query of the block: one accumulator per key,
+    // then one transposing reduction gives the 8 scores in one vector. Every score is the
+    // same sum in the same order whatever group its key falls in, so a query's scores do
+    // not depend on the block around it. A group past the block's last key repeats that
+    // key; scores outside a query's visible range are computed but never read.
+    let head_bytes = hd * std::mem::size_of::<T>();
+    let key_at = |j: usize| k_pool.as_ptr().add(*s.context_slots.get_unchecked(j.min(last_pos)) as usize * row + kh * hd);
+    let mut group = [0f32; KEY_GROUP];
+    for j0 in (lo..=last_pos).step_by(KEY_GROUP) {
+        // Slots of a decoding sequence sit far apart (every running sequence takes the
+        // next free one each step): the hardware prefetcher cannot follow them, and the
+        // loads stalled on memory. Ask for the next group's K and V rows.
+        for j in j0 + KEY_GROUP..(j0 + 2 * KEY_GROUP).min(last_pos + 1) {
+            let at = *s.context_slots.get_unchecked(j) as usize * row + kh * hd;
+            let (kf, vf) = (k_pool.as_ptr().add(at) as *const i8, v_pool.as_ptr().add(at) as *const i8);
+            for line in (0..head_bytes).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(kf.add(line));
+                _mm_prefetch::<_MM_HINT_T0>(vf.add(line));
+            }
+        }
+        let kp: [*const T; KEY_GROUP] = std::array::from_fn(|u| key_at(j0 + u));
+        let keys = (last_pos + 1 - j0).min(KEY_GROUP);
         for t in 0..tokens {
             let (from, pos) = visible(t);
-            if j < from || j > pos {
+            if j0 + KEY_GROUP <= from || j0 > pos {
                 continue;
             }
             for r in 0..rep {
-                let i = t * rep + r;
                 let qp = q.as_ptr().add(qrow(t, r));
-                let mut a0 = _mm256_setzero_ps();
-                let mut a1 = _mm256_setzero_ps();
-                let mut d = 0;
-                while d + 16 <= hd {
-                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(d)), a0);
-                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d + 8)), T::load8(kp.add(d + 8)), a1);
-                    d += 16;
+                let mut acc = [_mm256_setzero_ps(); KEY_GROUP];
+                for d in (0..hd).step_by(8) {
+                    let qv = _mm256_loadu_ps(qp.add(d));
+                    for u in 0..KEY_GROUP {
+                        acc[u] = _mm256_fmadd_ps(qv, T::load8(kp[u].add(d)), acc[u]);
+                    }
                 }
-                if d < hd {
-                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), T::load8(kp.add(d)), a0);
-                }
-                *scores.get_unchecked_mut(i * span + (j - lo)) = hsum(_mm256_add_ps(a0, a1)) * shape.scale;
+                let sums = _mm256_mul_ps(sum_lanes_of_8(&acc), _mm256_set1_ps(shape.scale));
+                _mm256_storeu_ps(group.as_mut_ptr(), sums);
+                let i = t * rep + r;
+                let dst = scores.as_mut_ptr().add(i * span + (j0 - lo));
+                std::ptr::copy_nonoverlapping(group.as_ptr(), dst, keys);
             }
         }
     }
@@ -192,40 +210,96 @@ unsafe fn block<T: KvElem>(
         }
     }
     // Weighted sum of value rows per query, 32 output lanes at a time held in registers
-    // over all its keys (a read-modify-write of the output per key was store-bound).
-    // Each lane still sees out + p_j * v_j fused in key order, as before.
+    // over all its keys (a read-modify-write of the output per key was store-bound), for
+    // up to 3 heads of a token at once so that each value row is loaded once for them.
+    // Each lane still sees out + p_j * v_j fused in key order, whatever the grouping.
     for t in 0..tokens {
         let (from, pos) = visible(t);
-        for r in 0..rep {
-            let sc = scores.as_ptr().add((t * rep + r) * span);
-            let op = out.add(qrow(t, r));
-            let mut d = 0;
-            macro_rules! lanes {
-                ($w:literal) => {{
-                    let mut acc = [_mm256_setzero_ps(); $w];
-                    for (c, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_loadu_ps(op.add(d + 8 * c));
-                    }
-                    for j in from..=pos {
-                        let p = _mm256_set1_ps(*sc.add(j - lo));
-                        let vp = v_pool.as_ptr().add(*s.context_slots.get_unchecked(j) as usize * row + kh * hd + d);
-                        for (c, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(p, T::load8(vp.add(8 * c)), *a);
-                        }
-                    }
-                    for (c, a) in acc.iter().enumerate() {
-                        _mm256_storeu_ps(op.add(d + 8 * c), *a);
-                    }
-                    d += 8 * $w;
-                }};
+        let mut r0 = 0;
+        while r0 < rep {
+            let heads = (rep - r0).min(3);
+            let sc = |r: usize| scores.as_ptr().add((t * rep + r0 + r) * span);
+            let op = |r: usize| out.add(qrow(t, r0 + r));
+            let vp = v_pool.as_ptr().add(kh * hd);
+            let keys = (s.context_slots, row, lo, from, pos);
+            match heads {
+                1 => weighted_values::<T, 1>(vp, keys, [sc(0)], [op(0)], hd),
+                2 => weighted_values::<T, 2>(vp, keys, [sc(0), sc(1)], [op(0), op(1)], hd),
+                _ => weighted_values::<T, 3>(vp, keys, [sc(0), sc(1), sc(2)], [op(0), op(1), op(2)], hd),
             }
-            while d + 32 <= hd {
-                lanes!(4);
-            }
-            while d < hd {
-                lanes!(1);
-            }
+            r0 += heads;
         }
+    }
+}
+
+/// Lane u of the result is the sum of `acc[u]`'s 8 lanes, added as
+/// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) for every u.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn sum_lanes_of_8(acc: &[std::arch::x86_64::__m256; KEY_GROUP]) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+    let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+    let h45 = _mm256_hadd_ps(acc[4], acc[5]);
+    let h67 = _mm256_hadd_ps(acc[6], acc[7]);
+    // Per 128-bit half: [Σacc0, Σacc1, Σacc2, Σacc3] over that half's lanes, and 4..8.
+    let q0 = _mm256_hadd_ps(h01, h23);
+    let q1 = _mm256_hadd_ps(h45, h67);
+    let low = _mm256_permute2f128_ps(q0, q1, 0x20);
+    let high = _mm256_permute2f128_ps(q0, q1, 0x31);
+    _mm256_add_ps(low, high)
+}
+
+/// `out[h] += Σ_j p_h[j] · v_j` over keys `from..=pos` for `H` queries that see the same
+/// keys; `vp` is the KV head's first value element, `keys` (slots, row length, first key
+/// of the score rows, from, pos), `sc[h]` query h's score row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn weighted_values<T: KvElem, const H: usize>(
+    vp: *const T,
+    (slots, row, lo, from, pos): (&[u32], usize, usize, usize, usize),
+    sc: [*const f32; H],
+    op: [*mut f32; H],
+    hd: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut d = 0;
+    macro_rules! lanes {
+        ($w:literal) => {{
+            let mut acc = [[_mm256_setzero_ps(); $w]; H];
+            for h in 0..H {
+                for c in 0..$w {
+                    acc[h][c] = _mm256_loadu_ps(op[h].add(d + 8 * c));
+                }
+            }
+            for j in from..=pos {
+                let v = vp.add(*slots.get_unchecked(j) as usize * row + d);
+                let mut vs = [_mm256_setzero_ps(); $w];
+                for (c, x) in vs.iter_mut().enumerate() {
+                    *x = T::load8(v.add(8 * c));
+                }
+                for h in 0..H {
+                    let p = _mm256_set1_ps(*sc[h].add(j - lo));
+                    for c in 0..$w {
+                        acc[h][c] = _mm256_fmadd_ps(p, vs[c], acc[h][c]);
+                    }
+                }
+            }
+            for h in 0..H {
+                for c in 0..$w {
+                    _mm256_storeu_ps(op[h].add(d + 8 * c), acc[h][c]);
+                }
+            }
+            d += 8 * $w;
+        }};
+    }
+    while d + 32 <= hd {
+        lanes!(4);
+    }
+    while d < hd {
+        lanes!(1);
     }
 }
 

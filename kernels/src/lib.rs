@@ -6,6 +6,7 @@ pub mod cpu_attention;
 pub mod cpu_attention_simd;
 pub mod pool;
 pub mod q4_1;
+pub mod q8_0;
 pub mod q8_dot;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -1,8 +1,7 @@
 //! Matrix multiply on the CPU for GGUF weight types that llama.cpp dots against Q8_0
-//! activations: Q5_0 (most of Qwen2.5-Coder-0.5B q4_k_m's projections; candle 0.11 has
-//! only a scalar dot for it) and Q8_0 (tied embeddings / output heads; candle's runs on
-//! its own spinning thread pool beside rayon's, which oversubscribes the cores given).
-//! Each output element is the same fixed-order sum whatever the tile around it, so a
+//! activations, one output element at a time: Q5_0 (most of Qwen2.5-Coder-0.5B q4_k_m's
+//! projections; candle 0.11 has only a scalar dot for it). Also the Q8_0 activation
+//! quantizer that q8_0.rs shares. Each output element is the same fixed-order sum whatever the tile around it, so a
 //! row's result never depends on the other rows in the batch.
 
 use half::f16;
@@ -24,20 +23,11 @@ pub struct BlockQ5_0 {
     qs: [u8; 16],
 }
 
-/// One Q8_0 weight block as stored in GGUF: `x = d * q`.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct BlockQ8_0W {
-    /// The f16 scale, widened once at load (exact).
-    d: f32,
-    qs: [i8; QK],
-}
-
 /// 32 activations as `d * q` with 8-bit q.
 #[derive(Clone, Copy)]
-struct BlockQ8_0 {
-    d: f32,
-    qs: [i8; QK],
+pub(crate) struct BlockQ8_0 {
+    pub(crate) d: f32,
+    pub(crate) qs: [i8; QK],
 }
 
 /// A GGUF weight block type dotted against Q8_0 activations.
@@ -90,31 +80,7 @@ impl WeightBlock for BlockQ5_0 {
     }
 }
 
-impl WeightBlock for BlockQ8_0W {
-    const BYTES: usize = 34;
-    fn parse(b: &[u8]) -> Self {
-        let mut qs = [0i8; QK];
-        for (q, &x) in qs.iter_mut().zip(&b[2..34]) {
-            *q = x as i8;
-        }
-        BlockQ8_0W { d: f16::from_le_bytes([b[0], b[1]]).to_f32(), qs }
-    }
-    #[inline(always)]
-    fn scale(&self) -> f32 {
-        self.d
-    }
-    fn values(&self) -> [i8; QK] {
-        self.qs
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn values_avx2(&self) -> std::arch::x86_64::__m256i {
-        std::arch::x86_64::_mm256_loadu_si256(self.qs.as_ptr() as *const std::arch::x86_64::__m256i)
-    }
-}
-
 pub type Q5_0Matrix = QMatrix<BlockQ5_0>;
-pub type Q8_0Matrix = QMatrix<BlockQ8_0W>;
 
 pub struct QMatrix<B> {
     blocks: Vec<B>,
@@ -151,7 +117,7 @@ impl<B: WeightBlock> QMatrix<B> {
         assert_eq!(x.len(), m * k);
         assert_eq!(out.len(), m * n);
         let kb = k / QK;
-        let xq: Vec<BlockQ8_0> = x.chunks_exact(QK).map(quantize_block).collect();
+        let xq: Vec<BlockQ8_0> = x.chunks_exact(QK).map(quantize_q8_0).collect();
         let out_ptr = out.as_mut_ptr() as usize;
         let blocks = &self.blocks;
         for_each_column_tile(n, m, |c0, c1| {
@@ -167,7 +133,7 @@ impl<B: WeightBlock> QMatrix<B> {
     }
 }
 
-fn quantize_block(x: &[f32]) -> BlockQ8_0 {
+pub(crate) fn quantize_q8_0(x: &[f32]) -> BlockQ8_0 {
     let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -243,7 +209,7 @@ mod tests {
             let alone = ours.matmul(&xv[r * k..(r + 1) * k], 1);
             assert_eq!(&alone[..], &got[r * n..(r + 1) * n], "{dtype:?} row {r}");
         }
-        let xq: Vec<BlockQ8_0> = xv[..k].chunks_exact(QK).map(quantize_block).collect();
+        let xq: Vec<BlockQ8_0> = xv[..k].chunks_exact(QK).map(quantize_q8_0).collect();
         let (a, b) = (dot(&ours.blocks[..k / QK], &xq), dot_scalar(&ours.blocks[..k / QK], &xq));
         assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{dtype:?}: {a} vs {b}");
         Ok(())
@@ -252,10 +218,5 @@ mod tests {
     #[test]
     fn q5_0_agrees_with_candle_and_is_row_independent() -> candle_core::Result<()> {
         check::<BlockQ5_0>(GgmlDType::Q5_0)
-    }
-
-    #[test]
-    fn q8_0_agrees_with_candle_and_is_row_independent() -> candle_core::Result<()> {
-        check::<BlockQ8_0W>(GgmlDType::Q8_0)
     }
 }

@@ -5,7 +5,8 @@
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use looptree_kernels::q4_1::Q4_1Matrix;
-use looptree_kernels::q8_dot::{Q5_0Matrix, Q8_0Matrix};
+use looptree_kernels::q8_0::Q8_0Matrix;
+use looptree_kernels::q8_dot::Q5_0Matrix;
 use candle_core::{DType, Device, Module, Tensor};
 use std::fs::File;
 use std::path::{Path, PathBuf};

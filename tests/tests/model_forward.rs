@@ -69,10 +69,14 @@ fn qwen_teacher_forced_logprobs_match_reference() {
 /// is touchy: llama.cpp's own greedy output changes in 8 of 9 cases between its f16 and
 /// f32 KV cache. The shared bounds (0.12 / 0.5) were calibrated on SmolLM2 and Qwen, so
 /// mean and p99 get looser ones here, still far below what a real bug costs (the local
-/// layers on the global RoPE base: mean 0.92).
+/// layers on the global RoPE base: mean 0.92). With a p99 error of 0.6 nats, a step whose
+/// reference margin sits just over 0.5 can flip on float summation order alone: the
+/// repacked Q8_0 kernel (same quantized operands, sums in another order) flipped one of
+/// 372, at margin 0.501 (ours: −1.467 for the reference's token, −1.289 for our pick).
+/// So one such step in a hundred may differ; a real bug flips many.
 #[test]
 fn gemma3_teacher_forced_logprobs_match_reference() {
-    let tolerance = Tolerance { mean: 0.15, p99: 0.8, ..Tolerance::SHARED };
+    let tolerance = Tolerance { mean: 0.15, p99: 0.8, argmax_over_05: 0.99, ..Tolerance::SHARED };
     teacher_forced_agreement_within(GEMMA3, GEMMA3_REF, tolerance);
 }
 

@@ -74,6 +74,13 @@ impl Agreement {
         let margin = reference[0].1 - reference[1].1;
         let ours = argmax(logprobs);
         let ok = ours == reference[0].0 as usize;
+        if margin > 0.5 && !ok {
+            let (r, o) = (reference[0].0 as usize, ours);
+            eprintln!(
+                "argmax differs at margin {margin:.3}: reference {r} ({:.3}), ours {o}; our logprobs {:.3} / {:.3}",
+                reference[0].1, logprobs[r], logprobs[o]
+            );
+        }
         if margin > 0.5 {
             self.steps_over_05 += 1;
             self.argmax_ok_over_05 += ok as usize;
