@@ -92,5 +92,42 @@ fn attention(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, q4_1, attention);
+/// A batched decode step as the engine runs it: 16 sequences of 192 tokens each, their
+/// slots interleaved (each decode step gives every running sequence the next free slot),
+/// over 30 layers with a pool each, so K/V come from memory rather than a warm cache.
+fn batched_decode_attention(c: &mut Criterion) {
+    let (nh, nkv, hd, layers, streams, ctx) = (9, 3, 64, 30, 16, 192);
+    let pool_slots = streams * ctx;
+    let pools: Vec<(Vec<f32>, Vec<f32>)> = (0..layers).map(|_| (randn(pool_slots * nkv * hd), randn(pool_slots * nkv * hd))).collect();
+    let slots: Vec<Vec<u32>> = (0..streams).map(|s| (0..ctx).map(|i| (i * streams + s) as u32).collect()).collect();
+    let seqs: Vec<SeqAttn> = slots.iter().enumerate().map(|(i, sl)| SeqAttn { start: i, len: 1, context_slots: sl }).collect();
+    let q = randn(streams * nh * hd);
+    let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 0.125, window: None };
+    let mut out = vec![0f32; q.len()];
+    let mut g = c.benchmark_group("paged_attention_batched_decode");
+    g.throughput(Throughput::Elements((layers * streams) as u64));
+    if supported(hd) {
+        g.bench_function("simd_f32_16x192_30_layers", |b| {
+            b.iter(|| {
+                for (k, v) in &pools {
+                    out.fill(0.0);
+                    paged_attention_simd(black_box(&q), k, v, &seqs, &shape, &mut out)
+                }
+            })
+        });
+        let half = |x: &Vec<f32>| x.iter().map(|&x| f16::from_f32(x)).collect::<Vec<f16>>();
+        let pools16: Vec<(Vec<f16>, Vec<f16>)> = pools.iter().map(|(k, v)| (half(k), half(v))).collect();
+        g.bench_function("simd_f16_16x192_30_layers", |b| {
+            b.iter(|| {
+                for (k, v) in &pools16 {
+                    out.fill(0.0);
+                    paged_attention_simd(black_box(&q), k, v, &seqs, &shape, &mut out)
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, q4_1, attention, batched_decode_attention);
 criterion_main!(benches);

@@ -8,6 +8,8 @@
 use crate::cpu_attention::{AttnShape, SeqAttn};
 use half::f16;
 use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use crate::x86::{exp_ps, hsum};
 
 /// Query tokens per work item: enough to reuse each K/V row, few enough to spread work.
 const QUERY_BLOCK: usize = 16;
@@ -105,7 +107,7 @@ fn attention_x86<T: KvElem>(q: &[f32], k_pool: &[T], v_pool: &[T], seqs: &[SeqAt
         unsafe { block(q, k_pool, v_pool, &seqs[si], shape, kh, b, scores, out_ptr as *mut f32) }
     };
     // Small steps (decode of a few short sequences) cost less than a rayon fan-out.
-    if work * nh < 1 << 15 || rayon::current_num_threads() == 1 {
+    if work * nh < 1 << 12 || rayon::current_num_threads() == 1 {
         let mut scores = Vec::new();
         items.iter().for_each(|it| run(&mut scores, it));
     } else {
@@ -194,20 +196,11 @@ unsafe fn block<T: KvElem>(
             }
         }
     }
-    // Softmax per query over its own visible keys, in key order.
+    // Softmax per query over its own visible keys (libm's scalar exp was a tenth of a
+    // decode step's attention).
     for i in 0..nq {
         let (from, pos) = visible(i / rep);
-        let sc = &mut scores[i * span + (from - lo)..i * span + (pos - lo) + 1];
-        let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0f32;
-        for x in sc.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        for x in sc.iter_mut() {
-            *x *= inv;
-        }
+        softmax(&mut scores[i * span + (from - lo)..i * span + (pos - lo) + 1]);
     }
     // Weighted sum of value rows per query, 32 output lanes at a time held in registers
     // over all its keys (a read-modify-write of the output per key was store-bound), for
@@ -229,6 +222,42 @@ unsafe fn block<T: KvElem>(
             }
             r0 += heads;
         }
+    }
+}
+
+/// Softmax of `sc` in place: 8 keys per vector from the row's first key (a tail padded
+/// and masked off), lane sums added in a fixed order, so the result depends on the row
+/// alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax(sc: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = sc.len();
+    let full = n / 8 * 8;
+    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let vmax = _mm256_set1_ps(max);
+    let mut sum = _mm256_setzero_ps();
+    for c in (0..full).step_by(8) {
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc.as_ptr().add(c)), vmax));
+        _mm256_storeu_ps(sc.as_mut_ptr().add(c), e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if full < n {
+        let mut tail = [max; 8];
+        tail[..n - full].copy_from_slice(&sc[full..]);
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(tail.as_ptr()), vmax));
+        _mm256_storeu_ps(tail.as_mut_ptr(), e);
+        tail[n - full..].fill(0.0);
+        sc[full..].copy_from_slice(&tail[..n - full]);
+        sum = _mm256_add_ps(sum, _mm256_loadu_ps(tail.as_ptr()));
+    }
+    let inv = _mm256_set1_ps(1.0 / hsum(sum));
+    for c in (0..full).step_by(8) {
+        let p = sc.as_mut_ptr().add(c);
+        _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), inv));
+    }
+    for x in &mut sc[full..] {
+        *x *= _mm256_cvtss_f32(inv);
     }
 }
 

@@ -20,3 +20,56 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
 }
+
+/// e^x per lane for x ≤ 0 (softmax's shifted scores), within a few ulp of libm's:
+/// x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r, and n added to the
+/// exponent. Inputs below −87 (e^x under f32's smallest normal) give about 1e-38.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn exp_ps(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    // ln 2 in two parts, so that n·ln2_hi is exact and r keeps its low bits.
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    // e^r ≈ 1 + r + r²·p(r)
+    let er = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+    let scale = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    _mm256_mul_ps(er, _mm256_castsi256_ps(scale))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_ps_matches_libm_within_a_few_ulp() {
+        if !super::has_avx2_fma() {
+            return;
+        }
+        let mut x = -90.0f32;
+        while x <= 0.0 {
+            let xs: [f32; 8] = std::array::from_fn(|i| x - i as f32 * 0.0137);
+            let mut got = [0f32; 8];
+            // SAFETY: AVX2 and FMA checked above.
+            unsafe {
+                use std::arch::x86_64::*;
+                _mm256_storeu_ps(got.as_mut_ptr(), super::exp_ps(_mm256_loadu_ps(xs.as_ptr())));
+            }
+            for (&v, &g) in xs.iter().zip(&got) {
+                let want = v.exp();
+                if v >= -87.0 {
+                    assert!((g - want).abs() <= 4.0 * f32::EPSILON * want, "exp({v}): {g} vs {want}");
+                } else {
+                    assert!(g <= 2e-38 && g > 0.0, "exp({v}) clamps: {g}");
+                }
+            }
+            x += 0.173;
+        }
+    }
+}
