@@ -14,6 +14,8 @@ use crate::x86::has_avx2_fma;
 const QK: usize = 32;
 /// GGUF's Q4_1 block: f16 `d`, f16 `m`, 16 bytes of nibbles (`x = d * q + m`).
 const GGUF_BLOCK_BYTES: usize = 20;
+/// How far ahead of the block in use the kernel prefetches weights.
+const PREFETCH_BYTES: usize = 2048;
 
 /// One block depth (32 inputs) of 8 output columns. Column c's quants for inputs
 /// 4s..4s+4 sit in the low nibbles of `qs[32s + 4c..][..4]` and those for inputs
@@ -65,6 +67,18 @@ impl Q4_1Matrix {
             }
         }
         Some(Self { blocks, n, k })
+    }
+
+    /// The matrices' output columns side by side, one matrix: for weights that take the
+    /// same input. Each part but the last must fill whole column groups.
+    pub fn concat(parts: &[&Q4_1Matrix]) -> Option<Self> {
+        let k = parts.first()?.k;
+        let last = parts.len() - 1;
+        if parts.iter().enumerate().any(|(i, p)| p.k != k || (i < last && p.n % COLS != 0)) {
+            return None;
+        }
+        let blocks = parts.iter().flat_map(|p| p.blocks.iter().copied()).collect();
+        Some(Self { blocks, n: parts.iter().map(|p| p.n).sum(), k })
     }
 
     pub fn out_features(&self) -> usize {
@@ -152,13 +166,12 @@ fn quant(b: &BlockQ4_1x8, c: usize, e: usize) -> u8 {
 }
 
 /// The same sums as the AVX2 kernel, one lane at a time (an integer dot per block, then
-/// `acc = sum * (dw * dx) + acc` and `acc = m * s + acc`, both fused).
+/// `acc += sum * (dw * dx) + m * s`, the multiply-add fused).
 fn scalar_kernel(w: &[BlockQ4_1x8], x: &[BlockQ8_1], acc: &mut [f32; COLS]) {
     for (b, xb) in w.iter().zip(x) {
         for (c, a) in acc.iter_mut().enumerate() {
             let si: i32 = (0..QK).map(|e| quant(b, c, e) as i32 * xb.qs[e] as i32).sum();
-            *a = (si as f32).mul_add(b.d[c].to_f32() * xb.d, *a);
-            *a = b.m[c].to_f32().mul_add(xb.s, *a);
+            *a += (si as f32).mul_add(b.d[c].to_f32() * xb.d, b.m[c].to_f32() * xb.s);
         }
     }
 }
@@ -176,6 +189,13 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: us
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
         let b = w.get_unchecked(bi);
+        // Weights stream from memory once per step: ask for them ahead of use (the
+        // hardware prefetcher alone left a decode step waiting on loads). Past the end
+        // of `w` this only touches the next group's blocks, or nothing.
+        let ahead = (b as *const BlockQ4_1x8 as *const i8).wrapping_add(PREFETCH_BYTES);
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
         let mut s16 = [_mm256_setzero_si256(); R];
         for s in 0..4 {
             let packed = _mm256_loadu_si256(b.qs.as_ptr().add(32 * s) as *const __m256i);
@@ -194,8 +214,9 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: us
         for r in 0..R {
             let xb = x.get_unchecked(r * kb + bi);
             let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[r], ones));
-            acc[r] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[r]);
-            acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xb.s), acc[r]);
+            // The block's term first, then one add: the chain through acc is one add long.
+            let term = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_mul_ps(mw, _mm256_set1_ps(xb.s)));
+            acc[r] = _mm256_add_ps(acc[r], term);
         }
     }
     for r in 0..R {
@@ -297,5 +318,26 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
+        let (k, m) = (64, 3);
+        let part = |n: usize| {
+            let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+            Q4_1Matrix::from_bytes(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap().data().unwrap(), n, k).unwrap()
+        };
+        let (a, b, c) = (part(24), part(16), part(13));
+        let joined = Q4_1Matrix::concat(&[&a, &b, &c]).expect("whole groups before the last part");
+        assert_eq!(joined.out_features(), 53);
+        let x = Tensor::randn(0f32, 1., (m, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (ya, yb, yc, y) = (a.matmul(&x, m), b.matmul(&x, m), c.matmul(&x, m), joined.matmul(&x, m));
+        for r in 0..m {
+            let want: Vec<f32> = [&ya[r * 24..][..24], &yb[r * 16..][..16], &yc[r * 13..][..13]].concat();
+            assert_eq!(&y[r * 53..][..53], &want[..], "row {r}");
+        }
+        // A part that ends mid-group can only come last.
+        assert!(Q4_1Matrix::concat(&[&c, &a]).is_none());
+        assert!(Q4_1Matrix::concat(&[&a, &part(8)]).is_some());
     }
 }

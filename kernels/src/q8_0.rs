@@ -57,6 +57,18 @@ impl Q8_0Matrix {
         Some(Self { blocks, n, k })
     }
 
+    /// The matrices' output columns side by side, one matrix: for weights that take the
+    /// same input. Each part but the last must fill whole column groups.
+    pub fn concat(parts: &[&Q8_0Matrix]) -> Option<Self> {
+        let k = parts.first()?.k;
+        let last = parts.len() - 1;
+        if parts.iter().enumerate().any(|(i, p)| p.k != k || (i < last && p.n % COLS != 0)) {
+            return None;
+        }
+        let blocks = parts.iter().flat_map(|p| p.blocks.iter().copied()).collect();
+        Some(Self { blocks, n: parts.iter().map(|p| p.n).sum(), k })
+    }
+
     pub fn out_features(&self) -> usize {
         self.n
     }
@@ -222,5 +234,26 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
+        let (k, m) = (64, 3);
+        let part = |n: usize| {
+            let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+            Q8_0Matrix::from_bytes(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), n, k).unwrap()
+        };
+        let (a, b, c) = (part(24), part(16), part(13));
+        let joined = Q8_0Matrix::concat(&[&a, &b, &c]).expect("whole groups before the last part");
+        assert_eq!(joined.out_features(), 53);
+        let x = Tensor::randn(0f32, 1., (m, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (ya, yb, yc, y) = (a.matmul(&x, m), b.matmul(&x, m), c.matmul(&x, m), joined.matmul(&x, m));
+        for r in 0..m {
+            let want: Vec<f32> = [&ya[r * 24..][..24], &yb[r * 16..][..16], &yc[r * 13..][..13]].concat();
+            assert_eq!(&y[r * 53..][..53], &want[..], "row {r}");
+        }
+        // A part that ends mid-group can only come last.
+        assert!(Q8_0Matrix::concat(&[&c, &a]).is_none());
+        assert!(Q8_0Matrix::concat(&[&a, &part(8)]).is_some());
     }
 }

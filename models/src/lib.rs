@@ -8,6 +8,7 @@ pub use looptree_kernels as kernels;
 pub mod chat_template;
 pub mod cuda_step;
 pub mod detok;
+pub mod fused_linear;
 pub mod gemma3;
 pub mod llama;
 pub mod loader;

@@ -4,6 +4,7 @@
 
 use crate::arch_config::ArchConfig;
 use crate::rope::Rope;
+use crate::fused_linear::FusedLinear;
 use crate::weights::{Linear, WeightSource};
 use anyhow::Result;
 use crate::attend::AttentionStep;
@@ -13,13 +14,12 @@ use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 
 struct Layer {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v.
+    qkv: FusedLinear,
     o: Linear,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// gate, up.
+    gate_up: FusedLinear,
     down: Linear,
 }
 
@@ -43,13 +43,10 @@ impl Llama {
             let p = |n: &str| format!("blk.{i}.{n}");
             layers.push(Layer {
                 attn_norm: w.dense(&p("attn_norm.weight"), DType::F32)?,
-                q: w.linear(&p("attn_q"), bias)?,
-                k: w.linear(&p("attn_k"), bias)?,
-                v: w.linear(&p("attn_v"), bias)?,
+                qkv: FusedLinear::new(vec![w.linear(&p("attn_q"), bias)?, w.linear(&p("attn_k"), bias)?, w.linear(&p("attn_v"), bias)?]),
                 o: w.linear(&p("attn_output"), false)?,
                 ffn_norm: w.dense(&p("ffn_norm.weight"), DType::F32)?,
-                gate: w.linear(&p("ffn_gate"), false)?,
-                up: w.linear(&p("ffn_up"), false)?,
+                gate_up: FusedLinear::new(vec![w.linear(&p("ffn_gate"), false)?, w.linear(&p("ffn_up"), false)?]),
                 down: w.linear(&p("ffn_down"), false)?,
             });
         }
@@ -92,16 +89,17 @@ impl Model for Llama {
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = self.rms_norm(&x, &layer.attn_norm)?;
-            let q = layer.q.forward(&h)?.reshape((n, a.num_heads, a.head_dim))?;
-            let k = layer.k.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
-            let v = layer.v.forward(&h)?;
+            let [q, k, v]: [Tensor; 3] = layer.qkv.forward(&h)?.try_into().expect("three projections");
+            let q = q.reshape((n, a.num_heads, a.head_dim))?;
+            let k = k.reshape((n, a.num_kv_heads, a.head_dim))?;
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
             step.write(kv, l, &k, &v)?;
             let attn = step.attend(&q, kv, l, &a.attn_shape(l))?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
-            let mlp = silu_mul(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
+            let [gate, up]: [Tensor; 2] = layer.gate_up.forward(&h)?.try_into().expect("two projections");
+            let mlp = silu_mul(&gate, &up)?;
             x = (x + layer.down.forward(&mlp)?)?;
         }
         crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)

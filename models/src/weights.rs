@@ -48,6 +48,39 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Output features (rows of the weight).
+    pub fn out_features(&self) -> usize {
+        match &self.weight {
+            Weight::Candle(QMatMul::QTensor(t)) => t.shape().dims()[0],
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims()[0],
+            Weight::Q4_1(w) => w.out_features(),
+            Weight::Q5_0(w) => w.out_features(),
+            Weight::Q8_0(w) => w.out_features(),
+        }
+    }
+
+    /// The parts as one projection (their output columns side by side), where all are
+    /// the same repacked CPU type and all or none have a bias; None otherwise.
+    pub fn concat(parts: &[Linear]) -> Option<Linear> {
+        let bias = match parts.iter().filter(|p| p.bias.is_some()).count() {
+            0 => None,
+            c if c == parts.len() => {
+                Some(Tensor::cat(&parts.iter().map(|p| p.bias.as_ref().unwrap()).collect::<Vec<_>>(), 0).ok()?)
+            }
+            _ => return None,
+        };
+        let weight = if let Some(ws) = parts.iter().map(|p| if let Weight::Q4_1(w) = &p.weight { Some(w) } else { None }).collect::<Option<Vec<_>>>() {
+            Weight::Q4_1(Q4_1Matrix::concat(&ws)?)
+        } else if let Some(ws) = parts.iter().map(|p| if let Weight::Q8_0(w) = &p.weight { Some(w) } else { None }).collect::<Option<Vec<_>>>() {
+            Weight::Q8_0(Q8_0Matrix::concat(&ws)?)
+        } else {
+            return None;
+        };
+        Some(Linear { weight, bias })
+    }
+}
+
 /// Runs one of looptree's own CPU kernels on `x` (`[.., k]`), giving `[.., n]`.
 fn own_matmul(
     x: &Tensor,

@@ -1,0 +1,41 @@
+//! Several projections of the same input (q/k/v; gate/up) as one matmul where their
+//! weights allow it: the activations are quantized once and the threads fan out once
+//! instead of per projection, which is most of a small model's decode-step overhead.
+
+use crate::weights::Linear;
+use candle_core::{Result, Tensor, D};
+
+pub enum FusedLinear {
+    /// One matrix whose output columns are the parts' outputs side by side.
+    One { linear: Linear, widths: Vec<usize> },
+    /// Weights that cannot be joined (different types, or a GPU): one matmul each.
+    Each(Vec<Linear>),
+}
+
+impl FusedLinear {
+    pub fn new(parts: Vec<Linear>) -> Self {
+        match Linear::concat(&parts) {
+            Some(linear) => FusedLinear::One { linear, widths: parts.iter().map(|p| p.out_features()).collect() },
+            None => FusedLinear::Each(parts),
+        }
+    }
+
+    /// Each part's output, in the order the parts were given.
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            FusedLinear::One { linear, widths } => {
+                let y = linear.forward(x)?;
+                let mut at = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y.narrow(D::Minus1, at, w)?.contiguous();
+                        at += w;
+                        part
+                    })
+                    .collect()
+            }
+            FusedLinear::Each(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+        }
+    }
+}
