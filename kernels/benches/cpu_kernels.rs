@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the CPU kernels at SmolLM2-135M's shapes (hidden 576, FFN 1536,
-//! 9 query / 3 KV heads of 64): Q4_1 matvec (decode) and matmul (prefill), Q5_0 at
+//! 9 query / 3 KV heads of 64): Q4_1 matvec (decode), 16 rows (batched decode) and matmul
+//! (prefill), the Q8_0 output head, Q5_0 at
 //! Qwen2.5-Coder-0.5B's shapes (beside candle's), and paged attention for a decode step
 //! and a prefill chunk, on f32 and f16 pools.
 //! Run: `cargo bench -p looptree-kernels --bench cpu_kernels`.
@@ -11,6 +12,7 @@ use half::f16;
 use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
 use looptree_kernels::cpu_attention_simd::{paged_attention_simd, supported};
 use looptree_kernels::q4_1::Q4_1Matrix;
+use looptree_kernels::q8_0::Q8_0Matrix;
 use looptree_kernels::q8_dot::Q5_0Matrix;
 use std::hint::black_box;
 
@@ -20,11 +22,12 @@ fn randn(n: usize) -> Vec<f32> {
 
 fn q4_1(c: &mut Criterion) {
     let mut g = c.benchmark_group("q4_1_matmul");
-    for (n, k) in [(576, 576), (1536, 576), (576, 1536)] {
+    // Fused q/k/v (960) and gate/up (3072) as the model runs them; 16 rows: a batched decode.
+    for (n, k) in [(960, 576), (3072, 576), (576, 1536)] {
         let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
         let m = Q4_1Matrix::from_bytes(&q.data().unwrap(), n, k).unwrap();
-        for rows in [1, 64] {
+        for rows in [1, 16, 64] {
             let x = randn(rows * k);
             let mut out = vec![0f32; rows * n];
             g.throughput(Throughput::Elements((rows * n * k) as u64));
@@ -32,6 +35,20 @@ fn q4_1(c: &mut Criterion) {
                 b.iter(|| m.matmul_into(black_box(&x), rows, &mut out))
             });
         }
+    }
+    g.finish();
+    // SmolLM2's tied output head (vocabulary 49152), as Q8_0.
+    let mut g = c.benchmark_group("q8_0_matmul");
+    let (n, k) = (49152, 576);
+    let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+    let m = Q8_0Matrix::from_bytes(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), n, k).unwrap();
+    for rows in [1, 16] {
+        let x = randn(rows * k);
+        let mut out = vec![0f32; rows * n];
+        g.throughput(Throughput::Elements((rows * n * k) as u64));
+        g.bench_function(BenchmarkId::new(format!("{n}x{k}"), rows), |b| {
+            b.iter(|| m.matmul_into(black_box(&x), rows, &mut out))
+        });
     }
     g.finish();
     // Qwen2.5-Coder-0.5B's shapes (hidden 896, FFN 4864), candle's scalar Q5_0 beside ours.
