@@ -1,23 +1,18 @@
-//! How the CPU matmuls split their output columns among rayon tasks.
+//! How the CPU matmuls split their output columns among the threads' tasks.
 //!
 //! A task owns a range of weight columns and runs every activation row against it, so a
 //! tile of weights stays in L1 while activations stream. Decode (few rows) uses bigger
-//! tiles: a rayon task costs about as much as a small tile's work.
+//! tiles: taking a task costs about as much as a small tile's work.
 
-use rayon::prelude::*;
+use crate::team;
 
-/// Calls `run(c0, c1)` once per column tile of `0..n`, in parallel when there is more than
-/// one thread and more than one tile. `m` is the number of activation rows.
+/// Calls `run(c0, c1)` once per column tile of `0..n`, on as many threads as rayon's
+/// current pool has (through [`team`]). `m` is the number of activation rows.
 pub(crate) fn for_each_column_tile(n: usize, m: usize, run: impl Fn(usize, usize) + Sync + Send) {
     let threads = rayon::current_num_threads().max(1);
     let tile = if m >= 4 { 16 } else { (n / (threads * 4)).next_multiple_of(16).max(64) };
     let tiles = n.div_ceil(tile);
-    let task = |t: usize| run(t * tile, ((t + 1) * tile).min(n));
-    if threads == 1 || tiles == 1 {
-        (0..tiles).for_each(task);
-    } else {
-        (0..tiles).into_par_iter().for_each(task);
-    }
+    team::for_each_task(tiles, threads, |t| run(t * tile, ((t + 1) * tile).min(n)));
 }
 
 /// Output columns per group of the repacked weight layouts (one per AVX2 f32 lane).

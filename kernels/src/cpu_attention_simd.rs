@@ -7,7 +7,7 @@
 
 use crate::cpu_attention::{AttnShape, SeqAttn};
 use half::f16;
-use rayon::prelude::*;
+use crate::team;
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{exp_ps, hsum};
 
@@ -106,12 +106,17 @@ fn attention_x86<T: KvElem>(q: &[f32], k_pool: &[T], v_pool: &[T], seqs: &[SeqAt
         // only the (token, head) chunks of its own block and KV head.
         unsafe { block(q, k_pool, v_pool, &seqs[si], shape, kh, b, scores, out_ptr as *mut f32) }
     };
-    // Small steps (decode of a few short sequences) cost less than a rayon fan-out.
-    if work * nh < 1 << 12 || rayon::current_num_threads() == 1 {
+    // Small steps (decode of a few short sequences) cost less than a fan-out (~1 µs).
+    if work * nh < 1 << 10 || rayon::current_num_threads() == 1 {
         let mut scores = Vec::new();
         items.iter().for_each(|it| run(&mut scores, it));
     } else {
-        items.par_iter().for_each_init(Vec::new, run);
+        thread_local! {
+            static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        team::for_each_task(items.len(), rayon::current_num_threads(), |i| {
+            SCORES.with_borrow_mut(|scores| run(scores, &items[i]))
+        });
     }
 }
 

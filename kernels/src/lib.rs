@@ -4,10 +4,12 @@ pub mod attention;
 mod column_tiles;
 pub mod cpu_attention;
 pub mod cpu_attention_simd;
+pub mod cpu_fused;
 pub mod pool;
 pub mod q4_1;
 pub mod q8_0;
 pub mod q8_dot;
+pub mod team;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(feature = "cuda")]

@@ -13,6 +13,7 @@ pub mod gemma3;
 pub mod llama;
 pub mod loader;
 pub mod resolve;
+pub mod rms_norm;
 pub mod rope;
 pub mod structured;
 pub mod tokenizer;

@@ -58,6 +58,9 @@ impl Rope {
             let interleaved = self.style == RopeStyle::Interleaved;
             return looptree_kernels::cuda::fused::rope(x, cos, sin, interleaved);
         }
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            return looptree_kernels::cpu_fused::rope(x, cos, sin, self.style == RopeStyle::Interleaved);
+        }
         match self.style {
             RopeStyle::HalfSplit => candle_nn::rotary_emb::rope_thd(&x.reshape((1, n, h, d))?, cos, sin)?.reshape((n, h, d)),
             RopeStyle::Interleaved => {

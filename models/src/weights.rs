@@ -90,9 +90,12 @@ fn own_matmul(
 ) -> candle_core::Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let m = x.elem_count() / k;
-    let x = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; m * n];
-    kernel(&x, m, &mut out);
+    // Reads the activations in place: no copy unless they are strided or not f32.
+    let out = looptree_kernels::cpu_fused::with_f32(x, |x| {
+        let mut out = vec![0f32; m * n];
+        kernel(x, m, &mut out);
+        out
+    })?;
     *dims.last_mut().expect("input has a feature dimension") = n;
     Tensor::from_vec(out, dims, &Device::Cpu)
 }

@@ -1,0 +1,224 @@
+//! RMSNorm and rotary embedding for CPU f32 tensors, on looptree's thread [`team`].
+//!
+//! candle-nn's versions fan out on rayon for every call, however small; in a decode step
+//! that wakes rayon's idle worker a few hundred times, beside the team's spinning helper,
+//! and the two fight over the cores. Here small calls run on the caller and big ones
+//! (prefill) split rows among the team. Each row is computed the same way whatever the
+//! batch, so a token's result does not depend on the tokens beside it.
+
+use crate::team;
+use candle_core::{bail, DType, Device, Result, Storage, Tensor};
+
+/// Elements below which a call runs on the caller alone.
+const PARALLEL_FROM: usize = 1 << 15;
+
+/// Calls `f` with the tensor's elements as one contiguous f32 slice, copying only when the
+/// tensor is not already a contiguous CPU f32 tensor.
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 && t.device().is_cpu() {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(s), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            return Ok(f(&s.as_slice::<f32>()?[a..b]));
+        }
+    }
+    let copy = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(f(&copy))
+}
+
+/// `x / sqrt(mean(x²) + eps) * w` over the last dimension of `x` (f32 on the CPU).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let dim = x.dims().last().copied().unwrap_or(0);
+    if w.dims() != [dim] || dim == 0 {
+        bail!("rms_norm: weight of shape {:?} for rows of {dim}", w.dims());
+    }
+    let w = w.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let out = with_f32(x, |x| {
+        let mut out = vec![0f32; x.len()];
+        let rows = x.len() / dim;
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let rows_per_task = rows_per_task(rows, dim);
+        run_rows(rows, rows_per_task, |r0, r1| {
+            for r in r0..r1 {
+                // SAFETY: each task writes only its own rows.
+                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * dim), dim) };
+                rms_norm_row(&x[r * dim..(r + 1) * dim], &w, eps, o);
+            }
+        });
+        out
+    })?;
+    Tensor::from_vec(out, x.dims(), &Device::Cpu)
+}
+
+fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    // Eight partial sums, so the compiler can keep them in one vector register.
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let sum = acc.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>();
+    let scale = (sum / x.len() as f32 + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(w) {
+        *o = v / scale * w;
+    }
+}
+
+/// Rotates `x` of shape `[n, heads, head_dim]` by its row's angles: `cos`/`sin` are
+/// `[n, head_dim / 2]`. Half-split pairs element i with i + head_dim/2; interleaved
+/// pairs 2i with 2i + 1. The arithmetic is candle-nn's `rope_thd` / `rope_i`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    let (n, heads, d) = x.dims3()?;
+    if cos.dims() != [n, d / 2] || sin.dims() != [n, d / 2] || d % 2 != 0 {
+        bail!("rope: x {:?} with cos {:?} and sin {:?}", x.dims(), cos.dims(), sin.dims());
+    }
+    let out = with_f32(cos, |cos| {
+        with_f32(sin, |sin| {
+            with_f32(x, |x| {
+                let mut out = vec![0f32; x.len()];
+                let out_ptr = SendPtr(out.as_mut_ptr());
+                let row = heads * d;
+                run_rows(n, rows_per_task(n, row), |r0, r1| {
+                    for r in r0..r1 {
+                        let (c, s) = (&cos[r * d / 2..(r + 1) * d / 2], &sin[r * d / 2..(r + 1) * d / 2]);
+                        for h in 0..heads {
+                            let at = (r * heads + h) * d;
+                            // SAFETY: each task writes only its own rows.
+                            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(at), d) };
+                            rope_head(&x[at..at + d], c, s, interleaved, o);
+                        }
+                    }
+                });
+                out
+            })
+        })
+    })???;
+    Tensor::from_vec(out, (n, heads, d), &Device::Cpu)
+}
+
+fn rope_head(x: &[f32], cos: &[f32], sin: &[f32], interleaved: bool, out: &mut [f32]) {
+    let half = x.len() / 2;
+    if interleaved {
+        for i in 0..half {
+            let (a, b) = (x[2 * i], x[2 * i + 1]);
+            out[2 * i] = a * cos[i] - b * sin[i];
+            out[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    } else {
+        let (x1, x2) = x.split_at(half);
+        let (o1, o2) = out.split_at_mut(half);
+        for i in 0..half {
+            o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+            o2[i] = x1[i] * sin[i] + x2[i] * cos[i];
+        }
+    }
+}
+
+fn rows_per_task(rows: usize, row_len: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    if rows * row_len < PARALLEL_FROM || threads == 1 {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads * 4).max(1)
+    }
+}
+
+/// Calls `f(r0, r1)` for consecutive row ranges of `rows_per_task` rows, on the team.
+fn run_rows(rows: usize, rows_per_task: usize, f: impl Fn(usize, usize) + Sync) {
+    let tasks = rows.div_ceil(rows_per_task);
+    team::for_each_task(tasks, rayon::current_num_threads(), |t| {
+        f(t * rows_per_task, ((t + 1) * rows_per_task).min(rows))
+    });
+}
+
+/// An output pointer the tasks share; each writes a disjoint part.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn rms_norm_agrees_with_candle() {
+        // Small (serial) and prefill-sized (split among threads) calls, and a ragged width.
+        for (rows, dim) in [(1, 576), (3, 100), (512, 576), (64, 1024)] {
+            let x = random(&[rows, dim], rows as u64);
+            let w = random(&[dim], 7);
+            let ours = super::rms_norm(&x, &w, 1e-5).unwrap();
+            let theirs = candle_nn::ops::rms_norm(&x, &w, 1e-5).unwrap();
+            assert!(max_rel_diff(&ours, &theirs) < 1e-5, "{rows}x{dim}: {}", max_rel_diff(&ours, &theirs));
+        }
+    }
+
+    #[test]
+    fn rms_norm_of_a_row_does_not_depend_on_the_batch() {
+        let x = random(&[600, 576], 3);
+        let w = random(&[576], 4);
+        let all = super::rms_norm(&x, &w, 1e-6).unwrap();
+        let alone = super::rms_norm(&x.narrow(0, 437, 1).unwrap(), &w, 1e-6).unwrap();
+        assert_eq!(all.narrow(0, 437, 1).unwrap().to_vec2::<f32>().unwrap(), alone.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn rope_is_candle_rope_exactly() {
+        for (n, heads, d) in [(1, 9, 64), (5, 3, 128), (300, 9, 64)] {
+            let x = random(&[n, heads, d], 11);
+            let cos = random(&[n, d / 2], 12);
+            let sin = random(&[n, d / 2], 13);
+            let half = super::rope(&x, &cos, &sin, false).unwrap();
+            let theirs = candle_nn::rotary_emb::rope_thd(&x.unsqueeze(0).unwrap(), &cos, &sin).unwrap().squeeze(0).unwrap();
+            assert_eq!(max_rel_diff(&half, &theirs), 0.0, "half-split {n}x{heads}x{d}");
+            let inter = super::rope(&x, &cos, &sin, true).unwrap();
+            let xt = x.transpose(0, 1).unwrap().contiguous().unwrap().unsqueeze(0).unwrap();
+            let theirs = candle_nn::rotary_emb::rope_i(&xt, &cos, &sin).unwrap().squeeze(0).unwrap();
+            let theirs = theirs.transpose(0, 1).unwrap().contiguous().unwrap();
+            assert_eq!(max_rel_diff(&inter, &theirs), 0.0, "interleaved {n}x{heads}x{d}");
+        }
+    }
+
+    #[test]
+    fn strided_input_is_read_through_a_copy() {
+        let x = random(&[4, 6, 64], 5);
+        let xt = x.transpose(0, 1).unwrap(); // [6, 4, 64], not contiguous
+        let cos = random(&[6, 32], 1);
+        let sin = random(&[6, 32], 2);
+        let ours = super::rope(&xt, &cos, &sin, false).unwrap();
+        let theirs = super::rope(&xt.contiguous().unwrap(), &cos, &sin, false).unwrap();
+        assert_eq!(max_rel_diff(&ours, &theirs), 0.0);
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() {
+        assert!(super::rms_norm(&random(&[2, 8], 1), &random(&[7], 1), 1e-5).is_err());
+        assert!(super::rope(&random(&[2, 1, 8], 1), &random(&[2, 3], 1), &random(&[2, 4], 1), false).is_err());
+    }
+}
