@@ -5,6 +5,7 @@ mod column_tiles;
 pub mod cpu_attention;
 pub mod cpu_attention_simd;
 pub mod cpu_fused;
+pub mod grouped_matrix;
 pub mod pool;
 pub mod q4_1;
 pub mod q8_0;

@@ -1,19 +1,11 @@
-//! Matrix multiply for GGUF Q4_1 weights on the CPU. candle 0.11 has no SIMD dot product
-//! for Q4_1 (the default model's type). Activations are quantized per row to 8 bits (Q8_1,
-//! as llama.cpp does). Weights are repacked at load so that one 256-bit vector holds four
-//! consecutive quants of each of 8 output columns: a broadcast of four activation bytes
-//! then feeds 8 columns at once, and the integer sums land one column per lane with no
-//! horizontal reduction. Each output element sees the same operations in the same order
-//! whatever the batch around it, so a row's result never depends on the other rows.
+//! GGUF Q4_1 weights on the CPU, as a [`GroupedMatrix`](crate::grouped_matrix::GroupedMatrix). candle 0.11 has no SIMD dot
+//! product for Q4_1 (the default model's type). Activations are quantized per row to 8
+//! bits (Q8_1, as llama.cpp does).
 
 use half::f16;
-use crate::column_tiles::{for_each_group_chunk, GROUP as COLS, MAX_ROWS};
-#[cfg(target_arch = "x86_64")]
-use crate::x86::has_avx2_fma;
+use crate::column_tiles::{GROUP as COLS, MAX_ROWS};
+use crate::grouped_matrix::{grouped_matrix_type, GroupBlock, QK};
 
-const QK: usize = 32;
-/// GGUF's Q4_1 block: f16 `d`, f16 `m`, 16 bytes of nibbles (`x = d * q + m`).
-const GGUF_BLOCK_BYTES: usize = 20;
 /// How far ahead of the block in use the kernel prefetches weights.
 const PREFETCH_BYTES: usize = 2048;
 
@@ -23,7 +15,7 @@ const PREFETCH_BYTES: usize = 2048;
 /// GGUF's `qs[j]` = (input j, input j + 16), so repacking moves bytes without splitting them.
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct BlockQ4_1x8 {
+pub struct BlockQ4_1x8 {
     d: [f16; COLS],
     m: [f16; COLS],
     qs: [u8; 4 * 32],
@@ -31,85 +23,40 @@ struct BlockQ4_1x8 {
 
 /// 32 activations as `d * q` with 8-bit q; `s = d * sum(q)` carries the Q4_1 offset term.
 #[derive(Clone, Copy)]
-struct BlockQ8_1 {
+pub struct BlockQ8_1 {
     d: f32,
     s: f32,
     qs: [i8; QK],
 }
 
-pub struct Q4_1Matrix {
-    /// `groups × kb` blocks, group-major: group g holds columns 8g..8g+8 (zero past `n`).
-    blocks: Vec<BlockQ4_1x8>,
-    /// Output features (rows of the weight) and input features.
-    n: usize,
-    k: usize,
-}
+grouped_matrix_type!(Q4_1Matrix, BlockQ4_1x8);
 
-impl Q4_1Matrix {
-    /// From GGUF Q4_1 bytes of a weight of shape `[n, k]` (`k` a multiple of 32).
-    pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
-        if k % QK != 0 || bytes.len() != n * k / QK * GGUF_BLOCK_BYTES {
-            return None;
+impl GroupBlock for BlockQ4_1x8 {
+    const GGUF_BLOCK_BYTES: usize = 20;
+    const ZERO: Self = Self { d: [f16::ZERO; COLS], m: [f16::ZERO; COLS], qs: [0; 128] };
+    type Act = BlockQ8_1;
+
+    /// GGUF's Q4_1 block: f16 `d`, f16 `m`, 16 bytes of nibbles (`x = d * q + m`).
+    fn set_column(&mut self, c: usize, src: &[u8]) {
+        self.d[c] = f16::from_le_bytes([src[0], src[1]]);
+        self.m[c] = f16::from_le_bytes([src[2], src[3]]);
+        for s in 0..4 {
+            self.qs[32 * s + 4 * c..][..4].copy_from_slice(&src[4 + 4 * s..][..4]);
         }
-        let kb = k / QK;
-        let zero = BlockQ4_1x8 { d: [f16::ZERO; COLS], m: [f16::ZERO; COLS], qs: [0; 128] };
-        let mut blocks = vec![zero; n.div_ceil(COLS) * kb];
-        for col in 0..n {
-            let (g, c) = (col / COLS, col % COLS);
-            for bi in 0..kb {
-                let src = &bytes[(col * kb + bi) * GGUF_BLOCK_BYTES..][..GGUF_BLOCK_BYTES];
-                let dst = &mut blocks[g * kb + bi];
-                dst.d[c] = f16::from_le_bytes([src[0], src[1]]);
-                dst.m[c] = f16::from_le_bytes([src[2], src[3]]);
-                for s in 0..4 {
-                    dst.qs[32 * s + 4 * c..][..4].copy_from_slice(&src[4 + 4 * s..][..4]);
-                }
-            }
-        }
-        Some(Self { blocks, n, k })
     }
 
-    /// The matrices' output columns side by side, one matrix: for weights that take the
-    /// same input. Each part but the last must fill whole column groups.
-    pub fn concat(parts: &[&Q4_1Matrix]) -> Option<Self> {
-        let k = parts.first()?.k;
-        let last = parts.len() - 1;
-        if parts.iter().enumerate().any(|(i, p)| p.k != k || (i < last && p.n % COLS != 0)) {
-            return None;
-        }
-        let blocks = parts.iter().flat_map(|p| p.blocks.iter().copied()).collect();
-        Some(Self { blocks, n: parts.iter().map(|p| p.n).sum(), k })
+    fn quantize(x: &[f32]) -> BlockQ8_1 {
+        quantize_block(x)
     }
 
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-    pub fn in_features(&self) -> usize {
-        self.k
+    fn scalar_kernel(w: &[Self], x: &[BlockQ8_1], acc: &mut [f32; COLS]) {
+        scalar_kernel(w, x, acc)
     }
 
-    /// `x`: `[m, k]` row-major; returns `[m, n]` = x · Wᵀ.
-    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m * self.n];
-        self.matmul_into(x, m, &mut out);
-        out
-    }
-
-    /// As [`Q4_1Matrix::matmul`], into `out` (`[m, n]`).
-    pub fn matmul_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        let (n, k) = (self.n, self.k);
-        assert_eq!(x.len(), m * k);
-        assert_eq!(out.len(), m * n);
-        let kb = k / QK;
-        let xq: Vec<BlockQ8_1> = x.chunks_exact(QK).map(quantize_block).collect();
-        let out_ptr = out.as_mut_ptr() as usize;
-        for_each_group_chunk(n, m, |g, r, rows| {
-            let w = &self.blocks[g * kb..(g + 1) * kb];
-            let xr = &xq[r * kb..(r + rows) * kb];
-            // SAFETY: this call alone writes these rows of the group's columns.
-            let o = unsafe { (out_ptr as *mut f32).add(r * n + g * COLS) };
-            unsafe { group_rows(w, xr, rows, kb, o, n, (n - g * COLS).min(COLS)) };
-        });
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+        avx2_kernel::<R>(w, x, kb, out)
     }
 }
 
@@ -126,37 +73,6 @@ fn quantize_block(x: &[f32]) -> BlockQ8_1 {
     // Scales rounded through f16 as llama.cpp stores them, to stay close to its numbers.
     let d16 = f16::from_f32(d).to_f32();
     BlockQ8_1 { d: d16, s: f16::from_f32(sum as f32 * d).to_f32(), qs }
-}
-
-/// `rows` activation rows (`rows` × `kb` blocks, rows ≤ [`MAX_ROWS`]) against one column group;
-/// writes `out[r * ld + c]` for `c < cols`.
-///
-/// # Safety
-/// `out` must be valid for writes at `r * ld + c` for `r < rows`, `c < cols`.
-unsafe fn group_rows(w: &[BlockQ4_1x8], x: &[BlockQ8_1], rows: usize, kb: usize, out: *mut f32, ld: usize, cols: usize) {
-    let mut acc = [[0f32; COLS]; MAX_ROWS];
-    #[cfg(target_arch = "x86_64")]
-    let done = if has_avx2_fma() {
-        match rows {
-            1 => avx2_kernel::<1>(w, x, kb, &mut acc),
-            2 => avx2_kernel::<2>(w, x, kb, &mut acc),
-            3 => avx2_kernel::<3>(w, x, kb, &mut acc),
-            _ => avx2_kernel::<4>(w, x, kb, &mut acc),
-        }
-        true
-    } else {
-        false
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = false;
-    if !done {
-        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-            scalar_kernel(w, &x[r * kb..(r + 1) * kb], acc);
-        }
-    }
-    for (r, acc) in acc.iter().enumerate().take(rows) {
-        std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(r * ld), cols);
-    }
 }
 
 /// The quant of column `c`, input `e` of a repacked block.
@@ -227,8 +143,11 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grouped_matrix::{checks, GroupedMatrix};
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
+
+    const GGUF_BLOCK_BYTES: usize = <BlockQ4_1x8 as GroupBlock>::GGUF_BLOCK_BYTES;
 
     /// Column `c`'s GGUF block `bi` of `bytes`: (d, m, quants in input order).
     fn gguf_block(bytes: &[u8], kb: usize, c: usize, bi: usize) -> (f32, f32, [u8; QK]) {
@@ -250,7 +169,7 @@ mod tests {
         let kb = k / QK;
         for c in 0..16 {
             for bi in 0..kb {
-                let b = &ours.blocks[(c / COLS) * kb + bi];
+                let b = &ours.0.blocks[(c / COLS) * kb + bi];
                 let (d, m, q) = if c < n { gguf_block(&bytes, kb, c, bi) } else { (0.0, 0.0, [0; QK]) };
                 assert_eq!((b.d[c % COLS].to_f32(), b.m[c % COLS].to_f32()), (d, m), "col {c} block {bi}");
                 for (e, &want) in q.iter().enumerate() {
@@ -296,48 +215,16 @@ mod tests {
                     assert!((g - w).abs() <= bound + 1e-3 * (1.0 + w.abs()), "row {r} col {c}: {g} vs candle {w} (bound {bound})");
                 }
             }
-            // Every row alone, and rows 1 and 2 as a pair, give bit-identical results.
-            for r in 0..m {
-                let alone = ours.matmul(&xv[r * k..(r + 1) * k], 1);
-                assert_eq!(&alone[..], &got[r * n..(r + 1) * n], "row {r}");
-            }
-            if m >= 3 {
-                let pair = ours.matmul(&xv[k..3 * k], 2);
-                assert_eq!(&pair[..], &got[n..3 * n]);
-            }
-            // The scalar fallback computes the same sums.
-            for r in 0..m {
-                for g in 0..n.div_ceil(COLS) {
-                    let mut acc = [0f32; COLS];
-                    scalar_kernel(&ours.blocks[g * kb..(g + 1) * kb], &xq[r * kb..(r + 1) * kb], &mut acc);
-                    for (c, &a) in acc.iter().enumerate().take((n - g * COLS).min(COLS)) {
-                        let simd = got[r * n + g * COLS + c];
-                        assert!((a - simd).abs() < 1e-4 * (1.0 + simd.abs()), "row {r} col {}: scalar {a} vs {simd}", g * COLS + c);
-                    }
-                }
-            }
+            checks::row_independent_and_scalar_agrees(&ours.0, &xv, m, &got);
         }
         Ok(())
     }
 
     #[test]
     fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
-        let (k, m) = (64, 3);
-        let part = |n: usize| {
-            let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
-            Q4_1Matrix::from_bytes(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap().data().unwrap(), n, k).unwrap()
-        };
-        let (a, b, c) = (part(24), part(16), part(13));
-        let joined = Q4_1Matrix::concat(&[&a, &b, &c]).expect("whole groups before the last part");
-        assert_eq!(joined.out_features(), 53);
-        let x = Tensor::randn(0f32, 1., (m, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let (ya, yb, yc, y) = (a.matmul(&x, m), b.matmul(&x, m), c.matmul(&x, m), joined.matmul(&x, m));
-        for r in 0..m {
-            let want: Vec<f32> = [&ya[r * 24..][..24], &yb[r * 16..][..16], &yc[r * 13..][..13]].concat();
-            assert_eq!(&y[r * 53..][..53], &want[..], "row {r}");
-        }
-        // A part that ends mid-group can only come last.
-        assert!(Q4_1Matrix::concat(&[&c, &a]).is_none());
-        assert!(Q4_1Matrix::concat(&[&a, &part(8)]).is_some());
+        checks::concatenation_keeps_each_part_bit_for_bit(|n| {
+            let w = Tensor::randn(0f32, 1., (n, 64), &Device::Cpu).unwrap();
+            GroupedMatrix::<BlockQ4_1x8>::from_bytes(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap().data().unwrap(), n, 64).unwrap()
+        });
     }
 }

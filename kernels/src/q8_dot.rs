@@ -25,7 +25,7 @@ pub struct BlockQ5_0 {
 
 /// 32 activations as `d * q` with 8-bit q.
 #[derive(Clone, Copy)]
-pub(crate) struct BlockQ8_0 {
+pub struct BlockQ8_0 {
     pub(crate) d: f32,
     pub(crate) qs: [i8; QK],
 }

@@ -1,0 +1,231 @@
+//! A GGUF weight matrix repacked for the CPU kernels, 8 output columns to a group.
+//!
+//! At load, block `bi` (32 inputs) of output columns 8g..8g+8 becomes one group block,
+//! laid out by the block type so that one 256-bit vector holds four consecutive quants of
+//! each of the 8 columns: a broadcast 4-byte activation slice then feeds 8 columns at once
+//! and the sums land one column per lane, with no horizontal reduction. The matrix, its
+//! concatenation and the split of the work among threads are the same for every type;
+//! what a block holds and how its dot products are summed is the type's ([`GroupBlock`]).
+//! Each output element sees the same operations in the same order whatever the batch
+//! around it, so a row's result never depends on the other rows.
+
+use crate::column_tiles::{for_each_group_chunk, GROUP, MAX_ROWS};
+#[cfg(target_arch = "x86_64")]
+use crate::x86::has_avx2_fma;
+
+/// Inputs per quantization block, in GGUF and in the activation blocks.
+pub(crate) const QK: usize = 32;
+
+/// One block depth (32 inputs) of [`GROUP`] output columns of a GGUF quantization type.
+pub trait GroupBlock: Copy + Send + Sync + 'static {
+    /// Bytes of one column's GGUF block.
+    const GGUF_BLOCK_BYTES: usize;
+    /// All quants and scales zero (the columns past the matrix's last).
+    const ZERO: Self;
+    /// The quantized activation block its kernels take.
+    type Act: Copy + Send + Sync;
+
+    /// Stores one column's GGUF block as lane `c` of this group block.
+    fn set_column(&mut self, c: usize, gguf: &[u8]);
+    /// 32 activations quantized for this type's kernels.
+    fn quantize(x: &[f32]) -> Self::Act;
+    /// Adds one activation row's dot products with the group's 8 columns to `acc`, one lane
+    /// at a time: the reference for the SIMD kernel.
+    fn scalar_kernel(w: &[Self], x: &[Self::Act], acc: &mut [f32; GROUP]);
+    /// `R` activation rows (`R` × `kb` blocks) against the group's columns, into `out`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[Self::Act], kb: usize, out: &mut [[f32; GROUP]; MAX_ROWS]);
+}
+
+/// Declares `pub struct $name` wrapping a [`GroupedMatrix`] of `$block`, with the same
+/// methods, not generic. Generic code is compiled in the crate that uses it, at that crate's
+/// optimization level and checks (a dev build's models crate made the kernels 1.5× slower);
+/// these wrappers keep the kernels compiled here, as in release.
+macro_rules! grouped_matrix_type {
+    ($(#[$doc:meta])* $name:ident, $block:ty) => {
+        $(#[$doc])*
+        pub struct $name(pub(crate) $crate::grouped_matrix::GroupedMatrix<$block>);
+
+        impl $name {
+            /// From the GGUF bytes of a weight of shape `[n, k]` (`k` a multiple of 32).
+            pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
+                $crate::grouped_matrix::GroupedMatrix::from_bytes(bytes, n, k).map(Self)
+            }
+            /// The matrices' output columns side by side, one matrix: for weights that take
+            /// the same input. Each part but the last must fill whole column groups.
+            pub fn concat(parts: &[&Self]) -> Option<Self> {
+                let inner: Vec<_> = parts.iter().map(|p| &p.0).collect();
+                $crate::grouped_matrix::GroupedMatrix::concat(&inner).map(Self)
+            }
+            pub fn out_features(&self) -> usize {
+                self.0.out_features()
+            }
+            pub fn in_features(&self) -> usize {
+                self.0.in_features()
+            }
+            /// `x`: `[m, k]` row-major; returns `[m, n]` = x · Wᵀ.
+            pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+                self.0.matmul(x, m)
+            }
+            /// As `matmul`, into `out` (`[m, n]`).
+            pub fn matmul_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
+                self.0.matmul_into(x, m, out)
+            }
+        }
+    };
+}
+pub(crate) use grouped_matrix_type;
+
+pub struct GroupedMatrix<B> {
+    /// `groups × kb` blocks, group-major: group g holds columns 8g..8g+8 (zero past `n`).
+    pub(crate) blocks: Vec<B>,
+    /// Output features (rows of the weight) and input features.
+    n: usize,
+    k: usize,
+}
+
+impl<B: GroupBlock> GroupedMatrix<B> {
+    /// From the GGUF bytes of a weight of shape `[n, k]` (`k` a multiple of 32).
+    pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
+        if k % QK != 0 || bytes.len() != n * k / QK * B::GGUF_BLOCK_BYTES {
+            return None;
+        }
+        let kb = k / QK;
+        let mut blocks = vec![B::ZERO; n.div_ceil(GROUP) * kb];
+        for col in 0..n {
+            let (g, c) = (col / GROUP, col % GROUP);
+            for bi in 0..kb {
+                let src = &bytes[(col * kb + bi) * B::GGUF_BLOCK_BYTES..][..B::GGUF_BLOCK_BYTES];
+                blocks[g * kb + bi].set_column(c, src);
+            }
+        }
+        Some(Self { blocks, n, k })
+    }
+
+    /// The matrices' output columns side by side, one matrix: for weights that take the
+    /// same input. Each part but the last must fill whole column groups.
+    pub fn concat(parts: &[&Self]) -> Option<Self> {
+        let k = parts.first()?.k;
+        let last = parts.len() - 1;
+        if parts.iter().enumerate().any(|(i, p)| p.k != k || (i < last && p.n % GROUP != 0)) {
+            return None;
+        }
+        let blocks = parts.iter().flat_map(|p| p.blocks.iter().copied()).collect();
+        Some(Self { blocks, n: parts.iter().map(|p| p.n).sum(), k })
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// `x`: `[m, k]` row-major; returns `[m, n]` = x · Wᵀ.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * self.n];
+        self.matmul_into(x, m, &mut out);
+        out
+    }
+
+    /// As [`GroupedMatrix::matmul`], into `out` (`[m, n]`).
+    pub fn matmul_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k);
+        assert_eq!(out.len(), m * n);
+        let kb = k / QK;
+        let xq: Vec<B::Act> = x.chunks_exact(QK).map(B::quantize).collect();
+        let out_ptr = out.as_mut_ptr() as usize;
+        for_each_group_chunk(n, m, |g, r, rows| {
+            let w = &self.blocks[g * kb..(g + 1) * kb];
+            let xr = &xq[r * kb..(r + rows) * kb];
+            // SAFETY: this call alone writes these rows of the group's columns.
+            let o = unsafe { (out_ptr as *mut f32).add(r * n + g * GROUP) };
+            unsafe { group_rows(w, xr, rows, kb, o, n, (n - g * GROUP).min(GROUP)) };
+        });
+    }
+}
+
+/// `rows` activation rows (`rows` × `kb` blocks, rows ≤ [`MAX_ROWS`]) against one column
+/// group; writes `out[r * ld + c]` for `c < cols`.
+///
+/// # Safety
+/// `out` must be valid for writes at `r * ld + c` for `r < rows`, `c < cols`.
+unsafe fn group_rows<B: GroupBlock>(w: &[B], x: &[B::Act], rows: usize, kb: usize, out: *mut f32, ld: usize, cols: usize) {
+    let mut acc = [[0f32; GROUP]; MAX_ROWS];
+    #[cfg(target_arch = "x86_64")]
+    let done = if has_avx2_fma() {
+        match rows {
+            1 => B::avx2_kernel::<1>(w, x, kb, &mut acc),
+            2 => B::avx2_kernel::<2>(w, x, kb, &mut acc),
+            3 => B::avx2_kernel::<3>(w, x, kb, &mut acc),
+            _ => B::avx2_kernel::<4>(w, x, kb, &mut acc),
+        }
+        true
+    } else {
+        false
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+            B::scalar_kernel(w, &x[r * kb..(r + 1) * kb], acc);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(rows) {
+        std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(r * ld), cols);
+    }
+}
+
+/// Checks shared by every block type's tests: the SIMD matmul is row-independent, matches
+/// the scalar kernel, and concatenation keeps each part's columns bit for bit.
+#[cfg(test)]
+pub(crate) mod checks {
+    use super::*;
+
+    /// `got` = `w.matmul(x, m)`: every row alone, and rows 1..3 as a pair, give bit-identical
+    /// results, and the scalar kernel computes the same sums.
+    pub fn row_independent_and_scalar_agrees<B: GroupBlock>(w: &GroupedMatrix<B>, x: &[f32], m: usize, got: &[f32]) {
+        let (n, k) = (w.n, w.k);
+        let kb = k / QK;
+        for r in 0..m {
+            let alone = w.matmul(&x[r * k..(r + 1) * k], 1);
+            assert_eq!(&alone[..], &got[r * n..(r + 1) * n], "row {r}");
+        }
+        if m >= 3 {
+            let pair = w.matmul(&x[k..3 * k], 2);
+            assert_eq!(&pair[..], &got[n..3 * n]);
+        }
+        let xq: Vec<B::Act> = x.chunks_exact(QK).map(B::quantize).collect();
+        for r in 0..m {
+            for g in 0..n.div_ceil(GROUP) {
+                let mut acc = [0f32; GROUP];
+                B::scalar_kernel(&w.blocks[g * kb..(g + 1) * kb], &xq[r * kb..(r + 1) * kb], &mut acc);
+                for (c, &a) in acc.iter().enumerate().take((n - g * GROUP).min(GROUP)) {
+                    let simd = got[r * n + g * GROUP + c];
+                    assert!((a - simd).abs() < 1e-4 * (1.0 + simd.abs()), "row {r} col {}: scalar {a} vs {simd}", g * GROUP + c);
+                }
+            }
+        }
+    }
+
+    /// `part(n)` makes an `[n, 64]` matrix of the type under test.
+    pub fn concatenation_keeps_each_part_bit_for_bit<B: GroupBlock>(part: impl Fn(usize) -> GroupedMatrix<B>) {
+        let (k, m) = (64, 3);
+        let (a, b, c) = (part(24), part(16), part(13));
+        let joined = GroupedMatrix::concat(&[&a, &b, &c]).expect("whole groups before the last part");
+        assert_eq!(joined.out_features(), 53);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let (ya, yb, yc, y) = (a.matmul(&x, m), b.matmul(&x, m), c.matmul(&x, m), joined.matmul(&x, m));
+        for r in 0..m {
+            let want: Vec<f32> = [&ya[r * 24..][..24], &yb[r * 16..][..16], &yc[r * 13..][..13]].concat();
+            assert_eq!(&y[r * 53..][..53], &want[..], "row {r}");
+        }
+        // A part that ends mid-group can only come last.
+        assert!(GroupedMatrix::concat(&[&c, &a]).is_none());
+        assert!(GroupedMatrix::concat(&[&a, &part(8)]).is_some());
+    }
+}
