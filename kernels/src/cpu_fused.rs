@@ -1,8 +1,9 @@
-//! RMSNorm and rotary embedding for CPU f32 tensors, on looptree's thread [`team`].
+//! RMSNorm, rotary embedding and `silu(gate) * up` for CPU f32 tensors, on looptree's
+//! thread [`team`].
 //!
-//! candle-nn's versions fan out on rayon for every call, however small; in a decode step
-//! that wakes rayon's idle worker a few hundred times, beside the team's spinning helper,
-//! and the two fight over the cores. Here small calls run on the caller and big ones
+//! candle's versions fan out on rayon (RMSNorm, RoPE) or on candle's own spinning pool
+//! (element-wise ops of 64k elements and more); in a step that wakes another pool's idle
+//! worker beside the team's spinning helper, and the two fight over the cores. Here small calls run on the caller and big ones
 //! (prefill) split rows among the team. Each row is computed the same way whatever the
 //! batch, so a token's result does not depend on the tokens beside it.
 
@@ -110,6 +111,50 @@ fn rope_head(x: &[f32], cos: &[f32], sin: &[f32], interleaved: bool, out: &mut [
     }
 }
 
+/// `silu(gate) * up` of two `[.., n]` tensors of the same shape, as candle computes
+/// `silu(gate) * up` (bit for bit). Either may be a column slice of a wider matrix (the
+/// halves of a fused gate/up projection): it is read in place, not copied.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if gate.dims() != up.dims() || gate.rank() == 0 {
+        bail!("silu_mul: gate {:?} and up {:?}", gate.dims(), up.dims());
+    }
+    let cols = gate.dims()[gate.rank() - 1];
+    let rows = gate.elem_count() / cols.max(1);
+    let out = with_rows(gate, |g, g_stride| {
+        with_rows(up, |u, u_stride| {
+            let mut out = vec![0f32; rows * cols];
+            let out_ptr = SendPtr(out.as_mut_ptr());
+            run_rows(rows, rows_per_task(rows, cols), |r0, r1| {
+                for r in r0..r1 {
+                    // SAFETY: each task writes only its own rows.
+                    let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
+                    let (g, u) = (&g[r * g_stride..][..cols], &u[r * u_stride..][..cols]);
+                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                        *o = g / (1.0 + (-g).exp()) * u;
+                    }
+                }
+            });
+            out
+        })
+    })??;
+    Tensor::from_vec(out, gate.dims(), &Device::Cpu)
+}
+
+/// Calls `f(data, row_stride)` where row r of `t` (last dimension) is
+/// `data[r * row_stride..][..cols]`: in place for a CPU f32 tensor whose rows are each
+/// contiguous and evenly spaced (a column slice of a matrix), through a copy otherwise.
+fn with_rows<R>(t: &Tensor, f: impl FnOnce(&[f32], usize) -> R) -> Result<R> {
+    let cols = t.dims().last().copied().unwrap_or(1);
+    if t.dtype() == DType::F32 && t.device().is_cpu() && t.rank() == 2 && t.stride()[1] == 1 {
+        let (storage, layout) = t.storage_and_layout();
+        if let Storage::Cpu(s) = &*storage {
+            let data = &s.as_slice::<f32>()?[layout.start_offset()..];
+            return Ok(f(data, layout.stride()[0]));
+        }
+    }
+    with_f32(t, |data| f(data, cols))
+}
+
 fn rows_per_task(rows: usize, row_len: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     if rows * row_len < PARALLEL_FROM || threads == 1 {
@@ -211,7 +256,22 @@ mod tests {
     }
 
     #[test]
+    fn silu_mul_is_candle_silu_times_up_exactly_on_column_slices_too() {
+        for rows in [1, 3, 64] {
+            let fused = random(&[rows, 2 * 1536], rows as u64 + 20);
+            let (gate, up) = (fused.narrow(1, 0, 1536).unwrap(), fused.narrow(1, 1536, 1536).unwrap());
+            let ours = super::silu_mul(&gate, &up).unwrap();
+            let theirs = (candle_nn::ops::silu(&gate).unwrap() * &up).unwrap();
+            assert_eq!(max_rel_diff(&ours, &theirs), 0.0, "{rows} rows");
+        }
+        let (g, u) = (random(&[2, 3, 40], 1), random(&[2, 3, 40], 2));
+        let theirs = (candle_nn::ops::silu(&g).unwrap() * &u).unwrap();
+        assert_eq!(max_rel_diff(&super::silu_mul(&g, &u).unwrap(), &theirs), 0.0, "rank 3");
+    }
+
+    #[test]
     fn mismatched_shapes_are_errors() {
+        assert!(super::silu_mul(&random(&[2, 8], 1), &random(&[2, 7], 1)).is_err());
         assert!(super::rms_norm(&random(&[2, 8], 1), &random(&[7], 1), 1e-5).is_err());
         assert!(super::rope(&random(&[2, 1, 8], 1), &random(&[2, 3], 1), &random(&[2, 4], 1), false).is_err());
     }

@@ -18,7 +18,12 @@ use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// How long a helper spins for the next loop before it parks.
+/// How long a helper spins flat out for the next loop: the gaps between the loops of a
+/// step (a norm, a rotation, a copy) are a few microseconds.
+const SPIN_HOT_FOR: Duration = Duration::from_micros(50);
+/// How long it then keeps spinning with a `sched_yield` per turn, so that other runnable
+/// threads (the engine's sampler, the HTTP server, candle's own pool) get the core, before
+/// it parks.
 const SPIN_FOR: Duration = Duration::from_millis(2);
 
 /// Mailbox states besides a job's sequence number (which are ≥ 2).
@@ -171,9 +176,14 @@ fn helper_loop(me: &Helper, shared: &Shared) {
         }
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % 256 == 0 && idle_since.elapsed() > SPIN_FOR {
-            // Either this wins and the caller will unpark us, or the caller enlisted us first.
-            let _ = me.mailbox.compare_exchange(SPINNING, PARKED, Ordering::Relaxed, Ordering::Relaxed);
+        if spins % 64 == 0 {
+            let idle = idle_since.elapsed();
+            if idle > SPIN_FOR {
+                // Either this wins and the caller will unpark us, or the caller enlisted us first.
+                let _ = me.mailbox.compare_exchange(SPINNING, PARKED, Ordering::Relaxed, Ordering::Relaxed);
+            } else if idle > SPIN_HOT_FOR {
+                thread::yield_now();
+            }
         }
     }
 }
