@@ -11,8 +11,7 @@ use crate::team;
 pub(crate) fn for_each_column_tile(n: usize, m: usize, run: impl Fn(usize, usize) + Sync + Send) {
     let threads = rayon::current_num_threads().max(1);
     let tile = if m >= 4 { 16 } else { (n / (threads * 4)).next_multiple_of(16).max(64) };
-    let tiles = n.div_ceil(tile);
-    team::for_each_task(tiles, threads, |t| run(t * tile, ((t + 1) * tile).min(n)));
+    team::for_each_range(n, tile, run);
 }
 
 /// Output columns per group of the repacked weight layouts (one per AVX2 f32 lane).

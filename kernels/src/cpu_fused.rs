@@ -38,7 +38,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
         let rows = x.len() / dim;
         let out_ptr = SendPtr(out.as_mut_ptr());
         let rows_per_task = rows_per_task(rows, dim);
-        run_rows(rows, rows_per_task, |r0, r1| {
+        team::for_each_range(rows, rows_per_task, |r0, r1| {
             for r in r0..r1 {
                 // SAFETY: each task writes only its own rows.
                 let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * dim), dim) };
@@ -75,7 +75,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result
                 let mut out = vec![0f32; x.len()];
                 let out_ptr = SendPtr(out.as_mut_ptr());
                 let row = heads * d;
-                run_rows(n, rows_per_task(n, row), |r0, r1| {
+                team::for_each_range(n, rows_per_task(n, row), |r0, r1| {
                     for r in r0..r1 {
                         let (c, s) = (&cos[r * d / 2..(r + 1) * d / 2], &sin[r * d / 2..(r + 1) * d / 2]);
                         for h in 0..heads {
@@ -124,7 +124,7 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         with_rows(up, |u, u_stride| {
             let mut out = vec![0f32; rows * cols];
             let out_ptr = SendPtr(out.as_mut_ptr());
-            run_rows(rows, rows_per_task(rows, cols), |r0, r1| {
+            team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
                 for r in r0..r1 {
                     // SAFETY: each task writes only its own rows.
                     let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
@@ -162,14 +162,6 @@ fn rows_per_task(rows: usize, row_len: usize) -> usize {
     } else {
         rows.div_ceil(threads * 4).max(1)
     }
-}
-
-/// Calls `f(r0, r1)` for consecutive row ranges of `rows_per_task` rows, on the team.
-fn run_rows(rows: usize, rows_per_task: usize, f: impl Fn(usize, usize) + Sync) {
-    let tasks = rows.div_ceil(rows_per_task);
-    team::for_each_task(tasks, rayon::current_num_threads(), |t| {
-        f(t * rows_per_task, ((t + 1) * rows_per_task).min(rows))
-    });
 }
 
 /// An output pointer the tasks share; each writes a disjoint part.

@@ -90,6 +90,13 @@ pub fn for_each_task(tasks: usize, threads: usize, body: impl Fn(usize) + Sync) 
     team.run(tasks, threads - 1, &body);
 }
 
+/// Calls `body(lo, hi)` for consecutive ranges of `chunk` (the last one shorter) covering
+/// `0..len`, on as many threads as rayon's current pool has.
+pub fn for_each_range(len: usize, chunk: usize, body: impl Fn(usize, usize) + Sync) {
+    let chunk = chunk.max(1);
+    for_each_task(len.div_ceil(chunk), rayon::current_num_threads(), |t| body(t * chunk, ((t + 1) * chunk).min(len)));
+}
+
 impl Team {
     fn run(&mut self, tasks: usize, helpers: usize, body: &(dyn Fn(usize) + Sync)) {
         while self.helpers.len() < helpers {

@@ -55,15 +55,3 @@ impl CudaStep {
         match *self {}
     }
 }
-
-/// `silu(gate) * up`: in one launch on CUDA, in one pass over the threads on the CPU.
-pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if gate.device().is_cuda() && gate.dtype() == candle_core::DType::F32 {
-        return looptree_kernels::cuda::fused::silu_mul(gate, up);
-    }
-    if gate.device().is_cpu() && gate.dtype() == candle_core::DType::F32 && up.dtype() == candle_core::DType::F32 {
-        return looptree_kernels::cpu_fused::silu_mul(gate, up);
-    }
-    candle_nn::ops::silu(gate)? * up
-}

@@ -73,7 +73,7 @@ impl Gemma3 {
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        crate::rms_norm::rms_norm(x, w, self.arch.rms_norm_eps as f32)
+        crate::layer_ops::rms_norm(x, w, self.arch.rms_norm_eps as f32)
     }
 
 }

@@ -8,7 +8,7 @@ use crate::fused_linear::FusedLinear;
 use crate::weights::{Linear, WeightSource};
 use anyhow::Result;
 use crate::attend::AttentionStep;
-use crate::cuda_step::silu_mul;
+use crate::layer_ops::silu_mul;
 use candle_core::{DType, Device, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 
@@ -61,7 +61,7 @@ impl Llama {
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        crate::rms_norm::rms_norm(x, w, self.arch.rms_norm_eps as f32)
+        crate::layer_ops::rms_norm(x, w, self.arch.rms_norm_eps as f32)
     }
 }
 
