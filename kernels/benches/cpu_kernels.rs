@@ -2,7 +2,8 @@
 //! 9 query / 3 KV heads of 64): Q4_1 matvec (decode), 16 rows (batched decode) and matmul
 //! (prefill), the Q8_0 output head, Q5_0 at
 //! Qwen2.5-Coder-0.5B's shapes (beside candle's), and paged attention for a decode step
-//! and a prefill chunk, on f32 and f16 pools.
+//! and a prefill chunk, on f32 and f16 pools, and the fanout workload's decode step (64
+//! samples of 4 prompts) with shared-prefix groups and each sequence on its own.
 //! Run: `cargo bench -p looptree-kernels --bench cpu_kernels`.
 
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -10,7 +11,7 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::f16;
 use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
-use looptree_kernels::cpu_attention_simd::{paged_attention_simd, supported};
+use looptree_kernels::cpu_attention_simd::{paged_attention_per_sequence, paged_attention_simd, supported};
 use looptree_kernels::q4_1::Q4_1Matrix;
 use looptree_kernels::q8_0::Q8_0Matrix;
 use looptree_kernels::q8_dot::Q5_0Matrix;
@@ -104,6 +105,12 @@ fn attention(c: &mut Criterion) {
                     paged_attention_simd(black_box(&q), &kh, &vh, &seqs, &shape, &mut out)
                 })
             });
+            g.bench_function(BenchmarkId::new("per_sequence_f16", label), |b| {
+                b.iter(|| {
+                    out.fill(0.0);
+                    paged_attention_per_sequence(black_box(&q), &kh, &vh, &seqs, &shape, &mut out)
+                })
+            });
         }
     }
     g.finish();
@@ -115,9 +122,11 @@ fn attention(c: &mut Criterion) {
 fn batched_decode_attention(c: &mut Criterion) {
     let (nh, nkv, hd, layers, streams, ctx) = (9, 3, 64, 30, 16, 192);
     let pool_slots = streams * ctx;
-    let pools: Vec<(Vec<f32>, Vec<f32>)> = (0..layers).map(|_| (randn(pool_slots * nkv * hd), randn(pool_slots * nkv * hd))).collect();
+    let pools: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..layers).map(|_| (randn(pool_slots * nkv * hd), randn(pool_slots * nkv * hd))).collect();
     let slots: Vec<Vec<u32>> = (0..streams).map(|s| (0..ctx).map(|i| (i * streams + s) as u32).collect()).collect();
-    let seqs: Vec<SeqAttn> = slots.iter().enumerate().map(|(i, sl)| SeqAttn { start: i, len: 1, context_slots: sl }).collect();
+    let seqs: Vec<SeqAttn> =
+        slots.iter().enumerate().map(|(i, sl)| SeqAttn { start: i, len: 1, context_slots: sl }).collect();
     let q = randn(streams * nh * hd);
     let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 0.125, window: None };
     let mut out = vec![0f32; q.len()];
@@ -142,9 +151,69 @@ fn batched_decode_attention(c: &mut Criterion) {
                 }
             })
         });
+        g.bench_function("per_sequence_f16_16x192_30_layers", |b| {
+            b.iter(|| {
+                for (k, v) in &pools16 {
+                    out.fill(0.0);
+                    paged_attention_per_sequence(black_box(&q), k, v, &seqs, &shape, &mut out)
+                }
+            })
+        });
     }
     g.finish();
 }
 
-criterion_group!(benches, q4_1, attention, batched_decode_attention);
+/// The fanout workload's decode step: 4 prompts of 300 tokens, 16 samples each, 64 tokens
+/// into their replies. The 16 samples of a prompt share its 300 slots (computed once in the
+/// prefix tree) and add their own slots, interleaved as decode hands them out; `distinct`
+/// gives every sample a copy of the prefix in its own slots instead, for comparison.
+fn fanout_decode_attention(c: &mut Criterion) {
+    let (nh, nkv, hd, layers) = (9, 3, 64, 30);
+    let (prompts, samples, prefix, own) = (4, 16, 300, 64);
+    let streams = prompts * samples;
+    let mut g = c.benchmark_group("paged_attention_fanout_decode");
+    g.throughput(Throughput::Elements((layers * streams) as u64));
+    for shared in [true, false] {
+        let prefix_slots = if shared { prompts * prefix } else { streams * prefix };
+        let pool_slots = prefix_slots + streams * own;
+        let half = |x: Vec<f32>| x.iter().map(|&x| f16::from_f32(x)).collect::<Vec<f16>>();
+        let pools: Vec<(Vec<f16>, Vec<f16>)> =
+            (0..layers).map(|_| (half(randn(pool_slots * nkv * hd)), half(randn(pool_slots * nkv * hd)))).collect();
+        let slots: Vec<Vec<u32>> = (0..streams)
+            .map(|s| {
+                let base = if shared { (s / samples) * prefix } else { s * prefix };
+                let mut v: Vec<u32> = (0..prefix).map(|i| (base + i) as u32).collect();
+                v.extend((0..own).map(|i| (prefix_slots + i * streams + s) as u32));
+                v
+            })
+            .collect();
+        let seqs: Vec<SeqAttn> =
+            slots.iter().enumerate().map(|(i, sl)| SeqAttn { start: i, len: 1, context_slots: sl }).collect();
+        let q = randn(streams * nh * hd);
+        let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 0.125, window: None };
+        let mut out = vec![0f32; q.len()];
+        if supported(hd) {
+            let label = if shared { "shared_prefix" } else { "distinct" };
+            g.bench_function(format!("simd_f16_{label}"), |b| {
+                b.iter(|| {
+                    for (k, v) in &pools {
+                        out.fill(0.0);
+                        paged_attention_simd(black_box(&q), k, v, &seqs, &shape, &mut out)
+                    }
+                })
+            });
+            g.bench_function(format!("per_sequence_f16_{label}"), |b| {
+                b.iter(|| {
+                    for (k, v) in &pools {
+                        out.fill(0.0);
+                        paged_attention_per_sequence(black_box(&q), k, v, &seqs, &shape, &mut out)
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, q4_1, attention, batched_decode_attention, fanout_decode_attention);
 criterion_main!(benches);

@@ -6,15 +6,15 @@
 //! depend on which block it sits in, so a sequence's output is the same alone or batched.
 
 use crate::cpu_attention::{AttnShape, SeqAttn};
-use half::f16;
+#[cfg(target_arch = "x86_64")]
+use crate::cpu_attention_shared::{decode_group, decode_groups, DecodeGroup, GroupScratch};
 use crate::team;
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{exp_ps, hsum};
+use half::f16;
 
 /// Query tokens per work item: enough to reuse each K/V row, few enough to spread work.
 const QUERY_BLOCK: usize = 16;
-/// Keys whose scores one pass computes together (one accumulator each).
-const KEY_GROUP: usize = 8;
 
 /// An element type the pool may hold.
 pub trait KvElem: Copy + Send + Sync {
@@ -61,7 +61,9 @@ pub fn supported(head_dim: usize) -> bool {
 
 /// Same contract as [`crate::cpu_attention::paged_attention`], writing into `out`
 /// (`[n_tokens, n_heads * head_dim]`, zeroed by the caller). Call only when
-/// [`supported`] says so.
+/// [`supported`] says so. Decoding sequences that share a prefix are worked on together
+/// ([`crate::cpu_attention_shared`]); the output bits are the same as
+/// [`paged_attention_per_sequence`]'s.
 pub fn paged_attention_simd<T: KvElem>(
     q: &[f32],
     k_pool: &[T],
@@ -72,22 +74,86 @@ pub fn paged_attention_simd<T: KvElem>(
 ) {
     assert!(supported(shape.head_dim), "paged_attention_simd needs AVX2/FMA/F16C and head_dim % 8 == 0");
     #[cfg(target_arch = "x86_64")]
-    attention_x86(q, k_pool, v_pool, seqs, shape, out);
+    attention_x86(q, k_pool, v_pool, seqs, shape, out, true);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (q, k_pool, v_pool, seqs, out);
+}
+
+/// [`paged_attention_simd`] with every sequence on its own: the reference its shared-prefix
+/// groups are tested (bit for bit) and benchmarked against.
+pub fn paged_attention_per_sequence<T: KvElem>(
+    q: &[f32],
+    k_pool: &[T],
+    v_pool: &[T],
+    seqs: &[SeqAttn],
+    shape: &AttnShape,
+    out: &mut [f32],
+) {
+    assert!(supported(shape.head_dim), "paged_attention_per_sequence needs AVX2/FMA/F16C and head_dim % 8 == 0");
+    #[cfg(target_arch = "x86_64")]
+    attention_x86(q, k_pool, v_pool, seqs, shape, out, false);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (q, k_pool, v_pool, seqs, out);
 }
 
 #[cfg(target_arch = "x86_64")]
-fn attention_x86<T: KvElem>(q: &[f32], k_pool: &[T], v_pool: &[T], seqs: &[SeqAttn], shape: &AttnShape, out: &mut [f32]) {
+/// A work item: a block of one sequence's query tokens, or a group of decoding sequences
+/// sharing a prefix; either for one KV head.
+enum Item {
+    Block { seq: usize, kh: usize, b: usize },
+    Group { group: DecodeGroup, kh: usize },
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    group: GroupScratch,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn attention_x86<T: KvElem>(
+    q: &[f32],
+    k_pool: &[T],
+    v_pool: &[T],
+    seqs: &[SeqAttn],
+    shape: &AttnShape,
+    out: &mut [f32],
+    grouped: bool,
+) {
     let (nh, nkv) = (shape.n_heads, shape.n_kv_heads);
+    let threads = rayon::current_num_threads();
     let mut items = Vec::new();
     let mut work = 0usize;
+    // Groups need every key visible to every query (no sliding window). They are capped so
+    // that the step still splits into a few items per thread.
+    let groups = if grouped && shape.window.is_none() {
+        let decoding = seqs.iter().filter(|s| s.len == 1).count();
+        let mut groups = decode_groups(seqs, (decoding * nkv / (4 * threads)).clamp(2, 16));
+        // A lone sequence is quicker on its own path: with three or so queries, converting
+        // its rows first does not pay.
+        groups.retain(|g| g.end - g.first > 1);
+        groups
+    } else {
+        Vec::new()
+    };
+    for g in &groups {
+        for kh in 0..nkv {
+            items.push(Item::Group { group: g.clone(), kh });
+        }
+    }
+    let mut in_group = vec![false; seqs.len()];
+    for g in &groups {
+        in_group[g.first..g.end].fill(true);
+    }
     for (si, s) in seqs.iter().enumerate() {
         assert!(s.len <= s.context_slots.len());
         work += s.len * s.context_slots.len();
-        for kh in 0..nkv {
-            for b in (0..s.len).step_by(QUERY_BLOCK) {
-                items.push((si, kh, b));
+        if !in_group[si] {
+            for kh in 0..nkv {
+                for b in (0..s.len).step_by(QUERY_BLOCK) {
+                    items.push(Item::Block { seq: si, kh, b });
+                }
             }
         }
     }
@@ -101,22 +167,37 @@ fn attention_x86<T: KvElem>(q: &[f32], k_pool: &[T], v_pool: &[T], seqs: &[SeqAt
     }
     assert!(out.len() >= q.len() && q.len() % (nh * shape.head_dim) == 0);
     let out_ptr = out.as_mut_ptr() as usize;
-    let run = |scores: &mut Vec<f32>, &(si, kh, b): &(usize, usize, usize)| {
+    let run = |scratch: &mut Scratch, item: &Item| {
         // SAFETY: CPU features checked above; slots were bounds-checked; each item writes
-        // only the (token, head) chunks of its own block and KV head.
-        unsafe { block(q, k_pool, v_pool, &seqs[si], shape, kh, b, scores, out_ptr as *mut f32) }
+        // only the (token, head) chunks of its own sequences and KV head.
+        unsafe {
+            match item {
+                Item::Block { seq, kh, b } => {
+                    block(q, k_pool, v_pool, &seqs[*seq], shape, *kh, *b, &mut scratch.scores, out_ptr as *mut f32)
+                }
+                Item::Group { group, kh } => decode_group(
+                    q,
+                    k_pool,
+                    v_pool,
+                    &seqs[group.first..group.end],
+                    group.shared,
+                    shape,
+                    *kh,
+                    &mut scratch.group,
+                    out_ptr as *mut f32,
+                ),
+            }
+        }
     };
     // Small steps (decode of a few short sequences) cost less than a fan-out (~1 µs).
-    if work * nh < 1 << 10 || rayon::current_num_threads() == 1 {
-        let mut scores = Vec::new();
-        items.iter().for_each(|it| run(&mut scores, it));
+    if work * nh < 1 << 10 || threads == 1 {
+        let mut scratch = Scratch::default();
+        items.iter().for_each(|it| run(&mut scratch, it));
     } else {
         thread_local! {
-            static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
         }
-        team::for_each_task(items.len(), rayon::current_num_threads(), |i| {
-            SCORES.with_borrow_mut(|scores| run(scores, &items[i]))
-        });
+        team::for_each_task(items.len(), threads, |i| SCRATCH.with_borrow_mut(|scratch| run(scratch, &items[i])));
     }
 }
 
@@ -136,7 +217,6 @@ unsafe fn block<T: KvElem>(
     scores: &mut Vec<f32>,
     out: *mut f32,
 ) {
-    use std::arch::x86_64::*;
     let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
     let rep = nh / nkv;
     let row = nkv * hd;
@@ -157,48 +237,26 @@ unsafe fn block<T: KvElem>(
         (from, pos)
     };
     let qrow = |t: usize, r: usize| ((s.start + b + t) * nh + kh * rep + r) * hd;
-    // Scores, 8 keys at a time for every query of the block: one accumulator per key,
-    // then one transposing reduction gives the 8 scores in one vector. Every score is the
-    // same sum in the same order whatever group its key falls in, so a query's scores do
-    // not depend on the block around it. A group past the block's last key repeats that
-    // key; scores outside a query's visible range are computed but never read.
-    let head_bytes = hd * std::mem::size_of::<T>();
-    let key_at = |j: usize| k_pool.as_ptr().add(*s.context_slots.get_unchecked(j.min(last_pos)) as usize * row + kh * hd);
-    let mut group = [0f32; KEY_GROUP];
-    for j0 in (lo..=last_pos).step_by(KEY_GROUP) {
-        // Slots of a decoding sequence sit far apart (every running sequence takes the
-        // next free one each step): the hardware prefetcher cannot follow them, and the
-        // loads stalled on memory. Ask for the next group's K and V rows.
-        for j in j0 + KEY_GROUP..(j0 + 2 * KEY_GROUP).min(last_pos + 1) {
-            let at = *s.context_slots.get_unchecked(j) as usize * row + kh * hd;
-            let (kf, vf) = (k_pool.as_ptr().add(at) as *const i8, v_pool.as_ptr().add(at) as *const i8);
-            for line in (0..head_bytes).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(kf.add(line));
-                _mm_prefetch::<_MM_HINT_T0>(vf.add(line));
-            }
-        }
-        let kp: [*const T; KEY_GROUP] = std::array::from_fn(|u| key_at(j0 + u));
-        let keys = (last_pos + 1 - j0).min(KEY_GROUP);
+    // Scores, 4 keys at a time for every query of the block (see `scores4`). Every score
+    // is the same sum in the same order whatever group its key falls in, so a query's
+    // scores do not depend on the block around it. A group past the block's last key
+    // repeats that key; scores outside a query's visible range are computed but never read.
+    let key_at =
+        |j: usize| k_pool.as_ptr().add(*s.context_slots.get_unchecked(j.min(last_pos)) as usize * row + kh * hd);
+    let scores_ptr = scores.as_mut_ptr();
+    for j0 in (lo..=last_pos).step_by(4) {
+        let next = (j0 + 8).min(last_pos + 1)..(j0 + 12).min(last_pos + 1);
+        prefetch_rows(k_pool, &s.context_slots[next.clone()], row, kh * hd, hd);
+        prefetch_rows(v_pool, &s.context_slots[next], row, kh * hd, hd);
+        let kp: [*const T; 4] = std::array::from_fn(|u| key_at(j0 + u));
+        let keys = (last_pos + 1 - j0).min(4);
         for t in 0..tokens {
             let (from, pos) = visible(t);
-            if j0 + KEY_GROUP <= from || j0 > pos {
+            if j0 + 4 <= from || j0 > pos {
                 continue;
             }
-            for r in 0..rep {
-                let qp = q.as_ptr().add(qrow(t, r));
-                let mut acc = [_mm256_setzero_ps(); KEY_GROUP];
-                for d in (0..hd).step_by(8) {
-                    let qv = _mm256_loadu_ps(qp.add(d));
-                    for u in 0..KEY_GROUP {
-                        acc[u] = _mm256_fmadd_ps(qv, T::load8(kp[u].add(d)), acc[u]);
-                    }
-                }
-                let sums = _mm256_mul_ps(sum_lanes_of_8(&acc), _mm256_set1_ps(shape.scale));
-                _mm256_storeu_ps(group.as_mut_ptr(), sums);
-                let i = t * rep + r;
-                let dst = scores.as_mut_ptr().add(i * span + (j0 - lo));
-                std::ptr::copy_nonoverlapping(group.as_ptr(), dst, keys);
-            }
+            let dst = |r: usize| scores_ptr.add((t * rep + r) * span + (j0 - lo));
+            head_scores4(|r| q.as_ptr().add(qrow(t, r)), &kp, rep, hd, shape.scale, dst, keys);
         }
     }
     // Softmax per query over its own visible keys (libm's scalar exp was a tenth of a
@@ -208,24 +266,133 @@ unsafe fn block<T: KvElem>(
         softmax(&mut scores[i * span + (from - lo)..i * span + (pos - lo) + 1]);
     }
     // Weighted sum of value rows per query, 32 output lanes at a time held in registers
-    // over all its keys (a read-modify-write of the output per key was store-bound), for
-    // up to 3 heads of a token at once so that each value row is loaded once for them.
-    // Each lane still sees out + p_j * v_j fused in key order, whatever the grouping.
+    // over all its keys (a read-modify-write of the output per key was store-bound).
+    let vp = v_pool.as_ptr().add(kh * hd);
+    let slots = s.context_slots;
     for t in 0..tokens {
+        let sc = |r: usize| scores.as_ptr().add((t * rep + r) * span);
+        let op = |r: usize| out.add(qrow(t, r));
         let (from, pos) = visible(t);
-        let mut r0 = 0;
-        while r0 < rep {
-            let heads = (rep - r0).min(3);
-            let sc = |r: usize| scores.as_ptr().add((t * rep + r0 + r) * span);
-            let op = |r: usize| out.add(qrow(t, r0 + r));
-            let vp = v_pool.as_ptr().add(kh * hd);
-            let keys = (s.context_slots, row, lo, from, pos);
-            match heads {
-                1 => weighted_values::<T, 1>(vp, keys, [sc(0)], [op(0)], hd),
-                2 => weighted_values::<T, 2>(vp, keys, [sc(0), sc(1)], [op(0), op(1)], hd),
-                _ => weighted_values::<T, 3>(vp, keys, [sc(0), sc(1), sc(2)], [op(0), op(1), op(2)], hd),
+        weigh_heads(|j| vp.add(*slots.get_unchecked(j) as usize * row), (lo, from, pos), rep, sc, op, hd);
+    }
+}
+
+/// [`weighted_values`] for the `rep` query heads of one token (score row `sc(r)`, output
+/// `op(r)` for head r), up to 3 heads at a time so that each value row is loaded once for
+/// them. Each lane still sees out + p_j * v_j fused in key order, whatever the grouping.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn weigh_heads<T: KvElem>(
+    row_at: impl Fn(usize) -> *const T + Copy,
+    keys: (usize, usize, usize),
+    rep: usize,
+    sc: impl Fn(usize) -> *const f32,
+    op: impl Fn(usize) -> *mut f32,
+    hd: usize,
+) {
+    let mut r0 = 0;
+    while r0 < rep {
+        let heads = (rep - r0).min(3);
+        match heads {
+            1 => weighted_values::<T, 1>(row_at, keys, [sc(r0)], [op(r0)], hd),
+            2 => weighted_values::<T, 2>(row_at, keys, [sc(r0), sc(r0 + 1)], [op(r0), op(r0 + 1)], hd),
+            _ => weighted_values::<T, 3>(
+                row_at,
+                keys,
+                [sc(r0), sc(r0 + 1), sc(r0 + 2)],
+                [op(r0), op(r0 + 1), op(r0 + 2)],
+                hd,
+            ),
+        }
+        r0 += heads;
+    }
+}
+
+/// The scores of `R` queries against the same 4 keys, 4 to a vector per query: each key's
+/// row is loaded once for the `R` queries. Every score is the same sum, in the same order, as
+/// [`scores8`] gives it.
+#[cfg(target_arch = "x86_64")]
+// Inlined into its target-feature callers (a call per few keys cost more than its work).
+#[inline(always)]
+pub(crate) unsafe fn scores4<T: KvElem, const R: usize>(
+    qp: [*const f32; R],
+    kp: &[*const T; 4],
+    hd: usize,
+    scale: f32,
+) -> [std::arch::x86_64::__m128; R] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 4]; R];
+    for d in (0..hd).step_by(8) {
+        let q: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(qp[r].add(d)));
+        for u in 0..4 {
+            let k = T::load8(kp[u].add(d));
+            for r in 0..R {
+                acc[r][u] = _mm256_fmadd_ps(q[r], k, acc[r][u]);
             }
-            r0 += heads;
+        }
+    }
+    std::array::from_fn(|r| {
+        // Per 128-bit half: lanes ((l0 + l1) + (l2 + l3)) of each key, then the halves added.
+        let h = _mm256_hadd_ps(_mm256_hadd_ps(acc[r][0], acc[r][1]), _mm256_hadd_ps(acc[r][2], acc[r][3]));
+        let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        _mm_mul_ps(sums, _mm_set1_ps(scale))
+    })
+}
+
+/// The scores of one token's `rep` query heads (`qp(r)`) against 4 keys, two heads per
+/// pass; the first `n` of each head's 4 go to `dst(r)`.
+#[cfg(target_arch = "x86_64")]
+// Inlined into its target-feature callers (a call per few keys cost more than its work).
+#[inline(always)]
+pub(crate) unsafe fn head_scores4<T: KvElem>(
+    qp: impl Fn(usize) -> *const f32,
+    kp: &[*const T; 4],
+    rep: usize,
+    hd: usize,
+    scale: f32,
+    dst: impl Fn(usize) -> *mut f32,
+    n: usize,
+) {
+    let mut r = 0;
+    while r + 1 < rep {
+        let [a, b] = scores4::<T, 2>([qp(r), qp(r + 1)], kp, hd, scale);
+        store_scores(a, dst(r), n);
+        store_scores(b, dst(r + 1), n);
+        r += 2;
+    }
+    if r < rep {
+        let [a] = scores4::<T, 1>([qp(r)], kp, hd, scale);
+        store_scores(a, dst(r), n);
+    }
+}
+
+/// Stores the first `n` of 4 scores.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_scores(v: std::arch::x86_64::__m128, dst: *mut f32, n: usize) {
+    use std::arch::x86_64::*;
+    if n == 4 {
+        _mm_storeu_ps(dst, v);
+    } else {
+        let mut tmp = [0f32; 4];
+        _mm_storeu_ps(tmp.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, n);
+    }
+}
+
+/// Asks for `offset..offset + hd` of each slot's row of `pool`. Slots of a decoding
+/// sequence sit far apart (every running sequence takes the next free one each step): the
+/// hardware prefetcher cannot follow them, and the loads stalled on memory.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) unsafe fn prefetch_rows<T: KvElem>(pool: &[T], slots: &[u32], row: usize, offset: usize, hd: usize) {
+    use std::arch::x86_64::*;
+    let head_bytes = hd * std::mem::size_of::<T>();
+    for &slot in slots {
+        let p = pool.as_ptr().add(slot as usize * row + offset) as *const i8;
+        for line in (0..head_bytes).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(line));
         }
     }
 }
@@ -235,7 +402,7 @@ unsafe fn block<T: KvElem>(
 /// alone.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax(sc: &mut [f32]) {
+pub(crate) unsafe fn softmax(sc: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = sc.len();
     let full = n / 8 * 8;
@@ -266,34 +433,15 @@ unsafe fn softmax(sc: &mut [f32]) {
     }
 }
 
-/// Lane u of the result is the sum of `acc[u]`'s 8 lanes, added as
-/// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) for every u.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn sum_lanes_of_8(acc: &[std::arch::x86_64::__m256; KEY_GROUP]) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    let h01 = _mm256_hadd_ps(acc[0], acc[1]);
-    let h23 = _mm256_hadd_ps(acc[2], acc[3]);
-    let h45 = _mm256_hadd_ps(acc[4], acc[5]);
-    let h67 = _mm256_hadd_ps(acc[6], acc[7]);
-    // Per 128-bit half: [Σacc0, Σacc1, Σacc2, Σacc3] over that half's lanes, and 4..8.
-    let q0 = _mm256_hadd_ps(h01, h23);
-    let q1 = _mm256_hadd_ps(h45, h67);
-    let low = _mm256_permute2f128_ps(q0, q1, 0x20);
-    let high = _mm256_permute2f128_ps(q0, q1, 0x31);
-    _mm256_add_ps(low, high)
-}
-
 /// `out[h] += Σ_j p_h[j] · v_j` over keys `from..=pos` for `H` queries that see the same
-/// keys; `vp` is the KV head's first value element, `keys` (slots, row length, first key
-/// of the score rows, from, pos), `sc[h]` query h's score row.
+/// keys; `row_at(j)` is key j's value row (this KV head's part), `keys` (first key of the
+/// score rows, from, pos), `sc[h]` query h's score row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn weighted_values<T: KvElem, const H: usize>(
-    vp: *const T,
-    (slots, row, lo, from, pos): (&[u32], usize, usize, usize, usize),
+    row_at: impl Fn(usize) -> *const T,
+    (lo, from, pos): (usize, usize, usize),
     sc: [*const f32; H],
     op: [*mut f32; H],
     hd: usize,
@@ -309,7 +457,7 @@ unsafe fn weighted_values<T: KvElem, const H: usize>(
                 }
             }
             for j in from..=pos {
-                let v = vp.add(*slots.get_unchecked(j) as usize * row + d);
+                let v = row_at(j).add(d);
                 let mut vs = [_mm256_setzero_ps(); $w];
                 for (c, x) in vs.iter_mut().enumerate() {
                     *x = T::load8(v.add(8 * c));
@@ -329,8 +477,16 @@ unsafe fn weighted_values<T: KvElem, const H: usize>(
             d += 8 * $w;
         }};
     }
-    while d + 32 <= hd {
-        lanes!(4);
+    // 16 registers: 3 heads x 4 vectors of sums, 4 value vectors and a broadcast would be
+    // 17, and the one spilled to the stack put a store-load on every key's critical path.
+    if H <= 2 {
+        while d + 32 <= hd {
+            lanes!(4);
+        }
+    } else {
+        while d + 16 <= hd {
+            lanes!(2);
+        }
     }
     while d < hd {
         lanes!(1);
@@ -341,6 +497,7 @@ unsafe fn weighted_values<T: KvElem, const H: usize>(
 mod tests {
     use super::*;
     use crate::cpu_attention::paged_attention;
+    use crate::cpu_attention_shared::decode_groups;
     use candle_core::{Device, Tensor};
 
     /// Agrees with the scalar kernel (itself checked against the generic candle-op path)
@@ -359,6 +516,72 @@ mod tests {
         Ok(())
     }
 
+    /// Decoding sequences worked on in shared-prefix groups give the same bits as each on
+    /// its own, for f32 and f16 pools: samples of two prompts (one group each, one sample
+    /// with nothing of its own yet beyond its query), a tree whose branches share less,
+    /// lone decodes, and a prefill between them.
+    #[test]
+    fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Result<()> {
+        if !supported(64) {
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        let (nh, nkv, hd, slots) = (9, 3, 64, 2000);
+        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut next = 1000u32;
+        let mut own = |n: usize| -> Vec<u32> {
+            next += n as u32;
+            (next - n as u32..next).collect()
+        };
+        let prompt_a: Vec<u32> = (0..100).collect();
+        let prompt_b: Vec<u32> = (200..271).collect(); // not a multiple of the chunk
+        let mut ctxs: Vec<Vec<u32>> = Vec::new();
+        for i in 0..6 {
+            ctxs.push([prompt_a.clone(), own(1 + 7 * i)].concat());
+        }
+        ctxs.push((500..540).collect()); // a prefill of 12 new tokens
+        for i in 0..5 {
+            ctxs.push([prompt_b.clone(), own(i)].concat()); // i = 0: the query is its only own key
+        }
+        let trunk: Vec<u32> = (600..640).collect();
+        for i in 0..4 {
+            let branch: Vec<u32> = if i < 2 { (700..720).collect() } else { (800..810).collect() };
+            ctxs.push([trunk.clone(), branch, own(3)].concat());
+        }
+        ctxs.push(own(20));
+        ctxs.push(own(33));
+        let lens: Vec<usize> = ctxs.iter().map(|c| if c.len() == 40 && c[0] == 500 { 12 } else { 1 }).collect();
+        let mut seqs = Vec::new();
+        let mut start = 0;
+        for (c, &len) in ctxs.iter().zip(&lens) {
+            seqs.push(SeqAttn { start, len, context_slots: c });
+            start += len;
+        }
+        let q = Tensor::randn(0f32, 1., (start, nh, hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 0.125, window: None };
+        let groups = decode_groups(&seqs, 16);
+        assert!(groups.iter().any(|g| g.end - g.first == 6 && g.shared == 100), "{groups:?}");
+        assert!(groups.iter().any(|g| g.end - g.first == 5 && g.shared == 71), "{groups:?}");
+        let want = paged_attention(&q, &k, &v, &seqs, &shape);
+        let mut per_seq = vec![0f32; q.len()];
+        paged_attention_per_sequence(&q, &k, &v, &seqs, &shape, &mut per_seq);
+        let mut grouped = vec![0f32; q.len()];
+        paged_attention_simd(&q, &k, &v, &seqs, &shape, &mut grouped);
+        assert_eq!(grouped, per_seq);
+        for (g, w) in grouped.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        }
+        let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+        let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        let mut per_seq16 = vec![0f32; q.len()];
+        paged_attention_per_sequence(&q, &kh, &vh, &seqs, &shape, &mut per_seq16);
+        let mut grouped16 = vec![0f32; q.len()];
+        paged_attention_simd(&q, &kh, &vh, &seqs, &shape, &mut grouped16);
+        assert_eq!(grouped16, per_seq16);
+        Ok(())
+    }
+
     fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
         let (nh, nkv, slots) = (9, 3, 120);
         let k = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
@@ -367,7 +590,8 @@ mod tests {
         let ctx_b: Vec<u32> = (0..30).map(|i| (119 - i) as u32).collect(); // decode at 29
         let q = Tensor::randn(0f32, 1., (41, nh, hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
         for window in [None, Some(5)] {
-            let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), window };
+            let shape =
+                AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), window };
             let seqs = [
                 SeqAttn { start: 0, len: 40, context_slots: &ctx_a },
                 SeqAttn { start: 40, len: 1, context_slots: &ctx_b },

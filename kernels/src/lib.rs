@@ -3,6 +3,7 @@
 pub mod attention;
 mod column_tiles;
 pub mod cpu_attention;
+pub mod cpu_attention_shared;
 pub mod cpu_attention_simd;
 pub mod cpu_fused;
 pub mod grouped_matrix;

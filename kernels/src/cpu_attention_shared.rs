@@ -1,0 +1,231 @@
+//! A decode step's attention for sequences that share a prefix of their context in the KV
+//! pool — the samples of one prompt, the branches of a tree. The shared keys' K and V rows
+//! are converted to f32 once, a chunk at a time, and every query of the group reads them
+//! from L1, where each sequence on its own streamed the same rows from memory (and
+//! converted each K row once per query head).
+//!
+//! Each query's arithmetic is unchanged: f16 → f32 is exact, and its dot products, softmax
+//! and key-ordered weighted sum are the ones [`crate::cpu_attention_simd`] does for a lone
+//! sequence. So a sequence's output is bit-identical whatever group it lands in.
+
+use crate::cpu_attention::{AttnShape, SeqAttn};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu_attention_simd::{head_scores4, prefetch_rows, softmax, weigh_heads, KvElem};
+
+/// Keys converted per chunk: 32 rows of K or V (8 KiB at head_dim 64) stay in L1 while every
+/// query of the group reads them.
+const CHUNK: usize = 32;
+/// Fewest shared keys that make a group.
+const MIN_SHARED: usize = 32;
+
+/// Sequences `first..end` of a batch, each decoding one token, whose contexts start with the
+/// same `shared` slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeGroup {
+    pub first: usize,
+    pub end: usize,
+    pub shared: usize,
+}
+
+/// Groups runs of consecutive decoding sequences (one query token each) that share at least
+/// [`MIN_SHARED`] leading slots, at most `max_group` to a group. A group never lets its
+/// shared length fall below half of what it was, so one stray joiner cannot spoil a group.
+/// A decoding sequence with no partner is a group of one whose whole context counts as
+/// shared (each K row is then converted once for all its query heads). Sequences with more
+/// than one query token belong to no group.
+pub fn decode_groups(seqs: &[SeqAttn], max_group: usize) -> Vec<DecodeGroup> {
+    let mut groups: Vec<DecodeGroup> = Vec::new();
+    for (i, s) in seqs.iter().enumerate() {
+        if s.len != 1 {
+            continue;
+        }
+        if let Some(g) = groups.last_mut() {
+            if g.end == i && g.end - g.first < max_group {
+                let common = common_prefix(seqs[g.first].context_slots, s.context_slots);
+                let shared = if g.end - g.first == 1 { common } else { common.min(g.shared) };
+                if shared >= MIN_SHARED && 2 * shared >= g.shared.min(seqs[g.first].context_slots.len() - 1) {
+                    g.end = i + 1;
+                    g.shared = shared;
+                    continue;
+                }
+            }
+        }
+        groups.push(DecodeGroup { first: i, end: i + 1, shared: s.context_slots.len() });
+    }
+    groups
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Per-thread buffers of [`decode_group`].
+#[derive(Default)]
+pub struct GroupScratch {
+    scores: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+/// Attention of KV head `kh`'s query heads for the sequences of `group` (all decoding one
+/// token), writing their rows of `out` (`[n_tokens, n_heads * head_dim]`, zeroed).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; every slot of the group's sequences in bounds of both pools;
+/// `out` valid for the sequences' rows, and no other thread writing this KV head's part
+/// of them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn decode_group<T: KvElem>(
+    q: &[f32],
+    k_pool: &[T],
+    v_pool: &[T],
+    seqs: &[SeqAttn],
+    shared: usize,
+    shape: &AttnShape,
+    kh: usize,
+    scratch: &mut GroupScratch,
+    out: *mut f32,
+) {
+    let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
+    let rep = nh / nkv;
+    let row = nkv * hd;
+    let span = seqs.iter().map(|s| s.context_slots.len()).max().unwrap_or(0);
+    let GroupScratch { scores, rows } = scratch;
+    scores.clear();
+    scores.resize(seqs.len() * rep * span, 0.0);
+    rows.resize(CHUNK * hd, 0.0);
+    let prefix = &seqs[0].context_slots[..shared];
+    // Query (i, r): sequence i's one token, head kh * rep + r; its score row is i * rep + r.
+    let qrow = |i: usize, r: usize| (seqs[i].start * nh + kh * rep + r) * hd;
+    let scores_ptr = scores.as_mut_ptr();
+    let score_row = |i: usize, r: usize| scores_ptr.add((i * rep + r) * span);
+
+    // 1. Scores against the shared keys, a converted chunk at a time.
+    for c0 in (0..shared).step_by(CHUNK) {
+        let keys = (shared - c0).min(CHUNK);
+        load_rows(k_pool, &prefix[c0..c0 + keys], row, kh * hd, hd, rows.as_mut_ptr());
+        for j0 in (0..keys).step_by(4) {
+            let kp: [*const f32; 4] = std::array::from_fn(|u| rows.as_ptr().add((j0 + u).min(keys - 1) * hd));
+            for i in 0..seqs.len() {
+                let (qp, dst) = (|r| q.as_ptr().add(qrow(i, r)), |r| score_row(i, r).add(c0 + j0));
+                head_scores4(qp, &kp, rep, hd, shape.scale, dst, (keys - j0).min(4));
+            }
+        }
+    }
+    // 2. Each sequence's own keys, straight from the pool.
+    for (i, s) in seqs.iter().enumerate() {
+        let slots = s.context_slots;
+        let end = slots.len();
+        for j0 in (shared..end).step_by(4) {
+            prefetch_rows(k_pool, &slots[(j0 + 8).min(end)..(j0 + 12).min(end)], row, kh * hd, hd);
+            let kp: [*const T; 4] = std::array::from_fn(|u| {
+                k_pool.as_ptr().add(*slots.get_unchecked((j0 + u).min(end - 1)) as usize * row + kh * hd)
+            });
+            let (qp, dst) = (|r| q.as_ptr().add(qrow(i, r)), |r| score_row(i, r).add(j0));
+            head_scores4(qp, &kp, rep, hd, shape.scale, dst, (end - j0).min(4));
+        }
+    }
+    // 3. Softmax per query over all its keys.
+    for (i, s) in seqs.iter().enumerate() {
+        for r in 0..rep {
+            softmax(std::slice::from_raw_parts_mut(score_row(i, r), s.context_slots.len()));
+        }
+    }
+    // 4. Weighted values: the shared keys a converted chunk at a time, then each sequence's
+    // own keys. A query's sum runs over its keys in order either way (its running sum goes
+    // through `out` between chunks, which f32 stores and loads keep exact).
+    for c0 in (0..shared).step_by(CHUNK) {
+        let keys = (shared - c0).min(CHUNK);
+        load_rows(v_pool, &prefix[c0..c0 + keys], row, kh * hd, hd, rows.as_mut_ptr());
+        let buf = rows.as_ptr();
+        for i in 0..seqs.len() {
+            let sc = |r: usize| score_row(i, r) as *const f32;
+            let op = |r: usize| out.add(qrow(i, r));
+            weigh_heads(|j| buf.add((j - c0) * hd), (0, c0, c0 + keys - 1), rep, sc, op, hd);
+        }
+    }
+    // The own value rows sit wherever decode put them: ask for the next sequence's while
+    // this one's are summed.
+    let own_slots = |i: usize| seqs.get(i).map_or(&[][..], |s| &s.context_slots[shared.min(s.context_slots.len())..]);
+    prefetch_rows(v_pool, own_slots(0), row, kh * hd, hd);
+    let vp = v_pool.as_ptr().add(kh * hd);
+    for (i, s) in seqs.iter().enumerate() {
+        prefetch_rows(v_pool, own_slots(i + 1), row, kh * hd, hd);
+        let slots = s.context_slots;
+        if shared < slots.len() {
+            let sc = |r: usize| score_row(i, r) as *const f32;
+            let op = |r: usize| out.add(qrow(i, r));
+            weigh_heads(
+                |j| vp.add(*slots.get_unchecked(j) as usize * row),
+                (0, shared, slots.len() - 1),
+                rep,
+                sc,
+                op,
+                hd,
+            );
+        }
+    }
+}
+
+/// Converts `offset..offset + hd` of each slot's row to f32, one row after another in `dst`.
+#[cfg(target_arch = "x86_64")]
+// Inlined into its target-feature callers (a call per few keys cost more than its work).
+#[inline(always)]
+unsafe fn load_rows<T: KvElem>(pool: &[T], slots: &[u32], row: usize, offset: usize, hd: usize, dst: *mut f32) {
+    use std::arch::x86_64::*;
+    for (j, &slot) in slots.iter().enumerate() {
+        let src = pool.as_ptr().add(slot as usize * row + offset);
+        for d in (0..hd).step_by(8) {
+            _mm256_storeu_ps(dst.add(j * hd + d), T::load8(src.add(d)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(start: usize, len: usize, slots: &[u32]) -> SeqAttn<'_> {
+        SeqAttn { start, len, context_slots: slots }
+    }
+
+    #[test]
+    fn groups_consecutive_decodes_that_share_a_prefix() {
+        let p: Vec<u32> = (0..64).collect();
+        let a = [p.clone(), vec![100]].concat();
+        let b = [p.clone(), vec![101, 102]].concat();
+        let c = [p[..40].to_vec(), vec![103]].concat(); // shares 40 of 64: more than half
+        let d = [p[..10].to_vec(), vec![104]].concat(); // shares too little
+        let prefill = [p.clone(), vec![105, 106]].concat();
+        let seqs = [seq(0, 1, &a), seq(1, 1, &b), seq(2, 1, &c), seq(3, 1, &d), seq(4, 2, &prefill), seq(6, 1, &a)];
+        let groups = decode_groups(&seqs, 16);
+        assert_eq!(
+            groups,
+            vec![
+                DecodeGroup { first: 0, end: 3, shared: 40 },
+                DecodeGroup { first: 3, end: 4, shared: 11 },
+                DecodeGroup { first: 5, end: 6, shared: 65 },
+            ]
+        );
+        // The cap splits a run.
+        let g2 = decode_groups(&seqs[..3], 2);
+        assert_eq!(
+            g2,
+            vec![DecodeGroup { first: 0, end: 2, shared: 64 }, DecodeGroup { first: 2, end: 3, shared: 41 }]
+        );
+    }
+
+    #[test]
+    fn a_joiner_may_not_halve_the_shared_prefix() {
+        let p: Vec<u32> = (0..200).collect();
+        let a = [p.clone(), vec![300]].concat();
+        let b = [p.clone(), vec![301]].concat();
+        let c = [p[..60].to_vec(), vec![302]].concat();
+        let groups = decode_groups(&[seq(0, 1, &a), seq(1, 1, &b), seq(2, 1, &c)], 16);
+        assert_eq!(
+            groups,
+            vec![DecodeGroup { first: 0, end: 2, shared: 200 }, DecodeGroup { first: 2, end: 3, shared: 61 }]
+        );
+    }
+}
