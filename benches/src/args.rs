@@ -32,6 +32,11 @@ pub struct BenchClientArgs {
     /// Seeds the workload texts: the same seed sends the same requests to every server.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Send no `seed` with the requests. By default each request carries its own, derived
+    /// from --seed, so a server that honours it samples the same way on every run (and the
+    /// distinct count of two runs differs only where their outputs do).
+    #[arg(long)]
+    pub unseeded: bool,
     /// The `model` field of the requests (default: the first of the server's /v1/models).
     #[arg(long, value_name = "NAME")]
     pub request_model: Option<String>,

@@ -27,7 +27,8 @@ pub fn run(args: &BenchClientArgs, json: Option<&Path>) -> Result<Vec<RunResult>
         None => None,
     };
     for (i, url) in args.urls.iter().enumerate() {
-        let client = Client::connect(url, args.api_key.clone(), args.request_model.clone())?;
+        let mut client = Client::connect(url, args.api_key.clone(), args.request_model.clone())?;
+        client.request_seeds = !args.unseeded;
         let label = args.labels.get(i).cloned().unwrap_or_else(|| default_label(&client));
         for spec in &specs {
             if interrupt::stopped() {
@@ -89,6 +90,7 @@ pub fn run_one(client: &Client, tokenizer: Option<&Client>, label: &str, spec: &
         model: client.model.clone(),
         workload: spec.name().to_string(),
         seed,
+        request_seeds: client.request_seeds,
         params: spec.params(),
         n_split,
         interrupted,

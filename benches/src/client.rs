@@ -2,6 +2,7 @@
 
 use crate::interrupt;
 use crate::record::{Choice, Prompt, RequestRecord};
+use crate::rng::Rng;
 use anyhow::{Context, Result};
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use serde::{Deserialize, Serialize};
@@ -20,11 +21,14 @@ pub enum Flavor {
     Other,
 }
 
+#[derive(Clone)]
 pub struct Sampling {
     pub max_tokens: usize,
     pub temperature: f32,
     /// OpenAI's `user`: looptree keeps this loop's cached path warm between iterations.
     pub user: Option<String>,
+    /// The request's `seed`, sent unless the client is unseeded.
+    pub seed: Option<u64>,
 }
 
 pub struct Client {
@@ -36,6 +40,8 @@ pub struct Client {
     pub flavor: Flavor,
     /// Per endpoint: does it take n > 1 in one request?
     native_n: Mutex<HashMap<&'static str, bool>>,
+    /// Whether requests carry their `seed` (see `--unseeded`).
+    pub request_seeds: bool,
 }
 
 impl Client {
@@ -45,7 +51,7 @@ impl Client {
         // it is reused (llama.cpp's did, while an agent's tool ran), failing a request that
         // never reached it. On loopback a connection costs nothing next to a generation.
         let http = Http::builder().timeout(Duration::from_secs(3600)).pool_max_idle_per_host(0).build()?;
-        let mut client = Client { http, base, api_key, model, flavor: Flavor::Other, native_n: Mutex::new(HashMap::new()) };
+        let mut client = Client { http, base, api_key, model, flavor: Flavor::Other, native_n: Mutex::new(HashMap::new()), request_seeds: true };
         let models = client.get("/v1/models").with_context(|| format!("no OpenAI-compatible server answers at {url}"))?;
         if client.model.is_none() {
             client.model = models["data"][0]["id"].as_str().map(str::to_string);
@@ -102,6 +108,9 @@ impl Client {
         if let Some(u) = &s.user {
             b["user"] = json!(u);
         }
+        if let Some(seed) = s.seed.filter(|_| self.request_seeds) {
+            b["seed"] = json!(seed);
+        }
         b
     }
 
@@ -121,19 +130,26 @@ impl Client {
             ]),
             Prompt::Text(_) => Prompt::Text("Hi".into()),
         };
-        let body = self.body(&probe, 2, &Sampling { max_tokens: 1, temperature: 1.0, user: None }, false);
+        let body = self.body(&probe, 2, &Sampling { max_tokens: 1, temperature: 1.0, user: None, seed: None }, false);
         let yes = self.post(ep, &body).is_ok_and(|v| v["choices"].as_array().is_some_and(|c| c.len() == 2));
         self.native_n.lock().unwrap().insert(ep, yes);
         yes
     }
 
-    /// n samples of one prompt: one request, or n concurrent ones where n > 1 is refused.
+    /// n samples of one prompt: one request, or n concurrent ones where n > 1 is refused
+    /// (each then with a seed of its own, or all n would sample alike).
     pub fn generate(&self, prompt: Arc<Prompt>, n: usize, s: &Sampling) -> Vec<RequestRecord> {
         if n <= 1 || self.takes_n(&prompt) {
             return vec![self.stream(prompt, n, s)];
         }
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..n).map(|_| scope.spawn(|| self.stream(prompt.clone(), 1, s))).collect();
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let one = Sampling { seed: s.seed.map(|seed| Rng::derive(seed, &[i as u64]).next_u64()), ..s.clone() };
+                    let prompt = prompt.clone();
+                    scope.spawn(move || self.stream(prompt, 1, &one))
+                })
+                .collect();
             handles.into_iter().map(|h| h.join().expect("request thread")).collect()
         })
     }
@@ -270,6 +286,25 @@ fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_carry_their_seed_unless_unseeded() {
+        let mut c = Client {
+            http: Http::new(),
+            base: "http://127.0.0.1:1".into(),
+            api_key: None,
+            model: Some("m".into()),
+            flavor: Flavor::Other,
+            native_n: Mutex::new(HashMap::new()),
+            request_seeds: true,
+        };
+        let s = Sampling { max_tokens: 4, temperature: 0.7, user: None, seed: Some(42) };
+        let prompt = Prompt::Text("hi".into());
+        assert_eq!(c.body(&prompt, 1, &s, true)["seed"], 42);
+        assert!(c.body(&prompt, 1, &Sampling { seed: None, ..s.clone() }, true).get("seed").is_none());
+        c.request_seeds = false;
+        assert!(c.body(&prompt, 1, &s, true).get("seed").is_none());
+    }
 
     #[test]
     fn accounting_from_openai_usage_and_from_llama_cpp_timings() {

@@ -15,6 +15,10 @@ pub struct RunResult {
     pub model: Option<String>,
     pub workload: String,
     pub seed: u64,
+    /// Each request carried a seed derived from `seed` (records from before this field
+    /// existed carried none).
+    #[serde(default)]
+    pub request_seeds: bool,
     pub params: Value,
     /// The server refused n > 1, so each n-sample request went as n concurrent requests.
     pub n_split: bool,

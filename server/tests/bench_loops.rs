@@ -24,7 +24,7 @@ fn small_workloads_report_consistent_numbers() {
     let json = dir.join("run.json");
     let svg = dir.join("run.svg");
     #[rustfmt::skip]
-    let (ok, stdout, stderr) = bench(&[
+    let args = vec![
         "--url", &server.base, "--label", "looptree",
         "--workload", "agent-loop", "--workload", "fanout", "--workload", "tree",
         "--agents", "2", "--iterations", "3", "--system-tokens", "150", "--task-tokens", "20",
@@ -32,7 +32,8 @@ fn small_workloads_report_consistent_numbers() {
         "--fanout-prompts", "1", "--fanout-prompt-tokens", "40", "--fanout-n", "3", "--fanout-max-tokens", "6",
         "--root-tokens", "40", "--segment-tokens", "4", "--branch", "2", "--depth", "2",
         "--json", json.to_str().unwrap(), "--plot", svg.to_str().unwrap(),
-    ]);
+    ];
+    let (ok, stdout, stderr) = bench(&args);
     assert!(ok, "bench failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("| looptree | agent-loop |"), "no table row:\n{stdout}");
     let record: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -75,6 +76,29 @@ fn small_workloads_report_consistent_numbers() {
     assert!(u(&fan["computed_tokens"]) < u(&fan["prompt_tokens"]) + u(&fan["generated_tokens"]), "{fan}");
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.contains("agent-loop"), "{chart}");
+
+    // Every request carried a seed, and looptree honours them: the same workloads again,
+    // now on a warm prefix cache, give the same outputs.
+    let again_json = dir.join("again.json");
+    let mut again_args = args.clone();
+    *again_args.iter_mut().find(|a| **a == json.to_str().unwrap()).unwrap() = again_json.to_str().unwrap();
+    let (ok, _, stderr) = bench(&again_args);
+    assert!(ok, "second bench failed:\n{stderr}");
+    let again: Value = serde_json::from_str(&std::fs::read_to_string(&again_json).unwrap()).unwrap();
+    let texts = |run: &Value| {
+        let mut t: Vec<String> = run["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().to_string()))
+            .collect();
+        t.sort();
+        t
+    };
+    for (first, second) in runs.iter().zip(again["runs"].as_array().unwrap()) {
+        assert_eq!(first["request_seeds"], true);
+        assert_eq!(texts(first), texts(second), "{}: seeded outputs differ between runs", first["workload"]);
+    }
 
     // --compare alone re-reads the record and prints the same table rows.
     let (ok, again, stderr) = bench(&["--compare", json.to_str().unwrap()]);

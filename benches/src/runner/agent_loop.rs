@@ -5,6 +5,8 @@ use super::Collector;
 use crate::client::{Client, Sampling};
 use crate::interrupt;
 use crate::record::Prompt;
+use crate::rng::Rng;
+use super::REQUEST_SEED;
 use crate::workload::AgentLoop;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -17,11 +19,16 @@ pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
             s.spawn(move || {
                 let mut history: Vec<Value> =
                     vec![json!({"role": "system", "content": system}), json!({"role": "user", "content": w.task(seed, agent)})];
-                let sampling = Sampling { max_tokens: w.max_tokens, temperature: w.temperature, user: Some(format!("agent-{agent}")) };
                 for iteration in 0..w.iterations {
                     if interrupt::stopped() {
                         return;
                     }
+                    let sampling = Sampling {
+                        max_tokens: w.max_tokens,
+                        temperature: w.temperature,
+                        user: Some(format!("agent-{agent}")),
+                        seed: Some(Rng::derive(seed, &[REQUEST_SEED, agent as u64, iteration as u64]).next_u64()),
+                    };
                     let prompt = Arc::new(Prompt::Chat(history.clone()));
                     let record = client.generate(prompt, 1, &sampling).remove(0);
                     out.request(&record);

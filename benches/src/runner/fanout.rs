@@ -4,16 +4,18 @@
 use super::Collector;
 use crate::client::{Client, Sampling};
 use crate::record::Prompt;
+use crate::rng::Rng;
+use super::REQUEST_SEED;
 use crate::workload::Fanout;
 use serde_json::json;
 use std::sync::Arc;
 
 pub fn run(client: &Client, w: &Fanout, seed: u64, out: &Collector) {
-    let sampling = Sampling { max_tokens: w.max_tokens, temperature: w.temperature, user: None };
     std::thread::scope(|s| {
         for p in 0..w.prompts {
-            let sampling = &sampling;
             s.spawn(move || {
+                let seed_of_request = Rng::derive(seed, &[REQUEST_SEED, p as u64]).next_u64();
+                let sampling = &Sampling { max_tokens: w.max_tokens, temperature: w.temperature, user: None, seed: Some(seed_of_request) };
                 let prompt = Arc::new(Prompt::Chat(vec![json!({"role": "user", "content": w.prompt(seed, p)})]));
                 for record in client.generate(prompt, w.n, sampling) {
                     out.request(&record);

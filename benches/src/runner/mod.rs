@@ -10,6 +10,9 @@ pub use fanout::run as fanout;
 pub use tree::run as tree;
 
 use crate::record::RequestRecord;
+
+/// Tags the requests' seeds apart from the workload texts' draws (`Rng::derive`'s first part).
+const REQUEST_SEED: u64 = 0x7365_6564;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Mutex;
 
