@@ -15,6 +15,8 @@ pub struct Counters {
     /// Completed generations (each fork of an n>1 request counts once).
     pub finished_trajectories: AtomicU64,
     pub evicted_tokens: AtomicU64,
+    /// Tokens whose K/V another replica handed over (`import_prefix`), new to the tree.
+    pub imported_tokens: AtomicU64,
     pub preemptions: AtomicU64,
     pub steps: AtomicU64,
     // Gauges, overwritten every step.
@@ -43,6 +45,7 @@ pub struct CountersSnapshot {
     pub generated_tokens: u64,
     pub finished_trajectories: u64,
     pub evicted_tokens: u64,
+    pub imported_tokens: u64,
     pub preemptions: u64,
     pub steps: u64,
     pub running: u64,
@@ -73,6 +76,7 @@ impl Counters {
             generated_tokens: g(&self.generated_tokens),
             finished_trajectories: g(&self.finished_trajectories),
             evicted_tokens: g(&self.evicted_tokens),
+            imported_tokens: g(&self.imported_tokens),
             preemptions: g(&self.preemptions),
             steps: g(&self.steps),
             running: g(&self.running),

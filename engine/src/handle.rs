@@ -7,10 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+use crate::prefix_kv::PrefixKv;
 
 enum Command {
     Add(RequestId, GenerationRequest, Box<dyn EventSink>),
     Cancel(RequestId),
+    CachedLen(Vec<u32>, mpsc::Sender<usize>),
+    Export(Vec<u32>, usize, mpsc::Sender<Result<Option<PrefixKv>, String>>),
+    Import(Box<PrefixKv>, Duration, mpsc::Sender<Result<usize, String>>),
 }
 
 pub struct EngineHandle {
@@ -36,6 +41,15 @@ impl EngineHandle {
                         let _ = engine.add_request_with_id(id, req, sink);
                     }
                     Command::Cancel(id) => engine.cancel(id),
+                    Command::CachedLen(tokens, reply) => {
+                        let _ = reply.send(engine.cached_prefix_len(&tokens));
+                    }
+                    Command::Export(tokens, min_len, reply) => {
+                        let _ = reply.send(engine.export_prefix(&tokens, min_len).map_err(|e| e.to_string()));
+                    }
+                    Command::Import(prefix, keep, reply) => {
+                        let _ = reply.send(engine.import_prefix(&prefix, keep));
+                    }
                 };
                 loop {
                     if !engine.has_work() {
@@ -68,6 +82,27 @@ impl EngineHandle {
 
     pub fn cancel(&self, id: RequestId) {
         let _ = self.tx.send(Command::Cancel(id));
+    }
+
+    /// How many leading tokens of `tokens` the prefix tree holds (asked between steps).
+    pub fn cached_prefix_len(&self, tokens: Vec<u32>) -> Result<usize, RequestError> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.send(Command::CachedLen(tokens, tx)).map_err(|_| RequestError::EngineStopped)?;
+        rx.recv().map_err(|_| RequestError::EngineStopped)
+    }
+
+    /// See [`Engine::export_prefix`]; blocks until the engine thread answers.
+    pub fn export_prefix(&self, tokens: Vec<u32>, min_len: usize) -> Result<Option<PrefixKv>, String> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.send(Command::Export(tokens, min_len, tx)).map_err(|_| "the engine has stopped".to_string())?;
+        rx.recv().map_err(|_| "the engine has stopped".to_string())?
+    }
+
+    /// See [`Engine::import_prefix`]; blocks until the engine thread answers.
+    pub fn import_prefix(&self, prefix: PrefixKv, keep: Duration) -> Result<usize, String> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.send(Command::Import(Box::new(prefix), keep, tx)).map_err(|_| "the engine has stopped".to_string())?;
+        rx.recv().map_err(|_| "the engine has stopped".to_string())?
     }
 
     pub fn counters(&self) -> &Arc<Counters> {

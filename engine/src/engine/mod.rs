@@ -6,6 +6,7 @@ mod admit;
 mod build;
 mod emit;
 mod release;
+mod share;
 
 use crate::config::EngineConfig;
 use crate::constraint::Constraint;

@@ -44,6 +44,12 @@ pub fn render(state: &Shared) -> String {
         ("looptree_generated_tokens_total", "counter", "Tokens generated.", c.generated_tokens as f64),
         ("looptree_finished_trajectories_total", "counter", "Completed generations (each fork counts).", c.finished_trajectories as f64),
         ("looptree_evicted_tokens_total", "counter", "Cached tokens evicted from the prefix tree.", c.evicted_tokens as f64),
+        (
+            "looptree_kv_imported_tokens_total",
+            "counter",
+            "Prefix tokens whose K/V a peer replica handed over (--kv-peer) instead of their being computed here.",
+            c.imported_tokens as f64,
+        ),
         ("looptree_preemptions_total", "counter", "Sequences preempted for lack of KV space.", c.preemptions as f64),
         ("looptree_steps_total", "counter", "Engine steps (forward passes).", c.steps as f64),
         ("looptree_requests_running", "gauge", "Requests being computed.", c.running as f64),
