@@ -122,4 +122,13 @@ pub struct ServeArgs {
     /// path the name in the model's metadata).
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Hand the K/V of cached prefixes to peer replicas that ask (`POST
+    /// /looptree/kv/prefix`). It tells a caller whether a prefix was seen: enable it only
+    /// among replicas you trust.
+    #[arg(long)]
+    pub kv_export: bool,
+    /// A replica (serving the same model and KV type, with --kv-export) to ask for a
+    /// prompt's prefix when most of it is not cached here; give it once per peer.
+    #[arg(long = "kv-peer", value_name = "URL")]
+    pub kv_peers: Vec<String>,
 }

@@ -83,7 +83,7 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
     // tool_choice any/tool force a call whose input matches the tool's schema.
     let forced = offered.as_ref().filter(|o| o.forced).map(|o| o.tools.as_slice());
     let constraint = super::structured::constraint(&state, &Map::new(), forced).await?;
-    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session, constraint })?;
+    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session, constraint }).await?;
     let id = new_id("msg_");
     if wire.stream.unwrap_or(false) {
         let events = MessagesStream::new(state.clone(), gen, id, offered, stops).into_events();

@@ -39,7 +39,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     let forced = offered.as_ref().filter(|o| o.forced).map(|o| o.tools.as_slice());
     let constraint = structured::constraint(&state, &body, forced).await?;
     let ask = Ask { params, prompt_logprobs: None, session: wire.user, constraint };
-    let gen = Generation::submit(&state, vec![prompt], ask)?;
+    let gen = Generation::submit(&state, vec![prompt], ask).await?;
     let meta = Meta { id: new_id("chatcmpl-"), object: "chat.completion", created: unix_now(), model: state.model_name.clone() };
     let want_logprobs = wire.logprobs.unwrap_or(false);
     if wire.stream.unwrap_or(false) {

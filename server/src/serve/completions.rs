@@ -60,7 +60,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(mut body): JsonBody) -
     let constraint = structured::constraint(&state, &body, None).await?;
     let ask = Ask { prompt_logprobs, params, session: wire.user, constraint };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts.into_iter().map(|Prompt { tokens, text }| (tokens, text)).unzip();
-    let gen = Generation::submit(&state, tokens.clone(), ask)?;
+    let gen = Generation::submit(&state, tokens.clone(), ask).await?;
     let meta = Meta { id: new_id("cmpl-"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };
     let echo = echo.then_some(Echo { texts, tokens });
     if wire.stream.unwrap_or(false) {

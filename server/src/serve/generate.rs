@@ -34,8 +34,14 @@ pub struct Generation {
 
 impl Generation {
     /// Checks every prompt first, so a bad second prompt does not leave the first running.
-    pub fn submit(state: &Shared, prompts: Vec<Vec<u32>>, ask: Ask) -> Result<Self, ApiError> {
+    /// With `--kv-peer`, first fetches what peers hold of prompts mostly not cached here.
+    pub async fn submit(state: &Shared, prompts: Vec<Vec<u32>>, ask: Ask) -> Result<Self, ApiError> {
         let permit = state.admit()?;
+        if let Some(peers) = &state.kv_peers {
+            for p in &prompts {
+                peers.warm(state, p).await;
+            }
+        }
         let limits = state.engine.limits();
         let reqs: Vec<GenerationRequest> = prompts
             .into_iter()

@@ -36,7 +36,7 @@ pub fn render(state: &Shared) -> String {
     let mut put = |name: &str, kind: &str, help: &str, labels: &str, value: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}");
     };
-    let own: [(&str, &str, &str, f64); 18] = [
+    let own: [(&str, &str, &str, f64); 19] = [
         ("looptree_requests_total", "counter", "Requests the engine accepted.", c.requests as f64),
         ("looptree_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", c.prompt_tokens as f64),
         ("looptree_cached_prompt_tokens_total", "counter", "Prompt tokens served from the prefix tree.", c.cached_prompt_tokens as f64),

@@ -15,6 +15,7 @@ mod conversation;
 mod error;
 mod extract;
 mod generate;
+mod kv_peers;
 mod loads;
 mod logprobs;
 mod metrics;
@@ -76,6 +77,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         started: state::unix_now(),
         vocab_size: loaded.model.config().vocab_size,
         grammars: Default::default(),
+        kv_export: args.kv_export,
+        kv_peers: if args.kv_peers.is_empty() {
+            None
+        } else {
+            Some(kv_peers::KvPeers::new(&args.kv_peers, args.api_key.clone()).context("the --kv-peer client")?)
+        },
     });
     tracing::info!(model = %state.model_name, threads, kv_mib, kv_tokens = capacity, max_context, "model loaded");
     let runtime = tokio::runtime::Builder::new_multi_thread()

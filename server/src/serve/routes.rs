@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::state::Shared;
-use super::{anthropic, auth, chat, completions, loads, metrics, models, tokenize};
+use super::{anthropic, auth, chat, completions, kv_peers, loads, metrics, models, tokenize};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
@@ -23,6 +23,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/v1/loads", get(loads::handle))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
+        .route("/looptree/kv/prefix", post(kv_peers::export))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), auth::require_key))

@@ -30,6 +30,10 @@ pub struct AppState {
     /// The grammar compiler for structured output, built on the first request that needs
     /// it (indexing the vocabulary takes a while); the error if it cannot be built.
     pub grammars: OnceLock<Result<Arc<Grammars>, String>>,
+    /// Whether `POST /looptree/kv/prefix` hands out cached prefixes (`--kv-export`).
+    pub kv_export: bool,
+    /// Replicas asked for a prompt's prefix before it runs (`--kv-peer`).
+    pub kv_peers: Option<super::kv_peers::KvPeers>,
 }
 
 pub type Shared = Arc<AppState>;
