@@ -58,7 +58,11 @@ slots_and_ctx() {
         agent-loop) echo "8 32768" ;;
         fanout) echo "64 65536" ;;
         tree) echo "64 32768" ;;
-        crowded) echo "32 49152" ;;
+        # 32 agents but 8 slots: with a slot per agent, 32 first prompts of ~1,600 tokens
+        # over-subscribe the unified cache and llama.cpp fails every request ("Context size
+        # has been exceeded", measured); 8 slots of up to 6,144 tokens hold any agent's
+        # context, and the others queue.
+        crowded) echo "8 49152" ;;
         *) echo "unknown workload $1" >&2; return 1 ;;
     esac
 }

@@ -3,8 +3,11 @@
 # (PyPI `smg`, SGLang's router's successor) and the agent-loop workload run three ways, each on
 # fresh replicas so no run inherits another's cache:
 #   1. through the router in cache_aware mode,
-#   2. straight at one replica serving the whole workload,
-#   3. through the router in round_robin mode.
+#   2. the same with the replicas sharing prefixes (`--kv-export`, `--kv-peer` every other
+#      replica): a replica an agent lands on first fetches the shared system prompt's K/V
+#      from a replica that holds it instead of computing it (skip with KV_PEERS=0),
+#   3. straight at one replica serving the whole workload,
+#   4. through the router in round_robin mode.
 # Prints the bench table (DTPB, trajectories/s, ...) for the three, and after each router run
 # every replica's requests, session keys (one per agent that reached it) and prefix-cache hits:
 # with cache-aware routing the session keys add up to the number of agents, i.e. each agent's
@@ -18,7 +21,8 @@
 # BASE_PORT (18400: router; replicas on the next ports), SMG_VENV (~/.cache/looptree/smg-venv),
 # SMG_ARGS (router flags for cache_aware; default below), LOOPTREE_BIN (default: a
 # release build of this checkout), OUT (a directory for logs and bench records), BENCH_ARGS
-# (more `looptree bench` flags, e.g. "--system-tokens 400 --reply-tokens 16" for a quick run).
+# (more `looptree bench` flags, e.g. "--system-tokens 400 --reply-tokens 16" for a quick run),
+# KV_PEERS (1: also run cache_aware with the replicas sharing prefixes; 0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,6 +38,7 @@ KV_MEMORY="${KV_MEMORY:-1GiB}"
 BASE_PORT="${BASE_PORT:-18400}"
 SMG_VENV="${SMG_VENV:-$HOME/.cache/looptree/smg-venv}"
 BENCH_ARGS="${BENCH_ARGS:-}"
+KV_PEERS="${KV_PEERS:-1}"
 # cache_aware sends a request to the replica with the longest matching prefix unless loads
 # (requests in flight) are out of balance. With its defaults every agent matches the shared
 # system prompt first and all pile onto one replica; balancing at a difference of more than 2
@@ -80,12 +85,18 @@ wait_http() { # URL, what
 
 replica_port() { echo $((BASE_PORT + 1 + $1)); }
 
-start_replicas() { # how many, log tag
+start_replicas() { # how many, log tag, "peers" to share prefixes between them
     for i in $(seq 0 $(($1 - 1))); do
-        local port
+        local port share=()
         port=$(replica_port "$i")
+        if [ "${3:-}" = peers ]; then
+            share=(--kv-export)
+            for j in $(seq 0 $(($1 - 1))); do
+                [ "$j" != "$i" ] && share+=(--kv-peer "http://127.0.0.1:$(replica_port "$j")")
+            done
+        fi
         RUST_LOG=warn "$LOOPTREE_BIN" serve --model "$MODEL" --port "$port" --threads "$THREADS" \
-            --kv-memory "$KV_MEMORY" >"$OUT/$2-replica$i.log" 2>&1 &
+            --kv-memory "$KV_MEMORY" "${share[@]}" >"$OUT/$2-replica$i.log" 2>&1 &
         PIDS+=($!)
     done
     for i in $(seq 0 $(($1 - 1))); do
@@ -118,7 +129,7 @@ metric() { # port, name
 }
 
 replica_table() { # how many replicas
-    printf '%-8s %10s %10s %14s\n' replica requests sessions "cache hits"
+    printf '%-8s %10s %10s %14s %14s\n' replica requests sessions "cache hits" "imported"
     local sessions=0
     for i in $(seq 0 $(($1 - 1))); do
         local port req ses q h
@@ -127,7 +138,8 @@ replica_table() { # how many replicas
         ses=$(metric "$port" looptree_sessions)
         q=$(metric "$port" looptree_prompt_tokens_total)
         h=$(metric "$port" looptree_cached_prompt_tokens_total)
-        printf '%-8s %10s %10s %13s%%\n' "$i" "$req" "$ses" "$(awk -v h="$h" -v q="$q" 'BEGIN { printf "%.1f", (q > 0 ? 100 * h / q : 0) }')"
+        imp=$(metric "$port" looptree_kv_imported_tokens_total)
+        printf '%-8s %10s %10s %13s%% %14s\n' "$i" "$req" "$ses" "$(awk -v h="$h" -v q="$q" 'BEGIN { printf "%.1f", (q > 0 ? 100 * h / q : 0) }')" "$imp"
         sessions=$((sessions + ${ses%.*}))
     done
     echo "session keys over all replicas: $sessions for $AGENTS agents ($AGENTS = every agent stayed on one replica)"
@@ -149,6 +161,17 @@ bench "http://127.0.0.1:$BASE_PORT/v1" "smg cache_aware x$REPLICAS" "$OUT/cache-
 replica_table "$REPLICAS" | tee "$OUT/cache-aware-replicas.txt"
 cleanup
 
+records=("$OUT/cache-aware.json")
+if [ "$KV_PEERS" = 1 ]; then
+    echo "== $REPLICAS replicas sharing prefixes behind smg, cache_aware" >&2
+    start_replicas "$REPLICAS" kv-peers peers
+    start_router cache_aware "$SMG_ARGS"
+    bench "http://127.0.0.1:$BASE_PORT/v1" "smg cache_aware x$REPLICAS, kv peers" "$OUT/kv-peers.json"
+    replica_table "$REPLICAS" | tee "$OUT/kv-peers-replicas.txt"
+    cleanup
+    records+=("$OUT/kv-peers.json")
+fi
+
 echo "== one replica, the whole workload" >&2
 start_replicas 1 single
 bench "http://127.0.0.1:$(replica_port 0)/v1" "one replica" "$OUT/single.json"
@@ -162,11 +185,15 @@ replica_table "$REPLICAS" | tee "$OUT/round-robin-replicas.txt"
 cleanup
 
 echo
-echo "== all three (the first is the base of the ratios)"
-"$LOOPTREE_BIN" bench --compare "$OUT/cache-aware.json" "$OUT/single.json" "$OUT/round-robin.json"
+echo "== all runs (the first is the base of the ratios)"
+"$LOOPTREE_BIN" bench --compare "${records[@]}" "$OUT/single.json" "$OUT/round-robin.json"
 echo
 echo "per-replica counters after the cache_aware run:"
 cat "$OUT/cache-aware-replicas.txt"
+if [ "$KV_PEERS" = 1 ]; then
+    echo "per-replica counters after the cache_aware run with prefix sharing:"
+    cat "$OUT/kv-peers-replicas.txt"
+fi
 echo "per-replica counters after the round_robin run:"
 cat "$OUT/round-robin-replicas.txt"
 echo "logs and records: $OUT"
