@@ -72,11 +72,7 @@ pub fn paged_attention_simd<T: KvElem>(
     shape: &AttnShape,
     out: &mut [f32],
 ) {
-    assert!(supported(shape.head_dim), "paged_attention_simd needs AVX2/FMA/F16C and head_dim % 8 == 0");
-    #[cfg(target_arch = "x86_64")]
-    attention_x86(q, k_pool, v_pool, seqs, shape, out, true);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (q, k_pool, v_pool, seqs, out);
+    dispatch(q, k_pool, v_pool, seqs, shape, out, true)
 }
 
 /// [`paged_attention_simd`] with every sequence on its own: the reference its shared-prefix
@@ -89,11 +85,23 @@ pub fn paged_attention_per_sequence<T: KvElem>(
     shape: &AttnShape,
     out: &mut [f32],
 ) {
-    assert!(supported(shape.head_dim), "paged_attention_per_sequence needs AVX2/FMA/F16C and head_dim % 8 == 0");
+    dispatch(q, k_pool, v_pool, seqs, shape, out, false)
+}
+
+fn dispatch<T: KvElem>(
+    q: &[f32],
+    k_pool: &[T],
+    v_pool: &[T],
+    seqs: &[SeqAttn],
+    shape: &AttnShape,
+    out: &mut [f32],
+    grouped: bool,
+) {
+    assert!(supported(shape.head_dim), "the SIMD attention needs AVX2/FMA/F16C and head_dim % 8 == 0");
     #[cfg(target_arch = "x86_64")]
-    attention_x86(q, k_pool, v_pool, seqs, shape, out, false);
+    attention_x86(q, k_pool, v_pool, seqs, shape, out, grouped);
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (q, k_pool, v_pool, seqs, out);
+    let _ = (q, k_pool, v_pool, seqs, out, grouped);
 }
 
 #[cfg(target_arch = "x86_64")]
