@@ -145,7 +145,7 @@ impl Client {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..n)
                 .map(|i| {
-                    let one = Sampling { seed: s.seed.map(|seed| Rng::derive(seed, &[i as u64]).next_u64()), ..s.clone() };
+                    let one = Sampling { seed: s.seed.map(|seed| Rng::request_seed(seed, &[i as u64])), ..s.clone() };
                     let prompt = prompt.clone();
                     scope.spawn(move || self.stream(prompt, 1, &one))
                 })

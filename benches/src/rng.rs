@@ -20,6 +20,12 @@ impl Rng {
         r
     }
 
+    /// A request's `seed`: 31 bits, which every server's integer seed takes (a router in
+    /// front of looptree refused values above i64::MAX; llama.cpp keeps 32 bits).
+    pub fn request_seed(seed: u64, parts: &[u64]) -> u64 {
+        Self::derive(seed, parts).next_u64() >> 33
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -37,6 +43,17 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_seeds_fit_every_servers_integer_and_differ() {
+        let seeds: Vec<u64> = (0..1000).map(|i| Rng::request_seed(1, &[7, i])).collect();
+        assert!(seeds.iter().all(|&s| s <= i32::MAX as u64));
+        let mut distinct = seeds.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), seeds.len());
+        assert_eq!(Rng::request_seed(1, &[7, 3]), seeds[3], "deterministic");
+    }
 
     #[test]
     fn same_seed_same_stream_and_parts_differ() {

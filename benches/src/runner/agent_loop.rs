@@ -27,7 +27,7 @@ pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
                         max_tokens: w.max_tokens,
                         temperature: w.temperature,
                         user: Some(format!("agent-{agent}")),
-                        seed: Some(Rng::derive(seed, &[REQUEST_SEED, agent as u64, iteration as u64]).next_u64()),
+                        seed: Some(Rng::request_seed(seed, &[REQUEST_SEED, agent as u64, iteration as u64])),
                     };
                     let prompt = Arc::new(Prompt::Chat(history.clone()));
                     let record = client.generate(prompt, 1, &sampling).remove(0);

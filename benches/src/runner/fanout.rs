@@ -14,7 +14,7 @@ pub fn run(client: &Client, w: &Fanout, seed: u64, out: &Collector) {
     std::thread::scope(|s| {
         for p in 0..w.prompts {
             s.spawn(move || {
-                let seed_of_request = Rng::derive(seed, &[REQUEST_SEED, p as u64]).next_u64();
+                let seed_of_request = Rng::request_seed(seed, &[REQUEST_SEED, p as u64]);
                 let sampling = &Sampling { max_tokens: w.max_tokens, temperature: w.temperature, user: None, seed: Some(seed_of_request) };
                 let prompt = Arc::new(Prompt::Chat(vec![json!({"role": "user", "content": w.prompt(seed, p)})]));
                 for record in client.generate(prompt, w.n, sampling) {

@@ -34,7 +34,7 @@ fn expand<'s, 'a: 's>(s: &'s Scope<'s, '_>, ctx: &'s Ctx<'a>, path: Vec<String>,
         return;
     }
     let prompt = Arc::new(Prompt::Text(format!("{}{}", ctx.root, path.concat())));
-    let seed = Rng::derive(ctx.seed, &at).next_u64();
+    let seed = Rng::request_seed(ctx.seed, &at);
     let sampling = Sampling { max_tokens: ctx.w.segment_tokens, temperature: ctx.w.temperature, user: None, seed: Some(seed) };
     // A child's index counts over the records too: a server that refuses n > 1 answers
     // with one record per child.
