@@ -14,7 +14,7 @@ enum Command {
     Add(RequestId, GenerationRequest, Box<dyn EventSink>),
     Cancel(RequestId),
     CachedLen(Vec<u32>, mpsc::Sender<usize>),
-    Export(Vec<u32>, usize, mpsc::Sender<Result<Option<PrefixKv>, String>>),
+    Export(Vec<u32>, usize, mpsc::Sender<Result<(Option<PrefixKv>, bool), String>>),
     Import(Box<PrefixKv>, Duration, mpsc::Sender<Result<usize, String>>),
 }
 
@@ -45,7 +45,9 @@ impl EngineHandle {
                         let _ = reply.send(engine.cached_prefix_len(&tokens));
                     }
                     Command::Export(tokens, min_len, reply) => {
-                        let _ = reply.send(engine.export_prefix(&tokens, min_len).map_err(|e| e.to_string()));
+                        let exported = engine.export_prefix(&tokens, min_len).map_err(|e| e.to_string());
+                        let held = engine.cached_prefix_len(&tokens);
+                        let _ = reply.send(exported.map(|p| (p, engine.prefilling_past(&tokens, held))));
                     }
                     Command::Import(prefix, keep, reply) => {
                         let _ = reply.send(engine.import_prefix(&prefix, keep));
@@ -91,8 +93,9 @@ impl EngineHandle {
         rx.recv().map_err(|_| RequestError::EngineStopped)
     }
 
-    /// See [`Engine::export_prefix`]; blocks until the engine thread answers.
-    pub fn export_prefix(&self, tokens: Vec<u32>, min_len: usize) -> Result<Option<PrefixKv>, String> {
+    /// See [`Engine::export_prefix`], and whether the engine is still prefilling more of
+    /// `tokens` ([`Engine::prefilling_past`]); blocks until the engine thread answers.
+    pub fn export_prefix(&self, tokens: Vec<u32>, min_len: usize) -> Result<(Option<PrefixKv>, bool), String> {
         let (tx, rx) = mpsc::channel();
         self.tx.send(Command::Export(tokens, min_len, tx)).map_err(|_| "the engine has stopped".to_string())?;
         rx.recv().map_err(|_| "the engine has stopped".to_string())?

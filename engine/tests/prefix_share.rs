@@ -87,3 +87,21 @@ fn a_prefix_that_does_not_fit_is_refused_without_leaking_pages() {
     assert_eq!(b.tree_stats().cached_tokens, 0);
     assert_clean(&b);
 }
+
+#[test]
+fn a_prefix_still_being_prefilled_is_reported_as_growing() {
+    let (mut a, _) = engine(looptree_engine::EngineConfig { max_step_tokens: 16, ..config(256, 1) });
+    let long = prompt(6, 60);
+    let (_, log) = submit(&mut a, &long, greedy(4));
+    a.step();
+    let held = a.cached_prefix_len(&long);
+    assert!(held > 0 && held < 59, "held {held} after one step of 16 tokens");
+    assert!(a.prefilling_past(&long, held), "the rest of the prompt is on its way");
+    assert!(!a.prefilling_past(&prompt(7, 60), 0), "another prompt is not");
+    let partial = a.export_prefix(&long, 1).unwrap().unwrap();
+    assert_eq!(partial.tokens.len(), held);
+    run(&mut a, 1000);
+    assert!(outcome(&log).all_finished(1));
+    assert!(!a.prefilling_past(&long, a.cached_prefix_len(&long)), "done");
+    assert_clean(&a);
+}

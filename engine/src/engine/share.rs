@@ -15,6 +15,15 @@ impl Engine {
         self.tree.cached_prefix_len(tokens)
     }
 
+    /// Whether a running request is still prefilling tokens of `tokens` past its first
+    /// `held`: what this engine holds of them will grow (a peer may wait for it).
+    pub fn prefilling_past(&self, tokens: &[u32], held: usize) -> bool {
+        self.running.iter().filter(|r| !r.prefilled && !r.cancelled).any(|r| {
+            let common = r.prompt.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+            common > held && r.seqs.first().is_some_and(|s| s.computed < common)
+        })
+    }
+
     /// The longest prefix of `tokens` this engine holds cached (whole pages), with its K/V,
     /// if it is at least `min_len` tokens long.
     pub fn export_prefix(&mut self, tokens: &[u32], min_len: usize) -> candle_core::Result<Option<PrefixKv>> {

@@ -22,6 +22,13 @@ use std::time::Duration;
 const MIN_FETCH: usize = 256;
 /// How long an imported prefix is kept warm for the request it was fetched for.
 const KEEP: Duration = Duration::from_secs(60);
+/// While a peer is still computing a prefix: how often to ask again, for how much more,
+/// and at most how many times (a minute).
+const POLL_EVERY: Duration = Duration::from_millis(300);
+const POLL_GROWTH: usize = 64;
+const MAX_POLLS: usize = 200;
+/// The export's answer to "will you hold more of these tokens soon?".
+const COMPUTING: &str = "x-looptree-computing";
 
 pub struct KvPeers {
     urls: Vec<String>,
@@ -36,28 +43,54 @@ impl KvPeers {
         Ok(Self { urls, client, api_key })
     }
 
-    /// Imports from the first peer that holds more of `prompt` than this replica does, if
-    /// most of the prompt is not cached here. A loop's next turn (its history cached here,
-    /// one new tool result) asks nobody. Failures are logged: the prompt is then computed.
+    /// Imports what peers hold of `prompt` if most of it is not cached here. A loop's next
+    /// turn (its history cached here, one new tool result) asks nobody. A peer may still be
+    /// computing the prefix (agents that share a system prompt arrive together): while what
+    /// it holds keeps growing, this waits for it and imports again rather than computing
+    /// the same tokens beside it. Failures are logged; the rest is then computed here.
     pub async fn warm(&self, state: &Shared, prompt: &[u32]) {
         // The last token is computed whatever is cached: its logits are the answer.
         let wanted = prompt[..prompt.len().saturating_sub(1)].to_vec();
         let engine_state = state.clone();
         let ask = wanted.clone();
-        let Ok(Ok(local)) = tokio::task::spawn_blocking(move || engine_state.engine.cached_prefix_len(ask)).await else {
+        let Ok(Ok(mut local)) = tokio::task::spawn_blocking(move || engine_state.engine.cached_prefix_len(ask)).await
+        else {
             return;
         };
         let missing = wanted.len() - local.min(wanted.len());
         if missing < MIN_FETCH || 2 * missing < wanted.len() {
             return;
         }
-        let body = json!({"tokens": wanted, "min_len": local + MIN_FETCH});
+        let mut min_len = local + MIN_FETCH;
+        for _ in 0..MAX_POLLS {
+            let (held, computing) = self.fetch(state, &wanted, min_len).await;
+            if let Some(held) = held {
+                local = local.max(held);
+            }
+            if wanted.len() - local.min(wanted.len()) < MIN_FETCH || !computing {
+                return;
+            }
+            min_len = local + POLL_GROWTH;
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Imports from the first peer holding at least `min_len` tokens of `wanted`: how many
+    /// leading tokens that peer held, if any did, and whether a peer said it is still
+    /// computing more of them.
+    async fn fetch(&self, state: &Shared, wanted: &[u32], min_len: usize) -> (Option<usize>, bool) {
+        let body = json!({"tokens": wanted, "min_len": min_len});
+        let mut computing = false;
         for url in &self.urls {
             let mut rq = self.client.post(format!("{url}/looptree/kv/prefix")).json(&body);
             if let Some(k) = &self.api_key {
                 rq = rq.bearer_auth(k);
             }
-            let bytes = match rq.send().await {
+            let resp = rq.send().await;
+            if let Ok(r) = &resp {
+                computing |= r.headers().get(COMPUTING).is_some_and(|v| v == "1");
+            }
+            let bytes = match resp {
                 Ok(r) if r.status() == StatusCode::NO_CONTENT => continue,
                 Ok(r) if r.status().is_success() => match r.bytes().await {
                     Ok(b) => b,
@@ -78,18 +111,20 @@ impl KvPeers {
             let engine_state = state.clone();
             let imported = tokio::task::spawn_blocking(move || {
                 let prefix = PrefixKv::from_bytes(&bytes)?;
-                engine_state.engine.import_prefix(prefix, KEEP)
+                let held = prefix.tokens.len();
+                engine_state.engine.import_prefix(prefix, KEEP).map(|new| (held, new))
             })
             .await;
             match imported {
-                Ok(Ok(n)) => {
-                    tracing::debug!(peer = %url, tokens = n, "imported a prefix");
-                    return;
+                Ok(Ok((held, new))) => {
+                    tracing::debug!(peer = %url, held, new, "imported a prefix");
+                    return (Some(held), computing);
                 }
                 Ok(Err(e)) => tracing::warn!(peer = %url, error = %e, "a peer's prefix could not be imported"),
                 Err(e) => tracing::warn!(peer = %url, error = %e, "importing a prefix failed"),
             }
         }
+        (None, computing)
     }
 }
 
@@ -103,7 +138,8 @@ struct PrefixAsk {
 }
 
 /// `POST /looptree/kv/prefix`: the K/V of the longest held prefix of `tokens`, in
-/// [`PrefixKv`]'s wire format, or 204 if less than `min_len` of it is held.
+/// [`PrefixKv`]'s wire format, or 204 if less than `min_len` of it is held; the header
+/// `x-looptree-computing: 1` if a request here is still prefilling more of `tokens`.
 pub async fn export(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
     if !state.kv_export {
         return Err(ApiError::not_found(
@@ -120,8 +156,11 @@ pub async fn export(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         .await
         .map_err(|e| ApiError::internal(format!("exporting a prefix: {e}")))?
         .map_err(|e| ApiError::internal(format!("exporting a prefix: {e}")))?;
-    Ok(match found {
+    let (found, computing) = found;
+    let mut resp = match found {
         None => StatusCode::NO_CONTENT.into_response(),
         Some(p) => ([(header::CONTENT_TYPE, "application/octet-stream")], Bytes::from(p.to_bytes())).into_response(),
-    })
+    };
+    resp.headers_mut().insert(COMPUTING, header::HeaderValue::from_static(if computing { "1" } else { "0" }));
+    Ok(resp)
 }
