@@ -46,8 +46,12 @@ impl EngineHandle {
                     }
                     Command::Export(tokens, min_len, reply) => {
                         let exported = engine.export_prefix(&tokens, min_len).map_err(|e| e.to_string());
-                        let held = engine.cached_prefix_len(&tokens);
-                        let _ = reply.send(exported.map(|p| (p, engine.prefilling_past(&tokens, held))));
+                        let _ = reply.send(exported.map(|p| {
+                            // What is held: the exported prefix, or (below min_len) a walk of the tree.
+                            let held = p.as_ref().map_or_else(|| engine.cached_prefix_len(&tokens), |p| p.tokens.len());
+                            let computing = engine.prefilling_past(&tokens, held);
+                            (p, computing)
+                        }));
                     }
                     Command::Import(prefix, keep, reply) => {
                         let _ = reply.send(engine.import_prefix(&prefix, keep));
