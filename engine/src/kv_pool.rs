@@ -3,7 +3,8 @@
 //! Which slot belongs to whom is decided elsewhere (the page allocator and the radix
 //! tree); the pool only stores rows and hands them to attention.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvPoolConfig {
@@ -72,6 +73,17 @@ impl KvPool {
         Ok(())
     }
 
+    /// As [`KvPool::write`] for a pool on the CPU, from f32 rows in place: row i of K is
+    /// `k.0[i * k.1..][..row]` (a slice and its row stride, so K and V may be column slices
+    /// of one projection's output), and the same for V. Each value is converted to the pool's
+    /// type as `to_dtype` would convert it.
+    pub fn write_rows(&mut self, layer: usize, slots: &[u32], k: (&[f32], usize), v: (&[f32], usize)) -> Result<()> {
+        let row = self.cfg.row_len();
+        let (pk, pv) = &self.layers[layer];
+        pk.inplace_op1(&WriteRows { slots, rows: k.0, stride: k.1, row })?;
+        pv.inplace_op1(&WriteRows { slots, rows: v.0, stride: v.1, row })
+    }
+
     /// Gathers K and V of `slots` (u32 tensor of length n): each `[n, num_kv_heads, head_dim]`.
     pub fn gather(&self, layer: usize, slots: &Tensor) -> Result<(Tensor, Tensor)> {
         let n = slots.dim(0)?;
@@ -81,9 +93,84 @@ impl KvPool {
     }
 }
 
+/// Rows of f32 values stored at slots of a CPU pool tensor (`[num_slots, row]`).
+struct WriteRows<'a> {
+    slots: &'a [u32],
+    rows: &'a [f32],
+    stride: usize,
+    row: usize,
+}
+
+impl WriteRows<'_> {
+    fn store<T>(&self, pool: &mut [T], layout: &Layout, convert: impl Fn(f32) -> T) -> Result<()> {
+        let pool = &mut pool[layout.start_offset()..];
+        let slots_held = pool.len() / self.row.max(1);
+        if let Some(n) = self.slots.len().checked_sub(1) {
+            if self.stride < self.row || self.rows.len() < n * self.stride + self.row {
+                candle_core::bail!("write_rows: {} rows of {} need more than {} values", self.slots.len(), self.row, self.rows.len());
+            }
+        }
+        for (i, &slot) in self.slots.iter().enumerate() {
+            let slot = slot as usize;
+            if slot >= slots_held {
+                candle_core::bail!("write_rows: slot {slot} is past the pool's {slots_held}");
+            }
+            let src = &self.rows[i * self.stride..][..self.row];
+            for (d, &s) in pool[slot * self.row..][..self.row].iter_mut().zip(src) {
+                *d = convert(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp1 for WriteRows<'_> {
+    fn name(&self) -> &'static str {
+        "kv-write-rows"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        if !layout.is_contiguous() {
+            candle_core::bail!("write_rows: the pool tensor is not contiguous");
+        }
+        match storage {
+            CpuStorage::F32(p) => self.store(p, layout, |x| x),
+            CpuStorage::F16(p) => self.store(p, layout, half::f16::from_f32),
+            CpuStorage::BF16(p) => self.store(p, layout, half::bf16::from_f32),
+            _ => candle_core::bail!("write_rows: a KV pool of {:?}", storage.dtype()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_written_from_slices_equal_rows_written_from_tensors() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let cfg = KvPoolConfig { num_layers: 2, num_kv_heads: 2, head_dim: 2, num_slots: 6, dtype };
+            let (mut by_tensor, mut by_rows) = (KvPool::new(cfg.clone(), &dev)?, KvPool::new(cfg, &dev)?);
+            // Three token rows of a fused projection: 4 values of K then 4 of V, and 1 more.
+            let fused: Vec<f32> = (0..27).map(|i| i as f32 * 0.37 - 3.1).collect();
+            let fused_t = Tensor::from_vec(fused.clone(), (3, 9), &dev)?;
+            let (k, v) = (fused_t.narrow(1, 0, 4)?, fused_t.narrow(1, 4, 4)?);
+            by_tensor.write(1, &Tensor::new(&[4u32, 0, 2], &dev)?, &k, &v)?;
+            by_rows.write_rows(1, &[4, 0, 2], (&fused, 9), (&fused[4..], 9))?;
+            for l in 0..2 {
+                for (a, b) in [by_tensor.layer(l).0, by_tensor.layer(l).1].iter().zip([by_rows.layer(l).0, by_rows.layer(l).1]) {
+                    let a = a.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                    assert_eq!(a, b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, "{dtype:?} layer {l}");
+                }
+            }
+            assert!(by_rows.layer(1).0.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? != 0.0);
+            // A slot past the pool, or rows shorter than the slots need, is an error.
+            assert!(by_rows.write_rows(0, &[6], (&fused, 9), (&fused, 9)).is_err());
+            assert!(by_rows.write_rows(0, &[0, 1, 2, 3], (&fused, 9), (&fused, 9)).is_err());
+        }
+        Ok(())
+    }
 
     #[test]
     fn written_rows_come_back_from_gather_and_others_stay_zero() -> Result<()> {

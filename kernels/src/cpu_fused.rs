@@ -32,22 +32,29 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     if w.dims() != [dim] || dim == 0 {
         bail!("rms_norm: weight of shape {:?} for rows of {dim}", w.dims());
     }
-    let w = w.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let out = with_f32(x, |x| {
-        let mut out = vec![0f32; x.len()];
-        let rows = x.len() / dim;
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let rows_per_task = rows_per_task(rows, dim);
-        team::for_each_range(rows, rows_per_task, |r0, r1| {
-            for r in r0..r1 {
-                // SAFETY: each task writes only its own rows.
-                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * dim), dim) };
-                rms_norm_row(&x[r * dim..(r + 1) * dim], &w, eps, o);
-            }
-        });
-        out
-    })?;
+    let out = with_f32(w, |w| {
+        with_f32(x, |x| {
+            let mut out = vec![0f32; x.len()];
+            rms_norm_rows(x, w, eps, &mut out);
+            out
+        })
+    })??;
     Tensor::from_vec(out, x.dims(), &Device::Cpu)
+}
+
+/// [`rms_norm`] on slices: each row of `w.len()` elements of `x` into the same row of `out`.
+pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    assert!(dim > 0 && x.len() % dim == 0 && out.len() == x.len(), "rms_norm_rows: {} by {dim} into {}", x.len(), out.len());
+    let rows = x.len() / dim;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    team::for_each_range(rows, rows_per_task(rows, dim), |r0, r1| {
+        for r in r0..r1 {
+            // SAFETY: each task writes only its own rows.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * dim), dim) };
+            rms_norm_row(&x[r * dim..(r + 1) * dim], w, eps, o);
+        }
+    });
 }
 
 fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -73,24 +80,41 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result
         with_f32(sin, |sin| {
             with_f32(x, |x| {
                 let mut out = vec![0f32; x.len()];
-                let out_ptr = SendPtr(out.as_mut_ptr());
-                let row = heads * d;
-                team::for_each_range(n, rows_per_task(n, row), |r0, r1| {
-                    for r in r0..r1 {
-                        let (c, s) = (&cos[r * d / 2..(r + 1) * d / 2], &sin[r * d / 2..(r + 1) * d / 2]);
-                        for h in 0..heads {
-                            let at = (r * heads + h) * d;
-                            // SAFETY: each task writes only its own rows.
-                            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(at), d) };
-                            rope_head(&x[at..at + d], c, s, interleaved, o);
-                        }
-                    }
-                });
+                rope_rows(x, heads * d, (n, heads, d), cos, sin, interleaved, &mut out);
                 out
             })
         })
     })???;
     Tensor::from_vec(out, (n, heads, d), &Device::Cpu)
+}
+
+/// [`rope`] on slices: row r of the input is `x[r * x_stride..][..heads * head_dim]` (so
+/// it may be a column slice of a wider matrix, e.g. a fused q/k/v projection); the rotated
+/// rows go to `out` (`[n, heads * head_dim]`, contiguous). `cos`/`sin` are `[n, head_dim / 2]`.
+pub fn rope_rows(
+    x: &[f32],
+    x_stride: usize,
+    (n, heads, d): (usize, usize, usize),
+    cos: &[f32],
+    sin: &[f32],
+    interleaved: bool,
+    out: &mut [f32],
+) {
+    let row = heads * d;
+    assert!(d % 2 == 0 && cos.len() == n * d / 2 && sin.len() == cos.len() && out.len() == n * row);
+    assert!(n == 0 || (x_stride >= row && x.len() >= (n - 1) * x_stride + row), "rope_rows: input too short");
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    team::for_each_range(n, rows_per_task(n, row), |r0, r1| {
+        for r in r0..r1 {
+            let (c, s) = (&cos[r * d / 2..(r + 1) * d / 2], &sin[r * d / 2..(r + 1) * d / 2]);
+            for h in 0..heads {
+                let at = r * row + h * d;
+                // SAFETY: each task writes only its own rows.
+                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(at), d) };
+                rope_head(&x[r * x_stride + h * d..][..d], c, s, interleaved, o);
+            }
+        }
+    });
 }
 
 fn rope_head(x: &[f32], cos: &[f32], sin: &[f32], interleaved: bool, out: &mut [f32]) {
@@ -123,21 +147,30 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let out = with_rows(gate, |g, g_stride| {
         with_rows(up, |u, u_stride| {
             let mut out = vec![0f32; rows * cols];
-            let out_ptr = SendPtr(out.as_mut_ptr());
-            team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
-                for r in r0..r1 {
-                    // SAFETY: each task writes only its own rows.
-                    let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
-                    let (g, u) = (&g[r * g_stride..][..cols], &u[r * u_stride..][..cols]);
-                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                        *o = g / (1.0 + (-g).exp()) * u;
-                    }
-                }
-            });
+            silu_mul_rows((g, g_stride), (u, u_stride), cols, &mut out);
             out
         })
     })??;
     Tensor::from_vec(out, gate.dims(), &Device::Cpu)
+}
+
+/// [`silu_mul`] on slices: row r of gate is `gate.0[r * gate.1..][..cols]` (a slice and its
+/// row stride), the same for `up`; `out` is `[rows, cols]`, contiguous.
+pub fn silu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
+    let ((g, g_stride), (u, u_stride)) = (gate, up);
+    let rows = if cols == 0 { 0 } else { out.len() / cols };
+    assert!(rows == 0 || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
+        for r in r0..r1 {
+            // SAFETY: each task writes only its own rows.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
+            let (g, u) = (&g[r * g_stride..][..cols], &u[r * u_stride..][..cols]);
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+    });
 }
 
 /// Calls `f(data, row_stride)` where row r of `t` (last dimension) is

@@ -23,7 +23,7 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     /// All quants and scales zero (the columns past the matrix's last).
     const ZERO: Self;
     /// The quantized activation block its kernels take.
-    type Act: Copy + Send + Sync;
+    type Act: ActBuffer + Copy + Send + Sync;
 
     /// Stores one column's GGUF block as lane `c` of this group block.
     fn set_column(&mut self, c: usize, gguf: &[u8]);
@@ -78,6 +78,35 @@ macro_rules! grouped_matrix_type {
     };
 }
 pub(crate) use grouped_matrix_type;
+
+/// A type of quantized activation block with a buffer per thread that every matmul of
+/// that type quantizes its input into: a step's ~130 matmuls then allocate nothing.
+pub trait ActBuffer: Sized + 'static {
+    /// Calls `f` with this thread's buffer (empty, capacity kept from earlier calls). A
+    /// call nested in another on the same thread gets a fresh buffer.
+    fn with_buffer<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+}
+
+/// Implements [`ActBuffer`] for a block type with a thread-local `Vec`.
+macro_rules! act_buffer {
+    ($t:ty) => {
+        impl $crate::grouped_matrix::ActBuffer for $t {
+            fn with_buffer<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+                thread_local! {
+                    static BUFFER: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                BUFFER.with(|b| match b.try_borrow_mut() {
+                    Ok(mut b) => {
+                        b.clear();
+                        f(&mut b)
+                    }
+                    Err(_) => f(&mut Vec::new()),
+                })
+            }
+        }
+    };
+}
+pub(crate) use act_buffer;
 
 pub struct GroupedMatrix<B> {
     /// `groups × kb` blocks, group-major: group g holds columns 8g..8g+8 (zero past `n`).
@@ -137,14 +166,17 @@ impl<B: GroupBlock> GroupedMatrix<B> {
         assert_eq!(x.len(), m * k);
         assert_eq!(out.len(), m * n);
         let kb = k / QK;
-        let xq: Vec<B::Act> = x.chunks_exact(QK).map(B::quantize).collect();
-        let out_ptr = out.as_mut_ptr() as usize;
-        for_each_group_chunk(n, m, |g, r, rows| {
-            let w = &self.blocks[g * kb..(g + 1) * kb];
-            let xr = &xq[r * kb..(r + rows) * kb];
-            // SAFETY: this call alone writes these rows of the group's columns.
-            let o = unsafe { (out_ptr as *mut f32).add(r * n + g * GROUP) };
-            unsafe { group_rows(w, xr, rows, kb, o, n, (n - g * GROUP).min(GROUP)) };
+        B::Act::with_buffer(|xq| {
+            xq.extend(x.chunks_exact(QK).map(B::quantize));
+            let xq = &xq[..];
+            let out_ptr = out.as_mut_ptr() as usize;
+            for_each_group_chunk(n, m, |g, r, rows| {
+                let w = &self.blocks[g * kb..(g + 1) * kb];
+                let xr = &xq[r * kb..(r + rows) * kb];
+                // SAFETY: this call alone writes these rows of the group's columns.
+                let o = unsafe { (out_ptr as *mut f32).add(r * n + g * GROUP) };
+                unsafe { group_rows(w, xr, rows, kb, o, n, (n - g * GROUP).min(GROUP)) };
+            });
         });
     }
 }

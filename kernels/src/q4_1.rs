@@ -4,7 +4,7 @@
 
 use half::f16;
 use crate::column_tiles::{GROUP as COLS, MAX_ROWS};
-use crate::grouped_matrix::{grouped_matrix_type, GroupBlock, QK};
+use crate::grouped_matrix::{act_buffer, grouped_matrix_type, GroupBlock, QK};
 
 /// How far ahead of the block in use the kernel prefetches weights.
 const PREFETCH_BYTES: usize = 2048;
@@ -30,6 +30,7 @@ pub struct BlockQ8_1 {
 }
 
 grouped_matrix_type!(Q4_1Matrix, BlockQ4_1x8);
+act_buffer!(BlockQ8_1);
 
 impl GroupBlock for BlockQ4_1x8 {
     const GGUF_BLOCK_BYTES: usize = 20;

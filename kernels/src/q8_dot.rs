@@ -6,6 +6,7 @@
 
 use half::f16;
 use crate::column_tiles::for_each_column_tile;
+use crate::grouped_matrix::ActBuffer;
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{has_avx2_fma, hsum};
 
@@ -29,6 +30,8 @@ pub struct BlockQ8_0 {
     pub(crate) d: f32,
     pub(crate) qs: [i8; QK],
 }
+
+crate::grouped_matrix::act_buffer!(BlockQ8_0);
 
 /// A GGUF weight block type dotted against Q8_0 activations.
 pub trait WeightBlock: Copy + Send + Sync {
@@ -117,18 +120,21 @@ impl<B: WeightBlock> QMatrix<B> {
         assert_eq!(x.len(), m * k);
         assert_eq!(out.len(), m * n);
         let kb = k / QK;
-        let xq: Vec<BlockQ8_0> = x.chunks_exact(QK).map(quantize_q8_0).collect();
-        let out_ptr = out.as_mut_ptr() as usize;
-        let blocks = &self.blocks;
-        for_each_column_tile(n, m, |c0, c1| {
-            for r in 0..m {
-                let xr = &xq[r * kb..(r + 1) * kb];
-                // SAFETY: this task alone writes columns c0..c1 of every row.
-                let o = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(r * n + c0), c1 - c0) };
-                for (c, o) in (c0..c1).zip(o) {
-                    *o = dot(&blocks[c * kb..(c + 1) * kb], xr);
+        BlockQ8_0::with_buffer(|xq| {
+            xq.extend(x.chunks_exact(QK).map(quantize_q8_0));
+            let xq = &xq[..];
+            let out_ptr = out.as_mut_ptr() as usize;
+            let blocks = &self.blocks;
+            for_each_column_tile(n, m, |c0, c1| {
+                for r in 0..m {
+                    let xr = &xq[r * kb..(r + 1) * kb];
+                    // SAFETY: this task alone writes columns c0..c1 of every row.
+                    let o = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(r * n + c0), c1 - c0) };
+                    for (c, o) in (c0..c1).zip(o) {
+                        *o = dot(&blocks[c * kb..(c + 1) * kb], xr);
+                    }
                 }
-            }
+            });
         });
     }
 }

@@ -19,6 +19,8 @@ pub struct AttentionStep<'a> {
     fast_cpu: bool,
     /// Per sequence, its context slots as a tensor (generic path only).
     context_slots: Vec<Tensor>,
+    /// The batch's sequences as the CPU kernels take them.
+    seqs: Vec<SeqAttn<'a>>,
 }
 
 impl<'a> AttentionStep<'a> {
@@ -33,7 +35,14 @@ impl<'a> AttentionStep<'a> {
         } else {
             batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), device)).collect::<candle_core::Result<_>>()?
         };
-        Ok(Self { batch, device: device.clone(), write_slots, cuda, fast_cpu, context_slots })
+        let seqs = batch.seqs.iter().map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots }).collect();
+        Ok(Self { batch, device: device.clone(), write_slots, cuda, fast_cpu, context_slots, seqs })
+    }
+
+    /// Whether attention runs on the CPU kernels reading the pool in place, so that
+    /// [`AttentionStep::attend_rows`] can run.
+    pub fn reads_cpu_pool_in_place(&self) -> bool {
+        self.fast_cpu
     }
 
     /// Stores the step's new K (`[n, kv_heads, head_dim]`) and V of `layer` in the pool.
@@ -66,46 +75,51 @@ impl<'a> AttentionStep<'a> {
 
     fn attend_cpu(&self, q: &Tensor, kv: &KvPool, layer: usize, shape: &AttnShape) -> candle_core::Result<Tensor> {
         let n = q.dim(0)?;
-        let q = q.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; n * shape.n_heads * shape.head_dim];
+        looptree_kernels::cpu_fused::with_f32(q, |q| self.attend_rows(q, kv, layer, shape, &mut out))??;
+        Tensor::from_vec(out, (n, shape.n_heads * shape.head_dim), &self.device)
+    }
+
+    /// [`AttentionStep::attend`] on slices, where the pool is read in place on the CPU:
+    /// `q` is `[n, heads * head_dim]`, and so is `out`.
+    pub fn attend_rows(&self, q: &[f32], kv: &KvPool, layer: usize, shape: &AttnShape, out: &mut [f32]) -> candle_core::Result<()> {
+        if !self.fast_cpu {
+            candle_core::bail!("attend_rows: the pool is not read in place on this device");
+        }
         let (k, v) = kv.layer(layer);
         let (ks, kl) = k.storage_and_layout();
         let (vs, vl) = v.storage_and_layout();
         let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
             candle_core::bail!("the CPU attention path needs a CPU KV pool")
         };
-        let seqs: Vec<SeqAttn> = self
-            .batch
-            .seqs
-            .iter()
-            .map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots })
-            .collect();
-        let out = if cpu_attention_simd::supported(shape.head_dim) {
-            let mut out = vec![0f32; q.len()];
+        let seqs = &self.seqs;
+        if cpu_attention_simd::supported(shape.head_dim) {
+            // The kernel adds into its output.
+            out.fill(0.0);
             match kv.config().dtype {
                 DType::F16 => cpu_attention_simd::paged_attention_simd(
-                    &q,
+                    q,
                     &ks.as_slice::<half::f16>()?[kl.start_offset()..],
                     &vs.as_slice::<half::f16>()?[vl.start_offset()..],
-                    &seqs,
+                    seqs,
                     shape,
-                    &mut out,
+                    out,
                 ),
                 _ => cpu_attention_simd::paged_attention_simd(
-                    &q,
+                    q,
                     &ks.as_slice::<f32>()?[kl.start_offset()..],
                     &vs.as_slice::<f32>()?[vl.start_offset()..],
-                    &seqs,
+                    seqs,
                     shape,
-                    &mut out,
+                    out,
                 ),
             }
-            out
         } else {
             let k = &ks.as_slice::<f32>()?[kl.start_offset()..];
             let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
-            paged_attention(&q, k, v, &seqs, shape)
-        };
-        Tensor::from_vec(out, (n, shape.n_heads * shape.head_dim), &self.device)
+            out.copy_from_slice(&paged_attention(q, k, v, seqs, shape));
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,14 @@ impl FusedLinear {
         }
     }
 
+    /// The one matrix and the parts' widths, where the parts were joined.
+    pub fn single(&self) -> Option<(&Linear, &[usize])> {
+        match self {
+            FusedLinear::One { linear, widths } => Some((linear, widths)),
+            FusedLinear::Each(_) => None,
+        }
+    }
+
     /// Each part's output, in the order the parts were given.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match self {

@@ -11,6 +11,10 @@ use crate::attend::AttentionStep;
 use crate::layer_ops::silu_mul;
 use candle_core::{DType, Device, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
+use std::sync::Mutex;
+
+mod cpu_rows;
+pub use cpu_rows::ENV_SWITCH as CPU_ROWS_ENV;
 
 struct Layer {
     attn_norm: Tensor,
@@ -32,6 +36,8 @@ pub struct Llama {
     norm: Tensor,
     lm_head: Linear,
     rope: Rope,
+    /// The buffers of the CPU rows path, where the weights allow it (see `cpu_rows.rs`).
+    cpu_rows: Option<Mutex<cpu_rows::Workspace>>,
 }
 
 impl Llama {
@@ -57,7 +63,17 @@ impl Llama {
         let norm = w.dense("output_norm.weight", DType::F32)?;
         let config = arch.model_config(eos_token_ids);
         let rope = Rope::new(&arch);
-        Ok(Self { arch, config, device, embed, layers, norm, lm_head, rope })
+        let mut model = Self { arch, config, device, embed, layers, norm, lm_head, rope, cpu_rows: None };
+        let switched_off = std::env::var(CPU_ROWS_ENV).is_ok_and(|v| v == "0");
+        if model.weights_fit_cpu_rows() && !switched_off {
+            model.cpu_rows = Some(Mutex::new(cpu_rows::Workspace::default()));
+        }
+        Ok(model)
+    }
+
+    /// Whether CPU steps run on the rows path (`cpu_rows.rs`) rather than tensor ops.
+    pub fn runs_cpu_rows(&self) -> bool {
+        self.cpu_rows.is_some()
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
@@ -81,10 +97,15 @@ impl Model for Llama {
         let dev = &self.device;
         let a = &self.arch;
         let n = batch.tokens.len();
+        let step = AttentionStep::new(batch, kv, dev)?;
+        if let Some(ws) = &self.cpu_rows {
+            if step.reads_cpu_pool_in_place() && n > 0 {
+                let mut ws = ws.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                return self.forward_cpu_rows(batch, kv, &step, &mut ws);
+            }
+        }
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
-        let step = AttentionStep::new(batch, kv, dev)?;
-        
 
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {

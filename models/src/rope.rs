@@ -35,9 +35,16 @@ impl Rope {
 
     /// cos and sin, each `[positions.len(), head_dim / 2]` f32.
     pub fn cos_sin(&self, positions: &[u32], device: &Device) -> Result<(Tensor, Tensor)> {
-        let h = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(positions.len() * h);
-        let mut sin = Vec::with_capacity(positions.len() * h);
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        self.cos_sin_into(positions, &mut cos, &mut sin);
+        let (n, h) = (positions.len(), self.inv_freq.len());
+        Ok((Tensor::from_vec(cos, (n, h), device)?, Tensor::from_vec(sin, (n, h), device)?))
+    }
+
+    /// [`Rope::cos_sin`] into buffers kept by the caller (cleared first).
+    pub fn cos_sin_into(&self, positions: &[u32], cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+        cos.clear();
+        sin.clear();
         for &p in positions {
             for &f in &self.inv_freq {
                 let a = p as f64 * f;
@@ -45,8 +52,6 @@ impl Rope {
                 sin.push(a.sin() as f32);
             }
         }
-        let n = positions.len();
-        Ok((Tensor::from_vec(cos, (n, h), device)?, Tensor::from_vec(sin, (n, h), device)?))
     }
 
     /// Rotates `x` of shape `[n, heads, head_dim]` (one row per batch token) by its row's

@@ -49,6 +49,33 @@ impl Linear {
 }
 
 impl Linear {
+    /// Whether [`Linear::forward_rows`] can run: the weight is on one of looptree's own CPU
+    /// kernels.
+    pub fn has_own_cpu_kernel(&self) -> bool {
+        matches!(self.weight, Weight::Q4_1(_) | Weight::Q5_0(_) | Weight::Q8_0(_))
+    }
+
+    /// [`Linear::forward`] on slices, for own CPU kernels only: `out` (`[m, n]`) = the `m`
+    /// rows of `x` (`[m, k]`) times Wᵀ, plus the bias; the same arithmetic, no allocation.
+    pub fn forward_rows(&self, x: &[f32], m: usize, out: &mut [f32]) -> candle_core::Result<()> {
+        match &self.weight {
+            Weight::Q4_1(w) => w.matmul_into(x, m, out),
+            Weight::Q5_0(w) => w.matmul_into(x, m, out),
+            Weight::Q8_0(w) => w.matmul_into(x, m, out),
+            Weight::Candle(_) => candle_core::bail!("forward_rows: a weight on candle's kernels"),
+        }
+        if let Some(b) = &self.bias {
+            looptree_kernels::cpu_fused::with_f32(b, |b| {
+                for row in out.chunks_exact_mut(b.len()) {
+                    for (o, b) in row.iter_mut().zip(b) {
+                        *o += b;
+                    }
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// Output features (rows of the weight).
     pub fn out_features(&self) -> usize {
         match &self.weight {

@@ -1,0 +1,134 @@
+//! The llama family's step on the CPU over plain f32 rows, in buffers kept from one step to
+//! the next: no tensor per op, no allocation once the buffers have grown to the batch, and
+//! no copies to split a fused projection (q, k, v and gate, up are read as column slices
+//! of its output).
+//!
+//! Every value goes through the same arithmetic, in the same order, as the tensor path in
+//! `llama.rs` (the same kernels, the same residual adds, the same conversions into the
+//! pool), so the two give bit-identical logits; `tests/tests/cpu_rows_path.rs` checks it.
+//! It runs where every projection is on one of looptree's own CPU kernels and attention
+//! reads the pool in place; anything else takes the tensor path.
+
+use super::Llama;
+use crate::arch_config::RopeStyle;
+use crate::attend::AttentionStep;
+use crate::fused_linear::FusedLinear;
+use candle_core::{bail, DType, Device, Result, Tensor};
+use looptree_engine::{Batch, KvPool};
+use looptree_kernels::cpu_fused::{rms_norm_rows, rope_rows, silu_mul_rows, with_f32};
+
+/// Set to `0` to run the tensor path instead (an A/B of the two in one binary).
+pub const ENV_SWITCH: &str = "LOOPTREE_CPU_ROWS";
+
+/// The step's activations, grown to the largest batch seen and then reused.
+#[derive(Default)]
+pub(super) struct Workspace {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    mlp: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// The first `len` elements of `buf`, growing it (zeroed) only when it is too short.
+fn rows(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+/// `x += y`, as the tensor path's `x + y`.
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+impl Llama {
+    /// Whether the weights allow the rows path: every projection on an own CPU kernel, q/k/v
+    /// and gate/up each one matrix, and an f32 embedding on the CPU.
+    pub(super) fn weights_fit_cpu_rows(&self) -> bool {
+        let single = |f: &FusedLinear| f.single().is_some_and(|(l, _)| l.has_own_cpu_kernel());
+        self.device.is_cpu()
+            && self.embed.dtype() == DType::F32
+            && self.lm_head.has_own_cpu_kernel()
+            && self.layers.iter().all(|l| {
+                single(&l.qkv) && single(&l.gate_up) && l.o.has_own_cpu_kernel() && l.down.has_own_cpu_kernel()
+            })
+    }
+
+    /// The step on the rows path; the caller has checked [`Llama::weights_fit_cpu_rows`] and
+    /// that `step` reads the pool in place.
+    pub(super) fn forward_cpu_rows(
+        &self,
+        batch: &Batch,
+        kv: &mut KvPool,
+        step: &AttentionStep,
+        ws: &mut Workspace,
+    ) -> Result<Tensor> {
+        let a = &self.arch;
+        let n = batch.tokens.len();
+        let (hidden, hd) = (a.hidden_size, a.head_dim);
+        let (q_dim, kv_dim, ffn) = (a.num_heads * hd, a.num_kv_heads * hd, a.intermediate_size);
+        let qkv_dim = q_dim + 2 * kv_dim;
+        let eps = a.rms_norm_eps as f32;
+        let interleaved = self.rope.style == RopeStyle::Interleaved;
+        let write_slots = batch.write_slots();
+
+        let Workspace { x, normed, qkv, q, k, attn, proj, gate_up, mlp, cos, sin } = ws;
+        let x = rows(x, n * hidden);
+        with_f32(&self.embed, |embed| {
+            for (row, &t) in x.chunks_exact_mut(hidden).zip(&batch.tokens) {
+                match embed.get(t as usize * hidden..(t as usize + 1) * hidden) {
+                    Some(e) => row.copy_from_slice(e),
+                    None => bail!("token id {t} is past the vocabulary ({})", embed.len() / hidden),
+                }
+            }
+            Ok(())
+        })??;
+        self.rope.cos_sin_into(&batch.positions, cos, sin);
+        let (normed, qkv, q, k) = (rows(normed, n * hidden), rows(qkv, n * qkv_dim), rows(q, n * q_dim), rows(k, n * kv_dim));
+        let (attn, proj) = (rows(attn, n * q_dim), rows(proj, n * hidden));
+        let (gate_up, mlp) = (rows(gate_up, n * 2 * ffn), rows(mlp, n * ffn));
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (Some((qkv_w, _)), Some((gate_up_w, _))) = (layer.qkv.single(), layer.gate_up.single()) else {
+                bail!("the CPU rows path needs fused q/k/v and gate/up projections");
+            };
+            with_f32(&layer.attn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
+            qkv_w.forward_rows(normed, n, qkv)?;
+            rope_rows(qkv, qkv_dim, (n, a.num_heads, hd), cos, sin, interleaved, q);
+            rope_rows(&qkv[q_dim..], qkv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k);
+            kv.write_rows(l, &write_slots, (k, kv_dim), (&qkv[q_dim + kv_dim..], qkv_dim))?;
+            step.attend_rows(q, kv, l, &a.attn_shape(l), attn)?;
+            layer.o.forward_rows(attn, n, proj)?;
+            add_into(x, proj);
+
+            with_f32(&layer.ffn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
+            gate_up_w.forward_rows(normed, n, gate_up)?;
+            silu_mul_rows((gate_up, 2 * ffn), (&gate_up[ffn..], 2 * ffn), ffn, mlp);
+            layer.down.forward_rows(mlp, n, proj)?;
+            add_into(x, proj);
+        }
+
+        // The rows asked for (at most one per token), gathered into `proj`'s room.
+        let out_rows = batch.logit_rows();
+        let m = out_rows.len();
+        let picked = &mut proj[..m * hidden];
+        for (dst, &r) in picked.chunks_exact_mut(hidden).zip(&out_rows) {
+            dst.copy_from_slice(&x[r * hidden..(r + 1) * hidden]);
+        }
+        let normed = &mut normed[..m * hidden];
+        with_f32(&self.norm, |w| rms_norm_rows(picked, w, eps, normed))?;
+        let mut logits = vec![0f32; m * a.vocab_size];
+        self.lm_head.forward_rows(normed, m, &mut logits)?;
+        Tensor::from_vec(logits, (m, a.vocab_size), &Device::Cpu)
+    }
+}

@@ -1,0 +1,80 @@
+//! The llama family's CPU rows path (plain f32 buffers reused between steps) against the
+//! tensor path, on SmolLM2-135M Q4_1: bit-identical logits and KV pool contents over
+//! prefills, decodes, a fork sharing a prefix and a mixed batch, on f32 and f16 pools.
+//!
+//! One test in its own binary: the tensor path is chosen by an environment variable read
+//! at load, which no other test may see.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use looptree_engine::{Batch, KvPool, KvPoolConfig, LogitRows, Model};
+use looptree_models::arch_config::ArchConfig;
+use looptree_models::llama::{Llama, CPU_ROWS_ENV};
+use looptree_models::weights::GgufWeights;
+
+fn load() -> Llama {
+    let mut w = GgufWeights::open(&model_file(SMOLLM2), &Device::Cpu).unwrap();
+    let arch = ArchConfig::from_gguf(&w.content).unwrap();
+    Llama::load(arch, vec![], &mut w).unwrap()
+}
+
+fn tokens(seed: u32, n: usize) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 37 + seed * 101) % 5000 + 100).collect()
+}
+
+/// The steps: two prompts prefilled (one chunked), then a batch that decodes both, forks
+/// the first (a sample sharing its 40 slots) and prefills a third prompt with all logits.
+fn steps() -> Vec<Batch> {
+    let (a, b, c) = (tokens(1, 41), tokens(2, 25), tokens(3, 12));
+    let slots = |from: u32, n: usize| (from..from + n as u32).collect::<Vec<u32>>();
+    let mut first = Batch::default();
+    first.push(&a[..40], &[], &slots(0, 40), LogitRows::Last);
+    first.push(&b[..10], &[], &slots(100, 10), LogitRows::None);
+    let mut second = Batch::default();
+    second.push(&b[10..24], &slots(100, 10), &slots(110, 14), LogitRows::Last);
+    let mut third = Batch::default();
+    third.push(&a[40..], &slots(0, 40), &[40], LogitRows::Last);
+    third.push(&b[24..], &slots(100, 24), &[124], LogitRows::Last);
+    third.push(&[7], &slots(0, 40), &[200], LogitRows::Last);
+    third.push(&c, &[], &slots(300, 12), LogitRows::All);
+    vec![first, second, third]
+}
+
+fn run(model: &Llama, dtype: DType) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let c = model.config();
+    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: 320, dtype };
+    let mut kv = KvPool::new(cfg, &Device::Cpu).unwrap();
+    let logits = steps().iter().map(|b| model.forward(b, &mut kv).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let pool = (0..c.num_layers)
+        .flat_map(|l| {
+            let (k, v) = kv.layer(l);
+            [k, v].map(|t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+        })
+        .collect();
+    (logits, pool)
+}
+
+#[test]
+fn rows_path_is_bit_identical_to_the_tensor_path() {
+    std::env::remove_var(CPU_ROWS_ENV);
+    let rows = load();
+    std::env::set_var(CPU_ROWS_ENV, "0");
+    let tensors = load();
+    std::env::remove_var(CPU_ROWS_ENV);
+    assert!(rows.runs_cpu_rows(), "SmolLM2 Q4_1 takes the rows path");
+    assert!(!tensors.runs_cpu_rows(), "{CPU_ROWS_ENV}=0 switches it off");
+    for dtype in [DType::F32, DType::F16] {
+        let (rows_logits, rows_pool) = run(&rows, dtype);
+        let (tensor_logits, tensor_pool) = run(&tensors, dtype);
+        assert_eq!(rows_logits.iter().map(Vec::len).collect::<Vec<_>>(), [49152, 49152, 15 * 49152]);
+        assert!(rows_logits[2].iter().any(|&x| x != 0.0));
+        for (step, (r, t)) in rows_logits.iter().zip(&tensor_logits).enumerate() {
+            assert!(r == t, "{dtype:?} pool: step {step}'s logits differ");
+        }
+        for (i, (r, t)) in rows_pool.iter().zip(&tensor_pool).enumerate() {
+            assert!(r == t, "{dtype:?} pool: layer {} {} differs", i / 2, ["K", "V"][i % 2]);
+        }
+    }
+}
