@@ -34,7 +34,14 @@ pub struct DecodeGroup {
 /// shared (each K row is then converted once for all its query heads). Sequences with more
 /// than one query token belong to no group.
 pub fn decode_groups(seqs: &[SeqAttn], max_group: usize) -> Vec<DecodeGroup> {
-    let mut groups: Vec<DecodeGroup> = Vec::new();
+    let mut groups = Vec::new();
+    decode_groups_into(seqs, max_group, &mut groups);
+    groups
+}
+
+/// [`decode_groups`] into a buffer the caller keeps (cleared first).
+pub fn decode_groups_into(seqs: &[SeqAttn], max_group: usize, groups: &mut Vec<DecodeGroup>) {
+    groups.clear();
     for (i, s) in seqs.iter().enumerate() {
         if s.len != 1 {
             continue;
@@ -52,7 +59,6 @@ pub fn decode_groups(seqs: &[SeqAttn], max_group: usize) -> Vec<DecodeGroup> {
         }
         groups.push(DecodeGroup { first: i, end: i + 1, shared: s.context_slots.len() });
     }
-    groups
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

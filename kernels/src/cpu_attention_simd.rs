@@ -7,7 +7,7 @@
 
 use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
-use crate::cpu_attention_shared::{decode_group, decode_groups, DecodeGroup, GroupScratch};
+use crate::cpu_attention_shared::{decode_group, decode_groups_into, DecodeGroup, GroupScratch};
 use crate::team;
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{exp_ps, hsum};
@@ -129,29 +129,61 @@ fn attention_x86<T: KvElem>(
     out: &mut [f32],
     grouped: bool,
 ) {
-    let (nh, nkv) = (shape.n_heads, shape.n_kv_heads);
     let threads = rayon::current_num_threads();
-    let mut items = Vec::new();
+    // The work list is rebuilt every call (every layer of every step) in buffers this
+    // thread keeps, so a step allocates nothing here.
+    thread_local! {
+        static PLAN: std::cell::RefCell<Plan> = std::cell::RefCell::new(Plan::default());
+    }
+    PLAN.with(|plan| match plan.try_borrow_mut() {
+        Ok(mut plan) => attention_planned(q, k_pool, v_pool, seqs, shape, out, grouped, threads, &mut plan),
+        Err(_) => attention_planned(q, k_pool, v_pool, seqs, shape, out, grouped, threads, &mut Plan::default()),
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+struct Plan {
+    items: Vec<Item>,
+    groups: Vec<DecodeGroup>,
+    in_group: Vec<bool>,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn attention_planned<T: KvElem>(
+    q: &[f32],
+    k_pool: &[T],
+    v_pool: &[T],
+    seqs: &[SeqAttn],
+    shape: &AttnShape,
+    out: &mut [f32],
+    grouped: bool,
+    threads: usize,
+    plan: &mut Plan,
+) {
+    let (nh, nkv) = (shape.n_heads, shape.n_kv_heads);
+    let Plan { items, groups, in_group } = plan;
+    items.clear();
+    groups.clear();
     let mut work = 0usize;
     // Groups need every key visible to every query (no sliding window). They are capped so
     // that the step still splits into a few items per thread.
-    let groups = if grouped && shape.window.is_none() {
+    if grouped && shape.window.is_none() {
         let decoding = seqs.iter().filter(|s| s.len == 1).count();
-        let mut groups = decode_groups(seqs, (decoding * nkv / (4 * threads)).clamp(2, 16));
+        decode_groups_into(seqs, (decoding * nkv / (4 * threads)).clamp(2, 16), groups);
         // A lone sequence is quicker on its own path: with three or so queries, converting
         // its rows first does not pay.
         groups.retain(|g| g.end - g.first > 1);
-        groups
-    } else {
-        Vec::new()
-    };
-    for g in &groups {
+    }
+    for g in groups.iter() {
         for kh in 0..nkv {
             items.push(Item::Group { group: g.clone(), kh });
         }
     }
-    let mut in_group = vec![false; seqs.len()];
-    for g in &groups {
+    in_group.clear();
+    in_group.resize(seqs.len(), false);
+    for g in groups.iter() {
         in_group[g.first..g.end].fill(true);
     }
     for (si, s) in seqs.iter().enumerate() {
@@ -165,6 +197,7 @@ fn attention_x86<T: KvElem>(
             }
         }
     }
+    let items = &items[..];
     let row = nkv * shape.head_dim;
     let n_tokens = q.len() / (nh * shape.head_dim);
     for s in seqs {
@@ -197,14 +230,13 @@ fn attention_x86<T: KvElem>(
             }
         }
     };
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+    }
     // Small steps (decode of a few short sequences) cost less than a fan-out (~1 µs).
     if work * nh < 1 << 10 || threads == 1 {
-        let mut scratch = Scratch::default();
-        items.iter().for_each(|it| run(&mut scratch, it));
+        SCRATCH.with_borrow_mut(|scratch| items.iter().for_each(|it| run(scratch, it)));
     } else {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-        }
         team::for_each_task(items.len(), threads, |i| SCRATCH.with_borrow_mut(|scratch| run(scratch, &items[i])));
     }
 }

@@ -2,8 +2,12 @@
 //! tensor path, on SmolLM2-135M Q4_1: bit-identical logits and KV pool contents over
 //! prefills, decodes, a fork sharing a prefix and a mixed batch, on f32 and f16 pools.
 //!
+//! And a decode step on the rows path allocates only for candle's bookkeeping of its
+//! in-place pool writes and a few per-step lists (counted by a counting allocator), where
+//! the tensor path allocates per op.
+//!
 //! One test in its own binary: the tensor path is chosen by an environment variable read
-//! at load, which no other test may see.
+//! at load, which no other test may see, and the allocation count is process-wide.
 
 mod common;
 
@@ -13,6 +17,34 @@ use looptree_engine::{Batch, KvPool, KvPoolConfig, LogitRows, Model};
 use looptree_models::arch_config::ArchConfig;
 use looptree_models::llama::{Llama, CPU_ROWS_ENV};
 use looptree_models::weights::GgufWeights;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The system allocator, counting allocations.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn load() -> Llama {
     let mut w = GgufWeights::open(&model_file(SMOLLM2), &Device::Cpu).unwrap();
@@ -42,6 +74,28 @@ fn steps() -> Vec<Batch> {
     vec![first, second, third]
 }
 
+/// Allocations made by one decode step of 8 sequences after a first one grew the buffers.
+fn allocations_per_decode_step(model: &Llama) -> usize {
+    let c = model.config();
+    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: 64, dtype: DType::F16 };
+    let mut kv = KvPool::new(cfg, &Device::Cpu).unwrap();
+    let step = |pos: u32| {
+        let mut b = Batch::default();
+        for s in 0..8u32 {
+            let cached: Vec<u32> = (s * 8..s * 8 + pos).collect();
+            b.push(&[100 + s], &cached, &[s * 8 + pos], LogitRows::Last);
+        }
+        b
+    };
+    let (first, second) = (step(0), step(1));
+    model.forward(&first, &mut kv).unwrap();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let logits = model.forward(&second, &mut kv).unwrap();
+    let count = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(logits.dims(), [8, 49152]);
+    count
+}
+
 fn run(model: &Llama, dtype: DType) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let c = model.config();
     let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: 320, dtype };
@@ -65,6 +119,13 @@ fn rows_path_is_bit_identical_to_the_tensor_path() {
     std::env::remove_var(CPU_ROWS_ENV);
     assert!(rows.runs_cpu_rows(), "SmolLM2 Q4_1 takes the rows path");
     assert!(!tensors.runs_cpu_rows(), "{CPU_ROWS_ENV}=0 switches it off");
+    let (rows_allocs, tensor_allocs) = (allocations_per_decode_step(&rows), allocations_per_decode_step(&tensors));
+    let layers = rows.config().num_layers;
+    // What is left per layer is candle's bookkeeping of the two in-place pool writes (K, V);
+    // per step, the slot lists and the logits.
+    assert!(rows_allocs <= 2 * layers + 20, "a rows-path step allocated {rows_allocs} times for {layers} layers");
+    assert!(tensor_allocs > 10 * layers, "the tensor path allocated only {tensor_allocs} times: is the count working?");
+    eprintln!("allocations per decode step: rows path {rows_allocs}, tensor path {tensor_allocs}");
     for dtype in [DType::F32, DType::F16] {
         let (rows_logits, rows_pool) = run(&rows, dtype);
         let (tensor_logits, tensor_pool) = run(&tensors, dtype);
