@@ -135,9 +135,90 @@ fn attention_x86<T: KvElem>(
     thread_local! {
         static PLAN: std::cell::RefCell<Plan> = std::cell::RefCell::new(Plan::default());
     }
-    PLAN.with(|plan| match plan.try_borrow_mut() {
-        Ok(mut plan) => attention_planned(q, k_pool, v_pool, seqs, shape, out, grouped, threads, &mut plan),
-        Err(_) => attention_planned(q, k_pool, v_pool, seqs, shape, out, grouped, threads, &mut Plan::default()),
+    PLAN.with(|cell| {
+        let mut fresh = Plan::default();
+        let mut kept = cell.try_borrow_mut();
+        let plan = match &mut kept {
+            Ok(kept) => &mut **kept,
+            Err(_) => &mut fresh,
+        };
+        let (nh, nkv) = (shape.n_heads, shape.n_kv_heads);
+        let Plan { items, groups, in_group } = plan;
+        items.clear();
+        groups.clear();
+        let mut work = 0usize;
+        // Groups need every key visible to every query (no sliding window). They are capped so
+        // that the step still splits into a few items per thread.
+        if grouped && shape.window.is_none() {
+            let decoding = seqs.iter().filter(|s| s.len == 1).count();
+            decode_groups_into(seqs, (decoding * nkv / (4 * threads)).clamp(2, 16), groups);
+            // A lone sequence is quicker on its own path: with three or so queries, converting
+            // its rows first does not pay.
+            groups.retain(|g| g.end - g.first > 1);
+        }
+        for g in groups.iter() {
+            for kh in 0..nkv {
+                items.push(Item::Group { group: g.clone(), kh });
+            }
+        }
+        in_group.clear();
+        in_group.resize(seqs.len(), false);
+        for g in groups.iter() {
+            in_group[g.first..g.end].fill(true);
+        }
+        for (si, s) in seqs.iter().enumerate() {
+            assert!(s.len <= s.context_slots.len());
+            work += s.len * s.context_slots.len();
+            if !in_group[si] {
+                for kh in 0..nkv {
+                    for b in (0..s.len).step_by(QUERY_BLOCK) {
+                        items.push(Item::Block { seq: si, kh, b });
+                    }
+                }
+            }
+        }
+        let items = &items[..];
+        let row = nkv * shape.head_dim;
+        let n_tokens = q.len() / (nh * shape.head_dim);
+        for s in seqs {
+            assert!(s.start + s.len <= n_tokens, "a sequence's queries run past q");
+            for &slot in s.context_slots {
+                assert!((slot as usize + 1) * row <= k_pool.len() && (slot as usize + 1) * row <= v_pool.len());
+            }
+        }
+        assert!(out.len() >= q.len() && q.len() % (nh * shape.head_dim) == 0);
+        let out_ptr = out.as_mut_ptr() as usize;
+        let run = |scratch: &mut Scratch, item: &Item| {
+            // SAFETY: CPU features checked above; slots were bounds-checked; each item writes
+            // only the (token, head) chunks of its own sequences and KV head.
+            unsafe {
+                match item {
+                    Item::Block { seq, kh, b } => {
+                        block(q, k_pool, v_pool, &seqs[*seq], shape, *kh, *b, &mut scratch.scores, out_ptr as *mut f32)
+                    }
+                    Item::Group { group, kh } => decode_group(
+                        q,
+                        k_pool,
+                        v_pool,
+                        &seqs[group.first..group.end],
+                        group.shared,
+                        shape,
+                        *kh,
+                        &mut scratch.group,
+                        out_ptr as *mut f32,
+                    ),
+                }
+            }
+        };
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+        }
+        // Small steps (decode of a few short sequences) cost less than a fan-out (~1 µs).
+        if work * nh < 1 << 10 || threads == 1 {
+            SCRATCH.with_borrow_mut(|scratch| items.iter().for_each(|it| run(scratch, it)));
+        } else {
+            team::for_each_task(items.len(), threads, |i| SCRATCH.with_borrow_mut(|scratch| run(scratch, &items[i])));
+        }
     })
 }
 
@@ -147,98 +228,6 @@ struct Plan {
     items: Vec<Item>,
     groups: Vec<DecodeGroup>,
     in_group: Vec<bool>,
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn attention_planned<T: KvElem>(
-    q: &[f32],
-    k_pool: &[T],
-    v_pool: &[T],
-    seqs: &[SeqAttn],
-    shape: &AttnShape,
-    out: &mut [f32],
-    grouped: bool,
-    threads: usize,
-    plan: &mut Plan,
-) {
-    let (nh, nkv) = (shape.n_heads, shape.n_kv_heads);
-    let Plan { items, groups, in_group } = plan;
-    items.clear();
-    groups.clear();
-    let mut work = 0usize;
-    // Groups need every key visible to every query (no sliding window). They are capped so
-    // that the step still splits into a few items per thread.
-    if grouped && shape.window.is_none() {
-        let decoding = seqs.iter().filter(|s| s.len == 1).count();
-        decode_groups_into(seqs, (decoding * nkv / (4 * threads)).clamp(2, 16), groups);
-        // A lone sequence is quicker on its own path: with three or so queries, converting
-        // its rows first does not pay.
-        groups.retain(|g| g.end - g.first > 1);
-    }
-    for g in groups.iter() {
-        for kh in 0..nkv {
-            items.push(Item::Group { group: g.clone(), kh });
-        }
-    }
-    in_group.clear();
-    in_group.resize(seqs.len(), false);
-    for g in groups.iter() {
-        in_group[g.first..g.end].fill(true);
-    }
-    for (si, s) in seqs.iter().enumerate() {
-        assert!(s.len <= s.context_slots.len());
-        work += s.len * s.context_slots.len();
-        if !in_group[si] {
-            for kh in 0..nkv {
-                for b in (0..s.len).step_by(QUERY_BLOCK) {
-                    items.push(Item::Block { seq: si, kh, b });
-                }
-            }
-        }
-    }
-    let items = &items[..];
-    let row = nkv * shape.head_dim;
-    let n_tokens = q.len() / (nh * shape.head_dim);
-    for s in seqs {
-        assert!(s.start + s.len <= n_tokens, "a sequence's queries run past q");
-        for &slot in s.context_slots {
-            assert!((slot as usize + 1) * row <= k_pool.len() && (slot as usize + 1) * row <= v_pool.len());
-        }
-    }
-    assert!(out.len() >= q.len() && q.len() % (nh * shape.head_dim) == 0);
-    let out_ptr = out.as_mut_ptr() as usize;
-    let run = |scratch: &mut Scratch, item: &Item| {
-        // SAFETY: CPU features checked above; slots were bounds-checked; each item writes
-        // only the (token, head) chunks of its own sequences and KV head.
-        unsafe {
-            match item {
-                Item::Block { seq, kh, b } => {
-                    block(q, k_pool, v_pool, &seqs[*seq], shape, *kh, *b, &mut scratch.scores, out_ptr as *mut f32)
-                }
-                Item::Group { group, kh } => decode_group(
-                    q,
-                    k_pool,
-                    v_pool,
-                    &seqs[group.first..group.end],
-                    group.shared,
-                    shape,
-                    *kh,
-                    &mut scratch.group,
-                    out_ptr as *mut f32,
-                ),
-            }
-        }
-    };
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-    }
-    // Small steps (decode of a few short sequences) cost less than a fan-out (~1 µs).
-    if work * nh < 1 << 10 || threads == 1 {
-        SCRATCH.with_borrow_mut(|scratch| items.iter().for_each(|it| run(scratch, it)));
-    } else {
-        team::for_each_task(items.len(), threads, |i| SCRATCH.with_borrow_mut(|scratch| run(scratch, &items[i])));
-    }
 }
 
 /// One (sequence, KV head, query block): queries are tokens `b..b+QUERY_BLOCK` of `s`

@@ -64,15 +64,7 @@ struct Team {
 
 fn team() -> &'static Mutex<Team> {
     static TEAM: OnceLock<Mutex<Team>> = OnceLock::new();
-    TEAM.get_or_init(|| {
-        let noop: &'static (dyn Fn(usize) + Sync) = &|_| {};
-        let shared = Arc::new(Shared {
-            job: UnsafeCell::new(Job { body: noop, tasks: 0 }),
-            next_task: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
-        });
-        Mutex::new(Team { shared, helpers: Vec::new(), sequence: 1 })
-    })
+    TEAM.get_or_init(|| Mutex::new(Team::new()))
 }
 
 /// Runs `body(t)` for every `t` in `0..tasks`, on `threads` threads (the caller and
@@ -90,6 +82,15 @@ pub fn for_each_task(tasks: usize, threads: usize, body: impl Fn(usize) + Sync) 
     team.run(tasks, threads - 1, &body);
 }
 
+/// Sends idle helpers to park now rather than spin: for a stretch of work on another thread
+/// pool (candle's matmuls for the quantizations looptree has no kernel of), so that they do
+/// not compete with it for the cores. The next loop wakes them.
+pub fn rest() {
+    if let Ok(team) = team().try_lock() {
+        team.rest();
+    }
+}
+
 /// Calls `body(lo, hi)` for consecutive ranges of `chunk` (the last one shorter) covering
 /// `0..len`, on as many threads as rayon's current pool has.
 pub fn for_each_range(len: usize, chunk: usize, body: impl Fn(usize, usize) + Sync) {
@@ -98,6 +99,23 @@ pub fn for_each_range(len: usize, chunk: usize, body: impl Fn(usize, usize) + Sy
 }
 
 impl Team {
+    fn new() -> Self {
+        let noop: &'static (dyn Fn(usize) + Sync) = &|_| {};
+        let shared = Arc::new(Shared {
+            job: UnsafeCell::new(Job { body: noop, tasks: 0 }),
+            next_task: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+        });
+        Team { shared, helpers: Vec::new(), sequence: 1 }
+    }
+
+    fn rest(&self) {
+        for h in &self.helpers {
+            // Only a spinning helper: one enlisted in a job keeps it, a parked one stays so.
+            let _ = h.mailbox.compare_exchange(SPINNING, PARKED, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     fn run(&mut self, tasks: usize, helpers: usize, body: &(dyn Fn(usize) + Sync)) {
         while self.helpers.len() < helpers {
             self.helpers.push(spawn_helper(self.shared.clone()));
@@ -224,6 +242,27 @@ mod tests {
         for _ in 0..3 {
             assert!(counts(64, 2).iter().all(|&c| c == 1));
         }
+    }
+
+    #[test]
+    fn helpers_sent_to_rest_park_at_once_and_come_back() {
+        // A team of its own: the global one is busy with other tests.
+        let mut team = super::Team::new();
+        let seen: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+        let body = |t: usize| {
+            seen[t].fetch_add(1, Ordering::Relaxed);
+        };
+        team.run(64, 2, &body);
+        team.rest();
+        // Parked (or on the way) at once, not after SPIN_FOR of spinning.
+        assert_eq!(team.helpers.len(), 2);
+        for h in &team.helpers {
+            assert_eq!(h.mailbox.load(Ordering::Relaxed), super::PARKED);
+        }
+        for _ in 0..3 {
+            team.run(64, 2, &body);
+        }
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 4));
     }
 
     #[test]

@@ -36,7 +36,13 @@ impl Linear {
             Weight::Candle(QMatMul::Tensor(t)) if t.dtype() != x.dtype() => {
                 QMatMul::Tensor(t.clone()).forward(&x.to_dtype(t.dtype())?)?.to_dtype(x.dtype())?
             }
-            Weight::Candle(w) => w.forward(x)?,
+            Weight::Candle(w) => {
+                // candle runs it on rayon's workers: the team's helpers park meanwhile.
+                if x.device().is_cpu() {
+                    looptree_kernels::team::rest();
+                }
+                w.forward(x)?
+            }
             Weight::Q4_1(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
             Weight::Q5_0(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
             Weight::Q8_0(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
