@@ -37,4 +37,13 @@ pub trait Model: Send + Sync {
     /// Logits as an f32 tensor of shape `[batch.num_logit_rows(), vocab_size]`, rows in
     /// the order of `batch.logit_rows()`.
     fn forward(&self, batch: &Batch, kv: &mut KvPool) -> Result<Tensor>;
+
+    /// [`Model::forward`] into `logits` (row-major `[rows, vocab_size]`, resized to fit),
+    /// which the caller keeps from step to step: a model that computes its logits on the
+    /// CPU can write them there, with no tensor to allocate and copy out of (a 64-row
+    /// step's logits are 12 MB).
+    fn forward_into(&self, batch: &Batch, kv: &mut KvPool, logits: &mut Vec<f32>) -> Result<()> {
+        *logits = self.forward(batch, kv)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(())
+    }
 }

@@ -71,6 +71,11 @@ impl Llama {
         Ok(model)
     }
 
+    /// The rows path's buffers, where this step can take it.
+    fn cpu_rows_workspace(&self, step: &AttentionStep, tokens: usize) -> Option<&Mutex<cpu_rows::Workspace>> {
+        self.cpu_rows.as_ref().filter(|_| step.reads_cpu_pool_in_place() && tokens > 0)
+    }
+
     /// Whether CPU steps run on the rows path (`cpu_rows.rs`) rather than tensor ops.
     pub fn runs_cpu_rows(&self) -> bool {
         self.cpu_rows.is_some()
@@ -98,11 +103,11 @@ impl Model for Llama {
         let a = &self.arch;
         let n = batch.tokens.len();
         let step = AttentionStep::new(batch, kv, dev)?;
-        if let Some(ws) = &self.cpu_rows {
-            if step.reads_cpu_pool_in_place() && n > 0 {
-                let mut ws = ws.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                return self.forward_cpu_rows(batch, kv, &step, &mut ws);
-            }
+        if let Some(ws) = self.cpu_rows_workspace(&step, n) {
+            let mut logits = Vec::new();
+            self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), &mut logits)?;
+            let rows = logits.len() / a.vocab_size;
+            return Tensor::from_vec(logits, (rows, a.vocab_size), dev);
         }
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
@@ -124,5 +129,22 @@ impl Model for Llama {
             x = (x + layer.down.forward(&mlp)?)?;
         }
         crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)
+    }
+
+    fn forward_into(&self, batch: &Batch, kv: &mut KvPool, logits: &mut Vec<f32>) -> candle_core::Result<()> {
+        if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
+            return looptree_kernels::pool::in_pool(|| self.forward_into(batch, kv, logits));
+        }
+        let step = AttentionStep::new(batch, kv, &self.device)?;
+        match self.cpu_rows_workspace(&step, batch.tokens.len()) {
+            Some(ws) => {
+                self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), logits)
+            }
+            None => {
+                drop(step);
+                *logits = self.forward(batch, kv)?.flatten_all()?.to_vec1::<f32>()?;
+                Ok(())
+            }
+        }
     }
 }

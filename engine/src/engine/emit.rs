@@ -11,7 +11,7 @@ use crate::sequence::Seq;
 use crate::LogitRows;
 
 impl Engine {
-    pub(super) fn emit(&mut self, plan: Plan, mut logits: Vec<f32>) {
+    pub(super) fn emit(&mut self, plan: Plan, logits: &mut [f32]) {
         let vocab = self.model.config().vocab_size;
         let mut row = 0;
         for e in plan.entries {

@@ -67,6 +67,8 @@ pub struct Engine {
     counters: Arc<Counters>,
     step_no: u64,
     next_id: RequestId,
+    /// The last step's logits; the buffer is reused by the next step.
+    logits: Vec<f32>,
 }
 
 impl Engine {
@@ -99,6 +101,7 @@ impl Engine {
             counters,
             step_no: 0,
             next_id: 0,
+            logits: Vec::new(),
         })
     }
 
@@ -203,10 +206,12 @@ impl Engine {
         self.step_no += 1;
         Counters::add(&self.counters.steps, 1);
         Counters::add(&self.counters.computed_tokens, plan.batch.tokens.len());
-        match self.model.forward(&plan.batch, &mut self.kv).and_then(|l| l.flatten_all()?.to_vec1::<f32>()) {
-            Ok(logits) => self.emit(plan, logits),
+        let mut logits = std::mem::take(&mut self.logits);
+        match self.model.forward_into(&plan.batch, &mut self.kv, &mut logits) {
+            Ok(()) => self.emit(plan, &mut logits),
             Err(e) => self.fail_running(&format!("model forward failed: {e}")),
         }
+        self.logits = logits;
         self.release_done();
         self.update_gauges();
         true

@@ -13,7 +13,7 @@ use super::Llama;
 use crate::arch_config::RopeStyle;
 use crate::attend::AttentionStep;
 use crate::fused_linear::FusedLinear;
-use candle_core::{bail, DType, Device, Result, Tensor};
+use candle_core::{bail, DType, Result};
 use looptree_engine::{Batch, KvPool};
 use looptree_kernels::cpu_fused::{rms_norm_rows, rope_rows, silu_mul_rows, with_f32};
 
@@ -72,7 +72,8 @@ impl Llama {
         kv: &mut KvPool,
         step: &AttentionStep,
         ws: &mut Workspace,
-    ) -> Result<Tensor> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let a = &self.arch;
         let n = batch.tokens.len();
         let (hidden, hd) = (a.hidden_size, a.head_dim);
@@ -127,8 +128,8 @@ impl Llama {
         }
         let normed = &mut normed[..m * hidden];
         with_f32(&self.norm, |w| rms_norm_rows(picked, w, eps, normed))?;
-        let mut logits = vec![0f32; m * a.vocab_size];
-        self.lm_head.forward_rows(normed, m, &mut logits)?;
-        Tensor::from_vec(logits, (m, a.vocab_size), &Device::Cpu)
+        // Every element is written by the head: resizing never needs to clear.
+        logits.resize(m * a.vocab_size, 0.0);
+        self.lm_head.forward_rows(normed, m, logits)
     }
 }
