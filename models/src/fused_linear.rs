@@ -20,10 +20,10 @@ impl FusedLinear {
         }
     }
 
-    /// The one matrix and the parts' widths, where the parts were joined.
-    pub fn single(&self) -> Option<(&Linear, &[usize])> {
+    /// The one matrix, where the parts were joined.
+    pub fn single(&self) -> Option<&Linear> {
         match self {
-            FusedLinear::One { linear, widths } => Some((linear, widths)),
+            FusedLinear::One { linear, .. } => Some(linear),
             FusedLinear::Each(_) => None,
         }
     }

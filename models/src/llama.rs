@@ -99,16 +99,39 @@ impl Model for Llama {
         if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
             return looptree_kernels::pool::in_pool(|| self.forward(batch, kv));
         }
+        let step = AttentionStep::new(batch, kv, &self.device)?;
+        if let Some(ws) = self.cpu_rows_workspace(&step, batch.tokens.len()) {
+            let mut logits = Vec::new();
+            self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), &mut logits)?;
+            let rows = logits.len() / self.arch.vocab_size;
+            return Tensor::from_vec(logits, (rows, self.arch.vocab_size), &self.device);
+        }
+        self.forward_tensors(batch, kv, &step)
+    }
+
+    fn forward_into(&self, batch: &Batch, kv: &mut KvPool, logits: &mut Vec<f32>) -> candle_core::Result<()> {
+        if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
+            return looptree_kernels::pool::in_pool(|| self.forward_into(batch, kv, logits));
+        }
+        let step = AttentionStep::new(batch, kv, &self.device)?;
+        match self.cpu_rows_workspace(&step, batch.tokens.len()) {
+            Some(ws) => {
+                self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), logits)
+            }
+            None => {
+                *logits = self.forward_tensors(batch, kv, &step)?.flatten_all()?.to_vec1::<f32>()?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Llama {
+    /// The step on candle tensors: every device, every weight type.
+    fn forward_tensors(&self, batch: &Batch, kv: &mut KvPool, step: &AttentionStep) -> candle_core::Result<Tensor> {
         let dev = &self.device;
         let a = &self.arch;
         let n = batch.tokens.len();
-        let step = AttentionStep::new(batch, kv, dev)?;
-        if let Some(ws) = self.cpu_rows_workspace(&step, n) {
-            let mut logits = Vec::new();
-            self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), &mut logits)?;
-            let rows = logits.len() / a.vocab_size;
-            return Tensor::from_vec(logits, (rows, a.vocab_size), dev);
-        }
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
 
@@ -129,22 +152,5 @@ impl Model for Llama {
             x = (x + layer.down.forward(&mlp)?)?;
         }
         crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)
-    }
-
-    fn forward_into(&self, batch: &Batch, kv: &mut KvPool, logits: &mut Vec<f32>) -> candle_core::Result<()> {
-        if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
-            return looptree_kernels::pool::in_pool(|| self.forward_into(batch, kv, logits));
-        }
-        let step = AttentionStep::new(batch, kv, &self.device)?;
-        match self.cpu_rows_workspace(&step, batch.tokens.len()) {
-            Some(ws) => {
-                self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), logits)
-            }
-            None => {
-                drop(step);
-                *logits = self.forward(batch, kv)?.flatten_all()?.to_vec1::<f32>()?;
-                Ok(())
-            }
-        }
     }
 }

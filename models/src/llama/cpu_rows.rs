@@ -55,7 +55,7 @@ impl Llama {
     /// Whether the weights allow the rows path: every projection on an own CPU kernel, q/k/v
     /// and gate/up each one matrix, and an f32 embedding on the CPU.
     pub(super) fn weights_fit_cpu_rows(&self) -> bool {
-        let single = |f: &FusedLinear| f.single().is_some_and(|(l, _)| l.has_own_cpu_kernel());
+        let single = |f: &FusedLinear| f.single().is_some_and(|l| l.has_own_cpu_kernel());
         self.device.is_cpu()
             && self.embed.dtype() == DType::F32
             && self.lm_head.has_own_cpu_kernel()
@@ -100,7 +100,7 @@ impl Llama {
         let (gate_up, mlp) = (rows(gate_up, n * 2 * ffn), rows(mlp, n * ffn));
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let (Some((qkv_w, _)), Some((gate_up_w, _))) = (layer.qkv.single(), layer.gate_up.single()) else {
+            let (Some(qkv_w), Some(gate_up_w)) = (layer.qkv.single(), layer.gate_up.single()) else {
                 bail!("the CPU rows path needs fused q/k/v and gate/up projections");
             };
             with_f32(&layer.attn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
