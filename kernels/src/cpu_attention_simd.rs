@@ -468,7 +468,7 @@ pub(crate) unsafe fn softmax(sc: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn weighted_values<T: KvElem, const H: usize>(
+pub(crate) unsafe fn weighted_values<T: KvElem, const H: usize>(
     row_at: impl Fn(usize) -> *const T,
     (lo, from, pos): (usize, usize, usize),
     sc: [*const f32; H],
