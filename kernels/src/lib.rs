@@ -11,6 +11,7 @@ pub mod pool;
 pub mod q4_1;
 pub mod q8_0;
 pub mod q8_dot;
+mod quantize_act;
 pub mod team;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -5,6 +5,7 @@
 use half::f16;
 use crate::column_tiles::{GROUP as COLS, MAX_ROWS};
 use crate::grouped_matrix::{act_buffer, grouped_matrix_type, GroupBlock, QK};
+use crate::quantize_act::{quantize32, Quants};
 
 /// How far ahead of the block in use the kernel prefetches weights.
 const PREFETCH_BYTES: usize = 2048;
@@ -62,15 +63,7 @@ impl GroupBlock for BlockQ4_1x8 {
 }
 
 fn quantize_block(x: &[f32]) -> BlockQ8_1 {
-    let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let mut qs = [0i8; QK];
-    let mut sum = 0i32;
-    for (q, &v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round() as i8;
-        sum += *q as i32;
-    }
+    let Quants { d, qs, sum } = quantize32(x);
     // Scales rounded through f16 as llama.cpp stores them, to stay close to its numbers.
     let d16 = f16::from_f32(d).to_f32();
     BlockQ8_1 { d: d16, s: f16::from_f32(sum as f32 * d).to_f32(), qs }

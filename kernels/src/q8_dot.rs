@@ -140,14 +140,8 @@ impl<B: WeightBlock> QMatrix<B> {
 }
 
 pub(crate) fn quantize_q8_0(x: &[f32]) -> BlockQ8_0 {
-    let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let mut qs = [0i8; QK];
-    for (q, &v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round() as i8;
-    }
-    BlockQ8_0 { d: f16::from_f32(d).to_f32(), qs }
+    let q = crate::quantize_act::quantize32(x);
+    BlockQ8_0 { d: f16::from_f32(q.d).to_f32(), qs: q.qs }
 }
 
 fn dot<B: WeightBlock>(w: &[B], x: &[BlockQ8_0]) -> f32 {
