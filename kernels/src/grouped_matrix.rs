@@ -11,7 +11,7 @@
 
 use crate::column_tiles::{for_each_group_chunk, GROUP, MAX_ROWS};
 #[cfg(target_arch = "x86_64")]
-use crate::x86::has_avx2_fma;
+use crate::x86::{has_avx2_fma, has_vnni};
 
 /// Inputs per quantization block, in GGUF and in the activation blocks.
 pub(crate) const QK: usize = 32;
@@ -38,6 +38,16 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     /// The CPU must have AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[Self::Act], kb: usize, out: &mut [[f32; GROUP]; MAX_ROWS]);
+    /// [`Self::avx2_kernel`] with AVX-512 VNNI's u8 × i8 dot products (4 products into an
+    /// i32 lane per instruction, exact as the AVX2 kernel's integer sums are), giving its
+    /// bits. Types without one use the AVX2 kernel.
+    ///
+    /// # Safety
+    /// As [`Self::avx2_kernel`], and the CPU has AVX512F/VL/VNNI.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[Self::Act], kb: usize, out: &mut [[f32; GROUP]; MAX_ROWS]) {
+        Self::avx2_kernel::<R>(w, x, kb, out)
+    }
 }
 
 /// Declares `pub struct $name` wrapping a [`GroupedMatrix`] of `$block`, with the same
@@ -189,7 +199,15 @@ impl<B: GroupBlock> GroupedMatrix<B> {
 unsafe fn group_rows<B: GroupBlock>(w: &[B], x: &[B::Act], rows: usize, kb: usize, out: *mut f32, ld: usize, cols: usize) {
     let mut acc = [[0f32; GROUP]; MAX_ROWS];
     #[cfg(target_arch = "x86_64")]
-    let done = if has_avx2_fma() {
+    let done = if has_vnni() {
+        match rows {
+            1 => B::vnni_kernel::<1>(w, x, kb, &mut acc),
+            2 => B::vnni_kernel::<2>(w, x, kb, &mut acc),
+            3 => B::vnni_kernel::<3>(w, x, kb, &mut acc),
+            _ => B::vnni_kernel::<4>(w, x, kb, &mut acc),
+        }
+        true
+    } else if has_avx2_fma() {
         match rows {
             1 => B::avx2_kernel::<1>(w, x, kb, &mut acc),
             2 => B::avx2_kernel::<2>(w, x, kb, &mut acc),
@@ -241,6 +259,48 @@ pub(crate) mod checks {
                     assert!((a - simd).abs() < 1e-4 * (1.0 + simd.abs()), "row {r} col {}: scalar {a} vs {simd}", g * GROUP + c);
                 }
             }
+        }
+    }
+
+    /// Where the CPU has VNNI: its kernel gives the AVX2 kernel's bits for 1 to 4 rows of
+    /// every group of `w` (x: `[m, k]`, m ≥ 4). Returns whether it ran.
+    pub fn vnni_equals_avx2<B: GroupBlock>(w: &GroupedMatrix<B>, x: &[f32], m: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !has_vnni() {
+                return false;
+            }
+            assert!(m >= 4);
+            let kb = w.k / QK;
+            let xq: Vec<B::Act> = x.chunks_exact(QK).map(B::quantize).collect();
+            for g in 0..w.n.div_ceil(GROUP) {
+                let wg = &w.blocks[g * kb..(g + 1) * kb];
+                for r0 in 0..=m - 4 {
+                    let xr = &xq[r0 * kb..(r0 + 4) * kb];
+                    let (mut a, mut b) = ([[0f32; GROUP]; MAX_ROWS], [[0f32; GROUP]; MAX_ROWS]);
+                    // SAFETY: VNNI (and so AVX2/FMA/F16C) checked above; 4 rows of kb blocks.
+                    unsafe {
+                        B::vnni_kernel::<1>(wg, xr, kb, &mut a);
+                        B::avx2_kernel::<1>(wg, xr, kb, &mut b);
+                        assert_eq!(a[0], b[0], "group {g}, row {r0} alone");
+                        B::vnni_kernel::<2>(wg, xr, kb, &mut a);
+                        B::avx2_kernel::<2>(wg, xr, kb, &mut b);
+                        assert_eq!(a[..2], b[..2], "group {g}, rows {r0}+2");
+                        B::vnni_kernel::<3>(wg, xr, kb, &mut a);
+                        B::avx2_kernel::<3>(wg, xr, kb, &mut b);
+                        assert_eq!(a[..3], b[..3], "group {g}, rows {r0}+3");
+                        B::vnni_kernel::<4>(wg, xr, kb, &mut a);
+                        B::avx2_kernel::<4>(wg, xr, kb, &mut b);
+                        assert_eq!(a, b, "group {g}, rows {r0}+4");
+                    }
+                }
+            }
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (w, x, m);
+            false
         }
     }
 

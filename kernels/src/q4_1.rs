@@ -60,6 +60,12 @@ impl GroupBlock for BlockQ4_1x8 {
     unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
         avx2_kernel::<R>(w, x, kb, out)
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+        vnni_kernel::<R>(w, x, kb, out)
+    }
 }
 
 fn quantize_block(x: &[f32]) -> BlockQ8_1 {
@@ -125,6 +131,51 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: us
             let xb = x.get_unchecked(r * kb + bi);
             let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[r], ones));
             // The block's term first, then one add: the chain through acc is one add long.
+            let term = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_mul_ps(mw, _mm256_set1_ps(xb.s)));
+            acc[r] = _mm256_add_ps(acc[r], term);
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+}
+
+/// [`avx2_kernel`] with VNNI: each 4-byte activation slice meets its column's 4 quants in
+/// one `vpdpbusd` (u8 × i8, four products added into the column's i32 lane, exactly),
+/// where AVX2 needs maddubs, an i16 add and, per block, a widening madd. The low and high
+/// nibbles sum apart, so that two dependency chains per row hide the instruction's latency.
+/// The integer sums are the AVX2 kernel's, and so is every float operation after them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    use std::arch::x86_64::*;
+    let mask = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for bi in 0..kb {
+        let b = w.get_unchecked(bi);
+        let ahead = (b as *const BlockQ4_1x8 as *const i8).wrapping_add(PREFETCH_BYTES);
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+        let mut lo_sums = [_mm256_setzero_si256(); R];
+        let mut hi_sums = [_mm256_setzero_si256(); R];
+        for s in 0..4 {
+            let packed = _mm256_loadu_si256(b.qs.as_ptr().add(32 * s) as *const __m256i);
+            let lo = _mm256_and_si256(packed, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+            for r in 0..R {
+                let xq = x.get_unchecked(r * kb + bi).qs.as_ptr();
+                let xlo = _mm256_set1_epi32((xq.add(4 * s) as *const i32).read_unaligned());
+                let xhi = _mm256_set1_epi32((xq.add(16 + 4 * s) as *const i32).read_unaligned());
+                lo_sums[r] = _mm256_dpbusd_epi32(lo_sums[r], lo, xlo);
+                hi_sums[r] = _mm256_dpbusd_epi32(hi_sums[r], hi, xhi);
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+        let mw = _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i));
+        for r in 0..R {
+            let xb = x.get_unchecked(r * kb + bi);
+            let sums = _mm256_cvtepi32_ps(_mm256_add_epi32(lo_sums[r], hi_sums[r]));
             let term = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_mul_ps(mw, _mm256_set1_ps(xb.s)));
             acc[r] = _mm256_add_ps(acc[r], term);
         }
@@ -210,6 +261,21 @@ mod tests {
                 }
             }
             checks::row_independent_and_scalar_agrees(&ours.0, &xv, m, &got);
+        }
+        Ok(())
+    }
+
+    /// Where the CPU has VNNI, its kernel gives the AVX2 kernel's bits (a 99-column matrix:
+    /// 12 whole groups and a partial one, 6 rows; K = 512, 16 blocks).
+    #[test]
+    fn vnni_kernel_gives_the_avx2_kernel_s_bits() -> candle_core::Result<()> {
+        let (n, k, m) = (99, 512, 6);
+        let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu)?;
+        let bytes = QTensor::quantize(&w, GgmlDType::Q4_1)?.data()?.to_vec();
+        let ours = Q4_1Matrix::from_bytes(&bytes, n, k).expect("q4_1 bytes");
+        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        if !checks::vnni_equals_avx2(&ours.0, &x, m) {
+            eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
         }
         Ok(())
     }

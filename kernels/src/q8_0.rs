@@ -46,6 +46,12 @@ impl GroupBlock for BlockQ8_0x8 {
     unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
         avx2_kernel::<R>(w, x, kb, out)
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+        vnni_kernel::<R>(w, x, kb, out)
+    }
 }
 
 /// The quant of column `c`, input `e` of a repacked block.
@@ -96,6 +102,39 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], kb: us
     }
 }
 
+/// [`avx2_kernel`] with VNNI: |w| × (x with w's sign) four bytes at a time into i32 lanes
+/// (`vpdpbusd`, exact), in place of maddubs + madd + add. Even and odd slices sum apart (two
+/// chains per row for the instruction's latency); the integer sums and every float
+/// operation after them are the AVX2 kernel's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); R];
+    for bi in 0..kb {
+        let b = w.get_unchecked(bi);
+        let mut sums = [[_mm256_setzero_si256(); 2]; R];
+        for s in 0..8 {
+            let wq = _mm256_loadu_si256(b.qs.as_ptr().add(32 * s) as *const __m256i);
+            let wabs = _mm256_sign_epi8(wq, wq);
+            for r in 0..R {
+                let xq = x.get_unchecked(r * kb + bi).qs.as_ptr();
+                let xs = _mm256_set1_epi32((xq.add(4 * s) as *const i32).read_unaligned());
+                sums[r][s % 2] = _mm256_dpbusd_epi32(sums[r][s % 2], wabs, _mm256_sign_epi8(xs, wq));
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+        for r in 0..R {
+            let dx = _mm256_set1_ps(x.get_unchecked(r * kb + bi).d);
+            let s32 = _mm256_add_epi32(sums[r][0], sums[r][1]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, dx), acc[r]);
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +177,23 @@ mod tests {
                 }
             }
             checks::row_independent_and_scalar_agrees(&ours.0, &xv, m, &got);
+        }
+        Ok(())
+    }
+
+    /// Where the CPU has VNNI, its kernel gives the AVX2 kernel's bits (70 columns, 6 rows,
+    /// K = 512), weights at ±127 and -128 included.
+    #[test]
+    fn vnni_kernel_gives_the_avx2_kernel_s_bits() -> candle_core::Result<()> {
+        let (n, k, m) = (70, 512, 6);
+        let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu)?;
+        let mut bytes = QTensor::quantize(&w, GgmlDType::Q8_0)?.data()?.to_vec();
+        // Extreme quants in column 0's first block: 127, -127, -128 (GGUF allows it).
+        bytes[2..5].copy_from_slice(&[127u8, 0x81, 0x80]);
+        let ours = Q8_0Matrix::from_bytes(&bytes, n, k).expect("q8_0 bytes");
+        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        if !checks::vnni_equals_avx2(&ours.0, &x, m) {
+            eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
         }
         Ok(())
     }

@@ -9,6 +9,22 @@ pub(crate) fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// Whether the CPU has AVX-512 VNNI with 256-bit vectors (AVX512VL), for the quantized
+/// matmuls' integer dot products; `LOOPTREE_CPU_VNNI=0` (read once) keeps them on AVX2,
+/// for an A/B in one binary. Both give the same bits.
+pub(crate) fn has_vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2_fma()
+            && is_x86_feature_detected!("f16c")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+            && std::env::var("LOOPTREE_CPU_VNNI").map_or(true, |v| v != "0")
+    })
+}
+
 /// The sum of the 8 lanes, in a fixed order.
 ///
 /// # Safety
