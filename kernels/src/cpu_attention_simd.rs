@@ -508,7 +508,9 @@ pub(crate) unsafe fn weighted_values<T: KvElem, const H: usize>(
     }
     // 16 registers: 3 heads x 4 vectors of sums, 4 value vectors and a broadcast would be
     // 17, and the one spilled to the stack put a store-load on every key's critical path.
-    if H <= 2 {
+    // Built for a CPU with AVX-512 (32 registers), up to 6 heads take 4 vectors each.
+    const WIDE_HEADS: usize = if cfg!(target_feature = "avx512vl") { 6 } else { 2 };
+    if H <= WIDE_HEADS {
         while d + 32 <= hd {
             lanes!(4);
         }
