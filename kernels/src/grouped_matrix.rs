@@ -198,22 +198,24 @@ impl<B: GroupBlock> GroupedMatrix<B> {
 /// `out` must be valid for writes at `r * ld + c` for `r < rows`, `c < cols`.
 unsafe fn group_rows<B: GroupBlock>(w: &[B], x: &[B::Act], rows: usize, kb: usize, out: *mut f32, ld: usize, cols: usize) {
     let mut acc = [[0f32; GROUP]; MAX_ROWS];
+    // The row count is a const parameter of the kernels (their sums stay in registers).
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! by_rows {
+        ($kernel:ident) => {
+            match rows {
+                1 => B::$kernel::<1>(w, x, kb, &mut acc),
+                2 => B::$kernel::<2>(w, x, kb, &mut acc),
+                3 => B::$kernel::<3>(w, x, kb, &mut acc),
+                _ => B::$kernel::<4>(w, x, kb, &mut acc),
+            }
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     let done = if has_vnni() {
-        match rows {
-            1 => B::vnni_kernel::<1>(w, x, kb, &mut acc),
-            2 => B::vnni_kernel::<2>(w, x, kb, &mut acc),
-            3 => B::vnni_kernel::<3>(w, x, kb, &mut acc),
-            _ => B::vnni_kernel::<4>(w, x, kb, &mut acc),
-        }
+        by_rows!(vnni_kernel);
         true
     } else if has_avx2_fma() {
-        match rows {
-            1 => B::avx2_kernel::<1>(w, x, kb, &mut acc),
-            2 => B::avx2_kernel::<2>(w, x, kb, &mut acc),
-            3 => B::avx2_kernel::<3>(w, x, kb, &mut acc),
-            _ => B::avx2_kernel::<4>(w, x, kb, &mut acc),
-        }
+        by_rows!(avx2_kernel);
         true
     } else {
         false
