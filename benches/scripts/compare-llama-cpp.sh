@@ -67,6 +67,17 @@ slots_and_ctx() {
     esac
 }
 
+# looptree's scheduler settings per workload (its counterpart to llama.cpp's slot count).
+looptree_args() {
+    case "$1" in
+        # 32 loops outgrow the pool together (each holds ~2,100 tokens of its own by the
+        # 8th turn; 49,152 hold about 22): 20 run at a time, and waiting ones barely age,
+        # so the first 20 finish and free their memory before the rest start.
+        crowded) echo "--max-running-seqs 20 --aging-tokens-per-step 2" ;;
+        *) echo "" ;;
+    esac
+}
+
 commit=$(git rev-parse --short HEAD)
 records=()
 for w in $WORKLOADS; do
@@ -85,9 +96,10 @@ for w in $WORKLOADS; do
         --json "$OUT/llama-$w.json" "$@" >&2
     stop_server
 
-    echo "== $w: looptree (--kv-memory $kv_bytes --kv-dtype f16, $THREADS threads)" >&2
+    read -r -a lt_args < <(looptree_args "$w")
+    echo "== $w: looptree (--kv-memory $kv_bytes --kv-dtype f16 ${lt_args[*]}, $THREADS threads)" >&2
     "$LOOPTREE" serve --model "$MODEL" --host 127.0.0.1 --port "$LOOPTREE_PORT" --threads "$THREADS" \
-        --kv-memory "$kv_bytes" --kv-dtype f16 >"$OUT/looptree-$w.log" 2>&1 &
+        --kv-memory "$kv_bytes" --kv-dtype f16 "${lt_args[@]}" >"$OUT/looptree-$w.log" 2>&1 &
     server_pid=$!
     wait_ready "$LOOPTREE_PORT"
     "$LOOPTREE" bench --url "http://127.0.0.1:$LOOPTREE_PORT" --label looptree --workload "$w" --seed "$SEED" \

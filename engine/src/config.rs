@@ -22,6 +22,10 @@ pub struct EngineConfig {
     /// Each step a waiting request waits counts as this many cached tokens when choosing
     /// whom to admit, so short-prefix requests are not starved by long-prefix ones.
     pub aging_tokens_per_step: usize,
+    /// Steps a request preempted for memory stays out while the pool is short, its
+    /// context the first that running loops take (so some loops finish instead of all of
+    /// them taking turns evicting each other).
+    pub defer_steps: u64,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +40,7 @@ impl Default for EngineConfig {
             enable_prefix_cache: true,
             session_ttl: Duration::from_secs(60),
             aging_tokens_per_step: 32,
+            defer_steps: 512,
         }
     }
 }

@@ -131,7 +131,7 @@ impl World {
 
     fn evict(&mut self, n: usize) {
         let evictable = self.cache.len() - self.locked_keys().len();
-        let freed = self.tree.evict_at(n, &mut self.alloc, self.now);
+        let freed = self.tree.evict_at(n, &mut self.alloc, self.now, Default::default());
         assert_eq!(freed.len(), n.min(evictable), "evicts exactly what is asked, if it can");
         for p in &freed {
             assert!(!self.seqs.iter().any(|s| s.pages.contains(p)), "evicted page {p} is in use");

@@ -58,6 +58,17 @@ pub struct ModelArgs {
     /// Turn the prefix cache off (for side-by-side measurements).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Most sequences decoding at once. More loops than the KV memory holds at their
+    /// longest run best with fewer: the others wait with their context cached instead of
+    /// all of them taking turns evicting each other's.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_running_seqs: u64,
+    /// When more requests wait than may run, each step waited counts as this many cached
+    /// tokens in choosing whom to admit (the cheapest, most-cached request goes first).
+    /// Lower keeps the same loops running longer, which thrashes less when their contexts
+    /// crowd the KV memory; higher serves newcomers sooner.
+    #[arg(long, default_value_t = 32)]
+    pub aging_tokens_per_step: usize,
     /// KV pool element type on the CPU: f32 (the default) or f16, which holds twice the
     /// tokens in the same --kv-memory. A GPU's pool is always f16.
     #[arg(long, value_parser = ["f32", "f16"])]

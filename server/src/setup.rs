@@ -66,6 +66,8 @@ pub fn engine_config(args: &ModelArgs, model: &dyn Model, want_tokens: Option<us
         kv_dtype,
         page_size: args.page_size,
         enable_prefix_cache: !args.no_prefix_cache,
+        max_running_seqs: args.max_running_seqs as usize,
+        aging_tokens_per_step: args.aging_tokens_per_step,
         ..EngineConfig::default()
     })
 }
@@ -99,4 +101,28 @@ fn default_kv_bytes(per_token: usize, max_context: usize) -> usize {
 pub fn build_engine(loaded: &LoadedModel, cfg: EngineConfig) -> Result<Engine> {
     let detok = std::sync::Arc::new(looptree_models::detok::TokenizerDetok(loaded.tokenizer.clone()));
     Engine::new(loaded.model.clone(), detok, cfg).context("allocating the KV pool")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use looptree_engine::testing::FakeModel;
+
+    fn config_of(flags: &[&str]) -> Result<EngineConfig> {
+        let cli = Cli::try_parse_from(["looptree", "serve", "--kv-memory", "1M"].iter().chain(flags))?;
+        let Command::Serve(serve) = cli.command else { unreachable!() };
+        engine_config(&serve.model, &FakeModel::new(8, 64), None)
+    }
+
+    #[test]
+    fn scheduler_flags_reach_the_engine() {
+        let default = config_of(&[]).unwrap();
+        assert_eq!((default.max_running_seqs, default.aging_tokens_per_step), (64, 32));
+        let crowded = config_of(&["--max-running-seqs", "20", "--aging-tokens-per-step", "2"]).unwrap();
+        assert_eq!((crowded.max_running_seqs, crowded.aging_tokens_per_step), (20, 2));
+        let zero = config_of(&["--max-running-seqs", "0"]).unwrap_err().to_string();
+        assert!(zero.contains("max-running-seqs"), "{zero}");
+    }
 }

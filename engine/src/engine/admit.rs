@@ -4,7 +4,7 @@
 //! cheap), but each step spent waiting counts as `aging_tokens_per_step` cached tokens, so
 //! nobody waits forever behind a stream of cache hits.
 
-use super::{Engine, Req};
+use super::{Engine, Req, RequestId};
 use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
@@ -12,33 +12,42 @@ use crate::sequence::Seq;
 
 impl Engine {
     pub(super) fn admit(&mut self) {
+        // Deferred requests that do not fit now; the next best may.
+        let mut deferred_out: Vec<RequestId> = Vec::new();
         loop {
             let running_seqs: usize = self.running.iter().map(|r| r.params.n.max(1)).sum();
-            let Some(best) = self.best_waiting() else { return };
+            let Some(best) = self.best_waiting(&deferred_out) else { return };
             let req = &self.waiting[best];
             let n = req.params.n.max(1);
             if !self.running.is_empty() && running_seqs + n > self.cfg.max_running_seqs {
                 return;
             }
-            // Admit only what the pool can start on now (free pages plus what eviction can
-            // free); a running request's growth is handled by preemption.
+            // Admit only what the pool can start on now (see `room_for`); a running
+            // request's growth is handled by preemption. Nothing running means nothing
+            // frees memory by waiting: go anyway.
             // A preempted request resumes from its first sequence's tokens (prompt and
             // output so far), which is what `cached_len` matched against.
             let cached = self.cached_len(req);
             let len = req.seqs.first().map_or(req.prompt.len(), |s| s.tokens.len());
             let need = self.alloc.pages_for(len - cached + 1) + (n - 1);
-            let available = self.alloc.free_pages() + self.tree.stats().evictable_pages;
-            if !self.running.is_empty() && need > available {
-                return;
+            if !self.running.is_empty() && need > self.alloc.free_pages() && need > self.room_for(req) {
+                // A deferred request stays out while the pool is short; anyone else waits
+                // at the head of the line, so that no stream of small requests starves it.
+                if !self.is_deferred(req) {
+                    return;
+                }
+                deferred_out.push(req.id);
+                continue;
             }
             let mut req = self.waiting.swap_remove(best);
+            req.deferred_at = None;
             self.attach(&mut req);
             self.running.push(req);
         }
     }
 
     /// Prefix the cache would serve for this request's first sequence.
-    fn cached_len(&self, req: &Req) -> usize {
+    pub(super) fn cached_len(&self, req: &Req) -> usize {
         if !self.uses_cache(req) {
             return 0;
         }
@@ -68,19 +77,24 @@ impl Engine {
         })
     }
 
-    fn best_waiting(&self) -> Option<usize> {
+    fn best_waiting(&self, skip: &[RequestId]) -> Option<usize> {
         let mut best: Option<(usize, (usize, std::cmp::Reverse<u64>))> = None;
         for (i, r) in self.waiting.iter().enumerate() {
-            if r.cancelled || self.prefix_in_flight(r) {
+            if r.cancelled || skip.contains(&r.id) || self.prefix_in_flight(r) {
                 continue;
             }
-            let waited = (self.step_no - r.waiting_since) as usize;
-            let score = (self.cached_len(r) + waited * self.cfg.aging_tokens_per_step, std::cmp::Reverse(r.arrival));
+            let score = self.admit_score(r);
             if best.as_ref().is_none_or(|(_, s)| score > *s) {
                 best = Some((i, score));
             }
         }
         best.map(|(i, _)| i)
+    }
+
+    /// Who goes first among waiting requests: the larger score.
+    fn admit_score(&self, r: &Req) -> (usize, std::cmp::Reverse<u64>) {
+        let waited = (self.step_no - r.waiting_since) as usize;
+        (self.cached_len(r) + waited * self.cfg.aging_tokens_per_step, std::cmp::Reverse(r.arrival))
     }
 
     /// Gives a request its sequences' places in the pool: the cached prefix, locked.
@@ -129,3 +143,4 @@ impl Engine {
         }
     }
 }
+

@@ -2,7 +2,7 @@
 //! chunks while the step's token budget lasts; pages are found (evicting, then
 //! preempting) for every token that goes in.
 
-use super::Engine;
+use super::{Engine, Worth};
 use crate::counters::Counters;
 use crate::{Batch, LogitRows};
 
@@ -34,7 +34,7 @@ impl Engine {
                     if (0..running).map(|ri| self.share_computed(ri)).sum::<usize>() > 0 {
                         continue;
                     }
-                    if running > 0 && self.preempt_newest((running == 1).then_some(0)) {
+                    if self.preempt_least_worth() {
                         continue;
                     }
                     return None;
@@ -43,7 +43,7 @@ impl Engine {
                     if self.share_computed(starved) > 0 {
                         continue;
                     }
-                    if !self.preempt_newest(Some(starved)) {
+                    if !self.preempt_least_worth() {
                         return None;
                     }
                 }
@@ -118,9 +118,15 @@ impl Engine {
         if need == 0 {
             return true;
         }
+        // A running request's growth takes cache that no waiting request will resume from,
+        // then deferred requests' context; past that, the running request worth least is
+        // preempted (see `build_batch`), unless this one runs alone: then nothing else
+        // would free memory.
         if self.alloc.free_pages() < need {
-            let evicted = self.tree.evict(need - self.alloc.free_pages(), &mut self.alloc);
-            Counters::add(&self.counters.evicted_tokens, evicted.len() * self.cfg.page_size);
+            self.evict(need - self.alloc.free_pages(), true);
+        }
+        if self.alloc.free_pages() < need && self.running.len() == 1 {
+            self.evict(need - self.alloc.free_pages(), false);
         }
         match self.alloc.alloc(need) {
             Some(pages) => {
@@ -155,13 +161,17 @@ impl Engine {
         ins.freed.len()
     }
 
-    /// Sends the most recently arrived running request (other than `except`, unless it is
-    /// the only one) back to waiting; its computed K/V go into the tree, so resuming
-    /// recomputes only what was evicted meanwhile. False if nothing could be preempted.
-    fn preempt_newest(&mut self, starved: Option<usize>) -> bool {
-        let candidates = (0..self.running.len()).filter(|&i| Some(i) != starved || self.running.len() == 1);
-        let Some(victim) = candidates.max_by_key(|&i| self.running[i].arrival) else { return false };
-        if Some(victim) == starved && self.running.len() == 1 {
+    fn running_worth(&self, ri: usize) -> Worth {
+        let r = &self.running[ri];
+        (r.seqs.iter().map(|s| s.computed).max().unwrap_or(0), std::cmp::Reverse(r.arrival))
+    }
+
+    /// Sends the running request worth least (see [`Worth`]) back to waiting; its computed
+    /// K/V go into the tree, so resuming recomputes only what was evicted meanwhile. The
+    /// only request left cannot run in this pool: it fails. False if nothing runs.
+    fn preempt_least_worth(&mut self) -> bool {
+        let Some(victim) = (0..self.running.len()).min_by_key(|&i| self.running_worth(i)) else { return false };
+        if self.running.len() == 1 {
             // The only request cannot grow: the pool is too small for it. Fail it cleanly.
             let mut r = self.running.swap_remove(victim);
             self.detach(&mut r);
@@ -173,6 +183,7 @@ impl Engine {
         let mut r = self.running.swap_remove(victim);
         self.detach(&mut r);
         r.waiting_since = self.step_no;
+        r.deferred_at = Some(self.step_no);
         Counters::add(&self.counters.preemptions, 1);
         tracing::debug!(request = r.id, "preempted: KV pool short");
         self.waiting.push(r);

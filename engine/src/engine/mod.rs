@@ -5,6 +5,7 @@
 mod admit;
 mod build;
 mod emit;
+mod pressure;
 mod release;
 mod share;
 
@@ -23,6 +24,12 @@ use std::sync::Arc;
 
 pub type RequestId = u64;
 
+/// How much a request's cached context is worth keeping under memory pressure: its tokens
+/// held, then the earlier arrival. Loops further along hold more that would be computed
+/// again, and a stable order lets some loops finish (and free memory) instead of all of
+/// them taking turns evicting each other.
+type Worth = (usize, std::cmp::Reverse<u64>);
+
 pub(crate) struct Req {
     pub id: RequestId,
     pub prompt: Vec<u32>,
@@ -33,6 +40,8 @@ pub(crate) struct Req {
     pub sink: Box<dyn EventSink>,
     /// Step at which it (last) started waiting, for aging.
     pub waiting_since: u64,
+    /// Step at which it was last preempted for memory (see `Engine::is_deferred`).
+    pub deferred_at: Option<u64>,
     pub arrival: u64,
     /// Empty until admitted; one sequence until the prompt is prefilled, then n forks.
     pub seqs: Vec<Seq>,
@@ -175,6 +184,7 @@ impl Engine {
             constraint: req.constraint,
             sink,
             waiting_since: self.step_no,
+            deferred_at: None,
             arrival: self.step_no,
             seqs: Vec::new(),
             prefilled: false,

@@ -75,8 +75,7 @@ impl Engine {
         self.tree.lock(m.node);
         let need = (n - m.len) / ps;
         if self.alloc.free_pages() < need {
-            let evicted = self.tree.evict(need - self.alloc.free_pages(), &mut self.alloc);
-            Counters::add(&self.counters.evicted_tokens, evicted.len() * ps);
+            self.evict(need - self.alloc.free_pages(), false);
         }
         let Some(pages) = self.alloc.alloc(need) else {
             self.tree.unlock(m.node);

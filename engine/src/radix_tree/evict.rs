@@ -1,11 +1,24 @@
-//! Eviction: frees unlocked leaves, least-recently-used first, only as many pages as asked.
+//! Eviction: frees unlocked leaves, only as many pages as asked. Leaves nobody is known to
+//! want go first, least-recently-used first; the paths waiting requests will resume from
+//! go last, the one worth least first (see [`RadixTree::evict_wanted`]).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
-use super::RadixTree;
+use super::{common_pages, RadixTree};
 use crate::pages::PageAllocator;
+
+/// What waiting requests will resume from, for [`RadixTree::evict_wanted`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted<'a> {
+    /// Their token sequences, the fresh requests' first; each group most worth first.
+    pub seqs: &'a [&'a [u32]],
+    /// How many of `seqs` are fresh requests'; the rest are deferred ones'.
+    pub fresh: usize,
+    /// Never touch the fresh requests' paths.
+    pub spare_fresh: bool,
+}
 
 impl RadixTree {
     /// Frees up to `pages_needed` tree pages into `alloc` and returns them. Only unlocked
@@ -13,22 +26,46 @@ impl RadixTree {
     /// trimmed from its end, so exactly `min(pages_needed, evictable_pages)` pages are
     /// freed and the rest of the leaf's prefix stays cached.
     pub fn evict(&mut self, pages_needed: usize, alloc: &mut PageAllocator) -> Vec<u32> {
-        self.evict_at(pages_needed, alloc, Instant::now())
+        self.evict_at(pages_needed, alloc, Instant::now(), Wanted::default())
     }
 
-    /// [`Self::evict`] with an explicit clock for pin expiry.
-    pub fn evict_at(&mut self, pages_needed: usize, alloc: &mut PageAllocator, now: Instant) -> Vec<u32> {
+    /// [`Self::evict`] knowing what waiting requests will ask for: `wanted` holds their
+    /// token sequences, the first `fresh` for requests that go first (most cached first),
+    /// the rest for deferred ones (likewise). Order: leaves nobody wants, least recently
+    /// used first; the deferred requests' paths, the one worth least first; pinned
+    /// leaves; and the fresh requests' paths, the one worth least first, or never if
+    /// `spare_fresh`. Least-recently-used alone would take the path of the request that
+    /// has waited longest, the very one admitted next, whenever loops outnumber what the
+    /// pool holds.
+    pub fn evict_wanted(
+        &mut self,
+        pages_needed: usize,
+        alloc: &mut PageAllocator,
+        wanted: &[&[u32]],
+        fresh: usize,
+        spare_fresh: bool,
+    ) -> Vec<u32> {
+        self.evict_at(pages_needed, alloc, Instant::now(), Wanted { seqs: wanted, fresh, spare_fresh })
+    }
+
+    /// [`Self::evict_wanted`] with an explicit clock for pin expiry.
+    pub fn evict_at(&mut self, pages_needed: usize, alloc: &mut PageAllocator, now: Instant, wanted: Wanted) -> Vec<u32> {
         let mut freed = Vec::with_capacity(pages_needed);
         if pages_needed == 0 {
             return freed;
         }
-        // Min-heap on (pinned, last access). Built per call: eviction only runs when the
-        // pool is short, and a scan keeps the tree free of a second index to keep in sync.
-        let mut heap: BinaryHeap<Reverse<(bool, u64, u32)>> = self
+        let (spare, fresh) = (if wanted.spare_fresh { wanted.fresh } else { 0 }, wanted.fresh);
+        let wanted = self.wanted_ranks(wanted.seqs);
+        let candidate = |idx: u32, n: &super::node::Node| {
+            idx != self.root && n.children.is_empty() && n.lock_ref == 0 && wanted.get(&idx).is_none_or(|&r| r >= spare)
+        };
+        // Min-heap on (class, order). Built per call: eviction only runs when the pool is
+        // short, and a scan keeps the tree free of a second index to keep in sync.
+        let mut heap: BinaryHeap<Reverse<(u8, u64, u32)>> = self
             .arena
             .iter()
-            .filter(|(idx, n)| *idx != self.root && n.children.is_empty() && n.lock_ref == 0)
-            .map(|(idx, _)| Reverse(self.evict_key(idx, now)))
+            .filter(|&(idx, n)| candidate(idx, n))
+            .map(|(idx, _)| Reverse(self.evict_key(idx, now, &wanted, fresh)))
             .collect();
         let ps = self.page_size;
         while freed.len() < pages_needed {
@@ -51,8 +88,8 @@ impl RadixTree {
             let parent_idx = node.parent.expect("the root is never a candidate");
             let parent = self.arena.get_mut(parent_idx);
             parent.children.remove(&node.tokens[..ps]);
-            if parent_idx != self.root && parent.children.is_empty() && parent.lock_ref == 0 {
-                heap.push(Reverse(self.evict_key(parent_idx, now)));
+            if candidate(parent_idx, self.arena.get(parent_idx)) {
+                heap.push(Reverse(self.evict_key(parent_idx, now, &wanted, fresh)));
             }
         }
         for &p in &freed {
@@ -63,8 +100,60 @@ impl RadixTree {
         freed
     }
 
-    fn evict_key(&self, idx: u32, now: Instant) -> (bool, u64, u32) {
+    /// Eviction order of leaf `idx`, smallest first (see [`Self::evict_wanted`]).
+    fn evict_key(&self, idx: u32, now: Instant, wanted: &HashMap<u32, usize>, fresh: usize) -> (u8, u64, u32) {
         let n = self.arena.get(idx);
-        (n.pinned_until.is_some_and(|t| t > now), n.last_access, idx)
+        match wanted.get(&idx) {
+            Some(&rank) if rank >= fresh => (1, u64::MAX - rank as u64, idx),
+            Some(&rank) => (3, u64::MAX - rank as u64, idx),
+            None if n.pinned_until.is_some_and(|t| t > now) => (2, n.last_access, idx),
+            None => (0, n.last_access, idx),
+        }
+    }
+
+    /// Pages eviction can free without touching a path in `wanted` (nor a locked one), nor,
+    /// with `spare_pinned`, an unexpired pin's path.
+    pub fn evictable_pages_sparing(&self, wanted: &[&[u32]], spare_pinned: bool) -> usize {
+        let mut spared = self.wanted_ranks(wanted);
+        if spare_pinned {
+            let now = Instant::now();
+            let pinned: Vec<u32> =
+                self.arena.iter().filter(|(_, n)| n.pinned_until.is_some_and(|t| t > now)).map(|(i, _)| i).collect();
+            for mut idx in pinned {
+                while idx != self.root && spared.insert(idx, 0).is_none() {
+                    idx = self.arena.get(idx).parent.expect("only the root has no parent");
+                }
+            }
+        }
+        // A node off every spared path has none below it either, so all of these can go.
+        let kept: usize = spared
+            .keys()
+            .filter(|&&i| i != self.root)
+            .map(|&i| self.arena.get(i))
+            .filter(|n| n.lock_ref == 0)
+            .map(|n| n.pages.len())
+            .sum();
+        self.stats().evictable_pages - kept
+    }
+
+    /// Node -> the rank (index into `wanted`) of the first sequence whose cached prefix
+    /// runs through it, even in part.
+    fn wanted_ranks(&self, wanted: &[&[u32]]) -> HashMap<u32, usize> {
+        let mut ranks = HashMap::new();
+        let ps = self.page_size;
+        for (rank, tokens) in wanted.iter().enumerate() {
+            let (mut cur, mut pos) = (self.root, 0);
+            while let Some(child) = self.child(cur, &tokens[pos..]) {
+                let node = self.arena.get(child);
+                let k = common_pages(&node.tokens, &tokens[pos..], ps);
+                ranks.entry(child).or_insert(rank);
+                if k < node.pages.len() {
+                    break;
+                }
+                pos += k * ps;
+                cur = child;
+            }
+        }
+        ranks
     }
 }

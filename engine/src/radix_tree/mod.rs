@@ -39,6 +39,7 @@ mod validate;
 use std::time::Instant;
 
 use crate::pages::{slots_of, PageAllocator};
+pub use evict::Wanted;
 pub use node::NodeId;
 use node::{Arena, Node};
 

@@ -184,16 +184,84 @@ fn pinned_paths_go_last_until_they_expire() {
     let c = run(&mut tree, &mut alloc, &[3]);
     assert!(tree.pin(a.node, t0 + Duration::from_secs(10)));
     // a is the least recently used, but pinned: b goes first.
-    assert_eq!(tree.evict_at(1, &mut alloc, t0), b.pages);
+    assert_eq!(tree.evict_at(1, &mut alloc, t0, Default::default()), b.pages);
     // When nothing unpinned is left, the pin yields.
-    assert_eq!(tree.evict_at(2, &mut alloc, t0), vec![c.pages[0], a.pages[0]]);
+    assert_eq!(tree.evict_at(2, &mut alloc, t0, Default::default()), vec![c.pages[0], a.pages[0]]);
     // Expired pins are plain LRU again.
     let d = run(&mut tree, &mut alloc, &[4]);
     let e = run(&mut tree, &mut alloc, &[5]);
     assert!(tree.pin(d.node, t0 + Duration::from_secs(1)));
-    assert_eq!(tree.evict_at(1, &mut alloc, t0 + Duration::from_secs(2)), d.pages);
+    assert_eq!(tree.evict_at(1, &mut alloc, t0 + Duration::from_secs(2), Default::default()), d.pages);
     assert!(!tree.pin(d.node, t0), "evicted node: pin reports it");
     assert!(tree.unpin(e.node));
+}
+
+/// Five leaves below a shared root page [9]: plain, pinned, two wanted by fresh requests
+/// (ranked 0 and 1) and one by a deferred request. Each leaf holds two pages.
+fn five_kinds(t0: Instant) -> (RadixTree, PageAllocator, [Vec<u32>; 5], Vec<Vec<u32>>) {
+    let (mut tree, mut alloc) = setup(16, 1);
+    let paths: Vec<Vec<u32>> = (1..=5).map(|x| vec![9, x, x]).collect();
+    // Inserted in reverse, so the plain LRU order alone would take the fresh ones first.
+    let mut own: Vec<Vec<u32>> = vec![Vec::new(); 5];
+    for (i, p) in paths.iter().enumerate().rev() {
+        own[i] = run(&mut tree, &mut alloc, p).pages[1..].to_vec();
+    }
+    let pinned = tree.match_prefix(&paths[1]).node;
+    assert!(tree.pin(pinned, t0 + Duration::from_secs(10)));
+    // The pin's match touched the LRU clock; touch the plain leaf last of all.
+    tree.match_prefix(&paths[0]);
+    let [a, b, c, d, e]: [Vec<u32>; 5] = own.try_into().unwrap();
+    (tree, alloc, [a, b, c, d, e], paths)
+}
+
+#[test]
+fn eviction_takes_plain_then_deferred_then_pinned_then_fresh_paths_needed_last_first() {
+    let t0 = Instant::now();
+    let (mut tree, mut alloc, [plain, pinned, fresh0, fresh1, deferred], paths) = five_kinds(t0);
+    // Fresh requests: paths[2] is admitted before paths[3]; then the deferred one.
+    let seqs: Vec<&[u32]> = vec![&paths[2][..], &paths[3][..], &paths[4][..]];
+    let wanted = Wanted { seqs: &seqs, fresh: 2, spare_fresh: false };
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        let mut freed = tree.evict_at(2, &mut alloc, t0, wanted);
+        freed.sort();
+        order.push(freed);
+        tree.validate().unwrap();
+    }
+    let sorted = |mut v: Vec<u32>| {
+        v.sort();
+        v
+    };
+    assert_eq!(order, vec![sorted(plain), sorted(deferred), sorted(pinned), sorted(fresh1), sorted(fresh0)]);
+    // Then the shared root page, which every wanted path runs through.
+    assert_eq!(tree.stats().cached_tokens, 1);
+}
+
+#[test]
+fn sparing_fresh_paths_leaves_them_whole() {
+    let t0 = Instant::now();
+    let (mut tree, mut alloc, [_, _, fresh0, fresh1, _], paths) = five_kinds(t0);
+    let seqs: Vec<&[u32]> = vec![&paths[2][..], &paths[3][..], &paths[4][..]];
+    let wanted = Wanted { seqs: &seqs, fresh: 2, spare_fresh: true };
+    // Plain, deferred and pinned leaves: six pages, and nothing more comes out.
+    assert_eq!(tree.evict_at(16, &mut alloc, t0, wanted).len(), 6);
+    assert_eq!(tree.cached_prefix_len(&paths[2][..]), 3);
+    assert_eq!(tree.cached_prefix_len(&paths[3][..]), 3);
+    assert!(fresh0.iter().chain(&fresh1).all(|&p| tree.owns_page(p)));
+}
+
+#[test]
+fn evictable_pages_sparing_counts_what_is_left_to_take() {
+    let t0 = Instant::now();
+    let (tree, _alloc, _, paths) = five_kinds(t0);
+    assert_eq!(tree.stats().evictable_pages, 11);
+    assert_eq!(tree.evictable_pages_sparing(&[], false), 11);
+    // The root page lies on every spared path.
+    assert_eq!(tree.evictable_pages_sparing(&[&paths[2][..]], false), 8);
+    assert_eq!(tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], false), 6);
+    // And the pinned leaf too.
+    assert_eq!(tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], true), 4);
+    assert_eq!(tree.evictable_pages_sparing(&[], true), 8);
 }
 
 #[test]
