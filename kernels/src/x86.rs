@@ -37,16 +37,17 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
 }
 
-/// e^x per lane for x ≤ 0 (softmax's shifted scores), within a few ulp of libm's:
+/// e^x per lane (softmax's shifted scores, SiLU's e^-x), within a few ulp of libm's:
 /// x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r, and n added to the
-/// exponent. Inputs below −87 (e^x under f32's smallest normal) give about 1e-38.
+/// exponent. Inputs below −87 (e^x under f32's smallest normal) give about 1e-38, and
+/// above 88 about 1.7e38 (libm: infinity past 88.7).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub(crate) unsafe fn exp_ps(x: __m256) -> __m256 {
-    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
     // ln 2 in two parts, so that n·ln2_hi is exact and r keeps its low bits.
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
@@ -64,12 +65,12 @@ pub(crate) unsafe fn exp_ps(x: __m256) -> __m256 {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn exp_ps_matches_libm_within_a_few_ulp() {
+    fn exp_ps_matches_libm_within_a_few_ulp_and_clamps_outside() {
         if !super::has_avx2_fma() {
             return;
         }
         let mut x = -90.0f32;
-        while x <= 0.0 {
+        while x <= 90.0 {
             let xs: [f32; 8] = std::array::from_fn(|i| x - i as f32 * 0.0137);
             let mut got = [0f32; 8];
             // SAFETY: AVX2 and FMA checked above.
@@ -79,10 +80,12 @@ mod tests {
             }
             for (&v, &g) in xs.iter().zip(&got) {
                 let want = v.exp();
-                if v >= -87.0 {
+                if (-87.0..=88.0).contains(&v) {
                     assert!((g - want).abs() <= 4.0 * f32::EPSILON * want, "exp({v}): {g} vs {want}");
-                } else {
+                } else if v < 0.0 {
                     assert!(g <= 2e-38 && g > 0.0, "exp({v}) clamps: {g}");
+                } else {
+                    assert!(g >= 1.6e38 && g.is_finite(), "exp({v}) clamps: {g}");
                 }
             }
             x += 0.173;
