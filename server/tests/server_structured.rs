@@ -103,9 +103,20 @@ fn json_object_regex_grammar_streaming_and_completions() {
                 "temperature": 1.0, "n": 4, "max_tokens": 200, "seed": 1}),
     );
     assert_eq!(status, 200, "{r}");
+    // Any object may hold a string that runs past max_tokens, and a sample sometimes does
+    // (which one depends on the last bits of the logits): a cut reply must still have begun
+    // as an object, and the finished ones must parse.
+    let mut finished = 0;
     for c in r["choices"].as_array().unwrap() {
-        validate(&json!({"type": "object"}), c["message"]["content"].as_str().unwrap(), &c["finish_reason"]);
+        let text = c["message"]["content"].as_str().unwrap();
+        if c["finish_reason"] == "length" {
+            assert!(text.trim_start().starts_with('{'), "{text:?}");
+            continue;
+        }
+        validate(&json!({"type": "object"}), text, &c["finish_reason"]);
+        finished += 1;
     }
+    assert!(finished >= 1, "no reply of four finished: {r}");
     // Completions take response_format too; the regex and grammar extensions.
     let (status, r) = s.post("/v1/completions", &json!({"prompt": "The date today is", "regex": " [0-9]{4}-[0-9]{2}-[0-9]{2}", "max_tokens": 30, "temperature": 1.0, "n": 3}));
     assert_eq!(status, 200, "{r}");
