@@ -2,7 +2,7 @@
 //! chunks while the step's token budget lasts; pages are found (evicting, then
 //! preempting) for every token that goes in.
 
-use super::{Engine, Worth};
+use super::Engine;
 use crate::counters::Counters;
 use crate::{Batch, LogitRows};
 
@@ -28,8 +28,8 @@ impl Engine {
                 Ok(plan) if !plan.entries.is_empty() => return Some(plan),
                 Ok(_) => {
                     // Nothing fits although requests run. First hold what forks computed
-                    // separately once; then preempt the newest. The only request left
-                    // cannot run in this pool: fail it rather than spin without progress.
+                    // separately once; then preempt the request worth least. The only
+                    // request left cannot run in this pool: fail it rather than spin.
                     let running = self.running.len();
                     if (0..running).map(|ri| self.share_computed(ri)).sum::<usize>() > 0 {
                         continue;
@@ -161,12 +161,7 @@ impl Engine {
         ins.freed.len()
     }
 
-    fn running_worth(&self, ri: usize) -> Worth {
-        let r = &self.running[ri];
-        (r.seqs.iter().map(|s| s.computed).max().unwrap_or(0), std::cmp::Reverse(r.arrival))
-    }
-
-    /// Sends the running request worth least (see [`Worth`]) back to waiting; its computed
+    /// Sends the running request worth least (`running_worth`) back to waiting; its computed
     /// K/V go into the tree, so resuming recomputes only what was evicted meanwhile. The
     /// only request left cannot run in this pool: it fails. False if nothing runs.
     fn preempt_least_worth(&mut self) -> bool {

@@ -10,6 +10,7 @@
 
 use super::{Engine, Req, Worth};
 use crate::counters::Counters;
+use crate::radix_tree::Wanted;
 
 impl Engine {
     /// Frees `pages` tree pages for the pool. Cached paths that waiting requests will
@@ -18,7 +19,8 @@ impl Engine {
     pub(super) fn evict(&mut self, pages: usize, spare_waiting: bool) -> usize {
         let order = self.waiting_by_worth();
         let (wanted, fresh) = wanted(&self.waiting, &order);
-        let evicted = self.tree.evict_wanted(pages, &mut self.alloc, &wanted, fresh, spare_waiting).len();
+        let wanted = Wanted { seqs: &wanted, fresh, spare_fresh: spare_waiting };
+        let evicted = self.tree.evict_wanted(pages, &mut self.alloc, wanted).len();
         Counters::add(&self.counters.evicted_tokens, evicted * self.cfg.page_size);
         evicted
     }
@@ -41,6 +43,13 @@ impl Engine {
     /// comes back once memory frees (or nothing else runs, or its time is up).
     pub(super) fn is_deferred(&self, r: &Req) -> bool {
         r.deferred_at.is_some_and(|at| self.step_no - at < self.cfg.defer_steps)
+    }
+
+    /// What running request `ri` is worth keeping (see [`Worth`]): the most any of its
+    /// sequences has computed.
+    pub(super) fn running_worth(&self, ri: usize) -> Worth {
+        let r = &self.running[ri];
+        (r.seqs.iter().map(|s| s.computed).max().unwrap_or(0), std::cmp::Reverse(r.arrival))
     }
 
     /// Live waiting requests (index, worth): the ones not deferred first, then by worth.

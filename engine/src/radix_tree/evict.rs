@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
-use super::{common_pages, RadixTree};
+use super::RadixTree;
 use crate::pages::PageAllocator;
 
 /// What waiting requests will resume from, for [`RadixTree::evict_wanted`].
@@ -29,23 +29,14 @@ impl RadixTree {
         self.evict_at(pages_needed, alloc, Instant::now(), Wanted::default())
     }
 
-    /// [`Self::evict`] knowing what waiting requests will ask for: `wanted` holds their
-    /// token sequences, the first `fresh` for requests that go first (most cached first),
-    /// the rest for deferred ones (likewise). Order: leaves nobody wants, least recently
-    /// used first; the deferred requests' paths, the one worth least first; pinned
-    /// leaves; and the fresh requests' paths, the one worth least first, or never if
-    /// `spare_fresh`. Least-recently-used alone would take the path of the request that
-    /// has waited longest, the very one admitted next, whenever loops outnumber what the
-    /// pool holds.
-    pub fn evict_wanted(
-        &mut self,
-        pages_needed: usize,
-        alloc: &mut PageAllocator,
-        wanted: &[&[u32]],
-        fresh: usize,
-        spare_fresh: bool,
-    ) -> Vec<u32> {
-        self.evict_at(pages_needed, alloc, Instant::now(), Wanted { seqs: wanted, fresh, spare_fresh })
+    /// [`Self::evict`] knowing what waiting requests will ask for (see [`Wanted`]). Order:
+    /// leaves nobody wants, least recently used first; the deferred requests' paths, the
+    /// one worth least first; pinned leaves; and the fresh requests' paths, the one worth
+    /// least first, or never if `spare_fresh`. Least-recently-used alone would take the
+    /// path of the request that has waited longest, the very one admitted next, whenever
+    /// loops outnumber what the pool holds.
+    pub fn evict_wanted(&mut self, pages_needed: usize, alloc: &mut PageAllocator, wanted: Wanted) -> Vec<u32> {
+        self.evict_at(pages_needed, alloc, Instant::now(), wanted)
     }
 
     /// [`Self::evict_wanted`] with an explicit clock for pin expiry.
@@ -140,19 +131,10 @@ impl RadixTree {
     /// runs through it, even in part.
     fn wanted_ranks(&self, wanted: &[&[u32]]) -> HashMap<u32, usize> {
         let mut ranks = HashMap::new();
-        let ps = self.page_size;
         for (rank, tokens) in wanted.iter().enumerate() {
-            let (mut cur, mut pos) = (self.root, 0);
-            while let Some(child) = self.child(cur, &tokens[pos..]) {
-                let node = self.arena.get(child);
-                let k = common_pages(&node.tokens, &tokens[pos..], ps);
-                ranks.entry(child).or_insert(rank);
-                if k < node.pages.len() {
-                    break;
-                }
-                pos += k * ps;
-                cur = child;
-            }
+            self.walk_match(tokens, |idx| {
+                ranks.entry(idx).or_insert(rank);
+            });
         }
         ranks
     }

@@ -165,8 +165,15 @@ impl RadixTree {
     /// Length of the cached prefix `match_prefix` would return, without touching LRU order
     /// or the tree's shape (for cache-aware request ordering).
     pub fn cached_prefix_len(&self, tokens: &[u32]) -> usize {
+        self.walk_match(tokens, |_| {})
+    }
+
+    /// Walks the match of `tokens` without touching the tree: `visit` gets every node the
+    /// match runs through, even in part. Returns the matched length.
+    fn walk_match(&self, tokens: &[u32], mut visit: impl FnMut(u32)) -> usize {
         let (mut cur, mut pos) = (self.root, 0);
         while let Some(child) = self.child(cur, &tokens[pos..]) {
+            visit(child);
             let node = self.arena.get(child);
             let k = common_pages(&node.tokens, &tokens[pos..], self.page_size);
             pos += k * self.page_size;
