@@ -39,7 +39,7 @@ pub struct BenchArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// A .gguf file, an HF-layout directory, a hub repo id, or an alias
-    /// (smollm2-135m, qwen2.5-coder-0.5b, gemma3-270m).
+    /// (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, gemma3-270m).
     #[arg(long, short, default_value = "smollm2-135m", env = "LOOPTREE_MODEL")]
     pub model: String,
     /// CPU threads for the model (default: all cores).
