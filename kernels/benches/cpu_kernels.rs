@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the CPU kernels at SmolLM2-135M's shapes (hidden 576, FFN 1536,
 //! 9 query / 3 KV heads of 64): Q4_1 matvec (decode), 16 rows (batched decode) and matmul
-//! (prefill), the Q8_0 output head, Q5_0 at
-//! Qwen2.5-Coder-0.5B's shapes (beside candle's), and paged attention for a decode step
+//! (prefill), the Q8_0 output head, Q5_0 at Qwen2.5-Coder-0.5B's shapes, Q4_K and Q6_K at
+//! Qwen2.5-Coder-1.5B's (each beside candle's), and paged attention for a decode step
 //! and a prefill chunk, on f32 and f16 pools, and the fanout workload's decode step (64
 //! samples of 4 prompts) with shared-prefix groups and each sequence on its own.
 //! Run: `cargo bench -p looptree-kernels --bench cpu_kernels`.
@@ -14,7 +14,8 @@ use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
 use looptree_kernels::cpu_attention_simd::{paged_attention_per_sequence, paged_attention_simd, supported};
 use looptree_kernels::q4_1::Q4_1Matrix;
 use looptree_kernels::q8_0::Q8_0Matrix;
-use looptree_kernels::q8_dot::Q5_0Matrix;
+use looptree_kernels::k_quants::{Q4KMatrix, Q6KMatrix};
+use looptree_kernels::q5_0::Q5_0Matrix;
 use std::hint::black_box;
 
 fn randn(n: usize) -> Vec<f32> {
@@ -68,6 +69,38 @@ fn q4_1(c: &mut Criterion) {
                 b.iter(|| m.matmul_into(black_box(&x), rows, &mut out))
             });
             g.bench_function(BenchmarkId::new(format!("candle_{n}x{k}"), rows), |b| {
+                b.iter(|| candle_core::Module::forward(&candle, black_box(&xt)).unwrap())
+            });
+        }
+    }
+    g.finish();
+    // Qwen2.5-Coder-1.5B's shapes (hidden 1536, FFN 8960): gate/up and down in Q4_K, v in
+    // Q6_K, candle's kernels beside ours.
+    let mut g = c.benchmark_group("k_quant_matmul");
+    for (dtype, n, k) in [(GgmlDType::Q4K, 17920, 1536), (GgmlDType::Q4K, 1536, 8960), (GgmlDType::Q6K, 256, 1536)] {
+        let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let bytes = q.data().unwrap().to_vec();
+        let ours: Box<dyn Fn(&[f32], usize, &mut [f32])> = match dtype {
+            GgmlDType::Q4K => {
+                let m = Q4KMatrix::from_bytes(&bytes, n, k).unwrap();
+                Box::new(move |x, rows, out| m.matmul_into(x, rows, out))
+            }
+            _ => {
+                let m = Q6KMatrix::from_bytes(&bytes, n, k).unwrap();
+                Box::new(move |x, rows, out| m.matmul_into(x, rows, out))
+            }
+        };
+        let candle = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
+        for rows in [1, 16, 64] {
+            let x = randn(rows * k);
+            let xt = Tensor::from_vec(x.clone(), (rows, k), &Device::Cpu).unwrap();
+            let mut out = vec![0f32; rows * n];
+            g.throughput(Throughput::Elements((rows * n * k) as u64));
+            g.bench_function(BenchmarkId::new(format!("looptree_{dtype:?}_{n}x{k}"), rows), |b| {
+                b.iter(|| ours(black_box(&x), rows, &mut out))
+            });
+            g.bench_function(BenchmarkId::new(format!("candle_{dtype:?}_{n}x{k}"), rows), |b| {
                 b.iter(|| candle_core::Module::forward(&candle, black_box(&xt)).unwrap())
             });
         }

@@ -16,8 +16,11 @@ use crate::x86::{has_avx2_fma, has_vnni};
 /// Inputs per quantization block, in GGUF and in the activation blocks.
 pub(crate) const QK: usize = 32;
 
-/// One block depth (32 inputs) of [`GROUP`] output columns of a GGUF quantization type.
+/// One block depth ([`GroupBlock::INPUTS`] inputs) of [`GROUP`] output columns of a GGUF
+/// quantization type.
 pub trait GroupBlock: Copy + Send + Sync + 'static {
+    /// Inputs per block: 32, or 256 for the K-quants' super-blocks.
+    const INPUTS: usize = QK;
     /// Bytes of one column's GGUF block.
     const GGUF_BLOCK_BYTES: usize;
     /// All quants and scales zero (the columns past the matrix's last).
@@ -27,7 +30,7 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
 
     /// Stores one column's GGUF block as lane `c` of this group block.
     fn set_column(&mut self, c: usize, gguf: &[u8]);
-    /// 32 activations quantized for this type's kernels.
+    /// [`GroupBlock::INPUTS`] activations quantized for this type's kernels.
     fn quantize(x: &[f32]) -> Self::Act;
     /// Adds one activation row's dot products with the group's 8 columns to `acc`, one lane
     /// at a time: the reference for the SIMD kernel.
@@ -60,7 +63,8 @@ macro_rules! grouped_matrix_type {
         pub struct $name(pub(crate) $crate::grouped_matrix::GroupedMatrix<$block>);
 
         impl $name {
-            /// From the GGUF bytes of a weight of shape `[n, k]` (`k` a multiple of 32).
+            /// From the GGUF bytes of a weight of shape `[n, k]` (`k` a multiple of the
+            /// block's inputs).
             pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
                 $crate::grouped_matrix::GroupedMatrix::from_bytes(bytes, n, k).map(Self)
             }
@@ -83,6 +87,11 @@ macro_rules! grouped_matrix_type {
             /// As `matmul`, into `out` (`[m, n]`).
             pub fn matmul_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
                 self.0.matmul_into(x, m, out)
+            }
+            /// As `matmul`, into columns `0..n` of rows `ld` apart in `out`: for outputs
+            /// that sit side by side with others' in one buffer.
+            pub fn matmul_into_strided(&self, x: &[f32], m: usize, out: &mut [f32], ld: usize) {
+                self.0.matmul_into_strided(x, m, out, ld)
             }
         }
     };
@@ -127,12 +136,13 @@ pub struct GroupedMatrix<B> {
 }
 
 impl<B: GroupBlock> GroupedMatrix<B> {
-    /// From the GGUF bytes of a weight of shape `[n, k]` (`k` a multiple of 32).
+    /// From the GGUF bytes of a weight of shape `[n, k]` (`k` a multiple of the block's
+    /// inputs). None when the sizes do not add up.
     pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
-        if k % QK != 0 || bytes.len() != n * k / QK * B::GGUF_BLOCK_BYTES {
+        let kb = k / B::INPUTS;
+        if k % B::INPUTS != 0 || Some(bytes.len()) != n.checked_mul(kb)?.checked_mul(B::GGUF_BLOCK_BYTES) {
             return None;
         }
-        let kb = k / QK;
         let mut blocks = vec![B::ZERO; n.div_ceil(GROUP) * kb];
         for col in 0..n {
             let (g, c) = (col / GROUP, col % GROUP);
@@ -172,20 +182,26 @@ impl<B: GroupBlock> GroupedMatrix<B> {
 
     /// As [`GroupedMatrix::matmul`], into `out` (`[m, n]`).
     pub fn matmul_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_into_strided(x, m, out, self.n)
+    }
+
+    /// As [`GroupedMatrix::matmul`], into `out[r * ld + c]` for `c < n` (`ld ≥ n`); the
+    /// other columns are left as they are.
+    pub fn matmul_into_strided(&self, x: &[f32], m: usize, out: &mut [f32], ld: usize) {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k);
-        assert_eq!(out.len(), m * n);
-        let kb = k / QK;
+        assert!(ld >= n && (m == 0 || out.len() >= (m - 1) * ld + n), "{m} rows of {n} columns, {ld} apart, into {}", out.len());
+        let kb = k / B::INPUTS;
         B::Act::with_buffer(|xq| {
-            xq.extend(x.chunks_exact(QK).map(B::quantize));
+            xq.extend(x.chunks_exact(B::INPUTS).map(B::quantize));
             let xq = &xq[..];
             let out_ptr = out.as_mut_ptr() as usize;
             for_each_group_chunk(n, m, |g, r, rows| {
                 let w = &self.blocks[g * kb..(g + 1) * kb];
                 let xr = &xq[r * kb..(r + rows) * kb];
                 // SAFETY: this call alone writes these rows of the group's columns.
-                let o = unsafe { (out_ptr as *mut f32).add(r * n + g * GROUP) };
-                unsafe { group_rows(w, xr, rows, kb, o, n, (n - g * GROUP).min(GROUP)) };
+                let o = unsafe { (out_ptr as *mut f32).add(r * ld + g * GROUP) };
+                unsafe { group_rows(w, xr, rows, kb, o, ld, (n - g * GROUP).min(GROUP)) };
             });
         });
     }
@@ -242,7 +258,7 @@ pub(crate) mod checks {
     /// results, and the scalar kernel computes the same sums.
     pub fn row_independent_and_scalar_agrees<B: GroupBlock>(w: &GroupedMatrix<B>, x: &[f32], m: usize, got: &[f32]) {
         let (n, k) = (w.n, w.k);
-        let kb = k / QK;
+        let kb = k / B::INPUTS;
         for r in 0..m {
             let alone = w.matmul(&x[r * k..(r + 1) * k], 1);
             assert_eq!(&alone[..], &got[r * n..(r + 1) * n], "row {r}");
@@ -251,7 +267,7 @@ pub(crate) mod checks {
             let pair = w.matmul(&x[k..3 * k], 2);
             assert_eq!(&pair[..], &got[n..3 * n]);
         }
-        let xq: Vec<B::Act> = x.chunks_exact(QK).map(B::quantize).collect();
+        let xq: Vec<B::Act> = x.chunks_exact(B::INPUTS).map(B::quantize).collect();
         for r in 0..m {
             for g in 0..n.div_ceil(GROUP) {
                 let mut acc = [0f32; GROUP];
@@ -273,8 +289,8 @@ pub(crate) mod checks {
                 return false;
             }
             assert!(m >= 4);
-            let kb = w.k / QK;
-            let xq: Vec<B::Act> = x.chunks_exact(QK).map(B::quantize).collect();
+            let kb = w.k / B::INPUTS;
+            let xq: Vec<B::Act> = x.chunks_exact(B::INPUTS).map(B::quantize).collect();
             for g in 0..w.n.div_ceil(GROUP) {
                 let wg = &w.blocks[g * kb..(g + 1) * kb];
                 for r0 in 0..=m - 4 {
@@ -306,9 +322,9 @@ pub(crate) mod checks {
         }
     }
 
-    /// `part(n)` makes an `[n, 64]` matrix of the type under test.
-    pub fn concatenation_keeps_each_part_bit_for_bit<B: GroupBlock>(part: impl Fn(usize) -> GroupedMatrix<B>) {
-        let (k, m) = (64, 3);
+    /// `part(n)` makes an `[n, k]` matrix of the type under test.
+    pub fn concatenation_keeps_each_part_bit_for_bit<B: GroupBlock>(k: usize, part: impl Fn(usize) -> GroupedMatrix<B>) {
+        let m = 3;
         let (a, b, c) = (part(24), part(16), part(13));
         let joined = GroupedMatrix::concat(&[&a, &b, &c]).expect("whole groups before the last part");
         assert_eq!(joined.out_features(), 53);

@@ -7,10 +7,13 @@ pub mod cpu_attention_shared;
 pub mod cpu_attention_simd;
 pub mod cpu_fused;
 pub mod grouped_matrix;
+pub mod k_decode;
+pub mod k_quants;
 pub mod pool;
 pub mod q4_1;
+pub mod q5_0;
 pub mod q8_0;
-pub mod q8_dot;
+pub mod q8_k;
 mod quantize_act;
 pub mod team;
 #[cfg(target_arch = "x86_64")]

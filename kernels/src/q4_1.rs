@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
-        checks::concatenation_keeps_each_part_bit_for_bit(|n| {
+        checks::concatenation_keeps_each_part_bit_for_bit(64, |n| {
             let w = Tensor::randn(0f32, 1., (n, 64), &Device::Cpu).unwrap();
             GroupedMatrix::<BlockQ4_1x8>::from_bytes(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap().data().unwrap(), n, 64).unwrap()
         });

@@ -1,11 +1,27 @@
 //! GGUF Q8_0 weights on the CPU (tied embeddings / output heads; the largest matmul of a
-//! small model's step), as a [`GroupedMatrix`](crate::grouped_matrix::GroupedMatrix). candle's runs on its own spinning thread
+//! small model's step) as a [`GroupedMatrix`](crate::grouped_matrix::GroupedMatrix), and
+//! the Q8_0 activations that it and Q5_0 take. candle's runs on its own spinning thread
 //! pool beside ours, which oversubscribes the cores given.
 
 use half::f16;
 use crate::column_tiles::{GROUP as COLS, MAX_ROWS};
-use crate::grouped_matrix::{grouped_matrix_type, GroupBlock, QK};
-use crate::q8_dot::{quantize_q8_0, BlockQ8_0};
+use crate::grouped_matrix::{act_buffer, grouped_matrix_type, GroupBlock, QK};
+
+/// 32 activations as `d * q` with 8-bit q, and the quants' sum (Q5_0's offset term).
+#[derive(Clone, Copy)]
+pub struct BlockQ8_0 {
+    pub(crate) d: f32,
+    pub(crate) qs: [i8; QK],
+    pub(crate) sum: i32,
+}
+
+act_buffer!(BlockQ8_0);
+
+/// 32 activations as a Q8_0 block, its scale rounded through f16 as llama.cpp stores it.
+pub(crate) fn quantize_q8_0(x: &[f32]) -> BlockQ8_0 {
+    let q = crate::quantize_act::quantize32(x);
+    BlockQ8_0 { d: f16::from_f32(q.d).to_f32(), qs: q.qs, sum: q.sum }
+}
 
 /// One block depth (32 inputs) of 8 output columns: column c's quants for inputs
 /// 4s..4s+4 are `qs[32s + 4c..][..4]` (s < 8).
@@ -200,7 +216,7 @@ mod tests {
 
     #[test]
     fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
-        checks::concatenation_keeps_each_part_bit_for_bit(|n| {
+        checks::concatenation_keeps_each_part_bit_for_bit(64, |n| {
             let w = Tensor::randn(0f32, 1., (n, 64), &Device::Cpu).unwrap();
             GroupedMatrix::<BlockQ8_0x8>::from_bytes(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), n, 64).unwrap()
         });

@@ -1,5 +1,5 @@
-//! 32 activations to 8-bit quants, as llama.cpp's Q8_0 / Q8_1 do: d = max|x| / 127,
-//! q = round(x / d) with halves away from zero. Every matmul quantizes its whole input on
+//! Activations to 8-bit quants, as llama.cpp's Q8_0 / Q8_1 (32 to a scale) and Q8_K (256)
+//! do: d = max|x| / 127, q = round(x / d) with halves away from zero. Every matmul quantizes its whole input on
 //! the calling thread before the team starts, so a scalar loop (a libm `roundf` call per
 //! element) was 7% of a 64-row decode step's work; the AVX2 version gives the same bits.
 
@@ -19,12 +19,41 @@ pub(crate) struct Quants {
 /// Quantizes `x` (32 elements).
 pub(crate) fn quantize32(x: &[f32]) -> Quants {
     assert_eq!(x.len(), QK);
+    let (d, id) = scale_of(amax(x));
+    let (qs, sum) = round32(x, id);
+    Quants { d, qs, sum }
+}
+
+/// Quantizes `x` (a multiple of 32 elements) with one scale for all, into `qs`; returns
+/// the scale. The K-quants' activations (llama.cpp's Q8_K) are 256 to a scale.
+pub(crate) fn quantize_blocks(x: &[f32], qs: &mut [i8]) -> f32 {
+    assert!(x.len() % QK == 0 && qs.len() == x.len());
+    let amax = x.chunks_exact(QK).map(amax).fold(0f32, f32::max);
+    let (d, id) = scale_of(amax);
+    for (x, q) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)) {
+        q.copy_from_slice(&round32(x, id).0);
+    }
+    d
+}
+
+/// The largest |x| of 32 elements (NaNs ignored).
+fn amax(x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: AVX2 and FMA checked; `x` holds 32 elements.
-        return unsafe { quantize32_avx2(x.as_ptr()) };
+        // SAFETY: AVX2 and FMA checked; `x` holds 32 elements (asserted by the callers).
+        return unsafe { amax32_avx2(x.as_ptr()) };
     }
-    quantize32_scalar(x)
+    x.iter().fold(0f32, |a, &v| a.max(v.abs()))
+}
+
+/// 32 elements times `id`, rounded with halves away from zero; and the quants' sum.
+fn round32(x: &[f32], id: f32) -> ([i8; QK], i32) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as in `amax`.
+        return unsafe { round32_avx2(x.as_ptr(), id) };
+    }
+    round32_scalar(x, id)
 }
 
 fn scale_of(amax: f32) -> (f32, f32) {
@@ -32,39 +61,51 @@ fn scale_of(amax: f32) -> (f32, f32) {
     (d, if d != 0.0 { 1.0 / d } else { 0.0 })
 }
 
-pub(crate) fn quantize32_scalar(x: &[f32]) -> Quants {
+#[cfg(test)]
+fn quantize32_scalar(x: &[f32]) -> Quants {
     let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
     let (d, id) = scale_of(amax);
+    let (qs, sum) = round32_scalar(x, id);
+    Quants { d, qs, sum }
+}
+
+fn round32_scalar(x: &[f32], id: f32) -> ([i8; QK], i32) {
     let mut qs = [0i8; QK];
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(x) {
         *q = (v * id).round() as i8;
         sum += *q as i32;
     }
-    Quants { d, qs, sum }
+    (qs, sum)
 }
 
-/// The scalar version's arithmetic in lanes: the same max (order does not matter to it),
-/// the same product per element, and `round`'s halves away from zero rebuilt from a
-/// truncation (x − trunc(x) is exact, so comparing it with 0.5 decides exactly).
+/// The scalar max in lanes (order does not matter to a max).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize32_avx2(x: *const f32) -> Quants {
+unsafe fn amax32_avx2(x: *const f32) -> f32 {
     use std::arch::x86_64::*;
     let sign = _mm256_set1_ps(-0.0);
-    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.add(8 * i)));
     // max(|v|, acc): a NaN element leaves acc as it was, as f32::max does.
     let mut m = _mm256_setzero_ps();
-    for &vi in &v {
-        m = _mm256_max_ps(_mm256_andnot_ps(sign, vi), m);
+    for i in 0..4 {
+        m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x.add(8 * i))), m);
     }
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
     let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
-    let (d, id) = scale_of(amax);
+    _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)))
+}
+
+/// The scalar rounding in lanes: the same product per element, and `round`'s halves away
+/// from zero rebuilt from a truncation (x − trunc(x) is exact, so comparing it with 0.5
+/// decides exactly).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn round32_avx2(x: *const f32, id: f32) -> ([i8; QK], i32) {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
     let (vid, half, one) = (_mm256_set1_ps(id), _mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
     let q: [__m256i; 4] = std::array::from_fn(|i| {
-        let y = _mm256_mul_ps(v[i], vid);
+        let y = _mm256_mul_ps(_mm256_loadu_ps(x.add(8 * i)), vid);
         let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
         let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
         let away = _mm256_or_ps(_mm256_and_ps(y, sign), one);
@@ -81,7 +122,7 @@ unsafe fn quantize32_avx2(x: *const f32) -> Quants {
     let ordered = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     let mut qs = [0i8; QK];
     _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, ordered);
-    Quants { d, qs, sum }
+    (qs, sum)
 }
 
 #[cfg(test)]

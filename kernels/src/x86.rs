@@ -10,8 +10,8 @@ pub(crate) fn has_avx2_fma() -> bool {
 }
 
 /// Whether the CPU has AVX-512 VNNI with 256-bit vectors (AVX512VL), for the quantized
-/// matmuls' integer dot products; `LOOPTREE_CPU_VNNI=0` (read once) keeps them on AVX2,
-/// for an A/B in one binary. Both give the same bits.
+/// matmuls' integer dot products. The AVX2 kernels give the same bits (the kernels' tests
+/// run both).
 pub(crate) fn has_vnni() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -21,7 +21,6 @@ pub(crate) fn has_vnni() -> bool {
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
-            && std::env::var("LOOPTREE_CPU_VNNI").map_or(true, |v| v != "0")
     })
 }
 

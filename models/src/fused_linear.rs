@@ -20,11 +20,29 @@ impl FusedLinear {
         }
     }
 
-    /// The one matrix, where the parts were joined.
-    pub fn single(&self) -> Option<&Linear> {
+    /// Whether every part runs on one of looptree's own CPU kernels (the rows path).
+    pub fn has_own_cpu_kernels(&self) -> bool {
         match self {
-            FusedLinear::One { linear, .. } => Some(linear),
-            FusedLinear::Each(_) => None,
+            FusedLinear::One { linear, .. } => linear.has_own_cpu_kernel(),
+            FusedLinear::Each(parts) => parts.iter().all(Linear::has_own_cpu_kernel),
+        }
+    }
+
+    /// The parts' outputs side by side in `out` (`[m, total]`), as [`FusedLinear::forward`]
+    /// gives them: one matmul where the parts were joined, else one per part, each into
+    /// its columns.
+    pub fn forward_rows(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        match self {
+            FusedLinear::One { linear, .. } => linear.forward_rows(x, m, out),
+            FusedLinear::Each(parts) => {
+                let ld = parts.iter().map(Linear::out_features).sum();
+                let mut at = 0;
+                for p in parts {
+                    p.forward_rows_strided(x, m, &mut out[at..], ld)?;
+                    at += p.out_features();
+                }
+                Ok(())
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::arch_config::ArchConfig;
 use crate::attend::AttentionStep;
+use crate::embedding::TokenEmbedding;
 use crate::rope::Rope;
 use crate::weights::{Linear, WeightSource};
 use anyhow::Result;
@@ -33,7 +34,7 @@ pub struct Gemma3 {
     arch: ArchConfig,
     config: ModelConfig,
     device: Device,
-    embed: Tensor,
+    embed: TokenEmbedding,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
@@ -63,7 +64,7 @@ impl Gemma3 {
                 post_ffn_norm: w.dense(&p("post_ffw_norm.weight"), DType::F32)?,
             });
         }
-        let embed = (w.dense("token_embd.weight", DType::F32)? * (arch.hidden_size as f64).sqrt())?;
+        let embed = w.embedding("token_embd.weight")?.scaled((arch.hidden_size as f32).sqrt());
         let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
         let lm_head = w.linear(head_name, false)?;
         let norm = w.dense("output_norm.weight", DType::F32)?;
@@ -93,12 +94,11 @@ impl Model for Gemma3 {
         let dev = &self.device;
         let a = &self.arch;
         let n = batch.tokens.len();
-        let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let global = self.rope_global.cos_sin(&batch.positions, dev)?;
         let local = self.rope_local.cos_sin(&batch.positions, dev)?;
         let step = AttentionStep::new(batch, kv, dev)?;
 
-        let mut x = self.embed.index_select(&ids, 0)?;
+        let mut x = self.embed.lookup(&batch.tokens, dev)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let shape = a.attn_shape(l);
             let (rope, (cos, sin)) =

@@ -6,8 +6,10 @@ pub mod attend;
 /// The kernels crate, for commands that check a device's kernels directly.
 pub use looptree_kernels as kernels;
 pub mod chat_template;
+pub mod cpu_matrix;
 pub mod cuda_step;
 pub mod detok;
+pub mod embedding;
 pub mod fused_linear;
 pub mod gemma3;
 pub mod layer_ops;

@@ -3,6 +3,7 @@
 //! flattened multi-sequence batch against the engine's KV pool.
 
 use crate::arch_config::ArchConfig;
+use crate::embedding::TokenEmbedding;
 use crate::rope::Rope;
 use crate::fused_linear::FusedLinear;
 use crate::weights::{Linear, WeightSource};
@@ -14,7 +15,6 @@ use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 use std::sync::Mutex;
 
 mod cpu_rows;
-pub use cpu_rows::ENV_SWITCH as CPU_ROWS_ENV;
 
 struct Layer {
     attn_norm: Tensor,
@@ -31,7 +31,7 @@ pub struct Llama {
     arch: ArchConfig,
     config: ModelConfig,
     device: Device,
-    embed: Tensor,
+    embed: TokenEmbedding,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
@@ -56,7 +56,7 @@ impl Llama {
                 down: w.linear(&p("ffn_down"), false)?,
             });
         }
-        let embed = w.dense("token_embd.weight", DType::F32)?;
+        let embed = w.embedding("token_embd.weight")?;
         // Tied models project onto the (possibly quantized) embedding matrix.
         let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
         let lm_head = w.linear(head_name, false)?;
@@ -64,11 +64,15 @@ impl Llama {
         let config = arch.model_config(eos_token_ids);
         let rope = Rope::new(&arch);
         let mut model = Self { arch, config, device, embed, layers, norm, lm_head, rope, cpu_rows: None };
-        let switched_off = std::env::var(CPU_ROWS_ENV).is_ok_and(|v| v == "0");
-        if model.weights_fit_cpu_rows() && !switched_off {
+        if model.weights_fit_cpu_rows() {
             model.cpu_rows = Some(Mutex::new(cpu_rows::Workspace::default()));
         }
         Ok(model)
+    }
+
+    /// The model on the tensor path alone: the rows path's test oracle.
+    pub fn without_cpu_rows(self) -> Self {
+        Self { cpu_rows: None, ..self }
     }
 
     /// The rows path's buffers, where this step can take it.
@@ -132,10 +136,9 @@ impl Llama {
         let dev = &self.device;
         let a = &self.arch;
         let n = batch.tokens.len();
-        let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         let (cos, sin) = self.rope.cos_sin(&batch.positions, dev)?;
 
-        let mut x = self.embed.index_select(&ids, 0)?;
+        let mut x = self.embed.lookup(&batch.tokens, dev)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = self.rms_norm(&x, &layer.attn_norm)?;
             let [q, k, v]: [Tensor; 3] = layer.qkv.forward(&h)?.try_into().expect("three projections");

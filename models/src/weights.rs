@@ -3,14 +3,14 @@
 //! each source maps them to its own.
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use looptree_kernels::q4_1::Q4_1Matrix;
-use looptree_kernels::q8_0::Q8_0Matrix;
-use looptree_kernels::q8_dot::Q5_0Matrix;
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::cpu_matrix::CpuMatrix;
+use crate::embedding::TokenEmbedding;
 
 /// A projection `y = x·Wᵀ (+ b)` over quantized or dense weights.
 pub struct Linear {
@@ -20,12 +20,8 @@ pub struct Linear {
 
 enum Weight {
     Candle(QMatMul),
-    /// Q4_1 on the CPU: looptree's SIMD kernel (candle's is scalar).
-    Q4_1(Q4_1Matrix),
-    /// Q5_0 on the CPU: looptree's SIMD kernel (candle's is scalar).
-    Q5_0(Q5_0Matrix),
-    /// Q8_0 on the CPU: looptree's kernel on rayon (candle's brings a second thread pool).
-    Q8_0(Q8_0Matrix),
+    /// A GGUF type looptree has its own CPU kernel for.
+    Cpu(CpuMatrix),
 }
 
 impl Linear {
@@ -43,36 +39,36 @@ impl Linear {
                 }
                 w.forward(x)?
             }
-            Weight::Q4_1(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
-            Weight::Q5_0(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
-            Weight::Q8_0(w) => own_matmul(x, w.in_features(), w.out_features(), |x, m, out| w.matmul_into(x, m, out))?,
+            Weight::Cpu(w) => cpu_matmul(x, w)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
-}
 
-impl Linear {
     /// Whether [`Linear::forward_rows`] can run: the weight is on one of looptree's own CPU
     /// kernels.
     pub fn has_own_cpu_kernel(&self) -> bool {
-        matches!(self.weight, Weight::Q4_1(_) | Weight::Q5_0(_) | Weight::Q8_0(_))
+        matches!(self.weight, Weight::Cpu(_))
     }
 
     /// [`Linear::forward`] on slices, for own CPU kernels only: `out` (`[m, n]`) = the `m`
     /// rows of `x` (`[m, k]`) times Wᵀ, plus the bias; the same arithmetic, no allocation.
     pub fn forward_rows(&self, x: &[f32], m: usize, out: &mut [f32]) -> candle_core::Result<()> {
+        self.forward_rows_strided(x, m, out, self.out_features())
+    }
+
+    /// [`Linear::forward_rows`] into columns `0..n` of rows `ld` apart in `out`: for
+    /// projections whose outputs sit side by side in one buffer.
+    pub fn forward_rows_strided(&self, x: &[f32], m: usize, out: &mut [f32], ld: usize) -> candle_core::Result<()> {
         match &self.weight {
-            Weight::Q4_1(w) => w.matmul_into(x, m, out),
-            Weight::Q5_0(w) => w.matmul_into(x, m, out),
-            Weight::Q8_0(w) => w.matmul_into(x, m, out),
+            Weight::Cpu(w) => w.matmul_into_strided(x, m, out, ld),
             Weight::Candle(_) => candle_core::bail!("forward_rows: a weight on candle's kernels"),
         }
         if let Some(b) = &self.bias {
             looptree_kernels::cpu_fused::with_f32(b, |b| {
-                for row in out.chunks_exact_mut(b.len()) {
+                for row in out.chunks_mut(ld).take(m) {
                     for (o, b) in row.iter_mut().zip(b) {
                         *o += b;
                     }
@@ -87,9 +83,7 @@ impl Linear {
         match &self.weight {
             Weight::Candle(QMatMul::QTensor(t)) => t.shape().dims()[0],
             Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims()[0],
-            Weight::Q4_1(w) => w.out_features(),
-            Weight::Q5_0(w) => w.out_features(),
-            Weight::Q8_0(w) => w.out_features(),
+            Weight::Cpu(w) => w.out_features(),
         }
     }
 
@@ -103,30 +97,20 @@ impl Linear {
             }
             _ => return None,
         };
-        let weight = if let Some(ws) = parts.iter().map(|p| if let Weight::Q4_1(w) = &p.weight { Some(w) } else { None }).collect::<Option<Vec<_>>>() {
-            Weight::Q4_1(Q4_1Matrix::concat(&ws)?)
-        } else if let Some(ws) = parts.iter().map(|p| if let Weight::Q8_0(w) = &p.weight { Some(w) } else { None }).collect::<Option<Vec<_>>>() {
-            Weight::Q8_0(Q8_0Matrix::concat(&ws)?)
-        } else {
-            return None;
-        };
-        Some(Linear { weight, bias })
+        let matrices = parts.iter().map(|p| if let Weight::Cpu(w) = &p.weight { Some(w) } else { None }).collect::<Option<Vec<_>>>()?;
+        Some(Linear { weight: Weight::Cpu(CpuMatrix::concat(&matrices)?), bias })
     }
 }
 
 /// Runs one of looptree's own CPU kernels on `x` (`[.., k]`), giving `[.., n]`.
-fn own_matmul(
-    x: &Tensor,
-    k: usize,
-    n: usize,
-    kernel: impl Fn(&[f32], usize, &mut [f32]),
-) -> candle_core::Result<Tensor> {
+fn cpu_matmul(x: &Tensor, w: &CpuMatrix) -> candle_core::Result<Tensor> {
+    let (k, n) = (w.in_features(), w.out_features());
     let mut dims = x.dims().to_vec();
     let m = x.elem_count() / k;
     // Reads the activations in place: no copy unless they are strided or not f32.
     let out = looptree_kernels::cpu_fused::with_f32(x, |x| {
         let mut out = vec![0f32; m * n];
-        kernel(x, m, &mut out);
+        w.matmul_into_strided(x, m, &mut out, n);
         out
     })?;
     *dims.last_mut().expect("input has a feature dimension") = n;
@@ -136,8 +120,13 @@ fn own_matmul(
 pub trait WeightSource {
     /// A matrix used as a projection, kept quantized when it is.
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear>;
-    /// A tensor dequantized to `dtype` (norm weights, embeddings).
+    /// A tensor dequantized to `dtype` (norm weights).
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor>;
+    /// A token-embedding matrix (`[vocab, hidden]`), looked up by row. Dense f32 unless
+    /// the source keeps it quantized.
+    fn embedding(&mut self, name: &str) -> Result<TokenEmbedding> {
+        TokenEmbedding::dense(self.dense(name, DType::F32)?)
+    }
     fn contains(&self, name: &str) -> bool;
     fn device(&self) -> &Device;
 }
@@ -176,30 +165,26 @@ impl WeightSource for GgufWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = if bias { Some(self.qtensor(&format!("{name}.bias"))?.dequantize(&self.device)?) } else { None };
-        // CANDLE_DEQUANTIZE_ALL asks for dense weights everywhere: leave that to candle.
-        let dequantize_all = std::env::var_os("CANDLE_DEQUANTIZE_ALL").is_some();
-        if w.dtype() == GgmlDType::Q4_1 && self.device.is_cpu() && !dequantize_all {
+        if self.device.is_cpu() {
             let (n, k) = w.shape().dims2()?;
-            if let Some(m) = Q4_1Matrix::from_bytes(&w.data()?, n, k) {
-                return Ok(Linear { weight: Weight::Q4_1(m), bias });
-            }
-        }
-        if w.dtype() == GgmlDType::Q5_0 && self.device.is_cpu() && !dequantize_all {
-            let (n, k) = w.shape().dims2()?;
-            if let Some(m) = Q5_0Matrix::from_bytes(&w.data()?, n, k) {
-                return Ok(Linear { weight: Weight::Q5_0(m), bias });
-            }
-        }
-        if w.dtype() == GgmlDType::Q8_0 && self.device.is_cpu() && !dequantize_all {
-            let (n, k) = w.shape().dims2()?;
-            if let Some(m) = Q8_0Matrix::from_bytes(&w.data()?, n, k) {
-                return Ok(Linear { weight: Weight::Q8_0(m), bias });
+            if let Some(m) = CpuMatrix::from_gguf(w.dtype(), &w.data()?, n, k) {
+                return Ok(Linear { weight: Weight::Cpu(m), bias });
             }
         }
         Ok(Linear { weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?), bias })
     }
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
         Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(dtype)?)
+    }
+    /// Kept quantized on the CPU: a 150k-token vocabulary is most of a small model's
+    /// weights, and a step reads only its tokens' rows.
+    fn embedding(&mut self, name: &str) -> Result<TokenEmbedding> {
+        let t = self.qtensor(name)?;
+        if !self.device.is_cpu() {
+            return TokenEmbedding::dense(t.dequantize(&self.device)?);
+        }
+        let (vocab, hidden) = t.shape().dims2()?;
+        TokenEmbedding::quantized(t.dtype(), t.data()?.into_owned(), vocab, hidden)
     }
     fn contains(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)

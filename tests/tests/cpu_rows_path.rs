@@ -1,13 +1,13 @@
 //! The llama family's CPU rows path (plain f32 buffers reused between steps) against the
-//! tensor path, on SmolLM2-135M Q4_1: bit-identical logits and KV pool contents over
-//! prefills, decodes, a fork sharing a prefix and a mixed batch, on f32 and f16 pools.
+//! tensor path, on SmolLM2-135M Q4_1 and the two Qwen2.5-Coder Q4_K_M files: bit-identical
+//! logits and KV pool contents over prefills, decodes, a fork sharing a prefix and a mixed
+//! batch, on f32 and f16 pools.
 //!
 //! And a decode step on the rows path allocates only for candle's bookkeeping of its
 //! in-place pool writes and a few per-step lists (counted by a counting allocator), where
 //! the tensor path allocates per op.
 //!
-//! One test in its own binary: the tensor path is chosen by an environment variable read
-//! at load, which no other test may see, and the allocation count is process-wide.
+//! One test in its own binary: the allocation count is process-wide.
 
 mod common;
 
@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use looptree_engine::{Batch, KvPool, KvPoolConfig, LogitRows, Model};
 use looptree_models::arch_config::ArchConfig;
-use looptree_models::llama::{Llama, CPU_ROWS_ENV};
+use looptree_models::llama::Llama;
 use looptree_models::weights::GgufWeights;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,7 +47,11 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn load() -> Llama {
-    let mut w = GgufWeights::open(&model_file(SMOLLM2), &Device::Cpu).unwrap();
+    load_file(SMOLLM2)
+}
+
+fn load_file(file: &str) -> Llama {
+    let mut w = GgufWeights::open(&model_file(file), &Device::Cpu).unwrap();
     let arch = ArchConfig::from_gguf(&w.content).unwrap();
     Llama::load(arch, vec![], &mut w).unwrap()
 }
@@ -128,13 +132,10 @@ fn run(model: &Llama, dtype: DType, into: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>
 
 #[test]
 fn rows_path_is_bit_identical_to_the_tensor_path() {
-    std::env::remove_var(CPU_ROWS_ENV);
     let rows = load();
-    std::env::set_var(CPU_ROWS_ENV, "0");
-    let tensors = load();
-    std::env::remove_var(CPU_ROWS_ENV);
+    let tensors = load().without_cpu_rows();
     assert!(rows.runs_cpu_rows(), "SmolLM2 Q4_1 takes the rows path");
-    assert!(!tensors.runs_cpu_rows(), "{CPU_ROWS_ENV}=0 switches it off");
+    assert!(!tensors.runs_cpu_rows());
     let (rows_allocs, tensor_allocs) = (allocations_per_decode_step(&rows), allocations_per_decode_step(&tensors));
     let layers = rows.config().num_layers;
     // What is left per layer is candle's bookkeeping of the two in-place pool writes (K, V);
@@ -154,6 +155,25 @@ fn rows_path_is_bit_identical_to_the_tensor_path() {
         }
         for (i, (r, t)) in rows_pool.iter().zip(&tensor_pool).enumerate() {
             assert!(r == t, "{dtype:?} pool: layer {} {} differs", i / 2, ["K", "V"][i % 2]);
+        }
+    }
+}
+
+/// The Q4_K_M files: q/k/v of different types (Q5_0 beside Q8_0, or Q4_K beside Q6_K) run
+/// as separate matmuls into one buffer, with Q/K/V biases; still the tensor path's bits.
+#[test]
+fn rows_path_is_bit_identical_on_mixed_quantizations() {
+    for file in [QWEN, QWEN15] {
+        let rows = load_file(file);
+        assert!(rows.runs_cpu_rows(), "{file} takes the rows path");
+        let (rows_logits, rows_pool) = run(&rows, DType::F16, true);
+        drop(rows);
+        let (tensor_logits, tensor_pool) = run(&load_file(file).without_cpu_rows(), DType::F16, false);
+        for (step, (r, t)) in rows_logits.iter().zip(&tensor_logits).enumerate() {
+            assert!(r == t, "{file}: step {step}'s logits differ");
+        }
+        for (i, (r, t)) in rows_pool.iter().zip(&tensor_pool).enumerate() {
+            assert!(r == t, "{file}: layer {} {} differs", i / 2, ["K", "V"][i % 2]);
         }
     }
 }

@@ -61,6 +61,12 @@ fn qwen_teacher_forced_logprobs_match_reference() {
     teacher_forced_agreement(QWEN, QWEN_REF);
 }
 
+/// The benchmark model, Q4_K_M as users download it: Q4_K and Q6_K on looptree's kernels.
+#[test]
+fn qwen_1_5b_teacher_forced_logprobs_match_reference() {
+    teacher_forced_agreement(QWEN15, QWEN15_REF);
+}
+
 /// Gemma 3's twists: scaled embeddings, per-head Q/K norms, post-norms, a GELU MLP, and
 /// sliding-window layers with their own RoPE base (one reference prompt is longer than
 /// the 512-token window). The reference is the repository's own, from llama.cpp's server

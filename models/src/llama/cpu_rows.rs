@@ -7,18 +7,15 @@
 //! `llama.rs` (the same kernels, the same residual adds, the same conversions into the
 //! pool), so the two give bit-identical logits; `tests/tests/cpu_rows_path.rs` checks it.
 //! It runs where every projection is on one of looptree's own CPU kernels and attention
-//! reads the pool in place; anything else takes the tensor path.
+//! reads the pool in place; anything else (a GPU, a weight type without an own kernel)
+//! takes the tensor path.
 
 use super::Llama;
 use crate::arch_config::RopeStyle;
 use crate::attend::AttentionStep;
-use crate::fused_linear::FusedLinear;
-use candle_core::{bail, DType, Result};
+use candle_core::Result;
 use looptree_engine::{Batch, KvPool};
 use looptree_kernels::cpu_fused::{rms_norm_rows, rope_rows, silu_mul_rows, with_f32};
-
-/// Set to `0` to run the tensor path instead (an A/B of the two in one binary).
-pub const ENV_SWITCH: &str = "LOOPTREE_CPU_ROWS";
 
 /// The step's activations, grown to the largest batch seen and then reused.
 #[derive(Default)]
@@ -52,15 +49,15 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 }
 
 impl Llama {
-    /// Whether the weights allow the rows path: every projection on an own CPU kernel, q/k/v
-    /// and gate/up each one matrix, and an f32 embedding on the CPU.
+    /// Whether the weights allow the rows path: every projection on an own CPU kernel.
     pub(super) fn weights_fit_cpu_rows(&self) -> bool {
-        let single = |f: &FusedLinear| f.single().is_some_and(|l| l.has_own_cpu_kernel());
         self.device.is_cpu()
-            && self.embed.dtype() == DType::F32
             && self.lm_head.has_own_cpu_kernel()
             && self.layers.iter().all(|l| {
-                single(&l.qkv) && single(&l.gate_up) && l.o.has_own_cpu_kernel() && l.down.has_own_cpu_kernel()
+                l.qkv.has_own_cpu_kernels()
+                    && l.gate_up.has_own_cpu_kernels()
+                    && l.o.has_own_cpu_kernel()
+                    && l.down.has_own_cpu_kernel()
             })
     }
 
@@ -85,26 +82,15 @@ impl Llama {
 
         let Workspace { x, normed, qkv, q, k, attn, proj, gate_up, mlp, cos, sin } = ws;
         let x = rows(x, n * hidden);
-        with_f32(&self.embed, |embed| {
-            for (row, &t) in x.chunks_exact_mut(hidden).zip(&batch.tokens) {
-                match embed.get(t as usize * hidden..(t as usize + 1) * hidden) {
-                    Some(e) => row.copy_from_slice(e),
-                    None => bail!("token id {t} is past the vocabulary ({})", embed.len() / hidden),
-                }
-            }
-            Ok(())
-        })??;
+        self.embed.rows_into(&batch.tokens, x)?;
         self.rope.cos_sin_into(&batch.positions, cos, sin);
         let (normed, qkv, q, k) = (rows(normed, n * hidden), rows(qkv, n * qkv_dim), rows(q, n * q_dim), rows(k, n * kv_dim));
         let (attn, proj) = (rows(attn, n * q_dim), rows(proj, n * hidden));
         let (gate_up, mlp) = (rows(gate_up, n * 2 * ffn), rows(mlp, n * ffn));
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let (Some(qkv_w), Some(gate_up_w)) = (layer.qkv.single(), layer.gate_up.single()) else {
-                bail!("the CPU rows path needs fused q/k/v and gate/up projections");
-            };
             with_f32(&layer.attn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
-            qkv_w.forward_rows(normed, n, qkv)?;
+            layer.qkv.forward_rows(normed, n, qkv)?;
             rope_rows(qkv, qkv_dim, (n, a.num_heads, hd), cos, sin, interleaved, q);
             rope_rows(&qkv[q_dim..], qkv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k);
             kv.write_rows(l, &write_slots, (k, kv_dim), (&qkv[q_dim + kv_dim..], qkv_dim))?;
@@ -113,7 +99,7 @@ impl Llama {
             add_into(x, proj);
 
             with_f32(&layer.ffn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
-            gate_up_w.forward_rows(normed, n, gate_up)?;
+            layer.gate_up.forward_rows(normed, n, gate_up)?;
             silu_mul_rows((gate_up, 2 * ffn), (&gate_up[ffn..], 2 * ffn), ffn, mlp);
             layer.down.forward_rows(mlp, n, proj)?;
             add_into(x, proj);

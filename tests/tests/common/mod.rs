@@ -23,6 +23,8 @@ pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 pub const SMOLLM2_REF: &str = "smollm2-135m-q4_1.jsonl";
 pub const QWEN_REF: &str = "qwen2.5-coder-0.5b.jsonl";
+pub const QWEN15: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
+pub const QWEN15_REF: &str = "qwen2.5-coder-1.5b.jsonl";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 pub const GEMMA3_REF: &str = "gemma3-270m-q4_k_m.jsonl";
 
