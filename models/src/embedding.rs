@@ -92,8 +92,8 @@ impl TokenEmbedding {
     }
 }
 
-/// One row's values from its GGUF bytes: K-quants and Q8_0 (the usual embedding types)
-/// here, any other type through candle.
+/// One row's values from its GGUF bytes: K-quants, Q8_0 and Q5_0 (the usual embedding
+/// types) here, any other type through candle.
 fn dequantize_row(dtype: GgmlDType, src: &[u8], out: &mut [f32]) -> candle_core::Result<()> {
     let k = match dtype {
         GgmlDType::Q4K => Some(KType::Q4K),
@@ -105,14 +105,31 @@ fn dequantize_row(dtype: GgmlDType, src: &[u8], out: &mut [f32]) -> candle_core:
         k.dequantize_row(src, out);
         return Ok(());
     }
-    if dtype == GgmlDType::Q8_0 {
-        for (b, out) in src.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
-            let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            for (o, &q) in out.iter_mut().zip(&b[2..]) {
-                *o = d * q as i8 as f32;
+    match dtype {
+        GgmlDType::Q8_0 => {
+            for (b, out) in src.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                for (o, &q) in out.iter_mut().zip(&b[2..]) {
+                    *o = d * q as i8 as f32;
+                }
             }
+            return Ok(());
         }
-        return Ok(());
+        // f16 d, a u32 of fifth bits (bit j: input j), nibbles (byte j: inputs j and j+16).
+        GgmlDType::Q5_0 => {
+            for (b, out) in src.chunks_exact(22).zip(out.chunks_exact_mut(32)) {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let high = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    let lo = (b[6 + j] & 0x0F) as u32 | (((high >> j) & 1) << 4);
+                    let hi = (b[6 + j] >> 4) as u32 | (((high >> (j + 16)) & 1) << 4);
+                    out[j] = (lo as i32 - 16) as f32 * d;
+                    out[j + 16] = (hi as i32 - 16) as f32 * d;
+                }
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let storage = QStorage::from_data(Cow::Borrowed(src), &Device::Cpu, dtype)?;
     let row = QTensor::new(storage, (out.len(),))?.dequantize(&Device::Cpu)?;
@@ -130,7 +147,7 @@ mod tests {
     fn quantized_rows_equal_candle_s_dequantized_rows() -> Result<()> {
         let (vocab, hidden) = (7, 512);
         let w = Tensor::randn(0f32, 1., (vocab, hidden), &Device::Cpu)?;
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::F16] {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_0, GgmlDType::F16] {
             let q = QTensor::quantize(&w, dtype)?;
             let want = q.dequantize(&Device::Cpu)?.to_vec2::<f32>()?;
             let e = TokenEmbedding::quantized(dtype, q.data()?.into_owned(), vocab, hidden)?.scaled(2.0);
