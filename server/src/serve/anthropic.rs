@@ -182,7 +182,7 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
     let mut out = Vec::new();
     match system {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) => out.push(json!({"role": "system", "content": s})),
+        Some(Value::String(s)) => out.push(json!({"role": "system", "content": without_billing_header(s)})),
         Some(Value::Array(blocks)) => out.push(json!({"role": "system", "content": system_text(blocks)?})),
         Some(_) => return Err(ApiError::invalid_param("system", "system: Input should be a valid string or a list of text blocks")),
     }
@@ -258,12 +258,30 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
 const BILLING_HEADER: &str = "x-anthropic-billing-header:";
 
 fn system_text(blocks: &[Value]) -> Result<String, ApiError> {
-    let kept: Vec<Value> = blocks
-        .iter()
-        .filter(|b| !b["text"].as_str().is_some_and(|t| t.trim_start().starts_with(BILLING_HEADER)))
-        .cloned()
-        .collect();
+    let mut kept = Vec::new();
+    for b in blocks {
+        let mut b = b.clone();
+        if let Some(t) = b["text"].as_str() {
+            let rest = without_billing_header(t);
+            if rest.len() != t.len() {
+                if rest.trim().is_empty() {
+                    continue;
+                }
+                b["text"] = json!(rest);
+            }
+        }
+        kept.push(b);
+    }
     text_of(&kept, "system")
+}
+
+/// `text` without a leading billing-header line (a string system prompt may carry it).
+fn without_billing_header(text: &str) -> &str {
+    let t = text.trim_start();
+    if !t.starts_with(BILLING_HEADER) {
+        return text;
+    }
+    t.split_once('\n').map_or("", |(_, rest)| rest.trim_start_matches('\n'))
 }
 
 fn text_of(blocks: &[Value], param: &str) -> Result<String, ApiError> {
@@ -297,4 +315,22 @@ fn openai_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError>
         Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
         _ => return Err(ApiError::invalid_param("tool_choice", "`tool_choice.type` must be auto, any, tool or none.")),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_billing_header_is_dropped_wherever_it_opens_the_system_prompt() {
+        let header = "x-anthropic-billing-header: cc_version=2.0.14.abc; cc_entrypoint=cli;";
+        let blocks = vec![json!({"type": "text", "text": header}), json!({"type": "text", "text": "You are Claude Code."})];
+        assert_eq!(system_text(&blocks).unwrap(), "You are Claude Code.");
+        let joined = vec![json!({"type": "text", "text": format!("{header}\nYou are Claude Code.")})];
+        assert_eq!(system_text(&joined).unwrap(), "You are Claude Code.");
+        assert_eq!(without_billing_header(&format!("{header}\n\nRules.")), "Rules.");
+        assert_eq!(without_billing_header("Rules. x-anthropic-billing-header: a"), "Rules. x-anthropic-billing-header: a");
+        let msgs = openai_messages(Some(&json!(format!("{header}\nBe terse."))), &[json!({"role": "user", "content": "Hi"})]).unwrap();
+        assert_eq!(msgs[0]["content"], "Be terse.");
+    }
 }
