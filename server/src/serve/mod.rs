@@ -25,6 +25,7 @@ mod prompt;
 mod response_store;
 mod responses;
 mod responses_events;
+mod responses_events_builder;
 mod responses_input;
 mod responses_stream;
 mod responses_types;
