@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prints the path of a Python that has the official `openai` client, which the server's
-# end-to-end tests drive looptree with; installs it into the cached venv the first time.
+# Prints the path of a Python that has the official `openai` and `anthropic` clients and
+# the OpenAI Agents SDK, which the server's end-to-end tests drive looptree with;
+# installs them into the cached venv the first time.
 # Idempotent: once the venv imports it, this costs one Python start.
 #
 #   PY=$(bash scripts/openai-venv.sh) && "$PY" tests/python/openai_client.py http://127.0.0.1:8080/v1
@@ -9,7 +10,7 @@
 set -euo pipefail
 venv="${LOOPTREE_VENV:-$HOME/.cache/looptree/venv}"
 py="$venv/bin/python"
-if [ -x "$py" ] && "$py" -c 'import openai' 2>/dev/null; then
+if [ -x "$py" ] && "$py" -c 'import openai, anthropic, agents' 2>/dev/null; then
     echo "$py"
     exit 0
 fi
@@ -18,7 +19,7 @@ if [ ! -x "$py" ]; then
     echo "openai-venv: creating $venv" >&2
     "$python" -m venv "$venv" >&2
 fi
-echo "openai-venv: installing openai into $venv" >&2
-"$py" -m pip install --quiet --disable-pip-version-check 'openai>=1.40' >&2
-"$py" -c 'import openai' >&2
+echo "openai-venv: installing openai, anthropic and openai-agents into $venv" >&2
+"$py" -m pip install --quiet --disable-pip-version-check 'openai>=1.66' 'anthropic>=0.40' 'openai-agents>=0.1' >&2
+"$py" -c 'import openai, anthropic, agents' >&2
 echo "$py"

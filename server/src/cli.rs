@@ -129,10 +129,16 @@ pub struct ServeArgs {
     /// Largest request body in bytes; bigger ones are refused with 413.
     #[arg(long, default_value_t = 32 << 20)]
     pub max_body_bytes: usize,
-    /// The model name clients send and see (default: the --model argument, or for a file
-    /// path the name in the model's metadata).
+    /// The model name clients see (default: the --model argument, or for a file path its
+    /// file stem). Give it several times for aliases a request may also name; the first is
+    /// the name in responses and /v1/models.
+    #[arg(long = "served-model-name", value_name = "NAME")]
+    pub served_model_names: Vec<String>,
+    /// Refuse (404) a request naming a model other than the served names. Without it, the
+    /// one model served answers whatever name a loop runner sends (gpt-5-codex,
+    /// claude-sonnet-...), under its own name.
     #[arg(long)]
-    pub served_model_name: Option<String>,
+    pub strict_model_name: bool,
     /// Hand the K/V of cached prefixes to peer replicas that ask (`POST
     /// /looptree/kv/prefix`). It tells a caller whether a prefix was seen: enable it only
     /// among replicas you trust.

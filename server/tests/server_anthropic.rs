@@ -88,10 +88,68 @@ fn anthropic_messages() {
     let (status, r) = s.post("/v1/messages", &json!({"messages": [{"role": "user", "content": "Hi"}]}));
     assert_eq!(status, 400);
     assert_eq!((r["type"].as_str(), r["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")), "{r}");
-    let (status, r) = s.post("/v1/messages", &json!({"max_tokens": 4, "messages": [{"role": "system", "content": "Hi"}]}));
+    let (status, r) = s.post("/v1/messages", &json!({"max_tokens": 4, "messages": [{"role": "wizard", "content": "Hi"}]}));
     assert_eq!((status, r["type"].as_str()), (400, Some("error")));
+    assert_eq!(r["error"]["message"], "messages.0.role: Input should be 'user' or 'assistant'");
     let raw = s.client.post(s.url("/v1/messages")).body("{oops").send().unwrap();
     let (status, r) = common::status_json(raw);
     assert_eq!((status, r["type"].as_str()), (400, Some("error")));
+    s.wait_idle();
+}
+
+/// What Claude Code needs beyond /v1/messages: count_tokens, a system turn between
+/// messages, its headers, `HEAD /`, and a cached system prompt across sessions whose
+/// billing-header block differs.
+#[test]
+fn anthropic_surface_for_claude_code() {
+    let s = Server::start(&[]);
+    let with_headers = |path: &str, body: &Value| {
+        let r = s.client.post(s.url(path)).header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14").json(body).send().unwrap();
+        common::status_json(r)
+    };
+    let head = s.client.head(s.url("/")).send().unwrap();
+    assert_eq!(head.status(), 200);
+
+    // A system turn mid-conversation is rendered (Claude Code sends them).
+    let convo = json!({"model": "claude-sonnet-4-5", "max_tokens": 4, "temperature": 0, "system": "You are terse.", "messages": [
+        {"role": "user", "content": "Hello."},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "system", "content": [{"type": "text", "text": "Answer in one word."}]},
+        {"role": "user", "content": "Name a colour."}
+    ]});
+    let (st, m) = with_headers("/v1/messages", &convo);
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["model"], "smollm2-135m");
+
+    // count_tokens counts exactly the prompt /v1/messages runs.
+    let (st, c) = with_headers("/v1/messages/count_tokens", &convo);
+    assert_eq!(st, 200, "{c}");
+    let prompt = m["usage"]["input_tokens"].as_u64().unwrap() + m["usage"]["cache_read_input_tokens"].as_u64().unwrap();
+    assert_eq!(c["input_tokens"].as_u64(), Some(prompt), "{c}");
+    let mut with_tools = convo.clone();
+    with_tools["tools"] = json!([{"name": "get_weather", "description": "Weather by city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    // (SmolLM2's template does not render tools; the count is what its prompt holds.)
+    let (st, ct) = with_headers("/v1/messages/count_tokens", &with_tools);
+    assert_eq!(st, 200, "{ct}");
+    assert!(ct["input_tokens"].as_u64().unwrap() >= prompt, "{ct}");
+    let (st, e) = with_headers("/v1/messages/count_tokens", &json!({"messages": "x"}));
+    assert_eq!((st, e["type"].as_str(), e["error"]["type"].as_str()), (400, Some("error"), Some("invalid_request_error")), "{e}");
+
+    // Two sessions: the same long system prompt after a billing-header block whose values
+    // differ. The second finds the whole system prompt cached.
+    let rules: String = (0..40).map(|i| format!("Rule {i}: answer briefly and precisely. ")).collect();
+    let session = |version: &str, question: &str| {
+        json!({"max_tokens": 1, "temperature": 0, "system": [
+            {"type": "text", "text": format!("x-anthropic-billing-header: cc_version=2.0.{version}; cc_entrypoint=cli;")},
+            {"type": "text", "text": rules.clone(), "cache_control": {"type": "ephemeral"}}
+        ], "messages": [{"role": "user", "content": question}]})
+    };
+    let (st, first) = with_headers("/v1/messages", &session("1.a1b", "What is 2+2?"));
+    assert_eq!(st, 200, "{first}");
+    let (_, second) = with_headers("/v1/messages", &session("1.f9e", "Name a river."));
+    let system_tokens = first["usage"]["input_tokens"].as_u64().unwrap() + first["usage"]["cache_read_input_tokens"].as_u64().unwrap() - 20;
+    assert!(system_tokens > 300);
+    assert!(second["usage"]["cache_read_input_tokens"].as_u64().unwrap() >= system_tokens, "{}", second["usage"]);
     s.wait_idle();
 }

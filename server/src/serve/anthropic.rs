@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use looptree_engine::sampling::{FinishReason, SamplingParams};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 #[derive(Deserialize)]
@@ -68,9 +68,7 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
     let Some(max_tokens) = wire.max_tokens else {
         return Err(ApiError::invalid_param("max_tokens", "max_tokens: Field required").into());
     };
-    let offered = Offered::from_request(openai_tools(wire.tools.as_deref())?.as_ref(), openai_tool_choice(wire.tool_choice.as_ref())?.as_ref())?;
-    let messages = conversation::normalize(&openai_messages(wire.system.as_ref(), &wire.messages)?)?;
-    let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
+    let (offered, prompt) = prompt(&state, &wire)?;
     let stops = wire.stop_sequences.unwrap_or_default();
     let mut params = Map::new();
     params.insert("max_tokens".into(), json!(max_tokens));
@@ -105,6 +103,29 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
         "usage": anthropic_usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
     }))
     .into_response())
+}
+
+/// The request's tools and its conversation rendered to prompt tokens.
+fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Vec<u32>), ApiError> {
+    let offered = Offered::from_request(openai_tools(wire.tools.as_deref())?.as_ref(), openai_tool_choice(wire.tool_choice.as_ref())?.as_ref())?;
+    let messages = conversation::normalize(&openai_messages(wire.system.as_ref(), &wire.messages)?)?;
+    let prompt = conversation::prompt_tokens(state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
+    Ok((offered, prompt))
+}
+
+#[derive(Serialize)]
+struct TokenCount {
+    input_tokens: usize,
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt a `/v1/messages` request with the same
+/// body would run, counted (the rendered template and the offered tools included).
+pub async fn count_tokens(State(state): State<Shared>, body: Result<JsonBody, ApiError>) -> Result<Response, AnthropicError> {
+    let JsonBody(body) = body?;
+    let wire: MessagesWire = typed(&Value::Object(body))?;
+    state.check_model(wire.model.as_deref())?;
+    let (_, prompt) = prompt(&state, &wire)?;
+    Ok(Json(TokenCount { input_tokens: prompt.len() }).into_response())
 }
 
 /// Anthropic counts cached prompt tokens apart from `input_tokens`.
@@ -161,14 +182,27 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
     let mut out = Vec::new();
     match system {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) => out.push(json!({"role": "system", "content": s})),
-        Some(Value::Array(blocks)) => out.push(json!({"role": "system", "content": text_of(blocks, "system")?})),
-        Some(_) => return Err(ApiError::invalid_param("system", "`system` must be a string or a list of text blocks.")),
+        Some(Value::String(s)) => out.push(json!({"role": "system", "content": without_billing_header(s)})),
+        Some(Value::Array(blocks)) => out.push(json!({"role": "system", "content": system_text(blocks)?})),
+        Some(_) => return Err(ApiError::invalid_param("system", "system: Input should be a valid string or a list of text blocks")),
     }
     for (i, m) in messages.iter().enumerate() {
         let role = m["role"].as_str().unwrap_or("");
-        if role != "user" && role != "assistant" {
-            return Err(ApiError::invalid_param(&format!("messages[{i}].role"), "`role` must be \"user\" or \"assistant\"."));
+        if !matches!(role, "user" | "assistant" | "system") {
+            return Err(ApiError::invalid_param(
+                &format!("messages[{i}].role"),
+                format!("messages.{i}.role: Input should be 'user' or 'assistant'"),
+            ));
+        }
+        // Claude Code sends system turns between messages: rendered where they stand.
+        if role == "system" {
+            let text = match &m["content"] {
+                Value::String(s) => s.clone(),
+                Value::Array(blocks) => text_of(blocks, &format!("messages[{i}].content"))?,
+                _ => return Err(ApiError::invalid_param(&format!("messages[{i}].content"), format!("messages.{i}.content: Field required"))),
+            };
+            out.push(json!({"role": "system", "content": text}));
+            continue;
         }
         let blocks = match &m["content"] {
             Value::String(s) => {
@@ -195,6 +229,8 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
                     };
                     out.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}));
                 }
+                // Reasoning from an earlier turn: nothing this model can read back.
+                Some("thinking" | "redacted_thinking") => {}
                 other => {
                     return Err(ApiError::invalid_param(
                         &format!("messages[{i}].content"),
@@ -212,6 +248,40 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
         }
     }
     Ok(out)
+}
+
+/// Claude Code opens its system prompt with a block `x-anthropic-billing-header:
+/// cc_version=...; cc_entrypoint=...; ...` whose values change between sessions. It means
+/// nothing to the model, and left in it would make every session's prompt differ from
+/// the first tokens on, so no two sessions could share the cached system prompt: it is
+/// dropped before rendering.
+const BILLING_HEADER: &str = "x-anthropic-billing-header:";
+
+fn system_text(blocks: &[Value]) -> Result<String, ApiError> {
+    let mut kept = Vec::new();
+    for b in blocks {
+        let mut b = b.clone();
+        if let Some(t) = b["text"].as_str() {
+            let rest = without_billing_header(t);
+            if rest.len() != t.len() {
+                if rest.trim().is_empty() {
+                    continue;
+                }
+                b["text"] = json!(rest);
+            }
+        }
+        kept.push(b);
+    }
+    text_of(&kept, "system")
+}
+
+/// `text` without a leading billing-header line (a string system prompt may carry it).
+fn without_billing_header(text: &str) -> &str {
+    let t = text.trim_start();
+    if !t.starts_with(BILLING_HEADER) {
+        return text;
+    }
+    t.split_once('\n').map_or("", |(_, rest)| rest.trim_start_matches('\n'))
 }
 
 fn text_of(blocks: &[Value], param: &str) -> Result<String, ApiError> {
@@ -245,4 +315,22 @@ fn openai_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError>
         Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
         _ => return Err(ApiError::invalid_param("tool_choice", "`tool_choice.type` must be auto, any, tool or none.")),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_billing_header_is_dropped_wherever_it_opens_the_system_prompt() {
+        let header = "x-anthropic-billing-header: cc_version=2.0.14.abc; cc_entrypoint=cli;";
+        let blocks = vec![json!({"type": "text", "text": header}), json!({"type": "text", "text": "You are Claude Code."})];
+        assert_eq!(system_text(&blocks).unwrap(), "You are Claude Code.");
+        let joined = vec![json!({"type": "text", "text": format!("{header}\nYou are Claude Code.")})];
+        assert_eq!(system_text(&joined).unwrap(), "You are Claude Code.");
+        assert_eq!(without_billing_header(&format!("{header}\n\nRules.")), "Rules.");
+        assert_eq!(without_billing_header("Rules. x-anthropic-billing-header: a"), "Rules. x-anthropic-billing-header: a");
+        let msgs = openai_messages(Some(&json!(format!("{header}\nBe terse."))), &[json!({"role": "user", "content": "Hi"})]).unwrap();
+        assert_eq!(msgs[0]["content"], "Be terse.");
+    }
 }

@@ -26,13 +26,17 @@ struct ChatWire {
     logprobs: Option<bool>,
     tools: Option<Value>,
     tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
     user: Option<String>,
 }
 
 pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
     let wire: ChatWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
-    let offered = Offered::from_request(wire.tools.as_ref(), wire.tool_choice.as_ref())?;
+    let mut offered = Offered::from_request(wire.tools.as_ref(), wire.tool_choice.as_ref())?;
+    if let Some(o) = offered.as_mut() {
+        o.parallel = wire.parallel_tool_calls.unwrap_or(true);
+    }
     let params = sampling_params(&body, true)?;
     let messages = conversation::normalize(&wire.messages)?;
     let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;

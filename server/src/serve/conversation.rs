@@ -92,10 +92,15 @@ fn parse_arguments(call: &Value) -> Value {
 
 /// Renders the conversation with the model's template and tokenizes it.
 pub fn prompt_tokens(state: &AppState, messages: &[Value], tools: Option<&[Value]>) -> Result<Vec<u32>, ApiError> {
-    let text = state
-        .template
-        .render(messages, tools, true)
-        .map_err(|e| ApiError::invalid_param("messages", format!("The chat template rejected the conversation: {e:#}")))?;
+    let rejected = |e: anyhow::Error| ApiError::invalid_param("messages", format!("The chat template rejected the conversation: {e:#}"));
+    let text = match state.template.render(messages, tools, true) {
+        Ok(text) => text,
+        // Templates that take a system turn only first (Gemma's) refuse one later on.
+        Err(e) => match fold_late_system(messages) {
+            Some(folded) => state.template.render(&folded, tools, true).map_err(rejected)?,
+            None => return Err(rejected(e)),
+        },
+    };
     let mut ids = state.tokenizer.encode(&text, true).map_err(|e| ApiError::bad_request(format!("tokenizing: {e:#}")))?;
     // Templates that write BOS themselves, on a tokenizer that adds one too.
     if let Some(bos) = state.tokenizer.bos_id() {
@@ -104,4 +109,57 @@ pub fn prompt_tokens(state: &AppState, messages: &[Value], tools: Option<&[Value
         }
     }
     Ok(ids)
+}
+
+/// The conversation with each system turn after the first message folded into the
+/// nearest user turn (the next one, else the one before); `None` if there is none to fold.
+pub fn fold_late_system(messages: &[Value]) -> Option<Vec<Value>> {
+    let late = |i: usize, m: &Value| i > 0 && m["role"] == "system";
+    if !messages.iter().enumerate().any(|(i, m)| late(i, m)) {
+        return None;
+    }
+    let mut out: Vec<Value> = Vec::new();
+    let mut pending: Vec<String> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if late(i, m) {
+            pending.push(m["content"].as_str().unwrap_or_default().to_string());
+            continue;
+        }
+        let mut m = m.clone();
+        if m["role"] == "user" && !pending.is_empty() {
+            pending.push(m["content"].as_str().unwrap_or_default().to_string());
+            m["content"] = Value::String(std::mem::take(&mut pending).join("\n\n"));
+        }
+        out.push(m);
+    }
+    if !pending.is_empty() {
+        let last_user = out.iter_mut().rev().find(|m| m["role"] == "user")?;
+        let mut parts = vec![last_user["content"].as_str().unwrap_or_default().to_string()];
+        parts.extend(pending);
+        last_user["content"] = Value::String(parts.join("\n\n"));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn late_system_turns_fold_into_the_nearest_user_turn() {
+        let msgs = vec![
+            json!({"role": "system", "content": "S"}),
+            json!({"role": "user", "content": "u1"}),
+            json!({"role": "assistant", "content": "a1"}),
+            json!({"role": "system", "content": "mid"}),
+            json!({"role": "user", "content": "u2"}),
+            json!({"role": "system", "content": "tail"}),
+        ];
+        let f = fold_late_system(&msgs).unwrap();
+        assert_eq!(f.len(), 4);
+        assert_eq!(f[0]["content"], "S");
+        assert_eq!(f[3], json!({"role": "user", "content": "mid\n\nu2\n\ntail"}));
+        assert!(fold_late_system(&msgs[..3]).is_none());
+    }
 }

@@ -8,6 +8,7 @@ mod anthropic_stream;
 mod auth;
 mod chat;
 mod chat_stream;
+mod closed_schema;
 mod common;
 mod completions;
 mod completions_stream;
@@ -21,6 +22,13 @@ mod logprobs;
 mod metrics;
 mod models;
 mod prompt;
+mod response_store;
+mod responses;
+mod responses_events;
+mod responses_events_builder;
+mod responses_input;
+mod responses_stream;
+mod responses_types;
 mod routes;
 mod state;
 mod stream;
@@ -55,12 +63,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("the model ships no chat template; chat requests use plain ChatML");
         Arc::new(ChatTemplate::chatml_fallback())
     });
-    // What the user typed (an alias, a hub id) is the name they will send back; a file
-    // path is not, so a path serves under the model's own name.
-    let typed_name = &args.model.model;
-    let default_name = if std::path::Path::new(typed_name).exists() { loaded.name.clone() } else { typed_name.clone() };
-    let model_name = args.served_model_name.clone().unwrap_or(default_name);
-    let mut accepted_names = vec![model_name.clone(), loaded.name.clone(), args.model.model.clone()];
+    let model_name = args.served_model_names.first().cloned().unwrap_or_else(|| default_model_name(&args.model.model));
+    let mut accepted_names = args.served_model_names.clone();
+    accepted_names.extend([model_name.clone(), loaded.name.clone(), args.model.model.clone()]);
     accepted_names.sort();
     accepted_names.dedup();
     let state = Arc::new(AppState {
@@ -69,6 +74,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         template,
         model_name,
         accepted_names,
+        strict_model_name: args.strict_model_name,
         max_context,
         api_key: args.api_key.clone(),
         max_concurrent: args.max_concurrent,
@@ -77,6 +83,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         started: state::unix_now(),
         vocab_size: loaded.model.config().vocab_size,
         grammars: Default::default(),
+        responses: Default::default(),
         kv_export: args.kv_export,
         kv_peers: if args.kv_peers.is_empty() {
             None
@@ -92,6 +99,18 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(listen(args, state))
+}
+
+/// What the user typed (an alias, a hub id) is the name they will send back; a file or
+/// directory path serves under its file stem (`Qwen2.5-Coder-0.5B-Q4_K_M` for
+/// `/models/Qwen2.5-Coder-0.5B-Q4_K_M.gguf`), which is what a user would call it.
+fn default_model_name(typed: &str) -> String {
+    let path = std::path::Path::new(typed);
+    if !path.exists() {
+        return typed.to_string();
+    }
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typed.to_string())
 }
 
 async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {

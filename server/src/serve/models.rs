@@ -28,6 +28,11 @@ pub async fn get(State(state): State<Shared>, Path(id): Path<String>) -> Result<
     }
 }
 
+/// `GET /` and `HEAD /` (clients probe the base URL before their first request).
+pub async fn root() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
 /// Up as soon as the server listens: the model is loaded before the port opens.
 pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::state::Shared;
-use super::{anthropic, auth, chat, completions, kv_peers, loads, metrics, models, tokenize};
+use super::{anthropic, auth, chat, completions, kv_peers, loads, metrics, models, responses, tokenize};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
@@ -15,7 +15,10 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/messages", post(anthropic::handle))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/", get(models::root))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/health", get(models::health))

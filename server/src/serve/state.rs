@@ -17,6 +17,8 @@ pub struct AppState {
     pub model_name: String,
     /// Names a request's `model` may carry (the served name, the --model argument).
     pub accepted_names: Vec<String>,
+    /// `--strict-model-name`: refuse other names instead of serving them.
+    pub strict_model_name: bool,
     pub max_context: usize,
     pub api_key: Option<String>,
     pub max_concurrent: usize,
@@ -30,6 +32,8 @@ pub struct AppState {
     /// The grammar compiler for structured output, built on the first request that needs
     /// it (indexing the vocabulary takes a while); the error if it cannot be built.
     pub grammars: OnceLock<Result<Arc<Grammars>, String>>,
+    /// Recent responses, for the Responses API's `previous_response_id`.
+    pub responses: super::response_store::ResponseStore,
     /// Whether `POST /looptree/kv/prefix` hands out cached prefixes (`--kv-export`).
     pub kv_export: bool,
     /// Replicas asked for a prompt's prefix before it runs (`--kv-peer`).
@@ -39,17 +43,18 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    /// `model` must be absent or name the loaded model: a client pointed at the wrong
-    /// server should hear so rather than get another model's output.
+    /// Loop runners send their own model names (gpt-5-codex, claude-sonnet-...): with one
+    /// model served, any name is served by it, and the reply names the served model. With
+    /// `--strict-model-name` a name other than ours is a 404, for a client that must not
+    /// get another model's output unawares.
     pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
         match model {
-            None => Ok(()),
-            Some(m) if self.accepted_names.iter().any(|n| n == m) => Ok(()),
-            Some(m) => Err(ApiError::invalid_param(
-                "model",
+            Some(m) if self.strict_model_name && !self.accepted_names.iter().any(|n| n == m) => Err(ApiError::not_found(
                 format!("The model `{m}` does not exist; this server serves `{}`.", self.model_name),
             )
+            .param("model")
             .code("model_not_found")),
+            _ => Ok(()),
         }
     }
 

@@ -2,6 +2,7 @@
 //! and `grammar` (Lark) extensions, and forced tool calls (`tool_choice` "required" or a
 //! named function), compiled into the engine's per-fork constraint.
 
+use super::closed_schema::close_objects;
 use super::error::ApiError;
 use super::state::Shared;
 use looptree_engine::Constraint;
@@ -51,6 +52,8 @@ fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
             if !schema.is_object() && !schema.is_boolean() {
                 return Err(bad("`response_format.json_schema.schema` must be a JSON Schema object."));
             }
+            let mut schema = schema;
+            close_objects(&mut schema);
             Ok(Some(Grammar::JsonSchema(schema)))
         }
         other => Err(bad(&format!("`response_format.type` must be \"text\", \"json_object\" or \"json_schema\", not \"{other}\"."))),
@@ -65,7 +68,8 @@ fn tool_call_schema(tools: &[Value]) -> Value {
         .filter_map(|t| {
             let f = t.get("function")?;
             let name = f.get("name")?.as_str()?;
-            let params = f.get("parameters").filter(|p| p.is_object()).cloned().unwrap_or_else(|| json!({"type": "object"}));
+            let mut params = f.get("parameters").filter(|p| p.is_object()).cloned().unwrap_or_else(|| json!({"type": "object"}));
+            close_objects(&mut params);
             Some(json!({
                 "type": "object",
                 "properties": {"name": {"const": name}, "arguments": params},
@@ -147,7 +151,8 @@ mod tests {
         );
         let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
         let rf = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": true}}});
-        assert_eq!(requested(&body(rf), None).unwrap(), Some(Grammar::JsonSchema(schema)));
+        let closed = json!({"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": false});
+        assert_eq!(requested(&body(rf), None).unwrap(), Some(Grammar::JsonSchema(closed)));
         assert_eq!(requested(&body(json!({"regex": "[a-z]+"})), None).unwrap(), Some(Grammar::Regex("[a-z]+".into())));
         assert_eq!(requested(&body(json!({"grammar": "start: \"x\""})), None).unwrap(), Some(Grammar::Lark("start: \"x\"".into())));
     }

@@ -84,7 +84,7 @@ impl ToolStream {
                 Mode::Block => {
                     let Some(end) = self.held.find(CLOSE) else { return out };
                     let block: String = self.held.drain(..end + CLOSE.len()).collect();
-                    out.push(self.block_piece(offered, &block));
+                    out.extend(self.block_piece(offered, &block));
                     self.mode = Mode::Prose;
                 }
             }
@@ -97,12 +97,14 @@ impl ToolStream {
         let mut out = Vec::new();
         match self.mode {
             // A last block left open (generation stopped at the end tag) still counts.
-            Mode::Block => out.push(self.block_piece(offered, &held)),
+            Mode::Block => out.extend(self.block_piece(offered, &held)),
             Mode::Opening | Mode::Bare => match offered.parse(&held) {
                 Some((content, calls)) => {
                     push_content(&mut out, content.unwrap_or_default());
-                    let calls = self.number(calls);
-                    out.push(Piece::Calls(calls));
+                    let calls = self.number(offered, calls);
+                    if !calls.is_empty() {
+                        out.push(Piece::Calls(calls));
+                    }
                 }
                 None => push_content(&mut out, held),
             },
@@ -112,16 +114,24 @@ impl ToolStream {
     }
 
     /// One `<tool_call>...</tool_call>` block as calls, or as text if it holds no call.
-    fn block_piece(&mut self, offered: &Offered, block: &str) -> Piece {
+    /// (None: a call past the first with `parallel_tool_calls: false`, dropped.)
+    fn block_piece(&mut self, offered: &Offered, block: &str) -> Option<Piece> {
         match offered.parse(block) {
-            Some((_, calls)) if !calls.is_empty() => Piece::Calls(self.number(calls)),
-            _ => Piece::Content(block.to_string()),
+            Some((_, calls)) if !calls.is_empty() => {
+                let calls = self.number(offered, calls);
+                (!calls.is_empty()).then_some(Piece::Calls(calls))
+            }
+            _ => Some(Piece::Content(block.to_string())),
         }
     }
 
-    fn number(&mut self, calls: Vec<Value>) -> Vec<Value> {
+    /// Numbers calls by their place in the reply; with `parallel_tool_calls: false`, calls
+    /// after the first are dropped.
+    fn number(&mut self, offered: &Offered, calls: Vec<Value>) -> Vec<Value> {
+        let room = if offered.parallel { usize::MAX } else { 1usize.saturating_sub(self.calls) };
         calls
             .into_iter()
+            .take(room)
             .map(|mut c| {
                 c["index"] = json!(self.calls);
                 self.calls += 1;
@@ -249,6 +259,23 @@ mod tests {
         let (pieces, called) = run("{\"answer\": 42}", 3);
         assert!(!called);
         assert_eq!(content(&pieces), "{\"answer\": 42}");
+    }
+
+    #[test]
+    fn parallel_false_sends_only_the_first_call() {
+        let one = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>";
+        let two = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>";
+        let mut o = offered();
+        o.parallel = false;
+        let mut ts = ToolStream::new();
+        let mut pieces = ts.push(&o, &format!("{one}\n{two}"));
+        pieces.extend(ts.finish(&o));
+        let c = calls(&pieces);
+        assert_eq!(c.len(), 1, "{pieces:?}");
+        assert!(c[0]["function"]["arguments"].as_str().unwrap().contains("Oslo"));
+        let lines = "{\"name\": \"get_weather\", \"arguments\": {}}\n{\"name\": \"get_weather\", \"arguments\": {}}";
+        let (pieces, _) = run(lines, 5);
+        assert_eq!(calls(&pieces).len(), 2);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Offered {
     names: Vec<String>,
     /// `tool_choice` "required" or a named function: the reply must be a call.
     pub forced: bool,
+    /// `parallel_tool_calls`: false keeps only a reply's first call.
+    pub parallel: bool,
 }
 
 impl Offered {
@@ -41,7 +43,7 @@ impl Offered {
                 }
             }
         }
-        let mut offered = Offered { tools, names, forced: false };
+        let mut offered = Offered { tools, names, forced: false, parallel: true };
         match choice {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == "auto" => {}
@@ -58,7 +60,7 @@ impl Offered {
                     return Err(ApiError::invalid_param("tool_choice", format!("`tool_choice` names `{name}`, which is not in `tools`.")));
                 };
                 // Only the chosen tool is shown, so the model can call nothing else.
-                offered = Offered { tools: vec![offered.tools[i].clone()], names: vec![name.to_string()], forced: true };
+                offered = Offered { tools: vec![offered.tools[i].clone()], names: vec![name.to_string()], forced: true, parallel: true };
             }
         }
         Ok(Some(offered))
@@ -66,11 +68,11 @@ impl Offered {
 
     /// Splits a reply into (content, tool calls). `None`: not a tool call, keep the text.
     pub fn parse(&self, text: &str) -> Option<(Option<String>, Vec<Value>)> {
-        if text.contains(OPEN) {
-            return parse_tagged(text);
+        let (content, mut calls) = if text.contains(OPEN) { parse_tagged(text)? } else { (None, self.parse_bare(text)?) };
+        if !self.parallel {
+            calls.truncate(1);
         }
-        let calls = self.parse_bare(text)?;
-        Some((None, calls))
+        Some((content, calls))
     }
 
     /// Whether a stream should hold text back: it may still become a tool call.
@@ -81,11 +83,15 @@ impl Offered {
 
     fn parse_bare(&self, text: &str) -> Option<Vec<Value>> {
         let t = strip_fence(text.trim());
-        let v: Value = serde_json::from_str(t).ok()?;
-        let items = match v {
-            Value::Array(items) if !items.is_empty() => items,
-            obj @ Value::Object(_) => vec![obj],
-            _ => return None,
+        // One object, a list of them, or several objects one after another (one per
+        // line, as small models write parallel calls).
+        let values: Vec<Value> = serde_json::Deserializer::from_str(t).into_iter::<Value>().collect::<Result<_, _>>().ok()?;
+        let items = match <[Value; 1]>::try_from(values) {
+            Ok([Value::Array(items)]) if !items.is_empty() => items,
+            Ok([obj @ Value::Object(_)]) => vec![obj],
+            Ok(_) => return None,
+            Err(many) if !many.is_empty() && many.iter().all(Value::is_object) => many,
+            Err(_) => return None,
         };
         items
             .iter()
@@ -162,6 +168,25 @@ mod tests {
         assert!(weather().parse(r#"{"name": "other_tool", "arguments": {}}"#).is_none());
         assert!(weather().parse("The weather is nice.").is_none());
         assert!(weather().parse("```json\n{\"name\": \"get_weather\", \"arguments\": {}}\n```").is_some());
+    }
+
+    #[test]
+    fn several_json_objects_one_per_line_are_several_calls() {
+        let text = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n";
+        let (content, calls) = weather().parse(text).unwrap();
+        assert_eq!(content, None);
+        assert_eq!(calls.len(), 2);
+        assert!(calls[1]["function"]["arguments"].as_str().unwrap().contains("Rome"));
+        assert_ne!(calls[0]["id"], calls[1]["id"]);
+        // Anything else among them, and it is text.
+        assert!(weather().parse("{\"name\": \"get_weather\", \"arguments\": {}}\nand then").is_none());
+        assert!(weather().parse("{\"name\": \"get_weather\", \"arguments\": {}} {\"name\": \"nope\"}").is_none());
+        // parallel_tool_calls: false keeps the first.
+        let mut one = weather();
+        one.parallel = false;
+        assert_eq!(one.parse(text).unwrap().1.len(), 1);
+        let tagged = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call><tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>";
+        assert_eq!(one.parse(tagged).unwrap().1.len(), 1);
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! A Responses request's input, tools, tool choice and text format, turned into what the
+//! chat path already takes: chat-template messages, chat-style tools, a `response_format`.
+
+use super::error::ApiError;
+use super::extract::typed;
+use super::responses_types::{ContentPart, FunctionTool, Input, Item, MessageContent, NamespaceTool, Role, TextFormat, ToolOutput};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// `input` as items: a string is one user message.
+pub fn items(input: Option<Input>) -> Result<Vec<Item>, ApiError> {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        input: Vec<Item>,
+    }
+    match input {
+        None => Ok(Vec::new()),
+        Some(Input::Text(text)) => Ok(vec![Item::Message(super::responses_types::MessageItem {
+            role: Role::User,
+            content: MessageContent::Text(text),
+            id: None,
+            status: None,
+        })]),
+        Some(Input::Items(values)) => {
+            // `{role, content}` without a `type` is the short form of a message item.
+            let values: Vec<Value> = values
+                .into_iter()
+                .map(|mut v| {
+                    if let Some(obj) = v.as_object_mut() {
+                        if !obj.contains_key("type") && obj.contains_key("role") {
+                            obj.insert("type".into(), "message".into());
+                        }
+                    }
+                    v
+                })
+                .collect();
+            Ok(typed::<Wrapped>(&json!({ "input": values }))?.input)
+        }
+    }
+}
+
+/// The conversation as chat-template messages: `instructions` first as the system turn,
+/// developer items as system turns, a run of function calls as one assistant turn's
+/// `tool_calls`, each call's output as a `tool` turn.
+pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    let mut out: Vec<Value> = Vec::new();
+    if let Some(text) = instructions.filter(|t| !t.is_empty()) {
+        out.push(json!({"role": "system", "content": text}));
+    }
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Item::Message(m) => {
+                let role = match m.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                    Role::System | Role::Developer => "system",
+                };
+                let text = match &m.content {
+                    MessageContent::Text(t) => t.clone(),
+                    MessageContent::Parts(parts) => parts_text(parts, &format!("input[{i}].content"))?,
+                };
+                out.push(json!({"role": role, "content": text}));
+            }
+            Item::FunctionCall(c) => {
+                let call = json!({"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}});
+                // Calls right after an assistant turn belong to it (text, then calls).
+                match out.last_mut().filter(|m| m["role"] == "assistant") {
+                    Some(prev) => match prev.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                        Some(calls) => calls.push(call),
+                        None => prev["tool_calls"] = json!([call]),
+                    },
+                    // Empty text, not null: templates without tool support concatenate it.
+                    None => out.push(json!({"role": "assistant", "content": "", "tool_calls": [call]})),
+                }
+            }
+            Item::FunctionCallOutput(o) => {
+                let text = match &o.output {
+                    ToolOutput::Text(t) => t.clone(),
+                    ToolOutput::Parts(parts) => parts_text(parts, &format!("input[{i}].output"))?,
+                };
+                out.push(json!({"role": "tool", "tool_call_id": o.call_id, "content": text}));
+            }
+            Item::Reasoning(_) => {}
+        }
+    }
+    if out.iter().all(|m| m["role"] == "system") {
+        return Err(ApiError::invalid_param("input", "`input` must hold at least one message or function call output."));
+    }
+    Ok(out)
+}
+
+fn parts_text(parts: &[ContentPart], param: &str) -> Result<String, ApiError> {
+    let mut texts = Vec::new();
+    for p in parts {
+        match p {
+            ContentPart::InputText { text } | ContentPart::OutputText { text, .. } => texts.push(text.as_str()),
+            ContentPart::Refusal { refusal } => texts.push(refusal.as_str()),
+            ContentPart::InputImage(_) | ContentPart::InputFile(_) => {
+                return Err(ApiError::invalid_param(param, "This model reads text only: input_image and input_file parts are not supported."))
+            }
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+/// Function tools in the chat shape. A namespace's functions are offered under their own
+/// names. Tools the model cannot call (hosted search, custom, local_shell, ...) are
+/// skipped with a warning: a runner that offers them still gets served.
+pub fn chat_tools(tools: Option<&[Value]>) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for (i, t) in tools.unwrap_or_default().iter().enumerate() {
+        add_tool(t, &format!("tools[{i}]"), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn add_tool(t: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
+    let with_param = |e: ApiError| ApiError::invalid_param(param, e.message);
+    match t.get("type").and_then(Value::as_str) {
+        Some("function") => {
+            let f: FunctionTool = typed(t).map_err(with_param)?;
+            let parameters = f.parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            out.push(json!({"type": "function", "function": {"name": f.name, "description": f.description, "parameters": parameters}}));
+        }
+        Some("namespace") => {
+            let ns: NamespaceTool = typed(t).map_err(with_param)?;
+            for (j, inner) in ns.tools.iter().enumerate() {
+                add_tool(inner, &format!("{param}.tools[{j}]"), out)?;
+            }
+        }
+        Some(kind) => tracing::warn!(tool = kind, "skipping a tool of a type this server cannot call"),
+        None => return Err(ApiError::invalid_param(param, "each tool needs a `type`.")),
+    }
+    Ok(())
+}
+
+/// `tool_choice` in the chat shape. A choice of a hosted tool we skipped leaves the
+/// choice to the model.
+pub fn chat_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    match choice {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => Ok(Some(json!(s))),
+        Some(v) if v.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = v.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid_param("tool_choice", "`tool_choice` of type function needs a `name`.")
+            })?;
+            Ok(Some(json!({"type": "function", "function": {"name": name}})))
+        }
+        Some(v) if v.get("type").is_some_and(Value::is_string) => {
+            tracing::warn!(choice = %v, "tool_choice names a tool this server cannot call; the model chooses");
+            Ok(None)
+        }
+        Some(_) => Err(ApiError::invalid_param("tool_choice", "`tool_choice` must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": ...}.")),
+    }
+}
+
+/// `text.format` as the chat `response_format` the structured-output path reads.
+pub fn response_format(format: Option<&TextFormat>) -> Map<String, Value> {
+    let mut body = Map::new();
+    let rf = match format {
+        None | Some(TextFormat::Text) => return body,
+        Some(TextFormat::JsonObject) => json!({"type": "json_object"}),
+        Some(TextFormat::JsonSchema { schema, .. }) => json!({"type": "json_schema", "json_schema": {"schema": schema}}),
+    };
+    body.insert("response_format".into(), rf);
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_become_chat_turns() {
+        let input = Input::Items(vec![
+            json!({"role": "developer", "content": "Be brief."}),
+            json!({"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]}),
+            json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]}),
+            json!({"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}),
+            json!({"type": "function_call", "call_id": "c2", "name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}),
+            json!({"type": "function_call_output", "call_id": "c1", "output": "sunny"}),
+            json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "x"}),
+        ]);
+        let items = items(Some(input)).unwrap();
+        let msgs = messages(&items, Some("You help.")).unwrap();
+        assert_eq!(msgs[0], json!({"role": "system", "content": "You help."}));
+        assert_eq!(msgs[1], json!({"role": "system", "content": "Be brief."}));
+        assert_eq!(msgs[2], json!({"role": "user", "content": "Weather?"}));
+        assert_eq!(msgs[3]["content"], "Checking.");
+        assert_eq!(msgs[3]["tool_calls"].as_array().unwrap().len(), 2);
+        assert_eq!(msgs[3]["tool_calls"][1]["id"], "c2");
+        assert_eq!(msgs[4], json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}));
+        assert_eq!(msgs.len(), 5);
+    }
+
+    #[test]
+    fn bad_items_name_the_field() {
+        let e = items(Some(Input::Items(vec![json!({"type": "bogus"})]))).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.param.unwrap().starts_with("input"));
+        let img = Input::Items(vec![json!({"role": "user", "content": [{"type": "input_image", "image_url": "x"}]})]);
+        let e = messages(&items(Some(img)).unwrap(), None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[0].content"));
+        assert!(messages(&[], Some("only instructions")).is_err());
+    }
+
+    #[test]
+    fn tools_namespace_and_skipped_kinds() {
+        let tools = vec![
+            json!({"type": "function", "name": "shell", "parameters": {"type": "object"}}),
+            json!({"type": "namespace", "name": "mcp__fs", "tools": [{"type": "function", "name": "read_file"}]}),
+            json!({"type": "web_search"}),
+            json!({"type": "local_shell"}),
+            json!({"type": "custom", "name": "apply_patch"}),
+        ];
+        let out = chat_tools(Some(&tools)).unwrap();
+        let names: Vec<_> = out.iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["shell", "read_file"]);
+        assert!(chat_tools(Some(&[json!({"type": "function"})])).unwrap_err().param.unwrap().starts_with("tools[0]"));
+        assert_eq!(chat_tool_choice(Some(&json!({"type": "function", "name": "shell"}))).unwrap(), Some(json!({"type": "function", "function": {"name": "shell"}})));
+        assert_eq!(chat_tool_choice(Some(&json!({"type": "web_search_preview"}))).unwrap(), None);
+        assert_eq!(chat_tool_choice(Some(&json!("required"))).unwrap(), Some(json!("required")));
+        assert!(chat_tool_choice(Some(&json!(5))).is_err());
+    }
+}

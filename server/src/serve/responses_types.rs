@@ -1,0 +1,290 @@
+//! The Responses API's wire types (`POST /v1/responses`): the request as clients send it
+//! (Codex CLI, the Agents SDK, `client.responses`), and the response object and output
+//! items we send back. Fields we do not act on are accepted and ignored, as OpenAI does
+//! for fields a model does not support.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Deserialize, Debug, Default)]
+pub struct CreateResponse {
+    pub model: Option<String>,
+    pub input: Option<Input>,
+    pub instructions: Option<String>,
+    /// Kept raw: tool types we cannot call are skipped, not refused (see responses_input).
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
+    pub max_output_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub text: Option<TextConfig>,
+    pub stream: Option<bool>,
+    /// Default true, as OpenAI's: the response is kept for `previous_response_id`.
+    pub store: Option<bool>,
+    pub previous_response_id: Option<String>,
+    // `include` (encrypted reasoning, logprobs) asks for output this server does not
+    // produce: like any other unknown field, it is ignored.
+    /// The cache-locality key: used as the engine's session key, like `user`.
+    pub prompt_cache_key: Option<String>,
+    pub user: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// `input`: a string (one user message) or a list of items.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum Input {
+    Text(String),
+    Items(Vec<Value>),
+}
+
+/// An input item, typed after a missing `type` on a `{role, content}` object is read as
+/// `message` (the "easy" input message form).
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Item {
+    Message(MessageItem),
+    FunctionCall(FunctionCallItem),
+    FunctionCallOutput(FunctionCallOutputItem),
+    /// A reasoning item from an earlier turn: it carries nothing a local model renders.
+    Reasoning(Value),
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+pub struct MessageItem {
+    pub role: Role,
+    pub content: MessageContent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+    Developer,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    InputText { text: String },
+    OutputText {
+        text: String,
+        #[serde(default)]
+        annotations: Vec<Value>,
+        #[serde(default)]
+        logprobs: Vec<Value>,
+    },
+    Refusal { refusal: String },
+    InputImage(Value),
+    InputFile(Value),
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+pub struct FunctionCallItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub call_id: String,
+    pub name: String,
+    /// A JSON string, as the model wrote it.
+    pub arguments: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+pub struct FunctionCallOutputItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub call_id: String,
+    pub output: ToolOutput,
+}
+
+/// A tool's output: a string, or a list of content parts (text is kept).
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum ToolOutput {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+pub struct FunctionTool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// Codex groups MCP functions as `{"type": "namespace", "name", "tools": [...]}`; the
+/// functions are offered under their own names, so the namespace's name is not read.
+#[derive(Deserialize, Debug)]
+pub struct NamespaceTool {
+    pub tools: Vec<Value>,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
+pub struct TextConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<TextFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verbosity: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TextFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        schema: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strict: Option<bool>,
+    },
+}
+
+/// The response object, in every non-streamed reply and in the stream's lifecycle events.
+#[derive(Serialize, Debug, Clone)]
+pub struct ResponseObject {
+    pub id: String,
+    pub object: &'static str,
+    pub created_at: u64,
+    pub status: Status,
+    pub error: Option<ResponseError>,
+    pub incomplete_details: Option<IncompleteDetails>,
+    pub instructions: Option<String>,
+    pub max_output_tokens: Option<usize>,
+    pub model: String,
+    pub output: Vec<OutputItem>,
+    pub parallel_tool_calls: bool,
+    pub previous_response_id: Option<String>,
+    pub store: bool,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub text: TextConfig,
+    pub tool_choice: Value,
+    pub tools: Vec<Value>,
+    pub truncation: &'static str,
+    pub usage: Option<ResponseUsage>,
+    pub user: Option<String>,
+    pub metadata: Value,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    InProgress,
+    Completed,
+    Incomplete,
+    Failed,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct ResponseError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct IncompleteDetails {
+    pub reason: &'static str,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct ResponseUsage {
+    pub input_tokens: usize,
+    pub input_tokens_details: InputTokensDetails,
+    pub output_tokens: usize,
+    pub output_tokens_details: OutputTokensDetails,
+    pub total_tokens: usize,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct InputTokensDetails {
+    pub cached_tokens: usize,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct OutputTokensDetails {
+    pub reasoning_tokens: usize,
+}
+
+impl ResponseUsage {
+    pub fn new(input: usize, output: usize, cached: usize) -> Self {
+        ResponseUsage {
+            input_tokens: input,
+            input_tokens_details: InputTokensDetails { cached_tokens: cached },
+            output_tokens: output,
+            output_tokens_details: OutputTokensDetails::default(),
+            total_tokens: input + output,
+        }
+    }
+}
+
+/// An output item: the assistant's text, or one function call.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputItem {
+    Message { id: String, status: &'static str, role: &'static str, content: Vec<OutputText> },
+    FunctionCall { id: String, call_id: String, name: String, arguments: String, status: &'static str },
+}
+
+/// `{"type": "output_text", "text", "annotations": []}`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct OutputText {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+    pub annotations: Vec<Value>,
+    pub logprobs: Vec<Value>,
+}
+
+impl OutputText {
+    pub fn new(text: String) -> Self {
+        OutputText { kind: "output_text", text, annotations: Vec::new(), logprobs: Vec::new() }
+    }
+}
+
+impl OutputItem {
+    /// The same item as an input item, to replay it in a later turn's conversation.
+    pub fn as_input(&self) -> Item {
+        match self {
+            OutputItem::Message { id, content, .. } => Item::Message(MessageItem {
+                role: Role::Assistant,
+                content: MessageContent::Parts(
+                    content
+                        .iter()
+                        .map(|c| ContentPart::OutputText { text: c.text.clone(), annotations: Vec::new(), logprobs: Vec::new() })
+                        .collect(),
+                ),
+                id: Some(id.clone()),
+                status: None,
+            }),
+            OutputItem::FunctionCall { id, call_id, name, arguments, .. } => Item::FunctionCall(FunctionCallItem {
+                id: Some(id.clone()),
+                call_id: call_id.clone(),
+                name: name.clone(),
+                arguments: arguments.clone(),
+                status: None,
+            }),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Loop runners' own clients against the real server: the official `openai` client's
+//! Responses API, the `anthropic` client (messages, count_tokens, tools) and the OpenAI
+//! Agents SDK (tests/python/loop_runners.py).
+
+mod common;
+
+use common::Server;
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn loop_runner_python_clients() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Installs the clients on first use (a cached venv); see scripts/openai-venv.sh.
+    let out = Command::new("bash").arg(root.join("scripts/openai-venv.sh")).output().expect("run openai-venv.sh");
+    assert!(out.status.success(), "openai-venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let s = Server::start(&[]);
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/loop_runners.py"))
+        .arg(&s.base)
+        .arg("smollm2-135m")
+        .output()
+        .expect("run the Python clients");
+    assert!(
+        out.status.success(),
+        "loop-runner client checks failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait_idle();
+}
