@@ -1,6 +1,8 @@
 //! Hostile GGUF files: each defect is a clear error from the header check (and from
 //! `GgufWeights::open`), never a panic or an oversized allocation.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Cursor;
 
@@ -108,6 +110,19 @@ fn the_base_file_is_valid_and_loads() {
         .dequantize(&Device::Cpu)
         .unwrap();
     assert_eq!(b.dims(), [2, 32]);
+}
+
+#[test]
+fn the_real_model_files_pass() {
+    for file in [
+        common::SMOLLM2,
+        common::QWEN,
+        common::GEMMA,
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    ] {
+        let w = GgufWeights::open(&common::model_path(file), &Device::Cpu).unwrap();
+        assert!(!w.content.tensor_infos.is_empty());
+    }
 }
 
 #[test]
