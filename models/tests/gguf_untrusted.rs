@@ -428,9 +428,7 @@ fn vocab(model: &str, tokens: &[&str], types: &[i32], merges: &[&str]) -> gguf_f
 fn vocab_err(ct: &gguf_file::Content) -> String {
     format!(
         "{:#}",
-        Tokenizer::from_gguf(ct)
-            .err()
-            .expect("built a bad vocabulary")
+        Tokenizer::from_gguf(ct).expect_err("built a bad vocabulary")
     )
 }
 
