@@ -12,6 +12,7 @@ pub mod detok;
 pub mod embedding;
 pub mod fused_linear;
 pub mod gemma3;
+pub mod gguf_check;
 pub mod layer_ops;
 pub mod llama;
 pub mod loader;

@@ -140,16 +140,13 @@ pub struct GgufWeights {
 
 impl GgufWeights {
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        // candle's reader trusts the header; a hostile or truncated file is refused first.
+        let layout = crate::gguf_check::check_file(path)?;
         let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let content = gguf_file::Content::read(&mut file)
             .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
-        let size = file.metadata()?.len();
-        // A truncated download parses (the header is intact) but its tensors run past the end.
-        for (name, info) in &content.tensor_infos {
-            let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
-            if content.tensor_data_offset + info.offset + bytes as u64 > size {
-                bail!("{} is truncated: tensor `{name}` runs past the end of the file", path.display());
-            }
+        if content.tensor_data_offset != layout.data_offset || content.tensor_infos.len() != layout.tensors {
+            bail!("{}: candle reads the GGUF header differently from looptree's check", path.display());
         }
         Ok(Self { content, file, path: path.to_path_buf(), device: device.clone() })
     }

@@ -24,6 +24,7 @@ mod token_type {
     pub const UNKNOWN: i64 = 2;
     pub const CONTROL: i64 = 3;
     pub const USER_DEFINED: i64 = 4;
+    pub const BYTE: i64 = 6;
 }
 
 /// SentencePiece's visible space.
@@ -34,6 +35,7 @@ pub(crate) fn build(ct: &Content) -> Result<(tokenizers::Tokenizer, Specials)> {
     let model = meta.string("tokenizer.ggml.model")?;
     let tokens = meta.tokens()?;
     let types = meta.token_types(tokens.len())?;
+    check_byte_tokens(&tokens, &types)?;
 
     let (mut tk, default_add_bos) = match model {
         "gpt2" => byte_level_bpe(&meta, &tokens)?,
@@ -188,6 +190,19 @@ fn sentencepiece_bpe(
     Ok((tk, true))
 }
 
+/// Byte-fallback decoding reads a byte token's value from its text: a byte token must be
+/// spelled `<0xNN>`.
+fn check_byte_tokens(tokens: &[String], types: &[i64]) -> Result<()> {
+    for (i, (text, &ty)) in tokens.iter().zip(types).enumerate() {
+        let hex = text.strip_prefix("<0x").and_then(|t| t.strip_suffix('>'));
+        let ok = hex.is_some_and(|h| h.len() == 2 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if ty == token_type::BYTE && !ok {
+            bail!("GGUF tokenizer.ggml.tokens[{i}] = {text:?} is a byte token not spelled <0xNN>");
+        }
+    }
+    Ok(())
+}
+
 fn vocab(tokens: &[String]) -> Vocab {
     tokens
         .iter()
@@ -252,7 +267,10 @@ impl Meta<'_> {
     /// The vocabulary; empty texts get a placeholder so every id has a distinct text.
     fn tokens(&self) -> Result<Vec<String>> {
         let texts = self.strings("tokenizer.ggml.tokens")?;
-        Ok(texts
+        if u32::try_from(texts.len()).is_err() {
+            bail!("GGUF has {} tokens, more than 32-bit ids can number", texts.len());
+        }
+        let tokens: Vec<String> = texts
             .into_iter()
             .enumerate()
             .map(|(i, t)| {
@@ -262,7 +280,16 @@ impl Meta<'_> {
                     t.to_string()
                 }
             })
-            .collect())
+            .collect();
+        // A repeated text would leave one of its ids without an entry (and the vocabulary
+        // smaller than the model's rows).
+        let mut seen = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            if let Some(first) = seen.insert(t.as_str(), i) {
+                bail!("GGUF tokenizer.ggml.tokens[{i}] = {t:?} repeats tokens[{first}]");
+            }
+        }
+        Ok(tokens)
     }
 
     fn token_types(&self, n: usize) -> Result<Vec<i64>> {
