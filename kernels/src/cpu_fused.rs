@@ -211,6 +211,36 @@ unsafe fn silu_mul_row_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
     }
 }
 
+/// `gelu(gate) * up` on slices, with candle's tanh-approximated `gelu` (Gemma's MLP): row r
+/// of gate is `gate.0[r * gate.1..][..cols]` (a slice and its row stride), the same for
+/// `up`; `out` is `[rows, cols]`, contiguous.
+pub fn gelu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
+    let ((g, g_stride), (u, u_stride)) = (gate, up);
+    let rows = if cols == 0 { 0 } else { out.len() / cols };
+    assert!(rows == 0 || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
+        for r in r0..r1 {
+            // SAFETY: each task writes only its own rows.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
+            let (g, u) = (&g[r * g_stride..][..cols], &u[r * u_stride..][..cols]);
+            gelu_mul_row(g, u, o);
+        }
+    });
+}
+
+/// candle's f32 `gelu` formula, operation for operation, times `u`: bit for bit the tensor
+/// path's `gate.gelu()? * up`. Scalar (libm's tanh): a polynomial tanh would break that
+/// identity, and the MLP's matmuls dwarf it.
+fn gelu_mul_row(g: &[f32], u: &[f32], o: &mut [f32]) {
+    // candle's constant, digit for digit.
+    #[allow(clippy::excessive_precision)]
+    const SQRT_TWO_OVER_PI: f32 = 0.79788456080286535587989211986876373;
+    for ((o, &v), &u) in o.iter_mut().zip(g).zip(u) {
+        *o = 0.5 * v * (1.0 + f32::tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v))) * u;
+    }
+}
+
 /// Calls `f(data, row_stride)` where row r of `t` (last dimension) is
 /// `data[r * row_stride..][..cols]`: in place for a CPU f32 tensor whose rows are each
 /// contiguous and evenly spaced (a column slice of a matrix), through a copy otherwise.
@@ -359,6 +389,25 @@ mod tests {
         let mut at3 = vec![0f32; 24];
         super::silu_mul_rows((&shifted(&vals)[..], 24), (&shifted(&ups)[..], 24), 24, &mut at3);
         assert_eq!(at0, at3[3..]);
+    }
+
+    #[test]
+    fn gelu_mul_is_candle_gelu_times_up_exactly_on_column_slices_too() {
+        for rows in [1, 3, 64] {
+            let fused = random(&[rows, 2 * 2048], rows as u64 + 30);
+            let (gate, up) = (fused.narrow(1, 0, 2048).unwrap(), fused.narrow(1, 2048, 2048).unwrap());
+            let theirs = (gate.gelu().unwrap() * &up).unwrap();
+            let data = fused.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut ours = vec![0f32; rows * 2048];
+            super::gelu_mul_rows((&data[..], 4096), (&data[2048..], 4096), 2048, &mut ours);
+            let ours = Tensor::from_vec(ours, (rows, 2048), &Device::Cpu).unwrap();
+            assert_eq!(max_rel_diff(&ours, &theirs), 0.0, "{rows} rows");
+        }
+        // Far out: tanh saturates to ±1 (gelu is 0 or the identity), and zeros stay zeros.
+        let g = [-200f32, -30.0, -0.0, 0.0, 30.0, 200.0];
+        let mut o = [1f32; 6];
+        super::gelu_mul_rows((&g[..], 6), (&[1f32; 6][..], 6), 6, &mut o);
+        assert_eq!(o, [-0.0, -0.0, -0.0, 0.0, 30.0, 200.0]);
     }
 
     #[test]
