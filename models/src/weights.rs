@@ -61,14 +61,23 @@ impl Linear {
         matches!(self.weight, Weight::Q4_1(_) | Weight::Q5_0(_) | Weight::Q8_0(_))
     }
 
-    /// [`Linear::forward`] on slices, for own CPU kernels only: `out` (`[m, n]`) = the `m`
-    /// rows of `x` (`[m, k]`) times Wᵀ, plus the bias; the same arithmetic, no allocation.
+    /// [`Linear::forward`] on slices, on the CPU: `out` (`[m, n]`) = the `m` rows of `x`
+    /// (`[m, k]`) times Wᵀ, plus the bias; the same arithmetic, and no allocation on an own
+    /// kernel.
     pub fn forward_rows(&self, x: &[f32], m: usize, out: &mut [f32]) -> candle_core::Result<()> {
         match &self.weight {
             Weight::Q4_1(w) => w.matmul_into(x, m, out),
             Weight::Q5_0(w) => w.matmul_into(x, m, out),
             Weight::Q8_0(w) => w.matmul_into(x, m, out),
-            Weight::Candle(_) => candle_core::bail!("forward_rows: a weight on candle's kernels"),
+            Weight::Candle(_) => {
+                // candle's kernels take tensors: the rows wrapped as one (a copy), the product
+                // (bias included) copied back; the same arithmetic as `forward`.
+                if m == 0 {
+                    return Ok(());
+                }
+                let x = Tensor::from_slice(x, (m, x.len() / m), &Device::Cpu)?;
+                return looptree_kernels::cpu_fused::with_f32(&self.forward(&x)?, |y| out.copy_from_slice(y));
+            }
         }
         if let Some(b) = &self.bias {
             looptree_kernels::cpu_fused::with_f32(b, |b| {
