@@ -171,7 +171,7 @@ impl Gemma3 {
             let attn = step.attend(&q, kv, l, &shape)?;
             x = (x + self.rms_norm(&layer.o.forward(&attn)?, &layer.post_attn_norm)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
-            let mlp = (layer.gate.forward(&h)?.gelu()? * layer.up.forward(&h)?)?;
+            let mlp = crate::layer_ops::gelu_mul(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             x = (x + self.rms_norm(&layer.down.forward(&mlp)?, &layer.post_ffn_norm)?)?;
         }
         crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)

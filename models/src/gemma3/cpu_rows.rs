@@ -5,7 +5,8 @@
 //!
 //! Every value goes through the same arithmetic, in the same order, as the tensor path in
 //! `gemma3.rs` (the same kernels: the per-head q/k norms are `rms_norm_rows` over
-//! head-sized rows, as the tensor path's norm of `[n, heads, head_dim]`), so the two give
+//! head-sized rows, as the tensor path's norm of `[n, heads, head_dim]`, and the MLP's
+//! `gelu_mul_rows` is under the tensor path's `layer_ops::gelu_mul`), so the two give
 //! bit-identical logits; `tests/tests/gemma3_rows_path.rs` checks it.
 
 use super::Gemma3;
