@@ -1,5 +1,5 @@
-//! RMSNorm, rotary embedding and `silu(gate) * up` for CPU f32 tensors, on looptree's
-//! thread [`team`].
+//! RMSNorm, rotary embedding, `silu(gate) * up` and `gelu(gate) * up` for CPU f32
+//! tensors, on looptree's thread [`team`].
 //!
 //! candle's versions fan out on rayon (RMSNorm, RoPE) or on candle's own spinning pool
 //! (element-wise ops of 64k elements and more); in a step that wakes another pool's idle
@@ -211,6 +211,88 @@ unsafe fn silu_mul_row_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
     }
 }
 
+/// `gelu(gate) * up` of two `[.., n]` tensors of the same shape, with candle's
+/// tanh-approximated `gelu` (Gemma's MLP); either may be a column slice of a wider matrix.
+pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if gate.dims() != up.dims() || gate.rank() == 0 {
+        bail!("gelu_mul: gate {:?} and up {:?}", gate.dims(), up.dims());
+    }
+    let cols = gate.dims()[gate.rank() - 1];
+    let rows = gate.elem_count() / cols.max(1);
+    let out = with_rows(gate, |g, g_stride| {
+        with_rows(up, |u, u_stride| {
+            let mut out = vec![0f32; rows * cols];
+            gelu_mul_rows((g, g_stride), (u, u_stride), cols, &mut out);
+            out
+        })
+    })??;
+    Tensor::from_vec(out, gate.dims(), &Device::Cpu)
+}
+
+/// [`gelu_mul`] on slices: row r of gate is `gate.0[r * gate.1..][..cols]` (a slice and its
+/// row stride), the same for `up`; `out` is `[rows, cols]`, contiguous.
+pub fn gelu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
+    let ((g, g_stride), (u, u_stride)) = (gate, up);
+    let rows = out.len().checked_div(cols).unwrap_or(0);
+    assert!(rows == 0 || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
+        for r in r0..r1 {
+            // SAFETY: each task writes only its own rows.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
+            let (g, u) = (&g[r * g_stride..][..cols], &u[r * u_stride..][..cols]);
+            gelu_mul_row(g, u, o);
+        }
+    });
+}
+
+// candle's constant, digit for digit.
+#[allow(clippy::excessive_precision)]
+const SQRT_TWO_OVER_PI: f32 = 0.79788456080286535587989211986876373;
+
+/// `0.5·v·(1 + tanh(y)) · u` with `y = √(2/π)·v·(1 + 0.044715·v²)`. With AVX2 it is the
+/// same value as `v / (1 + e^(−2y)) · u`, e^x from the polynomial (libm's tanh per element
+/// was most of the MLP's non-matmul time), a row's last partial group of 8 padded through
+/// the same lanes so an element's result never depends on its column; otherwise candle's
+/// formula, operation for operation.
+fn gelu_mul_row(g: &[f32], u: &[f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::x86::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA checked; the three slices have the same length.
+        return unsafe { gelu_mul_row_avx2(g, u, o) };
+    }
+    for ((o, &v), &u) in o.iter_mut().zip(g).zip(u) {
+        *o = 0.5 * v * (1.0 + f32::tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v))) * u;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_mul_row_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(g.len() == o.len() && u.len() == o.len());
+    let eight = |g: *const f32, u: *const f32, o: *mut f32| {
+        let v = _mm256_loadu_ps(g);
+        let cubic = _mm256_fmadd_ps(_mm256_set1_ps(0.044715), _mm256_mul_ps(v, v), _mm256_set1_ps(1.0));
+        let minus_2y = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0 * SQRT_TWO_OVER_PI), v), cubic);
+        let e = crate::x86::exp_ps(minus_2y);
+        let gelu = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        _mm256_storeu_ps(o, _mm256_mul_ps(gelu, _mm256_loadu_ps(u)));
+    };
+    let full = o.len() / 8 * 8;
+    for i in (0..full).step_by(8) {
+        eight(g.as_ptr().add(i), u.as_ptr().add(i), o.as_mut_ptr().add(i));
+    }
+    if full < o.len() {
+        let rest = o.len() - full;
+        let (mut gp, mut up, mut op) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+        gp[..rest].copy_from_slice(&g[full..]);
+        up[..rest].copy_from_slice(&u[full..]);
+        eight(gp.as_ptr(), up.as_ptr(), op.as_mut_ptr());
+        o[full..].copy_from_slice(&op[..rest]);
+    }
+}
+
 /// Calls `f(data, row_stride)` where row r of `t` (last dimension) is
 /// `data[r * row_stride..][..cols]`: in place for a CPU f32 tensor whose rows are each
 /// contiguous and evenly spaced (a column slice of a matrix), through a copy otherwise.
@@ -362,8 +444,44 @@ mod tests {
     }
 
     #[test]
+    fn gelu_mul_is_candle_gelu_times_up_on_column_slices_too() {
+        for rows in [1, 3, 64] {
+            let fused = random(&[rows, 2 * 2048], rows as u64 + 30);
+            let fused = (fused * 3.0).unwrap(); // out to ±6, past where tanh saturates
+            let (gate, up) = (fused.narrow(1, 0, 2048).unwrap(), fused.narrow(1, 2048, 2048).unwrap());
+            let ours = super::gelu_mul(&gate, &up).unwrap();
+            let theirs = (gate.gelu().unwrap() * &up).unwrap();
+            assert!(max_rel_diff(&ours, &theirs) <= silu_tolerance(), "{rows} rows: {}", max_rel_diff(&ours, &theirs));
+        }
+        let (g, u) = (random(&[2, 3, 44], 1), random(&[2, 3, 44], 2));
+        let theirs = (g.gelu().unwrap() * &u).unwrap();
+        assert!(max_rel_diff(&super::gelu_mul(&g, &u).unwrap(), &theirs) <= silu_tolerance(), "rank 3");
+        // Far out: gelu is (about) 0 below and the identity above; zeros stay zeros.
+        let g = Tensor::new(&[[-200f32, -30.0, -0.0, 0.0, 30.0, 200.0, 1.0, -1.0]], &Device::Cpu).unwrap();
+        let u = Tensor::ones((1, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let ours = super::gelu_mul(&g, &u).unwrap().to_vec2::<f32>().unwrap()[0].clone();
+        assert!(ours[..2].iter().all(|v| v.abs() < 1e-30), "{ours:?}");
+        assert_eq!(&ours[2..6], &[0.0, 0.0, 30.0, 200.0]);
+        let theirs = (g.gelu().unwrap() * &u).unwrap().to_vec2::<f32>().unwrap()[0].clone();
+        assert!((ours[6] - theirs[6]).abs() <= 2.0 * f32::EPSILON && (ours[7] - theirs[7]).abs() <= 2.0 * f32::EPSILON);
+    }
+
+    #[test]
+    fn gelu_mul_of_an_element_does_not_depend_on_its_column() {
+        let vals: Vec<f32> = (0..21).map(|i| (i as f32 - 10.0) * 0.731).collect();
+        let ups: Vec<f32> = (0..21).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let mut at0 = vec![0f32; 21];
+        super::gelu_mul_rows((&vals[..], 21), (&ups[..], 21), 21, &mut at0);
+        let shifted = |v: &[f32]| [&[5.0, -5.0, 0.5][..], v].concat();
+        let mut at3 = vec![0f32; 24];
+        super::gelu_mul_rows((&shifted(&vals)[..], 24), (&shifted(&ups)[..], 24), 24, &mut at3);
+        assert_eq!(at0, at3[3..]);
+    }
+
+    #[test]
     fn mismatched_shapes_are_errors() {
         assert!(super::silu_mul(&random(&[2, 8], 1), &random(&[2, 7], 1)).is_err());
+        assert!(super::gelu_mul(&random(&[2, 8], 1), &random(&[2, 7], 1)).is_err());
         assert!(super::rms_norm(&random(&[2, 8], 1), &random(&[7], 1), 1e-5).is_err());
         assert!(super::rope(&random(&[2, 1, 8], 1), &random(&[2, 3], 1), &random(&[2, 4], 1), false).is_err());
     }

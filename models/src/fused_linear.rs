@@ -20,14 +20,6 @@ impl FusedLinear {
         }
     }
 
-    /// Whether every part runs on one of looptree's own CPU kernels (the rows path).
-    pub fn has_own_cpu_kernels(&self) -> bool {
-        match self {
-            FusedLinear::One { linear, .. } => linear.has_own_cpu_kernel(),
-            FusedLinear::Each(parts) => parts.iter().all(Linear::has_own_cpu_kernel),
-        }
-    }
-
     /// The parts' outputs side by side in `out` (`[m, total]`), as [`FusedLinear::forward`]
     /// gives them: one matmul where the parts were joined, else one per part, each into
     /// its columns.

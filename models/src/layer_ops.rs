@@ -23,3 +23,12 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     }
     candle_nn::ops::silu(gate)? * up
 }
+
+/// `gelu(gate) * up` (candle's tanh approximation): in one pass over the threads on the
+/// CPU, where the rows path (`gemma3/cpu_rows.rs`) runs the same kernel.
+pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32 {
+        return looptree_kernels::cpu_fused::gelu_mul(gate, up);
+    }
+    gate.gelu()? * up
+}

@@ -18,6 +18,7 @@ pub mod llama;
 pub mod loader;
 pub mod resolve;
 pub mod rope;
+mod row_buffers;
 pub mod structured;
 pub mod tokenizer;
 pub mod weights;

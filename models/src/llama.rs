@@ -64,7 +64,7 @@ impl Llama {
         let config = arch.model_config(eos_token_ids);
         let rope = Rope::new(&arch);
         let mut model = Self { arch, config, device, embed, layers, norm, lm_head, rope, cpu_rows: None };
-        if model.weights_fit_cpu_rows() {
+        if model.device.is_cpu() {
             model.cpu_rows = Some(Mutex::new(cpu_rows::Workspace::default()));
         }
         Ok(model)
@@ -131,7 +131,8 @@ impl Model for Llama {
 }
 
 impl Llama {
-    /// The step on candle tensors: every device, every weight type.
+    /// The step on candle tensors: the GPU path, and on the CPU the rows path's test oracle
+    /// ([`Llama::without_cpu_rows`]).
     fn forward_tensors(&self, batch: &Batch, kv: &mut KvPool, step: &AttentionStep) -> candle_core::Result<Tensor> {
         let dev = &self.device;
         let a = &self.arch;

@@ -47,14 +47,9 @@ impl Linear {
         }
     }
 
-    /// Whether [`Linear::forward_rows`] can run: the weight is on one of looptree's own CPU
-    /// kernels.
-    pub fn has_own_cpu_kernel(&self) -> bool {
-        matches!(self.weight, Weight::Cpu(_))
-    }
-
-    /// [`Linear::forward`] on slices, for own CPU kernels only: `out` (`[m, n]`) = the `m`
-    /// rows of `x` (`[m, k]`) times Wᵀ, plus the bias; the same arithmetic, no allocation.
+    /// [`Linear::forward`] on slices, on the CPU: `out` (`[m, n]`) = the `m` rows of `x`
+    /// (`[m, k]`) times Wᵀ, plus the bias; the same arithmetic, and no allocation on an own
+    /// kernel.
     pub fn forward_rows(&self, x: &[f32], m: usize, out: &mut [f32]) -> candle_core::Result<()> {
         self.forward_rows_strided(x, m, out, self.out_features())
     }
@@ -64,7 +59,20 @@ impl Linear {
     pub fn forward_rows_strided(&self, x: &[f32], m: usize, out: &mut [f32], ld: usize) -> candle_core::Result<()> {
         match &self.weight {
             Weight::Cpu(w) => w.matmul_into_strided(x, m, out, ld),
-            Weight::Candle(_) => candle_core::bail!("forward_rows: a weight on candle's kernels"),
+            Weight::Candle(_) => {
+                // candle's kernels take tensors: the rows wrapped as one (a copy), the product
+                // (bias included) copied back; the same arithmetic as `forward`.
+                if m == 0 {
+                    return Ok(());
+                }
+                let n = self.out_features();
+                let y = self.forward(&Tensor::from_slice(x, (m, x.len() / m), &Device::Cpu)?)?;
+                return looptree_kernels::cpu_fused::with_f32(&y, |y| {
+                    for (o, y) in out.chunks_mut(ld).zip(y.chunks_exact(n)) {
+                        o[..n].copy_from_slice(y);
+                    }
+                });
+            }
         }
         if let Some(b) = &self.bias {
             looptree_kernels::cpu_fused::with_f32(b, |b| {

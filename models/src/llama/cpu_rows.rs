@@ -6,11 +6,11 @@
 //! Every value goes through the same arithmetic, in the same order, as the tensor path in
 //! `llama.rs` (the same kernels, the same residual adds, the same conversions into the
 //! pool), so the two give bit-identical logits; `tests/tests/cpu_rows_path.rs` checks it.
-//! It runs where every projection is on one of looptree's own CPU kernels and attention
-//! reads the pool in place; anything else (a GPU, a weight type without an own kernel)
-//! takes the tensor path.
+//! It runs on the CPU wherever attention reads the pool in place, whatever the weights:
+//! those without an own kernel go through candle's inside `Linear::forward_rows`.
 
 use super::Llama;
+use crate::row_buffers::{add_into, rows};
 use crate::arch_config::RopeStyle;
 use crate::attend::AttentionStep;
 use candle_core::Result;
@@ -33,34 +33,7 @@ pub(super) struct Workspace {
     sin: Vec<f32>,
 }
 
-/// The first `len` elements of `buf`, growing it (zeroed) only when it is too short.
-fn rows(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
-}
-
-/// `x += y`, as the tensor path's `x + y`.
-fn add_into(x: &mut [f32], y: &[f32]) {
-    for (x, y) in x.iter_mut().zip(y) {
-        *x += y;
-    }
-}
-
 impl Llama {
-    /// Whether the weights allow the rows path: every projection on an own CPU kernel.
-    pub(super) fn weights_fit_cpu_rows(&self) -> bool {
-        self.device.is_cpu()
-            && self.lm_head.has_own_cpu_kernel()
-            && self.layers.iter().all(|l| {
-                l.qkv.has_own_cpu_kernels()
-                    && l.gate_up.has_own_cpu_kernels()
-                    && l.o.has_own_cpu_kernel()
-                    && l.down.has_own_cpu_kernel()
-            })
-    }
-
     /// The step on the rows path; the caller has checked [`Llama::weights_fit_cpu_rows`] and
     /// that `step` reads the pool in place.
     pub(super) fn forward_cpu_rows(
