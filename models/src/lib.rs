@@ -13,6 +13,7 @@ pub mod gemma3;
 pub mod layer_ops;
 pub mod llama;
 pub mod loader;
+pub mod moe;
 pub mod resolve;
 pub mod rope;
 pub mod structured;

@@ -140,6 +140,11 @@ pub trait WeightSource {
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor>;
     fn contains(&self, name: &str) -> bool;
     fn device(&self) -> &Device;
+    /// The experts of a mixture-of-experts layer, stored as one 3-D tensor
+    /// `[experts, out, in]` (`name.weight`): one projection per expert.
+    fn experts(&mut self, name: &str) -> Result<Vec<Linear>> {
+        bail!("`{name}`: mixture-of-experts weights are read from GGUF files only")
+    }
 }
 
 pub struct GgufWeights {
@@ -176,6 +181,40 @@ impl WeightSource for GgufWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = if bias { Some(self.qtensor(&format!("{name}.bias"))?.dequantize(&self.device)?) } else { None };
+        self.linear_of(w, bias)
+    }
+    fn experts(&mut self, name: &str) -> Result<Vec<Linear>> {
+        let w = self.qtensor(&format!("{name}.weight"))?;
+        let (e, n, k) = w.shape().dims3().with_context(|| format!("`{name}.weight` is not a 3-D expert tensor"))?;
+        let dtype = w.dtype();
+        if k % dtype.block_size() != 0 {
+            bail!("`{name}.weight`: rows of {k} are not whole {dtype:?} blocks");
+        }
+        // Each expert's matrix is a contiguous run of whole rows.
+        let per = n * k / dtype.block_size() * dtype.type_size();
+        let data = w.data()?;
+        (0..e)
+            .map(|i| {
+                let bytes = std::borrow::Cow::Borrowed(&data[i * per..(i + 1) * per]);
+                let storage = candle_core::quantized::QStorage::from_data(bytes, &self.device, dtype)?;
+                self.linear_of(QTensor::new(storage, (n, k))?, None)
+            })
+            .collect()
+    }
+    fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
+        Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(dtype)?)
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+impl GgufWeights {
+    /// A projection over `w`, on looptree's own CPU kernel where it has one for the type.
+    fn linear_of(&self, w: QTensor, bias: Option<Tensor>) -> Result<Linear> {
         // CANDLE_DEQUANTIZE_ALL asks for dense weights everywhere: leave that to candle.
         let dequantize_all = std::env::var_os("CANDLE_DEQUANTIZE_ALL").is_some();
         if w.dtype() == GgmlDType::Q4_1 && self.device.is_cpu() && !dequantize_all {
@@ -197,15 +236,6 @@ impl WeightSource for GgufWeights {
             }
         }
         Ok(Linear { weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?), bias })
-    }
-    fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
-        Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(dtype)?)
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name)
-    }
-    fn device(&self) -> &Device {
-        &self.device
     }
 }
 
@@ -271,6 +301,8 @@ pub fn hf_name(gguf: &str) -> String {
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         "attn_output" => "self_attn.o_proj",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",

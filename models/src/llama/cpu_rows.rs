@@ -9,7 +9,7 @@
 //! It runs where every projection is on one of looptree's own CPU kernels and attention
 //! reads the pool in place; anything else takes the tensor path.
 
-use super::Llama;
+use super::{Ffn, Llama};
 use crate::arch_config::RopeStyle;
 use crate::attend::AttentionStep;
 use crate::fused_linear::FusedLinear;
@@ -28,6 +28,8 @@ pub(super) struct Workspace {
     qkv: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
+    /// Queries or keys gathered per head and normed, before RoPE (Qwen3).
+    heads_normed: Vec<f32>,
     attn: Vec<f32>,
     proj: Vec<f32>,
     gate_up: Vec<f32>,
@@ -51,6 +53,23 @@ fn add_into(x: &mut [f32], y: &[f32]) {
     }
 }
 
+/// The columns `at..at + width` of every row of `src` (rows of `stride`), gathered into
+/// `gathered` and RMS-normed per head with `w` (one head's width) into `out` (both
+/// `[n, width]`), as the tensor path's norm of the reshaped `[n, heads, head_dim]` projection.
+fn norm_heads(
+    src: &[f32],
+    (stride, at, width): (usize, usize, usize),
+    w: &candle_core::Tensor,
+    eps: f32,
+    gathered: &mut [f32],
+    out: &mut [f32],
+) -> Result<()> {
+    for (dst, row) in gathered.chunks_exact_mut(width).zip(src.chunks_exact(stride)) {
+        dst.copy_from_slice(&row[at..at + width]);
+    }
+    with_f32(w, |w| rms_norm_rows(gathered, w, eps, out))
+}
+
 impl Llama {
     /// Whether the weights allow the rows path: every projection on an own CPU kernel, q/k/v
     /// and gate/up each one matrix, and an f32 embedding on the CPU.
@@ -60,7 +79,11 @@ impl Llama {
             && self.embed.dtype() == DType::F32
             && self.lm_head.has_own_cpu_kernel()
             && self.layers.iter().all(|l| {
-                single(&l.qkv) && single(&l.gate_up) && l.o.has_own_cpu_kernel() && l.down.has_own_cpu_kernel()
+                let ffn = match &l.ffn {
+                    Ffn::Dense { gate_up, down } => single(gate_up) && down.has_own_cpu_kernel(),
+                    Ffn::Moe(_) => false,
+                };
+                single(&l.qkv) && l.o.has_own_cpu_kernel() && ffn
             })
     }
 
@@ -83,7 +106,7 @@ impl Llama {
         let interleaved = self.rope.style == RopeStyle::Interleaved;
         let write_slots = batch.write_slots();
 
-        let Workspace { x, normed, qkv, q, k, attn, proj, gate_up, mlp, cos, sin } = ws;
+        let Workspace { x, normed, qkv, q, k, heads_normed, attn, proj, gate_up, mlp, cos, sin } = ws;
         let x = rows(x, n * hidden);
         with_f32(&self.embed, |embed| {
             for (row, &t) in x.chunks_exact_mut(hidden).zip(&batch.tokens) {
@@ -100,13 +123,30 @@ impl Llama {
         let (gate_up, mlp) = (rows(gate_up, n * 2 * ffn), rows(mlp, n * ffn));
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let (Some(qkv_w), Some(gate_up_w)) = (layer.qkv.single(), layer.gate_up.single()) else {
+            let (Some(qkv_w), Ffn::Dense { gate_up: gate_up_w, down }) = (layer.qkv.single(), &layer.ffn) else {
+                bail!("the CPU rows path needs fused q/k/v and a dense MLP");
+            };
+            let Some(gate_up_w) = gate_up_w.single() else {
                 bail!("the CPU rows path needs fused q/k/v and gate/up projections");
             };
             with_f32(&layer.attn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
             qkv_w.forward_rows(normed, n, qkv)?;
-            rope_rows(qkv, qkv_dim, (n, a.num_heads, hd), cos, sin, interleaved, q);
-            rope_rows(&qkv[q_dim..], qkv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k);
+            match &layer.qk_norm {
+                // Normed heads go through `attn`'s room, free until attention fills it.
+                Some([qn, kn]) => {
+                    let gathered = rows(heads_normed, n * q_dim.max(kv_dim));
+                    let (qg, qn_out) = (&mut gathered[..n * q_dim], &mut attn[..n * q_dim]);
+                    norm_heads(qkv, (qkv_dim, 0, q_dim), qn, eps, qg, qn_out)?;
+                    rope_rows(qn_out, q_dim, (n, a.num_heads, hd), cos, sin, interleaved, q);
+                    let (kg, kn_out) = (&mut gathered[..n * kv_dim], &mut attn[..n * kv_dim]);
+                    norm_heads(qkv, (qkv_dim, q_dim, kv_dim), kn, eps, kg, kn_out)?;
+                    rope_rows(kn_out, kv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k);
+                }
+                None => {
+                    rope_rows(qkv, qkv_dim, (n, a.num_heads, hd), cos, sin, interleaved, q);
+                    rope_rows(&qkv[q_dim..], qkv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k);
+                }
+            }
             kv.write_rows(l, &write_slots, (k, kv_dim), (&qkv[q_dim + kv_dim..], qkv_dim))?;
             step.attend_rows(q, kv, l, &a.attn_shape(l), attn)?;
             layer.o.forward_rows(attn, n, proj)?;
@@ -115,7 +155,7 @@ impl Llama {
             with_f32(&layer.ffn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
             gate_up_w.forward_rows(normed, n, gate_up)?;
             silu_mul_rows((gate_up, 2 * ffn), (&gate_up[ffn..], 2 * ffn), ffn, mlp);
-            layer.down.forward_rows(mlp, n, proj)?;
+            down.forward_rows(mlp, n, proj)?;
             add_into(x, proj);
         }
 
