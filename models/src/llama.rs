@@ -71,7 +71,7 @@ impl Llama {
                 o: w.linear(&p("attn_output"), false)?,
                 ffn_norm: w.dense(&p("ffn_norm.weight"), DType::F32)?,
                 ffn: match arch.experts {
-                    Some((count, used)) => Ffn::Moe(MoeFfn::load(w, i, count, used)?),
+                    Some(experts) => Ffn::Moe(MoeFfn::load(w, i, arch.hidden_size, experts)?),
                     None => Ffn::Dense {
                         gate_up: FusedLinear::new(vec![w.linear(&p("ffn_gate"), false)?, w.linear(&p("ffn_up"), false)?]),
                         down: w.linear(&p("ffn_down"), false)?,

@@ -4,6 +4,7 @@
 //! expert, so each expert's matrices are read once per step whatever the batch.
 
 use crate::layer_ops::silu_mul;
+use looptree_kernels::cpu_fused::{silu_mul_rows, with_f32};
 use crate::weights::{Linear, WeightSource};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
@@ -15,7 +16,8 @@ struct Expert {
 }
 
 pub struct MoeFfn {
-    router: Linear,
+    /// `[experts, hidden]` f32, as GGUF files store it.
+    router: Tensor,
     experts: Vec<Expert>,
     used: usize,
 }
@@ -25,14 +27,14 @@ type Routes = Vec<(Vec<u32>, Vec<f32>)>;
 
 impl MoeFfn {
     /// Layer `layer`'s experts (`blk.N.ffn_{gate,up,down}_exps`) and router (`ffn_gate_inp`).
-    pub fn load(w: &mut dyn WeightSource, layer: usize, count: usize, used: usize) -> Result<Self> {
+    pub fn load(w: &mut dyn WeightSource, layer: usize, hidden: usize, (count, used): (usize, usize)) -> Result<Self> {
         let p = |n: &str| format!("blk.{layer}.{n}");
-        let router = w.linear(&p("ffn_gate_inp"), false)?;
+        let router = w.dense(&p("ffn_gate_inp.weight"), DType::F32)?;
         let (gate, up, down) = (w.experts(&p("ffn_gate_exps"))?, w.experts(&p("ffn_up_exps"))?, w.experts(&p("ffn_down_exps"))?);
-        if router.out_features() != count || gate.len() != count || up.len() != count || down.len() != count {
+        if router.dims() != [count, hidden] || gate.len() != count || up.len() != count || down.len() != count {
             bail!(
-                "layer {layer}: {count} experts expected; router scores {}, {}/{}/{} gate/up/down experts",
-                router.out_features(),
+                "layer {layer}: {count} experts expected; router of shape {:?} (want [{count}, {hidden}]), {}/{}/{} gate/up/down experts",
+                router.dims(),
                 gate.len(),
                 up.len(),
                 down.len()
@@ -70,7 +72,7 @@ impl MoeFfn {
 
     /// `h` (`[n, hidden]`, normed) through the routed experts.
     pub fn forward(&self, h: &Tensor) -> candle_core::Result<Tensor> {
-        let scores = self.router.forward(h)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let scores = h.to_dtype(DType::F32)?.matmul(&self.router.t()?)?.flatten_all()?.to_vec1::<f32>()?;
         let mut out = h.zeros_like()?;
         for (expert, (rows, weights)) in self.experts.iter().zip(self.route(&scores)) {
             if rows.is_empty() {
@@ -83,5 +85,70 @@ impl MoeFfn {
             out = out.index_add(&idx, &y.broadcast_mul(&wt)?, 0)?;
         }
         Ok(out)
+    }
+}
+
+/// The rows path's buffers for [`MoeFfn::forward_rows`], reused from step to step.
+#[derive(Default)]
+pub struct MoeRows {
+    scores: Vec<f32>,
+    x: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    mlp: Vec<f32>,
+    y: Vec<f32>,
+}
+
+fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+impl MoeFfn {
+    /// Whether [`MoeFfn::forward_rows`] can run: every expert on an own CPU kernel.
+    pub fn has_own_cpu_kernels(&self) -> bool {
+        self.router.device().is_cpu()
+            && self.experts.iter().all(|e| e.gate.has_own_cpu_kernel() && e.up.has_own_cpu_kernel() && e.down.has_own_cpu_kernel())
+    }
+
+    /// [`MoeFfn::forward`] on slices: `out` (`[n, hidden]`) from the `n` rows of `h`. Each
+    /// expert gathers its rows and runs them as one batch.
+    pub fn forward_rows(&self, h: &[f32], n: usize, out: &mut [f32], ws: &mut MoeRows) -> candle_core::Result<()> {
+        let (e, hidden) = self.router.dims2()?;
+        let scores = grown(&mut ws.scores, n * e);
+        with_f32(&self.router, |r| {
+            for (s, x) in scores.chunks_exact_mut(e).zip(h.chunks_exact(hidden)) {
+                for (s, w) in s.iter_mut().zip(r.chunks_exact(hidden)) {
+                    *s = x.iter().zip(w).map(|(a, b)| a * b).sum();
+                }
+            }
+        })?;
+        out.fill(0.0);
+        for (expert, (rows, weights)) in self.experts.iter().zip(self.route(scores)) {
+            let m = rows.len();
+            if m == 0 {
+                continue;
+            }
+            let ffn = expert.gate.out_features();
+            let x = grown(&mut ws.x, m * hidden);
+            for (dst, &r) in x.chunks_exact_mut(hidden).zip(&rows) {
+                dst.copy_from_slice(&h[r as usize * hidden..(r as usize + 1) * hidden]);
+            }
+            let (gate, up) = (grown(&mut ws.gate, m * ffn), grown(&mut ws.up, m * ffn));
+            expert.gate.forward_rows(x, m, gate)?;
+            expert.up.forward_rows(x, m, up)?;
+            let mlp = grown(&mut ws.mlp, m * ffn);
+            silu_mul_rows((gate, ffn), (up, ffn), ffn, mlp);
+            let y = grown(&mut ws.y, m * hidden);
+            expert.down.forward_rows(mlp, m, y)?;
+            for ((y, &r), &w) in y.chunks_exact(hidden).zip(&rows).zip(&weights) {
+                for (o, y) in out[r as usize * hidden..(r as usize + 1) * hidden].iter_mut().zip(y) {
+                    *o += y * w;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -96,6 +96,17 @@ fn qwen3moe_matches_llama_cpp() {
     check("qwen3moe", &["qwen3moe", "--seed", "1"]);
 }
 
+/// The same with every projection Q8_0: the CPU rows path, rows grouped by expert.
+#[test]
+fn qwen3moe_rows_path_matches_llama_cpp() {
+    let path = make_gguf("qwen3moe-q8_0", &["qwen3moe", "--seed", "3", "--quant", "q8_0", "--experts", "6", "--experts-used", "3"]);
+    let mut w = GgufWeights::open(&path, &Device::Cpu).unwrap();
+    let arch = ArchConfig::from_gguf(&w.content).unwrap();
+    let m = Llama::load(arch, vec![], &mut w).unwrap();
+    assert!(m.runs_cpu_rows(), "a Q8_0 qwen3moe takes the rows path");
+    agreement(&m, "qwen3moe-q8_0");
+}
+
 #[test]
 fn qwen2_matches_llama_cpp() {
     check("qwen2", &["qwen2", "--seed", "1"]);

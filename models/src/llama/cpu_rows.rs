@@ -36,6 +36,7 @@ pub(super) struct Workspace {
     mlp: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    moe: crate::moe::MoeRows,
 }
 
 /// The first `len` elements of `buf`, growing it (zeroed) only when it is too short.
@@ -81,7 +82,7 @@ impl Llama {
             && self.layers.iter().all(|l| {
                 let ffn = match &l.ffn {
                     Ffn::Dense { gate_up, down } => single(gate_up) && down.has_own_cpu_kernel(),
-                    Ffn::Moe(_) => false,
+                    Ffn::Moe(m) => m.has_own_cpu_kernels(),
                 };
                 single(&l.qkv) && l.o.has_own_cpu_kernel() && ffn
             })
@@ -106,7 +107,7 @@ impl Llama {
         let interleaved = self.rope.style == RopeStyle::Interleaved;
         let write_slots = batch.write_slots();
 
-        let Workspace { x, normed, qkv, q, k, heads_normed, attn, proj, gate_up, mlp, cos, sin } = ws;
+        let Workspace { x, normed, qkv, q, k, heads_normed, attn, proj, gate_up, mlp, cos, sin, moe } = ws;
         let x = rows(x, n * hidden);
         with_f32(&self.embed, |embed| {
             for (row, &t) in x.chunks_exact_mut(hidden).zip(&batch.tokens) {
@@ -123,11 +124,8 @@ impl Llama {
         let (gate_up, mlp) = (rows(gate_up, n * 2 * ffn), rows(mlp, n * ffn));
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let (Some(qkv_w), Ffn::Dense { gate_up: gate_up_w, down }) = (layer.qkv.single(), &layer.ffn) else {
-                bail!("the CPU rows path needs fused q/k/v and a dense MLP");
-            };
-            let Some(gate_up_w) = gate_up_w.single() else {
-                bail!("the CPU rows path needs fused q/k/v and gate/up projections");
+            let Some(qkv_w) = layer.qkv.single() else {
+                bail!("the CPU rows path needs fused q/k/v projections");
             };
             with_f32(&layer.attn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
             qkv_w.forward_rows(normed, n, qkv)?;
@@ -153,9 +151,17 @@ impl Llama {
             add_into(x, proj);
 
             with_f32(&layer.ffn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
-            gate_up_w.forward_rows(normed, n, gate_up)?;
-            silu_mul_rows((gate_up, 2 * ffn), (&gate_up[ffn..], 2 * ffn), ffn, mlp);
-            down.forward_rows(mlp, n, proj)?;
+            match &layer.ffn {
+                Ffn::Dense { gate_up: gate_up_w, down } => {
+                    let Some(gate_up_w) = gate_up_w.single() else {
+                        bail!("the CPU rows path needs fused gate/up projections");
+                    };
+                    gate_up_w.forward_rows(normed, n, gate_up)?;
+                    silu_mul_rows((gate_up, 2 * ffn), (&gate_up[ffn..], 2 * ffn), ffn, mlp);
+                    down.forward_rows(mlp, n, proj)?;
+                }
+                Ffn::Moe(m) => m.forward_rows(normed, n, proj, moe)?,
+            }
             add_into(x, proj);
         }
 
