@@ -60,7 +60,12 @@ impl Llama {
         for i in 0..arch.num_layers {
             let p = |n: &str| format!("blk.{i}.{n}");
             let qk_norm = if arch.qk_norm {
-                Some([w.dense(&p("attn_q_norm.weight"), DType::F32)?, w.dense(&p("attn_k_norm.weight"), DType::F32)?])
+                let norms = [w.dense(&p("attn_q_norm.weight"), DType::F32)?, w.dense(&p("attn_k_norm.weight"), DType::F32)?];
+                // The rows path norms each head with these: a wrong width is the file's error.
+                if norms.iter().any(|t| t.dims() != [arch.head_dim]) {
+                    anyhow::bail!("layer {i}: q/k norm weights of shape {:?} for heads of {}", norms[0].dims(), arch.head_dim);
+                }
+                Some(norms)
             } else {
                 None
             };
