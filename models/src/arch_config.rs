@@ -39,6 +39,10 @@ pub struct ArchConfig {
     pub rope_scaling: Option<Llama3RopeScaling>,
     /// Biases on the Q/K/V projections (Qwen2).
     pub qkv_bias: bool,
+    /// RMS norms on each head's queries and keys before RoPE (Qwen3).
+    pub qk_norm: bool,
+    /// Routed experts per MoE layer and how many each token uses (Qwen3-MoE); None: dense MLP.
+    pub experts: Option<(usize, usize)>,
     /// Output projection shares the token embedding.
     pub tied_embeddings: bool,
     /// Sliding attention window: of every layer (Mistral), or of the local layers (Gemma 3).
@@ -53,9 +57,9 @@ pub struct ArchConfig {
 }
 
 /// Architectures whose layout is the llama block (pre-norm, RoPE, SwiGLU).
-pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral", "qwen2"];
+pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 /// Every architecture looptree runs from GGUF.
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "gemma3"];
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma3"];
 
 impl ArchConfig {
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self> {
@@ -100,10 +104,16 @@ impl ArchConfig {
             max_context: req_u("context_length")?,
             rms_norm_eps: eps as f64,
             rope_theta: theta,
-            // llama.cpp's NEOX rotation (halves) for qwen2 and gemma3.
-            rope_style: if arch == "qwen2" || gemma3 { RopeStyle::HalfSplit } else { RopeStyle::Interleaved },
+            // llama.cpp's NEOX rotation (halves) for the qwen family and gemma3.
+            rope_style: if arch.starts_with("qwen") || gemma3 { RopeStyle::HalfSplit } else { RopeStyle::Interleaved },
             rope_scaling: None,
             qkv_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
+            qk_norm: arch == "qwen3" || arch == "qwen3moe",
+            experts: match (get("expert_count"), get("expert_used_count")) {
+                (Some(c), Some(u)) => Some((c.to_u64()? as usize, u.to_u64()? as usize)),
+                (None, None) => None,
+                _ => bail!("GGUF gives only one of `{arch}.expert_count` and `{arch}.expert_used_count`"),
+            },
             tied_embeddings: tied,
             // Gemma 3's layer pattern and local RoPE base are fixed by the architecture
             // (GGUF does not carry them): five sliding-window layers, then a global one.
@@ -150,6 +160,8 @@ impl ArchConfig {
             rope_style: RopeStyle::HalfSplit,
             rope_scaling,
             qkv_bias: arch == "qwen2" || c.attention_bias.unwrap_or(false),
+            qk_norm: arch == "qwen3",
+            experts: None,
             tied_embeddings: c.tie_word_embeddings.unwrap_or(false),
             sliding_window: if arch == "mistral" { c.sliding_window } else { None },
             global_every: None,
@@ -196,6 +208,11 @@ impl ArchConfig {
     fn validate(&self) -> Result<()> {
         if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
             bail!("bad head counts: {} heads, {} KV heads", self.num_heads, self.num_kv_heads);
+        }
+        if let Some((count, used)) = self.experts {
+            if used == 0 || used > count {
+                bail!("bad expert counts: {used} used of {count}");
+            }
         }
         if self.head_dim % 2 != 0 || self.num_layers == 0 || self.vocab_size == 0 {
             bail!("bad model shape: head_dim {}, {} layers, vocab {}", self.head_dim, self.num_layers, self.vocab_size);

@@ -16,6 +16,7 @@ pub mod gguf_check;
 pub mod layer_ops;
 pub mod llama;
 pub mod loader;
+pub mod moe;
 pub mod resolve;
 pub mod rope;
 mod row_buffers;

@@ -1,6 +1,8 @@
-//! The llama block family (Llama 2/3, SmolLM2, Mistral, TinyLlama, Qwen2/2.5): pre-norm
+//! The llama block family (Llama 2/3, SmolLM2, Mistral, TinyLlama, Qwen2/2.5, Qwen3): pre-norm
 //! decoder layers with RoPE attention (grouped KV heads) and a SwiGLU MLP, run over a
-//! flattened multi-sequence batch against the engine's KV pool.
+//! flattened multi-sequence batch against the engine's KV pool. Qwen3 adds an RMS norm on
+//! each head's queries and keys before RoPE (and drops Qwen2's q/k/v biases); Qwen3-MoE
+//! swaps the MLP for routed experts (`moe.rs`).
 
 use crate::arch_config::ArchConfig;
 use crate::embedding::TokenEmbedding;
@@ -10,6 +12,7 @@ use crate::weights::{Linear, WeightSource};
 use anyhow::Result;
 use crate::attend::AttentionStep;
 use crate::layer_ops::silu_mul;
+use crate::moe::MoeFfn;
 use candle_core::{DType, Device, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 use std::sync::Mutex;
@@ -20,11 +23,20 @@ struct Layer {
     attn_norm: Tensor,
     /// q, k, v.
     qkv: FusedLinear,
+    /// Per-head RMS norm weights of queries and keys, applied before RoPE (Qwen3).
+    qk_norm: Option<[Tensor; 2]>,
     o: Linear,
     ffn_norm: Tensor,
-    /// gate, up.
-    gate_up: FusedLinear,
-    down: Linear,
+    ffn: Ffn,
+}
+
+enum Ffn {
+    Dense {
+        /// gate, up.
+        gate_up: FusedLinear,
+        down: Linear,
+    },
+    Moe(MoeFfn),
 }
 
 pub struct Llama {
@@ -47,13 +59,29 @@ impl Llama {
         let mut layers = Vec::with_capacity(arch.num_layers);
         for i in 0..arch.num_layers {
             let p = |n: &str| format!("blk.{i}.{n}");
+            let qk_norm = if arch.qk_norm {
+                let norms = [w.dense(&p("attn_q_norm.weight"), DType::F32)?, w.dense(&p("attn_k_norm.weight"), DType::F32)?];
+                // The rows path norms each head with these: a wrong width is the file's error.
+                if norms.iter().any(|t| t.dims() != [arch.head_dim]) {
+                    anyhow::bail!("layer {i}: q/k norm weights of shape {:?} for heads of {}", norms[0].dims(), arch.head_dim);
+                }
+                Some(norms)
+            } else {
+                None
+            };
             layers.push(Layer {
                 attn_norm: w.dense(&p("attn_norm.weight"), DType::F32)?,
                 qkv: FusedLinear::new(vec![w.linear(&p("attn_q"), bias)?, w.linear(&p("attn_k"), bias)?, w.linear(&p("attn_v"), bias)?]),
+                qk_norm,
                 o: w.linear(&p("attn_output"), false)?,
                 ffn_norm: w.dense(&p("ffn_norm.weight"), DType::F32)?,
-                gate_up: FusedLinear::new(vec![w.linear(&p("ffn_gate"), false)?, w.linear(&p("ffn_up"), false)?]),
-                down: w.linear(&p("ffn_down"), false)?,
+                ffn: match arch.experts {
+                    Some(experts) => Ffn::Moe(MoeFfn::load(w, i, arch.hidden_size, experts)?),
+                    None => Ffn::Dense {
+                        gate_up: FusedLinear::new(vec![w.linear(&p("ffn_gate"), false)?, w.linear(&p("ffn_up"), false)?]),
+                        down: w.linear(&p("ffn_down"), false)?,
+                    },
+                },
             });
         }
         let embed = w.embedding("token_embd.weight")?;
@@ -145,15 +173,24 @@ impl Llama {
             let [q, k, v]: [Tensor; 3] = layer.qkv.forward(&h)?.try_into().expect("three projections");
             let q = q.reshape((n, a.num_heads, a.head_dim))?;
             let k = k.reshape((n, a.num_kv_heads, a.head_dim))?;
+            let (q, k) = match &layer.qk_norm {
+                Some([qn, kn]) => (self.rms_norm(&q, qn)?, self.rms_norm(&k, kn)?),
+                None => (q, k),
+            };
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
             step.write(kv, l, &k, &v)?;
             let attn = step.attend(&q, kv, l, &a.attn_shape(l))?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
-            let [gate, up]: [Tensor; 2] = layer.gate_up.forward(&h)?.try_into().expect("two projections");
-            let mlp = silu_mul(&gate, &up)?;
-            x = (x + layer.down.forward(&mlp)?)?;
+            let y = match &layer.ffn {
+                Ffn::Dense { gate_up, down } => {
+                    let [gate, up]: [Tensor; 2] = gate_up.forward(&h)?.try_into().expect("two projections");
+                    down.forward(&silu_mul(&gate, &up)?)?
+                }
+                Ffn::Moe(moe) => moe.forward(&h)?,
+            };
+            x = (x + y)?;
         }
         crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)
     }

@@ -116,6 +116,8 @@ mod tests {
             rope_style: style,
             rope_scaling: None,
             qkv_bias: false,
+            qk_norm: false,
+            experts: None,
             tied_embeddings: true,
             sliding_window: None,
             global_every: None,

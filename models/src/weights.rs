@@ -137,6 +137,11 @@ pub trait WeightSource {
     }
     fn contains(&self, name: &str) -> bool;
     fn device(&self) -> &Device;
+    /// The experts of a mixture-of-experts layer, stored as one 3-D tensor
+    /// `[experts, out, in]` (`name.weight`): one projection per expert.
+    fn experts(&mut self, name: &str) -> Result<Vec<Linear>> {
+        bail!("`{name}`: mixture-of-experts weights are read from GGUF files only")
+    }
 }
 
 pub struct GgufWeights {
@@ -170,13 +175,25 @@ impl WeightSource for GgufWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = if bias { Some(self.qtensor(&format!("{name}.bias"))?.dequantize(&self.device)?) } else { None };
-        if self.device.is_cpu() {
-            let (n, k) = w.shape().dims2()?;
-            if let Some(m) = CpuMatrix::from_gguf(w.dtype(), &w.data()?, n, k) {
-                return Ok(Linear { weight: Weight::Cpu(m), bias });
-            }
+        self.linear_of(w, bias)
+    }
+    fn experts(&mut self, name: &str) -> Result<Vec<Linear>> {
+        let w = self.qtensor(&format!("{name}.weight"))?;
+        let (e, n, k) = w.shape().dims3().with_context(|| format!("`{name}.weight` is not a 3-D expert tensor"))?;
+        let dtype = w.dtype();
+        if k % dtype.block_size() != 0 {
+            bail!("`{name}.weight`: rows of {k} are not whole {dtype:?} blocks");
         }
-        Ok(Linear { weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?), bias })
+        // Each expert's matrix is a contiguous run of whole rows.
+        let per = n * k / dtype.block_size() * dtype.type_size();
+        let data = w.data()?;
+        (0..e)
+            .map(|i| {
+                let bytes = std::borrow::Cow::Borrowed(&data[i * per..(i + 1) * per]);
+                let storage = candle_core::quantized::QStorage::from_data(bytes, &self.device, dtype)?;
+                self.linear_of(QTensor::new(storage, (n, k))?, None)
+            })
+            .collect()
     }
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
         Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(dtype)?)
@@ -196,6 +213,19 @@ impl WeightSource for GgufWeights {
     }
     fn device(&self) -> &Device {
         &self.device
+    }
+}
+
+impl GgufWeights {
+    /// A projection over `w`, on looptree's own CPU kernel where it has one for the type.
+    fn linear_of(&self, w: QTensor, bias: Option<Tensor>) -> Result<Linear> {
+        if self.device.is_cpu() {
+            let (n, k) = w.shape().dims2()?;
+            if let Some(m) = CpuMatrix::from_gguf(w.dtype(), &w.data()?, n, k) {
+                return Ok(Linear { weight: Weight::Cpu(m), bias });
+            }
+        }
+        Ok(Linear { weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?), bias })
     }
 }
 
@@ -261,6 +291,8 @@ pub fn hf_name(gguf: &str) -> String {
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         "attn_output" => "self_attn.o_proj",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",

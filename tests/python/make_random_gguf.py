@@ -1,0 +1,149 @@
+"""Writes a small random-weight GGUF of one architecture, reproducible from its seed, to
+check looptree's model code against llama.cpp without real weights.
+
+    PY=$(bash scripts/fixture-venv.sh)
+    "$PY" tests/python/make_random_gguf.py qwen3 --seed 1 --out /tmp/qwen3.gguf
+
+The tokenizer metadata is copied from a real model (Qwen2.5's BPE vocabulary, which Qwen3
+shares) so llama.cpp loads the file as it would a real one. Weights are quantized as real
+files are, as far as the `gguf` package can quantize (Q8_0, Q5_0, Q4_1, F16; it has no
+K-quant quantizer), and scaled so next-token distributions are peaked: a near-uniform
+distribution would let a wrong model agree with the reference.
+"""
+
+import argparse
+import os
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as Q
+
+ARCHS = ("llama", "qwen2", "qwen3", "qwen3moe")
+DEFAULT_TOKENIZER = os.path.expanduser("~/.cache/looptree/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+
+
+def copy_tokenizer(src, w):
+    r = gguf.GGUFReader(src)
+    vocab = None
+    for name, field in r.fields.items():
+        if not name.startswith("tokenizer.") or name == "tokenizer.chat_template":
+            continue
+        t = field.types[0]
+        value = field.contents()
+        if t == gguf.GGUFValueType.ARRAY:
+            w.add_array(name, value)
+            if name == "tokenizer.ggml.tokens":
+                vocab = len(value)
+        elif t == gguf.GGUFValueType.STRING:
+            w.add_string(name, value)
+        elif t == gguf.GGUFValueType.BOOL:
+            w.add_bool(name, value)
+        else:
+            w.add_key_value(name, value, t)
+    return vocab
+
+
+def put(w, name, x, qtype):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if qtype == Q.F32:
+        w.add_tensor(name, x)
+    elif qtype == Q.F16:
+        w.add_tensor(name, x.astype(np.float16))
+    else:
+        w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("arch", choices=ARCHS)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tokenizer-from", default=DEFAULT_TOKENIZER)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--head-dim", type=int, default=0, help="0: hidden / heads")
+    ap.add_argument("--ffn", type=int, default=256)
+    ap.add_argument("--experts", type=int, default=8)
+    ap.add_argument("--experts-used", type=int, default=2)
+    ap.add_argument("--quant", default="mixed", choices=("mixed", "q8_0", "q5_0", "q4_1", "f16"))
+    a = ap.parse_args()
+
+    rng = np.random.default_rng(a.seed)
+    arch = a.arch
+    hd = a.head_dim or a.hidden // a.heads
+    w = gguf.GGUFWriter(a.out, arch)
+    w.add_name(f"random-{arch}-seed{a.seed}")
+    vocab = copy_tokenizer(a.tokenizer_from, w)
+    w.add_block_count(a.layers)
+    w.add_context_length(4096)
+    w.add_embedding_length(a.hidden)
+    w.add_feed_forward_length(a.ffn)
+    w.add_head_count(a.heads)
+    w.add_head_count_kv(a.kv_heads)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(1_000_000.0 if arch.startswith("qwen") else 10_000.0)
+    if arch == "qwen3moe":
+        w.add_expert_count(a.experts)
+        w.add_expert_used_count(a.experts_used)
+        w.add_expert_feed_forward_length(a.ffn)
+
+    # Projections cycle through the quantizations real files mix; small norms stay f32.
+    cycle = {
+        "mixed": [Q.Q8_0, Q.Q5_0, Q.Q4_1, Q.F16],
+        "q8_0": [Q.Q8_0], "q5_0": [Q.Q5_0], "q4_1": [Q.Q4_1], "f16": [Q.F16],
+    }[a.quant]
+    counter = [0]
+
+    def qt():
+        counter[0] += 1
+        return cycle[counter[0] % len(cycle)]
+
+    def mat(out_f, in_f, gain=1.0):
+        # Variance-preserving init, times a gain.
+        return rng.standard_normal((out_f, in_f)).astype(np.float32) * (gain / np.sqrt(in_f))
+
+    def norm_w(n):
+        return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+    put(w, "token_embd.weight", rng.standard_normal((vocab, a.hidden)).astype(np.float32), Q.Q8_0)
+    for i in range(a.layers):
+        p = f"blk.{i}."
+        put(w, p + "attn_norm.weight", norm_w(a.hidden), Q.F32)
+        put(w, p + "attn_q.weight", mat(a.heads * hd, a.hidden, 2.0), qt())
+        put(w, p + "attn_k.weight", mat(a.kv_heads * hd, a.hidden, 2.0), qt())
+        put(w, p + "attn_v.weight", mat(a.kv_heads * hd, a.hidden), qt())
+        if arch == "qwen2":
+            for n, d in (("q", a.heads * hd), ("k", a.kv_heads * hd), ("v", a.kv_heads * hd)):
+                put(w, p + f"attn_{n}.bias", 0.5 * rng.standard_normal(d), Q.F32)
+        if arch in ("qwen3", "qwen3moe"):
+            put(w, p + "attn_q_norm.weight", norm_w(hd), Q.F32)
+            put(w, p + "attn_k_norm.weight", norm_w(hd), Q.F32)
+        put(w, p + "attn_output.weight", mat(a.hidden, a.heads * hd), qt())
+        put(w, p + "ffn_norm.weight", norm_w(a.hidden), Q.F32)
+        if arch == "qwen3moe":
+            e = a.experts
+            put(w, p + "ffn_gate_inp.weight", mat(e, a.hidden, 3.0), Q.F32)
+            qe = qt()
+            put(w, p + "ffn_gate_exps.weight", np.stack([mat(a.ffn, a.hidden) for _ in range(e)]), qe)
+            put(w, p + "ffn_up_exps.weight", np.stack([mat(a.ffn, a.hidden) for _ in range(e)]), qe)
+            put(w, p + "ffn_down_exps.weight", np.stack([mat(a.hidden, a.ffn) for _ in range(e)]), qt())
+        else:
+            put(w, p + "ffn_gate.weight", mat(a.ffn, a.hidden), qt())
+            put(w, p + "ffn_up.weight", mat(a.ffn, a.hidden), qt())
+            put(w, p + "ffn_down.weight", mat(a.hidden, a.ffn), qt())
+    put(w, "output_norm.weight", norm_w(a.hidden), Q.F32)
+    # Logits with a spread of several nats: peaked next-token distributions.
+    put(w, "output.weight", mat(vocab, a.hidden, 6.0), Q.Q8_0)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+if __name__ == "__main__":
+    main()
