@@ -3,7 +3,7 @@
 //! to sum to one) and their SwiGLU outputs summed with those weights. Tokens are grouped by
 //! expert, so each expert's matrices are read once per step whatever the batch.
 
-use crate::row_buffers::rows;
+use crate::row_buffers::rows as grown;
 use crate::layer_ops::silu_mul;
 use looptree_kernels::cpu_fused::{silu_mul_rows, with_f32};
 use crate::weights::{Linear, WeightSource};
@@ -105,7 +105,7 @@ impl MoeFfn {
     /// expert gathers its rows and runs them as one batch.
     pub fn forward_rows(&self, h: &[f32], n: usize, out: &mut [f32], ws: &mut MoeRows) -> candle_core::Result<()> {
         let (e, hidden) = self.router.dims2()?;
-        let scores = rows(&mut ws.scores, n * e);
+        let scores = grown(&mut ws.scores, n * e);
         with_f32(&self.router, |r| {
             for (s, x) in scores.chunks_exact_mut(e).zip(h.chunks_exact(hidden)) {
                 for (s, w) in s.iter_mut().zip(r.chunks_exact(hidden)) {
@@ -120,16 +120,16 @@ impl MoeFfn {
                 continue;
             }
             let ffn = expert.gate.out_features();
-            let x = rows(&mut ws.x, m * hidden);
+            let x = grown(&mut ws.x, m * hidden);
             for (dst, &r) in x.chunks_exact_mut(hidden).zip(&rows) {
                 dst.copy_from_slice(&h[r as usize * hidden..(r as usize + 1) * hidden]);
             }
-            let (gate, up) = (rows(&mut ws.gate, m * ffn), rows(&mut ws.up, m * ffn));
+            let (gate, up) = (grown(&mut ws.gate, m * ffn), grown(&mut ws.up, m * ffn));
             expert.gate.forward_rows(x, m, gate)?;
             expert.up.forward_rows(x, m, up)?;
-            let mlp = rows(&mut ws.mlp, m * ffn);
+            let mlp = grown(&mut ws.mlp, m * ffn);
             silu_mul_rows((gate, ffn), (up, ffn), ffn, mlp);
-            let y = rows(&mut ws.y, m * hidden);
+            let y = grown(&mut ws.y, m * hidden);
             expert.down.forward_rows(mlp, m, y)?;
             for ((y, &r), &w) in y.chunks_exact(hidden).zip(&rows).zip(&weights) {
                 for (o, y) in out[r as usize * hidden..(r as usize + 1) * hidden].iter_mut().zip(y) {
