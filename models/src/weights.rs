@@ -149,6 +149,8 @@ pub struct GgufWeights {
     file: File,
     path: PathBuf,
     device: Device,
+    /// Projections dequantized to f32 (see [`GgufWeights::dequantized`]).
+    dense: bool,
 }
 
 impl GgufWeights {
@@ -161,7 +163,13 @@ impl GgufWeights {
         if content.tensor_data_offset != layout.data_offset || content.tensor_infos.len() != layout.tensors {
             bail!("{}: candle reads the GGUF header differently from looptree's check", path.display());
         }
-        Ok(Self { content, file, path: path.to_path_buf(), device: device.clone() })
+        Ok(Self { content, file, path: path.to_path_buf(), device: device.clone(), dense: false })
+    }
+
+    /// Every projection dequantized to f32: exactly the weights the file holds, with no
+    /// quantized activations (a test oracle for other layouts of the same weights).
+    pub fn dequantized(self) -> Self {
+        Self { dense: true, ..self }
     }
 
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor> {
@@ -219,6 +227,9 @@ impl WeightSource for GgufWeights {
 impl GgufWeights {
     /// A projection over `w`, on looptree's own CPU kernel where it has one for the type.
     fn linear_of(&self, w: QTensor, bias: Option<Tensor>) -> Result<Linear> {
+        if self.dense {
+            return Ok(Linear { weight: Weight::Candle(QMatMul::Tensor(w.dequantize(&self.device)?)), bias });
+        }
         if self.device.is_cpu() {
             let (n, k) = w.shape().dims2()?;
             if let Some(m) = CpuMatrix::from_gguf(w.dtype(), &w.data()?, n, k) {

@@ -7,7 +7,8 @@
 //! in-place pool writes and a few per-step lists (counted by a counting allocator), where
 //! the tensor path allocates per op.
 //!
-//! One test in its own binary: the allocation count is process-wide.
+//! Its own binary, its tests one at a time (`ONE_AT_A_TIME`): the allocation count is
+//! process-wide.
 
 mod common;
 
@@ -45,6 +46,9 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// Held by each test for its whole run, so no other test allocates while one counts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn load() -> Llama {
     load_file(SMOLLM2)
@@ -132,6 +136,7 @@ fn run(model: &Llama, dtype: DType, into: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>
 
 #[test]
 fn rows_path_is_bit_identical_to_the_tensor_path() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let rows = load();
     let tensors = load().without_cpu_rows();
     assert!(rows.runs_cpu_rows(), "SmolLM2 Q4_1 takes the rows path");
@@ -163,6 +168,7 @@ fn rows_path_is_bit_identical_to_the_tensor_path() {
 /// as separate matmuls into one buffer, with Q/K/V biases; still the tensor path's bits.
 #[test]
 fn rows_path_is_bit_identical_on_mixed_quantizations() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     for file in [QWEN, QWEN15] {
         let rows = load_file(file);
         assert!(rows.runs_cpu_rows(), "{file} takes the rows path");

@@ -8,9 +8,11 @@ mod common;
 use candle_core::{DType, Device};
 use common::*;
 use looptree_engine::{Batch, KvPool, KvPoolConfig, LogitRows, Model};
+use looptree_models::arch_config::ArchConfig;
 use looptree_models::chat_template::ChatTemplate;
 use looptree_models::resolve::{resolve_path, ResolvedModel};
 use looptree_models::tokenizer::Tokenizer;
+use looptree_models::weights::GgufWeights;
 use looptree_models::LoadedModel;
 use std::path::PathBuf;
 
@@ -47,14 +49,10 @@ fn load_gguf() -> LoadedModel {
 
 /// The GGUF loaded with every projection dequantized to f32 (no quantized activations),
 /// i.e. exactly the weights the fixture holds, in llama.cpp's layout and rotary style.
-/// candle reads `CANDLE_DEQUANTIZE_ALL` once per thread, at that thread's first quantized
-/// matmul, so the load runs on a fresh thread while the variable is set. No other test in
-/// this file builds quantized matmuls.
-fn load_gguf_dequantized() -> LoadedModel {
-    std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-    let loaded = std::thread::spawn(load_gguf).join();
-    std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
-    loaded.expect("loading the dequantized GGUF")
+fn load_gguf_dequantized() -> std::sync::Arc<dyn Model> {
+    let mut w = GgufWeights::open(&model_file(SMOLLM2), &Device::Cpu).unwrap().dequantized();
+    let arch = ArchConfig::from_gguf(&w.content).unwrap();
+    looptree_models::loader::build(arch, vec![], &mut w).unwrap()
 }
 
 /// Log-probabilities at every position of `ids`, in one forward.
@@ -88,7 +86,6 @@ fn safetensors_logprobs_match_gguf_and_reference() {
     );
     assert_eq!(hc.eos_token_ids, gc.eos_token_ids, "EOS ids from tokenizer_config.json vs GGUF");
 
-    // Loaded after the quantized one, whose thread has already read candle's setting.
     let dequantized = load_gguf_dequantized();
 
     let mut vs_reference = Agreement::default();
@@ -99,7 +96,7 @@ fn safetensors_logprobs_match_gguf_and_reference() {
         ids.extend(&case.completion_tokens);
         let ours = score(hf.model.as_ref(), &ids);
         let theirs = score(gguf.model.as_ref(), &ids);
-        let same_weights = score(dequantized.model.as_ref(), &ids);
+        let same_weights = score(dequantized.as_ref(), &ids);
         // Same weights, other layout: every logprob of the vocabulary, at every position.
         for (a, b) in ours.iter().zip(&same_weights) {
             for (x, y) in a.iter().zip(b) {
