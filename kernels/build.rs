@@ -11,7 +11,11 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    let nvcc = std::env::var("NVCC").ok().or_else(|| std::env::var("CUDA_HOME").ok().map(|h| format!("{h}/bin/nvcc")));
+    let nvcc = std::env::var("NVCC").ok().or_else(|| {
+        std::env::var("CUDA_HOME")
+            .ok()
+            .map(|h| format!("{h}/bin/nvcc"))
+    });
     let nvcc = nvcc.unwrap_or_else(|| "nvcc".into());
     // PTX for an older compute capability is JIT-compiled by the driver for newer GPUs.
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
@@ -20,7 +24,14 @@ fn main() {
         let src = format!("cuda/{name}.cu");
         let ptx = out.join(format!("{name}.ptx"));
         let status = Command::new(&nvcc)
-            .args(["--ptx", "-O3", "-std=c++17", &format!("-arch=compute_{cap}"), "-Icuda", "-o"])
+            .args([
+                "--ptx",
+                "-O3",
+                "-std=c++17",
+                &format!("-arch=compute_{cap}"),
+                "-Icuda",
+                "-o",
+            ])
             .arg(&ptx)
             .arg(&src)
             .status()

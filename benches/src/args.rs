@@ -151,20 +151,35 @@ impl BenchClientArgs {
             max_tokens: self.fanout_max_tokens,
             ..Fanout::default()
         };
-        let tree = Tree { root_tokens: self.root_tokens, segment_tokens: self.segment_tokens, branch: self.branch, depth: self.depth, ..Tree::default() };
+        let tree = Tree {
+            root_tokens: self.root_tokens,
+            segment_tokens: self.segment_tokens,
+            branch: self.branch,
+            depth: self.depth,
+            ..Tree::default()
+        };
         anyhow::ensure!(
             self.agents > 0 && self.crowded_agents > 0 && self.iterations > 0 && self.fanout_prompts > 0 && self.fanout_n > 0,
             "--agents, --crowded-agents, --iterations, --fanout-prompts and --fanout-n must be at least 1"
         );
-        anyhow::ensure!(self.branch > 0 && self.depth > 0 && self.segment_tokens > 0, "--branch, --depth and --segment-tokens must be at least 1");
+        anyhow::ensure!(
+            self.branch > 0 && self.depth > 0 && self.segment_tokens > 0,
+            "--branch, --depth and --segment-tokens must be at least 1"
+        );
         let mut specs = Vec::new();
         for w in &self.workload {
             let add: Vec<Spec> = match w {
                 WorkloadName::AgentLoop => vec![Spec::AgentLoop("agent-loop", agent(self.agents))],
-                WorkloadName::Crowded => vec![Spec::AgentLoop("crowded", agent(self.crowded_agents))],
+                WorkloadName::Crowded => {
+                    vec![Spec::AgentLoop("crowded", agent(self.crowded_agents))]
+                }
                 WorkloadName::Fanout => vec![Spec::Fanout(fanout.clone())],
                 WorkloadName::Tree => vec![Spec::Tree(tree.clone())],
-                WorkloadName::All => vec![Spec::AgentLoop("agent-loop", agent(self.agents)), Spec::Fanout(fanout.clone()), Spec::Tree(tree.clone())],
+                WorkloadName::All => vec![
+                    Spec::AgentLoop("agent-loop", agent(self.agents)),
+                    Spec::Fanout(fanout.clone()),
+                    Spec::Tree(tree.clone()),
+                ],
             };
             for s in add {
                 if !specs.iter().any(|x: &Spec| x.name() == s.name()) {

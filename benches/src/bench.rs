@@ -12,29 +12,51 @@ use std::time::Instant;
 
 /// Runs the bench; `json` is where the full record goes, if anywhere.
 pub fn run(args: &BenchClientArgs, json: Option<&Path>) -> Result<Vec<RunResult>> {
-    anyhow::ensure!(!args.urls.is_empty() || !args.compare.is_empty(), "give --url URL (or --compare FILE.json)");
-    anyhow::ensure!(args.labels.len() <= args.urls.len(), "more --label than --url");
+    anyhow::ensure!(
+        !args.urls.is_empty() || !args.compare.is_empty(),
+        "give --url URL (or --compare FILE.json)"
+    );
+    anyhow::ensure!(
+        args.labels.len() <= args.urls.len(),
+        "more --label than --url"
+    );
     let specs = args.specs()?;
     let mut runs = Vec::new();
     for file in &args.compare {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let rec: BenchRecord = serde_json::from_str(&text).with_context(|| format!("{} is not a bench --json record", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let rec: BenchRecord = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bench --json record", file.display()))?;
         runs.extend(rec.runs);
     }
     interrupt::install();
     let tokenizer = match &args.tokenize_url {
-        Some(url) => Some(Client::connect(url, args.api_key.clone(), args.request_model.clone())?),
+        Some(url) => Some(Client::connect(
+            url,
+            args.api_key.clone(),
+            args.request_model.clone(),
+        )?),
         None => None,
     };
     for (i, url) in args.urls.iter().enumerate() {
         let mut client = Client::connect(url, args.api_key.clone(), args.request_model.clone())?;
         client.request_seeds = !args.unseeded;
-        let label = args.labels.get(i).cloned().unwrap_or_else(|| default_label(&client));
+        let label = args
+            .labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| default_label(&client));
         for spec in &specs {
             if interrupt::stopped() {
                 break;
             }
-            runs.push(run_one(&client, tokenizer.as_ref(), &label, spec, args.seed));
+            runs.push(run_one(
+                &client,
+                tokenizer.as_ref(),
+                &label,
+                spec,
+                args.seed,
+            ));
         }
     }
     println!("{}", report::table(&runs));
@@ -46,7 +68,8 @@ pub fn run(args: &BenchClientArgs, json: Option<&Path>) -> Result<Vec<RunResult>
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, plot::svg(&runs)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, plot::svg(&runs))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(runs)
 }
@@ -61,12 +84,20 @@ fn default_label(c: &Client) -> String {
 }
 
 /// `tokenizer`: the server to ask for token ids, if not `client`.
-pub fn run_one(client: &Client, tokenizer: Option<&Client>, label: &str, spec: &Spec, seed: u64) -> RunResult {
+pub fn run_one(
+    client: &Client,
+    tokenizer: Option<&Client>,
+    label: &str,
+    spec: &Spec,
+    seed: u64,
+) -> RunResult {
     let collector = runner::Collector::new(&format!("{label} {}", spec.name()), spec.generations());
     // Ask whether n > 1 is taken before the clock starts.
     let n_split = match spec {
         Spec::Fanout(w) => w.n > 1 && !client.takes_n(&crate::record::Prompt::Chat(Vec::new())),
-        Spec::Tree(w) => w.branch > 1 && !client.takes_n(&crate::record::Prompt::Text(String::new())),
+        Spec::Tree(w) => {
+            w.branch > 1 && !client.takes_n(&crate::record::Prompt::Text(String::new()))
+        }
         Spec::AgentLoop(..) => false,
     };
     let start = Instant::now();
@@ -78,7 +109,9 @@ pub fn run_one(client: &Client, tokenizer: Option<&Client>, label: &str, spec: &
     let wall_s = start.elapsed().as_secs_f64();
     let interrupted = interrupt::stopped();
     let (mut requests, trajectories) = collector.finish();
-    let limit_error = token_ids::fill(tokenizer.unwrap_or(client), &mut requests).err().map(|e| format!("{e:#}"));
+    let limit_error = token_ids::fill(tokenizer.unwrap_or(client), &mut requests)
+        .err()
+        .map(|e| format!("{e:#}"));
     if limit_error.is_some() {
         requests.iter_mut().for_each(|r| r.prompt_ids = None);
     }

@@ -46,19 +46,45 @@ pub struct Client {
 
 impl Client {
     pub fn connect(url: &str, api_key: Option<String>, model: Option<String>) -> Result<Client> {
-        let base = url.trim_end_matches('/').trim_end_matches("/v1").trim_end_matches('/').to_string();
+        let base = url
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .trim_end_matches('/')
+            .to_string();
         // A fresh connection per request: a server may close an idle kept-alive one just as
         // it is reused (llama.cpp's did, while an agent's tool ran), failing a request that
         // never reached it. On loopback a connection costs nothing next to a generation.
-        let http = Http::builder().timeout(Duration::from_secs(3600)).pool_max_idle_per_host(0).build()?;
-        let mut client = Client { http, base, api_key, model, flavor: Flavor::Other, native_n: Mutex::new(HashMap::new()), request_seeds: true };
-        let models = client.get("/v1/models").with_context(|| format!("no OpenAI-compatible server answers at {url}"))?;
+        let http = Http::builder()
+            .timeout(Duration::from_secs(3600))
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let mut client = Client {
+            http,
+            base,
+            api_key,
+            model,
+            flavor: Flavor::Other,
+            native_n: Mutex::new(HashMap::new()),
+            request_seeds: true,
+        };
+        let models = client
+            .get("/v1/models")
+            .with_context(|| format!("no OpenAI-compatible server answers at {url}"))?;
         if client.model.is_none() {
             client.model = models["data"][0]["id"].as_str().map(str::to_string);
         }
-        client.flavor = if client.get("/props").is_ok_and(|p| p.get("default_generation_settings").is_some()) {
+        client.flavor = if client
+            .get("/props")
+            .is_ok_and(|p| p.get("default_generation_settings").is_some())
+        {
             Flavor::LlamaCpp
-        } else if client.http.get(format!("{}/metrics", client.base)).send().and_then(|r| r.text()).is_ok_and(|t| t.contains("looptree_")) {
+        } else if client
+            .http
+            .get(format!("{}/metrics", client.base))
+            .send()
+            .and_then(|r| r.text())
+            .is_ok_and(|t| t.contains("looptree_"))
+        {
             Flavor::Looptree
         } else {
             Flavor::Other
@@ -74,15 +100,24 @@ impl Client {
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {
-        let r = self.authed(self.http.get(format!("{}{path}", self.base))).send()?.error_for_status()?;
+        let r = self
+            .authed(self.http.get(format!("{}{path}", self.base)))
+            .send()?
+            .error_for_status()?;
         Ok(r.json()?)
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let r = self.authed(self.http.post(format!("{}{path}", self.base)).json(body)).send()?;
+        let r = self
+            .authed(self.http.post(format!("{}{path}", self.base)).json(body))
+            .send()?;
         let status = r.status();
         let text = r.text()?;
-        anyhow::ensure!(status.is_success(), "{path}: HTTP {status}: {}", clip(&text));
+        anyhow::ensure!(
+            status.is_success(),
+            "{path}: HTTP {status}: {}",
+            clip(&text)
+        );
         Ok(serde_json::from_str(&text)?)
     }
 
@@ -130,8 +165,20 @@ impl Client {
             ]),
             Prompt::Text(_) => Prompt::Text("Hi".into()),
         };
-        let body = self.body(&probe, 2, &Sampling { max_tokens: 1, temperature: 1.0, user: None, seed: None }, false);
-        let yes = self.post(ep, &body).is_ok_and(|v| v["choices"].as_array().is_some_and(|c| c.len() == 2));
+        let body = self.body(
+            &probe,
+            2,
+            &Sampling {
+                max_tokens: 1,
+                temperature: 1.0,
+                user: None,
+                seed: None,
+            },
+            false,
+        );
+        let yes = self
+            .post(ep, &body)
+            .is_ok_and(|v| v["choices"].as_array().is_some_and(|c| c.len() == 2));
         self.native_n.lock().unwrap().insert(ep, yes);
         yes
     }
@@ -145,12 +192,18 @@ impl Client {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..n)
                 .map(|i| {
-                    let one = Sampling { seed: s.seed.map(|seed| Rng::request_seed(seed, &[i as u64])), ..s.clone() };
+                    let one = Sampling {
+                        seed: s.seed.map(|seed| Rng::request_seed(seed, &[i as u64])),
+                        ..s.clone()
+                    };
                     let prompt = prompt.clone();
                     scope.spawn(move || self.stream(prompt, 1, &one))
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("request thread"))
+                .collect()
         })
     }
 
@@ -162,18 +215,35 @@ impl Client {
                 r.prompt = Some(prompt);
                 r
             }
-            Err(e) => RequestRecord::failed(prompt, format!("{e:#}"), start.elapsed().as_secs_f64()),
+            Err(e) => {
+                RequestRecord::failed(prompt, format!("{e:#}"), start.elapsed().as_secs_f64())
+            }
         }
     }
 
-    fn stream_inner(&self, prompt: &Prompt, n: usize, s: &Sampling, start: Instant) -> Result<RequestRecord> {
+    fn stream_inner(
+        &self,
+        prompt: &Prompt,
+        n: usize,
+        s: &Sampling,
+        start: Instant,
+    ) -> Result<RequestRecord> {
         let body = self.body(prompt, n, s, true);
-        let resp = self.authed(self.http.post(format!("{}{}", self.base, Self::endpoint(prompt))).json(&body)).send()?;
+        let resp = self
+            .authed(
+                self.http
+                    .post(format!("{}{}", self.base, Self::endpoint(prompt)))
+                    .json(&body),
+            )
+            .send()?;
         let status = resp.status();
         if !status.is_success() {
             anyhow::bail!("HTTP {status}: {}", clip(&resp.text().unwrap_or_default()));
         }
-        let mut rec = RequestRecord { choices: vec![Choice::default(); n], ..Default::default() };
+        let mut rec = RequestRecord {
+            choices: vec![Choice::default(); n],
+            ..Default::default()
+        };
         let mut last_at: Vec<Option<f64>> = vec![None; n];
         let mut reports = HashMap::new();
         let mut unreported = VecDeque::new();
@@ -181,20 +251,28 @@ impl Client {
         for line in BufReader::new(resp).lines() {
             anyhow::ensure!(!interrupt::stopped(), "interrupted");
             let line = line?;
-            let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+            let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                continue;
+            };
             if data == "[DONE]" {
                 done = true;
                 break;
             }
-            let chunk: Value = serde_json::from_str(data).with_context(|| format!("bad stream chunk: {}", clip(data)))?;
+            let chunk: Value = serde_json::from_str(data)
+                .with_context(|| format!("bad stream chunk: {}", clip(data)))?;
             if let Some(err) = chunk.get("error") {
                 anyhow::bail!("error in stream: {}", clip(&err.to_string()));
             }
             let now = start.elapsed().as_secs_f64();
             for c in chunk["choices"].as_array().into_iter().flatten() {
                 let i = c["index"].as_u64().unwrap_or(0) as usize;
-                let Some(choice) = rec.choices.get_mut(i) else { continue };
-                let text = c["delta"]["content"].as_str().or(c["text"].as_str()).unwrap_or("");
+                let Some(choice) = rec.choices.get_mut(i) else {
+                    continue;
+                };
+                let text = c["delta"]["content"]
+                    .as_str()
+                    .or(c["text"].as_str())
+                    .unwrap_or("");
                 if !text.is_empty() {
                     choice.text.push_str(text);
                     match last_at[i] {
@@ -298,10 +376,26 @@ mod tests {
             native_n: Mutex::new(HashMap::new()),
             request_seeds: true,
         };
-        let s = Sampling { max_tokens: 4, temperature: 0.7, user: None, seed: Some(42) };
+        let s = Sampling {
+            max_tokens: 4,
+            temperature: 0.7,
+            user: None,
+            seed: Some(42),
+        };
         let prompt = Prompt::Text("hi".into());
         assert_eq!(c.body(&prompt, 1, &s, true)["seed"], 42);
-        assert!(c.body(&prompt, 1, &Sampling { seed: None, ..s.clone() }, true).get("seed").is_none());
+        assert!(c
+            .body(
+                &prompt,
+                1,
+                &Sampling {
+                    seed: None,
+                    ..s.clone()
+                },
+                true
+            )
+            .get("seed")
+            .is_none());
         c.request_seeds = false;
         assert!(c.body(&prompt, 1, &s, true).get("seed").is_none());
     }
@@ -310,10 +404,27 @@ mod tests {
     fn accounting_from_openai_usage_and_from_llama_cpp_timings() {
         assert_eq!(accounting(&json!({"usage": null, "choices": []})), None);
         let openai = json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 7}}});
-        assert_eq!(accounting(&openai), Some(Accounting { prompt: Some(10), cached: Some(7), completion: Some(3) }));
+        assert_eq!(
+            accounting(&openai),
+            Some(Accounting {
+                prompt: Some(10),
+                cached: Some(7),
+                completion: Some(3)
+            })
+        );
         let timings = json!({"timings": {"prompt_n": 4, "cache_n": 96}});
-        assert_eq!(accounting(&timings), Some(Accounting { prompt: Some(100), cached: Some(96), completion: None }));
-        assert_eq!(accounting(&json!({"tokens_cached": 5})).unwrap().cached, Some(5));
+        assert_eq!(
+            accounting(&timings),
+            Some(Accounting {
+                prompt: Some(100),
+                cached: Some(96),
+                completion: None
+            })
+        );
+        assert_eq!(
+            accounting(&json!({"tokens_cached": 5})).unwrap().cached,
+            Some(5)
+        );
     }
 
     /// Files every accounting chunk of `stream` the way `stream_inner` does.
@@ -336,25 +447,41 @@ mod tests {
 
     #[test]
     fn per_choice_reports_are_summed_and_one_report_counts_once() {
-        let finish = |i: u64| json!({"choices": [{"index": i, "delta": {}, "finish_reason": "length"}]});
+        let finish =
+            |i: u64| json!({"choices": [{"index": i, "delta": {}, "finish_reason": "length"}]});
         let usage = |cached: u64| json!({"choices": [], "usage": {"prompt_tokens": 31, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": cached}}});
         // llama.cpp with n = 2, as it streams: each choice's end is followed by a
         // usage-only chunk of its own task.
         let r = file(&[finish(1), usage(0), finish(0), usage(30)]);
-        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(62), Some(30), Some(8)));
+        assert_eq!(
+            (r.prompt_tokens, r.cached_tokens, r.completion_tokens),
+            (Some(62), Some(30), Some(8))
+        );
         // The same with both ends before both reports.
         let r = file(&[finish(1), finish(0), usage(0), usage(30)]);
-        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(62), Some(30), Some(8)));
+        assert_eq!(
+            (r.prompt_tokens, r.cached_tokens, r.completion_tokens),
+            (Some(62), Some(30), Some(8))
+        );
         // A usage chunk that names its choice.
         let named = |i: u64, cached: u64| json!({"choices": [{"index": i, "text": ""}], "usage": {"prompt_tokens": 270, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": cached}}});
         let r = file(&[named(0, 0), named(1, 269)]);
-        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(540), Some(269), Some(4)));
+        assert_eq!(
+            (r.prompt_tokens, r.cached_tokens, r.completion_tokens),
+            (Some(540), Some(269), Some(4))
+        );
         // looptree and OpenAI with n = 3: one usage chunk for the request after every end.
         let once = json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 8, "prompt_tokens_details": {"cached_tokens": 1}}});
         let r = file(&[finish(0), finish(2), finish(1), once.clone()]);
-        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(9), Some(1), Some(8)));
+        assert_eq!(
+            (r.prompt_tokens, r.cached_tokens, r.completion_tokens),
+            (Some(9), Some(1), Some(8))
+        );
         // n = 1 with usage sent before the end is also counted once.
         let r = file(&[once, finish(0)]);
-        assert_eq!((r.prompt_tokens, r.cached_tokens, r.completion_tokens), (Some(9), Some(1), Some(8)));
+        assert_eq!(
+            (r.prompt_tokens, r.cached_tokens, r.completion_tokens),
+            (Some(9), Some(1), Some(8))
+        );
     }
 }

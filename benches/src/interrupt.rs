@@ -13,7 +13,9 @@ pub fn install() {
             if STOP.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: finishing with what was measured so far (Ctrl-C again to quit now)");
+            eprintln!(
+                "\ninterrupted: finishing with what was measured so far (Ctrl-C again to quit now)"
+            );
         });
     });
 }

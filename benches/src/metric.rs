@@ -36,13 +36,22 @@ pub struct Summary {
 pub fn summarize(records: &[RequestRecord], trajectories: &[String], wall_s: f64) -> Summary {
     let prompt_tokens: u64 = records.iter().map(RequestRecord::prompt_len).sum();
     // A server that reports no cached count is counted as caching nothing.
-    let cached_tokens: u64 = records.iter().map(|r| r.cached_tokens.unwrap_or(0).min(r.prompt_len())).sum();
+    let cached_tokens: u64 = records
+        .iter()
+        .map(|r| r.cached_tokens.unwrap_or(0).min(r.prompt_len()))
+        .sum();
     let generated_tokens: u64 = records.iter().map(RequestRecord::generated).sum();
     let computed_tokens = prompt_tokens - cached_tokens + generated_tokens;
     let distinct = distinct_count(trajectories);
     let limit_tokens = limit(records);
-    let mut ttft: Vec<f64> = records.iter().flat_map(|r| r.choices.iter().filter_map(|c| c.ttft_s)).collect();
-    let mut itl: Vec<f64> = records.iter().flat_map(|r| r.choices.iter().flat_map(|c| c.itl_s.iter().copied())).collect();
+    let mut ttft: Vec<f64> = records
+        .iter()
+        .flat_map(|r| r.choices.iter().filter_map(|c| c.ttft_s))
+        .collect();
+    let mut itl: Vec<f64> = records
+        .iter()
+        .flat_map(|r| r.choices.iter().flat_map(|c| c.itl_s.iter().copied()))
+        .collect();
     Summary {
         requests: records.len(),
         errors: records.iter().filter(|r| r.error.is_some()).count(),
@@ -54,10 +63,20 @@ pub fn summarize(records: &[RequestRecord], trajectories: &[String], wall_s: f64
         computed_tokens,
         dtpb: dtpb(distinct, computed_tokens),
         limit_tokens,
-        cache_efficiency: limit_tokens.filter(|_| computed_tokens > 0).map(|l| l as f64 / computed_tokens as f64),
-        cache_hit_ratio: if prompt_tokens > 0 { cached_tokens as f64 / prompt_tokens as f64 } else { 0.0 },
+        cache_efficiency: limit_tokens
+            .filter(|_| computed_tokens > 0)
+            .map(|l| l as f64 / computed_tokens as f64),
+        cache_hit_ratio: if prompt_tokens > 0 {
+            cached_tokens as f64 / prompt_tokens as f64
+        } else {
+            0.0
+        },
         wall_s,
-        trajectories_per_s: if wall_s > 0.0 { trajectories.len() as f64 / wall_s } else { 0.0 },
+        trajectories_per_s: if wall_s > 0.0 {
+            trajectories.len() as f64 / wall_s
+        } else {
+            0.0
+        },
         ttft_p50_s: percentile(&mut ttft, 50.0),
         ttft_p99_s: percentile(&mut ttft, 99.0),
         itl_p50_s: percentile(&mut itl, 50.0),
@@ -124,12 +143,25 @@ mod tests {
     use crate::record::Choice;
     use std::sync::Arc;
 
-    fn rec(prompt: u64, cached: Option<u64>, completion: u64, ids: &[u32], outs: &[&[u32]]) -> RequestRecord {
+    fn rec(
+        prompt: u64,
+        cached: Option<u64>,
+        completion: u64,
+        ids: &[u32],
+        outs: &[&[u32]],
+    ) -> RequestRecord {
         RequestRecord {
             prompt_tokens: Some(prompt),
             cached_tokens: cached,
             completion_tokens: Some(completion),
-            choices: outs.iter().map(|o| Choice { text: format!("{o:?}"), ttft_s: Some(0.1), ..Default::default() }).collect(),
+            choices: outs
+                .iter()
+                .map(|o| Choice {
+                    text: format!("{o:?}"),
+                    ttft_s: Some(0.1),
+                    ..Default::default()
+                })
+                .collect(),
             prompt_ids: Some(Arc::new(ids.to_vec())),
             choice_ids: outs.iter().map(|o| o.to_vec()).collect(),
             ..Default::default()
@@ -150,10 +182,21 @@ mod tests {
         // Turn 1: prompt 1,2,3 (nothing cached) → reply 4,5. Turn 2: prompt 1,2,3,4,5,6,7
         // with 5 cached → reply 8. Computed = (3 - 0 + 2) + (7 - 5 + 1) = 8; the tree over
         // 1,2,3,4,5 and 1,2,3,4,5,6,7,8 has 8 nodes: efficiency 1.0.
-        let records = vec![rec(3, Some(0), 2, &[1, 2, 3], &[&[4, 5]]), rec(7, Some(5), 1, &[1, 2, 3, 4, 5, 6, 7], &[&[8]])];
+        let records = vec![
+            rec(3, Some(0), 2, &[1, 2, 3], &[&[4, 5]]),
+            rec(7, Some(5), 1, &[1, 2, 3, 4, 5, 6, 7], &[&[8]]),
+        ];
         let trajs = vec!["a".to_string(), "b".to_string()];
         let s = summarize(&records, &trajs, 2.0);
-        assert_eq!((s.prompt_tokens, s.cached_tokens, s.generated_tokens, s.computed_tokens), (10, 5, 3, 8));
+        assert_eq!(
+            (
+                s.prompt_tokens,
+                s.cached_tokens,
+                s.generated_tokens,
+                s.computed_tokens
+            ),
+            (10, 5, 3, 8)
+        );
         assert_eq!(s.limit_tokens, Some(8));
         assert!((s.cache_efficiency.unwrap() - 1.0).abs() < 1e-12);
         assert!((s.dtpb - 2.0 * 1e6 / 8.0).abs() < 1e-9);
@@ -181,8 +224,20 @@ mod tests {
         let mut bad = rec(3, Some(1), 0, &[1], &[]);
         bad.error = Some("500".into());
         bad.prompt_ids = None;
-        let s = summarize(&[bad, rec(3, Some(0), 1, &[1, 2, 3], &[&[4]])], &["t".into()], 0.0);
-        assert_eq!((s.errors, s.limit_tokens, s.cache_efficiency, s.trajectories_per_s), (1, None, None, 0.0));
+        let s = summarize(
+            &[bad, rec(3, Some(0), 1, &[1, 2, 3], &[&[4]])],
+            &["t".into()],
+            0.0,
+        );
+        assert_eq!(
+            (
+                s.errors,
+                s.limit_tokens,
+                s.cache_efficiency,
+                s.trajectories_per_s
+            ),
+            (1, None, None, 0.0)
+        );
         assert_eq!(s.computed_tokens, (3 - 1) + (3 + 1));
     }
 

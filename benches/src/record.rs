@@ -44,16 +44,28 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     pub fn failed(prompt: Arc<Prompt>, error: String, latency_s: f64) -> Self {
-        RequestRecord { error: Some(error), latency_s, prompt: Some(prompt), ..Default::default() }
+        RequestRecord {
+            error: Some(error),
+            latency_s,
+            prompt: Some(prompt),
+            ..Default::default()
+        }
     }
 
     /// Generated tokens: the server's count, else the text chunks seen.
     pub fn generated(&self) -> u64 {
-        self.completion_tokens.unwrap_or_else(|| self.choices.iter().map(|c| c.itl_s.len() as u64 + c.ttft_s.is_some() as u64).sum())
+        self.completion_tokens.unwrap_or_else(|| {
+            self.choices
+                .iter()
+                .map(|c| c.itl_s.len() as u64 + c.ttft_s.is_some() as u64)
+                .sum()
+        })
     }
 
     /// Prompt tokens: the server's count, else the length of the tokenized prompt.
     pub fn prompt_len(&self) -> u64 {
-        self.prompt_tokens.or_else(|| self.prompt_ids.as_ref().map(|p| p.len() as u64)).unwrap_or(0)
+        self.prompt_tokens
+            .or_else(|| self.prompt_ids.as_ref().map(|p| p.len() as u64))
+            .unwrap_or(0)
     }
 }

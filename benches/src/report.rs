@@ -58,11 +58,22 @@ pub fn ratios(runs: &[RunResult]) -> Option<String> {
     let first = &runs.first()?.server;
     let mut t = String::new();
     for other in runs.iter().filter(|r| &r.server != first) {
-        let Some(base) = runs.iter().find(|r| &r.server == first && r.workload == other.workload) else { continue };
+        let Some(base) = runs
+            .iter()
+            .find(|r| &r.server == first && r.workload == other.workload)
+        else {
+            continue;
+        };
         if t.is_empty() {
             t.push_str("| workload | vs | DTPB × | traj/s × |\n|---|---|--:|--:|\n");
         }
-        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "–".into() };
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}", a / b)
+            } else {
+                "–".into()
+            }
+        };
         let _ = writeln!(
             t,
             "| {} | {} / {} | {} | {} |",
@@ -70,7 +81,10 @@ pub fn ratios(runs: &[RunResult]) -> Option<String> {
             first,
             other.server,
             ratio(base.summary.dtpb, other.summary.dtpb),
-            ratio(base.summary.trajectories_per_s, other.summary.trajectories_per_s)
+            ratio(
+                base.summary.trajectories_per_s,
+                other.summary.trajectories_per_s
+            )
         );
     }
     (!t.is_empty()).then_some(t)

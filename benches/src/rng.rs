@@ -57,12 +57,30 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_parts_differ() {
-        let a: Vec<u64> = (0..4).map({ let mut r = Rng::new(7); move |_| r.next_u64() }).collect();
-        let b: Vec<u64> = (0..4).map({ let mut r = Rng::new(7); move |_| r.next_u64() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
-        assert_ne!(Rng::derive(7, &[1, 2]).next_u64(), Rng::derive(7, &[2, 1]).next_u64());
-        assert_ne!(Rng::derive(7, &[1]).next_u64(), Rng::derive(8, &[1]).next_u64());
+        assert_ne!(
+            Rng::derive(7, &[1, 2]).next_u64(),
+            Rng::derive(7, &[2, 1]).next_u64()
+        );
+        assert_ne!(
+            Rng::derive(7, &[1]).next_u64(),
+            Rng::derive(8, &[1]).next_u64()
+        );
         let mut r = Rng::new(1);
-        assert!((0..1000).map(|_| r.range(3, 5)).all(|x| (3..=5).contains(&x)));
+        assert!((0..1000)
+            .map(|_| r.range(3, 5))
+            .all(|x| (3..=5).contains(&x)));
     }
 }

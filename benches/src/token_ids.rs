@@ -15,7 +15,9 @@ impl Client {
         match (self.flavor, prompt) {
             (Flavor::LlamaCpp, Prompt::Chat(m)) => {
                 let rendered = self.post("/apply-template", &json!({"messages": m}))?;
-                let text = rendered["prompt"].as_str().context("/apply-template gave no prompt")?;
+                let text = rendered["prompt"]
+                    .as_str()
+                    .context("/apply-template gave no prompt")?;
                 self.llama_tokenize(text, true)
             }
             (Flavor::LlamaCpp, Prompt::Text(t)) => self.llama_tokenize(t, true),
@@ -31,20 +33,33 @@ impl Client {
         }
         match self.flavor {
             Flavor::LlamaCpp => self.llama_tokenize(text, false),
-            _ => ids(&self.post("/tokenize", &json!({"prompt": text, "add_special_tokens": false}))?),
+            _ => ids(&self.post(
+                "/tokenize",
+                &json!({"prompt": text, "add_special_tokens": false}),
+            )?),
         }
     }
 
     fn llama_tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        ids(&self.post("/tokenize", &json!({"content": text, "add_special": special, "parse_special": special}))?)
+        ids(&self.post(
+            "/tokenize",
+            &json!({"content": text, "add_special": special, "parse_special": special}),
+        )?)
     }
 }
 
 fn ids(v: &Value) -> Result<Vec<u32>> {
-    let tokens = v["tokens"].as_array().context("/tokenize gave no `tokens`")?;
+    let tokens = v["tokens"]
+        .as_array()
+        .context("/tokenize gave no `tokens`")?;
     tokens
         .iter()
-        .map(|t| t.as_u64().or(t["id"].as_u64()).map(|x| x as u32).context("a token id is not a number"))
+        .map(|t| {
+            t.as_u64()
+                .or(t["id"].as_u64())
+                .map(|x| x as u32)
+                .context("a token id is not a number")
+        })
         .collect()
 }
 
@@ -53,7 +68,9 @@ fn ids(v: &Value) -> Result<Vec<u32>> {
 pub fn fill(client: &Client, records: &mut [RequestRecord]) -> Result<()> {
     let mut seen: HashMap<*const Prompt, Arc<Vec<u32>>> = HashMap::new();
     for r in records.iter_mut() {
-        let Some(prompt) = r.prompt.clone() else { continue };
+        let Some(prompt) = r.prompt.clone() else {
+            continue;
+        };
         let ids = match seen.get(&Arc::as_ptr(&prompt)) {
             Some(ids) => ids.clone(),
             None => {
@@ -63,7 +80,11 @@ pub fn fill(client: &Client, records: &mut [RequestRecord]) -> Result<()> {
             }
         };
         r.prompt_ids = Some(ids);
-        r.choice_ids = r.choices.iter().map(|c| client.text_ids(&c.text)).collect::<Result<_>>()?;
+        r.choice_ids = r
+            .choices
+            .iter()
+            .map(|c| client.text_ids(&c.text))
+            .collect::<Result<_>>()?;
     }
     Ok(())
 }

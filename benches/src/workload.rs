@@ -40,19 +40,39 @@ pub struct Tree {
 
 impl Default for AgentLoop {
     fn default() -> Self {
-        AgentLoop { agents: 8, iterations: 8, system_tokens: 1500, task_tokens: 100, tool_result_tokens: 200, max_tokens: 64, temperature: 0.7 }
+        AgentLoop {
+            agents: 8,
+            iterations: 8,
+            system_tokens: 1500,
+            task_tokens: 100,
+            tool_result_tokens: 200,
+            max_tokens: 64,
+            temperature: 0.7,
+        }
     }
 }
 
 impl Default for Fanout {
     fn default() -> Self {
-        Fanout { prompts: 4, prompt_tokens: 300, n: 16, max_tokens: 128, temperature: 1.0 }
+        Fanout {
+            prompts: 4,
+            prompt_tokens: 300,
+            n: 16,
+            max_tokens: 128,
+            temperature: 1.0,
+        }
     }
 }
 
 impl Default for Tree {
     fn default() -> Self {
-        Tree { root_tokens: 256, segment_tokens: 32, branch: 4, depth: 3, temperature: 1.0 }
+        Tree {
+            root_tokens: 256,
+            segment_tokens: 32,
+            branch: 4,
+            depth: 3,
+            temperature: 1.0,
+        }
     }
 }
 
@@ -66,7 +86,8 @@ const TREE_ROOT: u64 = 5;
 impl AgentLoop {
     pub fn system_prompt(&self, seed: u64) -> String {
         let mut rng = Rng::derive(seed, &[SYSTEM]);
-        let header = "You are a coding agent. Work step by step and call one tool per turn. The tools:";
+        let header =
+            "You are a coding agent. Work step by step and call one tool per turn. The tools:";
         let per_tool = 60;
         let tools = (self.system_tokens.saturating_sub(20) / (per_tool + 6)).max(1);
         let mut text = header.to_string();
@@ -77,14 +98,23 @@ impl AgentLoop {
     }
 
     pub fn task(&self, seed: u64, agent: usize) -> String {
-        format!("Task {agent}: {}", sentences(&mut Rng::derive(seed, &[TASK, agent as u64]), self.task_tokens))
+        format!(
+            "Task {agent}: {}",
+            sentences(
+                &mut Rng::derive(seed, &[TASK, agent as u64]),
+                self.task_tokens
+            )
+        )
     }
 
     /// What the tool "returns" after iteration `iteration` of `agent`; independent of the
     /// model's reply, so every server gets the same one.
     pub fn tool_result(&self, seed: u64, agent: usize, iteration: usize) -> String {
         let mut rng = Rng::derive(seed, &[TOOL_RESULT, agent as u64, iteration as u64]);
-        format!("Tool result {iteration}: {}", sentences(&mut rng, self.tool_result_tokens))
+        format!(
+            "Tool result {iteration}: {}",
+            sentences(&mut rng, self.tool_result_tokens)
+        )
     }
 
     pub fn generations(&self) -> usize {
@@ -95,7 +125,10 @@ impl AgentLoop {
 impl Fanout {
     pub fn prompt(&self, seed: u64, index: usize) -> String {
         let mut rng = Rng::derive(seed, &[FANOUT, index as u64]);
-        format!("Continue this story in your own words. {}", sentences(&mut rng, self.prompt_tokens))
+        format!(
+            "Continue this story in your own words. {}",
+            sentences(&mut rng, self.prompt_tokens)
+        )
     }
 
     pub fn generations(&self) -> usize {
@@ -133,7 +166,11 @@ mod tests {
         let w = AgentLoop::default();
         assert_eq!(w.system_prompt(1), w.system_prompt(1));
         assert_ne!(w.system_prompt(1), w.system_prompt(2));
-        assert!(near(estimate_tokens(&w.system_prompt(1)), 1500), "{}", estimate_tokens(&w.system_prompt(1)));
+        assert!(
+            near(estimate_tokens(&w.system_prompt(1)), 1500),
+            "{}",
+            estimate_tokens(&w.system_prompt(1))
+        );
         assert!(near(estimate_tokens(&w.task(1, 0)), 100));
         assert!(near(estimate_tokens(&w.tool_result(1, 0, 0)), 200));
         assert_ne!(w.task(1, 0), w.task(1, 1));
@@ -153,7 +190,11 @@ mod tests {
         assert_eq!(t.generations(), 4 + 16 + 64);
         assert!(near(estimate_tokens(&t.root(3)), 256));
         assert_eq!(t.root(3), t.root(3));
-        let small = Tree { branch: 2, depth: 2, ..Tree::default() };
+        let small = Tree {
+            branch: 2,
+            depth: 2,
+            ..Tree::default()
+        };
         assert_eq!((small.leaves(), small.generations()), (4, 6));
     }
 }

@@ -49,17 +49,32 @@ pub struct Batch {
 impl Batch {
     /// Appends a sequence whose `new_tokens` follow a context already cached at
     /// `cached_slots`, writing the new K/V to `new_slots`.
-    pub fn push(&mut self, new_tokens: &[u32], cached_slots: &[u32], new_slots: &[u32], logits: LogitRows) {
+    pub fn push(
+        &mut self,
+        new_tokens: &[u32],
+        cached_slots: &[u32],
+        new_slots: &[u32],
+        logits: LogitRows,
+    ) {
         assert_eq!(new_tokens.len(), new_slots.len(), "one slot per new token");
-        assert!(!new_tokens.is_empty(), "a sequence in a batch has at least one new token");
+        assert!(
+            !new_tokens.is_empty(),
+            "a sequence in a batch has at least one new token"
+        );
         let start = self.tokens.len();
         let first = cached_slots.len() as u32;
         self.tokens.extend_from_slice(new_tokens);
-        self.positions.extend((0..new_tokens.len() as u32).map(|i| first + i));
+        self.positions
+            .extend((0..new_tokens.len() as u32).map(|i| first + i));
         let mut context_slots = Vec::with_capacity(cached_slots.len() + new_slots.len());
         context_slots.extend_from_slice(cached_slots);
         context_slots.extend_from_slice(new_slots);
-        self.seqs.push(SeqSlice { start, len: new_tokens.len(), context_slots, logits });
+        self.seqs.push(SeqSlice {
+            start,
+            len: new_tokens.len(),
+            context_slots,
+            logits,
+        });
     }
 
     pub fn is_empty(&self) -> bool {

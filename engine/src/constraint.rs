@@ -21,7 +21,10 @@ pub struct TokenMask {
 impl TokenMask {
     /// A mask over `len` token ids with nothing allowed.
     pub fn new(len: usize) -> Self {
-        Self { words: vec![0; len.div_ceil(32)], len }
+        Self {
+            words: vec![0; len.div_ceil(32)],
+            len,
+        }
     }
 
     /// Number of token ids the mask covers (the logits row length).
@@ -120,7 +123,10 @@ pub(crate) struct SeqConstraint {
 
 impl SeqConstraint {
     pub fn new(c: &Constraint, vocab: usize) -> Self {
-        Self { rule: c.start(), mask: TokenMask::new(vocab) }
+        Self {
+            rule: c.start(),
+            mask: TokenMask::new(vocab),
+        }
     }
 
     /// Recomputes the mask for the next token. Fails when the rule does, or allows nothing.

@@ -2,19 +2,24 @@
 
 use crate::counters::Counters;
 use crate::engine::{Engine, RequestId};
+use crate::prefix_kv::PrefixKv;
 use crate::request::{EventSink, GenerationRequest, Limits, RequestError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use crate::prefix_kv::PrefixKv;
 
+#[allow(clippy::large_enum_variant)] // one command per request: boxing it would only add an allocation
 enum Command {
     Add(RequestId, GenerationRequest, Box<dyn EventSink>),
     Cancel(RequestId),
     CachedLen(Vec<u32>, mpsc::Sender<usize>),
-    Export(Vec<u32>, usize, mpsc::Sender<Result<(Option<PrefixKv>, bool), String>>),
+    Export(
+        Vec<u32>,
+        usize,
+        mpsc::Sender<Result<(Option<PrefixKv>, bool), String>>,
+    ),
     Import(Box<PrefixKv>, Duration, mpsc::Sender<Result<usize, String>>),
 }
 
@@ -45,10 +50,15 @@ impl EngineHandle {
                         let _ = reply.send(engine.cached_prefix_len(&tokens));
                     }
                     Command::Export(tokens, min_len, reply) => {
-                        let exported = engine.export_prefix(&tokens, min_len).map_err(|e| e.to_string());
+                        let exported = engine
+                            .export_prefix(&tokens, min_len)
+                            .map_err(|e| e.to_string());
                         let _ = reply.send(exported.map(|p| {
                             // What is held: the exported prefix, or (below min_len) a walk of the tree.
-                            let held = p.as_ref().map_or_else(|| engine.cached_prefix_len(&tokens), |p| p.tokens.len());
+                            let held = p.as_ref().map_or_else(
+                                || engine.cached_prefix_len(&tokens),
+                                |p| p.tokens.len(),
+                            );
                             let computing = engine.prefilling_past(&tokens, held);
                             (p, computing)
                         }));
@@ -72,17 +82,30 @@ impl EngineHandle {
                 }
             })
             .expect("spawn engine thread");
-        Self { tx, counters, limits, max_waiting, next_id: Arc::new(AtomicU64::new(0)), thread: Some(thread) }
+        Self {
+            tx,
+            counters,
+            limits,
+            max_waiting,
+            next_id: Arc::new(AtomicU64::new(0)),
+            thread: Some(thread),
+        }
     }
 
     /// Checks and queues a request; its events go to `sink` from the engine thread.
-    pub fn submit(&self, req: GenerationRequest, sink: Box<dyn EventSink>) -> Result<RequestId, RequestError> {
+    pub fn submit(
+        &self,
+        req: GenerationRequest,
+        sink: Box<dyn EventSink>,
+    ) -> Result<RequestId, RequestError> {
         self.limits.check(&req)?;
         if self.counters.waiting.load(Ordering::Relaxed) as usize >= self.max_waiting {
             return Err(RequestError::QueueFull);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Command::Add(id, req, sink)).map_err(|_| RequestError::EngineStopped)?;
+        self.tx
+            .send(Command::Add(id, req, sink))
+            .map_err(|_| RequestError::EngineStopped)?;
         Ok(id)
     }
 
@@ -93,23 +116,35 @@ impl EngineHandle {
     /// How many leading tokens of `tokens` the prefix tree holds (asked between steps).
     pub fn cached_prefix_len(&self, tokens: Vec<u32>) -> Result<usize, RequestError> {
         let (tx, rx) = mpsc::channel();
-        self.tx.send(Command::CachedLen(tokens, tx)).map_err(|_| RequestError::EngineStopped)?;
+        self.tx
+            .send(Command::CachedLen(tokens, tx))
+            .map_err(|_| RequestError::EngineStopped)?;
         rx.recv().map_err(|_| RequestError::EngineStopped)
     }
 
     /// See [`Engine::export_prefix`], and whether the engine is still prefilling more of
     /// `tokens` ([`Engine::prefilling_past`]); blocks until the engine thread answers.
-    pub fn export_prefix(&self, tokens: Vec<u32>, min_len: usize) -> Result<(Option<PrefixKv>, bool), String> {
+    pub fn export_prefix(
+        &self,
+        tokens: Vec<u32>,
+        min_len: usize,
+    ) -> Result<(Option<PrefixKv>, bool), String> {
         let (tx, rx) = mpsc::channel();
-        self.tx.send(Command::Export(tokens, min_len, tx)).map_err(|_| "the engine has stopped".to_string())?;
-        rx.recv().map_err(|_| "the engine has stopped".to_string())?
+        self.tx
+            .send(Command::Export(tokens, min_len, tx))
+            .map_err(|_| "the engine has stopped".to_string())?;
+        rx.recv()
+            .map_err(|_| "the engine has stopped".to_string())?
     }
 
     /// See [`Engine::import_prefix`]; blocks until the engine thread answers.
     pub fn import_prefix(&self, prefix: PrefixKv, keep: Duration) -> Result<usize, String> {
         let (tx, rx) = mpsc::channel();
-        self.tx.send(Command::Import(Box::new(prefix), keep, tx)).map_err(|_| "the engine has stopped".to_string())?;
-        rx.recv().map_err(|_| "the engine has stopped".to_string())?
+        self.tx
+            .send(Command::Import(Box::new(prefix), keep, tx))
+            .map_err(|_| "the engine has stopped".to_string())?;
+        rx.recv()
+            .map_err(|_| "the engine has stopped".to_string())?
     }
 
     pub fn counters(&self) -> &Arc<Counters> {

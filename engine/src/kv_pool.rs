@@ -40,7 +40,11 @@ impl KvPool {
             let v = Tensor::zeros((cfg.num_slots, cfg.row_len()), cfg.dtype, device)?;
             layers.push((k, v));
         }
-        Ok(Self { cfg, device: device.clone(), layers })
+        Ok(Self {
+            cfg,
+            device: device.clone(),
+            layers,
+        })
     }
 
     pub fn config(&self) -> &KvPoolConfig {
@@ -64,10 +68,19 @@ impl KvPool {
     pub fn write(&mut self, layer: usize, slots: &Tensor, k: &Tensor, v: &Tensor) -> Result<()> {
         let n = slots.dim(0)?;
         let row = self.cfg.row_len();
-        let idx = slots.reshape((n, 1))?.broadcast_as((n, row))?.contiguous()?;
+        let idx = slots
+            .reshape((n, 1))?
+            .broadcast_as((n, row))?
+            .contiguous()?;
         let (pk, pv) = &self.layers[layer];
-        let k = k.reshape((n, row))?.to_dtype(self.cfg.dtype)?.contiguous()?;
-        let v = v.reshape((n, row))?.to_dtype(self.cfg.dtype)?.contiguous()?;
+        let k = k
+            .reshape((n, row))?
+            .to_dtype(self.cfg.dtype)?
+            .contiguous()?;
+        let v = v
+            .reshape((n, row))?
+            .to_dtype(self.cfg.dtype)?
+            .contiguous()?;
         pk.scatter_set(&idx, &k, 0)?;
         pv.scatter_set(&idx, &v, 0)?;
         Ok(())
@@ -77,11 +90,27 @@ impl KvPool {
     /// `k.0[i * k.1..][..row]` (a slice and its row stride, so K and V may be column slices
     /// of one projection's output), and the same for V. Each value is converted to the pool's
     /// type as `to_dtype` would convert it.
-    pub fn write_rows(&mut self, layer: usize, slots: &[u32], k: (&[f32], usize), v: (&[f32], usize)) -> Result<()> {
+    pub fn write_rows(
+        &mut self,
+        layer: usize,
+        slots: &[u32],
+        k: (&[f32], usize),
+        v: (&[f32], usize),
+    ) -> Result<()> {
         let row = self.cfg.row_len();
         let (pk, pv) = &self.layers[layer];
-        pk.inplace_op1(&WriteRows { slots, rows: k.0, stride: k.1, row })?;
-        pv.inplace_op1(&WriteRows { slots, rows: v.0, stride: v.1, row })
+        pk.inplace_op1(&WriteRows {
+            slots,
+            rows: k.0,
+            stride: k.1,
+            row,
+        })?;
+        pv.inplace_op1(&WriteRows {
+            slots,
+            rows: v.0,
+            stride: v.1,
+            row,
+        })
     }
 
     /// Gathers K and V of `slots` (u32 tensor of length n): each `[n, num_kv_heads, head_dim]`.
@@ -89,7 +118,10 @@ impl KvPool {
         let n = slots.dim(0)?;
         let (pk, pv) = &self.layers[layer];
         let shape = (n, self.cfg.num_kv_heads, self.cfg.head_dim);
-        Ok((pk.index_select(slots, 0)?.reshape(shape)?, pv.index_select(slots, 0)?.reshape(shape)?))
+        Ok((
+            pk.index_select(slots, 0)?.reshape(shape)?,
+            pv.index_select(slots, 0)?.reshape(shape)?,
+        ))
     }
 }
 
@@ -107,7 +139,12 @@ impl WriteRows<'_> {
         let slots_held = pool.len() / self.row.max(1);
         if let Some(n) = self.slots.len().checked_sub(1) {
             if self.stride < self.row || self.rows.len() < n * self.stride + self.row {
-                candle_core::bail!("write_rows: {} rows of {} need more than {} values", self.slots.len(), self.row, self.rows.len());
+                candle_core::bail!(
+                    "write_rows: {} rows of {} need more than {} values",
+                    self.slots.len(),
+                    self.row,
+                    self.rows.len()
+                );
             }
         }
         for (i, &slot) in self.slots.iter().enumerate() {
@@ -150,8 +187,15 @@ mod tests {
     fn rows_written_from_slices_equal_rows_written_from_tensors() -> Result<()> {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F16, DType::BF16] {
-            let cfg = KvPoolConfig { num_layers: 2, num_kv_heads: 2, head_dim: 2, num_slots: 6, dtype };
-            let (mut by_tensor, mut by_rows) = (KvPool::new(cfg.clone(), &dev)?, KvPool::new(cfg, &dev)?);
+            let cfg = KvPoolConfig {
+                num_layers: 2,
+                num_kv_heads: 2,
+                head_dim: 2,
+                num_slots: 6,
+                dtype,
+            };
+            let (mut by_tensor, mut by_rows) =
+                (KvPool::new(cfg.clone(), &dev)?, KvPool::new(cfg, &dev)?);
             // Three token rows of a fused projection: 4 values of K then 4 of V, and 1 more.
             let fused: Vec<f32> = (0..27).map(|i| i as f32 * 0.37 - 3.1).collect();
             let fused_t = Tensor::from_vec(fused.clone(), (3, 9), &dev)?;
@@ -159,15 +203,34 @@ mod tests {
             by_tensor.write(1, &Tensor::new(&[4u32, 0, 2], &dev)?, &k, &v)?;
             by_rows.write_rows(1, &[4, 0, 2], (&fused, 9), (&fused[4..], 9))?;
             for l in 0..2 {
-                for (a, b) in [by_tensor.layer(l).0, by_tensor.layer(l).1].iter().zip([by_rows.layer(l).0, by_rows.layer(l).1]) {
+                for (a, b) in [by_tensor.layer(l).0, by_tensor.layer(l).1]
+                    .iter()
+                    .zip([by_rows.layer(l).0, by_rows.layer(l).1])
+                {
                     let a = a.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                    assert_eq!(a, b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, "{dtype:?} layer {l}");
+                    assert_eq!(
+                        a,
+                        b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                        "{dtype:?} layer {l}"
+                    );
                 }
             }
-            assert!(by_rows.layer(1).0.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? != 0.0);
+            assert!(
+                by_rows
+                    .layer(1)
+                    .0
+                    .to_dtype(DType::F32)?
+                    .sum_all()?
+                    .to_scalar::<f32>()?
+                    != 0.0
+            );
             // A slot past the pool, or rows shorter than the slots need, is an error.
-            assert!(by_rows.write_rows(0, &[6], (&fused, 9), (&fused, 9)).is_err());
-            assert!(by_rows.write_rows(0, &[0, 1, 2, 3], (&fused, 9), (&fused, 9)).is_err());
+            assert!(by_rows
+                .write_rows(0, &[6], (&fused, 9), (&fused, 9))
+                .is_err());
+            assert!(by_rows
+                .write_rows(0, &[0, 1, 2, 3], (&fused, 9), (&fused, 9))
+                .is_err());
         }
         Ok(())
     }
@@ -175,7 +238,13 @@ mod tests {
     #[test]
     fn written_rows_come_back_from_gather_and_others_stay_zero() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = KvPoolConfig { num_layers: 2, num_kv_heads: 2, head_dim: 3, num_slots: 8, dtype: DType::F32 };
+        let cfg = KvPoolConfig {
+            num_layers: 2,
+            num_kv_heads: 2,
+            head_dim: 3,
+            num_slots: 8,
+            dtype: DType::F32,
+        };
         let mut pool = KvPool::new(cfg, &dev)?;
         let k = Tensor::arange(0f32, 12., &dev)?.reshape((2, 2, 3))?;
         let v = (k.clone() * -1.0)?;

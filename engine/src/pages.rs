@@ -35,7 +35,11 @@ impl PageAllocator {
         assert!(num_pages <= u32::MAX as usize, "too many pages");
         // Reverse so that pages come out in ascending order (deterministic, cache friendly).
         let free = (0..num_pages as u32).rev().collect();
-        Self { page_size, free, used: vec![false; num_pages] }
+        Self {
+            page_size,
+            free,
+            used: vec![false; num_pages],
+        }
     }
 
     /// As many whole pages as fit in `num_slots` (a trailing partial page is never used).
@@ -76,7 +80,11 @@ impl PageAllocator {
         if n > self.free.len() {
             return None;
         }
-        Some((0..n).map(|_| self.alloc_one().expect("counted above")).collect())
+        Some(
+            (0..n)
+                .map(|_| self.alloc_one().expect("counted above"))
+                .collect(),
+        )
     }
 
     /// Returns `page` to the pool.
@@ -106,7 +114,10 @@ impl PageAllocator {
 
     fn check_used(&self, page: u32) -> Result<(), PageError> {
         match self.used.get(page as usize) {
-            None => Err(PageError::OutOfRange { page, total: self.used.len() }),
+            None => Err(PageError::OutOfRange {
+                page,
+                total: self.used.len(),
+            }),
             Some(false) => Err(PageError::DoubleFree(page)),
             Some(true) => Ok(()),
         }
@@ -116,8 +127,14 @@ impl PageAllocator {
 /// Pool slots of the first `len` positions of a sequence whose page table is `pages`
 /// (position `i` lives at slot `pages[i / page_size] * page_size + i % page_size`).
 pub fn slots_of(pages: &[u32], page_size: usize, len: usize) -> Vec<u32> {
-    assert!(len <= pages.len() * page_size, "{len} positions need more than {} pages", pages.len());
-    (0..len).map(|i| pages[i / page_size] * page_size as u32 + (i % page_size) as u32).collect()
+    assert!(
+        len <= pages.len() * page_size,
+        "{len} positions need more than {} pages",
+        pages.len()
+    );
+    (0..len)
+        .map(|i| pages[i / page_size] * page_size as u32 + (i % page_size) as u32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -156,7 +173,10 @@ mod tests {
     fn free_all_is_atomic() {
         let mut a = PageAllocator::new(4, 2);
         let ps = a.alloc(3).unwrap();
-        assert_eq!(a.free_all(&[ps[0], ps[1], ps[0]]), Err(PageError::DoubleFree(ps[0])));
+        assert_eq!(
+            a.free_all(&[ps[0], ps[1], ps[0]]),
+            Err(PageError::DoubleFree(ps[0]))
+        );
         assert_eq!(a.free_all(&[ps[0], 3]), Err(PageError::DoubleFree(3)));
         assert_eq!(a.used_pages(), 3, "nothing freed on error");
         a.free_all(&ps).unwrap();

@@ -40,9 +40,13 @@ impl PrefixKv {
             b.extend_from_slice(&(n as u32).to_le_bytes());
         }
         b.push(dtype_code(self.dtype).expect("a KV pool holds f32, f16 or bf16"));
-        self.tokens.iter().for_each(|t| b.extend_from_slice(&t.to_le_bytes()));
+        self.tokens
+            .iter()
+            .for_each(|t| b.extend_from_slice(&t.to_le_bytes()));
         for (k, v) in &self.layers {
-            k.iter().chain(v).for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+            k.iter()
+                .chain(v)
+                .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
         }
         b
     }
@@ -68,9 +72,16 @@ impl PrefixKv {
             .and_then(|w| w.checked_add(21))
             .ok_or_else(short)?;
         if b.len() != want {
-            return Err(format!("prefix KV of {} bytes, its header says {want}", b.len()));
+            return Err(format!(
+                "prefix KV of {} bytes, its header says {want}",
+                b.len()
+            ));
         }
-        let words = |from: usize, n: usize| b[from..from + 4 * n].chunks_exact(4).map(|c| c.try_into().unwrap());
+        let words = |from: usize, n: usize| {
+            b[from..from + 4 * n]
+                .chunks_exact(4)
+                .map(|c| c.try_into().unwrap())
+        };
         let ids = words(21, tokens).map(u32::from_le_bytes).collect();
         let mut at = 21 + 4 * tokens;
         let mut out = Vec::with_capacity(layers);
@@ -81,7 +92,12 @@ impl PrefixKv {
             at += 4 * per_layer;
             out.push((k, v));
         }
-        Ok(PrefixKv { tokens: ids, dtype, row_len, layers: out })
+        Ok(PrefixKv {
+            tokens: ids,
+            dtype,
+            row_len,
+            layers: out,
+        })
     }
 }
 
@@ -95,12 +111,19 @@ mod tests {
             tokens: vec![5, 6, 7],
             dtype: DType::F16,
             row_len: 2,
-            layers: vec![(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![-1.0; 6]), (vec![0.5; 6], vec![f32::MIN; 6])],
+            layers: vec![
+                (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![-1.0; 6]),
+                (vec![0.5; 6], vec![f32::MIN; 6]),
+            ],
         };
         let b = p.to_bytes();
         assert_eq!(PrefixKv::from_bytes(&b).unwrap(), p);
-        assert!(PrefixKv::from_bytes(&b[..b.len() - 1]).unwrap_err().contains("header says"));
-        assert!(PrefixKv::from_bytes(b"LTKVPFX2xxxxxxxxxxxxxxxxx").unwrap_err().contains("magic"));
+        assert!(PrefixKv::from_bytes(&b[..b.len() - 1])
+            .unwrap_err()
+            .contains("header says"));
+        assert!(PrefixKv::from_bytes(b"LTKVPFX2xxxxxxxxxxxxxxxxx")
+            .unwrap_err()
+            .contains("magic"));
         let mut huge = b.clone();
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(PrefixKv::from_bytes(&huge).is_err());

@@ -19,7 +19,13 @@ pub struct GenerationRequest {
 
 impl GenerationRequest {
     pub fn new(prompt: Vec<u32>, params: SamplingParams) -> Self {
-        Self { prompt, params, prompt_logprobs: None, session: None, constraint: None }
+        Self {
+            prompt,
+            params,
+            prompt_logprobs: None,
+            session: None,
+            constraint: None,
+        }
     }
 }
 
@@ -34,12 +40,26 @@ pub struct TokenLogprob {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The prompt is in the cache; sent once, before any token.
-    Prefilled { prompt_tokens: usize, cached_tokens: usize, prompt_logprobs: Option<Vec<TokenLogprob>> },
+    Prefilled {
+        prompt_tokens: usize,
+        cached_tokens: usize,
+        prompt_logprobs: Option<Vec<TokenLogprob>>,
+    },
     /// One generated token of fork `seq`; `text` is what may be shown now (stop strings
     /// may hold text back, and a stop token shows none).
-    Token { seq: usize, token: u32, text: String, logprob: Option<TokenLogprob> },
+    Token {
+        seq: usize,
+        token: u32,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
     /// Fork `seq` is done; `text` is any held-back text released at the end.
-    Finished { seq: usize, reason: FinishReason, completion_tokens: usize, text: String },
+    Finished {
+        seq: usize,
+        reason: FinishReason,
+        completion_tokens: usize,
+        text: String,
+    },
     /// The request failed; no more events follow.
     Failed { message: String },
 }
@@ -100,7 +120,10 @@ impl Limits {
         }
         let generates = req.params.max_tokens != Some(0);
         if req.prompt.len() + generates as usize > self.max_context {
-            return Err(RequestError::PromptTooLong { prompt: req.prompt.len(), context: self.max_context });
+            return Err(RequestError::PromptTooLong {
+                prompt: req.prompt.len(),
+                context: self.max_context,
+            });
         }
         let n = req.params.n.max(1);
         if n > self.max_running_seqs {
@@ -120,12 +143,19 @@ impl Limits {
         // max_tokens = 0 is a valid request when it asks for prompt logprobs (scoring).
         let scoring = req.params.max_tokens == Some(0) && req.prompt_logprobs.is_some();
         let params = if scoring {
-            std::borrow::Cow::Owned(crate::sampling::SamplingParams { max_tokens: None, ..req.params.clone() })
+            std::borrow::Cow::Owned(crate::sampling::SamplingParams {
+                max_tokens: None,
+                ..req.params.clone()
+            })
         } else {
             std::borrow::Cow::Borrowed(&req.params)
         };
-        params.validate().map_err(|e| RequestError::InvalidParams(e.to_string()))?;
-        req.params.validate_vocab(self.vocab_size).map_err(|e| RequestError::InvalidParams(e.to_string()))?;
+        params
+            .validate()
+            .map_err(|e| RequestError::InvalidParams(e.to_string()))?;
+        req.params
+            .validate_vocab(self.vocab_size)
+            .map_err(|e| RequestError::InvalidParams(e.to_string()))?;
         Ok(())
     }
 }

@@ -63,7 +63,11 @@ impl FakeModel {
             max_context,
             eos_token_ids: vec![FAKE_EOS],
         };
-        Self { cfg, device: Device::Cpu, stats: Mutex::new(FakeStats::default()) }
+        Self {
+            cfg,
+            device: Device::Cpu,
+            stats: Mutex::new(FakeStats::default()),
+        }
     }
 
     pub fn stats(&self) -> FakeStats {
@@ -73,29 +77,49 @@ impl FakeModel {
     /// Panics unless the batch is laid out as the [`Batch`] docs promise and no two
     /// sequences step on each other's slots.
     fn check_batch(&self, batch: &Batch, num_slots: usize) {
-        assert_eq!(batch.tokens.len(), batch.positions.len(), "a position per token");
+        assert_eq!(
+            batch.tokens.len(),
+            batch.positions.len(),
+            "a position per token"
+        );
         let mut written = std::collections::HashMap::new();
         let mut next = 0;
         for (i, s) in batch.seqs.iter().enumerate() {
             assert_eq!(s.start, next, "sequences cover the token list in order");
             assert!(s.len >= 1 && s.len <= s.context_len(), "seq {i}: bad len");
             next = s.start + s.len;
-            assert!(s.context_len() <= self.cfg.max_context, "seq {i}: context past max_context");
+            assert!(
+                s.context_len() <= self.cfg.max_context,
+                "seq {i}: context past max_context"
+            );
             for j in 0..s.len {
                 let (t, p) = (batch.tokens[s.start + j], batch.positions[s.start + j]);
-                assert!((t as usize) < self.cfg.vocab_size, "token {t} outside the vocabulary");
-                assert_eq!(p as usize, s.first_position() + j, "seq {i}: position does not follow the context");
+                assert!(
+                    (t as usize) < self.cfg.vocab_size,
+                    "token {t} outside the vocabulary"
+                );
+                assert_eq!(
+                    p as usize,
+                    s.first_position() + j,
+                    "seq {i}: position does not follow the context"
+                );
             }
             for &slot in s.write_slots() {
                 assert!((slot as usize) < num_slots, "slot {slot} outside the pool");
-                assert!(written.insert(slot, i).is_none(), "slot {slot} written twice in one batch");
+                assert!(
+                    written.insert(slot, i).is_none(),
+                    "slot {slot} written twice in one batch"
+                );
             }
         }
         assert_eq!(next, batch.tokens.len(), "sequences cover the token list");
         for (i, s) in batch.seqs.iter().enumerate() {
             let mut own = std::collections::HashSet::new();
             for &slot in &s.context_slots {
-                assert!(own.insert(slot), "seq {i}: slot {slot} appears twice in its context");
+                assert!(
+                    own.insert(slot),
+                    "seq {i}: slot {slot} appears twice in its context"
+                );
                 if let Some(&w) = written.get(&slot) {
                     assert_eq!(w, i, "seq {i} reads slot {slot} while seq {w} writes it");
                 }
@@ -118,8 +142,12 @@ impl Model for FakeModel {
         // Write every new token's (token, position) first, then read: a slot two
         // sequences share shows whichever was written last.
         let n = batch.tokens.len();
-        let rows: Vec<f32> =
-            batch.tokens.iter().zip(&batch.positions).flat_map(|(&t, &p)| [t as f32 + 1.0, p as f32 + 1.0]).collect();
+        let rows: Vec<f32> = batch
+            .tokens
+            .iter()
+            .zip(&batch.positions)
+            .flat_map(|(&t, &p)| [t as f32 + 1.0, p as f32 + 1.0])
+            .collect();
         let rows = Tensor::from_vec(rows, (n, 2), &self.device)?;
         let slots = Tensor::new(batch.write_slots().as_slice(), &self.device)?;
         kv.write(0, &slots, &rows, &rows)?;
@@ -172,12 +200,14 @@ fn mix(mut z: u64) -> u64 {
 /// 6, chosen by a hash of the whole history) over noise in [0, 2) for the others, so
 /// greedy decoding is unambiguous and temperature-1 sampling still varies.
 pub fn fake_logits(history: &[u32], vocab: usize) -> Vec<f32> {
-    let h = history.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &t| mix(h ^ u64::from(t).wrapping_add(0x9E37)));
+    let h = history.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &t| {
+        mix(h ^ u64::from(t).wrapping_add(0x9E37))
+    });
     let peak = (h % vocab as u64) as usize;
     (0..vocab)
         .map(|v| {
-            let noise =
-                (mix(h ^ (v as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32 / (1u64 << 24) as f32;
+            let noise = (mix(h ^ (v as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32
+                / (1u64 << 24) as f32;
             2.0 * noise + if v == peak { 4.0 } else { 0.0 }
         })
         .collect()
@@ -185,7 +215,12 @@ pub fn fake_logits(history: &[u32], vocab: usize) -> Vec<f32> {
 
 /// What greedy decoding of `prompt` yields on the fake model: up to `max_tokens` tokens,
 /// ending with [`FAKE_EOS`] if it came first (unless `ignore_eos`).
-pub fn reference_greedy(prompt: &[u32], vocab: usize, max_tokens: usize, ignore_eos: bool) -> Vec<u32> {
+pub fn reference_greedy(
+    prompt: &[u32],
+    vocab: usize,
+    max_tokens: usize,
+    ignore_eos: bool,
+) -> Vec<u32> {
     let mut ctx = prompt.to_vec();
     let mut out = Vec::new();
     while out.len() < max_tokens {

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use harness::*;
 use looptree_engine::sampling::{FinishReason, SamplingParams};
 use looptree_engine::testing::FAKE_EOS;
-use looptree_engine::{Constraint, ConstraintFactory, GenerationRequest, TokenConstraint, TokenMask};
+use looptree_engine::{
+    Constraint, ConstraintFactory, GenerationRequest, TokenConstraint, TokenMask,
+};
 
 /// Each token must be above the previous one (starting above `floor`) and at most `step`
 /// above it; after `len` tokens the output is complete. The rule depends on the fork's own
@@ -53,21 +55,43 @@ struct RisingFactory {
 
 impl ConstraintFactory for RisingFactory {
     fn start(&self) -> Box<dyn TokenConstraint> {
-        Box::new(Rising { last: self.floor, step: self.step, left: self.len, seen: self.seen.clone() })
+        Box::new(Rising {
+            last: self.floor,
+            step: self.step,
+            left: self.len,
+            seen: self.seen.clone(),
+        })
     }
 }
 
 fn rising(floor: u32, step: u32, len: usize) -> (Constraint, Arc<Mutex<Vec<u32>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    (Constraint::new(RisingFactory { floor, step, len, seen: seen.clone() }), seen)
+    (
+        Constraint::new(RisingFactory {
+            floor,
+            step,
+            len,
+            seen: seen.clone(),
+        }),
+        seen,
+    )
 }
 
 fn sampled(n: usize, max_tokens: usize, seed: u64) -> SamplingParams {
-    SamplingParams { n, temperature: 1.0, seed: Some(seed), max_tokens: Some(max_tokens), ..SamplingParams::default() }
+    SamplingParams {
+        n,
+        temperature: 1.0,
+        seed: Some(seed),
+        max_tokens: Some(max_tokens),
+        ..SamplingParams::default()
+    }
 }
 
 fn constrained(prompt: &[u32], params: SamplingParams, c: Constraint) -> GenerationRequest {
-    GenerationRequest { constraint: Some(c), ..req(prompt, params) }
+    GenerationRequest {
+        constraint: Some(c),
+        ..req(prompt, params)
+    }
 }
 
 #[test]
@@ -76,7 +100,8 @@ fn every_fork_follows_its_own_rule_and_ends_when_complete() {
         let (mut e, model) = engine(config(4096, ps));
         let (c, seen) = rising(2, 6, 4);
         let (s, log) = sink();
-        e.add_request(constrained(&prompt(7, 9), sampled(8, 50, 11), c), s).unwrap();
+        e.add_request(constrained(&prompt(7, 9), sampled(8, 50, 11), c), s)
+            .unwrap();
         let steps = run(&mut e, 100);
         let o = outcome(&log);
         assert!(o.all_finished(8), "{o:?}");
@@ -86,7 +111,10 @@ fn every_fork_follows_its_own_rule_and_ends_when_complete() {
             assert_eq!(toks.len(), 4, "fork {f}: {toks:?}");
             let mut last = 2;
             for &t in &toks {
-                assert!(t > last && t <= last + 6, "fork {f}: {toks:?} breaks the rule");
+                assert!(
+                    t > last && t <= last + 6,
+                    "fork {f}: {toks:?} breaks the rule"
+                );
                 last = t;
             }
             // Complete after 4 tokens: finished as a stop, not a length cut, no EOS emitted.
@@ -94,7 +122,10 @@ fn every_fork_follows_its_own_rule_and_ends_when_complete() {
             assert!(!toks.contains(&FAKE_EOS));
             distinct.insert(toks);
         }
-        assert!(distinct.len() > 1, "temperature 1 forks should differ: {distinct:?}");
+        assert!(
+            distinct.len() > 1,
+            "temperature 1 forks should differ: {distinct:?}"
+        );
         // The prefill step samples the first token, three decode steps the rest: no step
         // is spent on a forced EOS.
         assert_eq!(steps, 4, "page size {ps}");
@@ -119,21 +150,33 @@ fn the_mask_overrides_the_model_even_when_greedy() {
     e.add_request(constrained(&p, greedy(3), c), s).unwrap();
     run(&mut e, 100);
     let toks = outcome(&log).fork(0);
-    assert!(toks.windows(2).all(|w| w[1] > w[0] && w[1] <= w[0] + 3) && toks[0] > 10 && toks[0] <= 13, "{toks:?}");
+    assert!(
+        toks.windows(2).all(|w| w[1] > w[0] && w[1] <= w[0] + 3) && toks[0] > 10 && toks[0] <= 13,
+        "{toks:?}"
+    );
     assert_ne!(toks, free.fork(0));
 }
 
 #[test]
 fn unconstrained_neighbours_run_as_if_alone() {
     let (mut e, _) = engine(config(4096, 2));
-    let plain: Vec<_> = (0..3).map(|i| (prompt(40 + i, 6 + i as usize), greedy(12))).collect();
-    let want: Vec<_> = plain.iter().map(|(p, params)| solo(p, params.clone(), 2)).collect();
+    let plain: Vec<_> = (0..3)
+        .map(|i| (prompt(40 + i, 6 + i as usize), greedy(12)))
+        .collect();
+    let want: Vec<_> = plain
+        .iter()
+        .map(|(p, params)| solo(p, params.clone(), 2))
+        .collect();
     let (c, _) = rising(1, 2, 10);
     let (s, clog) = sink();
-    e.add_request(constrained(&prompt(9, 4), sampled(3, 30, 5), c), s).unwrap();
-    let logs: Vec<_> = plain.iter().map(|(p, params)| submit(&mut e, p, params.clone()).1).collect();
+    e.add_request(constrained(&prompt(9, 4), sampled(3, 30, 5), c), s)
+        .unwrap();
+    let logs: Vec<_> = plain
+        .iter()
+        .map(|(p, params)| submit(&mut e, p, params.clone()).1)
+        .collect();
     // Step by step: each plain request gets a token every step, as it would alone.
-    let mut steps_to_finish = vec![None; 3];
+    let mut steps_to_finish = [None; 3];
     let mut step = 0;
     while e.has_work() {
         e.step();
@@ -148,7 +191,11 @@ fn unconstrained_neighbours_run_as_if_alone() {
     for (i, log) in logs.iter().enumerate() {
         let o = outcome(log);
         assert_eq!(o.fork(0), want[i].fork(0), "request {i}");
-        assert_eq!(steps_to_finish[i], Some(o.fork(0).len()), "request {i} was held up");
+        assert_eq!(
+            steps_to_finish[i],
+            Some(o.fork(0).len()),
+            "request {i} was held up"
+        );
     }
     let c = outcome(&clog);
     assert!(c.all_finished(3));
@@ -180,7 +227,11 @@ impl ConstraintFactory for Nothing {
 fn a_rule_that_allows_nothing_ends_its_fork_without_output() {
     let (mut e, _) = engine(config(4096, 1));
     let (s, log) = sink();
-    e.add_request(constrained(&prompt(1, 5), sampled(2, 10, 1), Constraint::new(Nothing)), s).unwrap();
+    e.add_request(
+        constrained(&prompt(1, 5), sampled(2, 10, 1), Constraint::new(Nothing)),
+        s,
+    )
+    .unwrap();
     let p = prompt(2, 5);
     let (_, plain) = submit(&mut e, &p, greedy(6));
     run(&mut e, 100);

@@ -9,8 +9,8 @@ mod harness;
 use std::sync::Arc;
 
 use harness::*;
-use looptree_engine::testing::{FakeDetokenizer, FakeModel};
 use looptree_engine::sampling::SamplingParams;
+use looptree_engine::testing::{FakeDetokenizer, FakeModel};
 use looptree_engine::{Engine, EngineConfig, GenerationRequest};
 
 struct Shape {
@@ -28,14 +28,31 @@ struct Shape {
 
 /// About a tenth of the bench's crowded run (32 agents, 8 iterations, a 1,500-token system
 /// prompt, 100-token tasks, 200-token tool results, 64-token replies, 49,152 of ~68,000).
-const CROWDED: Shape = Shape { agents: 32, iterations: 8, system: 150, task: 10, tool: 20, reply: 6, pool_share: 0.72, client_steps: 1 };
+const CROWDED: Shape = Shape {
+    agents: 32,
+    iterations: 8,
+    system: 150,
+    task: 10,
+    tool: 20,
+    reply: 6,
+    pool_share: 0.72,
+    client_steps: 1,
+};
 
 /// Distinct nodes of the prefix tree over `seqs`: the fewest tokens any engine computes.
 fn limit(seqs: &mut [Vec<u32>]) -> usize {
     seqs.sort();
     let mut total = 0;
     for i in 0..seqs.len() {
-        let shared = if i == 0 { 0 } else { seqs[i].iter().zip(&seqs[i - 1]).take_while(|(a, b)| a == b).count() };
+        let shared = if i == 0 {
+            0
+        } else {
+            seqs[i]
+                .iter()
+                .zip(&seqs[i - 1])
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
         total += seqs[i].len() - shared;
     }
     total
@@ -43,6 +60,7 @@ fn limit(seqs: &mut [Vec<u32>]) -> usize {
 
 /// Runs the loop with the engine settings of `tune`; returns the cache efficiency (the
 /// limit over the tokens the model computed).
+#[allow(clippy::needless_range_loop)] // agent `a` indexes its slot, which the loop rewrites
 fn run_loop(shape: &Shape, tune: impl Fn(EngineConfig) -> EngineConfig) -> f64 {
     let system = prompt(1, shape.system);
     let first = |a: usize| [system.clone(), prompt(1000 + a as u64, shape.task)].concat();
@@ -64,18 +82,28 @@ fn run_loop(shape: &Shape, tune: impl Fn(EngineConfig) -> EngineConfig) -> f64 {
     let slots = (estimate as f64 * shape.pool_share) as usize;
     let model = Arc::new(FakeModel::new(VOCAB, 8192));
     // A step budget a tenth of the server's, like the shape.
-    let cfg = tune(EngineConfig { max_step_tokens: 51, ..config(slots, 1) });
+    let cfg = tune(EngineConfig {
+        max_step_tokens: 51,
+        ..config(slots, 1)
+    });
     let mut e = Engine::new(model.clone(), Arc::new(FakeDetokenizer), cfg).expect("engine");
-    let params = SamplingParams { ignore_eos: true, ..greedy(shape.reply) };
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..greedy(shape.reply)
+    };
     let submit_turn = |e: &mut Engine, a: usize, p: &[u32]| {
         let (s, log) = sink();
-        let r = GenerationRequest { session: Some(format!("agent-{a}")), ..req(p, params.clone()) };
+        let r = GenerationRequest {
+            session: Some(format!("agent-{a}")),
+            ..req(p, params.clone())
+        };
         e.add_request(r, s).expect("accepted");
         log
     };
     // Per agent: the iteration in flight, its prompt and its events.
-    let mut inflight: Vec<Option<(usize, Vec<u32>, Log)>> =
-        (0..shape.agents).map(|a| Some((0, first(a), submit_turn(&mut e, a, &first(a))))).collect();
+    let mut inflight: Vec<Option<(usize, Vec<u32>, Log)>> = (0..shape.agents)
+        .map(|a| Some((0, first(a), submit_turn(&mut e, a, &first(a)))))
+        .collect();
     // Next turns sent but not arrived yet: (step it arrives, agent, iteration, prompt).
     let mut on_the_way: Vec<(usize, usize, usize, Vec<u32>)> = Vec::new();
     let mut steps = 0;
@@ -88,7 +116,9 @@ fn run_loop(shape: &Shape, tune: impl Fn(EngineConfig) -> EngineConfig) -> f64 {
         e.step();
         steps += 1;
         for a in 0..shape.agents {
-            let Some((it, p, log)) = &inflight[a] else { continue };
+            let Some((it, p, log)) = &inflight[a] else {
+                continue;
+            };
             let o = outcome(log);
             assert!(o.failed.is_none(), "agent {a} iteration {it}: {o:?}");
             if !o.all_finished(1) {
@@ -103,7 +133,8 @@ fn run_loop(shape: &Shape, tune: impl Fn(EngineConfig) -> EngineConfig) -> f64 {
                 on_the_way.push((steps + shape.client_steps, a, it + 1, next));
             }
         }
-        e.check_invariants().unwrap_or_else(|m| panic!("after step {steps}: {m}"));
+        e.check_invariants()
+            .unwrap_or_else(|m| panic!("after step {steps}: {m}"));
     }
     assert!(inflight.iter().all(Option::is_none));
     assert_eq!(seqs.len(), shape.agents * shape.iterations);
@@ -123,7 +154,10 @@ fn run_loop(shape: &Shape, tune: impl Fn(EngineConfig) -> EngineConfig) -> f64 {
     // Only what eviction made the engine compute again lies between the two: every request
     // runs the last token of the reply before it (the limit counts it there) and never runs
     // its own last one.
-    assert!(computed + shape.agents >= limit, "computed {computed} under the limit {limit}");
+    assert!(
+        computed + shape.agents >= limit,
+        "computed {computed} under the limit {limit}"
+    );
     limit as f64 / computed as f64
 }
 
@@ -132,7 +166,11 @@ fn with_fewer_loops_running_than_the_pool_holds_a_crowded_loop_computes_almost_o
     // About the pool over each loop's final context (the bench: 49,152 tokens over ~2,100 of
     // each loop's own), with aging low enough that the waiting loops do not cut in before
     // the running ones finish: the first 20 loops finish, then the rest run in their room.
-    let efficiency = run_loop(&CROWDED, |c| EngineConfig { max_running_seqs: 20, aging_tokens_per_step: 2, ..c });
+    let efficiency = run_loop(&CROWDED, |c| EngineConfig {
+        max_running_seqs: 20,
+        aging_tokens_per_step: 2,
+        ..c
+    });
     assert!(efficiency >= 0.95, "efficiency {efficiency:.3}");
 }
 
@@ -141,7 +179,10 @@ fn waiting_loops_keep_their_context_when_loops_take_turns() {
     // Default aging lets the waiting loops cut in, so loops take turns; evicting plain LRU
     // would then take the context of the loop that waited longest, the one admitted next
     // (efficiency 0.65 here), where sparing the paths waiting requests need keeps it.
-    let efficiency = run_loop(&CROWDED, |c| EngineConfig { max_running_seqs: 16, ..c });
+    let efficiency = run_loop(&CROWDED, |c| EngineConfig {
+        max_running_seqs: 16,
+        ..c
+    });
     assert!(efficiency >= 0.75, "efficiency {efficiency:.3}");
 }
 

@@ -27,10 +27,20 @@ fn an_imported_prefix_is_served_from_cache_with_the_same_output() {
         let (mut b, _) = engine(config(256, page_size));
         let shared = prompt(1, 41);
         serve(&mut a, &shared);
-        assert!(a.export_prefix(&shared, 1000).unwrap().is_none(), "shorter than min_len");
-        let x = a.export_prefix(&shared, 1).unwrap().expect("a holds the prompt");
+        assert!(
+            a.export_prefix(&shared, 1000).unwrap().is_none(),
+            "shorter than min_len"
+        );
+        let x = a
+            .export_prefix(&shared, 1)
+            .unwrap()
+            .expect("a holds the prompt");
         assert_eq!(x.tokens, shared[..x.tokens.len()]);
-        assert!(x.tokens.len() >= 40 / page_size * page_size, "page_size {page_size}: {} tokens", x.tokens.len());
+        assert!(
+            x.tokens.len() >= 40 / page_size * page_size,
+            "page_size {page_size}: {} tokens",
+            x.tokens.len()
+        );
         let x = PrefixKv::from_bytes(&x.to_bytes()).unwrap();
 
         let new = b.import_prefix(&x, KEEP).unwrap();
@@ -80,9 +90,19 @@ fn a_prefix_that_does_not_fit_is_refused_without_leaking_pages() {
 
     // Rows of another shape (another model).
     let (mut b, _) = engine(config(256, 1));
-    let other = PrefixKv { row_len: 4, layers: vec![(vec![0.0; 400], vec![0.0; 400])], ..x.clone() };
-    assert!(b.import_prefix(&other, KEEP).unwrap_err().contains("does not fit"));
-    let torn = PrefixKv { layers: vec![(vec![0.0; 3], vec![0.0; 3])], ..x };
+    let other = PrefixKv {
+        row_len: 4,
+        layers: vec![(vec![0.0; 400], vec![0.0; 400])],
+        ..x.clone()
+    };
+    assert!(b
+        .import_prefix(&other, KEEP)
+        .unwrap_err()
+        .contains("does not fit"));
+    let torn = PrefixKv {
+        layers: vec![(vec![0.0; 3], vec![0.0; 3])],
+        ..x
+    };
     assert!(b.import_prefix(&torn, KEEP).is_err());
     assert_eq!(b.tree_stats().cached_tokens, 0);
     assert_clean(&b);
@@ -90,18 +110,33 @@ fn a_prefix_that_does_not_fit_is_refused_without_leaking_pages() {
 
 #[test]
 fn a_prefix_still_being_prefilled_is_reported_as_growing() {
-    let (mut a, _) = engine(looptree_engine::EngineConfig { max_step_tokens: 16, ..config(256, 1) });
+    let (mut a, _) = engine(looptree_engine::EngineConfig {
+        max_step_tokens: 16,
+        ..config(256, 1)
+    });
     let long = prompt(6, 60);
     let (_, log) = submit(&mut a, &long, greedy(4));
     a.step();
     let held = a.cached_prefix_len(&long);
-    assert!(held > 0 && held < 59, "held {held} after one step of 16 tokens");
-    assert!(a.prefilling_past(&long, held), "the rest of the prompt is on its way");
-    assert!(!a.prefilling_past(&prompt(7, 60), 0), "another prompt is not");
+    assert!(
+        held > 0 && held < 59,
+        "held {held} after one step of 16 tokens"
+    );
+    assert!(
+        a.prefilling_past(&long, held),
+        "the rest of the prompt is on its way"
+    );
+    assert!(
+        !a.prefilling_past(&prompt(7, 60), 0),
+        "another prompt is not"
+    );
     let partial = a.export_prefix(&long, 1).unwrap().unwrap();
     assert_eq!(partial.tokens.len(), held);
     run(&mut a, 1000);
     assert!(outcome(&log).all_finished(1));
-    assert!(!a.prefilling_past(&long, a.cached_prefix_len(&long)), "done");
+    assert!(
+        !a.prefilling_past(&long, a.cached_prefix_len(&long)),
+        "done"
+    );
     assert_clean(&a);
 }

@@ -97,20 +97,30 @@ impl World {
     /// Page-aligned prefixes some live sequence holds locked.
     fn locked_keys(&self) -> HashSet<Vec<u32>> {
         let ps = self.ps;
-        self.seqs.iter().flat_map(|s| (1..=s.shared).map(move |k| s.tokens[..k * ps].to_vec())).collect()
+        self.seqs
+            .iter()
+            .flat_map(|s| (1..=s.shared).map(move |k| s.tokens[..k * ps].to_vec()))
+            .collect()
     }
 
     fn check_match(&self, tokens: &[u32], m: &Match) {
         let ps = self.ps;
         let mut want = Vec::new();
-        while let Some(&p) = tokens.get(..(want.len() + 1) * ps).and_then(|k| self.cache.get(k)) {
+        while let Some(&p) = tokens
+            .get(..(want.len() + 1) * ps)
+            .and_then(|k| self.cache.get(k))
+        {
             want.push(p);
         }
         assert_eq!(m.len, want.len() * ps, "longest cached prefix");
         assert_eq!(m.pages, want);
         assert_eq!(m.slots, slots_of(&want, ps, m.len));
         for (i, s) in m.slots.iter().enumerate() {
-            assert_eq!(self.content.get(s), Some(&(tokens[i], i)), "slot {s} holds another token");
+            assert_eq!(
+                self.content.get(s),
+                Some(&(tokens[i], i)),
+                "slot {s} holds another token"
+            );
         }
         assert_eq!(self.tree.cached_prefix_len(tokens), m.len);
     }
@@ -123,30 +133,56 @@ impl World {
         let pages = self.alloc.alloc(n)?;
         let values: HashSet<u32> = self.cache.values().copied().collect();
         for p in &pages {
-            assert!(!self.tree.owns_page(*p) && !values.contains(p), "page {p} handed out but cached");
-            assert!(!self.seqs.iter().any(|s| s.pages.contains(p)), "page {p} handed out twice");
+            assert!(
+                !self.tree.owns_page(*p) && !values.contains(p),
+                "page {p} handed out but cached"
+            );
+            assert!(
+                !self.seqs.iter().any(|s| s.pages.contains(p)),
+                "page {p} handed out twice"
+            );
         }
         Some(pages)
     }
 
     fn evict(&mut self, n: usize) {
         let evictable = self.cache.len() - self.locked_keys().len();
-        let freed = self.tree.evict_at(n, &mut self.alloc, self.now, Default::default());
-        assert_eq!(freed.len(), n.min(evictable), "evicts exactly what is asked, if it can");
+        let freed = self
+            .tree
+            .evict_at(n, &mut self.alloc, self.now, Default::default());
+        assert_eq!(
+            freed.len(),
+            n.min(evictable),
+            "evicts exactly what is asked, if it can"
+        );
         for p in &freed {
-            assert!(!self.seqs.iter().any(|s| s.pages.contains(p)), "evicted page {p} is in use");
+            assert!(
+                !self.seqs.iter().any(|s| s.pages.contains(p)),
+                "evicted page {p} is in use"
+            );
             assert!(self.alloc.is_free(*p));
         }
         let freed: HashSet<u32> = freed.into_iter().collect();
         let before = self.cache.len();
         self.cache.retain(|_, p| !freed.contains(p));
-        assert_eq!(before - self.cache.len(), freed.len(), "evicted pages were cached");
+        assert_eq!(
+            before - self.cache.len(),
+            freed.len(),
+            "evicted pages were cached"
+        );
     }
 
     fn write(&mut self, seq: usize, from: usize) {
         let s = &self.seqs[seq];
-        assert!(from >= s.shared * self.ps, "a sequence writes into a tree page");
-        for (i, slot) in slots_of(&s.pages, self.ps, s.tokens.len()).into_iter().enumerate().skip(from) {
+        assert!(
+            from >= s.shared * self.ps,
+            "a sequence writes into a tree page"
+        );
+        for (i, slot) in slots_of(&s.pages, self.ps, s.tokens.len())
+            .into_iter()
+            .enumerate()
+            .skip(from)
+        {
             self.content.insert(slot, (s.tokens[i], i));
         }
     }
@@ -161,7 +197,12 @@ impl World {
         let need = self.alloc.pages_for(prompt.len()) - m.pages.len();
         // Locked before allocating, so the eviction this may trigger cannot take the match.
         let shared = m.pages.len();
-        self.seqs.push(Seq { tokens: prompt, pages: m.pages, shared, node: m.node });
+        self.seqs.push(Seq {
+            tokens: prompt,
+            pages: m.pages,
+            shared,
+            node: m.node,
+        });
         let Some(own) = self.alloc_pages(need) else {
             let s = self.seqs.pop().unwrap();
             self.tree.unlock(s.node);
@@ -228,7 +269,9 @@ impl World {
             self.share(seq);
         }
         let s = self.seqs.swap_remove(seq);
-        self.alloc.free_all(&s.pages[s.shared..]).expect("own pages are allocated");
+        self.alloc
+            .free_all(&s.pages[s.shared..])
+            .expect("own pages are allocated");
         self.tree.unlock(s.node);
         self.history.push(s.tokens);
     }
@@ -247,7 +290,10 @@ impl World {
             Op::Finish { seq } if n > 0 => self.end(seq % n, true),
             Op::Abort { seq } if n > 0 => self.end(seq % n, false),
             Op::Pin { seq, secs } if n > 0 => {
-                assert!(self.tree.pin(self.seqs[seq % n].node, self.now + Duration::from_secs(secs)));
+                assert!(self.tree.pin(
+                    self.seqs[seq % n].node,
+                    self.now + Duration::from_secs(secs)
+                ));
             }
             Op::Evict { n } => self.evict(n),
             Op::Tick { secs } => self.now += Duration::from_secs(secs),
@@ -259,22 +305,39 @@ impl World {
         self.tree.validate().unwrap();
         let (a, st) = (&self.alloc, self.tree.stats());
         assert_eq!(a.free_pages() + a.used_pages(), a.total_pages());
-        let own: Vec<u32> = self.seqs.iter().flat_map(|s| s.pages[s.shared..].iter().copied()).collect();
-        assert_eq!(a.used_pages(), st.cached_pages + own.len(), "page accounting");
+        let own: Vec<u32> = self
+            .seqs
+            .iter()
+            .flat_map(|s| s.pages[s.shared..].iter().copied())
+            .collect();
+        assert_eq!(
+            a.used_pages(),
+            st.cached_pages + own.len(),
+            "page accounting"
+        );
         let mut held = self.tree.pages();
         held.extend(&own);
         let distinct: HashSet<u32> = held.iter().copied().collect();
         assert_eq!(distinct.len(), held.len(), "a page has two owners");
         assert!(held.iter().all(|&p| !a.is_free(p)), "a held page is free");
         let tree_pages: HashSet<u32> = self.tree.pages().into_iter().collect();
-        assert_eq!(tree_pages, self.cache.values().copied().collect::<HashSet<_>>());
+        assert_eq!(
+            tree_pages,
+            self.cache.values().copied().collect::<HashSet<_>>()
+        );
         assert_eq!(self.cache.len(), st.cached_pages);
         for s in &self.seqs {
-            assert!(s.pages[..s.shared].iter().all(|p| tree_pages.contains(p)), "locked page evicted");
+            assert!(
+                s.pages[..s.shared].iter().all(|p| tree_pages.contains(p)),
+                "locked page evicted"
+            );
         }
         assert_eq!(st.locked_tokens, self.locked_keys().len() * self.ps);
         for k in self.cache.keys() {
-            assert!(k.len() == self.ps || self.cache.contains_key(&k[..k.len() - self.ps]), "hole");
+            assert!(
+                k.len() == self.ps || self.cache.contains_key(&k[..k.len() - self.ps]),
+                "hole"
+            );
         }
     }
 }
@@ -295,8 +358,13 @@ fn op(vocab: u32) -> impl Strategy<Value = Op> {
 }
 
 fn scenario() -> impl Strategy<Value = (usize, usize, Vec<Op>)> {
-    (prop::sample::select(vec![1usize, 2, 4]), 2u32..4)
-        .prop_flat_map(|(ps, vocab)| (Just(ps), 3usize..24, prop::collection::vec(op(vocab), 1..80)))
+    (prop::sample::select(vec![1usize, 2, 4]), 2u32..4).prop_flat_map(|(ps, vocab)| {
+        (
+            Just(ps),
+            3usize..24,
+            prop::collection::vec(op(vocab), 1..80),
+        )
+    })
 }
 
 proptest! {

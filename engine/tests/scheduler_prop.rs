@@ -37,30 +37,68 @@ impl Spec {
         }
     }
     fn request(&self) -> GenerationRequest {
-        GenerationRequest { prompt_logprobs: self.prompt_logprobs.then_some(1), ..req(&self.prompt, self.params()) }
+        GenerationRequest {
+            prompt_logprobs: self.prompt_logprobs.then_some(1),
+            ..req(&self.prompt, self.params())
+        }
     }
 }
 
 fn base(i: usize) -> Vec<u32> {
-    prompt(1000 + i as u64, 20).into_iter().map(|t| t % 3 + 1).collect()
+    prompt(1000 + i as u64, 20)
+        .into_iter()
+        .map(|t| t % 3 + 1)
+        .collect()
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
     (
-        (0..10usize, 0..3usize, 0..=20usize, prop::collection::vec(1u32..4, 0..6)),
-        (1..=3usize, 0..10usize, any::<bool>(), prop::option::weighted(0.25, 0..1000u64)),
-        (prop::bool::weighted(0.15), prop::option::weighted(0.2, 0..40usize)),
+        (
+            0..10usize,
+            0..3usize,
+            0..=20usize,
+            prop::collection::vec(1u32..4, 0..6),
+        ),
+        (
+            1..=3usize,
+            0..10usize,
+            any::<bool>(),
+            prop::option::weighted(0.25, 0..1000u64),
+        ),
+        (
+            prop::bool::weighted(0.15),
+            prop::option::weighted(0.2, 0..40usize),
+        ),
     )
-        .prop_map(|((arrive, b, cut, tail), (n, max_tokens, ignore_eos, seed), (prompt_logprobs, cancel_at))| {
-            let mut prompt = base(b)[..cut].to_vec();
-            prompt.extend(tail);
-            if prompt.is_empty() {
-                prompt.push(1);
-            }
-            // max_tokens = 0 only makes sense (and is only valid) for scoring.
-            let max_tokens = if prompt_logprobs { max_tokens } else { max_tokens.max(1) };
-            Spec { arrive, prompt, n, max_tokens, ignore_eos, seed, prompt_logprobs, cancel_at }
-        })
+        .prop_map(
+            |(
+                (arrive, b, cut, tail),
+                (n, max_tokens, ignore_eos, seed),
+                (prompt_logprobs, cancel_at),
+            )| {
+                let mut prompt = base(b)[..cut].to_vec();
+                prompt.extend(tail);
+                if prompt.is_empty() {
+                    prompt.push(1);
+                }
+                // max_tokens = 0 only makes sense (and is only valid) for scoring.
+                let max_tokens = if prompt_logprobs {
+                    max_tokens
+                } else {
+                    max_tokens.max(1)
+                };
+                Spec {
+                    arrive,
+                    prompt,
+                    n,
+                    max_tokens,
+                    ignore_eos,
+                    seed,
+                    prompt_logprobs,
+                    cancel_at,
+                }
+            },
+        )
 }
 
 /// Page size, step budget, running-sequence cap, prefix cache on, and the pool's slack
@@ -86,7 +124,10 @@ fn pages_alone(s: &Spec, ps: usize) -> usize {
 
 /// 96 cases unless PROPTEST_CASES says otherwise.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96)
 }
 
 proptest! {

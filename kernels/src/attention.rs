@@ -20,7 +20,10 @@ pub fn attention_generic(
     let (ctx, n_kv, _) = k.dims3()?;
     let n_rep = n_heads / n_kv;
     // Group query heads by the KV head they share, so K/V need not be repeated.
-    let q = q.transpose(0, 1)?.contiguous()?.reshape((n_kv, n_rep * len, hd))?;
+    let q = q
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((n_kv, n_rep * len, hd))?;
     let k = k.transpose(0, 1)?.contiguous()?; // [n_kv, ctx, hd]
     let v = v.transpose(0, 1)?.contiguous()?;
     let q = (q * scale)?;
@@ -35,7 +38,10 @@ pub fn attention_generic(
     let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(candle_core::DType::F32)?)?
         .to_dtype(v.dtype())?;
     let out = probs.matmul(&v)?; // [n_kv, n_rep*len, hd]
-    out.reshape((n_heads, len, hd))?.transpose(0, 1)?.contiguous()?.reshape((len, n_heads * hd))
+    out.reshape((n_heads, len, hd))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((len, n_heads * hd))
 }
 
 /// Additive mask `[len, ctx]` (0 or -inf), or None when every query sees every key.
@@ -48,39 +54,61 @@ fn causal_mask(
 ) -> Result<Option<Tensor>> {
     let visible = |i: usize, j: usize| {
         let p = first_pos + i;
-        j <= p && window.map_or(true, |w| p - j < w)
+        j <= p && window.is_none_or(|w| p - j < w)
     };
     if (0..len).all(|i| (0..ctx).all(|j| visible(i, j))) {
         return Ok(None);
     }
     let mut m = Vec::with_capacity(len * ctx);
     for i in 0..len {
-        m.extend((0..ctx).map(|j| if visible(i, j) { 0f32 } else { f32::NEG_INFINITY }));
+        m.extend((0..ctx).map(|j| {
+            if visible(i, j) {
+                0f32
+            } else {
+                f32::NEG_INFINITY
+            }
+        }));
     }
     Ok(Some(Tensor::from_vec(m, (len, ctx), device)?))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, DType};
+    use candle_core::{DType, Device};
 
     /// Straightforward per-head loop as the oracle.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], len: usize, ctx: usize, nh: usize, nkv: usize, hd: usize, first: usize) -> Vec<f32> {
+    #[allow(clippy::too_many_arguments)] // every shape parameter, spelled out as in the kernel
+    fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        len: usize,
+        ctx: usize,
+        nh: usize,
+        nkv: usize,
+        hd: usize,
+        first: usize,
+    ) -> Vec<f32> {
         let mut out = vec![0f32; len * nh * hd];
         for i in 0..len {
             for h in 0..nh {
                 let kh = h / (nh / nkv);
                 let p = first + i;
                 let mut s: Vec<f32> = (0..=p)
-                    .map(|j| (0..hd).map(|d| q[(i * nh + h) * hd + d] * k[(j * nkv + kh) * hd + d]).sum::<f32>() / (hd as f32).sqrt())
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| q[(i * nh + h) * hd + d] * k[(j * nkv + kh) * hd + d])
+                            .sum::<f32>()
+                            / (hd as f32).sqrt()
+                    })
                     .collect();
                 let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 s.iter_mut().for_each(|x| *x = (*x - m).exp());
                 let z: f32 = s.iter().sum();
                 for d in 0..hd {
-                    out[(i * nh + h) * hd + d] = (0..=p).map(|j| s[j] / z * v[(j * nkv + kh) * hd + d]).sum();
+                    out[(i * nh + h) * hd + d] =
+                        (0..=p).map(|j| s[j] / z * v[(j * nkv + kh) * hd + d]).sum();
                 }
             }
         }
@@ -98,8 +126,15 @@ mod tests {
         let v = Tensor::randn(0f32, 1., (ctx, nkv, hd), &dev)?;
         let got = attention_generic(&q, &k, &v, first, 1.0 / (hd as f64).sqrt(), None)?;
         let want = naive(
-            &q.flatten_all()?.to_vec1()?, &k.flatten_all()?.to_vec1()?, &v.flatten_all()?.to_vec1()?,
-            len, ctx, nh, nkv, hd, first,
+            &q.flatten_all()?.to_vec1()?,
+            &k.flatten_all()?.to_vec1()?,
+            &v.flatten_all()?.to_vec1()?,
+            len,
+            ctx,
+            nh,
+            nkv,
+            hd,
+            first,
         );
         let got = got.flatten_all()?.to_vec1::<f32>()?;
         for (a, b) in got.iter().zip(&want) {

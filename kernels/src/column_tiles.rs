@@ -10,7 +10,11 @@ use crate::team;
 /// current pool has (through [`team`]). `m` is the number of activation rows.
 pub(crate) fn for_each_column_tile(n: usize, m: usize, run: impl Fn(usize, usize) + Sync + Send) {
     let threads = rayon::current_num_threads().max(1);
-    let tile = if m >= 4 { 16 } else { (n / (threads * 4)).next_multiple_of(16).max(64) };
+    let tile = if m >= 4 {
+        16
+    } else {
+        (n / (threads * 4)).next_multiple_of(16).max(64)
+    };
     team::for_each_range(n, tile, run);
 }
 
@@ -23,7 +27,11 @@ pub(crate) const MAX_ROWS: usize = 4;
 /// chunk `r..r + rows` (rows ≤ [`MAX_ROWS`]) of the `m` activation rows, tiles of groups
 /// split among tasks as [`for_each_column_tile`] does. All the row chunks of a group run
 /// one after the other in one task, so the group's weights stay in L1 meanwhile.
-pub(crate) fn for_each_group_chunk(n: usize, m: usize, run: impl Fn(usize, usize, usize) + Sync + Send) {
+pub(crate) fn for_each_group_chunk(
+    n: usize,
+    m: usize,
+    run: impl Fn(usize, usize, usize) + Sync + Send,
+) {
     // Tiles are multiples of 16 columns, so every tile starts on a group boundary.
     for_each_column_tile(n, m, |c0, c1| {
         for g in c0 / GROUP..c1.div_ceil(GROUP) {
@@ -48,7 +56,10 @@ mod tests {
                     seen.lock().unwrap()[c] += 1;
                 }
             });
-            assert!(seen.into_inner().unwrap().iter().all(|&s| s == 1), "n {n}, m {m}");
+            assert!(
+                seen.into_inner().unwrap().iter().all(|&s| s == 1),
+                "n {n}, m {m}"
+            );
         }
     }
 
@@ -58,12 +69,15 @@ mod tests {
             let groups = n.div_ceil(super::GROUP);
             let seen = Mutex::new(vec![0u8; groups * m]);
             super::for_each_group_chunk(n, m, |g, r, rows| {
-                assert!(g < groups && rows >= 1 && rows <= super::MAX_ROWS && r + rows <= m);
+                assert!(g < groups && (1..=super::MAX_ROWS).contains(&rows) && r + rows <= m);
                 for r in r..r + rows {
                     seen.lock().unwrap()[g * m + r] += 1;
                 }
             });
-            assert!(seen.into_inner().unwrap().iter().all(|&s| s == 1), "n {n}, m {m}");
+            assert!(
+                seen.into_inner().unwrap().iter().all(|&s| s == 1),
+                "n {n}, m {m}"
+            );
         }
     }
 }

@@ -27,7 +27,13 @@ pub struct AttnShape {
 /// `q`: `[n_tokens, n_heads, head_dim]`; `k_pool`, `v_pool`: `[num_slots, n_kv_heads *
 /// head_dim]`; returns `[n_tokens, n_heads * head_dim]` (rows of tokens no sequence
 /// covers stay zero).
-pub fn paged_attention(q: &[f32], k_pool: &[f32], v_pool: &[f32], seqs: &[SeqAttn], shape: &AttnShape) -> Vec<f32> {
+pub fn paged_attention(
+    q: &[f32],
+    k_pool: &[f32],
+    v_pool: &[f32],
+    seqs: &[SeqAttn],
+    shape: &AttnShape,
+) -> Vec<f32> {
     let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
     let row = nkv * hd;
     let n_tokens = q.len() / (nh * hd);
@@ -42,35 +48,39 @@ pub fn paged_attention(q: &[f32], k_pool: &[f32], v_pool: &[f32], seqs: &[SeqAtt
         }
     }
     let out_ptr = out.as_mut_ptr() as usize;
-    items.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(si, i, h)| {
-        let s = &seqs[si];
-        let t = s.start + i;
-        let pos = s.context_slots.len() - s.len + i;
-        let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let kh = h / (nh / nkv);
-        let qv = &q[(t * nh + h) * hd..(t * nh + h + 1) * hd];
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for &slot in &s.context_slots[first..=pos] {
-            let base = slot as usize * row + kh * hd;
-            let sc = dot(qv, &k_pool[base..base + hd]) * shape.scale;
-            max = max.max(sc);
-            scores.push(sc);
-        }
-        let mut sum = 0f32;
-        for sc in scores.iter_mut() {
-            *sc = (*sc - max).exp();
-            sum += *sc;
-        }
-        let inv = 1.0 / sum;
-        // SAFETY: each (t, h) writes only its own head_dim-long chunk of `out`, and every
-        // (t, h) pair occurs once in `items`.
-        let o = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add((t * nh + h) * hd), hd) };
-        for (&slot, &p) in s.context_slots[first..=pos].iter().zip(scores.iter()) {
-            let base = slot as usize * row + kh * hd;
-            axpy(p * inv, &v_pool[base..base + hd], o);
-        }
-    });
+    items
+        .par_iter()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, &(si, i, h)| {
+            let s = &seqs[si];
+            let t = s.start + i;
+            let pos = s.context_slots.len() - s.len + i;
+            let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let kh = h / (nh / nkv);
+            let qv = &q[(t * nh + h) * hd..(t * nh + h + 1) * hd];
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for &slot in &s.context_slots[first..=pos] {
+                let base = slot as usize * row + kh * hd;
+                let sc = dot(qv, &k_pool[base..base + hd]) * shape.scale;
+                max = max.max(sc);
+                scores.push(sc);
+            }
+            let mut sum = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            let inv = 1.0 / sum;
+            // SAFETY: each (t, h) writes only its own head_dim-long chunk of `out`, and every
+            // (t, h) pair occurs once in `items`.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut((out_ptr as *mut f32).add((t * nh + h) * hd), hd)
+            };
+            for (&slot, &p) in s.context_slots[first..=pos].iter().zip(scores.iter()) {
+                let base = slot as usize * row + kh * hd;
+                axpy(p * inv, &v_pool[base..base + hd], o);
+            }
+        });
     out
 }
 
@@ -116,10 +126,24 @@ mod tests {
         let q = Tensor::randn(0f32, 1., (4, nh, hd), &dev)?;
         let scale = 1.0 / (hd as f32).sqrt();
         for window in [None, Some(3)] {
-            let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale, window };
+            let shape = AttnShape {
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                scale,
+                window,
+            };
             let seqs = [
-                SeqAttn { start: 0, len: 3, context_slots: &ctx_a },
-                SeqAttn { start: 3, len: 1, context_slots: &ctx_b },
+                SeqAttn {
+                    start: 0,
+                    len: 3,
+                    context_slots: &ctx_a,
+                },
+                SeqAttn {
+                    start: 3,
+                    len: 1,
+                    context_slots: &ctx_b,
+                },
             ];
             let got = paged_attention(
                 &q.flatten_all()?.to_vec1()?,
@@ -134,7 +158,11 @@ mod tests {
                 let k = k_pool.index_select(&idx, 0)?.reshape((s.len(), nkv, hd))?;
                 let v = v_pool.index_select(&idx, 0)?.reshape((s.len(), nkv, hd))?;
                 let qs = q.narrow(0, start, len)?;
-                want.extend(attention_generic(&qs, &k, &v, s.len() - len, scale as f64, window)?.flatten_all()?.to_vec1::<f32>()?);
+                want.extend(
+                    attention_generic(&qs, &k, &v, s.len() - len, scale as f64, window)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?,
+                );
             }
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-4, "window {window:?}: {g} vs {w}");

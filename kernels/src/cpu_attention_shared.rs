@@ -10,7 +10,9 @@
 
 use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
-use crate::cpu_attention_simd::{head_scores4, prefetch_rows, softmax, weigh_heads, weighted_values, KvElem};
+use crate::cpu_attention_simd::{
+    head_scores4, prefetch_rows, softmax, weigh_heads, weighted_values, KvElem,
+};
 
 /// Keys converted per chunk: 32 rows of K or V (8 KiB at head_dim 64) stay in L1 while every
 /// query of the group reads them.
@@ -49,15 +51,25 @@ pub fn decode_groups_into(seqs: &[SeqAttn], max_group: usize, groups: &mut Vec<D
         if let Some(g) = groups.last_mut() {
             if g.end == i && g.end - g.first < max_group {
                 let common = common_prefix(seqs[g.first].context_slots, s.context_slots);
-                let shared = if g.end - g.first == 1 { common } else { common.min(g.shared) };
-                if shared >= MIN_SHARED && 2 * shared >= g.shared.min(seqs[g.first].context_slots.len() - 1) {
+                let shared = if g.end - g.first == 1 {
+                    common
+                } else {
+                    common.min(g.shared)
+                };
+                if shared >= MIN_SHARED
+                    && 2 * shared >= g.shared.min(seqs[g.first].context_slots.len() - 1)
+                {
                     g.end = i + 1;
                     g.shared = shared;
                     continue;
                 }
             }
         }
-        groups.push(DecodeGroup { first: i, end: i + 1, shared: s.context_slots.len() });
+        groups.push(DecodeGroup {
+            first: i,
+            end: i + 1,
+            shared: s.context_slots.len(),
+        });
     }
 }
 
@@ -98,8 +110,16 @@ pub unsafe fn decode_group<T: KvElem>(
     let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
     let rep = nh / nkv;
     let row = nkv * hd;
-    let span = seqs.iter().map(|s| s.context_slots.len()).max().unwrap_or(0);
-    let GroupScratch { scores, rows, keys_t } = scratch;
+    let span = seqs
+        .iter()
+        .map(|s| s.context_slots.len())
+        .max()
+        .unwrap_or(0);
+    let GroupScratch {
+        scores,
+        rows,
+        keys_t,
+    } = scratch;
     scores.clear();
     scores.resize(seqs.len() * rep * span, 0.0);
     rows.resize(CHUNK * hd, 0.0);
@@ -116,11 +136,23 @@ pub unsafe fn decode_group<T: KvElem>(
     let queries = seqs.len() * rep;
     for c0 in (0..shared).step_by(CHUNK) {
         let keys = (shared - c0).min(CHUNK);
-        load_rows(k_pool, &prefix[c0..c0 + keys], row, kh * hd, hd, rows.as_mut_ptr());
+        load_rows(
+            k_pool,
+            &prefix[c0..c0 + keys],
+            row,
+            kh * hd,
+            hd,
+            rows.as_mut_ptr(),
+        );
         // Keys past the chunk's end are zero: their scores are computed and never stored.
         rows[keys * hd..].fill(0.0);
         transpose_chunk(rows.as_ptr(), hd, keys_t.as_mut_ptr());
-        let query = |x: usize| (q.as_ptr().add(qrow(x / rep, x % rep)), score_row(x / rep, x % rep).add(c0));
+        let query = |x: usize| {
+            (
+                q.as_ptr().add(qrow(x / rep, x % rep)),
+                score_row(x / rep, x % rep).add(c0),
+            )
+        };
         let mut x = 0;
         while x + 1 < queries {
             let [(qa, da), (qb, db)] = [query(x), query(x + 1)];
@@ -137,9 +169,17 @@ pub unsafe fn decode_group<T: KvElem>(
         let slots = s.context_slots;
         let end = slots.len();
         for j0 in (shared..end).step_by(4) {
-            prefetch_rows(k_pool, &slots[(j0 + 8).min(end)..(j0 + 12).min(end)], row, kh * hd, hd);
+            prefetch_rows(
+                k_pool,
+                &slots[(j0 + 8).min(end)..(j0 + 12).min(end)],
+                row,
+                kh * hd,
+                hd,
+            );
             let kp: [*const T; 4] = std::array::from_fn(|u| {
-                k_pool.as_ptr().add(*slots.get_unchecked((j0 + u).min(end - 1)) as usize * row + kh * hd)
+                k_pool
+                    .as_ptr()
+                    .add(*slots.get_unchecked((j0 + u).min(end - 1)) as usize * row + kh * hd)
             });
             let (qp, dst) = (|r| q.as_ptr().add(qrow(i, r)), |r| score_row(i, r).add(j0));
             head_scores4(qp, &kp, rep, hd, shape.scale, dst, (end - j0).min(4));
@@ -148,7 +188,10 @@ pub unsafe fn decode_group<T: KvElem>(
     // 3. Softmax per query over all its keys.
     for (i, s) in seqs.iter().enumerate() {
         for r in 0..rep {
-            softmax(std::slice::from_raw_parts_mut(score_row(i, r), s.context_slots.len()));
+            softmax(std::slice::from_raw_parts_mut(
+                score_row(i, r),
+                s.context_slots.len(),
+            ));
         }
     }
     // 4. Weighted values: the shared keys a converted chunk at a time, then each sequence's
@@ -156,12 +199,24 @@ pub unsafe fn decode_group<T: KvElem>(
     // through `out` between chunks, which f32 stores and loads keep exact).
     for c0 in (0..shared).step_by(CHUNK) {
         let keys = (shared - c0).min(CHUNK);
-        load_rows(v_pool, &prefix[c0..c0 + keys], row, kh * hd, hd, rows.as_mut_ptr());
+        load_rows(
+            v_pool,
+            &prefix[c0..c0 + keys],
+            row,
+            kh * hd,
+            hd,
+            rows.as_mut_ptr(),
+        );
         let buf = rows.as_ptr();
         // Six queries at a time (two sequences' three heads): 12 running sums in registers
         // keep both FMA pipes busy, where three heads' 6 waited on each other's latency.
         let row_at = |j: usize| buf.add((j - c0) * hd);
-        let query = |x: usize| (score_row(x / rep, x % rep) as *const f32, out.add(qrow(x / rep, x % rep)));
+        let query = |x: usize| {
+            (
+                score_row(x / rep, x % rep) as *const f32,
+                out.add(qrow(x / rep, x % rep)),
+            )
+        };
         let span_keys = (0, c0, c0 + keys - 1);
         let mut x = 0;
         while x + 6 <= queries {
@@ -177,7 +232,11 @@ pub unsafe fn decode_group<T: KvElem>(
     }
     // The own value rows sit wherever decode put them: ask for the next sequence's while
     // this one's are summed.
-    let own_slots = |i: usize| seqs.get(i).map_or(&[][..], |s| &s.context_slots[shared.min(s.context_slots.len())..]);
+    let own_slots = |i: usize| {
+        seqs.get(i).map_or(&[][..], |s| {
+            &s.context_slots[shared.min(s.context_slots.len())..]
+        })
+    };
     prefetch_rows(v_pool, own_slots(0), row, kh * hd, hd);
     let vp = v_pool.as_ptr().add(kh * hd);
     for (i, s) in seqs.iter().enumerate() {
@@ -220,7 +279,8 @@ unsafe fn chunk_scores<const Q: usize>(
     let class = |l: usize| {
         let mut a = [[_mm256_setzero_ps(); V]; Q];
         for d in (l..hd).step_by(8) {
-            let k: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(kt.add(d * CHUNK + 8 * v)));
+            let k: [__m256; V] =
+                std::array::from_fn(|v| _mm256_loadu_ps(kt.add(d * CHUNK + 8 * v)));
             for x in 0..Q {
                 let b = _mm256_broadcast_ss(&*qp[x].add(d));
                 for v in 0..V {
@@ -245,7 +305,10 @@ unsafe fn chunk_scores<const Q: usize>(
         } else {
             let mut tmp = [0f32; CHUNK];
             for v in 0..V {
-                _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), _mm256_mul_ps(sums[x][v], scale));
+                _mm256_storeu_ps(
+                    tmp.as_mut_ptr().add(8 * v),
+                    _mm256_mul_ps(sums[x][v], scale),
+                );
             }
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst[x], n);
         }
@@ -260,7 +323,8 @@ unsafe fn transpose_chunk(rows: *const f32, hd: usize, kt: *mut f32) {
     use std::arch::x86_64::*;
     for j0 in (0..CHUNK).step_by(8) {
         for d0 in (0..hd).step_by(8) {
-            let r: [__m256; 8] = std::array::from_fn(|u| _mm256_loadu_ps(rows.add((j0 + u) * hd + d0)));
+            let r: [__m256; 8] =
+                std::array::from_fn(|u| _mm256_loadu_ps(rows.add((j0 + u) * hd + d0)));
             // Pairs interleaved, then quads, then the 128-bit halves swapped into place.
             let t: [__m256; 8] = std::array::from_fn(|u| {
                 let (a, b) = (r[u / 2 * 2], r[u / 2 * 2 + 1]);
@@ -297,7 +361,14 @@ unsafe fn transpose_chunk(rows: *const f32, hd: usize, kt: *mut f32) {
 #[cfg(target_arch = "x86_64")]
 // Inlined into its target-feature callers (a call per few keys cost more than its work).
 #[inline(always)]
-unsafe fn load_rows<T: KvElem>(pool: &[T], slots: &[u32], row: usize, offset: usize, hd: usize, dst: *mut f32) {
+unsafe fn load_rows<T: KvElem>(
+    pool: &[T],
+    slots: &[u32],
+    row: usize,
+    offset: usize,
+    hd: usize,
+    dst: *mut f32,
+) {
     use std::arch::x86_64::*;
     for (j, &slot) in slots.iter().enumerate() {
         let src = pool.as_ptr().add(slot as usize * row + offset);
@@ -312,7 +383,11 @@ mod tests {
     use super::*;
 
     fn seq(start: usize, len: usize, slots: &[u32]) -> SeqAttn<'_> {
-        SeqAttn { start, len, context_slots: slots }
+        SeqAttn {
+            start,
+            len,
+            context_slots: slots,
+        }
     }
 
     #[test]
@@ -323,21 +398,51 @@ mod tests {
         let c = [p[..40].to_vec(), vec![103]].concat(); // shares 40 of 64: more than half
         let d = [p[..10].to_vec(), vec![104]].concat(); // shares too little
         let prefill = [p.clone(), vec![105, 106]].concat();
-        let seqs = [seq(0, 1, &a), seq(1, 1, &b), seq(2, 1, &c), seq(3, 1, &d), seq(4, 2, &prefill), seq(6, 1, &a)];
+        let seqs = [
+            seq(0, 1, &a),
+            seq(1, 1, &b),
+            seq(2, 1, &c),
+            seq(3, 1, &d),
+            seq(4, 2, &prefill),
+            seq(6, 1, &a),
+        ];
         let groups = decode_groups(&seqs, 16);
         assert_eq!(
             groups,
             vec![
-                DecodeGroup { first: 0, end: 3, shared: 40 },
-                DecodeGroup { first: 3, end: 4, shared: 11 },
-                DecodeGroup { first: 5, end: 6, shared: 65 },
+                DecodeGroup {
+                    first: 0,
+                    end: 3,
+                    shared: 40
+                },
+                DecodeGroup {
+                    first: 3,
+                    end: 4,
+                    shared: 11
+                },
+                DecodeGroup {
+                    first: 5,
+                    end: 6,
+                    shared: 65
+                },
             ]
         );
         // The cap splits a run.
         let g2 = decode_groups(&seqs[..3], 2);
         assert_eq!(
             g2,
-            vec![DecodeGroup { first: 0, end: 2, shared: 64 }, DecodeGroup { first: 2, end: 3, shared: 41 }]
+            vec![
+                DecodeGroup {
+                    first: 0,
+                    end: 2,
+                    shared: 64
+                },
+                DecodeGroup {
+                    first: 2,
+                    end: 3,
+                    shared: 41
+                }
+            ]
         );
     }
 
@@ -350,7 +455,18 @@ mod tests {
         let groups = decode_groups(&[seq(0, 1, &a), seq(1, 1, &b), seq(2, 1, &c)], 16);
         assert_eq!(
             groups,
-            vec![DecodeGroup { first: 0, end: 2, shared: 200 }, DecodeGroup { first: 2, end: 3, shared: 61 }]
+            vec![
+                DecodeGroup {
+                    first: 0,
+                    end: 2,
+                    shared: 200
+                },
+                DecodeGroup {
+                    first: 2,
+                    end: 3,
+                    shared: 61
+                }
+            ]
         );
     }
 }

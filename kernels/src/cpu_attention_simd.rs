@@ -47,7 +47,7 @@ impl KvElem for f16 {
 pub fn supported(head_dim: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        head_dim % 8 == 0
+        head_dim.is_multiple_of(8)
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
@@ -97,7 +97,10 @@ fn dispatch<T: KvElem>(
     out: &mut [f32],
     grouped: bool,
 ) {
-    assert!(supported(shape.head_dim), "the SIMD attention needs AVX2/FMA/F16C and head_dim % 8 == 0");
+    assert!(
+        supported(shape.head_dim),
+        "the SIMD attention needs AVX2/FMA/F16C and head_dim % 8 == 0"
+    );
     #[cfg(target_arch = "x86_64")]
     attention_x86(q, k_pool, v_pool, seqs, shape, out, grouped);
     #[cfg(not(target_arch = "x86_64"))]
@@ -186,7 +189,7 @@ fn attention_x86<T: KvElem>(
                 assert!((slot as usize + 1) * row <= k_pool.len() && (slot as usize + 1) * row <= v_pool.len());
             }
         }
-        assert!(out.len() >= q.len() && q.len() % (nh * shape.head_dim) == 0);
+        assert!(out.len() >= q.len() && q.len().is_multiple_of(nh * shape.head_dim));
         let out_ptr = out.as_mut_ptr() as usize;
         let run = |scratch: &mut Scratch, item: &Item| {
             // SAFETY: CPU features checked above; slots were bounds-checked; each item writes
@@ -252,7 +255,9 @@ unsafe fn block<T: KvElem>(
     let tokens = (s.len - b).min(QUERY_BLOCK);
     let first_pos = s.context_slots.len() - s.len + b;
     let last_pos = first_pos + tokens - 1;
-    let lo = shape.window.map_or(0, |w| (first_pos + 1).saturating_sub(w));
+    let lo = shape
+        .window
+        .map_or(0, |w| (first_pos + 1).saturating_sub(w));
     let span = last_pos + 1 - lo;
     let nq = tokens * rep;
     scores.clear();
@@ -270,8 +275,11 @@ unsafe fn block<T: KvElem>(
     // is the same sum in the same order whatever group its key falls in, so a query's
     // scores do not depend on the block around it. A group past the block's last key
     // repeats that key; scores outside a query's visible range are computed but never read.
-    let key_at =
-        |j: usize| k_pool.as_ptr().add(*s.context_slots.get_unchecked(j.min(last_pos)) as usize * row + kh * hd);
+    let key_at = |j: usize| {
+        k_pool
+            .as_ptr()
+            .add(*s.context_slots.get_unchecked(j.min(last_pos)) as usize * row + kh * hd)
+    };
     let scores_ptr = scores.as_mut_ptr();
     for j0 in (lo..=last_pos).step_by(4) {
         let next = (j0 + 8).min(last_pos + 1)..(j0 + 12).min(last_pos + 1);
@@ -285,7 +293,15 @@ unsafe fn block<T: KvElem>(
                 continue;
             }
             let dst = |r: usize| scores_ptr.add((t * rep + r) * span + (j0 - lo));
-            head_scores4(|r| q.as_ptr().add(qrow(t, r)), &kp, rep, hd, shape.scale, dst, keys);
+            head_scores4(
+                |r| q.as_ptr().add(qrow(t, r)),
+                &kp,
+                rep,
+                hd,
+                shape.scale,
+                dst,
+                keys,
+            );
         }
     }
     // Softmax per query over its own visible keys (libm's scalar exp was a tenth of a
@@ -302,7 +318,14 @@ unsafe fn block<T: KvElem>(
         let sc = |r: usize| scores.as_ptr().add((t * rep + r) * span);
         let op = |r: usize| out.add(qrow(t, r));
         let (from, pos) = visible(t);
-        weigh_heads(|j| vp.add(*slots.get_unchecked(j) as usize * row), (lo, from, pos), rep, sc, op, hd);
+        weigh_heads(
+            |j| vp.add(*slots.get_unchecked(j) as usize * row),
+            (lo, from, pos),
+            rep,
+            sc,
+            op,
+            hd,
+        );
     }
 }
 
@@ -325,7 +348,13 @@ pub(crate) unsafe fn weigh_heads<T: KvElem>(
         let heads = (rep - r0).min(3);
         match heads {
             1 => weighted_values::<T, 1>(row_at, keys, [sc(r0)], [op(r0)], hd),
-            2 => weighted_values::<T, 2>(row_at, keys, [sc(r0), sc(r0 + 1)], [op(r0), op(r0 + 1)], hd),
+            2 => weighted_values::<T, 2>(
+                row_at,
+                keys,
+                [sc(r0), sc(r0 + 1)],
+                [op(r0), op(r0 + 1)],
+                hd,
+            ),
             _ => weighted_values::<T, 3>(
                 row_at,
                 keys,
@@ -363,7 +392,10 @@ pub(crate) unsafe fn scores4<T: KvElem, const R: usize>(
     }
     std::array::from_fn(|r| {
         // Per 128-bit half: lanes ((l0 + l1) + (l2 + l3)) of each key, then the halves added.
-        let h = _mm256_hadd_ps(_mm256_hadd_ps(acc[r][0], acc[r][1]), _mm256_hadd_ps(acc[r][2], acc[r][3]));
+        let h = _mm256_hadd_ps(
+            _mm256_hadd_ps(acc[r][0], acc[r][1]),
+            _mm256_hadd_ps(acc[r][2], acc[r][3]),
+        );
         let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
         _mm_mul_ps(sums, _mm_set1_ps(scale))
     })
@@ -415,7 +447,13 @@ unsafe fn store_scores(v: std::arch::x86_64::__m128, dst: *mut f32, n: usize) {
 /// hardware prefetcher cannot follow them, and the loads stalled on memory.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub(crate) unsafe fn prefetch_rows<T: KvElem>(pool: &[T], slots: &[u32], row: usize, offset: usize, hd: usize) {
+pub(crate) unsafe fn prefetch_rows<T: KvElem>(
+    pool: &[T],
+    slots: &[u32],
+    row: usize,
+    offset: usize,
+    hd: usize,
+) {
     use std::arch::x86_64::*;
     let head_bytes = hd * std::mem::size_of::<T>();
     for &slot in slots {
@@ -509,7 +547,11 @@ pub(crate) unsafe fn weighted_values<T: KvElem, const H: usize>(
     // 16 registers: 3 heads x 4 vectors of sums, 4 value vectors and a broadcast would be
     // 17, and the one spilled to the stack put a store-load on every key's critical path.
     // Built for a CPU with AVX-512 (32 registers), up to 6 heads take 4 vectors each.
-    const WIDE_HEADS: usize = if cfg!(target_feature = "avx512vl") { 6 } else { 2 };
+    const WIDE_HEADS: usize = if cfg!(target_feature = "avx512vl") {
+        6
+    } else {
+        2
+    };
     if H <= WIDE_HEADS {
         while d + 32 <= hd {
             lanes!(4);
@@ -558,8 +600,12 @@ mod tests {
         }
         let dev = Device::Cpu;
         let (nh, nkv, hd, slots) = (9, 3, 64, 2000);
-        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
-        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let mut next = 1000u32;
         let mut own = |n: usize| -> Vec<u32> {
             next += n as u32;
@@ -577,23 +623,52 @@ mod tests {
         }
         let trunk: Vec<u32> = (600..640).collect();
         for i in 0..4 {
-            let branch: Vec<u32> = if i < 2 { (700..720).collect() } else { (800..810).collect() };
+            let branch: Vec<u32> = if i < 2 {
+                (700..720).collect()
+            } else {
+                (800..810).collect()
+            };
             ctxs.push([trunk.clone(), branch, own(3)].concat());
         }
         ctxs.push(own(20));
         ctxs.push(own(33));
-        let lens: Vec<usize> = ctxs.iter().map(|c| if c.len() == 40 && c[0] == 500 { 12 } else { 1 }).collect();
+        let lens: Vec<usize> = ctxs
+            .iter()
+            .map(|c| if c.len() == 40 && c[0] == 500 { 12 } else { 1 })
+            .collect();
         let mut seqs = Vec::new();
         let mut start = 0;
         for (c, &len) in ctxs.iter().zip(&lens) {
-            seqs.push(SeqAttn { start, len, context_slots: c });
+            seqs.push(SeqAttn {
+                start,
+                len,
+                context_slots: c,
+            });
             start += len;
         }
-        let q = Tensor::randn(0f32, 1., (start, nh, hd), &dev)?.flatten_all()?.to_vec1::<f32>()?;
-        let shape = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 0.125, window: None };
+        let q = Tensor::randn(0f32, 1., (start, nh, hd), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let shape = AttnShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale: 0.125,
+            window: None,
+        };
         let groups = decode_groups(&seqs, 16);
-        assert!(groups.iter().any(|g| g.end - g.first == 6 && g.shared == 100), "{groups:?}");
-        assert!(groups.iter().any(|g| g.end - g.first == 5 && g.shared == 71), "{groups:?}");
+        assert!(
+            groups
+                .iter()
+                .any(|g| g.end - g.first == 6 && g.shared == 100),
+            "{groups:?}"
+        );
+        assert!(
+            groups
+                .iter()
+                .any(|g| g.end - g.first == 5 && g.shared == 71),
+            "{groups:?}"
+        );
         let want = paged_attention(&q, &k, &v, &seqs, &shape);
         let mut per_seq = vec![0f32; q.len()];
         paged_attention_per_sequence(&q, &k, &v, &seqs, &shape, &mut per_seq);
@@ -615,17 +690,36 @@ mod tests {
 
     fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
         let (nh, nkv, slots) = (9, 3, 120);
-        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
-        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let ctx_a: Vec<u32> = (0..40).map(|i| (i * 7 % 120) as u32).collect(); // 40 new tokens
         let ctx_b: Vec<u32> = (0..30).map(|i| (119 - i) as u32).collect(); // decode at 29
-        let q = Tensor::randn(0f32, 1., (41, nh, hd), dev)?.flatten_all()?.to_vec1::<f32>()?;
+        let q = Tensor::randn(0f32, 1., (41, nh, hd), dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         for window in [None, Some(5)] {
-            let shape =
-                AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), window };
+            let shape = AttnShape {
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                window,
+            };
             let seqs = [
-                SeqAttn { start: 0, len: 40, context_slots: &ctx_a },
-                SeqAttn { start: 40, len: 1, context_slots: &ctx_b },
+                SeqAttn {
+                    start: 0,
+                    len: 40,
+                    context_slots: &ctx_a,
+                },
+                SeqAttn {
+                    start: 40,
+                    len: 1,
+                    context_slots: &ctx_b,
+                },
             ];
             let want = paged_attention(&q, &k, &v, &seqs, &shape);
             let mut got = vec![0f32; want.len()];
@@ -642,7 +736,11 @@ mod tests {
             }
             // The decode sequence alone gives the same bits as in the batch.
             let row = nh * hd;
-            let alone = [SeqAttn { start: 0, len: 1, context_slots: &ctx_b }];
+            let alone = [SeqAttn {
+                start: 0,
+                len: 1,
+                context_slots: &ctx_b,
+            }];
             let mut one = vec![0f32; row];
             paged_attention_simd(&q[40 * row..], &k, &v, &alone, &shape, &mut one);
             assert_eq!(&one[..], &got[40 * row..]);

@@ -45,7 +45,12 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
 /// [`rms_norm`] on slices: each row of `w.len()` elements of `x` into the same row of `out`.
 pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
-    assert!(dim > 0 && x.len() % dim == 0 && out.len() == x.len(), "rms_norm_rows: {} by {dim} into {}", x.len(), out.len());
+    assert!(
+        dim > 0 && x.len().is_multiple_of(dim) && out.len() == x.len(),
+        "rms_norm_rows: {} by {dim} into {}",
+        x.len(),
+        out.len()
+    );
     let rows = x.len() / dim;
     let out_ptr = SendPtr(out.as_mut_ptr());
     team::for_each_range(rows, rows_per_task(rows, dim), |r0, r1| {
@@ -74,7 +79,12 @@ fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
     let (n, heads, d) = x.dims3()?;
     if cos.dims() != [n, d / 2] || sin.dims() != [n, d / 2] || d % 2 != 0 {
-        bail!("rope: x {:?} with cos {:?} and sin {:?}", x.dims(), cos.dims(), sin.dims());
+        bail!(
+            "rope: x {:?} with cos {:?} and sin {:?}",
+            x.dims(),
+            cos.dims(),
+            sin.dims()
+        );
     }
     let out = with_f32(cos, |cos| {
         with_f32(sin, |sin| {
@@ -102,11 +112,17 @@ pub fn rope_rows(
 ) {
     let row = heads * d;
     assert!(d % 2 == 0 && cos.len() == n * d / 2 && sin.len() == cos.len() && out.len() == n * row);
-    assert!(n == 0 || (x_stride >= row && x.len() >= (n - 1) * x_stride + row), "rope_rows: input too short");
+    assert!(
+        n == 0 || (x_stride >= row && x.len() >= (n - 1) * x_stride + row),
+        "rope_rows: input too short"
+    );
     let out_ptr = SendPtr(out.as_mut_ptr());
     team::for_each_range(n, rows_per_task(n, row), |r0, r1| {
         for r in r0..r1 {
-            let (c, s) = (&cos[r * d / 2..(r + 1) * d / 2], &sin[r * d / 2..(r + 1) * d / 2]);
+            let (c, s) = (
+                &cos[r * d / 2..(r + 1) * d / 2],
+                &sin[r * d / 2..(r + 1) * d / 2],
+            );
             for h in 0..heads {
                 let at = r * row + h * d;
                 // SAFETY: each task writes only its own rows.
@@ -158,8 +174,11 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// row stride), the same for `up`; `out` is `[rows, cols]`, contiguous.
 pub fn silu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
     let ((g, g_stride), (u, u_stride)) = (gate, up);
-    let rows = if cols == 0 { 0 } else { out.len() / cols };
-    assert!(rows == 0 || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols));
+    let rows = out.len().checked_div(cols).unwrap_or(0);
+    assert!(
+        rows == 0
+            || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols)
+    );
     let out_ptr = SendPtr(out.as_mut_ptr());
     team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
         for r in r0..r1 {
@@ -234,7 +253,10 @@ pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 pub fn gelu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
     let ((g, g_stride), (u, u_stride)) = (gate, up);
     let rows = out.len().checked_div(cols).unwrap_or(0);
-    assert!(rows == 0 || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols));
+    assert!(
+        rows == 0
+            || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols)
+    );
     let out_ptr = SendPtr(out.as_mut_ptr());
     team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
         for r in r0..r1 {
@@ -273,8 +295,15 @@ unsafe fn gelu_mul_row_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
     assert!(g.len() == o.len() && u.len() == o.len());
     let eight = |g: *const f32, u: *const f32, o: *mut f32| {
         let v = _mm256_loadu_ps(g);
-        let cubic = _mm256_fmadd_ps(_mm256_set1_ps(0.044715), _mm256_mul_ps(v, v), _mm256_set1_ps(1.0));
-        let minus_2y = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0 * SQRT_TWO_OVER_PI), v), cubic);
+        let cubic = _mm256_fmadd_ps(
+            _mm256_set1_ps(0.044715),
+            _mm256_mul_ps(v, v),
+            _mm256_set1_ps(1.0),
+        );
+        let minus_2y = _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_set1_ps(-2.0 * SQRT_TWO_OVER_PI), v),
+            cubic,
+        );
         let e = crate::x86::exp_ps(minus_2y);
         let gelu = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e));
         _mm256_storeu_ps(o, _mm256_mul_ps(gelu, _mm256_loadu_ps(u)));
@@ -337,7 +366,9 @@ mod tests {
         let mut s = seed;
         let v: Vec<f32> = (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
             })
             .collect();
@@ -348,7 +379,10 @@ mod tests {
         let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a.len(), b.len());
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f32::max)
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -369,7 +403,10 @@ mod tests {
         let w = random(&[576], 4);
         let all = super::rms_norm(&x, &w, 1e-6).unwrap();
         let alone = super::rms_norm(&x.narrow(0, 437, 1).unwrap(), &w, 1e-6).unwrap();
-        assert_eq!(all.narrow(0, 437, 1).unwrap().to_vec2::<f32>().unwrap(), alone.to_vec2::<f32>().unwrap());
+        assert_eq!(
+            all.narrow(0, 437, 1).unwrap().to_vec2::<f32>().unwrap(),
+            alone.to_vec2::<f32>().unwrap()
+        );
     }
 
     #[test]
@@ -379,13 +416,33 @@ mod tests {
             let cos = random(&[n, d / 2], 12);
             let sin = random(&[n, d / 2], 13);
             let half = super::rope(&x, &cos, &sin, false).unwrap();
-            let theirs = candle_nn::rotary_emb::rope_thd(&x.unsqueeze(0).unwrap(), &cos, &sin).unwrap().squeeze(0).unwrap();
-            assert_eq!(max_rel_diff(&half, &theirs), 0.0, "half-split {n}x{heads}x{d}");
+            let theirs = candle_nn::rotary_emb::rope_thd(&x.unsqueeze(0).unwrap(), &cos, &sin)
+                .unwrap()
+                .squeeze(0)
+                .unwrap();
+            assert_eq!(
+                max_rel_diff(&half, &theirs),
+                0.0,
+                "half-split {n}x{heads}x{d}"
+            );
             let inter = super::rope(&x, &cos, &sin, true).unwrap();
-            let xt = x.transpose(0, 1).unwrap().contiguous().unwrap().unsqueeze(0).unwrap();
-            let theirs = candle_nn::rotary_emb::rope_i(&xt, &cos, &sin).unwrap().squeeze(0).unwrap();
+            let xt = x
+                .transpose(0, 1)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let theirs = candle_nn::rotary_emb::rope_i(&xt, &cos, &sin)
+                .unwrap()
+                .squeeze(0)
+                .unwrap();
             let theirs = theirs.transpose(0, 1).unwrap().contiguous().unwrap();
-            assert_eq!(max_rel_diff(&inter, &theirs), 0.0, "interleaved {n}x{heads}x{d}");
+            assert_eq!(
+                max_rel_diff(&inter, &theirs),
+                0.0,
+                "interleaved {n}x{heads}x{d}"
+            );
         }
     }
 
@@ -414,16 +471,29 @@ mod tests {
     fn silu_mul_is_candle_silu_times_up_on_column_slices_too() {
         for rows in [1, 3, 64] {
             let fused = random(&[rows, 2 * 1536], rows as u64 + 20);
-            let (gate, up) = (fused.narrow(1, 0, 1536).unwrap(), fused.narrow(1, 1536, 1536).unwrap());
+            let (gate, up) = (
+                fused.narrow(1, 0, 1536).unwrap(),
+                fused.narrow(1, 1536, 1536).unwrap(),
+            );
             let ours = super::silu_mul(&gate, &up).unwrap();
             let theirs = (candle_nn::ops::silu(&gate).unwrap() * &up).unwrap();
-            assert!(max_rel_diff(&ours, &theirs) <= silu_tolerance(), "{rows} rows");
+            assert!(
+                max_rel_diff(&ours, &theirs) <= silu_tolerance(),
+                "{rows} rows"
+            );
         }
         let (g, u) = (random(&[2, 3, 40], 1), random(&[2, 3, 40], 2));
         let theirs = (candle_nn::ops::silu(&g).unwrap() * &u).unwrap();
-        assert!(max_rel_diff(&super::silu_mul(&g, &u).unwrap(), &theirs) <= silu_tolerance(), "rank 3");
+        assert!(
+            max_rel_diff(&super::silu_mul(&g, &u).unwrap(), &theirs) <= silu_tolerance(),
+            "rank 3"
+        );
         // Far out in both directions: e^-g overflows libm's f32 (g/inf = -0) or vanishes.
-        let g = Tensor::new(&[[-200f32, -90.0, -30.0, 0.0, 30.0, 90.0, 200.0, -0.0]], &Device::Cpu).unwrap();
+        let g = Tensor::new(
+            &[[-200f32, -90.0, -30.0, 0.0, 30.0, 90.0, 200.0, -0.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let u = Tensor::ones((1, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
         let ours = super::silu_mul(&g, &u).unwrap().to_vec2::<f32>().unwrap()[0].clone();
         assert!(ours[..2].iter().all(|v| v.abs() < 1e-35), "{ours:?}");
@@ -439,7 +509,12 @@ mod tests {
         super::silu_mul_rows((&vals[..], 21), (&ups[..], 21), 21, &mut at0);
         let shifted = |v: &[f32]| [&[5.0, -5.0, 0.5][..], v].concat();
         let mut at3 = vec![0f32; 24];
-        super::silu_mul_rows((&shifted(&vals)[..], 24), (&shifted(&ups)[..], 24), 24, &mut at3);
+        super::silu_mul_rows(
+            (&shifted(&vals)[..], 24),
+            (&shifted(&ups)[..], 24),
+            24,
+            &mut at3,
+        );
         assert_eq!(at0, at3[3..]);
     }
 
@@ -448,22 +523,39 @@ mod tests {
         for rows in [1, 3, 64] {
             let fused = random(&[rows, 2 * 2048], rows as u64 + 30);
             let fused = (fused * 3.0).unwrap(); // out to ±6, past where tanh saturates
-            let (gate, up) = (fused.narrow(1, 0, 2048).unwrap(), fused.narrow(1, 2048, 2048).unwrap());
+            let (gate, up) = (
+                fused.narrow(1, 0, 2048).unwrap(),
+                fused.narrow(1, 2048, 2048).unwrap(),
+            );
             let ours = super::gelu_mul(&gate, &up).unwrap();
             let theirs = (gate.gelu().unwrap() * &up).unwrap();
-            assert!(max_rel_diff(&ours, &theirs) <= silu_tolerance(), "{rows} rows: {}", max_rel_diff(&ours, &theirs));
+            assert!(
+                max_rel_diff(&ours, &theirs) <= silu_tolerance(),
+                "{rows} rows: {}",
+                max_rel_diff(&ours, &theirs)
+            );
         }
         let (g, u) = (random(&[2, 3, 44], 1), random(&[2, 3, 44], 2));
         let theirs = (g.gelu().unwrap() * &u).unwrap();
-        assert!(max_rel_diff(&super::gelu_mul(&g, &u).unwrap(), &theirs) <= silu_tolerance(), "rank 3");
+        assert!(
+            max_rel_diff(&super::gelu_mul(&g, &u).unwrap(), &theirs) <= silu_tolerance(),
+            "rank 3"
+        );
         // Far out: gelu is (about) 0 below and the identity above; zeros stay zeros.
-        let g = Tensor::new(&[[-200f32, -30.0, -0.0, 0.0, 30.0, 200.0, 1.0, -1.0]], &Device::Cpu).unwrap();
+        let g = Tensor::new(
+            &[[-200f32, -30.0, -0.0, 0.0, 30.0, 200.0, 1.0, -1.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let u = Tensor::ones((1, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
         let ours = super::gelu_mul(&g, &u).unwrap().to_vec2::<f32>().unwrap()[0].clone();
         assert!(ours[..2].iter().all(|v| v.abs() < 1e-30), "{ours:?}");
         assert_eq!(&ours[2..6], &[0.0, 0.0, 30.0, 200.0]);
         let theirs = (g.gelu().unwrap() * &u).unwrap().to_vec2::<f32>().unwrap()[0].clone();
-        assert!((ours[6] - theirs[6]).abs() <= 2.0 * f32::EPSILON && (ours[7] - theirs[7]).abs() <= 2.0 * f32::EPSILON);
+        assert!(
+            (ours[6] - theirs[6]).abs() <= 2.0 * f32::EPSILON
+                && (ours[7] - theirs[7]).abs() <= 2.0 * f32::EPSILON
+        );
     }
 
     #[test]
@@ -474,7 +566,12 @@ mod tests {
         super::gelu_mul_rows((&vals[..], 21), (&ups[..], 21), 21, &mut at0);
         let shifted = |v: &[f32]| [&[5.0, -5.0, 0.5][..], v].concat();
         let mut at3 = vec![0f32; 24];
-        super::gelu_mul_rows((&shifted(&vals)[..], 24), (&shifted(&ups)[..], 24), 24, &mut at3);
+        super::gelu_mul_rows(
+            (&shifted(&vals)[..], 24),
+            (&shifted(&ups)[..], 24),
+            24,
+            &mut at3,
+        );
         assert_eq!(at0, at3[3..]);
     }
 
@@ -483,6 +580,12 @@ mod tests {
         assert!(super::silu_mul(&random(&[2, 8], 1), &random(&[2, 7], 1)).is_err());
         assert!(super::gelu_mul(&random(&[2, 8], 1), &random(&[2, 7], 1)).is_err());
         assert!(super::rms_norm(&random(&[2, 8], 1), &random(&[7], 1), 1e-5).is_err());
-        assert!(super::rope(&random(&[2, 1, 8], 1), &random(&[2, 3], 1), &random(&[2, 4], 1), false).is_err());
+        assert!(super::rope(
+            &random(&[2, 1, 8], 1),
+            &random(&[2, 3], 1),
+            &random(&[2, 4], 1),
+            false
+        )
+        .is_err());
     }
 }

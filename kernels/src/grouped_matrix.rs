@@ -40,7 +40,12 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[Self::Act], kb: usize, out: &mut [[f32; GROUP]; MAX_ROWS]);
+    unsafe fn avx2_kernel<const R: usize>(
+        w: &[Self],
+        x: &[Self::Act],
+        kb: usize,
+        out: &mut [[f32; GROUP]; MAX_ROWS],
+    );
     /// [`Self::avx2_kernel`] with AVX-512 VNNI's u8 × i8 dot products (4 products into an
     /// i32 lane per instruction, exact as the AVX2 kernel's integer sums are), giving its
     /// bits. Types without one use the AVX2 kernel.
@@ -48,7 +53,12 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     /// # Safety
     /// As [`Self::avx2_kernel`], and the CPU has AVX512F/VL/VNNI.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[Self::Act], kb: usize, out: &mut [[f32; GROUP]; MAX_ROWS]) {
+    unsafe fn vnni_kernel<const R: usize>(
+        w: &[Self],
+        x: &[Self::Act],
+        kb: usize,
+        out: &mut [[f32; GROUP]; MAX_ROWS],
+    ) {
         Self::avx2_kernel::<R>(w, x, kb, out)
     }
 }
@@ -140,7 +150,9 @@ impl<B: GroupBlock> GroupedMatrix<B> {
     /// inputs). None when the sizes do not add up.
     pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
         let kb = k / B::INPUTS;
-        if k % B::INPUTS != 0 || Some(bytes.len()) != n.checked_mul(kb)?.checked_mul(B::GGUF_BLOCK_BYTES) {
+        if !k.is_multiple_of(B::INPUTS)
+            || Some(bytes.len()) != n.checked_mul(kb)?.checked_mul(B::GGUF_BLOCK_BYTES)
+        {
             return None;
         }
         let mut blocks = vec![B::ZERO; n.div_ceil(GROUP) * kb];
@@ -159,11 +171,22 @@ impl<B: GroupBlock> GroupedMatrix<B> {
     pub fn concat(parts: &[&Self]) -> Option<Self> {
         let k = parts.first()?.k;
         let last = parts.len() - 1;
-        if parts.iter().enumerate().any(|(i, p)| p.k != k || (i < last && p.n % GROUP != 0)) {
+        if parts
+            .iter()
+            .enumerate()
+            .any(|(i, p)| p.k != k || (i < last && p.n % GROUP != 0))
+        {
             return None;
         }
-        let blocks = parts.iter().flat_map(|p| p.blocks.iter().copied()).collect();
-        Some(Self { blocks, n: parts.iter().map(|p| p.n).sum(), k })
+        let blocks = parts
+            .iter()
+            .flat_map(|p| p.blocks.iter().copied())
+            .collect();
+        Some(Self {
+            blocks,
+            n: parts.iter().map(|p| p.n).sum(),
+            k,
+        })
     }
 
     pub fn out_features(&self) -> usize {
@@ -190,7 +213,11 @@ impl<B: GroupBlock> GroupedMatrix<B> {
     pub fn matmul_into_strided(&self, x: &[f32], m: usize, out: &mut [f32], ld: usize) {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k);
-        assert!(ld >= n && (m == 0 || out.len() >= (m - 1) * ld + n), "{m} rows of {n} columns, {ld} apart, into {}", out.len());
+        assert!(
+            ld >= n && (m == 0 || out.len() >= (m - 1) * ld + n),
+            "{m} rows of {n} columns, {ld} apart, into {}",
+            out.len()
+        );
         let kb = k / B::INPUTS;
         B::Act::with_buffer(|xq| {
             xq.extend(x.chunks_exact(B::INPUTS).map(B::quantize));
@@ -212,7 +239,15 @@ impl<B: GroupBlock> GroupedMatrix<B> {
 ///
 /// # Safety
 /// `out` must be valid for writes at `r * ld + c` for `r < rows`, `c < cols`.
-unsafe fn group_rows<B: GroupBlock>(w: &[B], x: &[B::Act], rows: usize, kb: usize, out: *mut f32, ld: usize, cols: usize) {
+unsafe fn group_rows<B: GroupBlock>(
+    w: &[B],
+    x: &[B::Act],
+    rows: usize,
+    kb: usize,
+    out: *mut f32,
+    ld: usize,
+    cols: usize,
+) {
     let mut acc = [[0f32; GROUP]; MAX_ROWS];
     // The row count is a const parameter of the kernels (their sums stay in registers).
     #[cfg(target_arch = "x86_64")]
@@ -256,7 +291,12 @@ pub(crate) mod checks {
 
     /// `got` = `w.matmul(x, m)`: every row alone, and rows 1..3 as a pair, give bit-identical
     /// results, and the scalar kernel computes the same sums.
-    pub fn row_independent_and_scalar_agrees<B: GroupBlock>(w: &GroupedMatrix<B>, x: &[f32], m: usize, got: &[f32]) {
+    pub fn row_independent_and_scalar_agrees<B: GroupBlock>(
+        w: &GroupedMatrix<B>,
+        x: &[f32],
+        m: usize,
+        got: &[f32],
+    ) {
         let (n, k) = (w.n, w.k);
         let kb = k / B::INPUTS;
         for r in 0..m {
@@ -271,10 +311,18 @@ pub(crate) mod checks {
         for r in 0..m {
             for g in 0..n.div_ceil(GROUP) {
                 let mut acc = [0f32; GROUP];
-                B::scalar_kernel(&w.blocks[g * kb..(g + 1) * kb], &xq[r * kb..(r + 1) * kb], &mut acc);
+                B::scalar_kernel(
+                    &w.blocks[g * kb..(g + 1) * kb],
+                    &xq[r * kb..(r + 1) * kb],
+                    &mut acc,
+                );
                 for (c, &a) in acc.iter().enumerate().take((n - g * GROUP).min(GROUP)) {
                     let simd = got[r * n + g * GROUP + c];
-                    assert!((a - simd).abs() < 1e-4 * (1.0 + simd.abs()), "row {r} col {}: scalar {a} vs {simd}", g * GROUP + c);
+                    assert!(
+                        (a - simd).abs() < 1e-4 * (1.0 + simd.abs()),
+                        "row {r} col {}: scalar {a} vs {simd}",
+                        g * GROUP + c
+                    );
                 }
             }
         }
@@ -323,15 +371,31 @@ pub(crate) mod checks {
     }
 
     /// `part(n)` makes an `[n, k]` matrix of the type under test.
-    pub fn concatenation_keeps_each_part_bit_for_bit<B: GroupBlock>(k: usize, part: impl Fn(usize) -> GroupedMatrix<B>) {
+    pub fn concatenation_keeps_each_part_bit_for_bit<B: GroupBlock>(
+        k: usize,
+        part: impl Fn(usize) -> GroupedMatrix<B>,
+    ) {
         let m = 3;
         let (a, b, c) = (part(24), part(16), part(13));
-        let joined = GroupedMatrix::concat(&[&a, &b, &c]).expect("whole groups before the last part");
+        let joined =
+            GroupedMatrix::concat(&[&a, &b, &c]).expect("whole groups before the last part");
         assert_eq!(joined.out_features(), 53);
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        let (ya, yb, yc, y) = (a.matmul(&x, m), b.matmul(&x, m), c.matmul(&x, m), joined.matmul(&x, m));
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let (ya, yb, yc, y) = (
+            a.matmul(&x, m),
+            b.matmul(&x, m),
+            c.matmul(&x, m),
+            joined.matmul(&x, m),
+        );
         for r in 0..m {
-            let want: Vec<f32> = [&ya[r * 24..][..24], &yb[r * 16..][..16], &yc[r * 13..][..13]].concat();
+            let want: Vec<f32> = [
+                &ya[r * 24..][..24],
+                &yb[r * 16..][..16],
+                &yc[r * 13..][..13],
+            ]
+            .concat();
             assert_eq!(&y[r * 53..][..53], &want[..], "row {r}");
         }
         // A part that ends mid-group can only come last.

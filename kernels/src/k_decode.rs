@@ -27,7 +27,8 @@ impl KColumn {
     /// The value of input `e`.
     pub fn value(&self, e: usize) -> f32 {
         let scale = self.d.to_f32() * self.scales[e / 16] as f32;
-        scale * (self.q[e] as f32 - self.offset as f32) - self.dmin.to_f32() * self.mins[e / 32] as f32
+        scale * (self.q[e] as f32 - self.offset as f32)
+            - self.dmin.to_f32() * self.mins[e / 32] as f32
     }
 }
 
@@ -54,7 +55,9 @@ impl KType {
         assert_eq!(src.len(), self.block_bytes(), "{self:?} block");
         match self {
             KType::Q4K => decode_q4_k_or_q5_k(src, None),
-            KType::Q5K => decode_q4_k_or_q5_k(&[&src[..16], &src[48..]].concat(), Some(&src[16..48])),
+            KType::Q5K => {
+                decode_q4_k_or_q5_k(&[&src[..16], &src[48..]].concat(), Some(&src[16..48]))
+            }
             KType::Q6K => decode_q6_k(src),
         }
     }
@@ -79,7 +82,10 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
-        ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+        (
+            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
     }
 }
 
@@ -91,7 +97,14 @@ fn decode_q4_k_or_q5_k(src: &[u8], qh: Option<&[u8]>) -> KColumn {
     let d = f16::from_le_bytes([src[0], src[1]]);
     let dmin = f16::from_le_bytes([src[2], src[3]]);
     let (packed, qs) = (&src[4..16], &src[16..144]);
-    let mut c = KColumn { d, dmin, q: [0; QK_K], scales: [0; 16], mins: [0; 8], offset: 0 };
+    let mut c = KColumn {
+        d,
+        dmin,
+        q: [0; QK_K],
+        scales: [0; 16],
+        mins: [0; 8],
+        offset: 0,
+    };
     for g in 0..8 {
         let (sc, m) = scale_min(g, packed);
         c.scales[2 * g] = sc as i8;
@@ -102,7 +115,10 @@ fn decode_q4_k_or_q5_k(src: &[u8], qh: Option<&[u8]>) -> KColumn {
         for l in 0..32 {
             let byte = qs[32 * j + l];
             let (hi_lo, hi_hi) = match qh {
-                Some(qh) => (((qh[l] >> (2 * j)) & 1) << 4, ((qh[l] >> (2 * j + 1)) & 1) << 4),
+                Some(qh) => (
+                    ((qh[l] >> (2 * j)) & 1) << 4,
+                    ((qh[l] >> (2 * j + 1)) & 1) << 4,
+                ),
                 None => (0, 0),
             };
             c.q[64 * j + l] = (byte & 0x0F) | hi_lo;
@@ -119,7 +135,14 @@ fn decode_q4_k_or_q5_k(src: &[u8], qh: Option<&[u8]>) -> KColumn {
 fn decode_q6_k(src: &[u8]) -> KColumn {
     let (ql, qh, scales) = (&src[..128], &src[128..192], &src[192..208]);
     let d = f16::from_le_bytes([src[208], src[209]]);
-    let mut c = KColumn { d, dmin: f16::ZERO, q: [0; QK_K], scales: [0; 16], mins: [0; 8], offset: 32 };
+    let mut c = KColumn {
+        d,
+        dmin: f16::ZERO,
+        q: [0; QK_K],
+        scales: [0; 16],
+        mins: [0; 8],
+        offset: 32,
+    };
     for (s, &b) in c.scales.iter_mut().zip(scales) {
         *s = b as i8;
     }
@@ -144,11 +167,18 @@ mod tests {
     /// Decoded values equal candle's dequantization of the same bytes.
     #[test]
     fn decoded_blocks_dequantize_as_candle_does() -> candle_core::Result<()> {
-        for (ty, dtype) in [(KType::Q4K, GgmlDType::Q4K), (KType::Q5K, GgmlDType::Q5K), (KType::Q6K, GgmlDType::Q6K)] {
+        for (ty, dtype) in [
+            (KType::Q4K, GgmlDType::Q4K),
+            (KType::Q5K, GgmlDType::Q5K),
+            (KType::Q6K, GgmlDType::Q6K),
+        ] {
             let (n, k) = (5, 512);
             let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu)?;
             let q = QTensor::quantize(&w, dtype)?;
-            let want = q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+            let want = q
+                .dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let bytes = q.data()?.to_vec();
             let row_bytes = k / QK_K * ty.block_bytes();
             assert_eq!(bytes.len(), n * row_bytes);
@@ -156,7 +186,10 @@ mod tests {
                 let mut got = vec![0f32; k];
                 ty.dequantize_row(&bytes[r * row_bytes..][..row_bytes], &mut got);
                 for (e, (g, w)) in got.iter().zip(&want[r * k..]).enumerate() {
-                    assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{ty:?} row {r} input {e}: {g} vs candle {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                        "{ty:?} row {r} input {e}: {g} vs candle {w}"
+                    );
                 }
             }
         }

@@ -85,19 +85,30 @@ grouped_matrix_type!(
 /// Index of input `e`'s low 4 bits in `qs`, and whether they are the high nibble.
 fn nibble_at(c: usize, e: usize) -> (usize, bool) {
     let (g, within) = (e / 32, e % 32);
-    (128 * g + 32 * (within % 16 / 4) + 4 * c + within % 4, within >= 16)
+    (
+        128 * g + 32 * (within % 16 / 4) + 4 * c + within % 4,
+        within >= 16,
+    )
 }
 
 fn set_nibbles(qs: &mut [u8; 1024], c: usize, q: &[u8; QK_K]) {
     for (e, &v) in q.iter().enumerate() {
         let (at, high) = nibble_at(c, e);
-        qs[at] = if high { (qs[at] & 0x0F) | (v << 4) } else { (qs[at] & 0xF0) | (v & 0x0F) };
+        qs[at] = if high {
+            (qs[at] & 0x0F) | (v << 4)
+        } else {
+            (qs[at] & 0xF0) | (v & 0x0F)
+        };
     }
 }
 
 fn nibble(qs: &[u8; 1024], c: usize, e: usize) -> u8 {
     let (at, high) = nibble_at(c, e);
-    if high { qs[at] >> 4 } else { qs[at] & 0x0F }
+    if high {
+        qs[at] >> 4
+    } else {
+        qs[at] & 0x0F
+    }
 }
 
 /// What the shared kernels need of a repacked layout.
@@ -138,7 +149,9 @@ macro_rules! scales_and_mins {
             self.scales[8 * (e / 32) + c] as i32
         }
         fn min_sum(&self, c: usize, x: &BlockQ8K) -> i32 {
-            (0..8).map(|g| self.mins[16 * (g / 2) + 2 * c + g % 2] as i32 * x.bsum32[g] as i32).sum()
+            (0..8)
+                .map(|g| self.mins[16 * (g / 2) + 2 * c + g % 2] as i32 * x.bsum32[g] as i32)
+                .sum()
         }
         fn d(&self, c: usize) -> f32 {
             self.d[c].to_f32()
@@ -158,8 +171,12 @@ macro_rules! scales_and_mins {
         unsafe fn min_sums_avx2(&self, x: &BlockQ8K) -> __m256i {
             let mut sum = _mm256_setzero_si256();
             for p in 0..4 {
-                let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(self.mins.as_ptr().add(16 * p) as *const __m128i));
-                let sums = _mm256_set1_epi32((x.bsum32.as_ptr().add(2 * p) as *const i32).read_unaligned());
+                let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                    self.mins.as_ptr().add(16 * p) as *const __m128i
+                ));
+                let sums = _mm256_set1_epi32(
+                    (x.bsum32.as_ptr().add(2 * p) as *const i32).read_unaligned(),
+                );
                 sum = _mm256_add_epi32(sum, _mm256_madd_epi16(mins, sums));
             }
             sum
@@ -194,7 +211,11 @@ macro_rules! set_scales_and_mins {
 #[inline(always)]
 unsafe fn nibbles_avx2(qs: &[u8; 1024], g: usize, half: usize, s: usize) -> __m256i {
     let packed = _mm256_loadu_si256(qs.as_ptr().add(128 * g + 32 * s) as *const __m256i);
-    let shifted = if half == 0 { packed } else { _mm256_srli_epi16::<4>(packed) };
+    let shifted = if half == 0 {
+        packed
+    } else {
+        _mm256_srli_epi16::<4>(packed)
+    };
     _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
 }
 
@@ -211,7 +232,13 @@ unsafe fn shift(v: __m256i, n: i32) -> __m256i {
 
 impl KLayout for BlockQ4Kx8 {
     const TYPE: KType = KType::Q4K;
-    const ZERO: Self = Self { d: [f16::ZERO; COLS], dmin: [f16::ZERO; COLS], scales: [0; 64], mins: [0; 64], qs: [0; 1024] };
+    const ZERO: Self = Self {
+        d: [f16::ZERO; COLS],
+        dmin: [f16::ZERO; COLS],
+        scales: [0; 64],
+        mins: [0; 64],
+        qs: [0; 1024],
+    };
     const RUN: usize = 8;
     fn set(&mut self, c: usize, col: &KColumn) {
         set_scales_and_mins!(self, c, col);
@@ -230,8 +257,14 @@ impl KLayout for BlockQ4Kx8 {
 
 impl KLayout for BlockQ5Kx8 {
     const TYPE: KType = KType::Q5K;
-    const ZERO: Self =
-        Self { d: [f16::ZERO; COLS], dmin: [f16::ZERO; COLS], scales: [0; 64], mins: [0; 64], qh: [0; 256], qs: [0; 1024] };
+    const ZERO: Self = Self {
+        d: [f16::ZERO; COLS],
+        dmin: [f16::ZERO; COLS],
+        scales: [0; 64],
+        mins: [0; 64],
+        qh: [0; 256],
+        qs: [0; 1024],
+    };
     const RUN: usize = 4;
     fn set(&mut self, c: usize, col: &KColumn) {
         set_scales_and_mins!(self, c, col);
@@ -254,13 +287,21 @@ impl KLayout for BlockQ5Kx8 {
     unsafe fn quants_avx2(&self, g: usize, half: usize, s: usize) -> __m256i {
         let plane = _mm256_loadu_si256(self.qh.as_ptr().add(32 * g) as *const __m256i);
         let top = shift(plane, if half == 0 { 4 - s as i32 } else { -(s as i32) });
-        _mm256_or_si256(nibbles_avx2(&self.qs, g, half, s), _mm256_and_si256(top, _mm256_set1_epi8(0x10)))
+        _mm256_or_si256(
+            nibbles_avx2(&self.qs, g, half, s),
+            _mm256_and_si256(top, _mm256_set1_epi8(0x10)),
+        )
     }
 }
 
 impl KLayout for BlockQ6Kx8 {
     const TYPE: KType = KType::Q6K;
-    const ZERO: Self = Self { d: [f16::ZERO; COLS], scales: [0; 128], qh: [0; 512], qs: [0; 1024] };
+    const ZERO: Self = Self {
+        d: [f16::ZERO; COLS],
+        scales: [0; 128],
+        qh: [0; 512],
+        qs: [0; 1024],
+    };
     const RUN: usize = 2;
     fn set(&mut self, c: usize, col: &KColumn) {
         self.d[c] = col.d;
@@ -270,12 +311,14 @@ impl KLayout for BlockQ6Kx8 {
         set_nibbles(&mut self.qs, c, &col.q);
         for (e, &q) in col.q.iter().enumerate() {
             let (g, within) = (e / 32, e % 32);
-            self.qh[64 * g + 32 * (within / 16) + 4 * c + within % 4] |= (q >> 4) << (2 * (within % 16 / 4));
+            self.qh[64 * g + 32 * (within / 16) + 4 * c + within % 4] |=
+                (q >> 4) << (2 * (within % 16 / 4));
         }
     }
     fn quant(&self, c: usize, e: usize) -> u8 {
         let (g, within) = (e / 32, e % 32);
-        let top = self.qh[64 * g + 32 * (within / 16) + 4 * c + within % 4] >> (2 * (within % 16 / 4));
+        let top =
+            self.qh[64 * g + 32 * (within / 16) + 4 * c + within % 4] >> (2 * (within % 16 / 4));
         nibble(&self.qs, c, e) | ((top & 3) << 4)
     }
     fn scale(&self, c: usize, e: usize) -> i32 {
@@ -284,7 +327,9 @@ impl KLayout for BlockQ6Kx8 {
     }
     /// The quants are q − 32: the offset is a min of 32 · scale (see `dmin`).
     fn min_sum(&self, c: usize, x: &BlockQ8K) -> i32 {
-        (0..16).map(|h| self.scales[16 * (h / 2) + 2 * c + h % 2] as i32 * x.bsum16[h] as i32).sum()
+        (0..16)
+            .map(|h| self.scales[16 * (h / 2) + 2 * c + h % 2] as i32 * x.bsum16[h] as i32)
+            .sum()
     }
     fn d(&self, c: usize) -> f32 {
         self.d[c].to_f32()
@@ -298,12 +343,17 @@ impl KLayout for BlockQ6Kx8 {
     unsafe fn quants_avx2(&self, g: usize, half: usize, s: usize) -> __m256i {
         let plane = _mm256_loadu_si256(self.qh.as_ptr().add(64 * g + 32 * half) as *const __m256i);
         let top = shift(plane, 4 - 2 * s as i32);
-        _mm256_or_si256(nibbles_avx2(&self.qs, g, half, s), _mm256_and_si256(top, _mm256_set1_epi8(0x30)))
+        _mm256_or_si256(
+            nibbles_avx2(&self.qs, g, half, s),
+            _mm256_and_si256(top, _mm256_set1_epi8(0x30)),
+        )
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn scales_avx2(&self, g: usize) -> [__m256i; 2] {
-        let pairs = _mm256_cvtepi8_epi16(_mm_loadu_si128(self.scales.as_ptr().add(16 * g) as *const __m128i));
+        let pairs = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+            self.scales.as_ptr().add(16 * g) as *const __m128i
+        ));
         [
             _mm256_shufflehi_epi16::<0xA0>(_mm256_shufflelo_epi16::<0xA0>(pairs)),
             _mm256_shufflehi_epi16::<0xF5>(_mm256_shufflelo_epi16::<0xF5>(pairs)),
@@ -314,8 +364,11 @@ impl KLayout for BlockQ6Kx8 {
     unsafe fn min_sums_avx2(&self, x: &BlockQ8K) -> __m256i {
         let mut sum = _mm256_setzero_si256();
         for g in 0..8 {
-            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(self.scales.as_ptr().add(16 * g) as *const __m128i));
-            let sums = _mm256_set1_epi32((x.bsum16.as_ptr().add(2 * g) as *const i32).read_unaligned());
+            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                self.scales.as_ptr().add(16 * g) as *const __m128i
+            ));
+            let sums =
+                _mm256_set1_epi32((x.bsum16.as_ptr().add(2 * g) as *const i32).read_unaligned());
             sum = _mm256_add_epi32(sum, _mm256_madd_epi16(scales, sums));
         }
         sum
@@ -351,12 +404,22 @@ macro_rules! k_group_block {
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[BlockQ8K], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+            unsafe fn avx2_kernel<const R: usize>(
+                w: &[Self],
+                x: &[BlockQ8K],
+                kb: usize,
+                out: &mut [[f32; COLS]; MAX_ROWS],
+            ) {
                 avx2_kernel::<Self, R>(w, x, kb, out)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-            unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[BlockQ8K], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+            unsafe fn vnni_kernel<const R: usize>(
+                w: &[Self],
+                x: &[BlockQ8K],
+                kb: usize,
+                out: &mut [[f32; COLS]; MAX_ROWS],
+            ) {
                 vnni_kernel::<Self, R>(w, x, kb, out)
             }
         }
@@ -370,7 +433,9 @@ k_group_block!(BlockQ6Kx8);
 fn scalar_kernel<B: KLayout>(w: &[B], x: &[BlockQ8K], acc: &mut [f32; COLS]) {
     for (b, xb) in w.iter().zip(x) {
         for (c, a) in acc.iter_mut().enumerate() {
-            let sum: i32 = (0..QK_K).map(|e| b.quant(c, e) as i32 * xb.qs[e] as i32 * b.scale(c, e)).sum();
+            let sum: i32 = (0..QK_K)
+                .map(|e| b.quant(c, e) as i32 * xb.qs[e] as i32 * b.scale(c, e))
+                .sum();
             let mins = b.min_sum(c, xb) as f32 * (b.dmin(c) * xb.d);
             *a += (sum as f32).mul_add(b.d(c) * xb.d, -mins);
         }
@@ -394,8 +459,18 @@ unsafe fn prefetch_ahead<B>(b: &B, g: usize) {
 #[inline(always)]
 unsafe fn accumulate<B: KLayout>(b: &B, xb: &BlockQ8K, sums: __m256i, acc: __m256) -> __m256 {
     let dx = _mm256_set1_ps(xb.d);
-    let mins = _mm256_mul_ps(_mm256_cvtepi32_ps(b.min_sums_avx2(xb)), _mm256_mul_ps(b.dmin_avx2(), dx));
-    _mm256_add_ps(acc, _mm256_fmsub_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(b.d_avx2(), dx), mins))
+    let mins = _mm256_mul_ps(
+        _mm256_cvtepi32_ps(b.min_sums_avx2(xb)),
+        _mm256_mul_ps(b.dmin_avx2(), dx),
+    );
+    _mm256_add_ps(
+        acc,
+        _mm256_fmsub_ps(
+            _mm256_cvtepi32_ps(sums),
+            _mm256_mul_ps(b.d_avx2(), dx),
+            mins,
+        ),
+    )
 }
 
 /// `R` activation rows against one 8-column group: u8 × i8 products of a broadcast 4-byte
@@ -403,7 +478,12 @@ unsafe fn accumulate<B: KLayout>(b: &B, xb: &BlockQ8K, sums: __m256i, acc: __m25
 /// widened to i32 with the scale (`madd`: at most 2 · 2^15 · 127 per lane and step).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_kernel<B: KLayout, const R: usize>(w: &[B], x: &[BlockQ8K], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn avx2_kernel<B: KLayout, const R: usize>(
+    w: &[B],
+    x: &[BlockQ8K],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
         let b = w.get_unchecked(bi);
@@ -416,13 +496,18 @@ unsafe fn avx2_kernel<B: KLayout, const R: usize>(w: &[B], x: &[BlockQ8K], kb: u
                 for s in 0..4 {
                     let wq = b.quants_avx2(g, half, s);
                     for r in 0..R {
-                        let xq = x.get_unchecked(r * kb + bi).qs.as_ptr().add(32 * g + 16 * half + 4 * s);
+                        let xq = x
+                            .get_unchecked(r * kb + bi)
+                            .qs
+                            .as_ptr()
+                            .add(32 * g + 16 * half + 4 * s);
                         let xs = _mm256_set1_epi32((xq as *const i32).read_unaligned());
                         s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(wq, xs));
                     }
                     if (4 * half + s + 1) % B::RUN == 0 {
                         for r in 0..R {
-                            sums[r] = _mm256_add_epi32(sums[r], _mm256_madd_epi16(s16[r], scales[half]));
+                            sums[r] =
+                                _mm256_add_epi32(sums[r], _mm256_madd_epi16(s16[r], scales[half]));
                             s16[r] = _mm256_setzero_si256();
                         }
                     }
@@ -443,7 +528,12 @@ unsafe fn avx2_kernel<B: KLayout, const R: usize>(w: &[B], x: &[BlockQ8K], kb: u
 /// integer sums, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn vnni_kernel<B: KLayout, const R: usize>(w: &[B], x: &[BlockQ8K], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn vnni_kernel<B: KLayout, const R: usize>(
+    w: &[B],
+    x: &[BlockQ8K],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
         let b = w.get_unchecked(bi);
@@ -455,7 +545,11 @@ unsafe fn vnni_kernel<B: KLayout, const R: usize>(w: &[B], x: &[BlockQ8K], kb: u
                 for half in 0..2 {
                     let wq = b.quants_avx2(g, half, s);
                     for r in 0..R {
-                        let xq = x.get_unchecked(r * kb + bi).qs.as_ptr().add(32 * g + 16 * half + 4 * s);
+                        let xq = x
+                            .get_unchecked(r * kb + bi)
+                            .qs
+                            .as_ptr()
+                            .add(32 * g + 16 * half + 4 * s);
                         let xs = _mm256_set1_epi32((xq as *const i32).read_unaligned());
                         halves[r][half] = _mm256_dpbusd_epi32(halves[r][half], wq, xs);
                     }
@@ -468,7 +562,10 @@ unsafe fn vnni_kernel<B: KLayout, const R: usize>(w: &[B], x: &[BlockQ8K], kb: u
                 let scaled = if B::RUN == 8 {
                     _mm256_mullo_epi32(_mm256_add_epi32(halves[r][0], halves[r][1]), lo)
                 } else {
-                    _mm256_add_epi32(_mm256_mullo_epi32(halves[r][0], lo), _mm256_mullo_epi32(halves[r][1], hi))
+                    _mm256_add_epi32(
+                        _mm256_mullo_epi32(halves[r][0], lo),
+                        _mm256_mullo_epi32(halves[r][1], hi),
+                    )
                 };
                 sums[r] = _mm256_add_epi32(sums[r], scaled);
             }
@@ -511,19 +608,38 @@ mod tests {
                 let b = &m.blocks[(c / COLS) * kb + bi];
                 let cc = c % COLS;
                 if c >= n {
-                    assert!((0..QK_K).all(|e| b.quant(cc, e) == 0 && b.scale(cc, e) == 0) && b.d(cc) == 0.0);
+                    assert!(
+                        (0..QK_K).all(|e| b.quant(cc, e) == 0 && b.scale(cc, e) == 0)
+                            && b.d(cc) == 0.0
+                    );
                     continue;
                 }
-                let want = B::TYPE.decode(&bytes[(c * kb + bi) * B::TYPE.block_bytes()..][..B::TYPE.block_bytes()]);
+                let want = B::TYPE.decode(
+                    &bytes[(c * kb + bi) * B::TYPE.block_bytes()..][..B::TYPE.block_bytes()],
+                );
                 for e in 0..QK_K {
                     assert_eq!(b.quant(cc, e), want.q[e], "col {c} block {bi} input {e}");
-                    assert_eq!(b.scale(cc, e), want.scales[e / 16] as i32, "col {c} block {bi} input {e}");
+                    assert_eq!(
+                        b.scale(cc, e),
+                        want.scales[e / 16] as i32,
+                        "col {c} block {bi} input {e}"
+                    );
                 }
                 let mins: i32 = (0..QK_K)
                     .map(|e| if B::TYPE == KType::Q6K { want.scales[e / 16] as i32 } else { want.mins[e / 32] as i32 } * x.qs[e] as i32)
                     .sum();
                 assert_eq!(b.min_sum(cc, &x), mins, "col {c} block {bi}");
-                assert_eq!((b.d(cc), b.dmin(cc)), (want.d.to_f32(), if B::TYPE == KType::Q6K { want.d.to_f32() * 32.0 } else { want.dmin.to_f32() }));
+                assert_eq!(
+                    (b.d(cc), b.dmin(cc)),
+                    (
+                        want.d.to_f32(),
+                        if B::TYPE == KType::Q6K {
+                            want.d.to_f32() * 32.0
+                        } else {
+                            want.dmin.to_f32()
+                        }
+                    )
+                );
             }
         }
     }
@@ -538,7 +654,9 @@ mod tests {
     /// Against the exact (f64) value of the same quantized operands and candle's matmul,
     /// odd column counts (partial groups) and row counts (partial row chunks); every row
     /// alone gives its bits in the batch; the scalar kernel agrees.
-    fn agrees_with_exact_sums_and_candle<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType) -> candle_core::Result<()> {
+    fn agrees_with_exact_sums_and_candle<B: KLayout + GroupBlock<Act = BlockQ8K>>(
+        dtype: GgmlDType,
+    ) -> candle_core::Result<()> {
         let dev = Device::Cpu;
         for (n, m, k) in [(99, 7, 512), (64, 2, 256), (5, 9, 768), (24, 4, 256)] {
             let kb = k / QK_K;
@@ -548,7 +666,10 @@ mod tests {
             let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let got = ours.matmul(&xv, m);
-            let want = QMatMul::from_qtensor(qt)?.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+            let want = QMatMul::from_qtensor(qt)?
+                .forward(&x)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let xq: Vec<BlockQ8K> = xv.chunks_exact(QK_K).map(quantize_q8_k).collect();
             let bb = B::TYPE.block_bytes();
             for r in 0..m {
@@ -558,14 +679,22 @@ mod tests {
                     for bi in 0..kb {
                         let col = B::TYPE.decode(&bytes[(c * kb + bi) * bb..][..bb]);
                         let xb = &xq[r * kb + bi];
-                        exact += (0..QK_K).map(|e| col.value(e) as f64 * xb.qs[e] as f64 * xb.d as f64).sum::<f64>();
+                        exact += (0..QK_K)
+                            .map(|e| col.value(e) as f64 * xb.qs[e] as f64 * xb.d as f64)
+                            .sum::<f64>();
                     }
                     // The exact sum of f32 weight values times the activations: our f32
                     // accumulation is a few ulp of the row's magnitude away.
-                    assert!((g as f64 - exact).abs() < 2e-4 * (1.0 + exact.abs()), "{dtype:?} row {r} col {c}: {g} vs exact {exact}");
+                    assert!(
+                        (g as f64 - exact).abs() < 2e-4 * (1.0 + exact.abs()),
+                        "{dtype:?} row {r} col {c}: {g} vs exact {exact}"
+                    );
                     // candle quantizes the activations to Q8_K with another rounding.
                     let w = want[r * n + c];
-                    assert!((g - w).abs() < 0.02 * (1.0 + w.abs()), "{dtype:?} row {r} col {c}: {g} vs candle {w}");
+                    assert!(
+                        (g - w).abs() < 0.02 * (1.0 + w.abs()),
+                        "{dtype:?} row {r} col {c}: {g} vs candle {w}"
+                    );
                 }
             }
             checks::row_independent_and_scalar_agrees(&ours, &xv, m, &got);
@@ -596,20 +725,31 @@ mod tests {
             // Column 0's first block: every byte 0xFF but d/dmin (Q4/5_K) or d (Q6_K): the
             // largest quants and scales the format holds (Q6_K's scales -1 then).
             let bb = B::TYPE.block_bytes();
-            let keep = if B::TYPE == KType::Q6K { bb - 2..bb } else { 0..4 };
+            let keep = if B::TYPE == KType::Q6K {
+                bb - 2..bb
+            } else {
+                0..4
+            };
             for (i, byte) in bytes[..bb].iter_mut().enumerate() {
                 if !keep.contains(&i) {
                     *byte = 0xFF;
                 }
             }
             let ours = GroupedMatrix::<B>::from_bytes(&bytes, n, k).unwrap();
-            let mut x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             for v in &mut x[..QK_K] {
                 *v = if *v > 0.0 { 5.0 } else { -5.0 };
             }
             checks::vnni_equals_avx2(&ours, &x, m)
         }
-        let ran = check::<BlockQ4Kx8>(GgmlDType::Q4K) & check::<BlockQ5Kx8>(GgmlDType::Q5K) & check::<BlockQ6Kx8>(GgmlDType::Q6K);
+        let ran = check::<BlockQ4Kx8>(GgmlDType::Q4K)
+            & check::<BlockQ5Kx8>(GgmlDType::Q5K)
+            & check::<BlockQ6Kx8>(GgmlDType::Q6K);
         if !ran {
             eprintln!("no AVX-512 VNNI here: only the AVX2 kernels ran");
         }
@@ -619,10 +759,12 @@ mod tests {
     #[test]
     fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
         checks::concatenation_keeps_each_part_bit_for_bit(256, |n| {
-            GroupedMatrix::<BlockQ4Kx8>::from_bytes(&quantized(n, 256, GgmlDType::Q4K), n, 256).unwrap()
+            GroupedMatrix::<BlockQ4Kx8>::from_bytes(&quantized(n, 256, GgmlDType::Q4K), n, 256)
+                .unwrap()
         });
         checks::concatenation_keeps_each_part_bit_for_bit(256, |n| {
-            GroupedMatrix::<BlockQ6Kx8>::from_bytes(&quantized(n, 256, GgmlDType::Q6K), n, 256).unwrap()
+            GroupedMatrix::<BlockQ6Kx8>::from_bytes(&quantized(n, 256, GgmlDType::Q6K), n, 256)
+                .unwrap()
         });
     }
 
@@ -630,14 +772,23 @@ mod tests {
     #[test]
     fn strided_output_writes_only_its_columns() {
         let (n, k, m, ld) = (13, 256, 5, 40);
-        let w = GroupedMatrix::<BlockQ4Kx8>::from_bytes(&quantized(n, k, GgmlDType::Q4K), n, k).unwrap();
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 89) as f32 - 44.0) / 20.0).collect();
+        let w = GroupedMatrix::<BlockQ4Kx8>::from_bytes(&quantized(n, k, GgmlDType::Q4K), n, k)
+            .unwrap();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 31 % 89) as f32 - 44.0) / 20.0)
+            .collect();
         let want = w.matmul(&x, m);
         let mut out = vec![7.0f32; m * ld];
         w.matmul_into_strided(&x, m, &mut out[10..], ld);
         for r in 0..m {
             assert_eq!(&out[r * ld + 10..][..n], &want[r * n..][..n], "row {r}");
-            assert!(out[r * ld..][..10].iter().chain(&out[r * ld + 10 + n..(r + 1) * ld]).all(|&v| v == 7.0), "row {r}");
+            assert!(
+                out[r * ld..][..10]
+                    .iter()
+                    .chain(&out[r * ld + 10 + n..(r + 1) * ld])
+                    .all(|&v| v == 7.0),
+                "row {r}"
+            );
         }
     }
 }

@@ -1,11 +1,17 @@
 //! Attention over the paged KV pool and other fused ops, per device.
 
+// The SIMD kernels index several per-row register arrays (sums, accumulators, activation
+// rows) by one row index; iterators over one of them would hide the others.
+#![allow(clippy::needless_range_loop)]
+
 pub mod attention;
 mod column_tiles;
 pub mod cpu_attention;
 pub mod cpu_attention_shared;
 pub mod cpu_attention_simd;
 pub mod cpu_fused;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod grouped_matrix;
 pub mod k_decode;
 pub mod k_quants;
@@ -18,5 +24,3 @@ mod quantize_act;
 pub mod team;
 #[cfg(target_arch = "x86_64")]
 mod x86;
-#[cfg(feature = "cuda")]
-pub mod cuda;

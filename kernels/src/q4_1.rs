@@ -2,10 +2,10 @@
 //! product for Q4_1 (the default model's type). Activations are quantized per row to 8
 //! bits (Q8_1, as llama.cpp does).
 
-use half::f16;
 use crate::column_tiles::{GROUP as COLS, MAX_ROWS};
 use crate::grouped_matrix::{act_buffer, grouped_matrix_type, GroupBlock, QK};
 use crate::quantize_act::{quantize32, Quants};
+use half::f16;
 
 /// How far ahead of the block in use the kernel prefetches weights.
 const PREFETCH_BYTES: usize = 2048;
@@ -35,7 +35,11 @@ act_buffer!(BlockQ8_1);
 
 impl GroupBlock for BlockQ4_1x8 {
     const GGUF_BLOCK_BYTES: usize = 20;
-    const ZERO: Self = Self { d: [f16::ZERO; COLS], m: [f16::ZERO; COLS], qs: [0; 128] };
+    const ZERO: Self = Self {
+        d: [f16::ZERO; COLS],
+        m: [f16::ZERO; COLS],
+        qs: [0; 128],
+    };
     type Act = BlockQ8_1;
 
     /// GGUF's Q4_1 block: f16 `d`, f16 `m`, 16 bytes of nibbles (`x = d * q + m`).
@@ -57,13 +61,23 @@ impl GroupBlock for BlockQ4_1x8 {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    unsafe fn avx2_kernel<const R: usize>(
+        w: &[Self],
+        x: &[BlockQ8_1],
+        kb: usize,
+        out: &mut [[f32; COLS]; MAX_ROWS],
+    ) {
         avx2_kernel::<R>(w, x, kb, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    unsafe fn vnni_kernel<const R: usize>(
+        w: &[Self],
+        x: &[BlockQ8_1],
+        kb: usize,
+        out: &mut [[f32; COLS]; MAX_ROWS],
+    ) {
         vnni_kernel::<R>(w, x, kb, out)
     }
 }
@@ -72,13 +86,21 @@ fn quantize_block(x: &[f32]) -> BlockQ8_1 {
     let Quants { d, qs, sum } = quantize32(x);
     // Scales rounded through f16 as llama.cpp stores them, to stay close to its numbers.
     let d16 = f16::from_f32(d).to_f32();
-    BlockQ8_1 { d: d16, s: f16::from_f32(sum as f32 * d).to_f32(), qs }
+    BlockQ8_1 {
+        d: d16,
+        s: f16::from_f32(sum as f32 * d).to_f32(),
+        qs,
+    }
 }
 
 /// The quant of column `c`, input `e` of a repacked block.
 fn quant(b: &BlockQ4_1x8, c: usize, e: usize) -> u8 {
     let byte = b.qs[32 * (e % 16 / 4) + 4 * c + e % 4];
-    if e < 16 { byte & 0x0F } else { byte >> 4 }
+    if e < 16 {
+        byte & 0x0F
+    } else {
+        byte >> 4
+    }
 }
 
 /// The same sums as the AVX2 kernel, one lane at a time (an integer dot per block, then
@@ -86,7 +108,9 @@ fn quant(b: &BlockQ4_1x8, c: usize, e: usize) -> u8 {
 fn scalar_kernel(w: &[BlockQ4_1x8], x: &[BlockQ8_1], acc: &mut [f32; COLS]) {
     for (b, xb) in w.iter().zip(x) {
         for (c, a) in acc.iter_mut().enumerate() {
-            let si: i32 = (0..QK).map(|e| quant(b, c, e) as i32 * xb.qs[e] as i32).sum();
+            let si: i32 = (0..QK)
+                .map(|e| quant(b, c, e) as i32 * xb.qs[e] as i32)
+                .sum();
             *a += (si as f32).mul_add(b.d[c].to_f32() * xb.d, b.m[c].to_f32() * xb.s);
         }
     }
@@ -98,7 +122,12 @@ fn scalar_kernel(w: &[BlockQ4_1x8], x: &[BlockQ8_1], acc: &mut [f32; COLS]) {
 /// then scaled and accumulated in f32 per column lane.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn avx2_kernel<const R: usize>(
+    w: &[BlockQ4_1x8],
+    x: &[BlockQ8_1],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     use std::arch::x86_64::*;
     let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
@@ -131,7 +160,11 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: us
             let xb = x.get_unchecked(r * kb + bi);
             let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[r], ones));
             // The block's term first, then one add: the chain through acc is one add long.
-            let term = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_mul_ps(mw, _mm256_set1_ps(xb.s)));
+            let term = _mm256_fmadd_ps(
+                sums,
+                _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)),
+                _mm256_mul_ps(mw, _mm256_set1_ps(xb.s)),
+            );
             acc[r] = _mm256_add_ps(acc[r], term);
         }
     }
@@ -147,7 +180,12 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: us
 /// The integer sums are the AVX2 kernel's, and so is every float operation after them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn vnni_kernel<const R: usize>(
+    w: &[BlockQ4_1x8],
+    x: &[BlockQ8_1],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     use std::arch::x86_64::*;
     let mask = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); R];
@@ -176,7 +214,11 @@ unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], kb: us
         for r in 0..R {
             let xb = x.get_unchecked(r * kb + bi);
             let sums = _mm256_cvtepi32_ps(_mm256_add_epi32(lo_sums[r], hi_sums[r]));
-            let term = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_mul_ps(mw, _mm256_set1_ps(xb.s)));
+            let term = _mm256_fmadd_ps(
+                sums,
+                _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)),
+                _mm256_mul_ps(mw, _mm256_set1_ps(xb.s)),
+            );
             acc[r] = _mm256_add_ps(acc[r], term);
         }
     }
@@ -202,21 +244,37 @@ mod tests {
             q[j] = b[4 + j] & 0x0F;
             q[j + 16] = b[4 + j] >> 4;
         }
-        (f16::from_le_bytes([b[0], b[1]]).to_f32(), f16::from_le_bytes([b[2], b[3]]).to_f32(), q)
+        (
+            f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            f16::from_le_bytes([b[2], b[3]]).to_f32(),
+            q,
+        )
     }
 
     #[test]
     fn repacking_keeps_every_quant_and_scale() {
         let (n, k) = (13, 64);
         let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
-        let bytes = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap().data().unwrap().to_vec();
+        let bytes = QTensor::quantize(&w, GgmlDType::Q4_1)
+            .unwrap()
+            .data()
+            .unwrap()
+            .to_vec();
         let ours = Q4_1Matrix::from_bytes(&bytes, n, k).unwrap();
         let kb = k / QK;
         for c in 0..16 {
             for bi in 0..kb {
                 let b = &ours.0.blocks[(c / COLS) * kb + bi];
-                let (d, m, q) = if c < n { gguf_block(&bytes, kb, c, bi) } else { (0.0, 0.0, [0; QK]) };
-                assert_eq!((b.d[c % COLS].to_f32(), b.m[c % COLS].to_f32()), (d, m), "col {c} block {bi}");
+                let (d, m, q) = if c < n {
+                    gguf_block(&bytes, kb, c, bi)
+                } else {
+                    (0.0, 0.0, [0; QK])
+                };
+                assert_eq!(
+                    (b.d[c % COLS].to_f32(), b.m[c % COLS].to_f32()),
+                    (d, m),
+                    "col {c} block {bi}"
+                );
                 for (e, &want) in q.iter().enumerate() {
                     assert_eq!(quant(b, c % COLS, e), want, "col {c} block {bi} input {e}");
                 }
@@ -236,7 +294,10 @@ mod tests {
             let bytes = q.data()?.to_vec();
             let ours = Q4_1Matrix::from_bytes(&bytes, n, k).expect("q4_1 bytes");
             let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
-            let want = QMatMul::from_qtensor(q)?.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+            let want = QMatMul::from_qtensor(q)?
+                .forward(&x)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let got = ours.matmul(&xv, m);
             let xq: Vec<BlockQ8_1> = xv.chunks_exact(QK).map(quantize_block).collect();
@@ -249,15 +310,25 @@ mod tests {
                     for bi in 0..kb {
                         let (d, mm, qw) = gguf_block(&bytes, kb, c, bi);
                         let xb = &xq[r * kb + bi];
-                        let si: i32 = qw.iter().zip(&xb.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+                        let si: i32 = qw
+                            .iter()
+                            .zip(&xb.qs)
+                            .map(|(&a, &b)| a as i32 * b as i32)
+                            .sum();
                         exact += si as f64 * d as f64 * xb.d as f64 + mm as f64 * xb.s as f64;
                         // candle stores the Q8_1 offset term as f16(f16(sum)·f16(d)) (three f16
                         // roundings, 2^-11 relative each), this kernel as llama.cpp does,
                         // f16(sum·d) (one): m·s apart by at most 4·2^-11 relative per block.
                         bound += mm.abs() * xb.s.abs() * 4.0 / 2048.0;
                     }
-                    assert!((g as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()), "row {r} col {c}: {g} vs exact {exact}");
-                    assert!((g - w).abs() <= bound + 1e-3 * (1.0 + w.abs()), "row {r} col {c}: {g} vs candle {w} (bound {bound})");
+                    assert!(
+                        (g as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                        "row {r} col {c}: {g} vs exact {exact}"
+                    );
+                    assert!(
+                        (g - w).abs() <= bound + 1e-3 * (1.0 + w.abs()),
+                        "row {r} col {c}: {g} vs candle {w} (bound {bound})"
+                    );
                 }
             }
             checks::row_independent_and_scalar_agrees(&ours.0, &xv, m, &got);
@@ -273,7 +344,9 @@ mod tests {
         let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu)?;
         let bytes = QTensor::quantize(&w, GgmlDType::Q4_1)?.data()?.to_vec();
         let ours = Q4_1Matrix::from_bytes(&bytes, n, k).expect("q4_1 bytes");
-        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         if !checks::vnni_equals_avx2(&ours.0, &x, m) {
             eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
         }
@@ -284,7 +357,15 @@ mod tests {
     fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
         checks::concatenation_keeps_each_part_bit_for_bit(64, |n| {
             let w = Tensor::randn(0f32, 1., (n, 64), &Device::Cpu).unwrap();
-            GroupedMatrix::<BlockQ4_1x8>::from_bytes(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap().data().unwrap(), n, 64).unwrap()
+            GroupedMatrix::<BlockQ4_1x8>::from_bytes(
+                &QTensor::quantize(&w, GgmlDType::Q4_1)
+                    .unwrap()
+                    .data()
+                    .unwrap(),
+                n,
+                64,
+            )
+            .unwrap()
         });
     }
 }

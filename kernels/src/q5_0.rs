@@ -34,7 +34,11 @@ grouped_matrix_type!(
 
 impl GroupBlock for BlockQ5_0x8 {
     const GGUF_BLOCK_BYTES: usize = 22;
-    const ZERO: Self = Self { d: [f16::ZERO; COLS], qh: [0; 32], qs: [0; 128] };
+    const ZERO: Self = Self {
+        d: [f16::ZERO; COLS],
+        qh: [0; 32],
+        qs: [0; 128],
+    };
     type Act = BlockQ8_0;
 
     /// GGUF's Q5_0 block: f16 `d`, a little-endian u32 of fifth bits (bit j: input j), 16
@@ -58,7 +62,10 @@ impl GroupBlock for BlockQ5_0x8 {
     fn scalar_kernel(w: &[Self], x: &[BlockQ8_0], acc: &mut [f32; COLS]) {
         for (b, xb) in w.iter().zip(x) {
             for (c, a) in acc.iter_mut().enumerate() {
-                let si: i32 = (0..QK).map(|e| quant(b, c, e) as i32 * xb.qs[e] as i32).sum::<i32>() - 16 * xb.sum;
+                let si: i32 = (0..QK)
+                    .map(|e| quant(b, c, e) as i32 * xb.qs[e] as i32)
+                    .sum::<i32>()
+                    - 16 * xb.sum;
                 *a = (si as f32).mul_add(b.d[c].to_f32() * xb.d, *a);
             }
         }
@@ -66,13 +73,23 @@ impl GroupBlock for BlockQ5_0x8 {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    unsafe fn avx2_kernel<const R: usize>(
+        w: &[Self],
+        x: &[BlockQ8_0],
+        kb: usize,
+        out: &mut [[f32; COLS]; MAX_ROWS],
+    ) {
         avx2_kernel::<R>(w, x, kb, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    unsafe fn vnni_kernel<const R: usize>(
+        w: &[Self],
+        x: &[BlockQ8_0],
+        kb: usize,
+        out: &mut [[f32; COLS]; MAX_ROWS],
+    ) {
         vnni_kernel::<R>(w, x, kb, out)
     }
 }
@@ -91,7 +108,11 @@ fn quant(b: &BlockQ5_0x8, c: usize, e: usize) -> u8 {
 #[inline(always)]
 unsafe fn quants(b: &BlockQ5_0x8, plane: __m256i, half: usize, s: usize) -> __m256i {
     let packed = _mm256_loadu_si256(b.qs.as_ptr().add(32 * s) as *const __m256i);
-    let nibbles = if half == 0 { packed } else { _mm256_srli_epi16::<4>(packed) };
+    let nibbles = if half == 0 {
+        packed
+    } else {
+        _mm256_srli_epi16::<4>(packed)
+    };
     // The fifth bit, at bit s or 4+s, moved to bit 4 (bits shifted in from the
     // neighbouring byte land outside the mask).
     let top = if half == 0 {
@@ -116,7 +137,12 @@ unsafe fn plane(b: &BlockQ5_0x8) -> __m256i {
 /// per half (at most 4 · 2 · 31 · 127 = 31,496), widened, then `sum − 16 · Σx` scaled.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ5_0x8], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn avx2_kernel<const R: usize>(
+    w: &[BlockQ5_0x8],
+    x: &[BlockQ8_0],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
@@ -132,7 +158,11 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ5_0x8], x: &[BlockQ8_0], kb: us
             for s in 0..4 {
                 let wq = quants(b, plane, half, s);
                 for r in 0..R {
-                    let xq = x.get_unchecked(r * kb + bi).qs.as_ptr().add(16 * half + 4 * s);
+                    let xq = x
+                        .get_unchecked(r * kb + bi)
+                        .qs
+                        .as_ptr()
+                        .add(16 * half + 4 * s);
                     let xs = _mm256_set1_epi32((xq as *const i32).read_unaligned());
                     s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(wq, xs));
                 }
@@ -151,12 +181,23 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ5_0x8], x: &[BlockQ8_0], kb: us
 /// `acc += (sum − 16 · Σx) · (d · dx)` per row: the offset exact in i32, one rounding.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn finish<const R: usize>(b: &BlockQ5_0x8, x: &[BlockQ8_0], kb: usize, bi: usize, s32: [__m256i; R], acc: &mut [__m256; R]) {
+unsafe fn finish<const R: usize>(
+    b: &BlockQ5_0x8,
+    x: &[BlockQ8_0],
+    kb: usize,
+    bi: usize,
+    s32: [__m256i; R],
+    acc: &mut [__m256; R],
+) {
     let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
     for r in 0..R {
         let xb = x.get_unchecked(r * kb + bi);
         let sums = _mm256_sub_epi32(s32[r], _mm256_set1_epi32(16 * xb.sum));
-        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[r]);
+        acc[r] = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(sums),
+            _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)),
+            acc[r],
+        );
     }
 }
 
@@ -164,7 +205,12 @@ unsafe fn finish<const R: usize>(b: &BlockQ5_0x8, x: &[BlockQ8_0], kb: usize, bi
 /// in two chains: the same integer sums, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ5_0x8], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn vnni_kernel<const R: usize>(
+    w: &[BlockQ5_0x8],
+    x: &[BlockQ8_0],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
         let b = w.get_unchecked(bi);
@@ -178,7 +224,11 @@ unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ5_0x8], x: &[BlockQ8_0], kb: us
             for half in 0..2 {
                 let wq = quants(b, plane, half, s);
                 for r in 0..R {
-                    let xq = x.get_unchecked(r * kb + bi).qs.as_ptr().add(16 * half + 4 * s);
+                    let xq = x
+                        .get_unchecked(r * kb + bi)
+                        .qs
+                        .as_ptr()
+                        .add(16 * half + 4 * s);
                     let xs = _mm256_set1_epi32((xq as *const i32).read_unaligned());
                     halves[r][half] = _mm256_dpbusd_epi32(halves[r][half], wq, xs);
                 }
@@ -211,7 +261,13 @@ mod tests {
         let (n, k) = (13, 64);
         let (q, bytes) = matrix(n, k);
         let ours = Q5_0Matrix::from_bytes(&bytes, n, k).unwrap();
-        let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let kb = k / QK;
         for c in 0..n {
             for bi in 0..kb {
@@ -231,7 +287,10 @@ mod tests {
             let (q, bytes) = matrix(n, k);
             let ours = Q5_0Matrix::from_bytes(&bytes, n, k).expect("q5_0 bytes");
             let x = Tensor::randn(0f32, 1., (m, k), &Device::Cpu)?;
-            let want = QMatMul::from_qtensor(q)?.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+            let want = QMatMul::from_qtensor(q)?
+                .forward(&x)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let got = ours.matmul(&xv, m);
             // The same Q8_0 activations as candle: only the float summation order differs.
@@ -250,7 +309,12 @@ mod tests {
         // Column 0's first block: every quant 31 (the largest).
         bytes[2..22].fill(0xFF);
         let ours = Q5_0Matrix::from_bytes(&bytes, n, k).unwrap();
-        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         if !checks::vnni_equals_avx2(&ours.0, &x, m) {
             eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
         }
@@ -258,6 +322,8 @@ mod tests {
 
     #[test]
     fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
-        checks::concatenation_keeps_each_part_bit_for_bit(64, |n| GroupedMatrix::<BlockQ5_0x8>::from_bytes(&matrix(n, 64).1, n, 64).unwrap());
+        checks::concatenation_keeps_each_part_bit_for_bit(64, |n| {
+            GroupedMatrix::<BlockQ5_0x8>::from_bytes(&matrix(n, 64).1, n, 64).unwrap()
+        });
     }
 }

@@ -3,9 +3,9 @@
 //! the Q8_0 activations that it and Q5_0 take. candle's runs on its own spinning thread
 //! pool beside ours, which oversubscribes the cores given.
 
-use half::f16;
 use crate::column_tiles::{GROUP as COLS, MAX_ROWS};
 use crate::grouped_matrix::{act_buffer, grouped_matrix_type, GroupBlock, QK};
+use half::f16;
 
 /// 32 activations as `d * q` with 8-bit q, and the quants' sum (Q5_0's offset term).
 #[derive(Clone, Copy)]
@@ -20,7 +20,11 @@ act_buffer!(BlockQ8_0);
 /// 32 activations as a Q8_0 block, its scale rounded through f16 as llama.cpp stores it.
 pub(crate) fn quantize_q8_0(x: &[f32]) -> BlockQ8_0 {
     let q = crate::quantize_act::quantize32(x);
-    BlockQ8_0 { d: f16::from_f32(q.d).to_f32(), qs: q.qs, sum: q.sum }
+    BlockQ8_0 {
+        d: f16::from_f32(q.d).to_f32(),
+        qs: q.qs,
+        sum: q.sum,
+    }
 }
 
 /// One block depth (32 inputs) of 8 output columns: column c's quants for inputs
@@ -36,7 +40,10 @@ grouped_matrix_type!(Q8_0Matrix, BlockQ8_0x8);
 
 impl GroupBlock for BlockQ8_0x8 {
     const GGUF_BLOCK_BYTES: usize = 34;
-    const ZERO: Self = Self { d: [f16::ZERO; COLS], qs: [0; 256] };
+    const ZERO: Self = Self {
+        d: [f16::ZERO; COLS],
+        qs: [0; 256],
+    };
     type Act = BlockQ8_0;
 
     /// GGUF's Q8_0 block: f16 `d`, 32 signed quants (`x = d * q`).
@@ -59,13 +66,23 @@ impl GroupBlock for BlockQ8_0x8 {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn avx2_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    unsafe fn avx2_kernel<const R: usize>(
+        w: &[Self],
+        x: &[BlockQ8_0],
+        kb: usize,
+        out: &mut [[f32; COLS]; MAX_ROWS],
+    ) {
         avx2_kernel::<R>(w, x, kb, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    unsafe fn vnni_kernel<const R: usize>(w: &[Self], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+    unsafe fn vnni_kernel<const R: usize>(
+        w: &[Self],
+        x: &[BlockQ8_0],
+        kb: usize,
+        out: &mut [[f32; COLS]; MAX_ROWS],
+    ) {
         vnni_kernel::<R>(w, x, kb, out)
     }
 }
@@ -79,7 +96,9 @@ fn quant(b: &BlockQ8_0x8, c: usize, e: usize) -> i8 {
 fn scalar_kernel(w: &[BlockQ8_0x8], x: &[BlockQ8_0], acc: &mut [f32; COLS]) {
     for (b, xb) in w.iter().zip(x) {
         for (c, a) in acc.iter_mut().enumerate() {
-            let si: i32 = (0..QK).map(|e| quant(b, c, e) as i32 * xb.qs[e] as i32).sum();
+            let si: i32 = (0..QK)
+                .map(|e| quant(b, c, e) as i32 * xb.qs[e] as i32)
+                .sum();
             *a = (si as f32).mul_add(b.d[c].to_f32() * xb.d, *a);
         }
     }
@@ -90,7 +109,12 @@ fn scalar_kernel(w: &[BlockQ8_0x8], x: &[BlockQ8_0], acc: &mut [f32; COLS]) {
 /// to i32 per slice, since two of them could overflow i16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn avx2_kernel<const R: usize>(
+    w: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
@@ -124,7 +148,12 @@ unsafe fn avx2_kernel<const R: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], kb: us
 /// operation after them are the AVX2 kernel's.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], kb: usize, out: &mut [[f32; COLS]; MAX_ROWS]) {
+unsafe fn vnni_kernel<const R: usize>(
+    w: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    kb: usize,
+    out: &mut [[f32; COLS]; MAX_ROWS],
+) {
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
@@ -136,7 +165,8 @@ unsafe fn vnni_kernel<const R: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], kb: us
             for r in 0..R {
                 let xq = x.get_unchecked(r * kb + bi).qs.as_ptr();
                 let xs = _mm256_set1_epi32((xq.add(4 * s) as *const i32).read_unaligned());
-                sums[r][s % 2] = _mm256_dpbusd_epi32(sums[r][s % 2], wabs, _mm256_sign_epi8(xs, wq));
+                sums[r][s % 2] =
+                    _mm256_dpbusd_epi32(sums[r][s % 2], wabs, _mm256_sign_epi8(xs, wq));
             }
         }
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
@@ -171,7 +201,10 @@ mod tests {
             let bytes = q.data()?.to_vec();
             let ours = Q8_0Matrix::from_bytes(&bytes, n, k).expect("q8_0 bytes");
             let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
-            let want = QMatMul::from_qtensor(q)?.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+            let want = QMatMul::from_qtensor(q)?
+                .forward(&x)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let got = ours.matmul(&xv, m);
             let xq: Vec<BlockQ8_0> = xv.chunks_exact(QK).map(quantize_q8_0).collect();
@@ -179,17 +212,25 @@ mod tests {
                 for c in 0..n {
                     let (g, w) = (got[r * n + c], want[r * n + c]);
                     // The same quantized operands as candle: only float summation order differs.
-                    assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "row {r} col {c}: {g} vs candle {w}");
+                    assert!(
+                        (g - w).abs() < 1e-3 * (1.0 + w.abs()),
+                        "row {r} col {c}: {g} vs candle {w}"
+                    );
                     let exact: f64 = (0..kb)
                         .map(|bi| {
                             let src = &bytes[(c * kb + bi) * GGUF_BLOCK_BYTES..];
                             let d = f16::from_le_bytes([src[0], src[1]]).to_f64();
                             let xb = &xq[r * kb + bi];
-                            let si: i32 = (0..QK).map(|e| src[2 + e] as i8 as i32 * xb.qs[e] as i32).sum();
+                            let si: i32 = (0..QK)
+                                .map(|e| src[2 + e] as i8 as i32 * xb.qs[e] as i32)
+                                .sum();
                             si as f64 * d * xb.d as f64
                         })
                         .sum();
-                    assert!((g as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()), "row {r} col {c}: {g} vs exact {exact}");
+                    assert!(
+                        (g as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                        "row {r} col {c}: {g} vs exact {exact}"
+                    );
                 }
             }
             checks::row_independent_and_scalar_agrees(&ours.0, &xv, m, &got);
@@ -207,7 +248,9 @@ mod tests {
         // Extreme quants in column 0's first block: 127, -127, -128 (GGUF allows it).
         bytes[2..5].copy_from_slice(&[127u8, 0x81, 0x80]);
         let ours = Q8_0Matrix::from_bytes(&bytes, n, k).expect("q8_0 bytes");
-        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         if !checks::vnni_equals_avx2(&ours.0, &x, m) {
             eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
         }
@@ -218,7 +261,15 @@ mod tests {
     fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
         checks::concatenation_keeps_each_part_bit_for_bit(64, |n| {
             let w = Tensor::randn(0f32, 1., (n, 64), &Device::Cpu).unwrap();
-            GroupedMatrix::<BlockQ8_0x8>::from_bytes(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), n, 64).unwrap()
+            GroupedMatrix::<BlockQ8_0x8>::from_bytes(
+                &QTensor::quantize(&w, GgmlDType::Q8_0)
+                    .unwrap()
+                    .data()
+                    .unwrap(),
+                n,
+                64,
+            )
+            .unwrap()
         });
     }
 }

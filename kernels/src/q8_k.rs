@@ -25,9 +25,15 @@ act_buffer!(BlockQ8K);
 pub(crate) fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
     let mut qs = [0i8; QK_K];
     let d = quantize_blocks(x, &mut qs);
-    let bsum16: [i16; QK_K / 16] = std::array::from_fn(|h| qs[16 * h..16 * h + 16].iter().map(|&q| q as i16).sum());
+    let bsum16: [i16; QK_K / 16] =
+        std::array::from_fn(|h| qs[16 * h..16 * h + 16].iter().map(|&q| q as i16).sum());
     let bsum32 = std::array::from_fn(|g| bsum16[2 * g] + bsum16[2 * g + 1]);
-    BlockQ8K { d, qs, bsum16, bsum32 }
+    BlockQ8K {
+        d,
+        qs,
+        bsum16,
+        bsum32,
+    }
 }
 
 #[cfg(test)]
@@ -36,7 +42,9 @@ mod tests {
 
     #[test]
     fn one_scale_for_256_inputs_and_the_sums_add_up() {
-        let x: Vec<f32> = (0..QK_K).map(|i| ((i * 53 % 97) as f32 - 48.0) / 7.0).collect();
+        let x: Vec<f32> = (0..QK_K)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 7.0)
+            .collect();
         let b = quantize_q8_k(&x);
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
         assert_eq!(b.d, amax / 127.0);
@@ -44,10 +52,16 @@ mod tests {
             assert_eq!(*q, (v / b.d).round() as i8, "{v}");
         }
         for h in 0..16 {
-            assert_eq!(b.bsum16[h] as i32, b.qs[16 * h..][..16].iter().map(|&q| q as i32).sum::<i32>());
+            assert_eq!(
+                b.bsum16[h] as i32,
+                b.qs[16 * h..][..16].iter().map(|&q| q as i32).sum::<i32>()
+            );
         }
         for g in 0..8 {
-            assert_eq!(b.bsum32[g] as i32, b.qs[32 * g..][..32].iter().map(|&q| q as i32).sum::<i32>());
+            assert_eq!(
+                b.bsum32[g] as i32,
+                b.qs[32 * g..][..32].iter().map(|&q| q as i32).sum::<i32>()
+            );
         }
         let zero = quantize_q8_k(&[0.0; QK_K]);
         assert_eq!((zero.d, zero.qs, zero.bsum32), (0.0, [0; QK_K], [0; 8]));

@@ -27,7 +27,7 @@ pub(crate) fn quantize32(x: &[f32]) -> Quants {
 /// Quantizes `x` (a multiple of 32 elements) with one scale for all, into `qs`; returns
 /// the scale. The K-quants' activations (llama.cpp's Q8_K) are 256 to a scale.
 pub(crate) fn quantize_blocks(x: &[f32], qs: &mut [i8]) -> f32 {
-    assert!(x.len() % QK == 0 && qs.len() == x.len());
+    assert!(x.len().is_multiple_of(QK) && qs.len() == x.len());
     let amax = x.chunks_exact(QK).map(amax).fold(0f32, f32::max);
     let (d, id) = scale_of(amax);
     for (x, q) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)) {
@@ -109,7 +109,10 @@ unsafe fn round32_avx2(x: *const f32, id: f32) -> ([i8; QK], i32) {
         let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
         let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
         let away = _mm256_or_ps(_mm256_and_ps(y, sign), one);
-        let r = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), away));
+        let r = _mm256_add_ps(
+            t,
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), away),
+        );
         _mm256_cvtps_epi32(r)
     });
     let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
@@ -117,7 +120,10 @@ unsafe fn round32_avx2(x: *const f32, id: f32) -> ([i8; QK], i32) {
     let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
     let sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<1>(s2)));
     // Packs work within 128-bit halves: the permute puts the four 8-element runs back in order.
-    let w16 = [_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])];
+    let w16 = [
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    ];
     let w8 = _mm256_packs_epi16(w16[0], w16[1]);
     let ordered = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     let mut qs = [0i8; QK];
@@ -156,7 +162,11 @@ mod tests {
         blocks.push(std::array::from_fn(|i| if i % 3 == 0 { -0.0 } else { 0.0 }));
         for b in &blocks {
             let (want, got) = (quantize32_scalar(b), quantize32(b));
-            assert_eq!((got.d.to_bits(), got.qs, got.sum), (want.d.to_bits(), want.qs, want.sum), "{b:?}");
+            assert_eq!(
+                (got.d.to_bits(), got.qs, got.sum),
+                (want.d.to_bits(), want.qs, want.sum),
+                "{b:?}"
+            );
         }
         // The halves went away from zero: 0.5 → 1 and 2.5 → 3 (ties to even gives 0 and 2).
         let q = quantize32(&halves);

@@ -95,24 +95,35 @@ pub fn rest() {
 /// `0..len`, on as many threads as rayon's current pool has.
 pub fn for_each_range(len: usize, chunk: usize, body: impl Fn(usize, usize) + Sync) {
     let chunk = chunk.max(1);
-    for_each_task(len.div_ceil(chunk), rayon::current_num_threads(), |t| body(t * chunk, ((t + 1) * chunk).min(len)));
+    for_each_task(len.div_ceil(chunk), rayon::current_num_threads(), |t| {
+        body(t * chunk, ((t + 1) * chunk).min(len))
+    });
 }
 
 impl Team {
     fn new() -> Self {
         let noop: &'static (dyn Fn(usize) + Sync) = &|_| {};
         let shared = Arc::new(Shared {
-            job: UnsafeCell::new(Job { body: noop, tasks: 0 }),
+            job: UnsafeCell::new(Job {
+                body: noop,
+                tasks: 0,
+            }),
             next_task: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
         });
-        Team { shared, helpers: Vec::new(), sequence: 1 }
+        Team {
+            shared,
+            helpers: Vec::new(),
+            sequence: 1,
+        }
     }
 
     fn rest(&self) {
         for h in &self.helpers {
             // Only a spinning helper: one enlisted in a job keeps it, a parked one stays so.
-            let _ = h.mailbox.compare_exchange(SPINNING, PARKED, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                h.mailbox
+                    .compare_exchange(SPINNING, PARKED, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -126,7 +137,13 @@ impl Team {
         // outlives every use because this function waits for each enlisted helper below.
         unsafe {
             let body: *const (dyn Fn(usize) + Sync + '_) = body;
-            *self.shared.job.get() = Job { body: std::mem::transmute(body), tasks };
+            *self.shared.job.get() = Job {
+                body: std::mem::transmute::<
+                    *const (dyn Fn(usize) + Sync + '_),
+                    *const (dyn Fn(usize) + Sync + 'static),
+                >(body),
+                tasks,
+            };
         }
         self.shared.next_task.store(0, Ordering::Relaxed);
         for h in &self.helpers[..helpers] {
@@ -167,8 +184,12 @@ fn spawn_helper(shared: Arc<Shared>) -> Arc<Helper> {
     thread::Builder::new()
         .name("looptree-team".into())
         .spawn(move || {
-            let me = Arc::new(Helper { mailbox: AtomicU64::new(SPINNING), thread: thread::current() });
-            tx.send(me.clone()).expect("the team waits for its new helper");
+            let me = Arc::new(Helper {
+                mailbox: AtomicU64::new(SPINNING),
+                thread: thread::current(),
+            });
+            tx.send(me.clone())
+                .expect("the team waits for its new helper");
             helper_loop(&me, &shared);
         })
         .expect("spawning a team helper thread");
@@ -201,11 +222,16 @@ fn helper_loop(me: &Helper, shared: &Shared) {
         }
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             let idle = idle_since.elapsed();
             if idle > SPIN_FOR {
                 // Either this wins and the caller will unpark us, or the caller enlisted us first.
-                let _ = me.mailbox.compare_exchange(SPINNING, PARKED, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = me.mailbox.compare_exchange(
+                    SPINNING,
+                    PARKED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             } else if idle > SPIN_HOT_FOR {
                 thread::yield_now();
             }
@@ -231,7 +257,10 @@ mod tests {
     #[test]
     fn every_task_runs_once() {
         for (tasks, threads) in [(0, 2), (1, 2), (7, 1), (100, 2), (1000, 3), (5, 4)] {
-            assert!(counts(tasks, threads).iter().all(|&c| c == 1), "{tasks} tasks on {threads} threads");
+            assert!(
+                counts(tasks, threads).iter().all(|&c| c == 1),
+                "{tasks} tasks on {threads} threads"
+            );
         }
     }
 

@@ -46,18 +46,37 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub(crate) unsafe fn exp_ps(x: __m256) -> __m256 {
-    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+        _mm256_set1_ps(88.0),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
     // ln 2 in two parts, so that n·ln2_hi is exact and r keeps its low bits.
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
     let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     // e^r ≈ 1 + r + r²·p(r)
-    let er = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0)));
-    let scale = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    let er = _mm256_fmadd_ps(
+        p,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let scale = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
     _mm256_mul_ps(er, _mm256_castsi256_ps(scale))
 }
 
@@ -75,12 +94,18 @@ mod tests {
             // SAFETY: AVX2 and FMA checked above.
             unsafe {
                 use std::arch::x86_64::*;
-                _mm256_storeu_ps(got.as_mut_ptr(), super::exp_ps(_mm256_loadu_ps(xs.as_ptr())));
+                _mm256_storeu_ps(
+                    got.as_mut_ptr(),
+                    super::exp_ps(_mm256_loadu_ps(xs.as_ptr())),
+                );
             }
             for (&v, &g) in xs.iter().zip(&got) {
                 let want = v.exp();
                 if (-87.0..=88.0).contains(&v) {
-                    assert!((g - want).abs() <= 4.0 * f32::EPSILON * want, "exp({v}): {g} vs {want}");
+                    assert!(
+                        (g - want).abs() <= 4.0 * f32::EPSILON * want,
+                        "exp({v}): {g} vs {want}"
+                    );
                 } else if v < 0.0 {
                     assert!(g <= 2e-38 && g > 0.0, "exp({v}) clamps: {g}");
                 } else {

@@ -59,7 +59,8 @@ pub struct ArchConfig {
 /// Architectures whose layout is the llama block (pre-norm, RoPE, SwiGLU).
 pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 /// Every architecture looptree runs from GGUF.
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma3"];
+pub const GGUF_ARCHITECTURES: &[&str] =
+    &["llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma3"];
 
 impl ArchConfig {
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self> {
@@ -69,28 +70,58 @@ impl ArchConfig {
             .to_string()?
             .clone();
         if !GGUF_ARCHITECTURES.contains(&arch.as_str()) {
-            bail!("unsupported architecture `{arch}` (supported: {})", GGUF_ARCHITECTURES.join(", "));
+            bail!(
+                "unsupported architecture `{arch}` (supported: {})",
+                GGUF_ARCHITECTURES.join(", ")
+            );
         }
         let get = |k: &str| md(&format!("{arch}.{k}"));
         let req_u = |k: &str| -> Result<usize> {
-            Ok(get(k).with_context(|| format!("GGUF lacks `{arch}.{k}`"))?.to_u64()? as usize)
+            Ok(get(k)
+                .with_context(|| format!("GGUF lacks `{arch}.{k}`"))?
+                .to_u64()? as usize)
         };
         let hidden = req_u("embedding_length")?;
         let heads = req_u("attention.head_count")?;
-        let kv_heads = get("attention.head_count_kv").map(|v| v.to_u64()).transpose()?.map_or(heads, |v| v as usize);
-        let head_dim = get("attention.key_length").map(|v| v.to_u64()).transpose()?.map_or(hidden / heads, |v| v as usize);
+        let kv_heads = get("attention.head_count_kv")
+            .map(|v| v.to_u64())
+            .transpose()?
+            .map_or(heads, |v| v as usize);
+        let head_dim = get("attention.key_length")
+            .map(|v| v.to_u64())
+            .transpose()?
+            .map_or(hidden / heads, |v| v as usize);
         let vocab = match get("vocab_size") {
             Some(v) => v.to_u64()? as usize,
-            None => md("tokenizer.ggml.tokens").context("GGUF lacks a vocabulary")?.to_vec()?.len(),
+            None => md("tokenizer.ggml.tokens")
+                .context("GGUF lacks a vocabulary")?
+                .to_vec()?
+                .len(),
         };
         let tied = !ct.tensor_infos.contains_key("output.weight");
-        let eps = get("attention.layer_norm_rms_epsilon").map(|v| v.to_f32()).transpose()?.unwrap_or(1e-5);
-        let theta = get("rope.freq_base").map(|v| v.to_f32()).transpose()?.unwrap_or(10_000.0);
+        let eps = get("attention.layer_norm_rms_epsilon")
+            .map(|v| v.to_f32())
+            .transpose()?
+            .unwrap_or(1e-5);
+        let theta = get("rope.freq_base")
+            .map(|v| v.to_f32())
+            .transpose()?
+            .unwrap_or(10_000.0);
         let gemma3 = arch == "gemma3";
-        let window = get("attention.sliding_window").map(|v| v.to_u64()).transpose()?.map(|w| w as usize);
-        let linear_factor = match get("rope.scaling.type").map(|v| v.to_string()).transpose()?.map(String::as_str) {
+        let window = get("attention.sliding_window")
+            .map(|v| v.to_u64())
+            .transpose()?
+            .map(|w| w as usize);
+        let linear_factor = match get("rope.scaling.type")
+            .map(|v| v.to_string())
+            .transpose()?
+            .map(String::as_str)
+        {
             None | Some("none") => None,
-            Some("linear") => get("rope.scaling.factor").map(|v| v.to_f32()).transpose()?.filter(|&f| f != 1.0),
+            Some("linear") => get("rope.scaling.factor")
+                .map(|v| v.to_f32())
+                .transpose()?
+                .filter(|&f| f != 1.0),
             Some(t) => bail!("unsupported RoPE scaling `{t}` in GGUF"),
         };
         let cfg = ArchConfig {
@@ -105,14 +136,20 @@ impl ArchConfig {
             rms_norm_eps: eps as f64,
             rope_theta: theta,
             // llama.cpp's NEOX rotation (halves) for the qwen family and gemma3.
-            rope_style: if arch.starts_with("qwen") || gemma3 { RopeStyle::HalfSplit } else { RopeStyle::Interleaved },
+            rope_style: if arch.starts_with("qwen") || gemma3 {
+                RopeStyle::HalfSplit
+            } else {
+                RopeStyle::Interleaved
+            },
             rope_scaling: None,
             qkv_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
             qk_norm: arch == "qwen3" || arch == "qwen3moe",
             experts: match (get("expert_count"), get("expert_used_count")) {
                 (Some(c), Some(u)) => Some((c.to_u64()? as usize, u.to_u64()? as usize)),
                 (None, None) => None,
-                _ => bail!("GGUF gives only one of `{arch}.expert_count` and `{arch}.expert_used_count`"),
+                _ => bail!(
+                    "GGUF gives only one of `{arch}.expert_count` and `{arch}.expert_used_count`"
+                ),
             },
             tied_embeddings: tied,
             // Gemma 3's layer pattern and local RoPE base are fixed by the architecture
@@ -128,22 +165,33 @@ impl ArchConfig {
     }
 
     pub fn from_hf_json(text: &str) -> Result<Self> {
-        let c: HfConfig = serde_json::from_str(text).context("config.json is not a valid model config")?;
+        let c: HfConfig =
+            serde_json::from_str(text).context("config.json is not a valid model config")?;
         let arch = match c.model_type.as_deref() {
             Some(t) if LLAMA_FAMILY.contains(&t) => t.to_string(),
-            Some(t) => bail!("unsupported architecture `{t}` (supported: {})", LLAMA_FAMILY.join(", ")),
+            Some(t) => bail!(
+                "unsupported architecture `{t}` (supported: {})",
+                LLAMA_FAMILY.join(", ")
+            ),
             None => bail!("config.json has no model_type"),
         };
         let heads = c.num_attention_heads;
         let rope_scaling = match &c.rope_scaling {
-            Some(s) if s.rope_type.as_deref().or(s.r#type.as_deref()) == Some("llama3") => Some(Llama3RopeScaling {
-                factor: s.factor.unwrap_or(8.0),
-                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
-                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
-            }),
+            Some(s) if s.rope_type.as_deref().or(s.r#type.as_deref()) == Some("llama3") => {
+                Some(Llama3RopeScaling {
+                    factor: s.factor.unwrap_or(8.0),
+                    low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
+                    high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
+                    original_max_position_embeddings: s
+                        .original_max_position_embeddings
+                        .unwrap_or(8192),
+                })
+            }
             Some(s) if s.rope_type.as_deref().or(s.r#type.as_deref()) == Some("default") => None,
-            Some(s) => bail!("unsupported rope_scaling {:?}", s.rope_type.as_deref().or(s.r#type.as_deref())),
+            Some(s) => bail!(
+                "unsupported rope_scaling {:?}",
+                s.rope_type.as_deref().or(s.r#type.as_deref())
+            ),
             None => None,
         };
         let cfg = ArchConfig {
@@ -163,7 +211,11 @@ impl ArchConfig {
             qk_norm: arch == "qwen3",
             experts: None,
             tied_embeddings: c.tie_word_embeddings.unwrap_or(false),
-            sliding_window: if arch == "mistral" { c.sliding_window } else { None },
+            sliding_window: if arch == "mistral" {
+                c.sliding_window
+            } else {
+                None
+            },
             global_every: None,
             rope_local_theta: None,
             rope_linear_factor: None,
@@ -200,22 +252,34 @@ impl ArchConfig {
     /// The sliding window of layer `layer`, if it has one.
     pub fn window_of(&self, layer: usize) -> Option<usize> {
         match self.global_every {
-            Some(n) if (layer + 1) % n == 0 => None,
+            Some(n) if (layer + 1).is_multiple_of(n) => None,
             _ => self.sliding_window,
         }
     }
 
     fn validate(&self) -> Result<()> {
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
-            bail!("bad head counts: {} heads, {} KV heads", self.num_heads, self.num_kv_heads);
+        if self.num_heads == 0
+            || self.num_kv_heads == 0
+            || !self.num_heads.is_multiple_of(self.num_kv_heads)
+        {
+            bail!(
+                "bad head counts: {} heads, {} KV heads",
+                self.num_heads,
+                self.num_kv_heads
+            );
         }
         if let Some((count, used)) = self.experts {
             if used == 0 || used > count {
                 bail!("bad expert counts: {used} used of {count}");
             }
         }
-        if self.head_dim % 2 != 0 || self.num_layers == 0 || self.vocab_size == 0 {
-            bail!("bad model shape: head_dim {}, {} layers, vocab {}", self.head_dim, self.num_layers, self.vocab_size);
+        if !self.head_dim.is_multiple_of(2) || self.num_layers == 0 || self.vocab_size == 0 {
+            bail!(
+                "bad model shape: head_dim {}, {} layers, vocab {}",
+                self.head_dim,
+                self.num_layers,
+                self.vocab_size
+            );
         }
         Ok(())
     }
@@ -263,7 +327,10 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.qkv_bias && cfg.tied_embeddings);
-        assert_eq!((cfg.head_dim, cfg.num_kv_heads, cfg.rope_style), (64, 2, RopeStyle::HalfSplit));
+        assert_eq!(
+            (cfg.head_dim, cfg.num_kv_heads, cfg.rope_style),
+            (64, 2, RopeStyle::HalfSplit)
+        );
     }
 
     #[test]
@@ -273,7 +340,10 @@ mod tests {
             "num_attention_heads":2,"vocab_size":10}"#,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("unsupported architecture `bert`"), "{err}");
+        assert!(
+            err.to_string().contains("unsupported architecture `bert`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -29,14 +29,35 @@ impl<'a> AttentionStep<'a> {
         let cuda = CudaStep::new(device, batch)?;
         let pool = kv.config();
         let fast_cpu = device.is_cpu()
-            && (pool.dtype == DType::F32 || (pool.dtype == DType::F16 && cpu_attention_simd::supported(pool.head_dim)));
+            && (pool.dtype == DType::F32
+                || (pool.dtype == DType::F16 && cpu_attention_simd::supported(pool.head_dim)));
         let context_slots = if fast_cpu || cuda.is_some() {
             Vec::new()
         } else {
-            batch.seqs.iter().map(|s| Tensor::new(s.context_slots.as_slice(), device)).collect::<candle_core::Result<_>>()?
+            batch
+                .seqs
+                .iter()
+                .map(|s| Tensor::new(s.context_slots.as_slice(), device))
+                .collect::<candle_core::Result<_>>()?
         };
-        let seqs = batch.seqs.iter().map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots }).collect();
-        Ok(Self { batch, device: device.clone(), write_slots, cuda, fast_cpu, context_slots, seqs })
+        let seqs = batch
+            .seqs
+            .iter()
+            .map(|s| SeqAttn {
+                start: s.start,
+                len: s.len,
+                context_slots: &s.context_slots,
+            })
+            .collect();
+        Ok(Self {
+            batch,
+            device: device.clone(),
+            write_slots,
+            cuda,
+            fast_cpu,
+            context_slots,
+            seqs,
+        })
     }
 
     /// Whether attention runs on the CPU kernels reading the pool in place, so that
@@ -46,7 +67,13 @@ impl<'a> AttentionStep<'a> {
     }
 
     /// Stores the step's new K (`[n, kv_heads, head_dim]`) and V of `layer` in the pool.
-    pub fn write(&self, kv: &mut KvPool, layer: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
+    pub fn write(
+        &self,
+        kv: &mut KvPool,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<()> {
         match &self.cuda {
             Some(c) => c.write(kv, layer, k, v),
             None => kv.write(layer, &self.write_slots, k, v),
@@ -55,7 +82,13 @@ impl<'a> AttentionStep<'a> {
 
     /// Attention of every query (`[n, heads, head_dim]`) over its own sequence's context
     /// in the pool; `[n, heads * head_dim]`.
-    pub fn attend(&self, q: &Tensor, kv: &KvPool, layer: usize, shape: &AttnShape) -> candle_core::Result<Tensor> {
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        kv: &KvPool,
+        layer: usize,
+        shape: &AttnShape,
+    ) -> candle_core::Result<Tensor> {
         if let Some(c) = &self.cuda {
             return c.attention(q, kv, layer, shape);
         }
@@ -68,21 +101,43 @@ impl<'a> AttentionStep<'a> {
             let qs = q.narrow(0, s.start, s.len)?;
             let ks = ks.to_dtype(DType::F32)?;
             let vs = vs.to_dtype(DType::F32)?;
-            outs.push(attention_generic(&qs, &ks, &vs, s.first_position(), shape.scale as f64, shape.window)?);
+            outs.push(attention_generic(
+                &qs,
+                &ks,
+                &vs,
+                s.first_position(),
+                shape.scale as f64,
+                shape.window,
+            )?);
         }
         Tensor::cat(&outs, 0)
     }
 
-    fn attend_cpu(&self, q: &Tensor, kv: &KvPool, layer: usize, shape: &AttnShape) -> candle_core::Result<Tensor> {
+    fn attend_cpu(
+        &self,
+        q: &Tensor,
+        kv: &KvPool,
+        layer: usize,
+        shape: &AttnShape,
+    ) -> candle_core::Result<Tensor> {
         let n = q.dim(0)?;
         let mut out = vec![0f32; n * shape.n_heads * shape.head_dim];
-        looptree_kernels::cpu_fused::with_f32(q, |q| self.attend_rows(q, kv, layer, shape, &mut out))??;
+        looptree_kernels::cpu_fused::with_f32(q, |q| {
+            self.attend_rows(q, kv, layer, shape, &mut out)
+        })??;
         Tensor::from_vec(out, (n, shape.n_heads * shape.head_dim), &self.device)
     }
 
     /// [`AttentionStep::attend`] on slices, where the pool is read in place on the CPU:
     /// `q` is `[n, heads * head_dim]`, and so is `out`.
-    pub fn attend_rows(&self, q: &[f32], kv: &KvPool, layer: usize, shape: &AttnShape, out: &mut [f32]) -> candle_core::Result<()> {
+    pub fn attend_rows(
+        &self,
+        q: &[f32],
+        kv: &KvPool,
+        layer: usize,
+        shape: &AttnShape,
+        out: &mut [f32],
+    ) -> candle_core::Result<()> {
         if !self.fast_cpu {
             candle_core::bail!("attend_rows: the pool is not read in place on this device");
         }

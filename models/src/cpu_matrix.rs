@@ -3,8 +3,8 @@
 use candle_core::quantized::GgmlDType;
 use looptree_kernels::k_quants::{Q4KMatrix, Q5KMatrix, Q6KMatrix};
 use looptree_kernels::q4_1::Q4_1Matrix;
-use looptree_kernels::q8_0::Q8_0Matrix;
 use looptree_kernels::q5_0::Q5_0Matrix;
+use looptree_kernels::q8_0::Q8_0Matrix;
 
 pub enum CpuMatrix {
     Q4_1(Q4_1Matrix),
@@ -62,7 +62,17 @@ impl CpuMatrix {
     pub fn concat(parts: &[&CpuMatrix]) -> Option<CpuMatrix> {
         macro_rules! join {
             ($variant:ident, $ty:ty) => {
-                if let Some(ms) = parts.iter().map(|p| if let CpuMatrix::$variant(m) = p { Some(m) } else { None }).collect::<Option<Vec<_>>>() {
+                if let Some(ms) = parts
+                    .iter()
+                    .map(|p| {
+                        if let CpuMatrix::$variant(m) = p {
+                            Some(m)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Option<Vec<_>>>()
+                {
                     return <$ty>::concat(&ms).map(CpuMatrix::$variant);
                 }
             };

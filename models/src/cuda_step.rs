@@ -17,9 +17,18 @@ impl CudaStep {
     /// Some on a CUDA device: uploads the step's slot tables.
     pub fn new(device: &Device, batch: &Batch) -> Result<Option<Self>> {
         use looptree_kernels::cpu_attention::SeqAttn;
-        let Device::Cuda(dev) = device else { return Ok(None) };
-        let seqs: Vec<SeqAttn> =
-            batch.seqs.iter().map(|s| SeqAttn { start: s.start, len: s.len, context_slots: &s.context_slots }).collect();
+        let Device::Cuda(dev) = device else {
+            return Ok(None);
+        };
+        let seqs: Vec<SeqAttn> = batch
+            .seqs
+            .iter()
+            .map(|s| SeqAttn {
+                start: s.start,
+                len: s.len,
+                context_slots: &s.context_slots,
+            })
+            .collect();
         Ok(Some(Self {
             batch: looptree_kernels::cuda::attention::PagedBatch::new(dev, &seqs)?,
             writes: looptree_kernels::cuda::kv_write::WriteSlots::new(dev, &batch.write_slots())?,
@@ -34,7 +43,13 @@ impl CudaStep {
     }
 
     /// Attention of every query of the step over its own context in the pool.
-    pub fn attention(&self, q: &Tensor, kv: &KvPool, layer: usize, shape: &AttnShape) -> Result<Tensor> {
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        kv: &KvPool,
+        layer: usize,
+        shape: &AttnShape,
+    ) -> Result<Tensor> {
         let (pk, pv) = kv.layer(layer);
         self.batch.attention(q, pk, pv, shape)
     }

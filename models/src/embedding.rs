@@ -18,31 +18,63 @@ pub struct TokenEmbedding {
 
 enum Rows {
     Dense(Tensor),
-    Quantized { dtype: GgmlDType, bytes: Vec<u8>, row_bytes: usize },
+    Quantized {
+        dtype: GgmlDType,
+        bytes: Vec<u8>,
+        row_bytes: usize,
+    },
 }
 
 impl TokenEmbedding {
     /// From a `[vocab, hidden]` tensor, on any device.
     pub fn dense(t: Tensor) -> Result<Self> {
         let (vocab, hidden) = t.dims2()?;
-        Ok(Self { rows: Rows::Dense(t.to_dtype(DType::F32)?), vocab, hidden, scale: None })
+        Ok(Self {
+            rows: Rows::Dense(t.to_dtype(DType::F32)?),
+            vocab,
+            hidden,
+            scale: None,
+        })
     }
 
     /// From the GGUF bytes of a `[vocab, hidden]` tensor of type `dtype`, on the CPU.
-    pub fn quantized(dtype: GgmlDType, bytes: Vec<u8>, vocab: usize, hidden: usize) -> Result<Self> {
-        if hidden % dtype.block_size() != 0 {
-            bail!("token embedding: rows of {hidden} do not fill {dtype:?} blocks of {}", dtype.block_size());
+    pub fn quantized(
+        dtype: GgmlDType,
+        bytes: Vec<u8>,
+        vocab: usize,
+        hidden: usize,
+    ) -> Result<Self> {
+        if !hidden.is_multiple_of(dtype.block_size()) {
+            bail!(
+                "token embedding: rows of {hidden} do not fill {dtype:?} blocks of {}",
+                dtype.block_size()
+            );
         }
         let row_bytes = hidden / dtype.block_size() * dtype.type_size();
         if Some(bytes.len()) != vocab.checked_mul(row_bytes) {
-            bail!("token embedding: {} bytes for {vocab} rows of {row_bytes}", bytes.len());
+            bail!(
+                "token embedding: {} bytes for {vocab} rows of {row_bytes}",
+                bytes.len()
+            );
         }
-        Ok(Self { rows: Rows::Quantized { dtype, bytes, row_bytes }, vocab, hidden, scale: None })
+        Ok(Self {
+            rows: Rows::Quantized {
+                dtype,
+                bytes,
+                row_bytes,
+            },
+            vocab,
+            hidden,
+            scale: None,
+        })
     }
 
     /// Every looked-up value multiplied by `scale`.
     pub fn scaled(self, scale: f32) -> Self {
-        Self { scale: Some(scale), ..self }
+        Self {
+            scale: Some(scale),
+            ..self
+        }
     }
 
     pub fn hidden(&self) -> usize {
@@ -57,13 +89,19 @@ impl TokenEmbedding {
             candle_core::bail!("token id {bad} is past the vocabulary ({})", self.vocab);
         }
         match &self.rows {
-            Rows::Dense(t) if t.device().is_cpu() => looptree_kernels::cpu_fused::with_f32(t, |e| {
-                for (row, &t) in out.chunks_exact_mut(hidden).zip(ids) {
-                    row.copy_from_slice(&e[t as usize * hidden..][..hidden]);
-                }
-            })?,
+            Rows::Dense(t) if t.device().is_cpu() => {
+                looptree_kernels::cpu_fused::with_f32(t, |e| {
+                    for (row, &t) in out.chunks_exact_mut(hidden).zip(ids) {
+                        row.copy_from_slice(&e[t as usize * hidden..][..hidden]);
+                    }
+                })?
+            }
             Rows::Dense(_) => candle_core::bail!("rows_into: an embedding on a GPU"),
-            Rows::Quantized { dtype, bytes, row_bytes } => {
+            Rows::Quantized {
+                dtype,
+                bytes,
+                row_bytes,
+            } => {
                 for (row, &t) in out.chunks_exact_mut(hidden).zip(ids) {
                     dequantize_row(*dtype, &bytes[t as usize * row_bytes..][..*row_bytes], row)?;
                 }
@@ -147,15 +185,27 @@ mod tests {
     fn quantized_rows_equal_candle_s_dequantized_rows() -> Result<()> {
         let (vocab, hidden) = (7, 512);
         let w = Tensor::randn(0f32, 1., (vocab, hidden), &Device::Cpu)?;
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_0, GgmlDType::F16] {
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+            GgmlDType::Q8_0,
+            GgmlDType::Q5_0,
+            GgmlDType::Q4_0,
+            GgmlDType::F16,
+        ] {
             let q = QTensor::quantize(&w, dtype)?;
             let want = q.dequantize(&Device::Cpu)?.to_vec2::<f32>()?;
-            let e = TokenEmbedding::quantized(dtype, q.data()?.into_owned(), vocab, hidden)?.scaled(2.0);
+            let e = TokenEmbedding::quantized(dtype, q.data()?.into_owned(), vocab, hidden)?
+                .scaled(2.0);
             let ids = [6u32, 0, 3, 3];
             let got = e.lookup(&ids, &Device::Cpu)?.to_vec2::<f32>()?;
             for (row, &t) in got.iter().zip(&ids) {
                 for (g, w) in row.iter().zip(&want[t as usize]) {
-                    assert!((g - 2.0 * w).abs() <= 1e-6 * (1.0 + w.abs()), "{dtype:?} token {t}: {g} vs {w}");
+                    assert!(
+                        (g - 2.0 * w).abs() <= 1e-6 * (1.0 + w.abs()),
+                        "{dtype:?} token {t}: {g} vs {w}"
+                    );
                 }
             }
             let err = e.lookup(&[7], &Device::Cpu).unwrap_err().to_string();

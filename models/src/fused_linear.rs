@@ -15,7 +15,10 @@ pub enum FusedLinear {
 impl FusedLinear {
     pub fn new(parts: Vec<Linear>) -> Self {
         match Linear::concat(&parts) {
-            Some(linear) => FusedLinear::One { linear, widths: parts.iter().map(|p| p.out_features()).collect() },
+            Some(linear) => FusedLinear::One {
+                linear,
+                widths: parts.iter().map(|p| p.out_features()).collect(),
+            },
             None => FusedLinear::Each(parts),
         }
     }

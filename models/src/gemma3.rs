@@ -52,7 +52,11 @@ pub struct Gemma3 {
 }
 
 impl Gemma3 {
-    pub fn load(arch: ArchConfig, eos_token_ids: Vec<u32>, w: &mut dyn WeightSource) -> Result<Self> {
+    pub fn load(
+        arch: ArchConfig,
+        eos_token_ids: Vec<u32>,
+        w: &mut dyn WeightSource,
+    ) -> Result<Self> {
         let device = w.device().clone();
         let mut layers = Vec::with_capacity(arch.num_layers);
         for i in 0..arch.num_layers {
@@ -73,19 +77,44 @@ impl Gemma3 {
                 post_ffn_norm: w.dense(&p("post_ffw_norm.weight"), DType::F32)?,
             });
         }
-        let embed = w.embedding("token_embd.weight")?.scaled((arch.hidden_size as f32).sqrt());
-        let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
+        let embed = w
+            .embedding("token_embd.weight")?
+            .scaled((arch.hidden_size as f32).sqrt());
+        let head_name = if w.contains("output.weight") {
+            "output"
+        } else {
+            "token_embd"
+        };
         let lm_head = w.linear(head_name, false)?;
         let norm = w.dense("output_norm.weight", DType::F32)?;
         let config = arch.model_config(eos_token_ids);
         let (rope_global, rope_local) = (Rope::new(&arch), Rope::local(&arch));
-        let cpu_rows = device.is_cpu().then(|| Mutex::new(cpu_rows::Workspace::default()));
-        Ok(Self { arch, config, device, embed, layers, norm, lm_head, rope_global, rope_local, cpu_rows })
+        let cpu_rows = device
+            .is_cpu()
+            .then(|| Mutex::new(cpu_rows::Workspace::default()));
+        Ok(Self {
+            arch,
+            config,
+            device,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope_global,
+            rope_local,
+            cpu_rows,
+        })
     }
 
     /// The rows path's buffers, where this step can take it.
-    fn cpu_rows_workspace(&self, step: &AttentionStep, tokens: usize) -> Option<&Mutex<cpu_rows::Workspace>> {
-        self.cpu_rows.as_ref().filter(|_| step.reads_cpu_pool_in_place() && tokens > 0)
+    fn cpu_rows_workspace(
+        &self,
+        step: &AttentionStep,
+        tokens: usize,
+    ) -> Option<&Mutex<cpu_rows::Workspace>> {
+        self.cpu_rows
+            .as_ref()
+            .filter(|_| step.reads_cpu_pool_in_place() && tokens > 0)
     }
 
     /// Whether CPU steps run on the rows path (`gemma3/cpu_rows.rs`) rather than tensor ops.
@@ -96,7 +125,6 @@ impl Gemma3 {
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         crate::layer_ops::rms_norm(x, w, self.arch.rms_norm_eps as f32)
     }
-
 }
 
 impl Model for Gemma3 {
@@ -114,24 +142,42 @@ impl Model for Gemma3 {
         let step = AttentionStep::new(batch, kv, &self.device)?;
         if let Some(ws) = self.cpu_rows_workspace(&step, batch.tokens.len()) {
             let mut logits = Vec::new();
-            self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), &mut logits)?;
+            self.forward_cpu_rows(
+                batch,
+                kv,
+                &step,
+                &mut ws.lock().unwrap_or_else(|p| p.into_inner()),
+                &mut logits,
+            )?;
             let rows = logits.len() / self.arch.vocab_size;
             return Tensor::from_vec(logits, (rows, self.arch.vocab_size), &self.device);
         }
         self.step_tensors(batch, kv, &step)
     }
 
-    fn forward_into(&self, batch: &Batch, kv: &mut KvPool, logits: &mut Vec<f32>) -> candle_core::Result<()> {
+    fn forward_into(
+        &self,
+        batch: &Batch,
+        kv: &mut KvPool,
+        logits: &mut Vec<f32>,
+    ) -> candle_core::Result<()> {
         if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
             return looptree_kernels::pool::in_pool(|| self.forward_into(batch, kv, logits));
         }
         let step = AttentionStep::new(batch, kv, &self.device)?;
         match self.cpu_rows_workspace(&step, batch.tokens.len()) {
-            Some(ws) => {
-                self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), logits)
-            }
+            Some(ws) => self.forward_cpu_rows(
+                batch,
+                kv,
+                &step,
+                &mut ws.lock().unwrap_or_else(|p| p.into_inner()),
+                logits,
+            ),
             None => {
-                *logits = self.step_tensors(batch, kv, &step)?.flatten_all()?.to_vec1::<f32>()?;
+                *logits = self
+                    .step_tensors(batch, kv, &step)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
                 Ok(())
             }
         }
@@ -149,7 +195,12 @@ impl Gemma3 {
     }
 
     /// The step on candle tensors: every device, every weight type.
-    fn step_tensors(&self, batch: &Batch, kv: &mut KvPool, step: &AttentionStep) -> candle_core::Result<Tensor> {
+    fn step_tensors(
+        &self,
+        batch: &Batch,
+        kv: &mut KvPool,
+        step: &AttentionStep,
+    ) -> candle_core::Result<Tensor> {
         let dev = &self.device;
         let a = &self.arch;
         let n = batch.tokens.len();
@@ -159,11 +210,17 @@ impl Gemma3 {
         let mut x = self.embed.lookup(&batch.tokens, dev)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let shape = a.attn_shape(l);
-            let (rope, (cos, sin)) =
-                if shape.window.is_some() { (&self.rope_local, &local) } else { (&self.rope_global, &global) };
+            let (rope, (cos, sin)) = if shape.window.is_some() {
+                (&self.rope_local, &local)
+            } else {
+                (&self.rope_global, &global)
+            };
             let h = self.rms_norm(&x, &layer.attn_norm)?;
             let q = layer.q.forward(&h)?.reshape((n, a.num_heads, a.head_dim))?;
-            let k = layer.k.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
+            let k = layer
+                .k
+                .forward(&h)?
+                .reshape((n, a.num_kv_heads, a.head_dim))?;
             let v = layer.v.forward(&h)?;
             let q = rope.apply(&self.rms_norm(&q, &layer.q_norm)?, cos, sin)?;
             let k = rope.apply(&self.rms_norm(&k, &layer.k_norm)?, cos, sin)?;
@@ -174,6 +231,12 @@ impl Gemma3 {
             let mlp = crate::layer_ops::gelu_mul(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             x = (x + self.rms_norm(&layer.down.forward(&mlp)?, &layer.post_ffn_norm)?)?;
         }
-        crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)
+        crate::attend::logits(
+            &x,
+            batch,
+            a.vocab_size,
+            |x| self.rms_norm(x, &self.norm),
+            &self.lm_head,
+        )
     }
 }

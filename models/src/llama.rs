@@ -5,14 +5,14 @@
 //! swaps the MLP for routed experts (`moe.rs`).
 
 use crate::arch_config::ArchConfig;
-use crate::embedding::TokenEmbedding;
-use crate::rope::Rope;
-use crate::fused_linear::FusedLinear;
-use crate::weights::{Linear, WeightSource};
-use anyhow::Result;
 use crate::attend::AttentionStep;
+use crate::embedding::TokenEmbedding;
+use crate::fused_linear::FusedLinear;
 use crate::layer_ops::silu_mul;
 use crate::moe::MoeFfn;
+use crate::rope::Rope;
+use crate::weights::{Linear, WeightSource};
+use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use looptree_engine::{Batch, KvPool, Model, ModelConfig};
 use std::sync::Mutex;
@@ -53,17 +53,28 @@ pub struct Llama {
 }
 
 impl Llama {
-    pub fn load(arch: ArchConfig, eos_token_ids: Vec<u32>, w: &mut dyn WeightSource) -> Result<Self> {
+    pub fn load(
+        arch: ArchConfig,
+        eos_token_ids: Vec<u32>,
+        w: &mut dyn WeightSource,
+    ) -> Result<Self> {
         let device = w.device().clone();
         let bias = arch.qkv_bias;
         let mut layers = Vec::with_capacity(arch.num_layers);
         for i in 0..arch.num_layers {
             let p = |n: &str| format!("blk.{i}.{n}");
             let qk_norm = if arch.qk_norm {
-                let norms = [w.dense(&p("attn_q_norm.weight"), DType::F32)?, w.dense(&p("attn_k_norm.weight"), DType::F32)?];
+                let norms = [
+                    w.dense(&p("attn_q_norm.weight"), DType::F32)?,
+                    w.dense(&p("attn_k_norm.weight"), DType::F32)?,
+                ];
                 // The rows path norms each head with these: a wrong width is the file's error.
                 if norms.iter().any(|t| t.dims() != [arch.head_dim]) {
-                    anyhow::bail!("layer {i}: q/k norm weights of shape {:?} for heads of {}", norms[0].dims(), arch.head_dim);
+                    anyhow::bail!(
+                        "layer {i}: q/k norm weights of shape {:?} for heads of {}",
+                        norms[0].dims(),
+                        arch.head_dim
+                    );
                 }
                 Some(norms)
             } else {
@@ -71,14 +82,21 @@ impl Llama {
             };
             layers.push(Layer {
                 attn_norm: w.dense(&p("attn_norm.weight"), DType::F32)?,
-                qkv: FusedLinear::new(vec![w.linear(&p("attn_q"), bias)?, w.linear(&p("attn_k"), bias)?, w.linear(&p("attn_v"), bias)?]),
+                qkv: FusedLinear::new(vec![
+                    w.linear(&p("attn_q"), bias)?,
+                    w.linear(&p("attn_k"), bias)?,
+                    w.linear(&p("attn_v"), bias)?,
+                ]),
                 qk_norm,
                 o: w.linear(&p("attn_output"), false)?,
                 ffn_norm: w.dense(&p("ffn_norm.weight"), DType::F32)?,
                 ffn: match arch.experts {
                     Some(experts) => Ffn::Moe(MoeFfn::load(w, i, arch.hidden_size, experts)?),
                     None => Ffn::Dense {
-                        gate_up: FusedLinear::new(vec![w.linear(&p("ffn_gate"), false)?, w.linear(&p("ffn_up"), false)?]),
+                        gate_up: FusedLinear::new(vec![
+                            w.linear(&p("ffn_gate"), false)?,
+                            w.linear(&p("ffn_up"), false)?,
+                        ]),
                         down: w.linear(&p("ffn_down"), false)?,
                     },
                 },
@@ -86,12 +104,26 @@ impl Llama {
         }
         let embed = w.embedding("token_embd.weight")?;
         // Tied models project onto the (possibly quantized) embedding matrix.
-        let head_name = if w.contains("output.weight") { "output" } else { "token_embd" };
+        let head_name = if w.contains("output.weight") {
+            "output"
+        } else {
+            "token_embd"
+        };
         let lm_head = w.linear(head_name, false)?;
         let norm = w.dense("output_norm.weight", DType::F32)?;
         let config = arch.model_config(eos_token_ids);
         let rope = Rope::new(&arch);
-        let mut model = Self { arch, config, device, embed, layers, norm, lm_head, rope, cpu_rows: None };
+        let mut model = Self {
+            arch,
+            config,
+            device,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            cpu_rows: None,
+        };
         if model.device.is_cpu() {
             model.cpu_rows = Some(Mutex::new(cpu_rows::Workspace::default()));
         }
@@ -100,12 +132,21 @@ impl Llama {
 
     /// The model on the tensor path alone: the rows path's test oracle.
     pub fn without_cpu_rows(self) -> Self {
-        Self { cpu_rows: None, ..self }
+        Self {
+            cpu_rows: None,
+            ..self
+        }
     }
 
     /// The rows path's buffers, where this step can take it.
-    fn cpu_rows_workspace(&self, step: &AttentionStep, tokens: usize) -> Option<&Mutex<cpu_rows::Workspace>> {
-        self.cpu_rows.as_ref().filter(|_| step.reads_cpu_pool_in_place() && tokens > 0)
+    fn cpu_rows_workspace(
+        &self,
+        step: &AttentionStep,
+        tokens: usize,
+    ) -> Option<&Mutex<cpu_rows::Workspace>> {
+        self.cpu_rows
+            .as_ref()
+            .filter(|_| step.reads_cpu_pool_in_place() && tokens > 0)
     }
 
     /// Whether CPU steps run on the rows path (`cpu_rows.rs`) rather than tensor ops.
@@ -134,24 +175,42 @@ impl Model for Llama {
         let step = AttentionStep::new(batch, kv, &self.device)?;
         if let Some(ws) = self.cpu_rows_workspace(&step, batch.tokens.len()) {
             let mut logits = Vec::new();
-            self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), &mut logits)?;
+            self.forward_cpu_rows(
+                batch,
+                kv,
+                &step,
+                &mut ws.lock().unwrap_or_else(|p| p.into_inner()),
+                &mut logits,
+            )?;
             let rows = logits.len() / self.arch.vocab_size;
             return Tensor::from_vec(logits, (rows, self.arch.vocab_size), &self.device);
         }
         self.forward_tensors(batch, kv, &step)
     }
 
-    fn forward_into(&self, batch: &Batch, kv: &mut KvPool, logits: &mut Vec<f32>) -> candle_core::Result<()> {
+    fn forward_into(
+        &self,
+        batch: &Batch,
+        kv: &mut KvPool,
+        logits: &mut Vec<f32>,
+    ) -> candle_core::Result<()> {
         if self.device.is_cpu() && !looptree_kernels::pool::on_worker() {
             return looptree_kernels::pool::in_pool(|| self.forward_into(batch, kv, logits));
         }
         let step = AttentionStep::new(batch, kv, &self.device)?;
         match self.cpu_rows_workspace(&step, batch.tokens.len()) {
-            Some(ws) => {
-                self.forward_cpu_rows(batch, kv, &step, &mut ws.lock().unwrap_or_else(|p| p.into_inner()), logits)
-            }
+            Some(ws) => self.forward_cpu_rows(
+                batch,
+                kv,
+                &step,
+                &mut ws.lock().unwrap_or_else(|p| p.into_inner()),
+                logits,
+            ),
             None => {
-                *logits = self.forward_tensors(batch, kv, &step)?.flatten_all()?.to_vec1::<f32>()?;
+                *logits = self
+                    .forward_tensors(batch, kv, &step)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
                 Ok(())
             }
         }
@@ -161,7 +220,12 @@ impl Model for Llama {
 impl Llama {
     /// The step on candle tensors: the GPU path, and on the CPU the rows path's test oracle
     /// ([`Llama::without_cpu_rows`]).
-    fn forward_tensors(&self, batch: &Batch, kv: &mut KvPool, step: &AttentionStep) -> candle_core::Result<Tensor> {
+    fn forward_tensors(
+        &self,
+        batch: &Batch,
+        kv: &mut KvPool,
+        step: &AttentionStep,
+    ) -> candle_core::Result<Tensor> {
         let dev = &self.device;
         let a = &self.arch;
         let n = batch.tokens.len();
@@ -170,7 +234,11 @@ impl Llama {
         let mut x = self.embed.lookup(&batch.tokens, dev)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = self.rms_norm(&x, &layer.attn_norm)?;
-            let [q, k, v]: [Tensor; 3] = layer.qkv.forward(&h)?.try_into().expect("three projections");
+            let [q, k, v]: [Tensor; 3] = layer
+                .qkv
+                .forward(&h)?
+                .try_into()
+                .expect("three projections");
             let q = q.reshape((n, a.num_heads, a.head_dim))?;
             let k = k.reshape((n, a.num_kv_heads, a.head_dim))?;
             let (q, k) = match &layer.qk_norm {
@@ -185,13 +253,20 @@ impl Llama {
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
             let y = match &layer.ffn {
                 Ffn::Dense { gate_up, down } => {
-                    let [gate, up]: [Tensor; 2] = gate_up.forward(&h)?.try_into().expect("two projections");
+                    let [gate, up]: [Tensor; 2] =
+                        gate_up.forward(&h)?.try_into().expect("two projections");
                     down.forward(&silu_mul(&gate, &up)?)?
                 }
                 Ffn::Moe(moe) => moe.forward(&h)?,
             };
             x = (x + y)?;
         }
-        crate::attend::logits(&x, batch, a.vocab_size, |x| self.rms_norm(x, &self.norm), &self.lm_head)
+        crate::attend::logits(
+            &x,
+            batch,
+            a.vocab_size,
+            |x| self.rms_norm(x, &self.norm),
+            &self.lm_head,
+        )
     }
 }

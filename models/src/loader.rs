@@ -26,7 +26,8 @@ pub fn load(resolved: &ResolvedModel, device: &Device) -> Result<LoadedModel> {
         ResolvedModel::Gguf { path } => {
             let mut w = GgufWeights::open(path, device)?;
             let arch = ArchConfig::from_gguf(&w.content)?;
-            let tokenizer = Tokenizer::from_gguf(&w.content).context("building the tokenizer from GGUF metadata")?;
+            let tokenizer = Tokenizer::from_gguf(&w.content)
+                .context("building the tokenizer from GGUF metadata")?;
             let chat_template = ChatTemplate::from_gguf(&w.content)?;
             let name = w
                 .content
@@ -42,8 +43,15 @@ pub fn load(resolved: &ResolvedModel, device: &Device) -> Result<LoadedModel> {
                 chat_template: chat_template.map(Arc::new),
             })
         }
-        ResolvedModel::HfDir { dir, config, weights, tokenizer, tokenizer_config } => {
-            let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+        ResolvedModel::HfDir {
+            dir,
+            config,
+            weights,
+            tokenizer,
+            tokenizer_config,
+        } => {
+            let text = std::fs::read_to_string(config)
+                .with_context(|| format!("reading {}", config.display()))?;
             let arch = ArchConfig::from_hf_json(&text)?;
             let tok = Tokenizer::from_files(tokenizer, tokenizer_config.as_deref())?;
             let chat_template = match tokenizer_config {
@@ -51,7 +59,11 @@ pub fn load(resolved: &ResolvedModel, device: &Device) -> Result<LoadedModel> {
                 None => None,
             };
             // bf16 matmuls are slow on CPU; GPUs keep the half-precision weights.
-            let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+            let dtype = if device.is_cpu() {
+                DType::F32
+            } else {
+                DType::BF16
+            };
             let mut w = SafetensorsWeights::open(weights, device, dtype)?;
             let model = build(arch, tok.eos_ids().to_vec(), &mut w)?;
             Ok(LoadedModel {
@@ -73,5 +85,7 @@ pub fn build(arch: ArchConfig, eos: Vec<u32>, w: &mut dyn WeightSource) -> Resul
 }
 
 fn file_stem(p: &std::path::Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
 }

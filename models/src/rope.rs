@@ -21,14 +21,20 @@ impl Rope {
         if let Some(f) = cfg.rope_linear_factor {
             inv_freq.iter_mut().for_each(|x| *x /= f as f64);
         }
-        Self { inv_freq, style: cfg.rope_style }
+        Self {
+            inv_freq,
+            style: cfg.rope_style,
+        }
     }
 
     /// The rotation of the sliding-window layers where they have their own base (Gemma 3):
     /// that base, unscaled. Otherwise the same as [`Rope::new`].
     pub fn local(cfg: &ArchConfig) -> Self {
         match cfg.rope_local_theta {
-            Some(theta) => Self { inv_freq: frequencies(cfg.head_dim, theta), style: cfg.rope_style },
+            Some(theta) => Self {
+                inv_freq: frequencies(cfg.head_dim, theta),
+                style: cfg.rope_style,
+            },
             None => Self::new(cfg),
         }
     }
@@ -38,7 +44,10 @@ impl Rope {
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
         self.cos_sin_into(positions, &mut cos, &mut sin);
         let (n, h) = (positions.len(), self.inv_freq.len());
-        Ok((Tensor::from_vec(cos, (n, h), device)?, Tensor::from_vec(sin, (n, h), device)?))
+        Ok((
+            Tensor::from_vec(cos, (n, h), device)?,
+            Tensor::from_vec(sin, (n, h), device)?,
+        ))
     }
 
     /// [`Rope::cos_sin`] into buffers kept by the caller (cleared first).
@@ -64,20 +73,33 @@ impl Rope {
             return looptree_kernels::cuda::fused::rope(x, cos, sin, interleaved);
         }
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-            return looptree_kernels::cpu_fused::rope(x, cos, sin, self.style == RopeStyle::Interleaved);
+            return looptree_kernels::cpu_fused::rope(
+                x,
+                cos,
+                sin,
+                self.style == RopeStyle::Interleaved,
+            );
         }
         match self.style {
-            RopeStyle::HalfSplit => candle_nn::rotary_emb::rope_thd(&x.reshape((1, n, h, d))?, cos, sin)?.reshape((n, h, d)),
+            RopeStyle::HalfSplit => {
+                candle_nn::rotary_emb::rope_thd(&x.reshape((1, n, h, d))?, cos, sin)?
+                    .reshape((n, h, d))
+            }
             RopeStyle::Interleaved => {
                 let xt = x.transpose(0, 1)?.contiguous()?.reshape((1, h, n, d))?;
-                candle_nn::rotary_emb::rope_i(&xt, cos, sin)?.reshape((h, n, d))?.transpose(0, 1)?.contiguous()
+                candle_nn::rotary_emb::rope_i(&xt, cos, sin)?
+                    .reshape((h, n, d))?
+                    .transpose(0, 1)?
+                    .contiguous()
             }
         }
     }
 }
 
 fn frequencies(head_dim: usize, theta: f32) -> Vec<f64> {
-    (0..head_dim / 2).map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64)).collect()
+    (0..head_dim / 2)
+        .map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64))
+        .collect()
 }
 
 /// Llama 3.1's piecewise rescaling of rotary frequencies (long wavelengths slowed down).
@@ -90,7 +112,8 @@ fn llama3_scale(inv_freq: &mut [f64], s: Llama3RopeScaling) {
         if wavelen > low_wavelen {
             *f /= s.factor as f64;
         } else if wavelen >= high_wavelen {
-            let smooth = (old / wavelen - s.low_freq_factor as f64) / (s.high_freq_factor - s.low_freq_factor) as f64;
+            let smooth = (old / wavelen - s.low_freq_factor as f64)
+                / (s.high_freq_factor - s.low_freq_factor) as f64;
             *f = (1.0 - smooth) * *f / s.factor as f64 + smooth * *f;
         }
     }
@@ -137,7 +160,12 @@ mod tests {
             let got = rope.apply(&x, &c, &s)?.flatten_all()?.to_vec1::<f32>()?;
             let a0 = 3.0f64;
             let a1 = 3.0f64 * 1.0 / 10_000f64.powf(0.5);
-            let rot = |x: f64, y: f64, a: f64| ((x * a.cos() - y * a.sin()) as f32, (x * a.sin() + y * a.cos()) as f32);
+            let rot = |x: f64, y: f64, a: f64| {
+                (
+                    (x * a.cos() - y * a.sin()) as f32,
+                    (x * a.sin() + y * a.cos()) as f32,
+                )
+            };
             let want = match style {
                 RopeStyle::Interleaved => {
                     let (p, q) = rot(1., 2., a0);

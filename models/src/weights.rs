@@ -30,7 +30,9 @@ impl Linear {
             // Dense weights kept in bf16/f16 on a GPU: run the matmul in their dtype, keep
             // the residual stream in the caller's.
             Weight::Candle(QMatMul::Tensor(t)) if t.dtype() != x.dtype() => {
-                QMatMul::Tensor(t.clone()).forward(&x.to_dtype(t.dtype())?)?.to_dtype(x.dtype())?
+                QMatMul::Tensor(t.clone())
+                    .forward(&x.to_dtype(t.dtype())?)?
+                    .to_dtype(x.dtype())?
             }
             Weight::Candle(w) => {
                 // candle runs it on rayon's workers: the team's helpers park meanwhile.
@@ -56,7 +58,13 @@ impl Linear {
 
     /// [`Linear::forward_rows`] into columns `0..n` of rows `ld` apart in `out`: for
     /// projections whose outputs sit side by side in one buffer.
-    pub fn forward_rows_strided(&self, x: &[f32], m: usize, out: &mut [f32], ld: usize) -> candle_core::Result<()> {
+    pub fn forward_rows_strided(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        ld: usize,
+    ) -> candle_core::Result<()> {
         match &self.weight {
             Weight::Cpu(w) => w.matmul_into_strided(x, m, out, ld),
             Weight::Candle(_) => {
@@ -100,13 +108,32 @@ impl Linear {
     pub fn concat(parts: &[Linear]) -> Option<Linear> {
         let bias = match parts.iter().filter(|p| p.bias.is_some()).count() {
             0 => None,
-            c if c == parts.len() => {
-                Some(Tensor::cat(&parts.iter().map(|p| p.bias.as_ref().unwrap()).collect::<Vec<_>>(), 0).ok()?)
-            }
+            c if c == parts.len() => Some(
+                Tensor::cat(
+                    &parts
+                        .iter()
+                        .map(|p| p.bias.as_ref().unwrap())
+                        .collect::<Vec<_>>(),
+                    0,
+                )
+                .ok()?,
+            ),
             _ => return None,
         };
-        let matrices = parts.iter().map(|p| if let Weight::Cpu(w) = &p.weight { Some(w) } else { None }).collect::<Option<Vec<_>>>()?;
-        Some(Linear { weight: Weight::Cpu(CpuMatrix::concat(&matrices)?), bias })
+        let matrices = parts
+            .iter()
+            .map(|p| {
+                if let Weight::Cpu(w) = &p.weight {
+                    Some(w)
+                } else {
+                    None
+                }
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Linear {
+            weight: Weight::Cpu(CpuMatrix::concat(&matrices)?),
+            bias,
+        })
     }
 }
 
@@ -157,37 +184,64 @@ impl GgufWeights {
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         // candle's reader trusts the header; a hostile or truncated file is refused first.
         let layout = crate::gguf_check::check_file(path)?;
-        let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut file =
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let content = gguf_file::Content::read(&mut file)
             .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
-        if content.tensor_data_offset != layout.data_offset || content.tensor_infos.len() != layout.tensors {
-            bail!("{}: candle reads the GGUF header differently from looptree's check", path.display());
+        if content.tensor_data_offset != layout.data_offset
+            || content.tensor_infos.len() != layout.tensors
+        {
+            bail!(
+                "{}: candle reads the GGUF header differently from looptree's check",
+                path.display()
+            );
         }
-        Ok(Self { content, file, path: path.to_path_buf(), device: device.clone(), dense: false })
+        Ok(Self {
+            content,
+            file,
+            path: path.to_path_buf(),
+            device: device.clone(),
+            dense: false,
+        })
     }
 
     /// Every projection dequantized to f32: exactly the weights the file holds, with no
     /// quantized activations (a test oracle for other layouts of the same weights).
     pub fn dequantized(self) -> Self {
-        Self { dense: true, ..self }
+        Self {
+            dense: true,
+            ..self
+        }
     }
 
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor> {
         self.content
             .tensor(&mut self.file, name, &self.device)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read tensor `{name}`: {e}", self.path.display()))
+            .map_err(|e| {
+                anyhow::anyhow!("{}: cannot read tensor `{name}`: {e}", self.path.display())
+            })
     }
 }
 
 impl WeightSource for GgufWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.qtensor(&format!("{name}.weight"))?;
-        let bias = if bias { Some(self.qtensor(&format!("{name}.bias"))?.dequantize(&self.device)?) } else { None };
+        let bias = if bias {
+            Some(
+                self.qtensor(&format!("{name}.bias"))?
+                    .dequantize(&self.device)?,
+            )
+        } else {
+            None
+        };
         self.linear_of(w, bias)
     }
     fn experts(&mut self, name: &str) -> Result<Vec<Linear>> {
         let w = self.qtensor(&format!("{name}.weight"))?;
-        let (e, n, k) = w.shape().dims3().with_context(|| format!("`{name}.weight` is not a 3-D expert tensor"))?;
+        let (e, n, k) = w
+            .shape()
+            .dims3()
+            .with_context(|| format!("`{name}.weight` is not a 3-D expert tensor"))?;
         let dtype = w.dtype();
         if k % dtype.block_size() != 0 {
             bail!("`{name}.weight`: rows of {k} are not whole {dtype:?} blocks");
@@ -198,13 +252,17 @@ impl WeightSource for GgufWeights {
         (0..e)
             .map(|i| {
                 let bytes = std::borrow::Cow::Borrowed(&data[i * per..(i + 1) * per]);
-                let storage = candle_core::quantized::QStorage::from_data(bytes, &self.device, dtype)?;
+                let storage =
+                    candle_core::quantized::QStorage::from_data(bytes, &self.device, dtype)?;
                 self.linear_of(QTensor::new(storage, (n, k))?, None)
             })
             .collect()
     }
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
-        Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(dtype)?)
+        Ok(self
+            .qtensor(name)?
+            .dequantize(&self.device)?
+            .to_dtype(dtype)?)
     }
     /// Kept quantized on the CPU: a 150k-token vocabulary is most of a small model's
     /// weights, and a step reads only its tokens' rows.
@@ -228,15 +286,24 @@ impl GgufWeights {
     /// A projection over `w`, on looptree's own CPU kernel where it has one for the type.
     fn linear_of(&self, w: QTensor, bias: Option<Tensor>) -> Result<Linear> {
         if self.dense {
-            return Ok(Linear { weight: Weight::Candle(QMatMul::Tensor(w.dequantize(&self.device)?)), bias });
+            return Ok(Linear {
+                weight: Weight::Candle(QMatMul::Tensor(w.dequantize(&self.device)?)),
+                bias,
+            });
         }
         if self.device.is_cpu() {
             let (n, k) = w.shape().dims2()?;
             if let Some(m) = CpuMatrix::from_gguf(w.dtype(), &w.data()?, n, k) {
-                return Ok(Linear { weight: Weight::Cpu(m), bias });
+                return Ok(Linear {
+                    weight: Weight::Cpu(m),
+                    bias,
+                });
             }
         }
-        Ok(Linear { weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?), bias })
+        Ok(Linear {
+            weight: Weight::Candle(QMatMul::from_arc(Arc::new(w))?),
+            bias,
+        })
     }
 }
 
@@ -254,12 +321,20 @@ impl SafetensorsWeights {
         let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
             .map_err(|e| anyhow::anyhow!("cannot read safetensors {paths:?}: {e}"))?;
         let names = st.tensors().into_iter().map(|(n, _)| n).collect();
-        Ok(Self { st, names, device: device.clone(), dtype })
+        Ok(Self {
+            st,
+            names,
+            device: device.clone(),
+            dtype,
+        })
     }
 
     fn load(&self, gguf_name: &str) -> Result<Tensor> {
         let hf = hf_name(gguf_name);
-        let t = self.st.load(&hf, &self.device).map_err(|e| anyhow::anyhow!("tensor `{hf}`: {e}"))?;
+        let t = self
+            .st
+            .load(&hf, &self.device)
+            .map_err(|e| anyhow::anyhow!("tensor `{hf}`: {e}"))?;
         Ok(t.to_dtype(self.dtype)?)
     }
 }
@@ -268,8 +343,15 @@ impl WeightSource for SafetensorsWeights {
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear> {
         let w = self.load(&format!("{name}.weight"))?;
         // Biases are added to the f32 output.
-        let bias = if bias { Some(self.load(&format!("{name}.bias"))?.to_dtype(DType::F32)?) } else { None };
-        Ok(Linear { weight: Weight::Candle(QMatMul::Tensor(w)), bias })
+        let bias = if bias {
+            Some(self.load(&format!("{name}.bias"))?.to_dtype(DType::F32)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Weight::Candle(QMatMul::Tensor(w)),
+            bias,
+        })
     }
     fn dense(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
         Ok(self.load(name)?.to_dtype(dtype)?)
@@ -293,7 +375,9 @@ pub fn hf_name(gguf: &str) -> String {
     if let Some(t) = top {
         return t.to_string();
     }
-    let Some(rest) = gguf.strip_prefix("blk.") else { return gguf.to_string() };
+    let Some(rest) = gguf.strip_prefix("blk.") else {
+        return gguf.to_string();
+    };
     let (layer, rest) = rest.split_once('.').unwrap_or((rest, ""));
     let (part, suffix) = rest.split_once('.').unwrap_or((rest, ""));
     let hf_part = match part {
@@ -317,9 +401,18 @@ pub fn hf_name(gguf: &str) -> String {
 mod tests {
     #[test]
     fn gguf_names_map_to_hf_names() {
-        assert_eq!(super::hf_name("blk.3.attn_q.bias"), "model.layers.3.self_attn.q_proj.bias");
-        assert_eq!(super::hf_name("blk.12.ffn_down.weight"), "model.layers.12.mlp.down_proj.weight");
-        assert_eq!(super::hf_name("token_embd.weight"), "model.embed_tokens.weight");
+        assert_eq!(
+            super::hf_name("blk.3.attn_q.bias"),
+            "model.layers.3.self_attn.q_proj.bias"
+        );
+        assert_eq!(
+            super::hf_name("blk.12.ffn_down.weight"),
+            "model.layers.12.mlp.down_proj.weight"
+        );
+        assert_eq!(
+            super::hf_name("token_embd.weight"),
+            "model.embed_tokens.weight"
+        );
         assert_eq!(super::hf_name("output.weight"), "lm_head.weight");
     }
 }

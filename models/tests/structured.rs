@@ -25,10 +25,17 @@ fn check_token_bytes(tk: &Tokenizer) {
             checked += 1;
         } else {
             // Part of a character: decoding it alone gives U+FFFD.
-            assert!(decoded.contains(char::REPLACEMENT_CHARACTER), "token {id}: {b:?} vs {decoded:?}");
+            assert!(
+                decoded.contains(char::REPLACEMENT_CHARACTER),
+                "token {id}: {b:?} vs {decoded:?}"
+            );
         }
     }
-    assert!(checked > tk.vocab_size() * 9 / 10, "{checked} of {}", tk.vocab_size());
+    assert!(
+        checked > tk.vocab_size() * 9 / 10,
+        "{checked} of {}",
+        tk.vocab_size()
+    );
 }
 
 #[test]
@@ -93,7 +100,13 @@ fn check_walks(tk: &Tokenizer, vocab: usize, seed: u64) {
     for schema in schemas() {
         let validator = jsonschema::validator_for(&schema).unwrap();
         for _ in 0..10 {
-            let toks = walk(&grammars, &Grammar::JsonSchema(schema.clone()), vocab, tk.eos_ids(), &mut rng);
+            let toks = walk(
+                &grammars,
+                &Grammar::JsonSchema(schema.clone()),
+                vocab,
+                tk.eos_ids(),
+                &mut rng,
+            );
             let text = tk.decode(&toks, true).unwrap();
             let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
             assert!(validator.is_valid(&v), "{text} does not match {schema}");
@@ -101,9 +114,17 @@ fn check_walks(tk: &Tokenizer, vocab: usize, seed: u64) {
     }
     let digits = Grammar::Regex("[0-9]{3}-[a-z]{2}".into());
     for _ in 0..5 {
-        let text = tk.decode(&walk(&grammars, &digits, vocab, tk.eos_ids(), &mut rng), true).unwrap();
+        let text = tk
+            .decode(
+                &walk(&grammars, &digits, vocab, tk.eos_ids(), &mut rng),
+                true,
+            )
+            .unwrap();
         let b = text.as_bytes();
-        assert!(b.len() == 6 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b'-', "{text:?}");
+        assert!(
+            b.len() == 6 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b'-',
+            "{text:?}"
+        );
     }
 }
 
@@ -118,8 +139,18 @@ fn random_walks_through_the_masks_match_the_schema() {
 fn unsupported_schemas_are_refused_with_a_reason() {
     let tk = Tokenizer::from_gguf(&gguf(SMOLLM2)).unwrap();
     let g = Grammars::new(&tk, tk.vocab_size()).unwrap();
-    let err = g.compile(&Grammar::JsonSchema(json!({"type": "object", "properties": {"a": {"type": "strin"}}}))).err();
+    let err = g
+        .compile(&Grammar::JsonSchema(
+            json!({"type": "object", "properties": {"a": {"type": "strin"}}}),
+        ))
+        .err();
     assert!(err.is_some_and(|e| e.contains("strin")));
-    assert!(g.compile(&Grammar::JsonSchema(json!({"type": "integer", "minimum": 5, "maximum": 1}))).is_err());
-    assert!(g.compile(&Grammar::Lark("start: undefined_rule".into())).is_err());
+    assert!(g
+        .compile(&Grammar::JsonSchema(
+            json!({"type": "integer", "minimum": 5, "maximum": 1})
+        ))
+        .is_err());
+    assert!(g
+        .compile(&Grammar::Lark("start: undefined_rule".into()))
+        .is_err());
 }

@@ -134,7 +134,13 @@ fn prefill(model: &dyn Model, kv: &mut KvPool, n: usize, vocab: u32) -> Result<f
 
 /// `batch` streams, each with `decode_context` tokens already cached, decode `n_gen`
 /// tokens one step at a time; returns seconds for the decode steps only.
-fn decode(model: &dyn Model, kv: &mut KvPool, args: &OfflineArgs, per_stream: usize, vocab: u32) -> Result<f64> {
+fn decode(
+    model: &dyn Model,
+    kv: &mut KvPool,
+    args: &OfflineArgs,
+    per_stream: usize,
+    vocab: u32,
+) -> Result<f64> {
     let base = |s: usize| (s * per_stream) as u32;
     if args.decode_context > 0 {
         for s in 0..args.batch {
@@ -154,7 +160,12 @@ fn decode(model: &dyn Model, kv: &mut KvPool, args: &OfflineArgs, per_stream: us
         for s in 0..args.batch {
             cached.clear();
             cached.extend((0..pos as u32).map(|i| base(s) + i));
-            b.push(&[token(pos + s, vocab)], &cached, &[base(s) + pos as u32], LogitRows::Last);
+            b.push(
+                &[token(pos + s, vocab)],
+                &cached,
+                &[base(s) + pos as u32],
+                LogitRows::Last,
+            );
         }
         let t = Instant::now();
         model.forward(&b, kv)?;
@@ -179,9 +190,19 @@ impl Stats {
         let mut s = v.to_vec();
         s.sort_by(f64::total_cmp);
         let n = s.len();
-        let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+        let median = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
         let mean = s.iter().sum::<f64>() / n as f64;
         let sd = (s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64).sqrt();
-        Some(Stats { median, mean, sd, min: s[0], max: s[n - 1] })
+        Some(Stats {
+            median,
+            mean,
+            sd,
+            min: s[0],
+            max: s[n - 1],
+        })
     }
 }

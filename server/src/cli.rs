@@ -3,7 +3,11 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "looptree", version, about = "A local LLM inference engine built for loops.")]
+#[command(
+    name = "looptree",
+    version,
+    about = "A local LLM inference engine built for loops."
+)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -13,6 +17,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Generate from one prompt and print the text (or JSON).
     Run(RunArgs),

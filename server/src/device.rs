@@ -7,7 +7,13 @@ use candle_core::Device;
 pub fn parse_device(spec: Option<&str>) -> Result<Device> {
     let spec = spec.unwrap_or("auto").trim().to_ascii_lowercase();
     let (kind, ordinal) = match spec.split_once(':') {
-        Some((k, n)) => (k.to_string(), Some(n.parse::<usize>().with_context(|| format!("bad device ordinal in `{spec}`"))?)),
+        Some((k, n)) => (
+            k.to_string(),
+            Some(
+                n.parse::<usize>()
+                    .with_context(|| format!("bad device ordinal in `{spec}`"))?,
+            ),
+        ),
         None => (spec.clone(), None),
     };
     match kind.as_str() {
@@ -16,13 +22,15 @@ pub fn parse_device(spec: Option<&str>) -> Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 bail!("this looptree was built without CUDA (rebuild with `--features cuda`)");
             }
-            Device::new_cuda(ordinal.unwrap_or(0)).with_context(|| format!("cannot open CUDA device {}", ordinal.unwrap_or(0)))
+            Device::new_cuda(ordinal.unwrap_or(0))
+                .with_context(|| format!("cannot open CUDA device {}", ordinal.unwrap_or(0)))
         }
         "metal" => {
             if !candle_core::utils::metal_is_available() {
                 bail!("this looptree was built without Metal (rebuild with `--features metal` on macOS)");
             }
-            Device::new_metal(ordinal.unwrap_or(0)).with_context(|| format!("cannot open Metal device {}", ordinal.unwrap_or(0)))
+            Device::new_metal(ordinal.unwrap_or(0))
+                .with_context(|| format!("cannot open Metal device {}", ordinal.unwrap_or(0)))
         }
         "auto" if ordinal.is_none() => Ok(best_available()),
         _ => bail!("unknown --device `{spec}` (expected cpu, cuda, cuda:N, metal or auto)"),
@@ -39,7 +47,9 @@ fn best_available() -> Device {
     if candle_core::utils::metal_is_available() {
         match Device::new_metal(0) {
             Ok(d) => return d,
-            Err(e) => tracing::warn!("built with Metal but no usable GPU ({e}); running on the CPU"),
+            Err(e) => {
+                tracing::warn!("built with Metal but no usable GPU ({e}); running on the CPU")
+            }
         }
     }
     Device::Cpu

@@ -56,12 +56,21 @@ pub fn run(args: DeviceCheckArgs) -> Result<()> {
 
     let kernels = kernel_checks(&device)?;
     for k in &kernels {
-        println!("kernel  {:<60} max |diff| {:.2e} (tolerance {:.0e}) {}", k.0, k.1, k.2, if k.1 <= k.2 { "ok" } else { "FAIL" });
+        println!(
+            "kernel  {:<60} max |diff| {:.2e} (tolerance {:.0e}) {}",
+            k.0,
+            k.1,
+            k.2,
+            if k.1 <= k.2 { "ok" } else { "FAIL" }
+        );
         if k.1 > k.2 {
             failures.push(format!("kernel {}", k.0));
         }
     }
-    report["kernels"] = kernels.iter().map(|k| json!({"name": k.0, "max_abs_diff": k.1, "tolerance": k.2})).collect();
+    report["kernels"] = kernels
+        .iter()
+        .map(|k| json!({"name": k.0, "max_abs_diff": k.1, "tolerance": k.2}))
+        .collect();
 
     if !args.kernels_only {
         let mut cpu_args = args.model.clone();
@@ -69,9 +78,13 @@ pub fn run(args: DeviceCheckArgs) -> Result<()> {
         let on_device = setup::load_model(&args.model)?;
         let on_cpu = setup::load_model(&cpu_args)?;
         if let Some(path) = &args.reference {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let cases: Vec<RefCase> =
-                text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cases: Vec<RefCase> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect::<Result<_, _>>()?;
             let lp = logprob_agreement(on_device.model.as_ref(), on_cpu.model.as_ref(), &cases)?;
             println!(
                 "logprobs  {} cases, {} steps: device vs cpu mean {:.4} max {:.4} nats; device vs reference mean {:.4}, \
@@ -80,14 +93,29 @@ pub fn run(args: DeviceCheckArgs) -> Result<()> {
                 lp.argmax_ok_over_05, lp.steps_over_05
             );
             if lp.device_vs_cpu_mean > args.max_mean_diff {
-                failures.push(format!("logprobs differ from the CPU by {:.4} nats on average", lp.device_vs_cpu_mean));
+                failures.push(format!(
+                    "logprobs differ from the CPU by {:.4} nats on average",
+                    lp.device_vs_cpu_mean
+                ));
             }
             report["logprobs"] = serde_json::to_value(&lp)?;
-            let prompts: Vec<Vec<u32>> = cases.iter().take(args.greedy_requests).map(|c| c.prompt_tokens.clone()).collect();
+            let prompts: Vec<Vec<u32>> = cases
+                .iter()
+                .take(args.greedy_requests)
+                .map(|c| c.prompt_tokens.clone())
+                .collect();
             let g = greedy_alone_vs_batched(&args, &on_device, &prompts)?;
-            println!("greedy  {} requests x {} tokens: {} of them identical alone and batched", prompts.len(), args.greedy_tokens, g.same);
+            println!(
+                "greedy  {} requests x {} tokens: {} of them identical alone and batched",
+                prompts.len(),
+                args.greedy_tokens,
+                g.same
+            );
             if g.same != prompts.len() {
-                failures.push(format!("greedy output differs in a batch for {} requests", prompts.len() - g.same));
+                failures.push(format!(
+                    "greedy output differs in a batch for {} requests",
+                    prompts.len() - g.same
+                ));
             }
             report["greedy"] = json!({"requests": prompts.len(), "identical": g.same, "alone": g.alone, "batched": g.batched});
         }
@@ -109,7 +137,10 @@ fn kernel_checks(device: &Device) -> Result<Vec<(String, f32, f32)>> {
     #[cfg(feature = "cuda")]
     if device.is_cuda() {
         let checks = looptree_models::kernels::cuda::check::check_kernels(device)?;
-        return Ok(checks.into_iter().map(|c| (c.name, c.max_abs_diff, c.tolerance)).collect());
+        return Ok(checks
+            .into_iter()
+            .map(|c| (c.name, c.max_abs_diff, c.tolerance))
+            .collect());
     }
     let _ = device;
     Ok(Vec::new())
@@ -125,7 +156,11 @@ struct LogprobAgreement {
     argmax_ok_over_05: usize,
 }
 
-fn logprob_agreement(device: &dyn Model, cpu: &dyn Model, cases: &[RefCase]) -> Result<LogprobAgreement> {
+fn logprob_agreement(
+    device: &dyn Model,
+    cpu: &dyn Model,
+    cases: &[RefCase],
+) -> Result<LogprobAgreement> {
     let (mut d_cpu, mut d_ref) = (Vec::new(), Vec::new());
     let mut a = LogprobAgreement::default();
     for case in cases {
@@ -147,7 +182,13 @@ fn logprob_agreement(device: &dyn Model, cpu: &dyn Model, cases: &[RefCase]) -> 
             }
         }
     }
-    let mean = |v: &[f32]| if v.is_empty() { 0.0 } else { v.iter().sum::<f32>() / v.len() as f32 };
+    let mean = |v: &[f32]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f32>() / v.len() as f32
+        }
+    };
     a.device_vs_cpu_mean = mean(&d_cpu);
     a.device_vs_cpu_max = d_cpu.iter().cloned().fold(0.0, f32::max);
     a.device_vs_ref_mean = mean(&d_ref);
@@ -157,13 +198,26 @@ fn logprob_agreement(device: &dyn Model, cpu: &dyn Model, cases: &[RefCase]) -> 
 /// Log-probabilities at every position of `ids`, teacher-forced in one forward.
 fn score(model: &dyn Model, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
     let c = model.config();
-    let dtype = if model.device().is_cpu() { DType::F32 } else { DType::F16 };
-    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: ids.len(), dtype };
+    let dtype = if model.device().is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    };
+    let cfg = KvPoolConfig {
+        num_layers: c.num_layers,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        num_slots: ids.len(),
+        dtype,
+    };
     let mut kv = KvPool::new(cfg, model.device())?;
     let mut batch = Batch::default();
     let slots: Vec<u32> = (0..ids.len() as u32).collect();
     batch.push(ids, &[], &slots, LogitRows::All);
-    let logits = model.forward(&batch, &mut kv)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+    let logits = model
+        .forward(&batch, &mut kv)?
+        .to_device(&Device::Cpu)?
+        .to_vec2::<f32>()?;
     Ok(logits.iter().map(|r| log_softmax(r)).collect())
 }
 
@@ -174,7 +228,16 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
+        .0
 }
 
 struct Greedy {
@@ -183,43 +246,58 @@ struct Greedy {
     same: usize,
 }
 
-fn greedy_alone_vs_batched(args: &DeviceCheckArgs, loaded: &looptree_models::LoadedModel, prompts: &[Vec<u32>]) -> Result<Greedy> {
+fn greedy_alone_vs_batched(
+    args: &DeviceCheckArgs,
+    loaded: &looptree_models::LoadedModel,
+    prompts: &[Vec<u32>],
+) -> Result<Greedy> {
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let want = prompts.len() * (longest + args.greedy_tokens + 16);
     let mut model_args = args.model.clone();
     model_args.no_prefix_cache = true; // "alone" must not be helped by the earlier requests
     let cfg = setup::engine_config(&model_args, loaded.model.as_ref(), Some(want))?;
     let mut engine = setup::build_engine(loaded, cfg)?;
-    let generate = |engine: &mut looptree_engine::Engine, group: &[Vec<u32>]| -> Result<Vec<Vec<u32>>> {
-        let mut rxs = Vec::new();
-        for p in group {
-            let params = SamplingParams { temperature: 0.0, max_tokens: Some(args.greedy_tokens), ..SamplingParams::default() };
-            let (tx, rx) = std::sync::mpsc::channel();
-            engine.add_request(GenerationRequest::new(p.clone(), params), Box::new(tx)).map_err(anyhow::Error::new)?;
-            rxs.push(rx);
-        }
-        while engine.has_work() {
-            engine.step();
-        }
-        rxs.iter()
-            .map(|rx| {
-                let mut toks = Vec::new();
-                for ev in rx.try_iter() {
-                    match ev {
-                        Event::Token { token, .. } => toks.push(token),
-                        Event::Failed { message } => bail!("{message}"),
-                        _ => {}
+    let generate =
+        |engine: &mut looptree_engine::Engine, group: &[Vec<u32>]| -> Result<Vec<Vec<u32>>> {
+            let mut rxs = Vec::new();
+            for p in group {
+                let params = SamplingParams {
+                    temperature: 0.0,
+                    max_tokens: Some(args.greedy_tokens),
+                    ..SamplingParams::default()
+                };
+                let (tx, rx) = std::sync::mpsc::channel();
+                engine
+                    .add_request(GenerationRequest::new(p.clone(), params), Box::new(tx))
+                    .map_err(anyhow::Error::new)?;
+                rxs.push(rx);
+            }
+            while engine.has_work() {
+                engine.step();
+            }
+            rxs.iter()
+                .map(|rx| {
+                    let mut toks = Vec::new();
+                    for ev in rx.try_iter() {
+                        match ev {
+                            Event::Token { token, .. } => toks.push(token),
+                            Event::Failed { message } => bail!("{message}"),
+                            _ => {}
+                        }
                     }
-                }
-                Ok(toks)
-            })
-            .collect()
-    };
+                    Ok(toks)
+                })
+                .collect()
+        };
     let mut alone = Vec::new();
     for p in prompts {
         alone.extend(generate(&mut engine, std::slice::from_ref(p))?);
     }
     let batched = generate(&mut engine, prompts)?;
     let same = alone.iter().zip(&batched).filter(|(a, b)| a == b).count();
-    Ok(Greedy { alone, batched, same })
+    Ok(Greedy {
+        alone,
+        batched,
+        same,
+    })
 }

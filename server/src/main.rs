@@ -18,8 +18,12 @@ fn main() -> std::process::ExitCode {
         cli::Command::Run(args) => run_cmd::run(args),
         cli::Command::Serve(args) => serve::serve(args),
         cli::Command::DeviceCheck(args) => device_check::run(args),
-        cli::Command::Bench(args) if args.offline.offline => bench_offline::run(&args.model, &args.offline),
-        cli::Command::Bench(args) => looptree_benches::run(&args.online, args.offline.json.as_deref()).map(|_| ()),
+        cli::Command::Bench(args) if args.offline.offline => {
+            bench_offline::run(&args.model, &args.offline)
+        }
+        cli::Command::Bench(args) => {
+            looptree_benches::run(&args.online, args.offline.json.as_deref()).map(|_| ())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

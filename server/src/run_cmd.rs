@@ -17,7 +17,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => {
             let text = if args.chat {
-                let Some(t) = &loaded.chat_template else { bail!("this model has no chat template; drop --chat") };
+                let Some(t) = &loaded.chat_template else {
+                    bail!("this model has no chat template; drop --chat")
+                };
                 t.render(&[json!({"role": "user", "content": text})], None, true)?
             } else {
                 text.clone()
@@ -41,11 +43,17 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut req = GenerationRequest::new(prompt.clone(), params);
     req.prompt_logprobs = (args.json && args.echo).then_some(args.top_logprobs);
 
-    let cfg = setup::engine_config(&args.model, loaded.model.as_ref(), Some(prompt.len() + args.max_tokens + 1))?;
+    let cfg = setup::engine_config(
+        &args.model,
+        loaded.model.as_ref(),
+        Some(prompt.len() + args.max_tokens + 1),
+    )?;
     let mut engine = setup::build_engine(&loaded, cfg)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let start = Instant::now();
-    engine.add_request(req, Box::new(tx)).map_err(anyhow::Error::new)?;
+    engine
+        .add_request(req, Box::new(tx))
+        .map_err(anyhow::Error::new)?;
 
     if args.echo && !args.json {
         print!("{}", loaded.tokenizer.decode(&prompt, false)?);
@@ -56,12 +64,21 @@ pub fn run(args: RunArgs) -> Result<()> {
         engine.step();
         for ev in rx.try_iter() {
             match ev {
-                Event::Prefilled { cached_tokens, prompt_logprobs, .. } => {
+                Event::Prefilled {
+                    cached_tokens,
+                    prompt_logprobs,
+                    ..
+                } => {
                     out.prefill_done = Some(Instant::now());
                     out.cached = cached_tokens;
                     out.prompt_logprobs = prompt_logprobs;
                 }
-                Event::Token { token, text, logprob, .. } => {
+                Event::Token {
+                    token,
+                    text,
+                    logprob,
+                    ..
+                } => {
                     out.tokens.push(token);
                     out.logprobs.extend(logprob);
                     out.last_token = Some(Instant::now());

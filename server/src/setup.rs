@@ -16,7 +16,10 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Pins the compute thread count before any thread pool starts: candle's kernels and
@@ -25,7 +28,9 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
     let n = match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     // candle's quantized matmuls (the GGUF types looptree has no kernel of its own for) run
@@ -34,7 +39,9 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
     }
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     Ok(n)
 }
 
@@ -42,12 +49,17 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
     let resolved = resolve(&args.model, &ResolveOptions::from_env())?;
     let device = crate::device::parse_device(args.device.as_deref())?;
     tracing::info!(device = %crate::device::describe(&device), "loading model");
-    looptree_models::load(&resolved, &device).with_context(|| format!("loading model `{}`", args.model))
+    looptree_models::load(&resolved, &device)
+        .with_context(|| format!("loading model `{}`", args.model))
 }
 
 /// Engine settings from the flags; `want_tokens` sizes the default KV pool for one-shot
 /// commands (None: a server's default).
-pub fn engine_config(args: &ModelArgs, model: &dyn Model, want_tokens: Option<usize>) -> Result<EngineConfig> {
+pub fn engine_config(
+    args: &ModelArgs,
+    model: &dyn Model,
+    want_tokens: Option<usize>,
+) -> Result<EngineConfig> {
     if args.page_size == 0 {
         bail!("--page-size must be at least 1");
     }
@@ -59,7 +71,10 @@ pub fn engine_config(args: &ModelArgs, model: &dyn Model, want_tokens: Option<us
         (None, None) => default_kv_bytes(per_token, model.config().max_context),
     };
     if kv_memory_bytes < per_token * args.page_size {
-        bail!("--kv-memory {kv_memory_bytes} bytes holds less than one page ({} bytes per token)", per_token);
+        bail!(
+            "--kv-memory {kv_memory_bytes} bytes holds less than one page ({} bytes per token)",
+            per_token
+        );
     }
     Ok(EngineConfig {
         kv_memory_bytes,
@@ -79,7 +94,9 @@ pub fn kv_dtype(args: &ModelArgs, device: &candle_core::Device) -> Result<DType>
         (true, None | Some("f32")) => Ok(DType::F32),
         (true, Some("f16")) => Ok(DType::F16),
         (false, None | Some("f16")) => Ok(DType::F16),
-        (_, Some(other)) => bail!("--kv-dtype {other} is not available on this device (a GPU's KV pool is f16)"),
+        (_, Some(other)) => {
+            bail!("--kv-dtype {other} is not available on this device (a GPU's KV pool is f16)")
+        }
     }
 }
 
@@ -95,11 +112,15 @@ fn default_kv_bytes(per_token: usize, max_context: usize) -> usize {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(4 << 30);
-    (available / 4).min(per_token * max_context * 8).max(per_token * 4096)
+    (available / 4)
+        .min(per_token * max_context * 8)
+        .max(per_token * 4096)
 }
 
 pub fn build_engine(loaded: &LoadedModel, cfg: EngineConfig) -> Result<Engine> {
-    let detok = std::sync::Arc::new(looptree_models::detok::TokenizerDetok(loaded.tokenizer.clone()));
+    let detok = std::sync::Arc::new(looptree_models::detok::TokenizerDetok(
+        loaded.tokenizer.clone(),
+    ));
     Engine::new(loaded.model.clone(), detok, cfg).context("allocating the KV pool")
 }
 
@@ -111,18 +132,33 @@ mod tests {
     use looptree_engine::testing::FakeModel;
 
     fn config_of(flags: &[&str]) -> Result<EngineConfig> {
-        let cli = Cli::try_parse_from(["looptree", "serve", "--kv-memory", "1M"].iter().chain(flags))?;
-        let Command::Serve(serve) = cli.command else { unreachable!() };
+        let cli = Cli::try_parse_from(
+            ["looptree", "serve", "--kv-memory", "1M"]
+                .iter()
+                .chain(flags),
+        )?;
+        let Command::Serve(serve) = cli.command else {
+            unreachable!()
+        };
         engine_config(&serve.model, &FakeModel::new(8, 64), None)
     }
 
     #[test]
     fn scheduler_flags_reach_the_engine() {
         let default = config_of(&[]).unwrap();
-        assert_eq!((default.max_running_seqs, default.aging_tokens_per_step), (64, 32));
-        let crowded = config_of(&["--max-running-seqs", "20", "--aging-tokens-per-step", "2"]).unwrap();
-        assert_eq!((crowded.max_running_seqs, crowded.aging_tokens_per_step), (20, 2));
-        let zero = config_of(&["--max-running-seqs", "0"]).unwrap_err().to_string();
+        assert_eq!(
+            (default.max_running_seqs, default.aging_tokens_per_step),
+            (64, 32)
+        );
+        let crowded =
+            config_of(&["--max-running-seqs", "20", "--aging-tokens-per-step", "2"]).unwrap();
+        assert_eq!(
+            (crowded.max_running_seqs, crowded.aging_tokens_per_step),
+            (20, 2)
+        );
+        let zero = config_of(&["--max-running-seqs", "0"])
+            .unwrap_err()
+            .to_string();
         assert!(zero.contains("max-running-seqs"), "{zero}");
     }
 }

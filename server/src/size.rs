@@ -4,7 +4,9 @@ use anyhow::{bail, Result};
 
 pub fn parse_size(s: &str) -> Result<usize> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = match num.parse() {
         Ok(n) => n,

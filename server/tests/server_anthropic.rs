@@ -10,17 +10,30 @@ use std::io::{BufRead, BufReader};
 fn message(content: &str, extra: Value) -> Value {
     let mut b = json!({"model": "smollm2-135m", "max_tokens": 10, "temperature": 0,
         "system": "You are terse.", "messages": [{"role": "user", "content": content}]});
-    b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     b
 }
 
 fn text(r: &Value) -> String {
-    r["content"].as_array().unwrap().iter().filter(|b| b["type"] == "text").map(|b| b["text"].as_str().unwrap()).collect()
+    r["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "text")
+        .map(|b| b["text"].as_str().unwrap())
+        .collect()
 }
 
 /// (event name, data) pairs of a stream.
 fn events(s: &Server, body: &Value) -> Vec<(String, Value)> {
-    let r = s.client.post(s.url("/v1/messages")).json(body).send().unwrap();
+    let r = s
+        .client
+        .post(s.url("/v1/messages"))
+        .json(body)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mut out = Vec::new();
     let mut name = String::new();
@@ -38,42 +51,84 @@ fn events(s: &Server, body: &Value) -> Vec<(String, Value)> {
 #[test]
 fn anthropic_messages() {
     let s = Server::start(&[]);
-    let (status, r) = s.post("/v1/messages", &message("Count: one, two, three,", json!({})));
+    let (status, r) = s.post(
+        "/v1/messages",
+        &message("Count: one, two, three,", json!({})),
+    );
     assert_eq!(status, 200, "{r}");
-    assert_eq!((r["type"].as_str(), r["role"].as_str()), (Some("message"), Some("assistant")));
+    assert_eq!(
+        (r["type"].as_str(), r["role"].as_str()),
+        (Some("message"), Some("assistant"))
+    );
     assert!(r["id"].as_str().unwrap().starts_with("msg_"));
     let full = text(&r);
     assert!(!full.is_empty());
-    assert!(["end_turn", "max_tokens"].contains(&r["stop_reason"].as_str().unwrap()), "{r}");
+    assert!(
+        ["end_turn", "max_tokens"].contains(&r["stop_reason"].as_str().unwrap()),
+        "{r}"
+    );
     let u = &r["usage"];
     assert!(u["input_tokens"].as_u64().unwrap() > 0 && u["output_tokens"].as_u64().unwrap() <= 10);
 
     // The same request again: the prompt is read from cache, and counted apart.
-    let (_, again) = s.post("/v1/messages", &message("Count: one, two, three,", json!({})));
+    let (_, again) = s.post(
+        "/v1/messages",
+        &message("Count: one, two, three,", json!({})),
+    );
     assert_eq!(text(&again), full);
     let (u1, u2) = (&r["usage"], &again["usage"]);
-    let total = |u: &Value| u["input_tokens"].as_u64().unwrap() + u["cache_read_input_tokens"].as_u64().unwrap();
+    let total = |u: &Value| {
+        u["input_tokens"].as_u64().unwrap() + u["cache_read_input_tokens"].as_u64().unwrap()
+    };
     assert_eq!(total(u1), total(u2));
-    assert!(u2["cache_read_input_tokens"].as_u64().unwrap() * 10 >= total(u2) * 9, "{u2}");
+    assert!(
+        u2["cache_read_input_tokens"].as_u64().unwrap() * 10 >= total(u2) * 9,
+        "{u2}"
+    );
 
     // A stop sequence cuts the text and is reported.
-    let word = full.split_whitespace().nth(1).expect("two words").to_string();
-    let (_, r) = s.post("/v1/messages", &message("Count: one, two, three,", json!({"stop_sequences": [word.clone()]})));
-    assert_eq!(r["stop_reason"], "stop_sequence", "{r} (full text {full:?})");
+    let word = full
+        .split_whitespace()
+        .nth(1)
+        .expect("two words")
+        .to_string();
+    let (_, r) = s.post(
+        "/v1/messages",
+        &message(
+            "Count: one, two, three,",
+            json!({"stop_sequences": [word.clone()]}),
+        ),
+    );
+    assert_eq!(
+        r["stop_reason"], "stop_sequence",
+        "{r} (full text {full:?})"
+    );
     assert_eq!(r["stop_sequence"], json!(word));
     assert_eq!(text(&r), full[..full.find(&word).unwrap()]);
 
     // Streamed: the event sequence Anthropic clients expect, the same text.
-    let ev = events(&s, &message("Count: one, two, three,", json!({"stream": true})));
+    let ev = events(
+        &s,
+        &message("Count: one, two, three,", json!({"stream": true})),
+    );
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..2], ["message_start", "ping"]);
-    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(
+        names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
     assert!(ev.iter().all(|(n, d)| d["type"] == json!(n)));
-    let streamed: String = ev.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
+    let streamed: String = ev
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
     assert_eq!(streamed, full);
     let delta = &ev[ev.len() - 2].1;
     assert_eq!(delta["delta"]["stop_reason"], again["stop_reason"]);
-    assert_eq!(delta["usage"]["output_tokens"], again["usage"]["output_tokens"]);
+    assert_eq!(
+        delta["usage"]["output_tokens"],
+        again["usage"]["output_tokens"]
+    );
 
     // History with a tool call and its result converts and renders.
     let history = json!({"max_tokens": 4, "messages": [
@@ -85,13 +140,31 @@ fn anthropic_messages() {
     assert_eq!(status, 200, "{r}");
 
     // Errors in Anthropic's shape.
-    let (status, r) = s.post("/v1/messages", &json!({"messages": [{"role": "user", "content": "Hi"}]}));
+    let (status, r) = s.post(
+        "/v1/messages",
+        &json!({"messages": [{"role": "user", "content": "Hi"}]}),
+    );
     assert_eq!(status, 400);
-    assert_eq!((r["type"].as_str(), r["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")), "{r}");
-    let (status, r) = s.post("/v1/messages", &json!({"max_tokens": 4, "messages": [{"role": "wizard", "content": "Hi"}]}));
+    assert_eq!(
+        (r["type"].as_str(), r["error"]["type"].as_str()),
+        (Some("error"), Some("invalid_request_error")),
+        "{r}"
+    );
+    let (status, r) = s.post(
+        "/v1/messages",
+        &json!({"max_tokens": 4, "messages": [{"role": "wizard", "content": "Hi"}]}),
+    );
     assert_eq!((status, r["type"].as_str()), (400, Some("error")));
-    assert_eq!(r["error"]["message"], "messages.0.role: Input should be 'user' or 'assistant'");
-    let raw = s.client.post(s.url("/v1/messages")).body("{oops").send().unwrap();
+    assert_eq!(
+        r["error"]["message"],
+        "messages.0.role: Input should be 'user' or 'assistant'"
+    );
+    let raw = s
+        .client
+        .post(s.url("/v1/messages"))
+        .body("{oops")
+        .send()
+        .unwrap();
     let (status, r) = common::status_json(raw);
     assert_eq!((status, r["type"].as_str()), (400, Some("error")));
     s.wait_idle();
@@ -104,8 +177,17 @@ fn anthropic_messages() {
 fn anthropic_surface_for_claude_code() {
     let s = Server::start(&[]);
     let with_headers = |path: &str, body: &Value| {
-        let r = s.client.post(s.url(path)).header("anthropic-version", "2023-06-01")
-            .header("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14").json(body).send().unwrap();
+        let r = s
+            .client
+            .post(s.url(path))
+            .header("anthropic-version", "2023-06-01")
+            .header(
+                "anthropic-beta",
+                "claude-code-20250219,interleaved-thinking-2025-05-14",
+            )
+            .json(body)
+            .send()
+            .unwrap();
         common::status_json(r)
     };
     let head = s.client.head(s.url("/")).send().unwrap();
@@ -125,7 +207,8 @@ fn anthropic_surface_for_claude_code() {
     // count_tokens counts exactly the prompt /v1/messages runs.
     let (st, c) = with_headers("/v1/messages/count_tokens", &convo);
     assert_eq!(st, 200, "{c}");
-    let prompt = m["usage"]["input_tokens"].as_u64().unwrap() + m["usage"]["cache_read_input_tokens"].as_u64().unwrap();
+    let prompt = m["usage"]["input_tokens"].as_u64().unwrap()
+        + m["usage"]["cache_read_input_tokens"].as_u64().unwrap();
     assert_eq!(c["input_tokens"].as_u64(), Some(prompt), "{c}");
     let mut with_tools = convo.clone();
     with_tools["tools"] = json!([{"name": "get_weather", "description": "Weather by city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
@@ -134,11 +217,17 @@ fn anthropic_surface_for_claude_code() {
     assert_eq!(st, 200, "{ct}");
     assert!(ct["input_tokens"].as_u64().unwrap() >= prompt, "{ct}");
     let (st, e) = with_headers("/v1/messages/count_tokens", &json!({"messages": "x"}));
-    assert_eq!((st, e["type"].as_str(), e["error"]["type"].as_str()), (400, Some("error"), Some("invalid_request_error")), "{e}");
+    assert_eq!(
+        (st, e["type"].as_str(), e["error"]["type"].as_str()),
+        (400, Some("error"), Some("invalid_request_error")),
+        "{e}"
+    );
 
     // Two sessions: the same long system prompt after a billing-header block whose values
     // differ. The second finds the whole system prompt cached.
-    let rules: String = (0..40).map(|i| format!("Rule {i}: answer briefly and precisely. ")).collect();
+    let rules: String = (0..40)
+        .map(|i| format!("Rule {i}: answer briefly and precisely. "))
+        .collect();
     let session = |version: &str, question: &str| {
         json!({"max_tokens": 1, "temperature": 0, "system": [
             {"type": "text", "text": format!("x-anthropic-billing-header: cc_version=2.0.{version}; cc_entrypoint=cli;")},
@@ -148,8 +237,14 @@ fn anthropic_surface_for_claude_code() {
     let (st, first) = with_headers("/v1/messages", &session("1.a1b", "What is 2+2?"));
     assert_eq!(st, 200, "{first}");
     let (_, second) = with_headers("/v1/messages", &session("1.f9e", "Name a river."));
-    let system_tokens = first["usage"]["input_tokens"].as_u64().unwrap() + first["usage"]["cache_read_input_tokens"].as_u64().unwrap() - 20;
+    let system_tokens = first["usage"]["input_tokens"].as_u64().unwrap()
+        + first["usage"]["cache_read_input_tokens"].as_u64().unwrap()
+        - 20;
     assert!(system_tokens > 300);
-    assert!(second["usage"]["cache_read_input_tokens"].as_u64().unwrap() >= system_tokens, "{}", second["usage"]);
+    assert!(
+        second["usage"]["cache_read_input_tokens"].as_u64().unwrap() >= system_tokens,
+        "{}",
+        second["usage"]
+    );
     s.wait_idle();
 }

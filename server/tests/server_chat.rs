@@ -14,9 +14,15 @@ fn ask(content: &str) -> Value {
 }
 
 fn check_usage(u: &Value) -> (u64, u64, u64) {
-    let (p, c, t) = (u["prompt_tokens"].as_u64().unwrap(), u["completion_tokens"].as_u64().unwrap(), u["total_tokens"].as_u64().unwrap());
+    let (p, c, t) = (
+        u["prompt_tokens"].as_u64().unwrap(),
+        u["completion_tokens"].as_u64().unwrap(),
+        u["total_tokens"].as_u64().unwrap(),
+    );
     assert_eq!(t, p + c, "{u}");
-    let cached = u["prompt_tokens_details"]["cached_tokens"].as_u64().expect("cached_tokens");
+    let cached = u["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("cached_tokens");
     assert!(cached <= p);
     (p, c, cached)
 }
@@ -45,7 +51,11 @@ fn chat_plain_streamed_and_cached() {
     assert!(!text.is_empty());
     assert!(["stop", "length"].contains(&choice["finish_reason"].as_str().unwrap()));
     let (prompt, completion, _) = check_usage(&r["usage"]);
-    assert!(prompt > 10 && (1..=8).contains(&completion), "{}", r["usage"]);
+    assert!(
+        prompt > 10 && (1..=8).contains(&completion),
+        "{}",
+        r["usage"]
+    );
 
     // The same conversation streamed: same greedy text, usage last, its prompt now cached.
     let mut body = ask("What is the capital of France?");
@@ -55,26 +65,45 @@ fn chat_plain_streamed_and_cached() {
     assert_eq!(chunks[0]["object"], "chat.completion.chunk");
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(chat_stream_text(&chunks, 0), text);
-    let finishes: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"].get(0)).filter(|c| !c["finish_reason"].is_null()).collect();
+    let finishes: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0))
+        .filter(|c| !c["finish_reason"].is_null())
+        .collect();
     assert_eq!(finishes.len(), 1);
     assert_eq!(finishes[0]["finish_reason"], choice["finish_reason"]);
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"].as_array().unwrap().len(), 0);
     let (p2, c2, cached) = check_usage(&last["usage"]);
     assert_eq!((p2, c2), (prompt, completion));
-    assert!(cached * 10 >= prompt * 9, "a repeated prompt should be ≥ 90% cached: {cached} of {prompt}");
-    assert!(chunks[..chunks.len() - 1].iter().all(|c| c["usage"].is_null()), "usage only on the last chunk");
+    assert!(
+        cached * 10 >= prompt * 9,
+        "a repeated prompt should be ≥ 90% cached: {cached} of {prompt}"
+    );
+    assert!(
+        chunks[..chunks.len() - 1]
+            .iter()
+            .all(|c| c["usage"].is_null()),
+        "usage only on the last chunk"
+    );
 
     // Without include_usage no chunk carries usage.
     body["stream_options"] = Value::Null;
     let chunks = s.stream("/v1/chat/completions", &body);
-    assert!(chunks.iter().all(|c| c.get("usage").is_none_or(Value::is_null)));
+    assert!(chunks
+        .iter()
+        .all(|c| c.get("usage").is_none_or(Value::is_null)));
 
     // The counters saw it all.
     assert!(s.metric("vllm:prefix_cache_hits_total") >= cached as f64);
     assert!(s.metric("vllm:prompt_tokens_total") >= 3.0 * prompt as f64);
     assert!(s.metric("vllm:generation_tokens_total") >= 3.0 * completion as f64);
-    for name in ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:prefix_cache_queries_total"] {
+    for name in [
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",
+    ] {
         assert!(s.metric(name) >= 0.0);
     }
     s.wait_idle();
@@ -93,7 +122,13 @@ fn chat_n_logprobs_and_content_parts() {
     let (status, r) = s.post("/v1/chat/completions", &body);
     assert_eq!(status, 200, "{r}");
     let choices = r["choices"].as_array().unwrap();
-    assert_eq!(choices.iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        choices
+            .iter()
+            .map(|c| c["index"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     let (prompt, completion, _) = check_usage(&r["usage"]);
     let (_, r1) = s.post("/v1/chat/completions", &ask("Write a word."));
     let single = check_usage(&r1["usage"]).0;
@@ -108,7 +143,12 @@ fn chat_n_logprobs_and_content_parts() {
     body["stream"] = json!(true);
     let chunks = s.stream("/v1/chat/completions", &body);
     for i in 0..2u64 {
-        let ends = chunks.iter().filter(|c| c["choices"][0]["index"] == i && !c["choices"][0]["finish_reason"].is_null()).count();
+        let ends = chunks
+            .iter()
+            .filter(|c| {
+                c["choices"][0]["index"] == i && !c["choices"][0]["finish_reason"].is_null()
+            })
+            .count();
         assert_eq!(ends, 1, "choice {i}");
     }
 
@@ -121,17 +161,26 @@ fn chat_n_logprobs_and_content_parts() {
     let (status, r) = s.post("/v1/chat/completions", &body);
     assert_eq!(status, 200, "{r}");
     let content = r["choices"][0]["logprobs"]["content"].as_array().unwrap();
-    assert_eq!(content.len() as u64, r["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(
+        content.len() as u64,
+        r["usage"]["completion_tokens"].as_u64().unwrap()
+    );
     for e in content {
         let lp = e["logprob"].as_f64().unwrap();
         assert!(lp <= 0.0);
         let top = e["top_logprobs"].as_array().unwrap();
         assert_eq!(top.len(), 3);
         // Greedy: the chosen token is the most likely one.
-        assert!((top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-4, "{e}");
+        assert!(
+            (top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-4,
+            "{e}"
+        );
         assert!(e["bytes"].is_array());
     }
-    let joined: String = content.iter().map(|e| e["token"].as_str().unwrap()).collect();
+    let joined: String = content
+        .iter()
+        .map(|e| e["token"].as_str().unwrap())
+        .collect();
     assert!(joined.starts_with(r["choices"][0]["message"]["content"].as_str().unwrap()));
     s.wait_idle();
 }

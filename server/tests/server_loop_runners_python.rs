@@ -12,8 +12,15 @@ use std::process::Command;
 fn loop_runner_python_clients() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     // Installs the clients on first use (a cached venv); see scripts/openai-venv.sh.
-    let out = Command::new("bash").arg(root.join("scripts/openai-venv.sh")).output().expect("run openai-venv.sh");
-    assert!(out.status.success(), "openai-venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/openai-venv.sh"))
+        .output()
+        .expect("run openai-venv.sh");
+    assert!(
+        out.status.success(),
+        "openai-venv.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
     let s = Server::start(&[]);

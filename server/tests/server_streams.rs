@@ -32,7 +32,9 @@ fn concurrent_streams_with_early_disconnects() {
                 let mut done = false;
                 for line in BufReader::new(r).lines() {
                     let line = line.unwrap();
-                    let Some(data) = line.strip_prefix("data: ") else { continue };
+                    let Some(data) = line.strip_prefix("data: ") else {
+                        continue;
+                    };
                     if data == "[DONE]" {
                         done = true;
                         break;
@@ -65,18 +67,38 @@ fn concurrent_streams_with_early_disconnects() {
     // The quitters stopped early: fewer tokens than all clients running to the end.
     let generated = s.metric("looptree_generated_tokens_total") as usize;
     assert!(generated >= (CLIENTS - QUITTERS) * MAX_TOKENS);
-    assert!(generated < CLIENTS * MAX_TOKENS - QUITTERS * MAX_TOKENS / 2, "generated {generated}");
+    assert!(
+        generated < CLIENTS * MAX_TOKENS - QUITTERS * MAX_TOKENS / 2,
+        "generated {generated}"
+    );
     // With nothing running, every used page belongs to the prefix cache (page size 1).
-    assert_eq!(s.metric("looptree_kv_pages_used"), s.metric("looptree_kv_cached_tokens"));
+    assert_eq!(
+        s.metric("looptree_kv_pages_used"),
+        s.metric("looptree_kv_cached_tokens")
+    );
     assert_eq!(s.metric("vllm:num_requests_running"), 0.0);
     s.wait_for_metric("looptree_kv_locked_tokens", 0.0);
-    assert_eq!(s.metric("vllm:kv_cache_usage_perc"), 0.0, "no request holds KV");
+    assert_eq!(
+        s.metric("vllm:kv_cache_usage_perc"),
+        0.0,
+        "no request holds KV"
+    );
 
     // A non-streaming client that gives up is cancelled too.
     let before = s.metric("looptree_generated_tokens_total");
-    let impatient = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_millis(1500)).build().unwrap();
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_millis(1500))
+        .build()
+        .unwrap();
     let body = json!({"prompt": "Tell me everything.", "max_tokens": 2000, "ignore_eos": true});
-    assert!(impatient.post(s.url("/v1/completions")).json(&body).send().is_err(), "timed out");
+    assert!(
+        impatient
+            .post(s.url("/v1/completions"))
+            .json(&body)
+            .send()
+            .is_err(),
+        "timed out"
+    );
     s.wait_idle();
     assert!(s.metric("looptree_generated_tokens_total") - before < 1000.0);
 }

@@ -45,7 +45,8 @@ fn schemas() -> Vec<(&'static str, Value)> {
 
 fn validate(schema: &Value, text: &str, finish: &Value) {
     assert_eq!(finish, "stop", "the reply did not complete: {text:?}");
-    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    let v: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
     let validator = jsonschema::validator_for(schema).expect("the test's schema compiles");
     if let Err(e) = validator.validate(&v) {
         panic!("{text} does not match {schema}: {e}");
@@ -67,7 +68,11 @@ fn fifty_replies_validate(s: &Server, n: usize) {
             let choices = r["choices"].as_array().unwrap();
             assert_eq!(choices.len(), n);
             for c in choices {
-                validate(&schema, c["message"]["content"].as_str().unwrap(), &c["finish_reason"]);
+                validate(
+                    &schema,
+                    c["message"]["content"].as_str().unwrap(),
+                    &c["finish_reason"],
+                );
             }
         }
     }
@@ -122,7 +127,10 @@ fn json_object_regex_grammar_streaming_and_completions() {
     assert_eq!(status, 200, "{r}");
     for c in r["choices"].as_array().unwrap() {
         let t = c["text"].as_str().unwrap();
-        assert!(t.len() == 11 && t.bytes().skip(1).all(|b| b.is_ascii_digit() || b == b'-'), "{t:?}");
+        assert!(
+            t.len() == 11 && t.bytes().skip(1).all(|b| b.is_ascii_digit() || b == b'-'),
+            "{t:?}"
+        );
         assert_eq!(c["finish_reason"], "stop");
     }
     let (status, r) = s.post("/v1/completions", &json!({"prompt": "Answer yes or no:", "grammar": "start: \" \" (\"yes\" | \"no\")", "max_tokens": 10, "temperature": 1.0, "n": 4}));
@@ -136,7 +144,11 @@ fn json_object_regex_grammar_streaming_and_completions() {
         &json!({"prompt": "Traffic light as JSON:", "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}, "max_tokens": 60, "temperature": 1.0}),
     );
     assert_eq!(status, 200, "{r}");
-    validate(&schema, r["choices"][0]["text"].as_str().unwrap(), &r["choices"][0]["finish_reason"]);
+    validate(
+        &schema,
+        r["choices"][0]["text"].as_str().unwrap(),
+        &r["choices"][0]["finish_reason"],
+    );
     // Streamed, two choices: each choice's concatenated deltas validate.
     let chunks = s.stream(
         "/v1/chat/completions",
@@ -145,11 +157,19 @@ fn json_object_regex_grammar_streaming_and_completions() {
     );
     for i in 0..2 {
         let text = chat_stream_text(&chunks, i);
-        let finish = chunks.iter().filter_map(|c| c["choices"].as_array()).flatten().find(|c| c["index"] == i && !c["finish_reason"].is_null()).map(|c| c["finish_reason"].clone());
+        let finish = chunks
+            .iter()
+            .filter_map(|c| c["choices"].as_array())
+            .flatten()
+            .find(|c| c["index"] == i && !c["finish_reason"].is_null())
+            .map(|c| c["finish_reason"].clone());
         validate(&schema, &text, &finish.expect("a finish_reason"));
     }
     // A constrained request beside a free one: the free one is not held back or masked.
-    let (status, free) = s.post("/v1/completions", &json!({"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0}));
+    let (status, free) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0}),
+    );
     assert_eq!(status, 200);
     assert_eq!(free["choices"][0]["finish_reason"], "length", "{free}");
     s.wait_idle();
@@ -161,18 +181,35 @@ fn unsupported_or_malformed_formats_are_400s() {
     let s = Server::start(&[]);
     let chat = |extra: Value| {
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
-        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         s.post("/v1/chat/completions", &body)
     };
     for (extra, param) in [
-        (json!({"response_format": {"type": "yaml"}}), "response_format"),
-        (json!({"response_format": {"type": "json_schema"}}), "response_format"),
+        (
+            json!({"response_format": {"type": "yaml"}}),
+            "response_format",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema"}}),
+            "response_format",
+        ),
         // A keyword llguidance does not take, and a schema that is not one.
-        (json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"a": {"type": "string", "format": "no-such-format"}}, "required": ["a"]}}}}), "response_format"),
-        (json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "wat"}}}}), "response_format"),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"a": {"type": "string", "format": "no-such-format"}}, "required": ["a"]}}}}),
+            "response_format",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "wat"}}}}),
+            "response_format",
+        ),
         (json!({"regex": "(unclosed"}), "regex"),
         (json!({"grammar": "start: undefined_rule"}), "grammar"),
-        (json!({"regex": "a", "response_format": {"type": "json_object"}}), "regex"),
+        (
+            json!({"regex": "a", "response_format": {"type": "json_object"}}),
+            "regex",
+        ),
     ] {
         let (status, body) = chat(extra.clone());
         assert_error(status, &body, 400);
@@ -188,8 +225,15 @@ fn qwen_forced_tool_calls_through_the_openai_client() {
     use std::path::PathBuf;
     use std::process::Command;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash").arg(root.join("scripts/openai-venv.sh")).output().expect("run openai-venv.sh");
-    assert!(out.status.success(), "openai-venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/openai-venv.sh"))
+        .output()
+        .expect("run openai-venv.sh");
+    assert!(
+        out.status.success(),
+        "openai-venv.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let _turn = QWEN.lock().unwrap_or_else(|e| e.into_inner());
     let s = Server::start_model("qwen2.5-coder-0.5b", "2", "256MiB", &[]);

@@ -24,7 +24,12 @@ fn weather_request() -> Value {
 fn check_call(call: &Value) -> String {
     assert_eq!(call["type"], "function", "{call}");
     assert_eq!(call["function"]["name"], "get_weather", "{call}");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().expect("arguments is a JSON string")).unwrap();
+    let args: Value = serde_json::from_str(
+        call["function"]["arguments"]
+            .as_str()
+            .expect("arguments is a JSON string"),
+    )
+    .unwrap();
     assert!(args["city"].as_str().unwrap().contains("Paris"), "{args}");
     assert!(call["id"].as_str().is_some_and(|id| !id.is_empty()));
     call["id"].as_str().unwrap().to_string()
@@ -38,7 +43,9 @@ fn tool_call_round_trip_on_qwen() {
     assert_eq!(status, 200, "{r}");
     let choice = &r["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls", "{r}");
-    let calls = choice["message"]["tool_calls"].as_array().expect("tool_calls");
+    let calls = choice["message"]["tool_calls"]
+        .as_array()
+        .expect("tool_calls");
     assert_eq!(calls.len(), 1);
     let id = check_call(&calls[0]);
 
@@ -46,11 +53,18 @@ fn tool_call_round_trip_on_qwen() {
     let mut streamed = req.clone();
     streamed["stream"] = json!(true);
     let chunks = s.stream("/v1/chat/completions", &streamed);
-    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("tool_calls")).collect();
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
     assert_eq!(deltas.len(), 1, "{chunks:?}");
     assert_eq!(deltas[0][0]["index"], 0);
     check_call(&deltas[0][0]);
-    let finish: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
     assert_eq!(finish, vec![&json!("tool_calls")]);
 
     // Round trip: the assistant's call and the tool's result go back in; the model answers.
@@ -61,10 +75,25 @@ fn tool_call_round_trip_on_qwen() {
     follow["max_tokens"] = json!(4);
     let (status, r) = s.post("/v1/chat/completions", &follow);
     assert_eq!(status, 200, "{r}");
-    assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap());
-    assert!(r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 100, "the tools prompt is reused: {}", r["usage"]);
+    assert!(
+        r["usage"]["prompt_tokens"].as_u64().unwrap()
+            > r["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap()
+    );
+    assert!(
+        r["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 100,
+        "the tools prompt is reused: {}",
+        r["usage"]
+    );
     let msg = &r["choices"][0]["message"];
-    assert!(msg["content"].as_str().is_some_and(|c| !c.is_empty()) || msg["tool_calls"].is_array(), "{r}");
+    assert!(
+        msg["content"].as_str().is_some_and(|c| !c.is_empty()) || msg["tool_calls"].is_array(),
+        "{r}"
+    );
 
     // tool_choice "none": no tools rendered, so no call is parsed.
     let mut none = req.clone();
@@ -72,6 +101,9 @@ fn tool_call_round_trip_on_qwen() {
     none["max_tokens"] = json!(3);
     let (status, r) = s.post("/v1/chat/completions", &none);
     assert_eq!(status, 200, "{r}");
-    assert!(r["choices"][0]["message"].get("tool_calls").is_none(), "{r}");
+    assert!(
+        r["choices"][0]["message"].get("tool_calls").is_none(),
+        "{r}"
+    );
     s.wait_idle();
 }

@@ -26,8 +26,9 @@ const TOOL_TOKENS: usize = 200;
 const MAX_TOKENS: usize = 64;
 
 const WORDS: &[&str] = &[
-    "read", "file", "write", "patch", "test", "build", "error", "line", "function", "module", "search", "result",
-    "path", "value", "return", "config", "cache", "tree", "node", "agent", "task", "step", "loop", "output",
+    "read", "file", "write", "patch", "test", "build", "error", "line", "function", "module",
+    "search", "result", "path", "value", "return", "config", "cache", "tree", "node", "agent",
+    "task", "step", "loop", "output",
 ];
 
 /// About `n` tokens of deterministic word salad, cut to exactly `n` tokens.
@@ -41,7 +42,9 @@ fn synthetic(tok: &Tokenizer, seed: u64, n: usize) -> Vec<u32> {
             WORDS[(x % WORDS.len() as u64) as usize]
         })
         .collect();
-    let mut ids = tok.encode(&format!(" {}.", words.join(" ")), false).unwrap();
+    let mut ids = tok
+        .encode(&format!(" {}.", words.join(" ")), false)
+        .unwrap();
     ids.truncate(n);
     ids
 }
@@ -59,11 +62,22 @@ struct Figures {
     trajectories: usize,
 }
 
+#[allow(clippy::needless_range_loop)] // `agent` indexes the loop it feeds and extends
 fn run(prefix_cache: bool) -> Figures {
-    let loaded = looptree_models::load(&ResolvedModel::Gguf { path: model_file(SMOLLM2) }, &Device::Cpu).unwrap();
+    let loaded = looptree_models::load(
+        &ResolvedModel::Gguf {
+            path: model_file(SMOLLM2),
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
     let tok = loaded.tokenizer.clone();
     let detok = Arc::new(looptree_models::detok::TokenizerDetok(tok.clone()));
-    let cfg = EngineConfig { kv_memory_bytes: 1 << 30, enable_prefix_cache: prefix_cache, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        kv_memory_bytes: 1 << 30,
+        enable_prefix_cache: prefix_cache,
+        ..EngineConfig::default()
+    };
     let mut e = Engine::new(loaded.model.clone(), detok, cfg).unwrap();
     let system = synthetic(&tok, 1, SYSTEM_TOKENS);
     let submit = |e: &mut Engine, agent: usize, l: &Loop| -> Receiver<Event> {
@@ -73,7 +87,10 @@ fn run(prefix_cache: bool) -> Figures {
             seed: Some((agent * 1000 + l.iteration) as u64),
             ..SamplingParams::default()
         };
-        let req = GenerationRequest { session: Some(format!("agent-{agent}")), ..GenerationRequest::new(l.history.clone(), params) };
+        let req = GenerationRequest {
+            session: Some(format!("agent-{agent}")),
+            ..GenerationRequest::new(l.history.clone(), params)
+        };
         let (tx, rx) = channel();
         e.add_request(req, Box::new(tx)).unwrap();
         rx
@@ -83,7 +100,12 @@ fn run(prefix_cache: bool) -> Figures {
     for agent in 0..LOOPS {
         let mut history = system.clone();
         history.extend(synthetic(&tok, 100 + agent as u64, TASK_TOKENS));
-        let mut l = Loop { history, iteration: 0, generated: Vec::new(), rx: channel().1 };
+        let mut l = Loop {
+            history,
+            iteration: 0,
+            generated: Vec::new(),
+            rx: channel().1,
+        };
         l.rx = submit(&mut e, agent, &l);
         loops.push(l);
     }
@@ -101,7 +123,11 @@ fn run(prefix_cache: bool) -> Figures {
                         let l = &mut loops[agent];
                         // The reply joins the history, then the tool's result; then the next turn.
                         l.history.append(&mut l.generated);
-                        l.history.extend(synthetic(&tok, (agent * 1000 + l.iteration) as u64 + 7, TOOL_TOKENS));
+                        l.history.extend(synthetic(
+                            &tok,
+                            (agent * 1000 + l.iteration) as u64 + 7,
+                            TOOL_TOKENS,
+                        ));
                         l.iteration += 1;
                         if l.iteration < ITERATIONS {
                             let rx = submit(&mut e, agent, &loops[agent]);
@@ -113,7 +139,11 @@ fn run(prefix_cache: bool) -> Figures {
             }
         }
     }
-    Figures { counters: e.counters().snapshot(), wall: start.elapsed(), trajectories }
+    Figures {
+        counters: e.counters().snapshot(),
+        wall: start.elapsed(),
+        trajectories,
+    }
 }
 
 #[test]
@@ -135,7 +165,10 @@ fn agent_loop_with_and_without_the_prefix_cache() {
             c.computed_tokens as f64 / f.wall.as_secs_f64(),
         );
     }
-    assert_eq!((on.trajectories, off.trajectories), (LOOPS * ITERATIONS, LOOPS * ITERATIONS));
+    assert_eq!(
+        (on.trajectories, off.trajectories),
+        (LOOPS * ITERATIONS, LOOPS * ITERATIONS)
+    );
     assert_eq!(off.counters.cached_prompt_tokens, 0);
     assert!(on.counters.cached_prompt_tokens as f64 > 0.8 * on.counters.prompt_tokens as f64);
     assert!(on.counters.computed_tokens * 4 < off.counters.computed_tokens);

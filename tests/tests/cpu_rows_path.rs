@@ -61,7 +61,9 @@ fn load_file(file: &str) -> Llama {
 }
 
 fn tokens(seed: u32, n: usize) -> Vec<u32> {
-    (0..n as u32).map(|i| (i * 37 + seed * 101) % 5000 + 100).collect()
+    (0..n as u32)
+        .map(|i| (i * 37 + seed * 101) % 5000 + 100)
+        .collect()
 }
 
 /// The steps: two prompts prefilled (one chunked), then a batch that decodes both, forks
@@ -73,7 +75,12 @@ fn steps() -> Vec<Batch> {
     first.push(&a[..40], &[], &slots(0, 40), LogitRows::Last);
     first.push(&b[..10], &[], &slots(100, 10), LogitRows::None);
     let mut second = Batch::default();
-    second.push(&b[10..24], &slots(100, 10), &slots(110, 14), LogitRows::Last);
+    second.push(
+        &b[10..24],
+        &slots(100, 10),
+        &slots(110, 14),
+        LogitRows::Last,
+    );
     let mut third = Batch::default();
     third.push(&a[40..], &slots(0, 40), &[40], LogitRows::Last);
     third.push(&b[24..], &slots(100, 24), &[124], LogitRows::Last);
@@ -88,7 +95,13 @@ fn steps() -> Vec<Batch> {
 /// Allocations made by one decode step of 8 sequences after two that grew the buffers.
 fn allocations_per_decode_step(model: &Llama) -> usize {
     let c = model.config();
-    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: 64, dtype: DType::F16 };
+    let cfg = KvPoolConfig {
+        num_layers: c.num_layers,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        num_slots: 64,
+        dtype: DType::F16,
+    };
     let mut kv = KvPool::new(cfg, &Device::Cpu).unwrap();
     let step = |pos: u32| {
         let mut b = Batch::default();
@@ -113,7 +126,13 @@ fn allocations_per_decode_step(model: &Llama) -> usize {
 /// one buffer kept across the steps (as the engine calls it).
 fn run(model: &Llama, dtype: DType, into: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let c = model.config();
-    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: 320, dtype };
+    let cfg = KvPoolConfig {
+        num_layers: c.num_layers,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        num_slots: 320,
+        dtype,
+    };
     let mut kv = KvPool::new(cfg, &Device::Cpu).unwrap();
     let mut kept = Vec::new();
     let mut step = |b: &Batch| {
@@ -121,14 +140,27 @@ fn run(model: &Llama, dtype: DType, into: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>
             model.forward_into(b, &mut kv, &mut kept).unwrap();
             kept.clone()
         } else {
-            model.forward(b, &mut kv).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+            model
+                .forward(b, &mut kv)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
         }
     };
     let logits = steps().iter().map(&mut step).collect();
     let pool = (0..c.num_layers)
         .flat_map(|l| {
             let (k, v) = kv.layer(l);
-            [k, v].map(|t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+            [k, v].map(|t: &Tensor| {
+                t.to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
         })
         .collect();
     (logits, pool)
@@ -141,25 +173,48 @@ fn rows_path_is_bit_identical_to_the_tensor_path() {
     let tensors = load().without_cpu_rows();
     assert!(rows.runs_cpu_rows(), "SmolLM2 Q4_1 takes the rows path");
     assert!(!tensors.runs_cpu_rows());
-    let (rows_allocs, tensor_allocs) = (allocations_per_decode_step(&rows), allocations_per_decode_step(&tensors));
+    let (rows_allocs, tensor_allocs) = (
+        allocations_per_decode_step(&rows),
+        allocations_per_decode_step(&tensors),
+    );
     let layers = rows.config().num_layers;
     // What is left per layer is candle's bookkeeping of the two in-place pool writes (K, V);
     // per step, the slot lists and the logits. (77 to 87 measured: the count varies a little
     // from run to run, with the threads.)
-    assert!(rows_allocs <= 4 * layers, "a rows-path step allocated {rows_allocs} times for {layers} layers");
-    assert!(rows_allocs * 20 < tensor_allocs, "rows path {rows_allocs} allocations, tensor path {tensor_allocs}");
-    assert!(tensor_allocs > 10 * layers, "the tensor path allocated only {tensor_allocs} times: is the count working?");
+    assert!(
+        rows_allocs <= 4 * layers,
+        "a rows-path step allocated {rows_allocs} times for {layers} layers"
+    );
+    assert!(
+        rows_allocs * 20 < tensor_allocs,
+        "rows path {rows_allocs} allocations, tensor path {tensor_allocs}"
+    );
+    assert!(
+        tensor_allocs > 10 * layers,
+        "the tensor path allocated only {tensor_allocs} times: is the count working?"
+    );
     eprintln!("allocations per decode step: rows path {rows_allocs}, tensor path {tensor_allocs}");
     for (dtype, into) in [(DType::F32, false), (DType::F16, false), (DType::F16, true)] {
         let (rows_logits, rows_pool) = run(&rows, dtype, into);
         let (tensor_logits, tensor_pool) = run(&tensors, dtype, false);
-        assert_eq!(rows_logits.iter().map(Vec::len).collect::<Vec<_>>(), [49152, 49152, 15 * 49152, 49152]);
+        assert_eq!(
+            rows_logits.iter().map(Vec::len).collect::<Vec<_>>(),
+            [49152, 49152, 15 * 49152, 49152]
+        );
         assert!(rows_logits[2].iter().any(|&x| x != 0.0));
         for (step, (r, t)) in rows_logits.iter().zip(&tensor_logits).enumerate() {
-            assert!(r == t, "{dtype:?} pool (forward_into: {into}): step {step}'s logits differ");
+            assert!(
+                r == t,
+                "{dtype:?} pool (forward_into: {into}): step {step}'s logits differ"
+            );
         }
         for (i, (r, t)) in rows_pool.iter().zip(&tensor_pool).enumerate() {
-            assert!(r == t, "{dtype:?} pool: layer {} {} differs", i / 2, ["K", "V"][i % 2]);
+            assert!(
+                r == t,
+                "{dtype:?} pool: layer {} {} differs",
+                i / 2,
+                ["K", "V"][i % 2]
+            );
         }
     }
 }
@@ -174,12 +229,18 @@ fn rows_path_is_bit_identical_on_mixed_quantizations() {
         assert!(rows.runs_cpu_rows(), "{file} takes the rows path");
         let (rows_logits, rows_pool) = run(&rows, DType::F16, true);
         drop(rows);
-        let (tensor_logits, tensor_pool) = run(&load_file(file).without_cpu_rows(), DType::F16, false);
+        let (tensor_logits, tensor_pool) =
+            run(&load_file(file).without_cpu_rows(), DType::F16, false);
         for (step, (r, t)) in rows_logits.iter().zip(&tensor_logits).enumerate() {
             assert!(r == t, "{file}: step {step}'s logits differ");
         }
         for (i, (r, t)) in rows_pool.iter().zip(&tensor_pool).enumerate() {
-            assert!(r == t, "{file}: layer {} {} differs", i / 2, ["K", "V"][i % 2]);
+            assert!(
+                r == t,
+                "{file}: layer {} {} differs",
+                i / 2,
+                ["K", "V"][i % 2]
+            );
         }
     }
 }

@@ -13,13 +13,24 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 
 fn engine(file: &str, cfg: EngineConfig) -> Engine {
-    let loaded = looptree_models::load(&ResolvedModel::Gguf { path: model_file(file) }, &Device::Cpu).unwrap();
-    let detok = std::sync::Arc::new(looptree_models::detok::TokenizerDetok(loaded.tokenizer.clone()));
+    let loaded = looptree_models::load(
+        &ResolvedModel::Gguf {
+            path: model_file(file),
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let detok = std::sync::Arc::new(looptree_models::detok::TokenizerDetok(
+        loaded.tokenizer.clone(),
+    ));
     Engine::new(loaded.model.clone(), detok, cfg).unwrap()
 }
 
 fn greedy(max_tokens: usize) -> SamplingParams {
-    SamplingParams { max_tokens: Some(max_tokens), ..SamplingParams::greedy() }
+    SamplingParams {
+        max_tokens: Some(max_tokens),
+        ..SamplingParams::greedy()
+    }
 }
 
 /// Per request: (cached prompt tokens, tokens of each fork).
@@ -55,7 +66,13 @@ fn run_all(e: &mut Engine, reqs: Vec<GenerationRequest>) -> Outputs {
 }
 
 fn free_running_matches_reference(file: &str, reference: &str) {
-    let mut e = engine(file, EngineConfig { kv_memory_bytes: 64 << 20, ..EngineConfig::default() });
+    let mut e = engine(
+        file,
+        EngineConfig {
+            kv_memory_bytes: 64 << 20,
+            ..EngineConfig::default()
+        },
+    );
     let cases = reference_cases(reference);
     let reqs = cases
         .iter()
@@ -68,7 +85,13 @@ fn free_running_matches_reference(file: &str, reference: &str) {
     let outs = run_all(&mut e, reqs);
     for (case, (_, toks)) in cases.iter().zip(outs) {
         let ours = &toks[&0];
-        let Some(i) = ours.iter().zip(&case.completion_tokens).position(|(a, b)| a != b) else { continue };
+        let Some(i) = ours
+            .iter()
+            .zip(&case.completion_tokens)
+            .position(|(a, b)| a != b)
+        else {
+            continue;
+        };
         // Where we depart, our token must be within 0.5 nats of the reference's choice.
         let top = &case.top_logprobs[i];
         let theirs = top[0].1;
@@ -104,9 +127,15 @@ fn greedy_is_identical_alone_batched_cached_and_forked() {
     let cases = reference_cases(SMOLLM2_REF);
     let target = cases[6].prompt_tokens.clone(); // a chat prompt with a long system part
     let n_tok = 12;
-    let cfg = || EngineConfig { kv_memory_bytes: 64 << 20, ..EngineConfig::default() };
+    let cfg = || EngineConfig {
+        kv_memory_bytes: 64 << 20,
+        ..EngineConfig::default()
+    };
 
-    let alone = run_all(&mut engine(SMOLLM2, cfg()), vec![GenerationRequest::new(target.clone(), greedy(n_tok))]);
+    let alone = run_all(
+        &mut engine(SMOLLM2, cfg()),
+        vec![GenerationRequest::new(target.clone(), greedy(n_tok))],
+    );
     let want = alone[0].1[&0].clone();
     assert_eq!(want.len(), n_tok);
 
@@ -125,17 +154,39 @@ fn greedy_is_identical_alone_batched_cached_and_forked() {
 
     // After its prefix was cached by an earlier request sharing the system prompt.
     let mut e = engine(SMOLLM2, cfg());
-    run_all(&mut e, vec![GenerationRequest::new(cases[8].prompt_tokens.clone(), greedy(3))]);
-    let cached = run_all(&mut e, vec![GenerationRequest::new(target.clone(), greedy(n_tok))]);
-    assert!(cached[0].0 > 20, "the shared system prompt is served from cache ({} tokens)", cached[0].0);
+    run_all(
+        &mut e,
+        vec![GenerationRequest::new(
+            cases[8].prompt_tokens.clone(),
+            greedy(3),
+        )],
+    );
+    let cached = run_all(
+        &mut e,
+        vec![GenerationRequest::new(target.clone(), greedy(n_tok))],
+    );
+    assert!(
+        cached[0].0 > 20,
+        "the shared system prompt is served from cache ({} tokens)",
+        cached[0].0
+    );
     assert_eq!(cached[0].1[&0], want, "after a cached prefix");
     // And the very same prompt again: all but its last token cached.
-    let again = run_all(&mut e, vec![GenerationRequest::new(target.clone(), greedy(n_tok))]);
+    let again = run_all(
+        &mut e,
+        vec![GenerationRequest::new(target.clone(), greedy(n_tok))],
+    );
     assert_eq!(again[0].0, target.len() - 1);
     assert_eq!(again[0].1[&0], want, "fully cached prompt");
 
     // As each of n forks, with pages of 4 tokens (a partial last prompt page).
-    let mut e = engine(SMOLLM2, EngineConfig { page_size: 4, ..cfg() });
+    let mut e = engine(
+        SMOLLM2,
+        EngineConfig {
+            page_size: 4,
+            ..cfg()
+        },
+    );
     let mut p = greedy(n_tok);
     p.n = 3;
     let forked = run_all(&mut e, vec![GenerationRequest::new(target.clone(), p)]);
@@ -148,15 +199,29 @@ fn greedy_is_identical_alone_batched_cached_and_forked() {
 fn seeded_sampling_is_reproducible_and_batch_independent() {
     let cases = reference_cases(SMOLLM2_REF);
     let sampled = |p: &[u32]| {
-        let params = SamplingParams { temperature: 1.0, seed: Some(7), max_tokens: Some(10), ..SamplingParams::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            seed: Some(7),
+            max_tokens: Some(10),
+            ..SamplingParams::default()
+        };
         GenerationRequest::new(p.to_vec(), params)
     };
-    let cfg = || EngineConfig { kv_memory_bytes: 32 << 20, ..EngineConfig::default() };
-    let a = run_all(&mut engine(SMOLLM2, cfg()), vec![sampled(&cases[2].prompt_tokens)]);
+    let cfg = || EngineConfig {
+        kv_memory_bytes: 32 << 20,
+        ..EngineConfig::default()
+    };
+    let a = run_all(
+        &mut engine(SMOLLM2, cfg()),
+        vec![sampled(&cases[2].prompt_tokens)],
+    );
     let b = run_all(
         &mut engine(SMOLLM2, cfg()),
-        vec![sampled(&cases[0].prompt_tokens), sampled(&cases[2].prompt_tokens), sampled(&cases[5].prompt_tokens)],
+        vec![
+            sampled(&cases[0].prompt_tokens),
+            sampled(&cases[2].prompt_tokens),
+            sampled(&cases[5].prompt_tokens),
+        ],
     );
     assert_eq!(a[0].1[&0], b[1].1[&0]);
 }
-

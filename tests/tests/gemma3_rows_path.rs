@@ -20,7 +20,9 @@ fn load() -> Gemma3 {
 }
 
 fn tokens(seed: u32, n: usize) -> Vec<u32> {
-    (0..n as u32).map(|i| (i * 37 + seed * 101) % 5000 + 100).collect()
+    (0..n as u32)
+        .map(|i| (i * 37 + seed * 101) % 5000 + 100)
+        .collect()
 }
 
 /// The steps: two prompts prefilled (one chunked), then a batch that decodes both, forks
@@ -32,7 +34,12 @@ fn steps() -> Vec<Batch> {
     first.push(&a[..40], &[], &slots(0, 40), LogitRows::Last);
     first.push(&b[..10], &[], &slots(100, 10), LogitRows::None);
     let mut second = Batch::default();
-    second.push(&b[10..24], &slots(100, 10), &slots(110, 14), LogitRows::Last);
+    second.push(
+        &b[10..24],
+        &slots(100, 10),
+        &slots(110, 14),
+        LogitRows::Last,
+    );
     let mut third = Batch::default();
     third.push(&a[40..], &slots(0, 40), &[40], LogitRows::Last);
     third.push(&b[24..], &slots(100, 24), &[124], LogitRows::Last);
@@ -54,7 +61,13 @@ enum Path {
 /// Every step's logits and then the pool.
 fn run(model: &Gemma3, dtype: DType, path: Path) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let c = model.config();
-    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: 320, dtype };
+    let cfg = KvPoolConfig {
+        num_layers: c.num_layers,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        num_slots: 320,
+        dtype,
+    };
     let mut kv = KvPool::new(cfg, &Device::Cpu).unwrap();
     let mut kept = Vec::new();
     let mut step = |b: &Batch| match path {
@@ -62,14 +75,33 @@ fn run(model: &Gemma3, dtype: DType, path: Path) -> (Vec<Vec<f32>>, Vec<Vec<f32>
             model.forward_into(b, &mut kv, &mut kept).unwrap();
             kept.clone()
         }
-        Path::Rows => model.forward(b, &mut kv).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
-        Path::Tensors => model.forward_tensors(b, &mut kv).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
+        Path::Rows => model
+            .forward(b, &mut kv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap(),
+        Path::Tensors => model
+            .forward_tensors(b, &mut kv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap(),
     };
     let logits = steps().iter().map(&mut step).collect();
     let pool = (0..c.num_layers)
         .flat_map(|l| {
             let (k, v) = kv.layer(l);
-            [k, v].map(|t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+            [k, v].map(|t: &Tensor| {
+                t.to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
         })
         .collect();
     (logits, pool)
@@ -81,18 +113,34 @@ fn gemma3_rows_path_is_bit_identical_to_the_tensor_path() {
     assert!(model.runs_cpu_rows(), "a CPU Gemma 3 takes the rows path");
     let vocab = model.config().vocab_size;
     // (An f16 pool takes the rows path where the SIMD attention runs: AVX2 and FMA.)
-    for (dtype, path) in [(DType::F32, Path::Rows), (DType::F16, Path::Rows), (DType::F16, Path::RowsInto)] {
+    for (dtype, path) in [
+        (DType::F32, Path::Rows),
+        (DType::F16, Path::Rows),
+        (DType::F16, Path::RowsInto),
+    ] {
         let (rows_logits, rows_pool) = run(&model, dtype, path);
         let (tensor_logits, tensor_pool) = run(&model, dtype, Path::Tensors);
-        assert_eq!(rows_logits.iter().map(Vec::len).collect::<Vec<_>>(), [vocab, vocab, 15 * vocab, vocab]);
+        assert_eq!(
+            rows_logits.iter().map(Vec::len).collect::<Vec<_>>(),
+            [vocab, vocab, 15 * vocab, vocab]
+        );
         assert!(rows_logits[2].iter().any(|&x| x != 0.0));
         let into = path == Path::RowsInto;
         for (step, (r, t)) in rows_logits.iter().zip(&tensor_logits).enumerate() {
-            let worst = r.iter().zip(t).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let worst = r
+                .iter()
+                .zip(t)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(r == t, "{dtype:?} pool (forward_into: {into}): step {step}'s logits differ by up to {worst}");
         }
         for (i, (r, t)) in rows_pool.iter().zip(&tensor_pool).enumerate() {
-            assert!(r == t, "{dtype:?} pool: layer {} {} differs", i / 2, ["K", "V"][i % 2]);
+            assert!(
+                r == t,
+                "{dtype:?} pool: layer {} {} differs",
+                i / 2,
+                ["K", "V"][i % 2]
+            );
         }
     }
 }

@@ -19,7 +19,13 @@ fn load(file: &str) -> Arc<dyn Model> {
 
 fn pool(m: &Arc<dyn Model>, slots: usize) -> KvPool {
     let c = m.config();
-    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: slots, dtype: DType::F32 };
+    let cfg = KvPoolConfig {
+        num_layers: c.num_layers,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        num_slots: slots,
+        dtype: DType::F32,
+    };
     KvPool::new(cfg, &Device::Cpu).unwrap()
 }
 
@@ -82,7 +88,12 @@ fn qwen_1_5b_teacher_forced_logprobs_match_reference() {
 /// So one such step in a hundred may differ; a real bug flips many.
 #[test]
 fn gemma3_teacher_forced_logprobs_match_reference() {
-    let tolerance = Tolerance { mean: 0.15, p99: 0.8, argmax_over_05: 0.99, ..Tolerance::SHARED };
+    let tolerance = Tolerance {
+        mean: 0.15,
+        p99: 0.8,
+        argmax_over_05: 0.99,
+        ..Tolerance::SHARED
+    };
     teacher_forced_agreement_within(GEMMA3, GEMMA3_REF, tolerance);
 }
 
@@ -92,7 +103,12 @@ fn gemma3_teacher_forced_logprobs_match_reference() {
 fn chunked_and_batched_forward_match_single_forward() {
     let m = load(SMOLLM2);
     let cases = reference_cases(SMOLLM2_REF);
-    let a: Vec<u32> = cases[0].prompt_tokens.iter().chain(&cases[0].completion_tokens[..10]).cloned().collect();
+    let a: Vec<u32> = cases[0]
+        .prompt_tokens
+        .iter()
+        .chain(&cases[0].completion_tokens[..10])
+        .cloned()
+        .collect();
     let b: Vec<u32> = cases[1].prompt_tokens.clone();
     let want_a = score(&m, &a);
     let want_b = score(&m, &b);
@@ -114,11 +130,20 @@ fn chunked_and_batched_forward_match_single_forward() {
     for (i, row) in l2[..a.len() - 5].iter().enumerate() {
         assert_close(&log_softmax(row), &want_a[5 + i], "a in mixed batch");
     }
-    assert_close(&log_softmax(&l2[a.len() - 5]), &want_b[b.len() - 1], "b in mixed batch");
+    assert_close(
+        &log_softmax(&l2[a.len() - 5]),
+        &want_b[b.len() - 1],
+        "b in mixed batch",
+    );
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).filter(|d| d.is_finite()).fold(0f32, f32::max);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .filter(|d| d.is_finite())
+        .fold(0f32, f32::max);
     // Different matmul shapes round differently; real KV bugs are orders of magnitude larger.
     assert!(worst < 0.05, "{what}: max logprob difference {worst}");
 }

@@ -19,8 +19,15 @@ use std::sync::Arc;
 /// Writes the random GGUF `name` (the script's arguments) under the test's scratch room.
 fn make_gguf(name: &str, args: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let venv = Command::new("bash").arg(root.join("scripts/fixture-venv.sh")).output().expect("running fixture-venv.sh");
-    assert!(venv.status.success(), "fixture-venv.sh failed: {}", String::from_utf8_lossy(&venv.stderr));
+    let venv = Command::new("bash")
+        .arg(root.join("scripts/fixture-venv.sh"))
+        .output()
+        .expect("running fixture-venv.sh");
+    assert!(
+        venv.status.success(),
+        "fixture-venv.sh failed: {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
     let python = String::from_utf8(venv.stdout).unwrap().trim().to_string();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("random-{name}.gguf"));
     let status = Command::new(python)
@@ -45,7 +52,13 @@ fn load(path: &Path) -> Arc<dyn Model> {
 /// Log-probabilities at every position of `ids`, in one forward.
 fn score(m: &dyn Model, ids: &[u32]) -> Vec<Vec<f32>> {
     let c = m.config();
-    let cfg = KvPoolConfig { num_layers: c.num_layers, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim, num_slots: ids.len(), dtype: DType::F32 };
+    let cfg = KvPoolConfig {
+        num_layers: c.num_layers,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        num_slots: ids.len(),
+        dtype: DType::F32,
+    };
     let mut kv = KvPool::new(cfg, &Device::Cpu).unwrap();
     let mut b = Batch::default();
     let slots: Vec<u32> = (0..ids.len() as u32).collect();
@@ -82,7 +95,18 @@ fn qwen3_matches_llama_cpp() {
 /// wider than hidden / heads): the CPU rows path, with the per-head q/k norms in it.
 #[test]
 fn qwen3_rows_path_matches_llama_cpp() {
-    let path = make_gguf("qwen3-q4_1", &["qwen3", "--seed", "2", "--quant", "q4_1", "--head-dim", "64"]);
+    let path = make_gguf(
+        "qwen3-q4_1",
+        &[
+            "qwen3",
+            "--seed",
+            "2",
+            "--quant",
+            "q4_1",
+            "--head-dim",
+            "64",
+        ],
+    );
     let mut w = GgufWeights::open(&path, &Device::Cpu).unwrap();
     let arch = ArchConfig::from_gguf(&w.content).unwrap();
     let m = Llama::load(arch, vec![], &mut w).unwrap();
@@ -99,7 +123,20 @@ fn qwen3moe_matches_llama_cpp() {
 /// The same with every projection Q8_0: the CPU rows path, rows grouped by expert.
 #[test]
 fn qwen3moe_rows_path_matches_llama_cpp() {
-    let path = make_gguf("qwen3moe-q8_0", &["qwen3moe", "--seed", "3", "--quant", "q8_0", "--experts", "6", "--experts-used", "3"]);
+    let path = make_gguf(
+        "qwen3moe-q8_0",
+        &[
+            "qwen3moe",
+            "--seed",
+            "3",
+            "--quant",
+            "q8_0",
+            "--experts",
+            "6",
+            "--experts-used",
+            "3",
+        ],
+    );
     let mut w = GgufWeights::open(&path, &Device::Cpu).unwrap();
     let arch = ArchConfig::from_gguf(&w.content).unwrap();
     let m = Llama::load(arch, vec![], &mut w).unwrap();

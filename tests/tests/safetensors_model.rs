@@ -22,7 +22,8 @@ const FIXTURE: &str = "smollm2-135m-hf";
 fn fixture_dir() -> PathBuf {
     let root = match std::env::var_os("LOOPTREE_FIXTURES_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/looptree/fixtures"),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/looptree/fixtures"),
     };
     let dir = root.join(FIXTURE);
     assert!(
@@ -35,7 +36,10 @@ fn fixture_dir() -> PathBuf {
 
 fn hf_resolved() -> ResolvedModel {
     let r = resolve_path(&fixture_dir()).unwrap();
-    assert!(matches!(r, ResolvedModel::HfDir { .. }), "the fixture directory must resolve as an HF directory");
+    assert!(
+        matches!(r, ResolvedModel::HfDir { .. }),
+        "the fixture directory must resolve as an HF directory"
+    );
     r
 }
 
@@ -44,13 +48,21 @@ fn load_hf() -> LoadedModel {
 }
 
 fn load_gguf() -> LoadedModel {
-    looptree_models::load(&ResolvedModel::Gguf { path: model_file(SMOLLM2) }, &Device::Cpu).unwrap()
+    looptree_models::load(
+        &ResolvedModel::Gguf {
+            path: model_file(SMOLLM2),
+        },
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// The GGUF loaded with every projection dequantized to f32 (no quantized activations),
 /// i.e. exactly the weights the fixture holds, in llama.cpp's layout and rotary style.
 fn load_gguf_dequantized() -> std::sync::Arc<dyn Model> {
-    let mut w = GgufWeights::open(&model_file(SMOLLM2), &Device::Cpu).unwrap().dequantized();
+    let mut w = GgufWeights::open(&model_file(SMOLLM2), &Device::Cpu)
+        .unwrap()
+        .dequantized();
     let arch = ArchConfig::from_gguf(&w.content).unwrap();
     looptree_models::loader::build(arch, vec![], &mut w).unwrap()
 }
@@ -80,11 +92,28 @@ fn safetensors_logprobs_match_gguf_and_reference() {
     let gguf = load_gguf();
     let (hc, gc) = (hf.model.config(), gguf.model.config());
     assert_eq!(
-        (hc.architecture.as_str(), hc.num_layers, hc.num_kv_heads, hc.head_dim, hc.vocab_size, hc.max_context),
-        (gc.architecture.as_str(), gc.num_layers, gc.num_kv_heads, gc.head_dim, gc.vocab_size, gc.max_context),
+        (
+            hc.architecture.as_str(),
+            hc.num_layers,
+            hc.num_kv_heads,
+            hc.head_dim,
+            hc.vocab_size,
+            hc.max_context
+        ),
+        (
+            gc.architecture.as_str(),
+            gc.num_layers,
+            gc.num_kv_heads,
+            gc.head_dim,
+            gc.vocab_size,
+            gc.max_context
+        ),
         "config.json must describe the same model as the GGUF metadata"
     );
-    assert_eq!(hc.eos_token_ids, gc.eos_token_ids, "EOS ids from tokenizer_config.json vs GGUF");
+    assert_eq!(
+        hc.eos_token_ids, gc.eos_token_ids,
+        "EOS ids from tokenizer_config.json vs GGUF"
+    );
 
     let dequantized = load_gguf_dequantized();
 
@@ -128,13 +157,23 @@ fn safetensors_logprobs_match_gguf_and_reference() {
     eprintln!("safetensors vs GGUF: mean |Δlogprob| {mean:.4}, max {diff_max:.4} over {diff_n} (step, token) pairs");
     // The quantized path also rounds activations to 8 bits (as llama.cpp does); that noise,
     // not the loader, is what separates these. A wrong Q/K permutation costs whole nats.
-    assert!(mean <= 0.1, "safetensors and GGUF paths differ by {mean} nats on average (> 0.1)");
+    assert!(
+        mean <= 0.1,
+        "safetensors and GGUF paths differ by {mean} nats on average (> 0.1)"
+    );
     vs_reference.assert_within_tolerance("safetensors fixture vs llama.cpp reference");
 }
 
 #[test]
 fn tokenizer_json_encodes_reference_prompts_like_gguf() {
-    let ResolvedModel::HfDir { tokenizer, tokenizer_config, .. } = hf_resolved() else { unreachable!() };
+    let ResolvedModel::HfDir {
+        tokenizer,
+        tokenizer_config,
+        ..
+    } = hf_resolved()
+    else {
+        unreachable!()
+    };
     let tokenizer_config = tokenizer_config.expect("the fixture has tokenizer_config.json");
     let hf = Tokenizer::from_files(&tokenizer, Some(&tokenizer_config)).unwrap();
 
@@ -148,19 +187,39 @@ fn tokenizer_json_encodes_reference_prompts_like_gguf() {
     from_gguf.save(&saved_path).unwrap();
     let saved = Tokenizer::from_files(&saved_path, Some(&tokenizer_config)).unwrap();
 
-    for (what, tk) in [("fixture tokenizer.json", &hf), ("saved GGUF tokenizer", &saved)] {
-        assert_eq!(tk.vocab_size(), from_gguf.vocab_size(), "{what}: vocabulary size");
+    for (what, tk) in [
+        ("fixture tokenizer.json", &hf),
+        ("saved GGUF tokenizer", &saved),
+    ] {
+        assert_eq!(
+            tk.vocab_size(),
+            from_gguf.vocab_size(),
+            "{what}: vocabulary size"
+        );
         assert_eq!(tk.bos_id(), from_gguf.bos_id(), "{what}: BOS");
         assert_eq!(tk.adds_bos(), from_gguf.adds_bos(), "{what}: adds BOS");
         assert_eq!(tk.eos_ids(), from_gguf.eos_ids(), "{what}: EOS ids");
         for case in reference_cases(SMOLLM2_REF) {
             let ids = tk.encode(&case.prompt, true).unwrap();
-            assert_eq!(ids, case.prompt_tokens, "{what}: case {} prompt {:?}", case.id, case.prompt);
+            assert_eq!(
+                ids, case.prompt_tokens,
+                "{what}: case {} prompt {:?}",
+                case.id, case.prompt
+            );
             let text = tk.decode(&case.completion_tokens, false).unwrap();
-            assert_eq!(text, from_gguf.decode(&case.completion_tokens, false).unwrap(), "{what}: decode, case {}", case.id);
+            assert_eq!(
+                text,
+                from_gguf.decode(&case.completion_tokens, false).unwrap(),
+                "{what}: decode, case {}",
+                case.id
+            );
         }
         // Digits split one by one, special-token text literal without parse_special.
-        for text in ["in 1969, 3.14159 and 42", "<|im_start|>user\nhi<|im_end|>", "  spaces\t\ttabs\n\nnewlines  "] {
+        for text in [
+            "in 1969, 3.14159 and 42",
+            "<|im_start|>user\nhi<|im_end|>",
+            "  spaces\t\ttabs\n\nnewlines  ",
+        ] {
             for special in [true, false] {
                 assert_eq!(
                     tk.encode(text, special).unwrap(),
@@ -175,24 +234,44 @@ fn tokenizer_json_encodes_reference_prompts_like_gguf() {
 
 #[test]
 fn tokenizer_config_chat_template_renders_reference_chats() {
-    let ResolvedModel::HfDir { tokenizer_config, .. } = hf_resolved() else { unreachable!() };
-    let template = ChatTemplate::from_tokenizer_config(&tokenizer_config.expect("tokenizer_config.json"))
-        .unwrap()
-        .expect("the fixture's tokenizer_config.json has a chat template");
+    let ResolvedModel::HfDir {
+        tokenizer_config, ..
+    } = hf_resolved()
+    else {
+        unreachable!()
+    };
+    let template =
+        ChatTemplate::from_tokenizer_config(&tokenizer_config.expect("tokenizer_config.json"))
+            .unwrap()
+            .expect("the fixture's tokenizer_config.json has a chat template");
     let mut f = std::fs::File::open(model_file(SMOLLM2)).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let gguf_template = ChatTemplate::from_gguf(&content).unwrap().expect("SmolLM2's GGUF has a chat template");
-    let chats: Vec<_> = reference_cases(SMOLLM2_REF).into_iter().filter(|c| c.kind == "chat").collect();
+    let gguf_template = ChatTemplate::from_gguf(&content)
+        .unwrap()
+        .expect("SmolLM2's GGUF has a chat template");
+    let chats: Vec<_> = reference_cases(SMOLLM2_REF)
+        .into_iter()
+        .filter(|c| c.kind == "chat")
+        .collect();
     assert!(!chats.is_empty(), "the reference has chat cases");
     for case in chats {
         let rendered = template.render(&case.messages, None, true).unwrap();
         assert_eq!(rendered, case.prompt, "case {}", case.id);
-        assert_eq!(rendered, gguf_template.render(&case.messages, None, true).unwrap(), "case {}", case.id);
+        assert_eq!(
+            rendered,
+            gguf_template.render(&case.messages, None, true).unwrap(),
+            "case {}",
+            case.id
+        );
     }
 }
 
 fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("looptree-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let d = std::env::temp_dir().join(format!(
+        "looptree-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -136,12 +136,26 @@ fn specs() -> Vec<Spec> {
             theta: 500_000.0,
             ..base("llama-mqa-tied-head-dim-8", "llama")
         },
-        Spec { tied: true, eps: 1e-6, theta: 1_000_000.0, sliding_window: Some(4), ..base("qwen2-bias-tied", "qwen2") },
         Spec {
-            scaling: Some(Llama3Scaling { factor: 4.0, low: 1.0, high: 4.0, original: 16 }),
+            tied: true,
+            eps: 1e-6,
+            theta: 1_000_000.0,
+            sliding_window: Some(4),
+            ..base("qwen2-bias-tied", "qwen2")
+        },
+        Spec {
+            scaling: Some(Llama3Scaling {
+                factor: 4.0,
+                low: 1.0,
+                high: 4.0,
+                original: 16,
+            }),
             ..base("llama3-rope-scaling", "llama")
         },
-        Spec { sliding_window: Some(5), ..base("mistral-sliding-window", "mistral") },
+        Spec {
+            sliding_window: Some(5),
+            ..base("mistral-sliding-window", "mistral")
+        },
     ]
 }
 
@@ -163,7 +177,9 @@ impl Rng {
         (0..n).map(|_| offset + scale * self.next()).collect()
     }
     fn tokens(&mut self, n: usize, vocab: usize) -> Vec<u32> {
-        (0..n).map(|_| ((self.next() + 1.0) * 0.5 * vocab as f32) as u32 % vocab as u32).collect()
+        (0..n)
+            .map(|_| ((self.next() + 1.0) * 0.5 * vocab as f32) as u32 % vocab as u32)
+            .collect()
     }
 }
 
@@ -173,7 +189,11 @@ struct Weights(BTreeMap<String, (Vec<usize>, Vec<f32>)>);
 
 impl Weights {
     fn get(&self, name: &str) -> &[f32] {
-        &self.0.get(name).unwrap_or_else(|| panic!("no tensor {name}")).1
+        &self
+            .0
+            .get(name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
+            .1
     }
 
     fn random(s: &Spec, seed: u64) -> Self {
@@ -185,27 +205,87 @@ impl Weights {
         };
         let (h, q, kv) = (s.hidden, s.heads * s.head_dim, s.kv_heads * s.head_dim);
         let lin = |fan_in: usize| 1.5 / (fan_in as f32).sqrt();
-        add("model.embed_tokens.weight".into(), vec![s.vocab, h], 1.0, 0.0, &mut rng);
+        add(
+            "model.embed_tokens.weight".into(),
+            vec![s.vocab, h],
+            1.0,
+            0.0,
+            &mut rng,
+        );
         for l in 0..s.layers {
             let p = |n: &str| format!("model.layers.{l}.{n}");
             add(p("input_layernorm.weight"), vec![h], 0.3, 1.0, &mut rng);
-            add(p("self_attn.q_proj.weight"), vec![q, h], lin(h), 0.0, &mut rng);
-            add(p("self_attn.k_proj.weight"), vec![kv, h], lin(h), 0.0, &mut rng);
-            add(p("self_attn.v_proj.weight"), vec![kv, h], lin(h), 0.0, &mut rng);
+            add(
+                p("self_attn.q_proj.weight"),
+                vec![q, h],
+                lin(h),
+                0.0,
+                &mut rng,
+            );
+            add(
+                p("self_attn.k_proj.weight"),
+                vec![kv, h],
+                lin(h),
+                0.0,
+                &mut rng,
+            );
+            add(
+                p("self_attn.v_proj.weight"),
+                vec![kv, h],
+                lin(h),
+                0.0,
+                &mut rng,
+            );
             if s.bias() {
                 add(p("self_attn.q_proj.bias"), vec![q], 0.5, 0.0, &mut rng);
                 add(p("self_attn.k_proj.bias"), vec![kv], 0.5, 0.0, &mut rng);
                 add(p("self_attn.v_proj.bias"), vec![kv], 0.5, 0.0, &mut rng);
             }
-            add(p("self_attn.o_proj.weight"), vec![h, q], lin(q), 0.0, &mut rng);
-            add(p("post_attention_layernorm.weight"), vec![h], 0.3, 1.0, &mut rng);
-            add(p("mlp.gate_proj.weight"), vec![s.inter, h], lin(h), 0.0, &mut rng);
-            add(p("mlp.up_proj.weight"), vec![s.inter, h], lin(h), 0.0, &mut rng);
-            add(p("mlp.down_proj.weight"), vec![h, s.inter], lin(s.inter), 0.0, &mut rng);
+            add(
+                p("self_attn.o_proj.weight"),
+                vec![h, q],
+                lin(q),
+                0.0,
+                &mut rng,
+            );
+            add(
+                p("post_attention_layernorm.weight"),
+                vec![h],
+                0.3,
+                1.0,
+                &mut rng,
+            );
+            add(
+                p("mlp.gate_proj.weight"),
+                vec![s.inter, h],
+                lin(h),
+                0.0,
+                &mut rng,
+            );
+            add(
+                p("mlp.up_proj.weight"),
+                vec![s.inter, h],
+                lin(h),
+                0.0,
+                &mut rng,
+            );
+            add(
+                p("mlp.down_proj.weight"),
+                vec![h, s.inter],
+                lin(s.inter),
+                0.0,
+                &mut rng,
+            );
         }
         add("model.norm.weight".into(), vec![h], 0.3, 1.0, &mut rng);
         if !s.tied {
-            add("lm_head.weight".into(), vec![s.vocab, h], lin(h) * 2.0, 0.0, &mut rng);
+            add(
+                "lm_head.weight".into(),
+                vec![s.vocab, h],
+                lin(h) * 2.0,
+                0.0,
+                &mut rng,
+            );
         }
         Weights(w)
     }
@@ -215,7 +295,15 @@ impl Weights {
         let mut out = self.clone();
         for (shape, v) in out.0.values_mut() {
             let t = Tensor::from_vec(v.clone(), shape.as_slice(), &Device::Cpu).unwrap();
-            *v = t.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            *v = t
+                .to_dtype(dtype)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
         }
         out
     }
@@ -230,7 +318,8 @@ impl TempDir {
     fn new(tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let d = std::env::temp_dir().join(format!("looptree-tiny-{tag}-{}-{n}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("looptree-tiny-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Self(d)
@@ -258,18 +347,29 @@ fn write_model_dir(s: &Spec, w: &Weights, dtype: DType) -> TempDir {
     let dir = TempDir::new(s.name);
     let mut tensors = HashMap::new();
     for (name, (shape, v)) in &w.0 {
-        let t = Tensor::from_vec(v.clone(), shape.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        let t = Tensor::from_vec(v.clone(), shape.as_slice(), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
         tensors.insert(name.clone(), t);
     }
     candle_core::safetensors::save(&tensors, dir.0.join("model.safetensors")).unwrap();
-    std::fs::write(dir.0.join("config.json"), serde_json::to_string_pretty(&s.config_json()).unwrap()).unwrap();
+    std::fs::write(
+        dir.0.join("config.json"),
+        serde_json::to_string_pretty(&s.config_json()).unwrap(),
+    )
+    .unwrap();
     write_tokenizer(&dir.0);
     dir
 }
 
 fn load_dir(dir: &Path) -> LoadedModel {
     let resolved = resolve_path(dir).unwrap();
-    assert!(matches!(resolved, ResolvedModel::HfDir { .. }), "{} should resolve as an HF directory", dir.display());
+    assert!(
+        matches!(resolved, ResolvedModel::HfDir { .. }),
+        "{} should resolve as an HF directory",
+        dir.display()
+    );
     looptree_models::load(&resolved, &Device::Cpu).unwrap()
 }
 
@@ -309,7 +409,9 @@ fn whole(m: &dyn Model, ids: &[u32]) -> Vec<Vec<f32>> {
 
 /// `n` distinct slots of a pool of `size`, scattered (a stride coprime with `size`).
 fn scattered(n: usize, size: usize, stride: usize, start: usize) -> Vec<u32> {
-    let v: Vec<u32> = (0..n).map(|i| ((start + i * stride) % size) as u32).collect();
+    let v: Vec<u32> = (0..n)
+        .map(|i| ((start + i * stride) % size) as u32)
+        .collect();
     let mut seen = v.clone();
     seen.sort();
     seen.dedup();
@@ -319,14 +421,20 @@ fn scattered(n: usize, size: usize, stride: usize, start: usize) -> Vec<u32> {
 
 fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
-    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Exact up to f32 rounding: dense f32 weights leave no other source of difference.
 fn assert_rows_close(got: &[f32], want: &[f32], what: &str) {
     let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
     let d = max_abs_diff(got, want);
-    assert!(d <= 1e-4 * scale, "{what}: max |Δlogit| {d} (logit scale {scale})");
+    assert!(
+        d <= 1e-4 * scale,
+        "{what}: max |Δlogit| {d} (logit scale {scale})"
+    );
 }
 
 // ---- a naive reference -------------------------------------------------------------------
@@ -339,7 +447,9 @@ fn reference(s: &Spec, w: &Weights, ids: &[u32]) -> Vec<Vec<f32>> {
     let matvec = |name: &str, x: &[f64], rows: usize| -> Vec<f64> {
         let m = w.get(name);
         let cols = x.len();
-        (0..rows).map(|r| (0..cols).map(|c| m[r * cols + c] as f64 * x[c]).sum()).collect()
+        (0..rows)
+            .map(|r| (0..cols).map(|c| m[r * cols + c] as f64 * x[c]).sum())
+            .collect()
     };
     let add_bias = |name: &str, y: &mut Vec<f64>| {
         for (a, b) in y.iter_mut().zip(w.get(name)) {
@@ -348,14 +458,18 @@ fn reference(s: &Spec, w: &Weights, ids: &[u32]) -> Vec<Vec<f32>> {
     };
     let rms = |x: &[f64], name: &str| -> Vec<f64> {
         let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + s.eps).sqrt();
-        x.iter().zip(w.get(name)).map(|(v, g)| v * inv * *g as f64).collect()
+        x.iter()
+            .zip(w.get(name))
+            .map(|(v, g)| v * inv * *g as f64)
+            .collect()
     };
     let inv_freq: Vec<f64> = (0..d / 2)
         .map(|i| {
             let f = 1.0 / s.theta.powf(2.0 * i as f64 / d as f64);
             let Some(sc) = s.scaling else { return f };
             let wavelen = 2.0 * std::f64::consts::PI / f;
-            let (low_wavelen, high_wavelen) = (sc.original as f64 / sc.low, sc.original as f64 / sc.high);
+            let (low_wavelen, high_wavelen) =
+                (sc.original as f64 / sc.low, sc.original as f64 / sc.high);
             if wavelen < high_wavelen {
                 f
             } else if wavelen > low_wavelen {
@@ -369,7 +483,10 @@ fn reference(s: &Spec, w: &Weights, ids: &[u32]) -> Vec<Vec<f32>> {
     let rope = |x: &mut [f64], pos: usize| {
         for head in x.chunks_mut(d) {
             for i in 0..d / 2 {
-                let (c, sn) = ((pos as f64 * inv_freq[i]).cos(), (pos as f64 * inv_freq[i]).sin());
+                let (c, sn) = (
+                    (pos as f64 * inv_freq[i]).cos(),
+                    (pos as f64 * inv_freq[i]).sin(),
+                );
                 let (a, b) = (head[i], head[i + d / 2]);
                 head[i] = a * c - b * sn;
                 head[i + d / 2] = b * c + a * sn;
@@ -378,7 +495,15 @@ fn reference(s: &Spec, w: &Weights, ids: &[u32]) -> Vec<Vec<f32>> {
     };
 
     let embed = w.get("model.embed_tokens.weight");
-    let mut xs: Vec<Vec<f64>> = ids.iter().map(|&t| embed[t as usize * h..][..h].iter().map(|&v| v as f64).collect()).collect();
+    let mut xs: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|&t| {
+            embed[t as usize * h..][..h]
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        })
+        .collect();
     let n_rep = s.heads / s.kv_heads;
     for l in 0..s.layers {
         let p = |n: &str| format!("model.layers.{l}.{n}");
@@ -403,7 +528,13 @@ fn reference(s: &Spec, w: &Weights, ids: &[u32]) -> Vec<Vec<f32>> {
                 let qh = &q[head * d..][..d];
                 let lo = s.window().map_or(0, |win| (pos + 1).saturating_sub(win));
                 let scores: Vec<f64> = (lo..=pos)
-                    .map(|j| qh.iter().zip(&ks[j][g * d..][..d]).map(|(a, b)| a * b).sum::<f64>() / (d as f64).sqrt())
+                    .map(|j| {
+                        qh.iter()
+                            .zip(&ks[j][g * d..][..d])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
@@ -419,14 +550,27 @@ fn reference(s: &Spec, w: &Weights, ids: &[u32]) -> Vec<Vec<f32>> {
             let a = rms(x, &p("post_attention_layernorm.weight"));
             let gate = matvec(&p("mlp.gate_proj.weight"), &a, s.inter);
             let up = matvec(&p("mlp.up_proj.weight"), &a, s.inter);
-            let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let act: Vec<f64> = gate
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let down = matvec(&p("mlp.down_proj.weight"), &act, h);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
     }
-    let head = if s.tied { "model.embed_tokens.weight" } else { "lm_head.weight" };
+    let head = if s.tied {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
     xs.iter()
-        .map(|x| matvec(head, &rms(x, "model.norm.weight"), s.vocab).into_iter().map(|v| v as f32).collect())
+        .map(|x| {
+            matvec(head, &rms(x, "model.norm.weight"), s.vocab)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect()
+        })
         .collect()
 }
 
@@ -441,7 +585,13 @@ fn tiny_models_match_a_naive_hf_reference() {
         let m = build(s, &w, DType::F32);
         let c = m.model.config();
         assert_eq!(
-            (c.architecture.as_str(), c.num_layers, c.num_kv_heads, c.head_dim, c.vocab_size),
+            (
+                c.architecture.as_str(),
+                c.num_layers,
+                c.num_kv_heads,
+                c.head_dim,
+                c.vocab_size
+            ),
             (s.model_type, s.layers, s.kv_heads, s.head_dim, s.vocab),
             "{}: model config",
             s.name
@@ -459,12 +609,24 @@ fn tiny_models_match_a_naive_hf_reference() {
             max_abs_diff(&reference(&t, &w, &ids)[SEQ - 1], &want[SEQ - 1])
         };
         if s.scaling.is_some() {
-            assert!(without(&|t| t.scaling = None) > 1e-2, "{}: rope scaling has no effect", s.name);
+            assert!(
+                without(&|t| t.scaling = None) > 1e-2,
+                "{}: rope scaling has no effect",
+                s.name
+            );
         }
         if s.window().is_some() {
-            assert!(without(&|t| t.sliding_window = None) > 1e-2, "{}: the window has no effect", s.name);
+            assert!(
+                without(&|t| t.sliding_window = None) > 1e-2,
+                "{}: the window has no effect",
+                s.name
+            );
         }
-        assert!(without(&|t| t.theta *= 2.0) > 1e-2, "{}: RoPE has no effect", s.name);
+        assert!(
+            without(&|t| t.theta *= 2.0) > 1e-2,
+            "{}: RoPE has no effect",
+            s.name
+        );
     }
 }
 
@@ -482,7 +644,12 @@ fn whole_sequence_equals_decode_and_uneven_chunks() {
         let slots = scattered(SEQ, 61, 17, 5);
         for t in 0..SEQ {
             let mut b = Batch::default();
-            b.push(&ids[t..t + 1], &slots[..t], &slots[t..t + 1], LogitRows::Last);
+            b.push(
+                &ids[t..t + 1],
+                &slots[..t],
+                &slots[t..t + 1],
+                LogitRows::Last,
+            );
             let got = forward(m, &b, &mut kv);
             assert_rows_close(&got[0], &want[t], &format!("{}: decode step {t}", s.name));
         }
@@ -492,10 +659,19 @@ fn whole_sequence_equals_decode_and_uneven_chunks() {
         let mut at = 0;
         for len in [1, 6, 2, 9, SEQ - 18] {
             let mut b = Batch::default();
-            b.push(&ids[at..at + len], &slots[..at], &slots[at..at + len], LogitRows::All);
+            b.push(
+                &ids[at..at + len],
+                &slots[..at],
+                &slots[at..at + len],
+                LogitRows::All,
+            );
             let got = forward(m, &b, &mut kv);
             for (r, row) in got.iter().enumerate() {
-                assert_rows_close(row, &want[at + r], &format!("{}: chunk at {at}, row {r}", s.name));
+                assert_rows_close(
+                    row,
+                    &want[at + r],
+                    &format!("{}: chunk at {at}, row {r}", s.name),
+                );
             }
             at += len;
         }
@@ -536,9 +712,17 @@ fn mixed_batch_matches_each_sequence_alone() {
         step.push(&c[3..], &sc[..3], &sc[3..], LogitRows::Last);
         let got = forward(m, &step, &mut kv);
         assert_eq!(got.len(), 1 + 5 + 1);
-        assert_rows_close(&got[0], &want_b[13], &format!("{}: b decoding at 13", s.name));
+        assert_rows_close(
+            &got[0],
+            &want_b[13],
+            &format!("{}: b decoding at 13", s.name),
+        );
         for r in 0..5 {
-            assert_rows_close(&got[1 + r], &want_a[7 + r], &format!("{}: a chunk row {r}", s.name));
+            assert_rows_close(
+                &got[1 + r],
+                &want_a[7 + r],
+                &format!("{}: a chunk row {r}", s.name),
+            );
         }
         assert_rows_close(&got[6], &want_c[3], &format!("{}: c decoding at 3", s.name));
     }
@@ -553,17 +737,33 @@ fn half_precision_safetensors_load_as_their_values() {
         let ids = Rng(17).tokens(SEQ, s.vocab);
         for dtype in [DType::BF16, DType::F16] {
             let dir = write_model_dir(s, &w, dtype);
-            let st = candle_core::safetensors::load(dir.0.join("model.safetensors"), &Device::Cpu).unwrap();
-            assert!(st.values().all(|t| t.dtype() == dtype), "{}: file written in {dtype:?}", s.name);
+            let st = candle_core::safetensors::load(dir.0.join("model.safetensors"), &Device::Cpu)
+                .unwrap();
+            assert!(
+                st.values().all(|t| t.dtype() == dtype),
+                "{}: file written in {dtype:?}",
+                s.name
+            );
             let half = load_dir(&dir.0);
             let rounded = w.rounded(dtype);
             let full = build(s, &rounded, DType::F32);
-            let (got, want) = (whole(half.model.as_ref(), &ids), whole(full.model.as_ref(), &ids));
+            let (got, want) = (
+                whole(half.model.as_ref(), &ids),
+                whole(full.model.as_ref(), &ids),
+            );
             let want_ref = reference(s, &rounded, &ids);
             for pos in 0..SEQ {
                 let d = max_abs_diff(&got[pos], &want[pos]);
-                assert!(d <= 1e-6, "{} {dtype:?}: position {pos} differs from the f32 file by {d}", s.name);
-                assert_rows_close(&got[pos], &want_ref[pos], &format!("{} {dtype:?}: position {pos} vs reference", s.name));
+                assert!(
+                    d <= 1e-6,
+                    "{} {dtype:?}: position {pos} differs from the f32 file by {d}",
+                    s.name
+                );
+                assert_rows_close(
+                    &got[pos],
+                    &want_ref[pos],
+                    &format!("{} {dtype:?}: position {pos} vs reference", s.name),
+                );
             }
         }
     }
@@ -581,7 +781,10 @@ fn unsupported_model_type_is_a_clear_error() {
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("unsupported architecture `bert`"), "{err}");
-    assert!(err.contains("llama") && err.contains("qwen2"), "the error lists what is supported: {err}");
+    assert!(
+        err.contains("llama") && err.contains("qwen2"),
+        "the error lists what is supported: {err}"
+    );
 
     config.as_object_mut().unwrap().remove("model_type");
     std::fs::write(dir.0.join("config.json"), config.to_string()).unwrap();
@@ -603,5 +806,8 @@ fn missing_tensor_is_named() {
         Ok(_) => panic!("a model without a bias it needs must not load"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(err.contains("model.layers.1.self_attn.k_proj.bias"), "{err}");
+    assert!(
+        err.contains("model.layers.1.self_attn.k_proj.bias"),
+        "{err}"
+    );
 }

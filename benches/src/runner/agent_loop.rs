@@ -2,11 +2,11 @@
 //! reply.
 
 use super::Collector;
+use super::REQUEST_SEED;
 use crate::client::{Client, Sampling};
 use crate::interrupt;
 use crate::record::Prompt;
 use crate::rng::Rng;
-use super::REQUEST_SEED;
 use crate::workload::AgentLoop;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -17,8 +17,10 @@ pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
         for agent in 0..w.agents {
             let system = &system;
             s.spawn(move || {
-                let mut history: Vec<Value> =
-                    vec![json!({"role": "system", "content": system}), json!({"role": "user", "content": w.task(seed, agent)})];
+                let mut history: Vec<Value> = vec![
+                    json!({"role": "system", "content": system}),
+                    json!({"role": "user", "content": w.task(seed, agent)}),
+                ];
                 for iteration in 0..w.iterations {
                     if interrupt::stopped() {
                         return;
@@ -27,17 +29,25 @@ pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
                         max_tokens: w.max_tokens,
                         temperature: w.temperature,
                         user: Some(format!("agent-{agent}")),
-                        seed: Some(Rng::request_seed(seed, &[REQUEST_SEED, agent as u64, iteration as u64])),
+                        seed: Some(Rng::request_seed(
+                            seed,
+                            &[REQUEST_SEED, agent as u64, iteration as u64],
+                        )),
                     };
                     let prompt = Arc::new(Prompt::Chat(history.clone()));
                     let record = client.generate(prompt, 1, &sampling).remove(0);
                     out.request(&record);
                     // A failed turn ends this agent: its history would no longer be the workload's.
-                    let Some(reply) = record.choices.first().filter(|_| record.error.is_none()) else { return };
+                    let Some(reply) = record.choices.first().filter(|_| record.error.is_none())
+                    else {
+                        return;
+                    };
                     out.trajectory(reply.text.clone());
                     history.push(json!({"role": "assistant", "content": reply.text}));
                     // The tool result is synthetic and the same for every server.
-                    history.push(json!({"role": "user", "content": w.tool_result(seed, agent, iteration)}));
+                    history.push(
+                        json!({"role": "user", "content": w.tool_result(seed, agent, iteration)}),
+                    );
                 }
             });
         }

@@ -29,11 +29,17 @@ impl Collector {
     pub fn new(label: &str, generations: usize) -> Self {
         let bar = ProgressBar::new(generations as u64);
         bar.set_style(
-            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} generations, {msg}")
-                .expect("progress template"),
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} generations, {msg}",
+            )
+            .expect("progress template"),
         );
         bar.set_prefix(label.to_string());
-        Collector { records: Mutex::new(Vec::new()), trajectories: Mutex::new(Vec::new()), bar }
+        Collector {
+            records: Mutex::new(Vec::new()),
+            trajectories: Mutex::new(Vec::new()),
+            bar,
+        }
     }
 
     pub fn request(&self, r: &RequestRecord) {
@@ -41,7 +47,13 @@ impl Collector {
             self.bar.inc(r.choices.len() as u64);
         }
         self.records.lock().unwrap().push(r.clone());
-        let errors = self.records.lock().unwrap().iter().filter(|r| r.error.is_some()).count();
+        let errors = self
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.error.is_some())
+            .count();
         self.bar.set_message(format!("{errors} errors"));
     }
 
@@ -51,6 +63,9 @@ impl Collector {
 
     pub fn finish(self) -> (Vec<RequestRecord>, Vec<String>) {
         self.bar.finish_and_clear();
-        (self.records.into_inner().unwrap(), self.trajectories.into_inner().unwrap())
+        (
+            self.records.into_inner().unwrap(),
+            self.trajectories.into_inner().unwrap(),
+        )
     }
 }

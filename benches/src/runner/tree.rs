@@ -3,18 +3,24 @@
 //! soon as it is done. One trajectory per root-to-leaf path.
 
 use super::Collector;
+use super::REQUEST_SEED;
 use crate::client::{Client, Sampling};
 use crate::interrupt;
 use crate::record::Prompt;
 use crate::rng::Rng;
-use super::REQUEST_SEED;
 use crate::workload::Tree;
 use std::sync::Arc;
 use std::thread::Scope;
 
 pub fn run(client: &Client, w: &Tree, seed: u64, out: &Collector) {
     let root = w.root(seed);
-    let ctx = Ctx { client, w, out, root: &root, seed };
+    let ctx = Ctx {
+        client,
+        w,
+        out,
+        root: &root,
+        seed,
+    };
     std::thread::scope(|s| expand(s, &ctx, Vec::new(), vec![REQUEST_SEED]));
 }
 
@@ -35,7 +41,12 @@ fn expand<'s, 'a: 's>(s: &'s Scope<'s, '_>, ctx: &'s Ctx<'a>, path: Vec<String>,
     }
     let prompt = Arc::new(Prompt::Text(format!("{}{}", ctx.root, path.concat())));
     let seed = Rng::request_seed(ctx.seed, &at);
-    let sampling = Sampling { max_tokens: ctx.w.segment_tokens, temperature: ctx.w.temperature, user: None, seed: Some(seed) };
+    let sampling = Sampling {
+        max_tokens: ctx.w.segment_tokens,
+        temperature: ctx.w.temperature,
+        user: None,
+        seed: Some(seed),
+    };
     // A child's index counts over the records too: a server that refuses n > 1 answers
     // with one record per child.
     let mut child_index = 0u64;

@@ -16,7 +16,9 @@ impl Engine {
         let mut deferred_out: Vec<RequestId> = Vec::new();
         loop {
             let running_seqs: usize = self.running.iter().map(|r| r.params.n.max(1)).sum();
-            let Some(best) = self.best_waiting(&deferred_out) else { return };
+            let Some(best) = self.best_waiting(&deferred_out) else {
+                return;
+            };
             let req = &self.waiting[best];
             let n = req.params.n.max(1);
             if !self.running.is_empty() && running_seqs + n > self.cfg.max_running_seqs {
@@ -28,9 +30,15 @@ impl Engine {
             // A preempted request resumes from its first sequence's tokens (prompt and
             // output so far), which is what `cached_len` matched against.
             let cached = self.cached_len(req);
-            let len = req.seqs.first().map_or(req.prompt.len(), |s| s.tokens.len());
+            let len = req
+                .seqs
+                .first()
+                .map_or(req.prompt.len(), |s| s.tokens.len());
             let need = self.alloc.pages_for(len - cached + 1) + (n - 1);
-            if !self.running.is_empty() && need > self.alloc.free_pages() && need > self.room_for(req) {
+            if !self.running.is_empty()
+                && need > self.alloc.free_pages()
+                && need > self.room_for(req)
+            {
                 // A deferred request stays out while the pool is short; anyone else waits
                 // at the head of the line, so that no stream of small requests starves it.
                 if !self.is_deferred(req) {
@@ -70,11 +78,21 @@ impl Engine {
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
         let wanted = &tokens[..tokens.len() - 1];
         let cached = self.cached_len(req);
-        self.running.iter().filter(|r| !r.cancelled && !r.prefilled && self.uses_cache(r)).any(|r| {
-            let Some(s) = r.seqs.first() else { return false };
-            let shared = s.tokens.iter().zip(wanted).take_while(|(a, b)| a == b).count();
-            shared >= cached + self.cfg.page_size && s.computed < shared
-        })
+        self.running
+            .iter()
+            .filter(|r| !r.cancelled && !r.prefilled && self.uses_cache(r))
+            .any(|r| {
+                let Some(s) = r.seqs.first() else {
+                    return false;
+                };
+                let shared = s
+                    .tokens
+                    .iter()
+                    .zip(wanted)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                shared >= cached + self.cfg.page_size && s.computed < shared
+            })
     }
 
     fn best_waiting(&self, skip: &[RequestId]) -> Option<usize> {
@@ -94,7 +112,10 @@ impl Engine {
     /// Who goes first among waiting requests: the larger score.
     fn admit_score(&self, r: &Req) -> (usize, std::cmp::Reverse<u64>) {
         let waited = (self.step_no - r.waiting_since) as usize;
-        (self.cached_len(r) + waited * self.cfg.aging_tokens_per_step, std::cmp::Reverse(r.arrival))
+        (
+            self.cached_len(r) + waited * self.cfg.aging_tokens_per_step,
+            std::cmp::Reverse(r.arrival),
+        )
     }
 
     /// Gives a request its sequences' places in the pool: the cached prefix, locked.
@@ -114,7 +135,10 @@ impl Engine {
                 history: TokenHistory::new(&req.prompt),
                 stop: StopChecker::new(&params, &eos),
                 text: self.detok.stream(&req.prompt),
-                constraint: req.constraint.as_ref().map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
+                constraint: req
+                    .constraint
+                    .as_ref()
+                    .map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
                 generated: 0,
                 done: false,
             });

@@ -31,7 +31,11 @@ impl Engine {
                     // separately once; then preempt the request worth least. The only
                     // request left cannot run in this pool: fail it rather than spin.
                     let running = self.running.len();
-                    if (0..running).map(|ri| self.share_computed(ri)).sum::<usize>() > 0 {
+                    if (0..running)
+                        .map(|ri| self.share_computed(ri))
+                        .sum::<usize>()
+                        > 0
+                    {
                         continue;
                     }
                     if self.preempt_least_worth() {
@@ -71,7 +75,13 @@ impl Engine {
                     return Err(ri);
                 }
                 budget -= 1;
-                entries.push(Entry { req: ri, seq: si, start, len: 1, logits: LogitRows::Last });
+                entries.push(Entry {
+                    req: ri,
+                    seq: si,
+                    start,
+                    len: 1,
+                    logits: LogitRows::Last,
+                });
             }
         }
         // Then prefill chunks, oldest request first.
@@ -97,7 +107,13 @@ impl Engine {
                     break; // prefill waits for pages; decodes above still run
                 }
                 budget -= len;
-                entries.push(Entry { req: ri, seq: si, start, len, logits });
+                entries.push(Entry {
+                    req: ri,
+                    seq: si,
+                    start,
+                    len,
+                    logits,
+                });
             }
         }
         let ps = self.cfg.page_size;
@@ -105,7 +121,12 @@ impl Engine {
         for e in &entries {
             let s = &self.running[e.req].seqs[e.seq];
             let slots = crate::pages::slots_of(&s.pages, ps, e.start + e.len);
-            batch.push(&s.tokens[e.start..e.start + e.len], &slots[..e.start], &slots[e.start..], e.logits);
+            batch.push(
+                &s.tokens[e.start..e.start + e.len],
+                &slots[..e.start],
+                &slots[e.start..],
+                e.logits,
+            );
         }
         Ok(Plan { batch, entries })
     }
@@ -142,7 +163,9 @@ impl Engine {
     /// after part of its shared prompt was evicted: each fork recomputes the lost part
     /// into pages of its own. Returns how many duplicate pages were freed.
     fn share_computed(&mut self, ri: usize) -> usize {
-        (0..self.running[ri].seqs.len()).map(|si| self.publish(ri, si)).sum()
+        (0..self.running[ri].seqs.len())
+            .map(|si| self.publish(ri, si))
+            .sum()
     }
 
     /// Puts the computed whole pages of sequence `si` of running request `ri` into the
@@ -152,7 +175,9 @@ impl Engine {
     pub(super) fn publish(&mut self, ri: usize, si: usize) -> usize {
         let s = &mut self.running[ri].seqs[si];
         let Some(old) = s.node else { return 0 };
-        let ins = self.tree.insert(&s.tokens[..s.computed], &s.pages, &mut self.alloc);
+        let ins = self
+            .tree
+            .insert(&s.tokens[..s.computed], &s.pages, &mut self.alloc);
         s.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
         s.tree_pages = ins.pages.len();
         self.tree.lock(ins.node);
@@ -165,7 +190,9 @@ impl Engine {
     /// K/V go into the tree, so resuming recomputes only what was evicted meanwhile. The
     /// only request left cannot run in this pool: it fails. False if nothing runs.
     fn preempt_least_worth(&mut self) -> bool {
-        let Some(victim) = (0..self.running.len()).min_by_key(|&i| self.running_worth(i)) else { return false };
+        let Some(victim) = (0..self.running.len()).min_by_key(|&i| self.running_worth(i)) else {
+            return false;
+        };
         if self.running.len() == 1 {
             // The only request cannot grow: the pool is too small for it. Fail it cleanly.
             let mut r = self.running.swap_remove(victim);

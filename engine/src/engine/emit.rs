@@ -40,8 +40,13 @@ impl Engine {
                 for i in 0..e.len {
                     let next = e.start + i + 1;
                     if next < r.prompt.len() {
-                        let (lp, top) = logprobs_of(&chunk[i * vocab..(i + 1) * vocab], r.prompt[next], k);
-                        r.prompt_lps.push(TokenLogprob { token: r.prompt[next], logprob: lp, top });
+                        let (lp, top) =
+                            logprobs_of(&chunk[i * vocab..(i + 1) * vocab], r.prompt[next], k);
+                        r.prompt_lps.push(TokenLogprob {
+                            token: r.prompt[next],
+                            logprob: lp,
+                            top,
+                        });
                     }
                 }
             }
@@ -87,7 +92,10 @@ impl Engine {
         self.publish(ri, 0);
         let ps = self.cfg.page_size;
         let r = &mut self.running[ri];
-        let (shared, node) = (r.seqs[0].tree_pages, r.seqs[0].node.expect("a prefilled sequence is attached"));
+        let (shared, node) = (
+            r.seqs[0].tree_pages,
+            r.seqs[0].node.expect("a prefilled sequence is attached"),
+        );
         for fork in 1..n {
             let s0 = &r.seqs[0];
             self.tree.lock(node);
@@ -102,7 +110,10 @@ impl Engine {
                 history: s0.history.clone(),
                 stop: s0.stop.clone(),
                 text: self.detok.stream(&s0.tokens),
-                constraint: r.constraint.as_ref().map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
+                constraint: r
+                    .constraint
+                    .as_ref()
+                    .map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
                 generated: 0,
                 done: false,
             };
@@ -135,7 +146,8 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
                 finish_broken(r, si, &e, counters);
                 return;
             }
-            s.sampler.sample_with(row, &s.history, |row| c.mask.apply(row))
+            s.sampler
+                .sample_with(row, &s.history, |row| c.mask.apply(row))
         }
     };
     s.history.push(out.token);
@@ -159,8 +171,17 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
             step.stop = end.stop;
         }
     }
-    let logprob = out.logprob.map(|lp| TokenLogprob { token: out.token, logprob: lp, top: out.top_logprobs });
-    let mut ok = r.sink.send(Event::Token { seq: s.fork, token: out.token, text: step.text, logprob });
+    let logprob = out.logprob.map(|lp| TokenLogprob {
+        token: out.token,
+        logprob: lp,
+        top: out.top_logprobs,
+    });
+    let mut ok = r.sink.send(Event::Token {
+        seq: s.fork,
+        token: out.token,
+        text: step.text,
+        logprob,
+    });
     if let Some(reason) = step.stop {
         s.done = true;
         Counters::add(&counters.finished_trajectories, 1);

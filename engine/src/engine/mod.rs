@@ -81,7 +81,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(model: Arc<dyn Model>, detok: Arc<dyn Detokenizer>, cfg: EngineConfig) -> candle_core::Result<Self> {
+    pub fn new(
+        model: Arc<dyn Model>,
+        detok: Arc<dyn Detokenizer>,
+        cfg: EngineConfig,
+    ) -> candle_core::Result<Self> {
         let mc = model.config();
         let per_token = mc.kv_bytes_per_token(cfg.kv_dtype);
         let num_pages = (cfg.kv_memory_bytes / per_token / cfg.page_size).max(1);
@@ -155,7 +159,11 @@ impl Engine {
 
     /// Checks a request and queues it. Errors are the caller's mistakes (a 4xx); the sink
     /// also receives them as [`crate::Event::Failed`].
-    pub fn add_request(&mut self, req: GenerationRequest, sink: Box<dyn EventSink>) -> Result<RequestId, RequestError> {
+    pub fn add_request(
+        &mut self,
+        req: GenerationRequest,
+        sink: Box<dyn EventSink>,
+    ) -> Result<RequestId, RequestError> {
         let id = self.next_id;
         self.add_request_with_id(id, req, sink)?;
         Ok(id)
@@ -169,7 +177,9 @@ impl Engine {
         mut sink: Box<dyn EventSink>,
     ) -> Result<(), RequestError> {
         if let Err(e) = self.limits().check(&req) {
-            sink.send(crate::request::Event::Failed { message: e.to_string() });
+            sink.send(crate::request::Event::Failed {
+                message: e.to_string(),
+            });
             return Err(e);
         }
         self.next_id = self.next_id.max(id + 1);
@@ -217,7 +227,10 @@ impl Engine {
         Counters::add(&self.counters.steps, 1);
         Counters::add(&self.counters.computed_tokens, plan.batch.tokens.len());
         let mut logits = std::mem::take(&mut self.logits);
-        match self.model.forward_into(&plan.batch, &mut self.kv, &mut logits) {
+        match self
+            .model
+            .forward_into(&plan.batch, &mut self.kv, &mut logits)
+        {
             Ok(()) => self.emit(plan, &mut logits),
             Err(e) => self.fail_running(&format!("model forward failed: {e}")),
         }
@@ -236,7 +249,10 @@ impl Engine {
         Counters::set(&c.cached_tokens_in_tree, tree.cached_tokens);
         Counters::set(&c.locked_tokens_in_tree, tree.locked_tokens);
         Counters::set(&c.evictable_pages, tree.evictable_pages);
-        Counters::set(&c.waiting_prompt_tokens, self.waiting.iter().map(|r| r.prompt.len()).sum());
+        Counters::set(
+            &c.waiting_prompt_tokens,
+            self.waiting.iter().map(|r| r.prompt.len()).sum(),
+        );
         Counters::set(&c.sessions, self.sessions.len());
     }
 
@@ -248,13 +264,20 @@ impl Engine {
         for p in self.tree.pages() {
             owner[p as usize] += 1;
         }
-        for s in self.running.iter().chain(&self.waiting).flat_map(|r| &r.seqs) {
+        for s in self
+            .running
+            .iter()
+            .chain(&self.waiting)
+            .flat_map(|r| &r.seqs)
+        {
             for &p in &s.pages[s.tree_pages..] {
                 owner[p as usize] += 1;
             }
             for &p in &s.pages[..s.tree_pages] {
                 if !self.tree.owns_page(p) {
-                    return Err(format!("sequence reads page {p} as the tree's, but the tree does not hold it"));
+                    return Err(format!(
+                        "sequence reads page {p} as the tree's, but the tree does not hold it"
+                    ));
                 }
             }
         }

@@ -19,7 +19,11 @@ impl Engine {
     pub(super) fn evict(&mut self, pages: usize, spare_waiting: bool) -> usize {
         let order = self.waiting_by_worth();
         let (wanted, fresh) = wanted(&self.waiting, &order);
-        let wanted = Wanted { seqs: &wanted, fresh, spare_fresh: spare_waiting };
+        let wanted = Wanted {
+            seqs: &wanted,
+            fresh,
+            spare_fresh: spare_waiting,
+        };
         let evicted = self.tree.evict_wanted(pages, &mut self.alloc, wanted).len();
         Counters::add(&self.counters.evicted_tokens, evicted * self.cfg.page_size);
         evicted
@@ -35,21 +39,28 @@ impl Engine {
         let (wanted, fresh) = wanted(&self.waiting, &order);
         let deferred = self.is_deferred(r);
         let spare = if deferred { wanted.len() } else { fresh };
-        self.alloc.free_pages() + self.tree.evictable_pages_sparing(&wanted[..spare], deferred)
+        self.alloc.free_pages()
+            + self
+                .tree
+                .evictable_pages_sparing(&wanted[..spare], deferred)
     }
 
     /// Whether a waiting request was preempted for memory recently enough that it stays
     /// out while the pool is short: its context is what running loops take first, and it
     /// comes back once memory frees (or nothing else runs, or its time is up).
     pub(super) fn is_deferred(&self, r: &Req) -> bool {
-        r.deferred_at.is_some_and(|at| self.step_no - at < self.cfg.defer_steps)
+        r.deferred_at
+            .is_some_and(|at| self.step_no - at < self.cfg.defer_steps)
     }
 
     /// What running request `ri` is worth keeping (see [`Worth`]): the most any of its
     /// sequences has computed.
     pub(super) fn running_worth(&self, ri: usize) -> Worth {
         let r = &self.running[ri];
-        (r.seqs.iter().map(|s| s.computed).max().unwrap_or(0), std::cmp::Reverse(r.arrival))
+        (
+            r.seqs.iter().map(|s| s.computed).max().unwrap_or(0),
+            std::cmp::Reverse(r.arrival),
+        )
     }
 
     /// Live waiting requests (index, worth): the ones not deferred first, then by worth.
@@ -59,9 +70,15 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|(_, r)| !r.cancelled)
-            .map(|(i, r)| (i, self.is_deferred(r), (self.cached_len(r), std::cmp::Reverse(r.arrival))))
+            .map(|(i, r)| {
+                (
+                    i,
+                    self.is_deferred(r),
+                    (self.cached_len(r), std::cmp::Reverse(r.arrival)),
+                )
+            })
             .collect();
-        order.sort_by(|a, b| (a.1, std::cmp::Reverse(a.2)).cmp(&(b.1, std::cmp::Reverse(b.2))));
+        order.sort_by_key(|a| (a.1, std::cmp::Reverse(a.2)));
         order
     }
 }

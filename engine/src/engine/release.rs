@@ -57,7 +57,9 @@ impl Engine {
         let computed = &s.tokens[..s.computed];
         let ins = self.tree.insert(computed, &s.pages, &mut self.alloc);
         // Pages past the tree's whole pages are still ours: give them back.
-        self.alloc.free_all(&s.pages[ins.pages.len()..]).expect("own pages are allocated");
+        self.alloc
+            .free_all(&s.pages[ins.pages.len()..])
+            .expect("own pages are allocated");
         self.tree.unlock(node);
         s.pages.clear();
         s.tree_pages = 0;
@@ -70,7 +72,9 @@ impl Engine {
         tracing::error!("{message}");
         for mut r in std::mem::take(&mut self.running) {
             self.detach(&mut r);
-            r.sink.send(Event::Failed { message: message.to_string() });
+            r.sink.send(Event::Failed {
+                message: message.to_string(),
+            });
         }
     }
 }

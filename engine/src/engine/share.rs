@@ -18,15 +18,27 @@ impl Engine {
     /// Whether a running request is still prefilling tokens of `tokens` past its first
     /// `held`: what this engine holds of them will grow (a peer may wait for it).
     pub fn prefilling_past(&self, tokens: &[u32], held: usize) -> bool {
-        self.running.iter().filter(|r| !r.prefilled && !r.cancelled).any(|r| {
-            let common = r.prompt.iter().zip(tokens).take_while(|(a, b)| a == b).count();
-            common > held && r.seqs.first().is_some_and(|s| s.computed < common)
-        })
+        self.running
+            .iter()
+            .filter(|r| !r.prefilled && !r.cancelled)
+            .any(|r| {
+                let common = r
+                    .prompt
+                    .iter()
+                    .zip(tokens)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                common > held && r.seqs.first().is_some_and(|s| s.computed < common)
+            })
     }
 
     /// The longest prefix of `tokens` this engine holds cached (whole pages), with its K/V,
     /// if it is at least `min_len` tokens long.
-    pub fn export_prefix(&mut self, tokens: &[u32], min_len: usize) -> candle_core::Result<Option<PrefixKv>> {
+    pub fn export_prefix(
+        &mut self,
+        tokens: &[u32],
+        min_len: usize,
+    ) -> candle_core::Result<Option<PrefixKv>> {
         if self.tree.cached_prefix_len(tokens) < min_len.max(1) {
             return Ok(None);
         }
@@ -39,7 +51,12 @@ impl Engine {
             layers.push((flat(k)?, flat(v)?));
         }
         let c = self.kv.config();
-        Ok(Some(PrefixKv { tokens: tokens[..m.len].to_vec(), dtype: c.dtype, row_len: c.row_len(), layers }))
+        Ok(Some(PrefixKv {
+            tokens: tokens[..m.len].to_vec(),
+            dtype: c.dtype,
+            row_len: c.row_len(),
+            layers,
+        }))
     }
 
     /// Caches `p`'s tokens (whole pages) with its K/V where this engine does not hold them
@@ -59,7 +76,10 @@ impl Engine {
             ));
         }
         let values = p.tokens.len() * p.row_len;
-        if p.layers.iter().any(|(k, v)| k.len() != values || v.len() != values) {
+        if p.layers
+            .iter()
+            .any(|(k, v)| k.len() != values || v.len() != values)
+        {
             return Err("a layer's rows do not match the prefix's tokens".into());
         }
         let ps = self.cfg.page_size;
@@ -84,7 +104,13 @@ impl Engine {
         let written = (|| -> candle_core::Result<()> {
             let dev = self.kv.device().clone();
             let slots = Tensor::new(slots_of(&pages, ps, n - m.len).as_slice(), &dev)?;
-            let rows = |x: &[f32]| Tensor::from_slice(&x[m.len * p.row_len..n * p.row_len], (n - m.len, p.row_len), &dev);
+            let rows = |x: &[f32]| {
+                Tensor::from_slice(
+                    &x[m.len * p.row_len..n * p.row_len],
+                    (n - m.len, p.row_len),
+                    &dev,
+                )
+            };
             for (layer, (k, v)) in p.layers.iter().enumerate() {
                 self.kv.write(layer, &slots, &rows(k)?, &rows(v)?)?;
             }

@@ -35,20 +35,37 @@ impl RadixTree {
     /// least first, or never if `spare_fresh`. Least-recently-used alone would take the
     /// path of the request that has waited longest, the very one admitted next, whenever
     /// loops outnumber what the pool holds.
-    pub fn evict_wanted(&mut self, pages_needed: usize, alloc: &mut PageAllocator, wanted: Wanted) -> Vec<u32> {
+    pub fn evict_wanted(
+        &mut self,
+        pages_needed: usize,
+        alloc: &mut PageAllocator,
+        wanted: Wanted,
+    ) -> Vec<u32> {
         self.evict_at(pages_needed, alloc, Instant::now(), wanted)
     }
 
     /// [`Self::evict_wanted`] with an explicit clock for pin expiry.
-    pub fn evict_at(&mut self, pages_needed: usize, alloc: &mut PageAllocator, now: Instant, wanted: Wanted) -> Vec<u32> {
+    pub fn evict_at(
+        &mut self,
+        pages_needed: usize,
+        alloc: &mut PageAllocator,
+        now: Instant,
+        wanted: Wanted,
+    ) -> Vec<u32> {
         let mut freed = Vec::with_capacity(pages_needed);
         if pages_needed == 0 {
             return freed;
         }
-        let (spare, fresh) = (if wanted.spare_fresh { wanted.fresh } else { 0 }, wanted.fresh);
+        let (spare, fresh) = (
+            if wanted.spare_fresh { wanted.fresh } else { 0 },
+            wanted.fresh,
+        );
         let wanted = self.wanted_ranks(wanted.seqs);
         let candidate = |idx: u32, n: &super::node::Node| {
-            idx != self.root && n.children.is_empty() && n.lock_ref == 0 && wanted.get(&idx).is_none_or(|&r| r >= spare)
+            idx != self.root
+                && n.children.is_empty()
+                && n.lock_ref == 0
+                && wanted.get(&idx).is_none_or(|&r| r >= spare)
         };
         // Min-heap on (class, order). Built per call: eviction only runs when the pool is
         // short, and a scan keeps the tree free of a second index to keep in sync.
@@ -60,7 +77,9 @@ impl RadixTree {
             .collect();
         let ps = self.page_size;
         while freed.len() < pages_needed {
-            let Some(Reverse((_, _, idx))) = heap.pop() else { break };
+            let Some(Reverse((_, _, idx))) = heap.pop() else {
+                break;
+            };
             let node = self.arena.get_mut(idx);
             let take = (pages_needed - freed.len()).min(node.pages.len());
             let keep = node.pages.len() - take;
@@ -92,7 +111,13 @@ impl RadixTree {
     }
 
     /// Eviction order of leaf `idx`, smallest first (see [`Self::evict_wanted`]).
-    fn evict_key(&self, idx: u32, now: Instant, wanted: &HashMap<u32, usize>, fresh: usize) -> (u8, u64, u32) {
+    fn evict_key(
+        &self,
+        idx: u32,
+        now: Instant,
+        wanted: &HashMap<u32, usize>,
+        fresh: usize,
+    ) -> (u8, u64, u32) {
         let n = self.arena.get(idx);
         match wanted.get(&idx) {
             Some(&rank) if rank >= fresh => (1, u64::MAX - rank as u64, idx),
@@ -108,11 +133,19 @@ impl RadixTree {
         let mut spared = self.wanted_ranks(wanted);
         if spare_pinned {
             let now = Instant::now();
-            let pinned: Vec<u32> =
-                self.arena.iter().filter(|(_, n)| n.pinned_until.is_some_and(|t| t > now)).map(|(i, _)| i).collect();
+            let pinned: Vec<u32> = self
+                .arena
+                .iter()
+                .filter(|(_, n)| n.pinned_until.is_some_and(|t| t > now))
+                .map(|(i, _)| i)
+                .collect();
             for mut idx in pinned {
                 while idx != self.root && spared.insert(idx, 0).is_none() {
-                    idx = self.arena.get(idx).parent.expect("only the root has no parent");
+                    idx = self
+                        .arena
+                        .get(idx)
+                        .parent
+                        .expect("only the root has no parent");
                 }
             }
         }

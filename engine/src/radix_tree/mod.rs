@@ -159,7 +159,12 @@ impl RadixTree {
                 break;
             }
         }
-        Match { len: pos, slots: slots_of(&pages, ps, pos), pages, node: self.arena.id(cur) }
+        Match {
+            len: pos,
+            slots: slots_of(&pages, ps, pos),
+            pages,
+            node: self.arena.id(cur),
+        }
     }
 
     /// Length of the cached prefix `match_prefix` would return, without touching LRU order
@@ -190,10 +195,20 @@ impl RadixTree {
     /// Pages of tokens the tree already holds at other pages are freed into `alloc` and
     /// listed in `freed`; the others become the tree's. See the module docs for the caller's
     /// side. Panics if a page the tree would take is free or already held by the tree.
-    pub fn insert(&mut self, tokens: &[u32], pages: &[u32], alloc: &mut PageAllocator) -> InsertResult {
+    pub fn insert(
+        &mut self,
+        tokens: &[u32],
+        pages: &[u32],
+        alloc: &mut PageAllocator,
+    ) -> InsertResult {
         let ps = self.page_size;
         let full = tokens.len() / ps;
-        assert!(pages.len() >= full, "{} tokens need {full} pages, got {}", tokens.len(), pages.len());
+        assert!(
+            pages.len() >= full,
+            "{} tokens need {full} pages, got {}",
+            tokens.len(),
+            pages.len()
+        );
         self.clock += 1;
         let now = self.clock;
         let (mut cur, mut pos) = (self.root, 0);
@@ -206,11 +221,19 @@ impl RadixTree {
                 let own = &pages[pos..full];
                 for &p in own {
                     assert!(!alloc.is_free(p), "insert: page {p} is free");
-                    assert!(!self.in_tree[p as usize], "insert: page {p} is already in the tree");
+                    assert!(
+                        !self.in_tree[p as usize],
+                        "insert: page {p} is already in the tree"
+                    );
                     self.in_tree[p as usize] = true;
                 }
-                let leaf = self.arena.add(Node::new(Some(cur), rest.to_vec(), own.to_vec(), now));
-                self.arena.get_mut(cur).children.insert(rest[..ps].into(), leaf);
+                let leaf = self
+                    .arena
+                    .add(Node::new(Some(cur), rest.to_vec(), own.to_vec(), now));
+                self.arena
+                    .get_mut(cur)
+                    .children
+                    .insert(rest[..ps].into(), leaf);
                 self.cached_tokens += rest.len();
                 new_tokens = rest.len();
                 out.extend_from_slice(own);
@@ -218,13 +241,22 @@ impl RadixTree {
                 break;
             };
             let k = common_pages(&self.arena.get(child).tokens, rest, ps);
-            let child = if k < self.arena.get(child).pages.len() { self.split(child, k) } else { child };
+            let child = if k < self.arena.get(child).pages.len() {
+                self.split(child, k)
+            } else {
+                child
+            };
             let node = self.arena.get_mut(child);
             node.last_access = now;
             for (&held, &given) in node.pages.iter().zip(&pages[pos..pos + k]) {
                 if held != given {
-                    assert!(!self.in_tree[given as usize], "insert: page {given} is another node's");
-                    alloc.free(given).expect("insert: duplicate page was not allocated");
+                    assert!(
+                        !self.in_tree[given as usize],
+                        "insert: page {given} is another node's"
+                    );
+                    alloc
+                        .free(given)
+                        .expect("insert: duplicate page was not allocated");
                     freed.push(given);
                 }
             }
@@ -232,7 +264,13 @@ impl RadixTree {
             pos += k;
             cur = child;
         }
-        InsertResult { len: full * ps, pages: out, freed, new_tokens, node: self.arena.id(cur) }
+        InsertResult {
+            len: full * ps,
+            pages: out,
+            freed,
+            new_tokens,
+            node: self.arena.id(cur),
+        }
     }
 
     /// Locks the path from the root to `node`: none of it is evicted until `unlock`.
@@ -267,7 +305,9 @@ impl RadixTree {
     /// nothing unpinned is left (a soft lock, e.g. for a loop's next iteration). Pins only
     /// extend. Returns false if the node no longer exists.
     pub fn pin(&mut self, node: NodeId, until: Instant) -> bool {
-        let Some(idx) = self.arena.resolve(node) else { return false };
+        let Some(idx) = self.arena.resolve(node) else {
+            return false;
+        };
         let n = self.arena.get_mut(idx);
         n.pinned_until = Some(n.pinned_until.map_or(until, |t| t.max(until)));
         true
@@ -275,7 +315,9 @@ impl RadixTree {
 
     /// Removes a pin. Returns false if the node no longer exists.
     pub fn unpin(&mut self, node: NodeId) -> bool {
-        let Some(idx) = self.arena.resolve(node) else { return false };
+        let Some(idx) = self.arena.resolve(node) else {
+            return false;
+        };
         self.arena.get_mut(idx).pinned_until = None;
         true
     }
@@ -294,7 +336,9 @@ impl RadixTree {
     }
 
     fn resolve(&self, node: NodeId, what: &str) -> u32 {
-        self.arena.resolve(node).unwrap_or_else(|| panic!("{what}: stale node handle {node:?}"))
+        self.arena
+            .resolve(node)
+            .unwrap_or_else(|| panic!("{what}: stale node handle {node:?}"))
     }
 
     /// The child of `idx` whose first page is the first page of `tokens`, if any.
@@ -313,8 +357,12 @@ impl RadixTree {
         let tokens: Vec<u32> = node.tokens.drain(..k * ps).collect();
         let pages: Vec<u32> = node.pages.drain(..k).collect();
         let lower_key: Box<[u32]> = node.tokens[..ps].into();
-        let (parent, lock_ref, last_access, pin) =
-            (node.parent, node.lock_ref, node.last_access, node.pinned_until);
+        let (parent, lock_ref, last_access, pin) = (
+            node.parent,
+            node.lock_ref,
+            node.last_access,
+            node.pinned_until,
+        );
         let key: Box<[u32]> = tokens[..ps].into();
         let mut upper = Node::new(parent, tokens, pages, last_access);
         upper.lock_ref = lock_ref;
@@ -330,5 +378,8 @@ impl RadixTree {
 
 /// Number of leading whole pages on which `a` and `b` agree.
 fn common_pages(a: &[u32], b: &[u32], ps: usize) -> usize {
-    a.chunks_exact(ps).zip(b.chunks_exact(ps)).take_while(|(x, y)| x == y).count()
+    a.chunks_exact(ps)
+        .zip(b.chunks_exact(ps))
+        .take_while(|(x, y)| x == y)
+        .count()
 }

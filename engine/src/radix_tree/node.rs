@@ -31,7 +31,15 @@ pub(super) struct Node {
 
 impl Node {
     pub fn new(parent: Option<u32>, tokens: Vec<u32>, pages: Vec<u32>, last_access: u64) -> Self {
-        Node { parent, tokens, pages, children: HashMap::new(), lock_ref: 0, last_access, pinned_until: None }
+        Node {
+            parent,
+            tokens,
+            pages,
+            children: HashMap::new(),
+            lock_ref: 0,
+            last_access,
+            pinned_until: None,
+        }
     }
 }
 
@@ -49,7 +57,11 @@ pub(super) struct Arena {
 
 impl Arena {
     pub fn new() -> Self {
-        Arena { entries: Vec::new(), free: Vec::new(), live: 0 }
+        Arena {
+            entries: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
     }
 
     pub fn add(&mut self, node: Node) -> u32 {
@@ -58,7 +70,10 @@ impl Arena {
             self.entries[idx as usize].node = Some(node);
             idx
         } else {
-            self.entries.push(Entry { gen: 0, node: Some(node) });
+            self.entries.push(Entry {
+                gen: 0,
+                node: Some(node),
+            });
             (self.entries.len() - 1) as u32
         }
     }
@@ -73,15 +88,24 @@ impl Arena {
     }
 
     pub fn get(&self, idx: u32) -> &Node {
-        self.entries[idx as usize].node.as_ref().expect("dead node index")
+        self.entries[idx as usize]
+            .node
+            .as_ref()
+            .expect("dead node index")
     }
 
     pub fn get_mut(&mut self, idx: u32) -> &mut Node {
-        self.entries[idx as usize].node.as_mut().expect("dead node index")
+        self.entries[idx as usize]
+            .node
+            .as_mut()
+            .expect("dead node index")
     }
 
     pub fn id(&self, idx: u32) -> NodeId {
-        NodeId { idx, gen: self.entries[idx as usize].gen }
+        NodeId {
+            idx,
+            gen: self.entries[idx as usize].gen,
+        }
     }
 
     /// The index behind `id`, or `None` if that node has since been removed.
@@ -96,6 +120,9 @@ impl Arena {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Node)> {
-        self.entries.iter().enumerate().filter_map(|(i, e)| e.node.as_ref().map(|n| (i as u32, n)))
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.node.as_ref().map(|n| (i as u32, n)))
     }
 }

@@ -14,7 +14,11 @@ fn run(tree: &mut RadixTree, alloc: &mut PageAllocator, tokens: &[u32]) -> Inser
     let m = tree.match_prefix(tokens);
     tree.lock(m.node);
     let mut pages = m.pages.clone();
-    pages.extend(alloc.alloc(alloc.pages_for(tokens.len()) - m.pages.len()).expect("pool too small"));
+    pages.extend(
+        alloc
+            .alloc(alloc.pages_for(tokens.len()) - m.pages.len())
+            .expect("pool too small"),
+    );
     let r = tree.insert(tokens, &pages, alloc);
     alloc.free_all(&pages[r.pages.len()..]).unwrap();
     tree.unlock(m.node);
@@ -30,11 +34,23 @@ fn split_on_partial_match() {
     let m = tree.match_prefix(&[1, 2, 9]);
     assert_eq!(m.len, 2);
     assert_eq!(m.slots, a.pages[..2].to_vec(), "page size 1: slot = page");
-    assert_eq!(tree.stats().nodes, 2, "the match split [1,2,3,4] into [1,2] + [3,4]");
-    assert_eq!(tree.cached_prefix_len(&[1, 2, 3, 4, 5]), 4, "the split keeps the whole path");
+    assert_eq!(
+        tree.stats().nodes,
+        2,
+        "the match split [1,2,3,4] into [1,2] + [3,4]"
+    );
+    assert_eq!(
+        tree.cached_prefix_len(&[1, 2, 3, 4, 5]),
+        4,
+        "the split keeps the whole path"
+    );
     let b = run(&mut tree, &mut alloc, &[1, 2, 5, 6]);
     assert_eq!(b.new_tokens, 2);
-    assert_eq!(b.pages[..2], a.pages[..2], "shared prefix uses the same pages");
+    assert_eq!(
+        b.pages[..2],
+        a.pages[..2],
+        "shared prefix uses the same pages"
+    );
     assert_eq!(tree.stats().nodes, 3);
     assert_eq!(tree.stats().cached_tokens, 6);
     assert_eq!(alloc.used_pages(), 6);
@@ -105,7 +121,13 @@ fn evicts_least_recently_used_leaf_first() {
     assert_eq!(tree.evict(2, &mut alloc), b.pages);
     assert_eq!(tree.evict(2, &mut alloc), c.pages);
     assert_eq!(tree.evict(5, &mut alloc), a.pages);
-    assert_eq!(tree.stats(), TreeStats { evicted_pages: 6, ..Default::default() });
+    assert_eq!(
+        tree.stats(),
+        TreeStats {
+            evicted_pages: 6,
+            ..Default::default()
+        }
+    );
     assert_eq!(alloc.used_pages(), 0);
 }
 
@@ -114,7 +136,11 @@ fn evicts_only_what_is_asked_trimming_the_tail() {
     let (mut tree, mut alloc) = setup(16, 2);
     let a = run(&mut tree, &mut alloc, &[1, 2, 3, 4, 5, 6]);
     assert_eq!(tree.evict(1, &mut alloc), vec![a.pages[2]]);
-    assert_eq!(tree.cached_prefix_len(&[1, 2, 3, 4, 5, 6]), 4, "the prefix stays cached");
+    assert_eq!(
+        tree.cached_prefix_len(&[1, 2, 3, 4, 5, 6]),
+        4,
+        "the prefix stays cached"
+    );
     assert_eq!(alloc.used_pages(), 2);
     tree.validate().unwrap();
 }
@@ -158,12 +184,19 @@ fn split_keeps_locks_on_both_halves() {
 fn partial_pages_are_never_shared() {
     let (mut tree, mut alloc) = setup(16, 4);
     let a = run(&mut tree, &mut alloc, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    assert_eq!((a.len, a.pages.len()), (8, 2), "the partial third page is not cached");
+    assert_eq!(
+        (a.len, a.pages.len()),
+        (8, 2),
+        "the partial third page is not cached"
+    );
     assert_eq!(alloc.used_pages(), 2);
     // Diverging inside the second page: only the first page is shared.
     let m = tree.match_prefix(&[1, 2, 3, 4, 5, 6, 0, 0]);
     assert_eq!(m.len, 4);
-    assert_eq!(m.slots, (a.pages[0] * 4..a.pages[0] * 4 + 4).collect::<Vec<_>>());
+    assert_eq!(
+        m.slots,
+        (a.pages[0] * 4..a.pages[0] * 4 + 4).collect::<Vec<_>>()
+    );
     // Fewer tokens than a page match nothing.
     assert_eq!(tree.match_prefix(&[1, 2, 3]).len, 0);
     // A prefix ending mid-page matches only the whole pages before it.
@@ -184,14 +217,28 @@ fn pinned_paths_go_last_until_they_expire() {
     let c = run(&mut tree, &mut alloc, &[3]);
     assert!(tree.pin(a.node, t0 + Duration::from_secs(10)));
     // a is the least recently used, but pinned: b goes first.
-    assert_eq!(tree.evict_at(1, &mut alloc, t0, Default::default()), b.pages);
+    assert_eq!(
+        tree.evict_at(1, &mut alloc, t0, Default::default()),
+        b.pages
+    );
     // When nothing unpinned is left, the pin yields.
-    assert_eq!(tree.evict_at(2, &mut alloc, t0, Default::default()), vec![c.pages[0], a.pages[0]]);
+    assert_eq!(
+        tree.evict_at(2, &mut alloc, t0, Default::default()),
+        vec![c.pages[0], a.pages[0]]
+    );
     // Expired pins are plain LRU again.
     let d = run(&mut tree, &mut alloc, &[4]);
     let e = run(&mut tree, &mut alloc, &[5]);
     assert!(tree.pin(d.node, t0 + Duration::from_secs(1)));
-    assert_eq!(tree.evict_at(1, &mut alloc, t0 + Duration::from_secs(2), Default::default()), d.pages);
+    assert_eq!(
+        tree.evict_at(
+            1,
+            &mut alloc,
+            t0 + Duration::from_secs(2),
+            Default::default()
+        ),
+        d.pages
+    );
     assert!(!tree.pin(d.node, t0), "evicted node: pin reports it");
     assert!(tree.unpin(e.node));
 }
@@ -220,7 +267,11 @@ fn eviction_takes_plain_then_deferred_then_pinned_then_fresh_paths_needed_last_f
     let (mut tree, mut alloc, [plain, pinned, fresh0, fresh1, deferred], paths) = five_kinds(t0);
     // Fresh requests: paths[2] is admitted before paths[3]; then the deferred one.
     let seqs: Vec<&[u32]> = vec![&paths[2][..], &paths[3][..], &paths[4][..]];
-    let wanted = Wanted { seqs: &seqs, fresh: 2, spare_fresh: false };
+    let wanted = Wanted {
+        seqs: &seqs,
+        fresh: 2,
+        spare_fresh: false,
+    };
     let mut order = Vec::new();
     for _ in 0..5 {
         let mut freed = tree.evict_at(2, &mut alloc, t0, wanted);
@@ -232,7 +283,16 @@ fn eviction_takes_plain_then_deferred_then_pinned_then_fresh_paths_needed_last_f
         v.sort();
         v
     };
-    assert_eq!(order, vec![sorted(plain), sorted(deferred), sorted(pinned), sorted(fresh1), sorted(fresh0)]);
+    assert_eq!(
+        order,
+        vec![
+            sorted(plain),
+            sorted(deferred),
+            sorted(pinned),
+            sorted(fresh1),
+            sorted(fresh0)
+        ]
+    );
     // Then the shared root page, which every wanted path runs through.
     assert_eq!(tree.stats().cached_tokens, 1);
 }
@@ -242,7 +302,11 @@ fn sparing_fresh_paths_leaves_them_whole() {
     let t0 = Instant::now();
     let (mut tree, mut alloc, [_, _, fresh0, fresh1, _], paths) = five_kinds(t0);
     let seqs: Vec<&[u32]> = vec![&paths[2][..], &paths[3][..], &paths[4][..]];
-    let wanted = Wanted { seqs: &seqs, fresh: 2, spare_fresh: true };
+    let wanted = Wanted {
+        seqs: &seqs,
+        fresh: 2,
+        spare_fresh: true,
+    };
     // Plain, deferred and pinned leaves: six pages, and nothing more comes out.
     assert_eq!(tree.evict_at(16, &mut alloc, t0, wanted).len(), 6);
     assert_eq!(tree.cached_prefix_len(&paths[2][..]), 3);
@@ -258,9 +322,15 @@ fn evictable_pages_sparing_counts_what_is_left_to_take() {
     assert_eq!(tree.evictable_pages_sparing(&[], false), 11);
     // The root page lies on every spared path.
     assert_eq!(tree.evictable_pages_sparing(&[&paths[2][..]], false), 8);
-    assert_eq!(tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], false), 6);
+    assert_eq!(
+        tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], false),
+        6
+    );
     // And the pinned leaf too.
-    assert_eq!(tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], true), 4);
+    assert_eq!(
+        tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], true),
+        4
+    );
     assert_eq!(tree.evictable_pages_sparing(&[], true), 8);
 }
 

@@ -5,7 +5,10 @@ use super::RadixTree;
 impl RadixTree {
     /// Every page the tree holds, in no particular order.
     pub fn pages(&self) -> Vec<u32> {
-        self.arena.iter().flat_map(|(_, n)| n.pages.iter().copied()).collect()
+        self.arena
+            .iter()
+            .flat_map(|(_, n)| n.pages.iter().copied())
+            .collect()
     }
 
     /// Checks the tree's structural invariants and counters; `Err` says what is broken.
@@ -23,10 +26,16 @@ impl RadixTree {
                     return Err("root holds tokens or has a parent".into());
                 }
             } else if n.tokens.is_empty() || n.tokens.len() != n.pages.len() * ps {
-                return Err(format!("node {idx}: {} tokens for {} pages", n.tokens.len(), n.pages.len()));
+                return Err(format!(
+                    "node {idx}: {} tokens for {} pages",
+                    n.tokens.len(),
+                    n.pages.len()
+                ));
             }
             for &p in &n.pages {
-                let seen = seen_page.get_mut(p as usize).ok_or(format!("page {p} out of range"))?;
+                let seen = seen_page
+                    .get_mut(p as usize)
+                    .ok_or(format!("page {p} out of range"))?;
                 if std::mem::replace(seen, true) {
                     return Err(format!("page {p} held twice"));
                 }
@@ -48,7 +57,10 @@ impl RadixTree {
                 stack.push(c);
             }
             if n.lock_ref < child_locks {
-                return Err(format!("node {idx}: lock_ref {} < children's {child_locks}", n.lock_ref));
+                return Err(format!(
+                    "node {idx}: lock_ref {} < children's {child_locks}",
+                    n.lock_ref
+                ));
             }
         }
         if reachable != self.arena.len() {

@@ -46,7 +46,10 @@ pub fn max(xs: &[f32]) -> f32 {
             *a = if x > *a { x } else { *a };
         }
     }
-    tail.iter().chain(&acc).copied().fold(f32::NEG_INFINITY, f32::max)
+    tail.iter()
+        .chain(&acc)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Σ xs in f64 lanes: exact enough for 262k terms, and a single serial f64 chain
@@ -73,7 +76,11 @@ pub fn sum_at_least(xs: &[f32], floor: f32) -> f64 {
             *a += f64::from(if x >= floor { x } else { 0.0 });
         }
     }
-    tail.iter().filter(|&&x| x >= floor).map(|&x| f64::from(x)).sum::<f64>() + acc.iter().sum::<f64>()
+    tail.iter()
+        .filter(|&&x| x >= floor)
+        .map(|&x| f64::from(x))
+        .sum::<f64>()
+        + acc.iter().sum::<f64>()
 }
 
 /// out[i] = e^((xs[i] - max) · inv_t): each token's weight relative to the top one

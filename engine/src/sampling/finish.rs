@@ -33,7 +33,9 @@ impl StopReason {
     pub fn finish_reason(&self) -> FinishReason {
         match self {
             StopReason::Length => FinishReason::Length,
-            StopReason::Eos | StopReason::StopToken(_) | StopReason::StopString(_) => FinishReason::Stop,
+            StopReason::Eos | StopReason::StopToken(_) | StopReason::StopString(_) => {
+                FinishReason::Stop
+            }
         }
     }
 }
@@ -51,7 +53,11 @@ mod tests {
     #[test]
     fn only_length_reports_length() {
         assert_eq!(StopReason::Length.finish_reason().as_openai_str(), "length");
-        for r in [StopReason::Eos, StopReason::StopToken(3), StopReason::StopString("x".into())] {
+        for r in [
+            StopReason::Eos,
+            StopReason::StopToken(3),
+            StopReason::StopString("x".into()),
+        ] {
             assert_eq!(FinishReason::from(&r).as_openai_str(), "stop");
         }
     }

@@ -40,14 +40,19 @@ pub fn top_k_logits(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 
 /// The top `k` tokens of a raw logits row with their log-probabilities, best first.
 pub fn top_logprobs(logits: &[f32], k: usize, lse: f32) -> Vec<(u32, f32)> {
-    top_k_logits(logits, k).into_iter().map(|(id, l)| (id, logprob(l, lse))).collect()
+    top_k_logits(logits, k)
+        .into_iter()
+        .map(|(id, l)| (id, logprob(l, lse)))
+        .collect()
 }
 
 /// Log-probability of `token` and the `top_k` most likely tokens of one raw logits row
 /// (prompt logprobs, teacher-forced scoring). An out-of-range `token` gets `-inf`.
 pub fn logprobs_of(logits: &[f32], token: u32, top_k: usize) -> (f32, Vec<(u32, f32)>) {
     let lse = log_sum_exp(logits);
-    let lp = logits.get(token as usize).map_or(f32::NEG_INFINITY, |&l| logprob(l, lse));
+    let lp = logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |&l| logprob(l, lse));
     (lp, top_logprobs(logits, top_k, lse))
 }
 
@@ -62,7 +67,11 @@ mod tests {
         // probabilities 1/4, 2/4, 0, 1/4
         let (lp, top) = logprobs_of(&logits, 1, 3);
         assert!((lp - 0.5f32.ln()).abs() < 1e-6);
-        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 0, 3], "ties go to the lower id");
+        assert_eq!(
+            top.iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![1, 0, 3],
+            "ties go to the lower id"
+        );
         assert!((top[1].1 - 0.25f32.ln()).abs() < 1e-6);
         assert_eq!(logprobs_of(&logits, 2, 0), (f32::NEG_INFINITY, vec![]));
         assert_eq!(logprobs_of(&logits, 9, 0).0, f32::NEG_INFINITY);

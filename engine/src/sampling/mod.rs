@@ -27,7 +27,9 @@ mod stop_props;
 pub use finish::{FinishReason, StopReason};
 pub use history::TokenHistory;
 pub use logprobs::{log_sum_exp, logprobs_of, top_k_logits};
-pub use params::{ParamError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_TEMPERATURE};
+pub use params::{
+    ParamError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_TEMPERATURE,
+};
 pub use penalties::apply_penalties;
 pub use rng::SeqRng;
 pub use sampler::{argmax, Sampled, Sampler};

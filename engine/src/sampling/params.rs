@@ -89,19 +89,38 @@ impl Default for SamplingParams {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParamError {
     #[error("`{field}` must be {expected}, got {got}")]
-    OutOfRange { field: &'static str, expected: &'static str, got: String },
+    OutOfRange {
+        field: &'static str,
+        expected: &'static str,
+        got: String,
+    },
     #[error("`{field}` contains token id {token}, but the vocabulary has {vocab_size} tokens")]
-    TokenOutOfVocab { field: &'static str, token: u32, vocab_size: usize },
+    TokenOutOfVocab {
+        field: &'static str,
+        token: u32,
+        vocab_size: usize,
+    },
 }
 
-fn out_of_range(field: &'static str, expected: &'static str, got: impl std::fmt::Debug) -> ParamError {
-    ParamError::OutOfRange { field, expected, got: format!("{got:?}") }
+fn out_of_range(
+    field: &'static str,
+    expected: &'static str,
+    got: impl std::fmt::Debug,
+) -> ParamError {
+    ParamError::OutOfRange {
+        field,
+        expected,
+        got: format!("{got:?}"),
+    }
 }
 
 impl SamplingParams {
     /// Greedy decoding with everything else at its default.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     /// Whether the next token is the argmax (no randomness is drawn).
@@ -124,14 +143,26 @@ impl SamplingParams {
             return Err(out_of_range("min_p", "in [0, 1]", self.min_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return Err(out_of_range("repetition_penalty", "finite and > 0", self.repetition_penalty));
+            return Err(out_of_range(
+                "repetition_penalty",
+                "finite and > 0",
+                self.repetition_penalty,
+            ));
         }
         let openai = -MAX_OPENAI_PENALTY..=MAX_OPENAI_PENALTY;
         if !openai.contains(&self.presence_penalty) {
-            return Err(out_of_range("presence_penalty", "in [-2, 2]", self.presence_penalty));
+            return Err(out_of_range(
+                "presence_penalty",
+                "in [-2, 2]",
+                self.presence_penalty,
+            ));
         }
         if !openai.contains(&self.frequency_penalty) {
-            return Err(out_of_range("frequency_penalty", "in [-2, 2]", self.frequency_penalty));
+            return Err(out_of_range(
+                "frequency_penalty",
+                "in [-2, 2]",
+                self.frequency_penalty,
+            ));
         }
         let bias = -MAX_LOGIT_BIAS..=MAX_LOGIT_BIAS;
         if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| !bias.contains(*b)) {
@@ -151,12 +182,26 @@ impl SamplingParams {
 
     /// Checks that every token id the request names exists in the model's vocabulary.
     pub fn validate_vocab(&self, vocab_size: usize) -> Result<(), ParamError> {
-        fn check(field: &'static str, mut ids: impl Iterator<Item = u32>, vocab_size: usize) -> Result<(), ParamError> {
+        fn check(
+            field: &'static str,
+            mut ids: impl Iterator<Item = u32>,
+            vocab_size: usize,
+        ) -> Result<(), ParamError> {
             ids.find(|&t| t as usize >= vocab_size)
-                .map_or(Ok(()), |token| Err(ParamError::TokenOutOfVocab { field, token, vocab_size }))
+                .map_or(Ok(()), |token| {
+                    Err(ParamError::TokenOutOfVocab {
+                        field,
+                        token,
+                        vocab_size,
+                    })
+                })
         }
         check("logit_bias", self.logit_bias.keys().copied(), vocab_size)?;
-        check("stop_token_ids", self.stop_token_ids.iter().copied(), vocab_size)
+        check(
+            "stop_token_ids",
+            self.stop_token_ids.iter().copied(),
+            vocab_size,
+        )
     }
 }
 
@@ -246,7 +291,10 @@ mod tests {
 
     #[test]
     fn nulls_mean_defaults_and_unknown_fields_are_ignored() {
-        let p = parse(r#"{"temperature": null, "top_p": null, "stop": null, "model": "x", "messages": []}"#).unwrap();
+        let p = parse(
+            r#"{"temperature": null, "top_p": null, "stop": null, "model": "x", "messages": []}"#,
+        )
+        .unwrap();
         assert_eq!(p, SamplingParams::default());
     }
 
@@ -262,7 +310,10 @@ mod tests {
         assert_eq!(p.top_k, 0);
         assert_eq!(p.stop, vec!["END".to_string()]);
         assert_eq!(p.logit_bias.get(&50256), Some(&-100.0));
-        assert_eq!((p.max_tokens, p.seed, p.logprobs), (Some(7), Some(42), Some(3)));
+        assert_eq!(
+            (p.max_tokens, p.seed, p.logprobs),
+            (Some(7), Some(42), Some(3))
+        );
         let p = parse(r#"{"stop": ["a", "b"], "top_k": 5}"#).unwrap();
         assert_eq!(p.stop, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(p.top_k, 5);
@@ -272,21 +323,111 @@ mod tests {
     #[test]
     fn out_of_range_values_are_rejected_with_the_field_name() {
         let cases: Vec<(&str, SamplingParams)> = vec![
-            ("temperature", SamplingParams { temperature: -0.1, ..Default::default() }),
-            ("temperature", SamplingParams { temperature: 2.01, ..Default::default() }),
-            ("temperature", SamplingParams { temperature: f32::NAN, ..Default::default() }),
-            ("top_p", SamplingParams { top_p: 0.0, ..Default::default() }),
-            ("top_p", SamplingParams { top_p: 1.5, ..Default::default() }),
-            ("min_p", SamplingParams { min_p: -0.5, ..Default::default() }),
-            ("min_p", SamplingParams { min_p: 1.01, ..Default::default() }),
-            ("repetition_penalty", SamplingParams { repetition_penalty: 0.0, ..Default::default() }),
-            ("presence_penalty", SamplingParams { presence_penalty: 2.5, ..Default::default() }),
-            ("frequency_penalty", SamplingParams { frequency_penalty: -3.0, ..Default::default() }),
-            ("logit_bias", SamplingParams { logit_bias: [(3, 101.0)].into(), ..Default::default() }),
-            ("max_tokens", SamplingParams { max_tokens: Some(0), ..Default::default() }),
-            ("stop", SamplingParams { stop: vec![String::new()], ..Default::default() }),
-            ("logprobs", SamplingParams { logprobs: Some(21), ..Default::default() }),
-            ("n", SamplingParams { n: 0, ..Default::default() }),
+            (
+                "temperature",
+                SamplingParams {
+                    temperature: -0.1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "temperature",
+                SamplingParams {
+                    temperature: 2.01,
+                    ..Default::default()
+                },
+            ),
+            (
+                "temperature",
+                SamplingParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+            ),
+            (
+                "top_p",
+                SamplingParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "top_p",
+                SamplingParams {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+            ),
+            (
+                "min_p",
+                SamplingParams {
+                    min_p: -0.5,
+                    ..Default::default()
+                },
+            ),
+            (
+                "min_p",
+                SamplingParams {
+                    min_p: 1.01,
+                    ..Default::default()
+                },
+            ),
+            (
+                "repetition_penalty",
+                SamplingParams {
+                    repetition_penalty: 0.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "presence_penalty",
+                SamplingParams {
+                    presence_penalty: 2.5,
+                    ..Default::default()
+                },
+            ),
+            (
+                "frequency_penalty",
+                SamplingParams {
+                    frequency_penalty: -3.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "logit_bias",
+                SamplingParams {
+                    logit_bias: [(3, 101.0)].into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_tokens",
+                SamplingParams {
+                    max_tokens: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "stop",
+                SamplingParams {
+                    stop: vec![String::new()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "logprobs",
+                SamplingParams {
+                    logprobs: Some(21),
+                    ..Default::default()
+                },
+            ),
+            (
+                "n",
+                SamplingParams {
+                    n: 0,
+                    ..Default::default()
+                },
+            ),
         ];
         for (field, p) in cases {
             match p.validate() {
@@ -308,13 +449,29 @@ mod tests {
 
     #[test]
     fn token_ids_are_checked_against_the_vocabulary() {
-        let p = SamplingParams { stop_token_ids: vec![5, 10], ..Default::default() };
+        let p = SamplingParams {
+            stop_token_ids: vec![5, 10],
+            ..Default::default()
+        };
         assert_eq!(p.validate_vocab(11), Ok(()));
         assert_eq!(
             p.validate_vocab(10),
-            Err(ParamError::TokenOutOfVocab { field: "stop_token_ids", token: 10, vocab_size: 10 })
+            Err(ParamError::TokenOutOfVocab {
+                field: "stop_token_ids",
+                token: 10,
+                vocab_size: 10
+            })
         );
-        let p = SamplingParams { logit_bias: [(99, 1.0)].into(), ..Default::default() };
-        assert!(matches!(p.validate_vocab(50), Err(ParamError::TokenOutOfVocab { field: "logit_bias", .. })));
+        let p = SamplingParams {
+            logit_bias: [(99, 1.0)].into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            p.validate_vocab(50),
+            Err(ParamError::TokenOutOfVocab {
+                field: "logit_bias",
+                ..
+            })
+        ));
     }
 }

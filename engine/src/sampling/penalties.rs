@@ -49,7 +49,12 @@ pub fn original(saved: &[(u32, f32)], token: u32) -> Option<f32> {
 mod tests {
     use super::*;
 
-    fn run(params: &SamplingParams, logits: &[f32], prompt: &[u32], output: &[u32]) -> (Vec<f32>, Vec<(u32, f32)>) {
+    fn run(
+        params: &SamplingParams,
+        logits: &[f32],
+        prompt: &[u32],
+        output: &[u32],
+    ) -> (Vec<f32>, Vec<(u32, f32)>) {
         let mut h = TokenHistory::new(prompt);
         output.iter().for_each(|&t| h.push(t));
         let mut l = logits.to_vec();
@@ -68,22 +73,36 @@ mod tests {
 
     #[test]
     fn logit_bias_adds_to_named_tokens_and_ignores_out_of_vocab() {
-        let p = SamplingParams { logit_bias: [(1, 5.0), (3, -100.0), (99, 7.0)].into(), ..Default::default() };
+        let p = SamplingParams {
+            logit_bias: [(1, 5.0), (3, -100.0), (99, 7.0)].into(),
+            ..Default::default()
+        };
         let (l, _) = run(&p, &[1.0, 1.0, 1.0, 1.0], &[], &[]);
         assert_eq!(l, vec![1.0, 6.0, 1.0, -99.0]);
     }
 
     #[test]
     fn repetition_penalty_hits_prompt_and_output_tokens_by_sign() {
-        let p = SamplingParams { repetition_penalty: 2.0, ..Default::default() };
+        let p = SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
         // token 0 in prompt (positive), 1 in output (negative), 2 unseen, 3 seen twice.
         let (l, _) = run(&p, &[4.0, -1.0, 4.0, 6.0], &[0, 3], &[1, 3]);
-        assert_eq!(l, vec![2.0, -2.0, 4.0, 3.0], "each seen token penalised once");
+        assert_eq!(
+            l,
+            vec![2.0, -2.0, 4.0, 3.0],
+            "each seen token penalised once"
+        );
     }
 
     #[test]
     fn presence_and_frequency_hit_output_tokens_only() {
-        let p = SamplingParams { presence_penalty: 0.5, frequency_penalty: 0.25, ..Default::default() };
+        let p = SamplingParams {
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            ..Default::default()
+        };
         // token 0 only in the prompt; token 1 generated 3 times; token 2 once.
         let (l, _) = run(&p, &[1.0, 1.0, 1.0, 1.0], &[0], &[1, 2, 1, 1]);
         assert_eq!(l, vec![1.0, 1.0 - 0.75 - 0.5, 1.0 - 0.25 - 0.5, 1.0]);

@@ -87,7 +87,12 @@ impl Sampler {
 
     /// [`Self::sample`] with `restrict` applied to the row first (a constraint's mask):
     /// after logprobs are read, so they still describe the model.
-    pub fn sample_with(&mut self, logits: &mut [f32], history: &TokenHistory, restrict: impl FnOnce(&mut [f32])) -> Sampled {
+    pub fn sample_with(
+        &mut self,
+        logits: &mut [f32],
+        history: &TokenHistory,
+        restrict: impl FnOnce(&mut [f32]),
+    ) -> Sampled {
         // Logprobs describe the model, so they are read before anything is changed.
         let raw = self.params.logprobs.map(|k| {
             let lse = log_sum_exp(logits);
@@ -98,7 +103,11 @@ impl Sampler {
         self.saved.clear();
         apply_penalties(&self.params, logits, history, &mut self.saved);
 
-        let token = if self.params.is_greedy() { argmax(logits) } else { self.draw(logits) };
+        let token = if self.params.is_greedy() {
+            argmax(logits)
+        } else {
+            self.draw(logits)
+        };
 
         let (logprob, top_logprobs) = match raw {
             Some((lse, top)) => {
@@ -107,7 +116,11 @@ impl Sampler {
             }
             None => (None, Vec::new()),
         };
-        Sampled { token, logprob, top_logprobs }
+        Sampled {
+            token,
+            logprob,
+            top_logprobs,
+        }
     }
 
     fn draw(&mut self, logits: &[f32]) -> u32 {
@@ -119,7 +132,9 @@ impl Sampler {
         }
         if max == f32::INFINITY {
             // Infinitely likely tokens: those alone, equally likely.
-            let tops: Vec<u32> = (0..logits.len() as u32).filter(|&i| logits[i as usize] == max).collect();
+            let tops: Vec<u32> = (0..logits.len() as u32)
+                .filter(|&i| logits[i as usize] == max)
+                .collect();
             return tops[((u * tops.len() as f64) as usize).min(tops.len() - 1)];
         }
         let t = p.temperature;

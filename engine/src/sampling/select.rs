@@ -64,8 +64,14 @@ mod tests {
     #[test]
     fn ties_floor_and_nan() {
         let v = [1.0, 3.0, f32::NAN, 3.0, 0.5, 2.0];
-        assert_eq!(top_k(&v, 3, f32::NEG_INFINITY), vec![(1, 3.0), (3, 3.0), (5, 2.0)]);
-        assert_eq!(top_k(&v, 10, 1.0), vec![(1, 3.0), (3, 3.0), (5, 2.0), (0, 1.0)]);
+        assert_eq!(
+            top_k(&v, 3, f32::NEG_INFINITY),
+            vec![(1, 3.0), (3, 3.0), (5, 2.0)]
+        );
+        assert_eq!(
+            top_k(&v, 10, 1.0),
+            vec![(1, 3.0), (3, 3.0), (5, 2.0), (0, 1.0)]
+        );
         assert!(top_k(&v, 0, 0.0).is_empty());
     }
 

@@ -41,7 +41,12 @@ impl StopChecker {
     /// `eos_token_ids` come from the model; `max_tokens` from the request (the engine
     /// may lower it to fit the context before building the checker).
     pub fn new(params: &SamplingParams, eos_token_ids: &[u32]) -> Self {
-        let stop_strings: Vec<String> = params.stop.iter().filter(|s| !s.is_empty()).cloned().collect();
+        let stop_strings: Vec<String> = params
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
         Self {
             max_stop_len: stop_strings.iter().map(String::len).max().unwrap_or(0),
             stop_strings,
@@ -60,7 +65,10 @@ impl StopChecker {
     /// Feeds one generated token and the text it decoded to.
     pub fn push(&mut self, token: u32, delta: &str) -> StopStep {
         if let Some(reason) = &self.stopped {
-            return StopStep { text: String::new(), stop: Some(reason.clone()) };
+            return StopStep {
+                text: String::new(),
+                stop: Some(reason.clone()),
+            };
         }
         self.generated += 1;
         // EOS and stop tokens end the text without their own (special-token) text.
@@ -89,12 +97,18 @@ impl StopChecker {
     /// context), releasing held-back text: it can no longer become a stop string.
     pub fn force_stop(&mut self, reason: StopReason) -> StopStep {
         if let Some(r) = &self.stopped {
-            return StopStep { text: String::new(), stop: Some(r.clone()) };
+            return StopStep {
+                text: String::new(),
+                stop: Some(r.clone()),
+            };
         }
         let text = std::mem::take(&mut self.pending);
         self.text.push_str(&text);
         self.stopped = Some(reason.clone());
-        StopStep { text, stop: Some(reason) }
+        StopStep {
+            text,
+            stop: Some(reason),
+        }
     }
 
     /// All text emitted so far; after the stop, the response's full text.
@@ -118,7 +132,11 @@ impl StopChecker {
         self.stop_strings
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| self.pending.find(s.as_str()).map(|start| (start, start + s.len(), i)))
+            .filter_map(|(i, s)| {
+                self.pending
+                    .find(s.as_str())
+                    .map(|start| (start, start + s.len(), i))
+            })
             .min_by_key(|&(start, end, _)| (end, start))
     }
 
@@ -131,7 +149,9 @@ impl StopChecker {
             .filter(|&i| self.pending.is_char_boundary(i))
             .find(|&i| {
                 let tail = &self.pending.as_bytes()[i..];
-                self.stop_strings.iter().any(|s| s.len() > tail.len() && s.as_bytes().starts_with(tail))
+                self.stop_strings
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.as_bytes().starts_with(tail))
             })
             .unwrap_or(len)
     }
@@ -185,8 +205,11 @@ mod tests {
 
     #[test]
     fn include_stop_str_keeps_the_match_and_nothing_after() {
-        let params =
-            SamplingParams { stop: vec!["END".into()], include_stop_str_in_output: true, ..Default::default() };
+        let params = SamplingParams {
+            stop: vec!["END".into()],
+            include_stop_str_in_output: true,
+            ..Default::default()
+        };
         let mut c = StopChecker::new(&params, &[]);
         let (out, _) = feed(&mut c, &["xEN", "Dy"]);
         assert_eq!(out.concat(), "xEND");
@@ -234,7 +257,13 @@ mod tests {
         let mut c = checker(&["END"], None);
         assert_eq!(c.push(100, "xE").text, "x");
         let step = c.push(2, "</s>");
-        assert_eq!(step, StopStep { text: "E".into(), stop: Some(StopReason::Eos) });
+        assert_eq!(
+            step,
+            StopStep {
+                text: "E".into(),
+                stop: Some(StopReason::Eos)
+            }
+        );
         assert_eq!(c.text(), "xE");
         // After the stop nothing more comes out.
         assert_eq!(c.push(100, "more").text, "");
@@ -247,7 +276,11 @@ mod tests {
 
     #[test]
     fn ignore_eos_keeps_going() {
-        let params = SamplingParams { ignore_eos: true, max_tokens: Some(3), ..Default::default() };
+        let params = SamplingParams {
+            ignore_eos: true,
+            max_tokens: Some(3),
+            ..Default::default()
+        };
         let mut c = StopChecker::new(&params, &[2]);
         assert_eq!(c.push(2, "").stop, None);
         assert_eq!(c.push(2, "").stop, None);
@@ -259,11 +292,20 @@ mod tests {
         let mut c = checker(&["END"], Some(2));
         assert_eq!(c.push(100, "a").stop, None);
         let step = c.push(100, "EN");
-        assert_eq!(step, StopStep { text: "EN".into(), stop: Some(StopReason::Length) });
+        assert_eq!(
+            step,
+            StopStep {
+                text: "EN".into(),
+                stop: Some(StopReason::Length)
+            }
+        );
         // A stop string completed by the last allowed token is reported as such.
         let mut c = checker(&["END"], Some(2));
         c.push(100, "EN");
-        assert_eq!(c.push(100, "D").stop, Some(StopReason::StopString("END".into())));
+        assert_eq!(
+            c.push(100, "D").stop,
+            Some(StopReason::StopString("END".into()))
+        );
     }
 
     #[test]

@@ -15,8 +15,16 @@ fn oracle(
     include: bool,
     max: Option<usize>,
 ) -> (String, Option<StopReason>) {
-    let fed = tokens.iter().position(|t| t.0 == EOS).map_or(tokens.len(), |i| i + 1).min(max.unwrap_or(usize::MAX));
-    let full: String = tokens[..fed].iter().filter(|t| t.0 != EOS).map(|t| t.1.as_str()).collect();
+    let fed = tokens
+        .iter()
+        .position(|t| t.0 == EOS)
+        .map_or(tokens.len(), |i| i + 1)
+        .min(max.unwrap_or(usize::MAX));
+    let full: String = tokens[..fed]
+        .iter()
+        .filter(|t| t.0 != EOS)
+        .map(|t| t.1.as_str())
+        .collect();
     // The stop string whose end comes first; the longer one on a tie.
     let best = stops
         .iter()
@@ -24,7 +32,10 @@ fn oracle(
         .min_by_key(|&(end, start, _)| (end, start));
     if let Some((end, start, s)) = best {
         let cut = if include { end } else { start };
-        return (full[..cut].to_string(), Some(StopReason::StopString(s.clone())));
+        return (
+            full[..cut].to_string(),
+            Some(StopReason::StopString(s.clone())),
+        );
     }
     let reason = if fed > 0 && tokens[fed - 1].0 == EOS {
         Some(StopReason::Eos)

@@ -17,13 +17,30 @@ pub type Cand = (u32, f32);
 
 /// The survivors of min_p (0 = off) and top_k (0 = off) with their weights, in no
 /// useful order; returns their total weight. `max` is the row's (finite) top logit.
-pub fn head_candidates(logits: &[f32], max: f32, t: f32, min_p: f32, top_k: usize, out: &mut Vec<Cand>) -> f64 {
+pub fn head_candidates(
+    logits: &[f32],
+    max: f32,
+    t: f32,
+    min_p: f32,
+    top_k: usize,
+    out: &mut Vec<Cand>,
+) -> f64 {
     out.clear();
-    let floor = if min_p > 0.0 { max + t * min_p.ln() } else { f32::NEG_INFINITY };
+    let floor = if min_p > 0.0 {
+        max + t * min_p.ln()
+    } else {
+        f32::NEG_INFINITY
+    };
     if top_k > 0 && top_k < logits.len() {
         out.extend(select::top_k(logits, top_k, floor));
     } else {
-        out.extend(logits.iter().enumerate().filter(|(_, &l)| l >= floor).map(|(i, &l)| (i as u32, l)));
+        out.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l >= floor)
+                .map(|(i, &l)| (i as u32, l)),
+        );
     }
     let inv_t = 1.0 / t;
     for c in out.iter_mut() {
@@ -47,7 +64,12 @@ pub fn nucleus_candidates(w: &[f32], top_p: f32, out: &mut Vec<Cand>) -> f64 {
         .into_iter()
         .find(|&tau| fastmath::sum_at_least(w, tau) >= target)
         .unwrap_or(f32::from_bits(1)); // smallest positive: weight 0 is never drawn
-    out.extend(w.iter().enumerate().filter(|(_, &x)| x >= tau).map(|(i, &x)| (i as u32, x)));
+    out.extend(
+        w.iter()
+            .enumerate()
+            .filter(|(_, &x)| x >= tau)
+            .map(|(i, &x)| (i as u32, x)),
+    );
     total
 }
 
@@ -143,7 +165,10 @@ mod tests {
     #[test]
     fn min_p_and_top_k_filter_by_logit_and_return_weights() {
         // weights 1, 1/2, 1/4, 1/8 at t = 1, and a -inf.
-        let logits: Vec<f32> = [1.0f32, 0.5, 0.25, 0.125, 0.0].iter().map(|w| w.ln()).collect();
+        let logits: Vec<f32> = [1.0f32, 0.5, 0.25, 0.125, 0.0]
+            .iter()
+            .map(|w| w.ln())
+            .collect();
         let mut out = Vec::new();
         let total = head_candidates(&logits, 0.0, 1.0, 0.3, 0, &mut out);
         assert_eq!(ids(&out), vec![0, 1]);
@@ -169,10 +194,17 @@ mod tests {
         w[20] = 0.5;
         let mut out = Vec::new();
         let total = nucleus_candidates(&w, 0.9, &mut out);
-        assert!((total - (1.5 + 998.0 * 1e-4)).abs() < 1e-6, "the total still counts every token");
+        assert!(
+            (total - (1.5 + 998.0 * 1e-4)).abs() < 1e-6,
+            "the total still counts every token"
+        );
         assert_eq!(ids(&out), vec![10, 20]);
         top_p(&mut out, 0.9, total);
-        assert_eq!(ids(&out), vec![10, 20], "mass before token 20 is 1.0 < 0.9 * 1.6");
+        assert_eq!(
+            ids(&out),
+            vec![10, 20],
+            "mass before token 20 is 1.0 < 0.9 * 1.6"
+        );
         // p = 0.99 reaches into the tail: nothing it reaches may have been dropped.
         let total = nucleus_candidates(&w, 0.99, &mut out);
         top_p(&mut out, 0.99, total);
@@ -197,7 +229,11 @@ mod tests {
         assert_eq!(ids(&c), vec![1, 3]);
         let mut c = make();
         top_p(&mut c, 0.8, 2.0);
-        assert_eq!(ids(&c), vec![0, 1, 3], "tie at the boundary (ids 0 and 2) goes to the lower id");
+        assert_eq!(
+            ids(&c),
+            vec![0, 1, 3],
+            "tie at the boundary (ids 0 and 2) goes to the lower id"
+        );
         let mut c = make();
         top_p(&mut c, 1.0, 2.0);
         assert_eq!(c.len(), 4);
@@ -214,7 +250,12 @@ mod tests {
         }
         // Geometric weights: a nucleus of a few hundred among 5000 distinct weights.
         let w: Vec<f32> = (0..5000).map(|i| 0.99f32.powi(i)).collect();
-        let mut c: Vec<Cand> = w.iter().enumerate().rev().map(|(i, &x)| (i as u32, x)).collect();
+        let mut c: Vec<Cand> = w
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, &x)| (i as u32, x))
+            .collect();
         let total: f64 = w.iter().map(|&x| f64::from(x)).sum();
         top_p(&mut c, 0.9, total);
         let (mut acc, mut want) = (0.0, 0);
@@ -227,11 +268,17 @@ mod tests {
 
     #[test]
     fn pick_row_finds_the_crossing_entry() {
-        let w: Vec<f32> = (0..3000).map(|i| if i % 7 == 0 { 1.0 } else { 0.0 }).collect();
+        let w: Vec<f32> = (0..3000)
+            .map(|i| if i % 7 == 0 { 1.0 } else { 0.0 })
+            .collect();
         // Entries 0, 7, 14, ... each hold one unit of mass.
         assert_eq!(pick_row(&w, 0.5), Some(0));
         assert_eq!(pick_row(&w, 200.5), Some(1400));
-        assert_eq!(pick_row(&w, 1e9), Some(2996), "past the end: the last entry with weight");
+        assert_eq!(
+            pick_row(&w, 1e9),
+            Some(2996),
+            "past the end: the last entry with weight"
+        );
         assert_eq!(pick_row(&[0.0; 4], 0.0), None);
     }
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use looptree_engine::sampling::{FinishReason, SamplingParams};
 use looptree_engine::testing::{reference_greedy, FakeDetokenizer, FakeModel};
-use looptree_engine::{Engine, EngineConfig, Event, EventSink, GenerationRequest, RequestId, TokenLogprob};
+use looptree_engine::{
+    Engine, EngineConfig, Event, EventSink, GenerationRequest, RequestId, TokenLogprob,
+};
 
 pub const VOCAB: usize = 32;
 pub const MAX_CTX: usize = 512;
@@ -16,7 +18,11 @@ pub const BYTES_PER_TOKEN: usize = 16;
 
 /// A pool of `slots` token slots in pages of `page_size`.
 pub fn config(slots: usize, page_size: usize) -> EngineConfig {
-    EngineConfig { kv_memory_bytes: slots * BYTES_PER_TOKEN, page_size, ..EngineConfig::default() }
+    EngineConfig {
+        kv_memory_bytes: slots * BYTES_PER_TOKEN,
+        page_size,
+        ..EngineConfig::default()
+    }
 }
 
 pub fn engine(cfg: EngineConfig) -> (Engine, Arc<FakeModel>) {
@@ -26,7 +32,10 @@ pub fn engine(cfg: EngineConfig) -> (Engine, Arc<FakeModel>) {
 }
 
 pub fn greedy(max_tokens: usize) -> SamplingParams {
-    SamplingParams { max_tokens: Some(max_tokens), ..SamplingParams::greedy() }
+    SamplingParams {
+        max_tokens: Some(max_tokens),
+        ..SamplingParams::greedy()
+    }
 }
 
 pub fn req(prompt: &[u32], params: SamplingParams) -> GenerationRequest {
@@ -55,7 +64,9 @@ pub fn sink() -> (Box<dyn EventSink>, Log) {
 
 /// A sink that records events and stops listening (returns false) at the event for
 /// which `stop` says so.
-pub fn sink_until(mut stop: impl FnMut(&Event) -> bool + Send + 'static) -> (Box<dyn EventSink>, Log) {
+pub fn sink_until(
+    mut stop: impl FnMut(&Event) -> bool + Send + 'static,
+) -> (Box<dyn EventSink>, Log) {
     let log: Log = Arc::default();
     let l = log.clone();
     (
@@ -70,7 +81,9 @@ pub fn sink_until(mut stop: impl FnMut(&Event) -> bool + Send + 'static) -> (Box
 
 pub fn submit(e: &mut Engine, prompt: &[u32], params: SamplingParams) -> (RequestId, Log) {
     let (s, log) = sink();
-    let id = e.add_request(req(prompt, params), s).expect("request accepted");
+    let id = e
+        .add_request(req(prompt, params), s)
+        .expect("request accepted");
     (id, log)
 }
 
@@ -104,20 +117,39 @@ pub fn outcome(log: &Log) -> Outcome {
     for ev in log.lock().unwrap().iter() {
         assert!(o.failed.is_none(), "event after Failed: {ev:?}");
         match ev.clone() {
-            Event::Prefilled { prompt_tokens, cached_tokens, prompt_logprobs } => {
+            Event::Prefilled {
+                prompt_tokens,
+                cached_tokens,
+                prompt_logprobs,
+            } => {
                 assert!(o.prefilled.is_none(), "Prefilled twice");
                 o.prefilled = Some((prompt_tokens, cached_tokens));
                 o.prompt_logprobs = prompt_logprobs;
             }
-            Event::Token { seq, token, text, .. } => {
+            Event::Token {
+                seq, token, text, ..
+            } => {
                 assert!(o.prefilled.is_some(), "token before Prefilled");
-                assert!(!o.finished.contains_key(&seq), "token of fork {seq} after it finished");
+                assert!(
+                    !o.finished.contains_key(&seq),
+                    "token of fork {seq} after it finished"
+                );
                 o.tokens.entry(seq).or_default().push(token);
                 o.text.entry(seq).or_default().push_str(&text);
             }
-            Event::Finished { seq, reason, completion_tokens, text } => {
+            Event::Finished {
+                seq,
+                reason,
+                completion_tokens,
+                text,
+            } => {
                 assert!(o.prefilled.is_some(), "Finished before Prefilled");
-                assert!(o.finished.insert(seq, (reason, completion_tokens)).is_none(), "fork {seq} finished twice");
+                assert!(
+                    o.finished
+                        .insert(seq, (reason, completion_tokens))
+                        .is_none(),
+                    "fork {seq} finished twice"
+                );
                 o.text.entry(seq).or_default().push_str(&text);
             }
             Event::Failed { message } => o.failed = Some(message),
@@ -131,10 +163,14 @@ pub fn outcome(log: &Log) -> Outcome {
 pub fn run(e: &mut Engine, max_steps: usize) -> usize {
     let mut steps = 0;
     while e.has_work() {
-        assert!(steps < max_steps, "engine still busy after {max_steps} steps");
+        assert!(
+            steps < max_steps,
+            "engine still busy after {max_steps} steps"
+        );
         e.step();
         steps += 1;
-        e.check_invariants().unwrap_or_else(|m| panic!("after step {steps}: {m}"));
+        e.check_invariants()
+            .unwrap_or_else(|m| panic!("after step {steps}: {m}"));
     }
     steps
 }
@@ -148,7 +184,10 @@ pub fn assert_clean(e: &Engine) {
     assert_eq!(t.locked_tokens, 0, "locks remain: {t:?}");
     assert_eq!(t.evictable_pages, t.cached_pages, "{t:?}");
     let c = e.counters().snapshot();
-    assert_eq!(c.pages_used as usize, t.cached_pages, "used pages that the tree does not hold: {c:?} {t:?}");
+    assert_eq!(
+        c.pages_used as usize, t.cached_pages,
+        "used pages that the tree does not hold: {c:?} {t:?}"
+    );
     assert_eq!((c.running, c.waiting), (0, 0));
 }
 

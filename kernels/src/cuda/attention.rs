@@ -34,13 +34,22 @@ impl PagedBatch {
         for s in seqs {
             meta.extend_from_slice(s.context_slots);
         }
-        Ok(Self { meta: dev.clone_htod(&meta)?, n_tokens })
+        Ok(Self {
+            meta: dev.clone_htod(&meta)?,
+            n_tokens,
+        })
     }
 
     /// `q`: `[n_tokens, n_heads, head_dim]` f32 (any of the batch's tokens, in batch
     /// order); `k_pool`, `v_pool`: `[num_slots, n_kv_heads * head_dim]`. Returns
     /// `[n_tokens, n_heads * head_dim]` f32.
-    pub fn attention(&self, q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, shape: &AttnShape) -> Result<Tensor> {
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k_pool: &Tensor,
+        v_pool: &Tensor,
+        shape: &AttnShape,
+    ) -> Result<Tensor> {
         let q = q.to_dtype(DType::F32)?.contiguous()?;
         q.apply_op3_no_bwd(k_pool, v_pool, &PagedAttention { batch: self, shape })
     }
@@ -58,7 +67,15 @@ impl CustomOp3 for PagedAttention<'_> {
         "looptree-paged-attention"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         candle_core::bail!("looptree-paged-attention runs on CUDA only; the CPU has cpu_attention")
     }
 
@@ -74,13 +91,18 @@ impl CustomOp3 for PagedAttention<'_> {
         let s = self.shape;
         let n = self.batch.n_tokens;
         if ql.shape().elem_count() != n * s.n_heads * s.head_dim {
-            candle_core::bail!("paged attention: q has {} values for {n} tokens", ql.shape().elem_count());
+            candle_core::bail!(
+                "paged attention: q has {} values for {n} tokens",
+                ql.shape().elem_count()
+            );
         }
         if s.head_dim > 256 || s.n_heads % s.n_kv_heads != 0 {
             candle_core::bail!("paged attention: unsupported head layout {s:?}");
         }
         if k.dtype() != v.dtype() || !kl.is_contiguous() || !vl.is_contiguous() {
-            candle_core::bail!("paged attention: K and V pools must be contiguous and of one dtype");
+            candle_core::bail!(
+                "paged attention: K and V pools must be contiguous and of one dtype"
+            );
         }
         let dev = q.device.clone();
         let out_len = n * s.n_heads * s.head_dim;
@@ -88,10 +110,19 @@ impl CustomOp3 for PagedAttention<'_> {
         let out = unsafe { dev.alloc::<f32>(out_len.max(1))? };
         if n > 0 {
             let qs = q.as_cuda_slice::<f32>()?.slice(ql.start_offset()..);
-            let func = function(&dev, &ATTENTION, &format!("paged_attention_{}", kv_suffix(k.dtype())?))?;
+            let func = function(
+                &dev,
+                &ATTENTION,
+                &format!("paged_attention_{}", kv_suffix(k.dtype())?),
+            )?;
             let stream = dev.cuda_stream();
             let mut b = stream.launch_builder(&func);
-            let (n_tokens, n_heads, n_kv, hd) = (n as i32, s.n_heads as i32, s.n_kv_heads as i32, s.head_dim as i32);
+            let (n_tokens, n_heads, n_kv, hd) = (
+                n as i32,
+                s.n_heads as i32,
+                s.n_kv_heads as i32,
+                s.head_dim as i32,
+            );
             let window = s.window.map_or(0, |w| w as i32);
             b.arg(&qs);
             macro_rules! pools {
@@ -99,7 +130,12 @@ impl CustomOp3 for PagedAttention<'_> {
                     let ks = k.as_cuda_slice::<$t>()?.slice(kl.start_offset()..);
                     let vs = v.as_cuda_slice::<$t>()?.slice(vl.start_offset()..);
                     b.arg(&ks).arg(&vs).arg(&self.batch.meta).arg(&out);
-                    b.arg(&n_tokens).arg(&n_heads).arg(&n_kv).arg(&hd).arg(&s.scale).arg(&window);
+                    b.arg(&n_tokens)
+                        .arg(&n_heads)
+                        .arg(&n_kv)
+                        .arg(&hd)
+                        .arg(&s.scale)
+                        .arg(&window);
                     // SAFETY: arguments match paged_attention's signature; slots index rows
                     // of these pools and positions index each sequence's own context.
                     unsafe { b.launch(config((n as u32, s.n_heads as u32, 1), 32 * WARPS)) }.w()?;
@@ -112,6 +148,9 @@ impl CustomOp3 for PagedAttention<'_> {
                 other => candle_core::bail!("paged attention: unsupported pool dtype {other:?}"),
             }
         }
-        Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((n, s.n_heads * s.head_dim))))
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev),
+            Shape::from((n, s.n_heads * s.head_dim)),
+        ))
     }
 }

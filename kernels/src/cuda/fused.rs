@@ -3,7 +3,9 @@
 use super::{config, function, FUSED};
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
 
 /// `silu(gate) * up` for f32 tensors of one shape.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -16,7 +18,11 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// `interleaved` rotates pairs (2i, 2i+1), otherwise (i, i + head_dim/2).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
     let x = x.to_dtype(DType::F32)?.contiguous()?;
-    x.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &Rope { interleaved })
+    x.apply_op3_no_bwd(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        &Rope { interleaved },
+    )
 }
 
 struct SiluMul;
@@ -25,10 +31,22 @@ impl CustomOp2 for SiluMul {
     fn name(&self) -> &'static str {
         "looptree-silu-mul"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         candle_core::bail!("looptree-silu-mul runs on CUDA only")
     }
-    fn cuda_fwd(&self, g: &CudaStorage, gl: &Layout, u: &CudaStorage, ul: &Layout) -> Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        g: &CudaStorage,
+        gl: &Layout,
+        u: &CudaStorage,
+        ul: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
         if gl.shape() != ul.shape() {
             candle_core::bail!("silu_mul: shapes differ {:?} {:?}", gl.shape(), ul.shape());
         }
@@ -59,7 +77,15 @@ impl CustomOp3 for Rope {
     fn name(&self) -> &'static str {
         "looptree-rope"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         candle_core::bail!("looptree-rope runs on CUDA only")
     }
     fn cuda_fwd(
@@ -73,7 +99,11 @@ impl CustomOp3 for Rope {
     ) -> Result<(CudaStorage, Shape)> {
         let (n, heads, hd) = xl.shape().dims3()?;
         if cl.shape().dims() != [n, hd / 2] || sl.shape().dims() != [n, hd / 2] || hd % 2 != 0 {
-            candle_core::bail!("rope: cos/sin {:?} do not fit x {:?}", cl.shape(), xl.shape());
+            candle_core::bail!(
+                "rope: cos/sin {:?} do not fit x {:?}",
+                cl.shape(),
+                xl.shape()
+            );
         }
         let dev = x.device.clone();
         let total = n * heads * hd;
@@ -87,7 +117,14 @@ impl CustomOp3 for Rope {
             let stream = dev.cuda_stream();
             let mut b = stream.launch_builder(&func);
             let (n32, h32, d32, il) = (n as i32, heads as i32, hd as i32, self.interleaved as i32);
-            b.arg(&xs).arg(&cs).arg(&ss).arg(&out).arg(&n32).arg(&h32).arg(&d32).arg(&il);
+            b.arg(&xs)
+                .arg(&cs)
+                .arg(&ss)
+                .arg(&out)
+                .arg(&n32)
+                .arg(&h32)
+                .arg(&d32)
+                .arg(&il);
             // SAFETY: arguments match rope_f32; one thread per rotated pair.
             unsafe { b.launch(config((super::blocks_for(total / 2, 256), 1, 1), 256)) }.w()?;
         }

@@ -1,9 +1,9 @@
 //! Writes new K/V rows into their pool slots in place (one launch per tensor).
 
 use super::{config, function, kv_suffix, KV_WRITE};
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, DType, InplaceOp2, Layout, Result, Tensor};
 
 /// Write positions of one step, uploaded once and shared by every layer's K and V.
@@ -14,7 +14,10 @@ pub struct WriteSlots {
 
 impl WriteSlots {
     pub fn new(dev: &candle_core::CudaDevice, slots: &[u32]) -> Result<Self> {
-        Ok(Self { slots: dev.clone_htod(slots)?, n: slots.len() })
+        Ok(Self {
+            slots: dev.clone_htod(slots)?,
+            n: slots.len(),
+        })
     }
 
     /// `pool[slots[i]] = rows[i]` for `pool` `[num_slots, row]` (f32/f16/bf16) and `rows`
@@ -26,7 +29,11 @@ impl WriteSlots {
         let rows = rows.to_dtype(DType::F32)?.contiguous()?;
         let row = pool.dim(1)?;
         if rows.elem_count() != self.n * row {
-            candle_core::bail!("kv write: {} values for {} slots of {row}", rows.elem_count(), self.n);
+            candle_core::bail!(
+                "kv write: {} values for {} slots of {row}",
+                rows.elem_count(),
+                self.n
+            );
         }
         pool.inplace_op2(&rows, self)
     }
@@ -38,10 +45,18 @@ impl InplaceOp2 for WriteSlots {
     }
 
     fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
-        candle_core::bail!("looptree-kv-write runs on CUDA only; the CPU pool is written by KvPool::write")
+        candle_core::bail!(
+            "looptree-kv-write runs on CUDA only; the CPU pool is written by KvPool::write"
+        )
     }
 
-    fn cuda_fwd(&self, pool: &mut CudaStorage, pl: &Layout, rows: &CudaStorage, rl: &Layout) -> Result<()> {
+    fn cuda_fwd(
+        &self,
+        pool: &mut CudaStorage,
+        pl: &Layout,
+        rows: &CudaStorage,
+        rl: &Layout,
+    ) -> Result<()> {
         if !pl.is_contiguous() || pl.start_offset() != 0 {
             candle_core::bail!("kv write: the pool must be contiguous");
         }

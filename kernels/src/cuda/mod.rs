@@ -14,18 +14,32 @@ struct Module {
     ptx: &'static str,
 }
 
-const ATTENTION: Module =
-    Module { name: "looptree_paged_attention", ptx: include_str!(concat!(env!("OUT_DIR"), "/paged_attention.ptx")) };
-const KV_WRITE: Module = Module { name: "looptree_kv_write", ptx: include_str!(concat!(env!("OUT_DIR"), "/kv_write.ptx")) };
-const FUSED: Module = Module { name: "looptree_fused", ptx: include_str!(concat!(env!("OUT_DIR"), "/fused.ptx")) };
+const ATTENTION: Module = Module {
+    name: "looptree_paged_attention",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/paged_attention.ptx")),
+};
+const KV_WRITE: Module = Module {
+    name: "looptree_kv_write",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/kv_write.ptx")),
+};
+const FUSED: Module = Module {
+    name: "looptree_fused",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/fused.ptx")),
+};
 
 /// The kernel `name` of `module`, loaded into the device's context on first use.
 fn function(dev: &CudaDevice, module: &Module, name: &str) -> Result<CudaFunction> {
-    Ok(dev.get_or_load_custom_func(name, module.name, module.ptx)?.into_cuda_function())
+    Ok(dev
+        .get_or_load_custom_func(name, module.name, module.ptx)?
+        .into_cuda_function())
 }
 
 fn config(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// Grid size for `n` elements at `block` threads each.

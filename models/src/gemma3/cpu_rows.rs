@@ -10,9 +10,9 @@
 //! bit-identical logits; `tests/tests/gemma3_rows_path.rs` checks it.
 
 use super::Gemma3;
-use crate::row_buffers::{add_into, rows};
 use crate::arch_config::RopeStyle;
 use crate::attend::AttentionStep;
+use crate::row_buffers::{add_into, rows};
 use candle_core::Result;
 use looptree_engine::{Batch, KvPool};
 use looptree_kernels::cpu_fused::{gelu_mul_rows, rms_norm_rows, rope_rows, with_f32};
@@ -60,14 +60,32 @@ impl Gemma3 {
         let write_slots = batch.write_slots();
 
         let Workspace {
-            x, normed, q, k, v, q_normed, k_normed, q_roped, k_roped, attn, proj, gate, up, mlp,
-            cos_global, sin_global, cos_local, sin_local,
+            x,
+            normed,
+            q,
+            k,
+            v,
+            q_normed,
+            k_normed,
+            q_roped,
+            k_roped,
+            attn,
+            proj,
+            gate,
+            up,
+            mlp,
+            cos_global,
+            sin_global,
+            cos_local,
+            sin_local,
         } = ws;
         let x = rows(x, n * hidden);
         // The embedding applies Gemma's sqrt(hidden) scale (see `Gemma3::load`).
         self.embed.rows_into(&batch.tokens, x)?;
-        self.rope_global.cos_sin_into(&batch.positions, cos_global, sin_global);
-        self.rope_local.cos_sin_into(&batch.positions, cos_local, sin_local);
+        self.rope_global
+            .cos_sin_into(&batch.positions, cos_global, sin_global);
+        self.rope_local
+            .cos_sin_into(&batch.positions, cos_local, sin_local);
         let normed = rows(normed, n * hidden);
         let (q, k, v) = (rows(q, n * q_dim), rows(k, n * kv_dim), rows(v, n * kv_dim));
         let (q_normed, k_normed) = (rows(q_normed, n * q_dim), rows(k_normed, n * kv_dim));
@@ -89,12 +107,30 @@ impl Gemma3 {
             layer.v.forward_rows(normed, n, v)?;
             with_f32(&layer.q_norm, |w| rms_norm_rows(q, w, eps, q_normed))?;
             with_f32(&layer.k_norm, |w| rms_norm_rows(k, w, eps, k_normed))?;
-            rope_rows(q_normed, q_dim, (n, a.num_heads, hd), cos, sin, interleaved, q_roped);
-            rope_rows(k_normed, kv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k_roped);
+            rope_rows(
+                q_normed,
+                q_dim,
+                (n, a.num_heads, hd),
+                cos,
+                sin,
+                interleaved,
+                q_roped,
+            );
+            rope_rows(
+                k_normed,
+                kv_dim,
+                (n, a.num_kv_heads, hd),
+                cos,
+                sin,
+                interleaved,
+                k_roped,
+            );
             kv.write_rows(l, &write_slots, (k_roped, kv_dim), (v, kv_dim))?;
             step.attend_rows(q_roped, kv, l, &shape, attn)?;
             layer.o.forward_rows(attn, n, proj)?;
-            with_f32(&layer.post_attn_norm, |w| rms_norm_rows(proj, w, eps, normed))?;
+            with_f32(&layer.post_attn_norm, |w| {
+                rms_norm_rows(proj, w, eps, normed)
+            })?;
             add_into(x, normed);
 
             with_f32(&layer.ffn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
@@ -102,7 +138,9 @@ impl Gemma3 {
             layer.up.forward_rows(normed, n, up)?;
             gelu_mul_rows((gate, ffn), (up, ffn), ffn, mlp);
             layer.down.forward_rows(mlp, n, proj)?;
-            with_f32(&layer.post_ffn_norm, |w| rms_norm_rows(proj, w, eps, normed))?;
+            with_f32(&layer.post_ffn_norm, |w| {
+                rms_norm_rows(proj, w, eps, normed)
+            })?;
             add_into(x, normed);
         }
 

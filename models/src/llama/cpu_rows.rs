@@ -10,9 +10,9 @@
 //! those without an own kernel go through candle's inside `Linear::forward_rows`.
 
 use super::{Ffn, Llama};
-use crate::row_buffers::{add_into, rows};
 use crate::arch_config::RopeStyle;
 use crate::attend::AttentionStep;
+use crate::row_buffers::{add_into, rows};
 use candle_core::Result;
 use looptree_engine::{Batch, KvPool};
 use looptree_kernels::cpu_fused::{rms_norm_rows, rope_rows, silu_mul_rows, with_f32};
@@ -47,7 +47,10 @@ fn norm_heads(
     gathered: &mut [f32],
     out: &mut [f32],
 ) -> Result<()> {
-    for (dst, row) in gathered.chunks_exact_mut(width).zip(src.chunks_exact(stride)) {
+    for (dst, row) in gathered
+        .chunks_exact_mut(width)
+        .zip(src.chunks_exact(stride))
+    {
         dst.copy_from_slice(&row[at..at + width]);
     }
     with_f32(w, |w| rms_norm_rows(gathered, w, eps, out))
@@ -73,11 +76,30 @@ impl Llama {
         let interleaved = self.rope.style == RopeStyle::Interleaved;
         let write_slots = batch.write_slots();
 
-        let Workspace { x, normed, qkv, q, k, heads_normed, attn, proj, gate_up, mlp, cos, sin, moe } = ws;
+        let Workspace {
+            x,
+            normed,
+            qkv,
+            q,
+            k,
+            heads_normed,
+            attn,
+            proj,
+            gate_up,
+            mlp,
+            cos,
+            sin,
+            moe,
+        } = ws;
         let x = rows(x, n * hidden);
         self.embed.rows_into(&batch.tokens, x)?;
         self.rope.cos_sin_into(&batch.positions, cos, sin);
-        let (normed, qkv, q, k) = (rows(normed, n * hidden), rows(qkv, n * qkv_dim), rows(q, n * q_dim), rows(k, n * kv_dim));
+        let (normed, qkv, q, k) = (
+            rows(normed, n * hidden),
+            rows(qkv, n * qkv_dim),
+            rows(q, n * q_dim),
+            rows(k, n * kv_dim),
+        );
         let (attn, proj) = (rows(attn, n * q_dim), rows(proj, n * hidden));
         let (gate_up, mlp) = (rows(gate_up, n * 2 * ffn), rows(mlp, n * ffn));
 
@@ -90,24 +112,56 @@ impl Llama {
                     let gathered = rows(heads_normed, n * q_dim.max(kv_dim));
                     let (qg, qn_out) = (&mut gathered[..n * q_dim], &mut attn[..n * q_dim]);
                     norm_heads(qkv, (qkv_dim, 0, q_dim), qn, eps, qg, qn_out)?;
-                    rope_rows(qn_out, q_dim, (n, a.num_heads, hd), cos, sin, interleaved, q);
+                    rope_rows(
+                        qn_out,
+                        q_dim,
+                        (n, a.num_heads, hd),
+                        cos,
+                        sin,
+                        interleaved,
+                        q,
+                    );
                     let (kg, kn_out) = (&mut gathered[..n * kv_dim], &mut attn[..n * kv_dim]);
                     norm_heads(qkv, (qkv_dim, q_dim, kv_dim), kn, eps, kg, kn_out)?;
-                    rope_rows(kn_out, kv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k);
+                    rope_rows(
+                        kn_out,
+                        kv_dim,
+                        (n, a.num_kv_heads, hd),
+                        cos,
+                        sin,
+                        interleaved,
+                        k,
+                    );
                 }
                 None => {
                     rope_rows(qkv, qkv_dim, (n, a.num_heads, hd), cos, sin, interleaved, q);
-                    rope_rows(&qkv[q_dim..], qkv_dim, (n, a.num_kv_heads, hd), cos, sin, interleaved, k);
+                    rope_rows(
+                        &qkv[q_dim..],
+                        qkv_dim,
+                        (n, a.num_kv_heads, hd),
+                        cos,
+                        sin,
+                        interleaved,
+                        k,
+                    );
                 }
             }
-            kv.write_rows(l, &write_slots, (k, kv_dim), (&qkv[q_dim + kv_dim..], qkv_dim))?;
+            kv.write_rows(
+                l,
+                &write_slots,
+                (k, kv_dim),
+                (&qkv[q_dim + kv_dim..], qkv_dim),
+            )?;
             step.attend_rows(q, kv, l, &a.attn_shape(l), attn)?;
             layer.o.forward_rows(attn, n, proj)?;
             add_into(x, proj);
 
             with_f32(&layer.ffn_norm, |w| rms_norm_rows(x, w, eps, normed))?;
             match &layer.ffn {
-                Ffn::Dense { gate_up: gate_up_w, down } => {
+                Ffn::Dense {
+                    gate_up: gate_up_w,
+                    down,
+                } => {
                     gate_up_w.forward_rows(normed, n, gate_up)?;
                     silu_mul_rows((gate_up, 2 * ffn), (&gate_up[ffn..], 2 * ffn), ffn, mlp);
                     down.forward_rows(mlp, n, proj)?;

@@ -36,7 +36,8 @@ pub struct Grammars {
 impl Grammars {
     /// `vocab_size` is the model's logits row length (it may exceed the tokenizer's).
     pub fn new(tokenizer: &Tokenizer, vocab_size: usize) -> anyhow::Result<Self> {
-        let env: llguidance::toktrie::TokEnv = Arc::new(tok_env::LooptreeTokEnv::new(tokenizer, vocab_size)?);
+        let env: llguidance::toktrie::TokEnv =
+            Arc::new(tok_env::LooptreeTokEnv::new(tokenizer, vocab_size)?);
         let mut factory = ParserFactory::new_simple(&env)?;
         // Grammar warnings would go to stderr; errors come back as values instead.
         factory.quiet();
@@ -47,7 +48,9 @@ impl Grammars {
     /// schema or syntax): the message says what.
     pub fn compile(&self, grammar: &Grammar) -> Result<Constraint, String> {
         let top = match grammar {
-            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(json_style(schema.clone())),
+            Grammar::JsonSchema(schema) => {
+                TopLevelGrammar::from_json_schema(json_style(schema.clone()))
+            }
             Grammar::Lark(src) => TopLevelGrammar::from_lark(src.clone()),
             Grammar::Regex(rx) => TopLevelGrammar::from_regex(rx),
         };
@@ -56,7 +59,9 @@ impl Grammars {
         if let Some(e) = matcher.get_error() {
             return Err(e);
         }
-        Ok(Constraint::new(rule::MatcherFactory { template: Mutex::new(matcher) }))
+        Ok(Constraint::new(rule::MatcherFactory {
+            template: Mutex::new(matcher),
+        }))
     }
 }
 

@@ -24,7 +24,10 @@ impl LooptreeTokEnv {
         info.tok_bos = tokenizer.bos_id();
         // Any end-of-turn token may end a complete output.
         let trie = TokTrie::from(&info, &words).with_eos_tokens(eos);
-        Ok(Self { trie, tokenizer: tokenizer.clone() })
+        Ok(Self {
+            trie,
+            tokenizer: tokenizer.clone(),
+        })
     }
 }
 

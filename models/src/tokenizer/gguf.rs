@@ -268,7 +268,10 @@ impl Meta<'_> {
     fn tokens(&self) -> Result<Vec<String>> {
         let texts = self.strings("tokenizer.ggml.tokens")?;
         if u32::try_from(texts.len()).is_err() {
-            bail!("GGUF has {} tokens, more than 32-bit ids can number", texts.len());
+            bail!(
+                "GGUF has {} tokens, more than 32-bit ids can number",
+                texts.len()
+            );
         }
         let tokens: Vec<String> = texts
             .into_iter()

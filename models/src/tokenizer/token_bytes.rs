@@ -31,7 +31,9 @@ impl Tokenizer {
                     }
                     return bytes;
                 }
-                let Some(piece) = hf.id_to_token(id) else { return Vec::new() };
+                let Some(piece) = hf.id_to_token(id) else {
+                    return Vec::new();
+                };
                 if self.is_special(id) {
                     let mut bytes = vec![SPECIAL_TOKEN_MARKER];
                     bytes.extend_from_slice(piece.as_bytes());
@@ -49,7 +51,9 @@ impl Tokenizer {
 fn is_byte_level(decoder: Option<&DecoderWrapper>) -> bool {
     match decoder {
         Some(DecoderWrapper::ByteLevel(_)) => true,
-        Some(DecoderWrapper::Sequence(seq)) => seq.get_decoders().iter().any(|d| is_byte_level(Some(d))),
+        Some(DecoderWrapper::Sequence(seq)) => {
+            seq.get_decoders().iter().any(|d| is_byte_level(Some(d)))
+        }
         _ => false,
     }
 }

@@ -48,7 +48,9 @@ pub fn reference_dir() -> PathBuf {
 pub fn reference_cases(file: &str) -> Vec<serde_json::Value> {
     let mut path = reference_dir().join(file);
     if !path.exists() {
-        path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference").join(file);
+        path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/reference")
+            .join(file);
     }
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading reference file {}: {e}", path.display()));

@@ -61,7 +61,10 @@ impl IntoResponse for AnthropicError {
     }
 }
 
-pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError>) -> Result<Response, AnthropicError> {
+pub async fn handle(
+    State(state): State<Shared>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, AnthropicError> {
     let JsonBody(body) = body?;
     let wire: MessagesWire = typed(&Value::Object(body))?;
     state.check_model(wire.model.as_deref())?;
@@ -77,11 +80,28 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
     params.insert("top_p".into(), json!(wire.top_p));
     params.insert("top_k".into(), json!(wire.top_k));
     let params: SamplingParams = typed(&Value::Object(params))?;
-    let session = wire.metadata.as_ref().and_then(|m| m["user_id"].as_str()).map(str::to_string);
+    let session = wire
+        .metadata
+        .as_ref()
+        .and_then(|m| m["user_id"].as_str())
+        .map(str::to_string);
     // tool_choice any/tool force a call whose input matches the tool's schema.
-    let forced = offered.as_ref().filter(|o| o.forced).map(|o| o.tools.as_slice());
+    let forced = offered
+        .as_ref()
+        .filter(|o| o.forced)
+        .map(|o| o.tools.as_slice());
     let constraint = super::structured::constraint(&state, &Map::new(), forced).await?;
-    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session, constraint }).await?;
+    let gen = Generation::submit(
+        &state,
+        vec![prompt],
+        Ask {
+            params,
+            prompt_logprobs: None,
+            session,
+            constraint,
+        },
+    )
+    .await?;
     let id = new_id("msg_");
     if wire.stream.unwrap_or(false) {
         let events = MessagesStream::new(state.clone(), gen, id, offered, stops).into_events();
@@ -91,7 +111,8 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
     let usage = out.usage();
     let c = &out.choices[0];
     let (blocks, called) = content_blocks(offered.as_ref(), &c.text);
-    let (stop_reason, stop_sequence) = stop_reason(&state, c.finish, &c.tokens, &c.text, &stops, called);
+    let (stop_reason, stop_sequence) =
+        stop_reason(&state, c.finish, &c.tokens, &c.text, &stops, called);
     Ok(Json(json!({
         "id": id,
         "type": "message",
@@ -107,9 +128,17 @@ pub async fn handle(State(state): State<Shared>, body: Result<JsonBody, ApiError
 
 /// The request's tools and its conversation rendered to prompt tokens.
 fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Vec<u32>), ApiError> {
-    let offered = Offered::from_request(openai_tools(wire.tools.as_deref())?.as_ref(), openai_tool_choice(wire.tool_choice.as_ref())?.as_ref())?;
-    let messages = conversation::normalize(&openai_messages(wire.system.as_ref(), &wire.messages)?)?;
-    let prompt = conversation::prompt_tokens(state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
+    let offered = Offered::from_request(
+        openai_tools(wire.tools.as_deref())?.as_ref(),
+        openai_tool_choice(wire.tool_choice.as_ref())?.as_ref(),
+    )?;
+    let messages =
+        conversation::normalize(&openai_messages(wire.system.as_ref(), &wire.messages)?)?;
+    let prompt = conversation::prompt_tokens(
+        state,
+        &messages,
+        offered.as_ref().map(|o| o.tools.as_slice()),
+    )?;
     Ok((offered, prompt))
 }
 
@@ -120,12 +149,18 @@ struct TokenCount {
 
 /// `POST /v1/messages/count_tokens`: the prompt a `/v1/messages` request with the same
 /// body would run, counted (the rendered template and the offered tools included).
-pub async fn count_tokens(State(state): State<Shared>, body: Result<JsonBody, ApiError>) -> Result<Response, AnthropicError> {
+pub async fn count_tokens(
+    State(state): State<Shared>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, AnthropicError> {
     let JsonBody(body) = body?;
     let wire: MessagesWire = typed(&Value::Object(body))?;
     state.check_model(wire.model.as_deref())?;
     let (_, prompt) = prompt(&state, &wire)?;
-    Ok(Json(TokenCount { input_tokens: prompt.len() }).into_response())
+    Ok(Json(TokenCount {
+        input_tokens: prompt.len(),
+    })
+    .into_response())
 }
 
 /// Anthropic counts cached prompt tokens apart from `input_tokens`.
@@ -143,9 +178,14 @@ pub fn anthropic_usage(prompt: usize, output: usize, cached: usize) -> Value {
 pub fn content_blocks(offered: Option<&Offered>, text: &str) -> (Vec<Value>, bool) {
     match offered.and_then(|o| o.parse(text)) {
         Some((content, calls)) => {
-            let mut blocks: Vec<Value> = content.map(|t| json!({"type": "text", "text": t})).into_iter().collect();
+            let mut blocks: Vec<Value> = content
+                .map(|t| json!({"type": "text", "text": t}))
+                .into_iter()
+                .collect();
             for c in calls {
-                let input: Value = serde_json::from_str(c["function"]["arguments"].as_str().unwrap_or("{}")).unwrap_or(json!({}));
+                let input: Value =
+                    serde_json::from_str(c["function"]["arguments"].as_str().unwrap_or("{}"))
+                        .unwrap_or(json!({}));
                 blocks.push(json!({"type": "tool_use", "id": new_id("toolu_"), "name": c["function"]["name"], "input": input}));
             }
             (blocks, true)
@@ -157,17 +197,29 @@ pub fn content_blocks(offered: Option<&Offered>, text: &str) -> (Vec<Value>, boo
 /// `end_turn`, `max_tokens`, `stop_sequence` (with the one that matched) or `tool_use`.
 /// The engine says only "stop"; a stop sequence is told apart from EOS by decoding the
 /// tokens generated, which run past the text up to the end of the match.
-pub fn stop_reason(state: &Shared, finish: Option<FinishReason>, tokens: &[u32], text: &str, stops: &[String], called: bool) -> (&'static str, Value) {
+pub fn stop_reason(
+    state: &Shared,
+    finish: Option<FinishReason>,
+    tokens: &[u32],
+    text: &str,
+    stops: &[String],
+    called: bool,
+) -> (&'static str, Value) {
     if called {
         return ("tool_use", Value::Null);
     }
     match finish {
         Some(FinishReason::Length) => ("max_tokens", Value::Null),
-        _ if tokens.last().is_some_and(|&t| state.tokenizer.is_eos(t)) || stops.is_empty() => ("end_turn", Value::Null),
+        _ if tokens.last().is_some_and(|&t| state.tokenizer.is_eos(t)) || stops.is_empty() => {
+            ("end_turn", Value::Null)
+        }
         _ => {
             let full = state.tokenizer.decode(tokens, true).unwrap_or_default();
             let tail = full.get(text.len()..).unwrap_or(&full);
-            let hit = stops.iter().filter_map(|s| tail.find(s.as_str()).map(|at| (at, s))).min_by_key(|(at, _)| *at);
+            let hit = stops
+                .iter()
+                .filter_map(|s| tail.find(s.as_str()).map(|at| (at, s)))
+                .min_by_key(|(at, _)| *at);
             match hit {
                 Some((_, s)) => ("stop_sequence", json!(s)),
                 None => ("end_turn", Value::Null),
@@ -182,9 +234,18 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
     let mut out = Vec::new();
     match system {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) => out.push(json!({"role": "system", "content": without_billing_header(s)})),
-        Some(Value::Array(blocks)) => out.push(json!({"role": "system", "content": system_text(blocks)?})),
-        Some(_) => return Err(ApiError::invalid_param("system", "system: Input should be a valid string or a list of text blocks")),
+        Some(Value::String(s)) => {
+            out.push(json!({"role": "system", "content": without_billing_header(s)}))
+        }
+        Some(Value::Array(blocks)) => {
+            out.push(json!({"role": "system", "content": system_text(blocks)?}))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "system",
+                "system: Input should be a valid string or a list of text blocks",
+            ))
+        }
     }
     for (i, m) in messages.iter().enumerate() {
         let role = m["role"].as_str().unwrap_or("");
@@ -199,7 +260,12 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
             let text = match &m["content"] {
                 Value::String(s) => s.clone(),
                 Value::Array(blocks) => text_of(blocks, &format!("messages[{i}].content"))?,
-                _ => return Err(ApiError::invalid_param(&format!("messages[{i}].content"), format!("messages.{i}.content: Field required"))),
+                _ => {
+                    return Err(ApiError::invalid_param(
+                        &format!("messages[{i}].content"),
+                        format!("messages.{i}.content: Field required"),
+                    ))
+                }
             };
             out.push(json!({"role": "system", "content": text}));
             continue;
@@ -210,7 +276,12 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
                 continue;
             }
             Value::Array(blocks) => blocks,
-            _ => return Err(ApiError::invalid_param(&format!("messages[{i}].content"), "`content` must be a string or a list of blocks.")),
+            _ => {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].content"),
+                    "`content` must be a string or a list of blocks.",
+                ))
+            }
         };
         let mut texts = Vec::new();
         let mut calls = Vec::new();
@@ -281,13 +352,18 @@ fn without_billing_header(text: &str) -> &str {
     if !t.starts_with(BILLING_HEADER) {
         return text;
     }
-    t.split_once('\n').map_or("", |(_, rest)| rest.trim_start_matches('\n'))
+    t.split_once('\n')
+        .map_or("", |(_, rest)| rest.trim_start_matches('\n'))
 }
 
 fn text_of(blocks: &[Value], param: &str) -> Result<String, ApiError> {
     blocks
         .iter()
-        .map(|b| b["text"].as_str().map(str::to_string).ok_or_else(|| ApiError::invalid_param(param, "only text blocks are supported here.")))
+        .map(|b| {
+            b["text"].as_str().map(str::to_string).ok_or_else(|| {
+                ApiError::invalid_param(param, "only text blocks are supported here.")
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(|t| t.join("\n"))
 }
@@ -297,7 +373,9 @@ fn openai_tools(tools: Option<&[Value]>) -> Result<Option<Value>, ApiError> {
     let converted = tools
         .iter()
         .map(|t| {
-            let name = t["name"].as_str().ok_or_else(|| ApiError::invalid_param("tools", "each tool needs a `name`."))?;
+            let name = t["name"]
+                .as_str()
+                .ok_or_else(|| ApiError::invalid_param("tools", "each tool needs a `name`."))?;
             Ok(json!({"type": "function", "function": {
                 "name": name, "description": t["description"], "parameters": t["input_schema"],
             }}))
@@ -307,13 +385,20 @@ fn openai_tools(tools: Option<&[Value]>) -> Result<Option<Value>, ApiError> {
 }
 
 fn openai_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError> {
-    let Some(choice) = choice.filter(|c| !c.is_null()) else { return Ok(None) };
+    let Some(choice) = choice.filter(|c| !c.is_null()) else {
+        return Ok(None);
+    };
     Ok(Some(match choice["type"].as_str() {
         Some("auto") => json!("auto"),
         Some("any") => json!("required"),
         Some("none") => json!("none"),
         Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
-        _ => return Err(ApiError::invalid_param("tool_choice", "`tool_choice.type` must be auto, any, tool or none.")),
+        _ => {
+            return Err(ApiError::invalid_param(
+                "tool_choice",
+                "`tool_choice.type` must be auto, any, tool or none.",
+            ))
+        }
     }))
 }
 
@@ -324,13 +409,27 @@ mod tests {
     #[test]
     fn the_billing_header_is_dropped_wherever_it_opens_the_system_prompt() {
         let header = "x-anthropic-billing-header: cc_version=2.0.14.abc; cc_entrypoint=cli;";
-        let blocks = vec![json!({"type": "text", "text": header}), json!({"type": "text", "text": "You are Claude Code."})];
+        let blocks = vec![
+            json!({"type": "text", "text": header}),
+            json!({"type": "text", "text": "You are Claude Code."}),
+        ];
         assert_eq!(system_text(&blocks).unwrap(), "You are Claude Code.");
-        let joined = vec![json!({"type": "text", "text": format!("{header}\nYou are Claude Code.")})];
+        let joined =
+            vec![json!({"type": "text", "text": format!("{header}\nYou are Claude Code.")})];
         assert_eq!(system_text(&joined).unwrap(), "You are Claude Code.");
-        assert_eq!(without_billing_header(&format!("{header}\n\nRules.")), "Rules.");
-        assert_eq!(without_billing_header("Rules. x-anthropic-billing-header: a"), "Rules. x-anthropic-billing-header: a");
-        let msgs = openai_messages(Some(&json!(format!("{header}\nBe terse."))), &[json!({"role": "user", "content": "Hi"})]).unwrap();
+        assert_eq!(
+            without_billing_header(&format!("{header}\n\nRules.")),
+            "Rules."
+        );
+        assert_eq!(
+            without_billing_header("Rules. x-anthropic-billing-header: a"),
+            "Rules. x-anthropic-billing-header: a"
+        );
+        let msgs = openai_messages(
+            Some(&json!(format!("{header}\nBe terse."))),
+            &[json!({"role": "user", "content": "Hi"})],
+        )
+        .unwrap();
         assert_eq!(msgs[0]["content"], "Be terse.");
     }
 }

@@ -30,9 +30,28 @@ pub struct MessagesStream {
 }
 
 impl MessagesStream {
-    pub fn new(state: Shared, gen: Generation, id: String, offered: Option<Offered>, stops: Vec<String>) -> Self {
+    pub fn new(
+        state: Shared,
+        gen: Generation,
+        id: String,
+        offered: Option<Offered>,
+        stops: Vec<String>,
+    ) -> Self {
         let held = offered.as_ref().map(|_| String::new());
-        Self { state, gen, id, offered, stops, held, text_open: false, next_index: 0, text: String::new(), tokens: Vec::new(), cached: 0, done: false }
+        Self {
+            state,
+            gen,
+            id,
+            offered,
+            stops,
+            held,
+            text_open: false,
+            next_index: 0,
+            text: String::new(),
+            tokens: Vec::new(),
+            cached: 0,
+            done: false,
+        }
     }
 
     pub fn into_events(self) -> impl Stream<Item = SseEvent> + Send {
@@ -63,14 +82,24 @@ impl MessagesStream {
 
     fn on_event(&mut self, ev: Event) -> Vec<(&'static str, Value)> {
         match ev {
-            Event::Prefilled { prompt_tokens, cached_tokens, .. } => {
+            Event::Prefilled {
+                prompt_tokens,
+                cached_tokens,
+                ..
+            } => {
                 self.cached = cached_tokens;
                 let msg = json!({
                     "id": self.id, "type": "message", "role": "assistant", "model": self.state.model_name,
                     "content": [], "stop_reason": null, "stop_sequence": null,
                     "usage": anthropic_usage(prompt_tokens, 0, cached_tokens),
                 });
-                vec![("message_start", json!({"type": "message_start", "message": msg})), ("ping", json!({"type": "ping"}))]
+                vec![
+                    (
+                        "message_start",
+                        json!({"type": "message_start", "message": msg}),
+                    ),
+                    ("ping", json!({"type": "ping"})),
+                ]
             }
             Event::Token { token, text, .. } => {
                 self.tokens.push(token);
@@ -87,7 +116,12 @@ impl MessagesStream {
                 };
                 self.text_delta(&text)
             }
-            Event::Finished { reason, completion_tokens, text, .. } => self.finish(reason, completion_tokens, text),
+            Event::Finished {
+                reason,
+                completion_tokens,
+                text,
+                ..
+            } => self.finish(reason, completion_tokens, text),
             Event::Failed { .. } => Vec::new(),
         }
     }
@@ -106,7 +140,12 @@ impl MessagesStream {
         out
     }
 
-    fn finish(&mut self, reason: FinishReason, completion_tokens: usize, text: String) -> Vec<(&'static str, Value)> {
+    fn finish(
+        &mut self,
+        reason: FinishReason,
+        completion_tokens: usize,
+        text: String,
+    ) -> Vec<(&'static str, Value)> {
         self.text.push_str(&text);
         let mut out = Vec::new();
         let mut called = false;
@@ -128,7 +167,10 @@ impl MessagesStream {
                     start["input"] = json!({});
                     out.push(("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": start})));
                     out.push(("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": input}})));
-                    out.push(("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+                    out.push((
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": index}),
+                    ));
                 }
             }
             None => out.extend(self.text_delta(&text)),
@@ -140,12 +182,22 @@ impl MessagesStream {
             out.push(("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
         }
         out.extend(self.close_text());
-        let (stop, seq) = stop_reason(&self.state, Some(reason), &self.tokens, &self.text, &self.stops, called);
-        out.push(("message_delta", json!({
-            "type": "message_delta",
-            "delta": {"stop_reason": stop, "stop_sequence": seq},
-            "usage": {"output_tokens": completion_tokens},
-        })));
+        let (stop, seq) = stop_reason(
+            &self.state,
+            Some(reason),
+            &self.tokens,
+            &self.text,
+            &self.stops,
+            called,
+        );
+        out.push((
+            "message_delta",
+            json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": seq},
+                "usage": {"output_tokens": completion_tokens},
+            }),
+        ));
         out.push(("message_stop", json!({"type": "message_stop"})));
         out
     }
@@ -155,6 +207,9 @@ impl MessagesStream {
             return Vec::new();
         }
         self.text_open = false;
-        vec![("content_block_stop", json!({"type": "content_block_stop", "index": 0}))]
+        vec![(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        )]
     }
 }

@@ -9,7 +9,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub async fn require_key(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let Some(key) = state.api_key.as_deref() else { return next.run(req).await };
+    let Some(key) = state.api_key.as_deref() else {
+        return next.run(req).await;
+    };
     if !req.uri().path().starts_with("/v1") {
         return next.run(req).await;
     }
@@ -19,7 +21,11 @@ pub async fn require_key(State(state): State<Shared>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    if [bearer, x_api_key].into_iter().flatten().any(|k| same(k.trim(), key)) {
+    if [bearer, x_api_key]
+        .into_iter()
+        .flatten()
+        .any(|k| same(k.trim(), key))
+    {
         next.run(req).await
     } else {
         ApiError::unauthorized().into_response()
@@ -28,5 +34,9 @@ pub async fn require_key(State(state): State<Shared>, req: Request, next: Next) 
 
 /// Compares without stopping at the first difference, so timing does not leak the key.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

@@ -39,24 +39,67 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     }
     let params = sampling_params(&body, true)?;
     let messages = conversation::normalize(&wire.messages)?;
-    let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
-    let forced = offered.as_ref().filter(|o| o.forced).map(|o| o.tools.as_slice());
+    let prompt = conversation::prompt_tokens(
+        &state,
+        &messages,
+        offered.as_ref().map(|o| o.tools.as_slice()),
+    )?;
+    let forced = offered
+        .as_ref()
+        .filter(|o| o.forced)
+        .map(|o| o.tools.as_slice());
     let constraint = structured::constraint(&state, &body, forced).await?;
-    let ask = Ask { params, prompt_logprobs: None, session: wire.user, constraint };
+    let ask = Ask {
+        params,
+        prompt_logprobs: None,
+        session: wire.user,
+        constraint,
+    };
     let gen = Generation::submit(&state, vec![prompt], ask).await?;
-    let meta = Meta { id: new_id("chatcmpl-"), object: "chat.completion", created: unix_now(), model: state.model_name.clone() };
+    let meta = Meta {
+        id: new_id("chatcmpl-"),
+        object: "chat.completion",
+        created: unix_now(),
+        model: state.model_name.clone(),
+    };
     let want_logprobs = wire.logprobs.unwrap_or(false);
     if wire.stream.unwrap_or(false) {
-        let include_usage = wire.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-        let meta = Meta { object: "chat.completion.chunk", ..meta };
-        return Ok(stream::sse(ChatStream::new(state, gen, meta, include_usage, want_logprobs, offered)));
+        let include_usage = wire
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let meta = Meta {
+            object: "chat.completion.chunk",
+            ..meta
+        };
+        return Ok(stream::sse(ChatStream::new(
+            state,
+            gen,
+            meta,
+            include_usage,
+            want_logprobs,
+            offered,
+        )));
     }
     let out = gen.collect().await?;
     tracing::info!(id = %meta.id, usage = ?out.usage(), "chat completion");
-    Ok(Json(response(&state, &meta, &out, want_logprobs, offered.as_ref())).into_response())
+    Ok(Json(response(
+        &state,
+        &meta,
+        &out,
+        want_logprobs,
+        offered.as_ref(),
+    ))
+    .into_response())
 }
 
-fn response(state: &Shared, meta: &Meta, out: &Collected, want_logprobs: bool, offered: Option<&Offered>) -> Value {
+fn response(
+    state: &Shared,
+    meta: &Meta,
+    out: &Collected,
+    want_logprobs: bool,
+    offered: Option<&Offered>,
+) -> Value {
     let choices = out
         .choices
         .iter()
@@ -69,7 +112,11 @@ fn response(state: &Shared, meta: &Meta, out: &Collected, want_logprobs: bool, o
                 message = json!({"role": "assistant", "content": content, "tool_calls": calls});
                 finish = json!("tool_calls");
             }
-            let lps = if want_logprobs { logprobs::chat(&state.tokenizer, &c.logprobs) } else { Value::Null };
+            let lps = if want_logprobs {
+                logprobs::chat(&state.tokenizer, &c.logprobs)
+            } else {
+                Value::Null
+            };
             json!({"index": i, "message": message, "logprobs": lps, "finish_reason": finish})
         })
         .collect();

@@ -25,15 +25,36 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
-    pub fn new(state: Shared, gen: Generation, meta: Meta, include_usage: bool, want_logprobs: bool, offered: Option<Offered>) -> Self {
+    pub fn new(
+        state: Shared,
+        gen: Generation,
+        meta: Meta,
+        include_usage: bool,
+        want_logprobs: bool,
+        offered: Option<Offered>,
+    ) -> Self {
         let n = gen.n;
-        let tools = (0..n).map(|_| offered.as_ref().map(|_| ToolStream::new())).collect();
+        let tools = (0..n)
+            .map(|_| offered.as_ref().map(|_| ToolStream::new()))
+            .collect();
         let usage = Usage::new(gen.prompt_lens.iter().sum(), 0, 0);
-        Self { state, gen, meta, include_usage, want_logprobs, offered, tools, usage, done: false }
+        Self {
+            state,
+            gen,
+            meta,
+            include_usage,
+            want_logprobs,
+            offered,
+            tools,
+            usage,
+            done: false,
+        }
     }
 
     fn chunk(&self, index: usize, delta: Value, logprobs: Value, finish: Value) -> Value {
-        let mut c = self.meta.wrap(vec![json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})]);
+        let mut c = self.meta.wrap(vec![
+            json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}),
+        ]);
         if self.include_usage {
             c["usage"] = Value::Null;
         }
@@ -45,10 +66,19 @@ impl ChatStream {
             Event::Prefilled { cached_tokens, .. } => {
                 self.usage.cached_tokens += cached_tokens;
                 (0..self.gen.n)
-                    .map(|i| self.chunk(i, json!({"role": "assistant", "content": ""}), Value::Null, Value::Null))
+                    .map(|i| {
+                        self.chunk(
+                            i,
+                            json!({"role": "assistant", "content": ""}),
+                            Value::Null,
+                            Value::Null,
+                        )
+                    })
                     .collect()
             }
-            Event::Token { seq, text, logprob, .. } => {
+            Event::Token {
+                seq, text, logprob, ..
+            } => {
                 let lps = match logprob.filter(|_| self.want_logprobs) {
                     Some(lp) => logprobs::chat(&self.state.tokenizer, &[lp]),
                     None => Value::Null,
@@ -57,17 +87,28 @@ impl ChatStream {
                 let mut out = self.deltas(seq, pieces);
                 match out.first_mut() {
                     Some(first) => first["choices"][0]["logprobs"] = lps,
-                    None if !lps.is_null() => out.push(self.chunk(seq, json!({"content": ""}), lps, Value::Null)),
+                    None if !lps.is_null() => {
+                        out.push(self.chunk(seq, json!({"content": ""}), lps, Value::Null))
+                    }
                     None => {}
                 }
                 out
             }
-            Event::Finished { seq, reason, completion_tokens, text } => {
+            Event::Finished {
+                seq,
+                reason,
+                completion_tokens,
+                text,
+            } => {
                 self.usage.completion_tokens += completion_tokens;
                 let pieces = self.split(seq, text, true);
                 let mut out = self.deltas(seq, pieces);
                 let called = self.tools[seq].as_ref().is_some_and(ToolStream::called);
-                let finish = if called { "tool_calls" } else { reason.as_openai_str() };
+                let finish = if called {
+                    "tool_calls"
+                } else {
+                    reason.as_openai_str()
+                };
                 out.push(self.chunk(seq, json!({}), Value::Null, json!(finish)));
                 out
             }

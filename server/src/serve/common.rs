@@ -46,20 +46,31 @@ pub fn sampling_params(body: &Map<String, Value>, chat: bool) -> Result<Sampling
     let flag = match flag {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
-        Some(_) => return Err(ApiError::invalid_param("logprobs", "`logprobs` must be a boolean.")),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "logprobs",
+                "`logprobs` must be a boolean.",
+            ))
+        }
     };
     let top = match top {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64().ok_or_else(|| ApiError::invalid_param("top_logprobs", "`top_logprobs` must be an integer in [0, 20]."))?,
-        ),
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ApiError::invalid_param(
+                "top_logprobs",
+                "`top_logprobs` must be an integer in [0, 20].",
+            )
+        })?),
     };
     match (flag, top) {
         (true, k) => {
             map.insert("logprobs".into(), json!(k.unwrap_or(0)));
         }
         (false, Some(k)) if k > 0 => {
-            return Err(ApiError::invalid_param("top_logprobs", "`top_logprobs` needs `logprobs` set to true."));
+            return Err(ApiError::invalid_param(
+                "top_logprobs",
+                "`top_logprobs` needs `logprobs` set to true.",
+            ));
         }
         _ => {}
     }

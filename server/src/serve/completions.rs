@@ -31,18 +31,30 @@ struct CompletionWire {
 /// OpenAI's default for this endpoint (chat's is "until the model stops").
 const DEFAULT_MAX_TOKENS: usize = 16;
 
-pub async fn handle(State(state): State<Shared>, JsonBody(mut body): JsonBody) -> ApiResult<Response> {
-    if ["max_tokens", "max_completion_tokens"].iter().all(|k| body.get(*k).is_none_or(Value::is_null)) {
+pub async fn handle(
+    State(state): State<Shared>,
+    JsonBody(mut body): JsonBody,
+) -> ApiResult<Response> {
+    if ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .all(|k| body.get(*k).is_none_or(Value::is_null))
+    {
         body.insert("max_tokens".into(), json!(DEFAULT_MAX_TOKENS));
     }
     let wire: CompletionWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
     let params = sampling_params(&body, false)?;
     if wire.best_of.is_some_and(|b| b > params.n.max(1)) {
-        return Err(ApiError::invalid_param("best_of", "`best_of` greater than `n` is not supported."));
+        return Err(ApiError::invalid_param(
+            "best_of",
+            "`best_of` greater than `n` is not supported.",
+        ));
     }
     if wire.suffix.is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid_param("suffix", "`suffix` (fill-in-the-middle) is not supported."));
+        return Err(ApiError::invalid_param(
+            "suffix",
+            "`suffix` (fill-in-the-middle) is not supported.",
+        ));
     }
     let prompts = prompt::parse(&state.tokenizer, wire.prompt.as_ref())?;
     let echo = wire.echo.unwrap_or(false);
@@ -56,16 +68,43 @@ pub async fn handle(State(state): State<Shared>, JsonBody(mut body): JsonBody) -
             "`max_tokens` must be at least 1; 0 is accepted only with `echo` (to return or score the prompt).",
         ));
     }
-    let prompt_logprobs = if scoring_only { Some(top.unwrap_or(0)) } else { top.filter(|_| echo) };
+    let prompt_logprobs = if scoring_only {
+        Some(top.unwrap_or(0))
+    } else {
+        top.filter(|_| echo)
+    };
     let constraint = structured::constraint(&state, &body, None).await?;
-    let ask = Ask { prompt_logprobs, params, session: wire.user, constraint };
-    let (tokens, texts): (Vec<_>, Vec<_>) = prompts.into_iter().map(|Prompt { tokens, text }| (tokens, text)).unzip();
+    let ask = Ask {
+        prompt_logprobs,
+        params,
+        session: wire.user,
+        constraint,
+    };
+    let (tokens, texts): (Vec<_>, Vec<_>) = prompts
+        .into_iter()
+        .map(|Prompt { tokens, text }| (tokens, text))
+        .unzip();
     let gen = Generation::submit(&state, tokens.clone(), ask).await?;
-    let meta = Meta { id: new_id("cmpl-"), object: "text_completion", created: unix_now(), model: state.model_name.clone() };
+    let meta = Meta {
+        id: new_id("cmpl-"),
+        object: "text_completion",
+        created: unix_now(),
+        model: state.model_name.clone(),
+    };
     let echo = echo.then_some(Echo { texts, tokens });
     if wire.stream.unwrap_or(false) {
-        let include_usage = wire.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-        return Ok(stream::sse(CompletionStream::new(state, gen, meta, include_usage, top.is_some(), echo)));
+        let include_usage = wire
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        return Ok(stream::sse(CompletionStream::new(
+            state,
+            gen,
+            meta,
+            include_usage,
+            top.is_some(),
+            echo,
+        )));
     }
     let out = gen.collect().await?;
     tracing::info!(id = %meta.id, usage = ?out.usage(), "completion");
@@ -78,7 +117,13 @@ pub struct Echo {
     pub tokens: Vec<Vec<u32>>,
 }
 
-fn response(state: &Shared, meta: &Meta, out: &Collected, want_logprobs: bool, echo: Option<&Echo>) -> Value {
+fn response(
+    state: &Shared,
+    meta: &Meta,
+    out: &Collected,
+    want_logprobs: bool,
+    echo: Option<&Echo>,
+) -> Value {
     let n = out.choices.len() / out.prompts.len().max(1);
     let tok = &state.tokenizer;
     let choices = out

@@ -24,14 +24,33 @@ pub struct CompletionStream {
 }
 
 impl CompletionStream {
-    pub fn new(state: Shared, gen: Generation, meta: Meta, include_usage: bool, want_logprobs: bool, echo: Option<Echo>) -> Self {
+    pub fn new(
+        state: Shared,
+        gen: Generation,
+        meta: Meta,
+        include_usage: bool,
+        want_logprobs: bool,
+        echo: Option<Echo>,
+    ) -> Self {
         let usage = Usage::new(gen.prompt_lens.iter().sum(), 0, 0);
         let offsets = vec![0; gen.prompts() * gen.n];
-        Self { state, gen, meta, include_usage, want_logprobs, echo, offsets, usage, done: false }
+        Self {
+            state,
+            gen,
+            meta,
+            include_usage,
+            want_logprobs,
+            echo,
+            offsets,
+            usage,
+            done: false,
+        }
     }
 
     fn chunk(&self, index: usize, text: &str, logprobs: Value, finish: Value) -> Value {
-        let mut c = self.meta.wrap(vec![json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish})]);
+        let mut c = self.meta.wrap(vec![
+            json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
+        ]);
         if self.include_usage {
             c["usage"] = Value::Null;
         }
@@ -42,9 +61,15 @@ impl CompletionStream {
         let n = self.gen.n;
         let tok = self.state.tokenizer.clone();
         match ev {
-            Event::Prefilled { cached_tokens, prompt_logprobs, .. } => {
+            Event::Prefilled {
+                cached_tokens,
+                prompt_logprobs,
+                ..
+            } => {
                 self.usage.cached_tokens += cached_tokens;
-                let Some(echo) = self.echo.take() else { return Vec::new() };
+                let Some(echo) = self.echo.take() else {
+                    return Vec::new();
+                };
                 let mut out = Vec::new();
                 for seq in 0..n {
                     let mut lps = CompletionLogprobs::default();
@@ -60,7 +85,9 @@ impl CompletionStream {
                 self.echo = Some(echo);
                 out
             }
-            Event::Token { seq, text, logprob, .. } => {
+            Event::Token {
+                seq, text, logprob, ..
+            } => {
                 let i = p * n + seq;
                 let lps = match logprob.filter(|_| self.want_logprobs) {
                     Some(lp) => {
@@ -76,9 +103,19 @@ impl CompletionStream {
                 }
                 vec![self.chunk(i, &text, lps, Value::Null)]
             }
-            Event::Finished { seq, reason, completion_tokens, text } => {
+            Event::Finished {
+                seq,
+                reason,
+                completion_tokens,
+                text,
+            } => {
                 self.usage.completion_tokens += completion_tokens;
-                vec![self.chunk(p * n + seq, &text, Value::Null, json!(reason.as_openai_str()))]
+                vec![self.chunk(
+                    p * n + seq,
+                    &text,
+                    Value::Null,
+                    json!(reason.as_openai_str()),
+                )]
             }
             Event::Failed { .. } => Vec::new(),
         }

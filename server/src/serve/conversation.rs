@@ -9,15 +9,25 @@ use serde_json::{Map, Value};
 /// string becomes an object (templates `tojson` it; a string would be quoted twice).
 pub fn normalize(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message."));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must contain at least one message.",
+        ));
     }
-    messages.iter().enumerate().map(|(i, m)| normalize_one(i, m)).collect()
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| normalize_one(i, m))
+        .collect()
 }
 
 fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
     let at = |field: &str| format!("messages[{i}].{field}");
     let Some(obj) = m.as_object() else {
-        return Err(ApiError::invalid_param(&format!("messages[{i}]"), format!("messages[{i}] must be an object.")));
+        return Err(ApiError::invalid_param(
+            &format!("messages[{i}]"),
+            format!("messages[{i}] must be an object."),
+        ));
     };
     let role = match obj.get("role").and_then(Value::as_str) {
         Some("developer") => "system",
@@ -32,16 +42,26 @@ fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
     };
     let mut out = Map::new();
     out.insert("role".into(), role.into());
-    let has_tool_calls = obj.get("tool_calls").is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+    let has_tool_calls = obj
+        .get("tool_calls")
+        .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
     let content = match obj.get("content") {
         Some(Value::String(s)) => Value::String(s.clone()),
-        Some(Value::Array(parts)) => Value::String(join_text_parts(parts).map_err(|e| ApiError::invalid_param(&at("content"), e))?),
+        Some(Value::Array(parts)) => Value::String(
+            join_text_parts(parts).map_err(|e| ApiError::invalid_param(&at("content"), e))?,
+        ),
         None | Some(Value::Null) if role == "assistant" => Value::Null,
         None | Some(Value::Null) => {
-            return Err(ApiError::invalid_param(&at("content"), format!("messages[{i}] ({role}) needs `content`.")))
+            return Err(ApiError::invalid_param(
+                &at("content"),
+                format!("messages[{i}] ({role}) needs `content`."),
+            ))
         }
         Some(_) => {
-            return Err(ApiError::invalid_param(&at("content"), "`content` must be a string or a list of text parts."))
+            return Err(ApiError::invalid_param(
+                &at("content"),
+                "`content` must be a string or a list of text parts.",
+            ))
         }
     };
     if content.is_null() && !has_tool_calls {
@@ -52,9 +72,15 @@ fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
     }
     if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
         let Some(calls) = calls.as_array() else {
-            return Err(ApiError::invalid_param(&at("tool_calls"), "`tool_calls` must be a list."));
+            return Err(ApiError::invalid_param(
+                &at("tool_calls"),
+                "`tool_calls` must be a list.",
+            ));
         };
-        out.insert("tool_calls".into(), Value::Array(calls.iter().map(parse_arguments).collect()));
+        out.insert(
+            "tool_calls".into(),
+            Value::Array(calls.iter().map(parse_arguments).collect()),
+        );
     }
     for key in ["tool_call_id", "name"] {
         match obj.get(key) {
@@ -62,7 +88,12 @@ fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
             Some(Value::String(s)) => {
                 out.insert(key.into(), s.clone().into());
             }
-            Some(_) => return Err(ApiError::invalid_param(&at(key), format!("`{key}` must be a string."))),
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    &at(key),
+                    format!("`{key}` must be a string."),
+                ))
+            }
         }
     }
     Ok(Value::Object(out))
@@ -71,10 +102,19 @@ fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
 fn join_text_parts(parts: &[Value]) -> Result<String, String> {
     let mut texts = Vec::new();
     for p in parts {
-        match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+        match (
+            p.get("type").and_then(Value::as_str),
+            p.get("text").and_then(Value::as_str),
+        ) {
             (Some("text" | "input_text"), Some(t)) => texts.push(t),
-            (Some(kind), _) if kind != "text" => return Err(format!("content parts of type `{kind}` are not supported; send text.")),
-            _ => return Err("every content part needs `type: \"text\"` and a `text` string.".into()),
+            (Some(kind), _) if kind != "text" => {
+                return Err(format!(
+                    "content parts of type `{kind}` are not supported; send text."
+                ))
+            }
+            _ => {
+                return Err("every content part needs `type: \"text\"` and a `text` string.".into())
+            }
         }
     }
     Ok(texts.join("\n"))
@@ -83,7 +123,10 @@ fn join_text_parts(parts: &[Value]) -> Result<String, String> {
 fn parse_arguments(call: &Value) -> Value {
     let mut call = call.clone();
     if let Some(args) = call.pointer_mut("/function/arguments") {
-        if let Some(parsed) = args.as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+        if let Some(parsed) = args
+            .as_str()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        {
             *args = parsed;
         }
     }
@@ -91,17 +134,32 @@ fn parse_arguments(call: &Value) -> Value {
 }
 
 /// Renders the conversation with the model's template and tokenizes it.
-pub fn prompt_tokens(state: &AppState, messages: &[Value], tools: Option<&[Value]>) -> Result<Vec<u32>, ApiError> {
-    let rejected = |e: anyhow::Error| ApiError::invalid_param("messages", format!("The chat template rejected the conversation: {e:#}"));
+pub fn prompt_tokens(
+    state: &AppState,
+    messages: &[Value],
+    tools: Option<&[Value]>,
+) -> Result<Vec<u32>, ApiError> {
+    let rejected = |e: anyhow::Error| {
+        ApiError::invalid_param(
+            "messages",
+            format!("The chat template rejected the conversation: {e:#}"),
+        )
+    };
     let text = match state.template.render(messages, tools, true) {
         Ok(text) => text,
         // Templates that take a system turn only first (Gemma's) refuse one later on.
         Err(e) => match fold_late_system(messages) {
-            Some(folded) => state.template.render(&folded, tools, true).map_err(rejected)?,
+            Some(folded) => state
+                .template
+                .render(&folded, tools, true)
+                .map_err(rejected)?,
             None => return Err(rejected(e)),
         },
     };
-    let mut ids = state.tokenizer.encode(&text, true).map_err(|e| ApiError::bad_request(format!("tokenizing: {e:#}")))?;
+    let mut ids = state
+        .tokenizer
+        .encode(&text, true)
+        .map_err(|e| ApiError::bad_request(format!("tokenizing: {e:#}")))?;
     // Templates that write BOS themselves, on a tokenizer that adds one too.
     if let Some(bos) = state.tokenizer.bos_id() {
         if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
@@ -134,7 +192,10 @@ pub fn fold_late_system(messages: &[Value]) -> Option<Vec<Value>> {
     }
     if !pending.is_empty() {
         let last_user = out.iter_mut().rev().find(|m| m["role"] == "user")?;
-        let mut parts = vec![last_user["content"].as_str().unwrap_or_default().to_string()];
+        let mut parts = vec![last_user["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()];
         parts.extend(pending);
         last_user["content"] = Value::String(parts.join("\n\n"));
     }
@@ -159,7 +220,10 @@ mod tests {
         let f = fold_late_system(&msgs).unwrap();
         assert_eq!(f.len(), 4);
         assert_eq!(f[0]["content"], "S");
-        assert_eq!(f[3], json!({"role": "user", "content": "mid\n\nu2\n\ntail"}));
+        assert_eq!(
+            f[3],
+            json!({"role": "user", "content": "mid\n\nu2\n\ntail"})
+        );
         assert!(fold_late_system(&msgs[..3]).is_none());
     }
 }

@@ -24,8 +24,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         })?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(JsonBody(map)),
-            Ok(_) => Err(ApiError::bad_request("The request body must be a JSON object.")),
-            Err(e) => Err(ApiError::bad_request(format!("We could not parse the JSON body of your request: {e}"))),
+            Ok(_) => Err(ApiError::bad_request(
+                "The request body must be a JSON object.",
+            )),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "We could not parse the JSON body of your request: {e}"
+            ))),
         }
     }
 }

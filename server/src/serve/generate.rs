@@ -35,7 +35,11 @@ pub struct Generation {
 impl Generation {
     /// Checks every prompt first, so a bad second prompt does not leave the first running.
     /// With `--kv-peer`, first fetches what peers hold of prompts mostly not cached here.
-    pub async fn submit(state: &Shared, prompts: Vec<Vec<u32>>, ask: Ask) -> Result<Self, ApiError> {
+    pub async fn submit(
+        state: &Shared,
+        prompts: Vec<Vec<u32>>,
+        ask: Ask,
+    ) -> Result<Self, ApiError> {
         let permit = state.admit()?;
         if let Some(peers) = &state.kv_peers {
             for p in &prompts {
@@ -88,10 +92,14 @@ impl Generation {
             return None;
         }
         match self.rx.recv().await {
-            None => Some(Err(ApiError::unavailable("the engine stopped before the request finished"))),
+            None => Some(Err(ApiError::unavailable(
+                "the engine stopped before the request finished",
+            ))),
             Some((_, Event::Failed { message })) => {
                 self.open.iter_mut().for_each(|o| *o = 0);
-                Some(Err(ApiError::internal(format!("generation failed: {message}"))))
+                Some(Err(ApiError::internal(format!(
+                    "generation failed: {message}"
+                ))))
             }
             Some((p, ev)) => {
                 if matches!(ev, Event::Finished { .. }) {
@@ -107,7 +115,14 @@ impl Generation {
         let n = self.n;
         let mut out = Collected {
             choices: (0..self.prompts() * n).map(|_| Choice::default()).collect(),
-            prompts: self.prompt_lens.iter().map(|&len| PromptInfo { tokens: len, ..Default::default() }).collect(),
+            prompts: self
+                .prompt_lens
+                .iter()
+                .map(|&len| PromptInfo {
+                    tokens: len,
+                    ..Default::default()
+                })
+                .collect(),
         };
         while let Some(item) = self.next().await {
             let (p, ev) = item?;
@@ -152,16 +167,34 @@ pub struct Collected {
 impl Collected {
     fn apply(&mut self, p: usize, n: usize, ev: Event) {
         match ev {
-            Event::Prefilled { prompt_tokens, cached_tokens, prompt_logprobs } => {
-                self.prompts[p] = PromptInfo { tokens: prompt_tokens, cached: cached_tokens, logprobs: prompt_logprobs };
+            Event::Prefilled {
+                prompt_tokens,
+                cached_tokens,
+                prompt_logprobs,
+            } => {
+                self.prompts[p] = PromptInfo {
+                    tokens: prompt_tokens,
+                    cached: cached_tokens,
+                    logprobs: prompt_logprobs,
+                };
             }
-            Event::Token { seq, token, text, logprob } => {
+            Event::Token {
+                seq,
+                token,
+                text,
+                logprob,
+            } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
                 c.tokens.push(token);
                 c.logprobs.extend(logprob);
             }
-            Event::Finished { seq, reason, completion_tokens, text } => {
+            Event::Finished {
+                seq,
+                reason,
+                completion_tokens,
+                text,
+            } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
                 c.finish = Some(reason);

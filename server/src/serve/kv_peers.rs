@@ -38,9 +38,18 @@ pub struct KvPeers {
 
 impl KvPeers {
     pub fn new(urls: &[String], api_key: Option<String>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let urls = urls.iter().map(|u| u.trim_end_matches('/').trim_end_matches("/v1").to_string()).collect();
-        Ok(Self { urls, client, api_key })
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let urls = urls
+            .iter()
+            .map(|u| u.trim_end_matches('/').trim_end_matches("/v1").to_string())
+            .collect();
+        Ok(Self {
+            urls,
+            client,
+            api_key,
+        })
     }
 
     /// Imports what peers hold of `prompt` if most of it is not cached here. A loop's next
@@ -53,7 +62,8 @@ impl KvPeers {
         let wanted = prompt[..prompt.len().saturating_sub(1)].to_vec();
         let engine_state = state.clone();
         let ask = wanted.clone();
-        let Ok(Ok(mut local)) = tokio::task::spawn_blocking(move || engine_state.engine.cached_prefix_len(ask)).await
+        let Ok(Ok(mut local)) =
+            tokio::task::spawn_blocking(move || engine_state.engine.cached_prefix_len(ask)).await
         else {
             return;
         };
@@ -82,7 +92,10 @@ impl KvPeers {
         let body = json!({"tokens": wanted, "min_len": min_len});
         let mut computing = false;
         for url in &self.urls {
-            let mut rq = self.client.post(format!("{url}/looptree/kv/prefix")).json(&body);
+            let mut rq = self
+                .client
+                .post(format!("{url}/looptree/kv/prefix"))
+                .json(&body);
             if let Some(k) = &self.api_key {
                 rq = rq.bearer_auth(k);
             }
@@ -112,7 +125,10 @@ impl KvPeers {
             let imported = tokio::task::spawn_blocking(move || {
                 let prefix = PrefixKv::from_bytes(&bytes)?;
                 let held = prefix.tokens.len();
-                engine_state.engine.import_prefix(prefix, KEEP).map(|new| (held, new))
+                engine_state
+                    .engine
+                    .import_prefix(prefix, KEEP)
+                    .map(|new| (held, new))
             })
             .await;
             match imported {
@@ -120,7 +136,9 @@ impl KvPeers {
                     tracing::debug!(peer = %url, held, new, "imported a prefix");
                     return (Some(held), computing);
                 }
-                Ok(Err(e)) => tracing::warn!(peer = %url, error = %e, "a peer's prefix could not be imported"),
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %url, error = %e, "a peer's prefix could not be imported")
+                }
                 Err(e) => tracing::warn!(peer = %url, error = %e, "importing a prefix failed"),
             }
         }
@@ -149,18 +167,30 @@ pub async fn export(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     }
     let ask: PrefixAsk = typed(&Value::Object(body))?;
     if ask.tokens.is_empty() {
-        return Err(ApiError::invalid_param("tokens", "give at least one token id"));
+        return Err(ApiError::invalid_param(
+            "tokens",
+            "give at least one token id",
+        ));
     }
     let engine_state = state.clone();
-    let found = tokio::task::spawn_blocking(move || engine_state.engine.export_prefix(ask.tokens, ask.min_len))
-        .await
-        .map_err(|e| ApiError::internal(format!("exporting a prefix: {e}")))?
-        .map_err(|e| ApiError::internal(format!("exporting a prefix: {e}")))?;
+    let found = tokio::task::spawn_blocking(move || {
+        engine_state.engine.export_prefix(ask.tokens, ask.min_len)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("exporting a prefix: {e}")))?
+    .map_err(|e| ApiError::internal(format!("exporting a prefix: {e}")))?;
     let (found, computing) = found;
     let mut resp = match found {
         None => StatusCode::NO_CONTENT.into_response(),
-        Some(p) => ([(header::CONTENT_TYPE, "application/octet-stream")], Bytes::from(p.to_bytes())).into_response(),
+        Some(p) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Bytes::from(p.to_bytes()),
+        )
+            .into_response(),
     };
-    resp.headers_mut().insert(COMPUTING, header::HeaderValue::from_static(if computing { "1" } else { "0" }));
+    resp.headers_mut().insert(
+        COMPUTING,
+        header::HeaderValue::from_static(if computing { "1" } else { "0" }),
+    );
     Ok(resp)
 }

@@ -23,7 +23,11 @@ pub fn chat(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
         .iter()
         .map(|lp| {
             let mut e = chat_entry(tok, lp.token, lp.logprob);
-            e["top_logprobs"] = lp.top.iter().map(|&(id, l)| chat_entry(tok, id, l)).collect();
+            e["top_logprobs"] = lp
+                .top
+                .iter()
+                .map(|&(id, l)| chat_entry(tok, id, l))
+                .collect();
             e
         })
         .collect();
@@ -44,7 +48,10 @@ pub struct CompletionLogprobs {
 
 impl CompletionLogprobs {
     pub fn starting_at(offset: usize) -> Self {
-        Self { offset, ..Self::default() }
+        Self {
+            offset,
+            ..Self::default()
+        }
     }
 
     /// A token without a logprob: the first prompt token under `echo`.
@@ -54,7 +61,11 @@ impl CompletionLogprobs {
     }
 
     pub fn push(&mut self, tok: &Tokenizer, lp: &TokenLogprob) {
-        let top = lp.top.iter().map(|&(id, l)| (token_text(tok, id), json!(l))).collect();
+        let top = lp
+            .top
+            .iter()
+            .map(|&(id, l)| (token_text(tok, id), json!(l)))
+            .collect();
         self.push_text(token_text(tok, lp.token), Some(lp.logprob), Some(top));
     }
 

@@ -10,7 +10,13 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 pub async fn handle(State(state): State<Shared>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&state))
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state),
+    )
 }
 
 /// KV pages that requests hold: everything used except cache nobody holds. This is
@@ -34,7 +40,10 @@ pub fn render(state: &Shared) -> String {
     let limits = state.engine.limits();
     let mut out = String::new();
     let mut put = |name: &str, kind: &str, help: &str, labels: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}"
+        );
     };
     let own: [(&str, &str, &str, f64); 19] = [
         ("looptree_requests_total", "counter", "Requests the engine accepted.", c.requests as f64),
@@ -68,21 +77,70 @@ pub fn render(state: &Shared) -> String {
     let label = format!("{{model_name=\"{}\"}}", escape(&state.model_name));
     let usage = kv_usage(&c);
     let vllm: [(&str, &str, &str, f64); 8] = [
-        ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", c.running as f64),
-        ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", c.waiting as f64),
-        ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", usage),
-        ("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage (older name of kv_cache_usage_perc).", usage),
-        ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", c.prompt_tokens as f64),
-        ("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", c.generated_tokens as f64),
-        ("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.", c.prompt_tokens as f64),
-        ("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.", c.cached_prompt_tokens as f64),
+        (
+            "vllm:num_requests_running",
+            "gauge",
+            "Number of requests in model execution batches.",
+            c.running as f64,
+        ),
+        (
+            "vllm:num_requests_waiting",
+            "gauge",
+            "Number of requests waiting to be processed.",
+            c.waiting as f64,
+        ),
+        (
+            "vllm:kv_cache_usage_perc",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            usage,
+        ),
+        (
+            "vllm:gpu_cache_usage_perc",
+            "gauge",
+            "GPU KV-cache usage. 1 means 100 percent usage (older name of kv_cache_usage_perc).",
+            usage,
+        ),
+        (
+            "vllm:prompt_tokens_total",
+            "counter",
+            "Number of prefill tokens processed.",
+            c.prompt_tokens as f64,
+        ),
+        (
+            "vllm:generation_tokens_total",
+            "counter",
+            "Number of generation tokens processed.",
+            c.generated_tokens as f64,
+        ),
+        (
+            "vllm:prefix_cache_queries_total",
+            "counter",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            c.prompt_tokens as f64,
+        ),
+        (
+            "vllm:prefix_cache_hits_total",
+            "counter",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            c.cached_prompt_tokens as f64,
+        ),
     ];
     for (name, kind, help, v) in vllm {
         put(name, kind, help, &label, v);
     }
     // vLLM's info gauge: the value is 1, the facts are in the labels (a page is a block).
-    let info = format!("{{block_size=\"{}\",num_gpu_blocks=\"{}\"}}", limits.page_size, limits.total_pages);
-    put("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig.", &info, 1.0);
+    let info = format!(
+        "{{block_size=\"{}\",num_gpu_blocks=\"{}\"}}",
+        limits.page_size, limits.total_pages
+    );
+    put(
+        "vllm:cache_config_info",
+        "gauge",
+        "Information of the LLMEngine CacheConfig.",
+        &info,
+        1.0,
+    );
     out
 }
 

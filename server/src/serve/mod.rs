@@ -63,9 +63,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("the model ships no chat template; chat requests use plain ChatML");
         Arc::new(ChatTemplate::chatml_fallback())
     });
-    let model_name = args.served_model_names.first().cloned().unwrap_or_else(|| default_model_name(&args.model.model));
+    let model_name = args
+        .served_model_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| default_model_name(&args.model.model));
     let mut accepted_names = args.served_model_names.clone();
-    accepted_names.extend([model_name.clone(), loaded.name.clone(), args.model.model.clone()]);
+    accepted_names.extend([
+        model_name.clone(),
+        loaded.name.clone(),
+        args.model.model.clone(),
+    ]);
     accepted_names.sort();
     accepted_names.dedup();
     let state = Arc::new(AppState {
@@ -88,7 +96,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         kv_peers: if args.kv_peers.is_empty() {
             None
         } else {
-            Some(kv_peers::KvPeers::new(&args.kv_peers, args.api_key.clone()).context("the --kv-peer client")?)
+            Some(
+                kv_peers::KvPeers::new(&args.kv_peers, args.api_key.clone())
+                    .context("the --kv-peer client")?,
+            )
         },
     });
     tracing::info!(model = %state.model_name, threads, kv_mib, kv_tokens = capacity, max_context, "model loaded");
@@ -110,7 +121,9 @@ fn default_model_name(typed: &str) -> String {
         return typed.to_string();
     }
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typed.to_string())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| typed.to_string())
 }
 
 async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {
@@ -123,7 +136,9 @@ async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {
     std::io::stdout().flush()?;
     tracing::info!("listening on http://{addr}/v1");
     let app = routes::router(state, args.max_body_bytes);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -20,11 +20,17 @@ pub async fn list(State(state): State<Shared>) -> Json<Value> {
     Json(json!({"object": "list", "data": [model_object(&state)]}))
 }
 
-pub async fn get(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     if state.accepted_names.contains(&id) {
         Ok(Json(model_object(&state)))
     } else {
-        Err(ApiError::not_found(format!("The model `{id}` does not exist.")).code("model_not_found"))
+        Err(
+            ApiError::not_found(format!("The model `{id}` does not exist."))
+                .code("model_not_found"),
+        )
     }
 }
 

@@ -69,8 +69,8 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::responses_types::Item;
+    use super::*;
     use serde_json::json;
 
     fn item() -> Item {
@@ -82,8 +82,13 @@ mod tests {
         let s = ResponseStore::default();
         let t0 = Instant::now();
         s.put_at("a".into(), vec![item()], t0);
-        assert_eq!(s.get_at("a", t0 + Duration::from_secs(10)).map(|v| v.len()), Some(1));
-        assert!(s.get_at("a", t0 + MAX_AGE + Duration::from_secs(1)).is_none());
+        assert_eq!(
+            s.get_at("a", t0 + Duration::from_secs(10)).map(|v| v.len()),
+            Some(1)
+        );
+        assert!(s
+            .get_at("a", t0 + MAX_AGE + Duration::from_secs(1))
+            .is_none());
         assert!(s.get_at("nope", t0).is_none());
         for i in 0..MAX_KEPT + 5 {
             s.put_at(format!("r{i}"), Vec::new(), t0);

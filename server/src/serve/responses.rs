@@ -7,7 +7,10 @@ use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Generation};
 use super::responses_input as input;
 use super::responses_stream::ResponsesStream;
-use super::responses_types::{CreateResponse, IncompleteDetails, Item, OutputItem, OutputText, ResponseObject, ResponseUsage, Status, TextConfig};
+use super::responses_types::{
+    CreateResponse, IncompleteDetails, Item, OutputItem, OutputText, ResponseObject, ResponseUsage,
+    Status, TextConfig,
+};
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
@@ -34,7 +37,8 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         return Err(ApiError::invalid_param("input", "`input` is required."));
     }
     history.extend(new_items);
-    let messages = conversation::normalize(&input::messages(&history, req.instructions.as_deref())?)?;
+    let messages =
+        conversation::normalize(&input::messages(&history, req.instructions.as_deref())?)?;
     let tools = input::chat_tools(req.tools.as_deref())?;
     let choice = input::chat_tool_choice(req.tool_choice.as_ref())?;
     let mut offered = Offered::from_request(Some(&Value::Array(tools)), choice.as_ref())?;
@@ -42,20 +46,38 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     if let Some(o) = offered.as_mut() {
         o.parallel = parallel;
     }
-    let prompt = conversation::prompt_tokens(&state, &messages, offered.as_ref().map(|o| o.tools.as_slice()))?;
+    let prompt = conversation::prompt_tokens(
+        &state,
+        &messages,
+        offered.as_ref().map(|o| o.tools.as_slice()),
+    )?;
     let params = sampling(req.max_output_tokens, req.temperature, req.top_p)?;
     let format = req.text.as_ref().and_then(|t| t.format.as_ref());
-    let forced = offered.as_ref().filter(|o| o.forced).map(|o| o.tools.as_slice());
-    let constraint = structured::constraint(&state, &input::response_format(format), forced).await.map_err(|mut e| {
-        if e.param.as_deref() == Some("response_format") {
-            e.param = Some("text.format".into());
-        }
-        e
-    })?;
-    let session = req.prompt_cache_key.clone().or_else(|| req.user.clone());
-    let gen = Generation::submit(&state, vec![prompt], Ask { params, prompt_logprobs: None, session, constraint })
+    let forced = offered
+        .as_ref()
+        .filter(|o| o.forced)
+        .map(|o| o.tools.as_slice());
+    let constraint = structured::constraint(&state, &input::response_format(format), forced)
         .await
-        .map_err(as_max_output_tokens)?;
+        .map_err(|mut e| {
+            if e.param.as_deref() == Some("response_format") {
+                e.param = Some("text.format".into());
+            }
+            e
+        })?;
+    let session = req.prompt_cache_key.clone().or_else(|| req.user.clone());
+    let gen = Generation::submit(
+        &state,
+        vec![prompt],
+        Ask {
+            params,
+            prompt_logprobs: None,
+            session,
+            constraint,
+        },
+    )
+    .await
+    .map_err(as_max_output_tokens)?;
     let base = ResponseObject {
         id: new_id("resp_"),
         object: "response",
@@ -72,7 +94,10 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         store: req.store.unwrap_or(true),
         temperature: req.temperature,
         top_p: req.top_p,
-        text: req.text.unwrap_or_else(|| TextConfig { format: Some(super::responses_types::TextFormat::Text), verbosity: None }),
+        text: req.text.unwrap_or_else(|| TextConfig {
+            format: Some(super::responses_types::TextFormat::Text),
+            verbosity: None,
+        }),
         tool_choice: req.tool_choice.unwrap_or_else(|| json!("auto")),
         tools: req.tools.unwrap_or_default(),
         truncation: "disabled",
@@ -89,15 +114,28 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     let c = &out.choices[0];
     let mut response = base;
     response.output = output_items(offered.as_ref(), &c.text);
-    finish(&mut response, c.finish, ResponseUsage::new(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens));
+    finish(
+        &mut response,
+        c.finish,
+        ResponseUsage::new(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+        ),
+    );
     remember(&state, &response, history);
     tracing::info!(id = %response.id, usage = ?usage, "response");
     Ok(Json(response).into_response())
 }
 
 /// The sampling fields under their Responses names.
-fn sampling(max_output_tokens: Option<usize>, temperature: Option<f32>, top_p: Option<f32>) -> ApiResult<SamplingParams> {
-    typed(&json!({"max_tokens": max_output_tokens, "temperature": temperature, "top_p": top_p})).map_err(as_max_output_tokens)
+fn sampling(
+    max_output_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+) -> ApiResult<SamplingParams> {
+    typed(&json!({"max_tokens": max_output_tokens, "temperature": temperature, "top_p": top_p}))
+        .map_err(as_max_output_tokens)
 }
 
 /// An error about `max_tokens` names the field as this API spells it.
@@ -118,28 +156,53 @@ pub fn output_items(offered: Option<&Offered>, text: &str) -> Vec<OutputItem> {
     };
     let mut items = Vec::new();
     if let Some(content) = content.filter(|c| !c.is_empty() || calls.is_empty()) {
-        items.push(message_item(new_id("msg_"), "completed", vec![OutputText::new(content)]));
+        items.push(message_item(
+            new_id("msg_"),
+            "completed",
+            vec![OutputText::new(content)],
+        ));
     }
     items.extend(calls.iter().map(|c| function_call_item(c, "completed")));
     items
 }
 
 pub fn message_item(id: String, status: &'static str, content: Vec<OutputText>) -> OutputItem {
-    OutputItem::Message { id, status, role: "assistant", content }
+    OutputItem::Message {
+        id,
+        status,
+        role: "assistant",
+        content,
+    }
 }
 
 /// A chat-shaped tool call (`{"id", "function": {"name", "arguments"}}`) as an item.
 pub fn function_call_item(call: &Value, status: &'static str) -> OutputItem {
-    let s = |p: &str| call.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
-    OutputItem::FunctionCall { id: new_id("fc_"), call_id: s("/id"), name: s("/function/name"), arguments: s("/function/arguments"), status }
+    let s = |p: &str| {
+        call.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    OutputItem::FunctionCall {
+        id: new_id("fc_"),
+        call_id: s("/id"),
+        name: s("/function/name"),
+        arguments: s("/function/arguments"),
+        status,
+    }
 }
 
 /// Sets the final status: cut off by `max_output_tokens` is `incomplete`.
 pub fn finish(response: &mut ResponseObject, reason: Option<FinishReason>, usage: ResponseUsage) {
-    let called = response.output.iter().any(|i| matches!(i, OutputItem::FunctionCall { .. }));
+    let called = response
+        .output
+        .iter()
+        .any(|i| matches!(i, OutputItem::FunctionCall { .. }));
     if reason == Some(FinishReason::Length) && !called {
         response.status = Status::Incomplete;
-        response.incomplete_details = Some(IncompleteDetails { reason: "max_output_tokens" });
+        response.incomplete_details = Some(IncompleteDetails {
+            reason: "max_output_tokens",
+        });
     } else {
         response.status = Status::Completed;
     }

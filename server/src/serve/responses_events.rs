@@ -13,21 +13,58 @@ pub enum StreamEvent {
     #[serde(rename = "response.in_progress")]
     InProgress { response: ResponseObject },
     #[serde(rename = "response.output_item.added")]
-    OutputItemAdded { output_index: usize, item: OutputItem },
+    OutputItemAdded {
+        output_index: usize,
+        item: OutputItem,
+    },
     #[serde(rename = "response.content_part.added")]
-    ContentPartAdded { item_id: String, output_index: usize, content_index: usize, part: OutputText },
+    ContentPartAdded {
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        part: OutputText,
+    },
     #[serde(rename = "response.output_text.delta")]
-    OutputTextDelta { item_id: String, output_index: usize, content_index: usize, delta: String, logprobs: Vec<Value> },
+    OutputTextDelta {
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        delta: String,
+        logprobs: Vec<Value>,
+    },
     #[serde(rename = "response.output_text.done")]
-    OutputTextDone { item_id: String, output_index: usize, content_index: usize, text: String, logprobs: Vec<Value> },
+    OutputTextDone {
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        text: String,
+        logprobs: Vec<Value>,
+    },
     #[serde(rename = "response.content_part.done")]
-    ContentPartDone { item_id: String, output_index: usize, content_index: usize, part: OutputText },
+    ContentPartDone {
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        part: OutputText,
+    },
     #[serde(rename = "response.function_call_arguments.delta")]
-    FunctionCallArgumentsDelta { item_id: String, output_index: usize, delta: String },
+    FunctionCallArgumentsDelta {
+        item_id: String,
+        output_index: usize,
+        delta: String,
+    },
     #[serde(rename = "response.function_call_arguments.done")]
-    FunctionCallArgumentsDone { item_id: String, output_index: usize, name: String, arguments: String },
+    FunctionCallArgumentsDone {
+        item_id: String,
+        output_index: usize,
+        name: String,
+        arguments: String,
+    },
     #[serde(rename = "response.output_item.done")]
-    OutputItemDone { output_index: usize, item: OutputItem },
+    OutputItemDone {
+        output_index: usize,
+        item: OutputItem,
+    },
     #[serde(rename = "response.completed")]
     Completed { response: ResponseObject },
     #[serde(rename = "response.incomplete")]
@@ -55,8 +92,12 @@ impl StreamEvent {
             StreamEvent::OutputTextDelta { .. } => "response.output_text.delta",
             StreamEvent::OutputTextDone { .. } => "response.output_text.done",
             StreamEvent::ContentPartDone { .. } => "response.content_part.done",
-            StreamEvent::FunctionCallArgumentsDelta { .. } => "response.function_call_arguments.delta",
-            StreamEvent::FunctionCallArgumentsDone { .. } => "response.function_call_arguments.done",
+            StreamEvent::FunctionCallArgumentsDelta { .. } => {
+                "response.function_call_arguments.delta"
+            }
+            StreamEvent::FunctionCallArgumentsDone { .. } => {
+                "response.function_call_arguments.done"
+            }
             StreamEvent::OutputItemDone { .. } => "response.output_item.done",
             StreamEvent::Completed { .. } => "response.completed",
             StreamEvent::Incomplete { .. } => "response.incomplete",

@@ -6,7 +6,9 @@
 
 use super::responses::{finish, function_call_item, message_item};
 use super::responses_events::StreamEvent;
-use super::responses_types::{OutputItem, OutputText, ResponseError, ResponseObject, ResponseUsage, Status};
+use super::responses_types::{
+    OutputItem, OutputText, ResponseError, ResponseObject, ResponseUsage, Status,
+};
 use super::state::new_id;
 use super::tool_stream::{Piece, ToolStream};
 use super::tools::Offered;
@@ -25,12 +27,26 @@ pub struct ResponseEvents {
 impl ResponseEvents {
     pub fn new(response: ResponseObject, offered: Option<Offered>, prompt_tokens: usize) -> Self {
         let tools = offered.as_ref().map(|_| ToolStream::new());
-        Self { response, offered, tools, open: None, prompt_tokens, cached_tokens: 0 }
+        Self {
+            response,
+            offered,
+            tools,
+            open: None,
+            prompt_tokens,
+            cached_tokens: 0,
+        }
     }
 
     /// The opening events, before the first token.
     pub fn start(&self) -> Vec<StreamEvent> {
-        vec![StreamEvent::Created { response: self.response.clone() }, StreamEvent::InProgress { response: self.response.clone() }]
+        vec![
+            StreamEvent::Created {
+                response: self.response.clone(),
+            },
+            StreamEvent::InProgress {
+                response: self.response.clone(),
+            },
+        ]
     }
 
     /// Whether the response reached its end (completed, incomplete or failed).
@@ -42,14 +58,23 @@ impl ResponseEvents {
     pub fn fail(&mut self, message: String) -> Vec<StreamEvent> {
         let mut out = self.close_message();
         self.response.status = Status::Failed;
-        self.response.error = Some(ResponseError { code: "server_error".into(), message });
-        out.push(StreamEvent::Failed { response: self.response.clone() });
+        self.response.error = Some(ResponseError {
+            code: "server_error".into(),
+            message,
+        });
+        out.push(StreamEvent::Failed {
+            response: self.response.clone(),
+        });
         out
     }
 
     pub fn on_event(&mut self, ev: Event) -> Vec<StreamEvent> {
         match ev {
-            Event::Prefilled { prompt_tokens, cached_tokens, .. } => {
+            Event::Prefilled {
+                prompt_tokens,
+                cached_tokens,
+                ..
+            } => {
                 self.prompt_tokens = prompt_tokens;
                 self.cached_tokens = cached_tokens;
                 Vec::new()
@@ -58,7 +83,12 @@ impl ResponseEvents {
                 let pieces = self.split(text, false);
                 self.emit(pieces)
             }
-            Event::Finished { reason, completion_tokens, text, .. } => {
+            Event::Finished {
+                reason,
+                completion_tokens,
+                text,
+                ..
+            } => {
                 let pieces = self.split(text, true);
                 let mut out = self.emit(pieces);
                 if self.response.output.is_empty() && self.open.is_none() {
@@ -66,7 +96,8 @@ impl ResponseEvents {
                     out.extend(self.open_message());
                 }
                 out.extend(self.close_message());
-                let usage = ResponseUsage::new(self.prompt_tokens, completion_tokens, self.cached_tokens);
+                let usage =
+                    ResponseUsage::new(self.prompt_tokens, completion_tokens, self.cached_tokens);
                 finish(&mut self.response, Some(reason), usage);
                 let response = self.response.clone();
                 out.push(match response.status {
@@ -102,7 +133,13 @@ impl ResponseEvents {
                     let output_index = self.response.output.len();
                     if let Some((id, text)) = self.open.as_mut() {
                         text.push_str(&delta);
-                        out.push(StreamEvent::OutputTextDelta { item_id: id.clone(), output_index, content_index: 0, delta, logprobs: Vec::new() });
+                        out.push(StreamEvent::OutputTextDelta {
+                            item_id: id.clone(),
+                            output_index,
+                            content_index: 0,
+                            delta,
+                            logprobs: Vec::new(),
+                        });
                     }
                 }
                 Piece::Calls(calls) => {
@@ -125,20 +162,41 @@ impl ResponseEvents {
         let output_index = self.response.output.len();
         self.open = Some((id.clone(), String::new()));
         vec![
-            StreamEvent::OutputItemAdded { output_index, item: message_item(id.clone(), "in_progress", Vec::new()) },
-            StreamEvent::ContentPartAdded { item_id: id, output_index, content_index: 0, part: OutputText::new(String::new()) },
+            StreamEvent::OutputItemAdded {
+                output_index,
+                item: message_item(id.clone(), "in_progress", Vec::new()),
+            },
+            StreamEvent::ContentPartAdded {
+                item_id: id,
+                output_index,
+                content_index: 0,
+                part: OutputText::new(String::new()),
+            },
         ]
     }
 
     fn close_message(&mut self) -> Vec<StreamEvent> {
-        let Some((id, text)) = self.open.take() else { return Vec::new() };
+        let Some((id, text)) = self.open.take() else {
+            return Vec::new();
+        };
         let output_index = self.response.output.len();
         let part = OutputText::new(text.clone());
         let item = message_item(id.clone(), "completed", vec![part.clone()]);
         self.response.output.push(item.clone());
         vec![
-            StreamEvent::OutputTextDone { item_id: id.clone(), output_index, content_index: 0, text, logprobs: Vec::new() },
-            StreamEvent::ContentPartDone { item_id: id, output_index, content_index: 0, part },
+            StreamEvent::OutputTextDone {
+                item_id: id.clone(),
+                output_index,
+                content_index: 0,
+                text,
+                logprobs: Vec::new(),
+            },
+            StreamEvent::ContentPartDone {
+                item_id: id,
+                output_index,
+                content_index: 0,
+                part,
+            },
             StreamEvent::OutputItemDone { output_index, item },
         ]
     }
@@ -147,15 +205,45 @@ impl ResponseEvents {
     /// is only known to be one once it is complete).
     fn call_events(&mut self, call: &serde_json::Value) -> Vec<StreamEvent> {
         let done = function_call_item(call, "completed");
-        let OutputItem::FunctionCall { id, call_id, name, arguments, .. } = done.clone() else { return Vec::new() };
+        let OutputItem::FunctionCall {
+            id,
+            call_id,
+            name,
+            arguments,
+            ..
+        } = done.clone()
+        else {
+            return Vec::new();
+        };
         let output_index = self.response.output.len();
         self.response.output.push(done.clone());
-        let added = OutputItem::FunctionCall { id: id.clone(), call_id, name: name.clone(), arguments: String::new(), status: "in_progress" };
+        let added = OutputItem::FunctionCall {
+            id: id.clone(),
+            call_id,
+            name: name.clone(),
+            arguments: String::new(),
+            status: "in_progress",
+        };
         vec![
-            StreamEvent::OutputItemAdded { output_index, item: added },
-            StreamEvent::FunctionCallArgumentsDelta { item_id: id.clone(), output_index, delta: arguments.clone() },
-            StreamEvent::FunctionCallArgumentsDone { item_id: id, output_index, name, arguments },
-            StreamEvent::OutputItemDone { output_index, item: done },
+            StreamEvent::OutputItemAdded {
+                output_index,
+                item: added,
+            },
+            StreamEvent::FunctionCallArgumentsDelta {
+                item_id: id.clone(),
+                output_index,
+                delta: arguments.clone(),
+            },
+            StreamEvent::FunctionCallArgumentsDone {
+                item_id: id,
+                output_index,
+                name,
+                arguments,
+            },
+            StreamEvent::OutputItemDone {
+                output_index,
+                item: done,
+            },
         ]
     }
 }
@@ -195,23 +283,38 @@ mod tests {
     }
 
     fn weather() -> Offered {
-        let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+        let tools =
+            json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
         Offered::from_request(Some(&tools), None).unwrap().unwrap()
     }
 
     fn token(text: &str) -> Event {
-        Event::Token { seq: 0, token: 1, text: text.into(), logprob: None }
+        Event::Token {
+            seq: 0,
+            token: 1,
+            text: text.into(),
+            logprob: None,
+        }
     }
 
     fn finished(reason: FinishReason, n: usize) -> Event {
-        Event::Finished { seq: 0, reason, completion_tokens: n, text: String::new() }
+        Event::Finished {
+            seq: 0,
+            reason,
+            completion_tokens: n,
+            text: String::new(),
+        }
     }
 
     /// Runs `events` through a builder: every event as JSON, in order.
     fn run(offered: Option<Offered>, events: Vec<Event>, fail: Option<&str>) -> Vec<Value> {
         let mut b = ResponseEvents::new(base(), offered, 10);
         let mut out = b.start();
-        out.extend(b.on_event(Event::Prefilled { prompt_tokens: 10, cached_tokens: 7, prompt_logprobs: None }));
+        out.extend(b.on_event(Event::Prefilled {
+            prompt_tokens: 10,
+            cached_tokens: 7,
+            prompt_logprobs: None,
+        }));
         for ev in events {
             out.extend(b.on_event(ev));
         }
@@ -219,7 +322,9 @@ mod tests {
             out.extend(b.fail(msg.into()));
         }
         assert!(b.ended());
-        out.iter().map(|e| serde_json::to_value(e).unwrap()).collect()
+        out.iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
     }
 
     fn names(evs: &[Value]) -> Vec<&str> {
@@ -228,7 +333,11 @@ mod tests {
 
     #[test]
     fn prose_golden_sequence() {
-        let evs = run(None, vec![token("Hel"), token("lo"), finished(FinishReason::Stop, 2)], None);
+        let evs = run(
+            None,
+            vec![token("Hel"), token("lo"), finished(FinishReason::Stop, 2)],
+            None,
+        );
         assert_eq!(
             names(&evs),
             [
@@ -250,22 +359,40 @@ mod tests {
         assert_eq!(done["status"], "completed");
         assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
         assert_eq!(done["output"][0]["id"], evs[2]["item"]["id"]);
-        assert_eq!(done["usage"], json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 7}, "output_tokens": 2,
-            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12}));
+        assert_eq!(
+            done["usage"],
+            json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 7}, "output_tokens": 2,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12})
+        );
     }
 
     #[test]
     fn cut_at_max_output_tokens_is_incomplete() {
-        let evs = run(None, vec![token("Hi"), finished(FinishReason::Length, 1)], None);
+        let evs = run(
+            None,
+            vec![token("Hi"), finished(FinishReason::Length, 1)],
+            None,
+        );
         let last = evs.last().unwrap();
         assert_eq!(last["type"], "response.incomplete");
-        assert_eq!(last["response"]["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(
+            last["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
     }
 
     #[test]
     fn prose_then_a_call_golden_sequence() {
         let call = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>";
-        let evs = run(Some(weather()), vec![token("Checking. "), token(call), finished(FinishReason::Stop, 9)], None);
+        let evs = run(
+            Some(weather()),
+            vec![
+                token("Checking. "),
+                token(call),
+                finished(FinishReason::Stop, 9),
+            ],
+            None,
+        );
         assert_eq!(
             names(&evs),
             [
@@ -284,7 +411,13 @@ mod tests {
                 "response.completed"
             ]
         );
-        assert_eq!((evs[8]["output_index"].as_u64(), evs[8]["item"]["type"].as_str()), (Some(1), Some("function_call")));
+        assert_eq!(
+            (
+                evs[8]["output_index"].as_u64(),
+                evs[8]["item"]["type"].as_str()
+            ),
+            (Some(1), Some("function_call"))
+        );
         assert_eq!(evs[10]["arguments"], "{\"city\":\"Paris\"}");
         assert_eq!(evs[10]["name"], "get_weather");
         let done = &evs[12]["response"];
@@ -311,6 +444,9 @@ mod tests {
         );
         let failed = &evs[8]["response"];
         assert_eq!(failed["status"], "failed");
-        assert_eq!(failed["error"], json!({"code": "server_error", "message": "the engine stopped"}));
+        assert_eq!(
+            failed["error"],
+            json!({"code": "server_error", "message": "the engine stopped"})
+        );
     }
 }

@@ -3,7 +3,10 @@
 
 use super::error::ApiError;
 use super::extract::typed;
-use super::responses_types::{ContentPart, FunctionTool, Input, Item, MessageContent, NamespaceTool, Role, TextFormat, ToolOutput};
+use super::responses_types::{
+    ContentPart, FunctionTool, Input, Item, MessageContent, NamespaceTool, Role, TextFormat,
+    ToolOutput,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -57,7 +60,9 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
                 };
                 let text = match &m.content {
                     MessageContent::Text(t) => t.clone(),
-                    MessageContent::Parts(parts) => parts_text(parts, &format!("input[{i}].content"))?,
+                    MessageContent::Parts(parts) => {
+                        parts_text(parts, &format!("input[{i}].content"))?
+                    }
                 };
                 out.push(json!({"role": role, "content": text}));
             }
@@ -70,7 +75,9 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
                         None => prev["tool_calls"] = json!([call]),
                     },
                     // Empty text, not null: templates without tool support concatenate it.
-                    None => out.push(json!({"role": "assistant", "content": "", "tool_calls": [call]})),
+                    None => {
+                        out.push(json!({"role": "assistant", "content": "", "tool_calls": [call]}))
+                    }
                 }
             }
             Item::FunctionCallOutput(o) => {
@@ -84,7 +91,10 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
         }
     }
     if out.iter().all(|m| m["role"] == "system") {
-        return Err(ApiError::invalid_param("input", "`input` must hold at least one message or function call output."));
+        return Err(ApiError::invalid_param(
+            "input",
+            "`input` must hold at least one message or function call output.",
+        ));
     }
     Ok(out)
 }
@@ -119,7 +129,9 @@ fn add_tool(t: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError
     match t.get("type").and_then(Value::as_str) {
         Some("function") => {
             let f: FunctionTool = typed(t).map_err(with_param)?;
-            let parameters = f.parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            let parameters = f
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
             out.push(json!({"type": "function", "function": {"name": f.name, "description": f.description, "parameters": parameters}}));
         }
         Some("namespace") => {
@@ -128,7 +140,10 @@ fn add_tool(t: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError
                 add_tool(inner, &format!("{param}.tools[{j}]"), out)?;
             }
         }
-        Some(kind) => tracing::warn!(tool = kind, "skipping a tool of a type this server cannot call"),
+        Some(kind) => tracing::warn!(
+            tool = kind,
+            "skipping a tool of a type this server cannot call"
+        ),
         None => return Err(ApiError::invalid_param(param, "each tool needs a `type`.")),
     }
     Ok(())
@@ -160,7 +175,9 @@ pub fn response_format(format: Option<&TextFormat>) -> Map<String, Value> {
     let rf = match format {
         None | Some(TextFormat::Text) => return body,
         Some(TextFormat::JsonObject) => json!({"type": "json_object"}),
-        Some(TextFormat::JsonSchema { schema, .. }) => json!({"type": "json_schema", "json_schema": {"schema": schema}}),
+        Some(TextFormat::JsonSchema { schema, .. }) => {
+            json!({"type": "json_schema", "json_schema": {"schema": schema}})
+        }
     };
     body.insert("response_format".into(), rf);
     body
@@ -189,7 +206,10 @@ mod tests {
         assert_eq!(msgs[3]["content"], "Checking.");
         assert_eq!(msgs[3]["tool_calls"].as_array().unwrap().len(), 2);
         assert_eq!(msgs[3]["tool_calls"][1]["id"], "c2");
-        assert_eq!(msgs[4], json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}));
+        assert_eq!(
+            msgs[4],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})
+        );
         assert_eq!(msgs.len(), 5);
     }
 
@@ -198,7 +218,9 @@ mod tests {
         let e = items(Some(Input::Items(vec![json!({"type": "bogus"})]))).unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.param.unwrap().starts_with("input"));
-        let img = Input::Items(vec![json!({"role": "user", "content": [{"type": "input_image", "image_url": "x"}]})]);
+        let img = Input::Items(vec![
+            json!({"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}),
+        ]);
         let e = messages(&items(Some(img)).unwrap(), None).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input[0].content"));
         assert!(messages(&[], Some("only instructions")).is_err());
@@ -214,12 +236,28 @@ mod tests {
             json!({"type": "custom", "name": "apply_patch"}),
         ];
         let out = chat_tools(Some(&tools)).unwrap();
-        let names: Vec<_> = out.iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+        let names: Vec<_> = out
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["shell", "read_file"]);
-        assert!(chat_tools(Some(&[json!({"type": "function"})])).unwrap_err().param.unwrap().starts_with("tools[0]"));
-        assert_eq!(chat_tool_choice(Some(&json!({"type": "function", "name": "shell"}))).unwrap(), Some(json!({"type": "function", "function": {"name": "shell"}})));
-        assert_eq!(chat_tool_choice(Some(&json!({"type": "web_search_preview"}))).unwrap(), None);
-        assert_eq!(chat_tool_choice(Some(&json!("required"))).unwrap(), Some(json!("required")));
+        assert!(chat_tools(Some(&[json!({"type": "function"})]))
+            .unwrap_err()
+            .param
+            .unwrap()
+            .starts_with("tools[0]"));
+        assert_eq!(
+            chat_tool_choice(Some(&json!({"type": "function", "name": "shell"}))).unwrap(),
+            Some(json!({"type": "function", "function": {"name": "shell"}}))
+        );
+        assert_eq!(
+            chat_tool_choice(Some(&json!({"type": "web_search_preview"}))).unwrap(),
+            None
+        );
+        assert_eq!(
+            chat_tool_choice(Some(&json!("required"))).unwrap(),
+            Some(json!("required"))
+        );
         assert!(chat_tool_choice(Some(&json!(5))).is_err());
     }
 }

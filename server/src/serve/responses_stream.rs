@@ -22,9 +22,22 @@ pub struct ResponsesStream {
 }
 
 impl ResponsesStream {
-    pub fn new(state: Shared, gen: Generation, response: ResponseObject, offered: Option<Offered>, history: Vec<Item>) -> Self {
+    pub fn new(
+        state: Shared,
+        gen: Generation,
+        response: ResponseObject,
+        offered: Option<Offered>,
+        history: Vec<Item>,
+    ) -> Self {
         let events = ResponseEvents::new(response, offered, gen.prompt_lens.iter().sum());
-        Self { state, gen, events, history, started: false, done: false }
+        Self {
+            state,
+            gen,
+            events,
+            history,
+            started: false,
+            done: false,
+        }
     }
 
     pub fn into_events(self) -> impl Stream<Item = SseEvent> + Send {
@@ -35,7 +48,11 @@ impl ResponsesStream {
                 .iter()
                 .enumerate()
                 .map(|(i, ev)| {
-                    let data = serde_json::to_string(&Numbered { event: ev, sequence_number: seq + i }).unwrap_or_default();
+                    let data = serde_json::to_string(&Numbered {
+                        event: ev,
+                        sequence_number: seq + i,
+                    })
+                    .unwrap_or_default();
                     SseEvent::default().event(ev.name()).data(data)
                 })
                 .collect();

@@ -80,7 +80,9 @@ pub enum MessageContent {
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
-    InputText { text: String },
+    InputText {
+        text: String,
+    },
     OutputText {
         text: String,
         #[serde(default)]
@@ -88,7 +90,9 @@ pub enum ContentPart {
         #[serde(default)]
         logprobs: Vec<Value>,
     },
-    Refusal { refusal: String },
+    Refusal {
+        refusal: String,
+    },
     InputImage(Value),
     InputFile(Value),
 }
@@ -231,7 +235,9 @@ impl ResponseUsage {
     pub fn new(input: usize, output: usize, cached: usize) -> Self {
         ResponseUsage {
             input_tokens: input,
-            input_tokens_details: InputTokensDetails { cached_tokens: cached },
+            input_tokens_details: InputTokensDetails {
+                cached_tokens: cached,
+            },
             output_tokens: output,
             output_tokens_details: OutputTokensDetails::default(),
             total_tokens: input + output,
@@ -243,8 +249,19 @@ impl ResponseUsage {
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputItem {
-    Message { id: String, status: &'static str, role: &'static str, content: Vec<OutputText> },
-    FunctionCall { id: String, call_id: String, name: String, arguments: String, status: &'static str },
+    Message {
+        id: String,
+        status: &'static str,
+        role: &'static str,
+        content: Vec<OutputText>,
+    },
+    FunctionCall {
+        id: String,
+        call_id: String,
+        name: String,
+        arguments: String,
+        status: &'static str,
+    },
 }
 
 /// `{"type": "output_text", "text", "annotations": []}`.
@@ -259,7 +276,12 @@ pub struct OutputText {
 
 impl OutputText {
     pub fn new(text: String) -> Self {
-        OutputText { kind: "output_text", text, annotations: Vec::new(), logprobs: Vec::new() }
+        OutputText {
+            kind: "output_text",
+            text,
+            annotations: Vec::new(),
+            logprobs: Vec::new(),
+        }
     }
 }
 
@@ -272,13 +294,23 @@ impl OutputItem {
                 content: MessageContent::Parts(
                     content
                         .iter()
-                        .map(|c| ContentPart::OutputText { text: c.text.clone(), annotations: Vec::new(), logprobs: Vec::new() })
+                        .map(|c| ContentPart::OutputText {
+                            text: c.text.clone(),
+                            annotations: Vec::new(),
+                            logprobs: Vec::new(),
+                        })
                         .collect(),
                 ),
                 id: Some(id.clone()),
                 status: None,
             }),
-            OutputItem::FunctionCall { id, call_id, name, arguments, .. } => Item::FunctionCall(FunctionCallItem {
+            OutputItem::FunctionCall {
+                id,
+                call_id,
+                name,
+                arguments,
+                ..
+            } => Item::FunctionCall(FunctionCallItem {
                 id: Some(id.clone()),
                 call_id: call_id.clone(),
                 name: name.clone(),

@@ -2,7 +2,9 @@
 
 use super::error::ApiError;
 use super::state::Shared;
-use super::{anthropic, auth, chat, completions, kv_peers, loads, metrics, models, responses, tokenize};
+use super::{
+    anthropic, auth, chat, completions, kv_peers, loads, metrics, models, responses, tokenize,
+};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
@@ -52,5 +54,7 @@ fn on_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::R
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    axum::response::IntoResponse::into_response(ApiError::internal(format!("internal error: {what}")))
+    axum::response::IntoResponse::into_response(ApiError::internal(format!(
+        "internal error: {what}"
+    )))
 }

@@ -4,9 +4,9 @@
 use super::error::ApiError;
 use looptree_engine::EngineHandle;
 use looptree_models::chat_template::ChatTemplate;
+use looptree_models::structured::Grammars;
 use looptree_models::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use looptree_models::structured::Grammars;
 use std::sync::{Arc, OnceLock};
 
 pub struct AppState {
@@ -49,11 +49,14 @@ impl AppState {
     /// get another model's output unawares.
     pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
         match model {
-            Some(m) if self.strict_model_name && !self.accepted_names.iter().any(|n| n == m) => Err(ApiError::not_found(
-                format!("The model `{m}` does not exist; this server serves `{}`.", self.model_name),
-            )
-            .param("model")
-            .code("model_not_found")),
+            Some(m) if self.strict_model_name && !self.accepted_names.iter().any(|n| n == m) => {
+                Err(ApiError::not_found(format!(
+                    "The model `{m}` does not exist; this server serves `{}`.",
+                    self.model_name
+                ))
+                .param("model")
+                .code("model_not_found"))
+            }
             _ => Ok(()),
         }
     }
@@ -84,7 +87,9 @@ impl Drop for Permit {
 
 /// Unix seconds now, for `created` fields.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A fresh id such as `chatcmpl-3f9a...` (the prefix carries its separator): random enough to tell responses apart, without a

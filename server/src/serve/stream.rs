@@ -21,11 +21,17 @@ pub fn sse<S: ChunkSource>(source: S) -> Response {
         Some((stream::iter(batch), s))
     })
     .flatten();
-    sse_from(chunks.map(|v| Event::default().data(v.to_string())).chain(stream::once(async { Event::default().data("[DONE]") })))
+    sse_from(
+        chunks
+            .map(|v| Event::default().data(v.to_string()))
+            .chain(stream::once(async { Event::default().data("[DONE]") })),
+    )
 }
 
 /// Events as they are (Anthropic's stream names its events and sends no [DONE]).
 pub fn sse_from(events: impl Stream<Item = Event> + Send + 'static) -> Response {
     // Comments during a long prefill keep proxies from timing the connection out.
-    Sse::new(events.map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(events.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

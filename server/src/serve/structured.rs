@@ -12,17 +12,24 @@ use std::sync::Arc;
 
 /// What a request body asks the output to match, if anything. `tools` are the tools the
 /// request offers when `tool_choice` forces a call (None otherwise).
-pub fn requested(body: &Map<String, Value>, forced_tools: Option<&[Value]>) -> Result<Option<Grammar>, ApiError> {
+pub fn requested(
+    body: &Map<String, Value>,
+    forced_tools: Option<&[Value]>,
+) -> Result<Option<Grammar>, ApiError> {
     let mut found: Vec<(&str, Grammar)> = Vec::new();
     if let Some(g) = response_format(body.get("response_format"))? {
         found.push(("response_format", g));
     }
     if let Some(v) = body.get("regex").filter(|v| !v.is_null()) {
-        let rx = v.as_str().ok_or_else(|| ApiError::invalid_param("regex", "`regex` must be a string."))?;
+        let rx = v
+            .as_str()
+            .ok_or_else(|| ApiError::invalid_param("regex", "`regex` must be a string."))?;
         found.push(("regex", Grammar::Regex(rx.to_string())));
     }
     if let Some(v) = body.get("grammar").filter(|v| !v.is_null()) {
-        let src = v.as_str().ok_or_else(|| ApiError::invalid_param("grammar", "`grammar` must be a Lark grammar as a string."))?;
+        let src = v.as_str().ok_or_else(|| {
+            ApiError::invalid_param("grammar", "`grammar` must be a Lark grammar as a string.")
+        })?;
         found.push(("grammar", Grammar::Lark(src.to_string())));
     }
     if let Some(tools) = forced_tools {
@@ -33,15 +40,23 @@ pub fn requested(body: &Map<String, Value>, forced_tools: Option<&[Value]>) -> R
         1 => Ok(found.pop().map(|(_, g)| g)),
         _ => {
             let names: Vec<&str> = found.iter().map(|(n, _)| *n).collect();
-            Err(ApiError::invalid_param(found[1].0, format!("only one of {} may constrain the output.", names.join(", "))))
+            Err(ApiError::invalid_param(
+                found[1].0,
+                format!("only one of {} may constrain the output.", names.join(", ")),
+            ))
         }
     }
 }
 
 fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
     let bad = |msg: &str| ApiError::invalid_param("response_format", msg.to_string());
-    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
-    let kind = v.get("type").and_then(Value::as_str).ok_or_else(|| bad("`response_format` needs a `type`."))?;
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`response_format` needs a `type`."))?;
     match kind {
         "text" => Ok(None),
         "json_object" => Ok(Some(Grammar::JsonSchema(json!({"type": "object"})))),
@@ -68,7 +83,11 @@ fn tool_call_schema(tools: &[Value]) -> Value {
         .filter_map(|t| {
             let f = t.get("function")?;
             let name = f.get("name")?.as_str()?;
-            let mut params = f.get("parameters").filter(|p| p.is_object()).cloned().unwrap_or_else(|| json!({"type": "object"}));
+            let mut params = f
+                .get("parameters")
+                .filter(|p| p.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object"}));
             close_objects(&mut params);
             Some(json!({
                 "type": "object",
@@ -87,12 +106,19 @@ fn tool_call_schema(tools: &[Value]) -> Value {
 
 /// Compiles the grammar on a blocking thread (a large schema takes a while); a grammar
 /// llguidance cannot take is the request's fault: 400.
-pub async fn compile(state: &Shared, grammar: Grammar, param: &'static str) -> Result<Constraint, ApiError> {
+pub async fn compile(
+    state: &Shared,
+    grammar: Grammar,
+    param: &'static str,
+) -> Result<Constraint, ApiError> {
     let grammars = grammars(state)?;
     tokio::task::spawn_blocking(move || grammars.compile(&grammar))
         .await
         .map_err(|e| ApiError::internal(format!("compiling the grammar: {e}")))?
-        .map_err(|e| ApiError::invalid_param(param, format!("unsupported {}: {e}", what(param))).code("unsupported_grammar"))
+        .map_err(|e| {
+            ApiError::invalid_param(param, format!("unsupported {}: {e}", what(param)))
+                .code("unsupported_grammar")
+        })
 }
 
 fn what(param: &str) -> &'static str {
@@ -121,14 +147,28 @@ pub fn param_of(body: &Map<String, Value>, forced: bool) -> &'static str {
 fn grammars(state: &Shared) -> Result<Arc<Grammars>, ApiError> {
     state
         .grammars
-        .get_or_init(|| Grammars::new(&state.tokenizer, state.vocab_size).map(Arc::new).map_err(|e| format!("{e:#}")))
+        .get_or_init(|| {
+            Grammars::new(&state.tokenizer, state.vocab_size)
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"))
+        })
         .clone()
-        .map_err(|e| ApiError::internal(format!("structured output is unavailable for this model: {e}")))
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "structured output is unavailable for this model: {e}"
+            ))
+        })
 }
 
 /// The request's constraint: parsed, checked and compiled; None when the output is free.
-pub async fn constraint(state: &Shared, body: &Map<String, Value>, forced_tools: Option<&[Value]>) -> Result<Option<Constraint>, ApiError> {
-    let Some(grammar) = requested(body, forced_tools)? else { return Ok(None) };
+pub async fn constraint(
+    state: &Shared,
+    body: &Map<String, Value>,
+    forced_tools: Option<&[Value]>,
+) -> Result<Option<Constraint>, ApiError> {
+    let Some(grammar) = requested(body, forced_tools)? else {
+        return Ok(None);
+    };
     let param = param_of(body, forced_tools.is_some());
     Ok(Some(compile(state, grammar, param).await?))
 }
@@ -144,17 +184,33 @@ mod tests {
     #[test]
     fn response_formats_map_to_grammars() {
         assert_eq!(requested(&body(json!({})), None).unwrap(), None);
-        assert_eq!(requested(&body(json!({"response_format": {"type": "text"}})), None).unwrap(), None);
         assert_eq!(
-            requested(&body(json!({"response_format": {"type": "json_object"}})), None).unwrap(),
+            requested(&body(json!({"response_format": {"type": "text"}})), None).unwrap(),
+            None
+        );
+        assert_eq!(
+            requested(
+                &body(json!({"response_format": {"type": "json_object"}})),
+                None
+            )
+            .unwrap(),
             Some(Grammar::JsonSchema(json!({"type": "object"})))
         );
         let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
         let rf = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": true}}});
         let closed = json!({"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": false});
-        assert_eq!(requested(&body(rf), None).unwrap(), Some(Grammar::JsonSchema(closed)));
-        assert_eq!(requested(&body(json!({"regex": "[a-z]+"})), None).unwrap(), Some(Grammar::Regex("[a-z]+".into())));
-        assert_eq!(requested(&body(json!({"grammar": "start: \"x\""})), None).unwrap(), Some(Grammar::Lark("start: \"x\"".into())));
+        assert_eq!(
+            requested(&body(rf), None).unwrap(),
+            Some(Grammar::JsonSchema(closed))
+        );
+        assert_eq!(
+            requested(&body(json!({"regex": "[a-z]+"})), None).unwrap(),
+            Some(Grammar::Regex("[a-z]+".into()))
+        );
+        assert_eq!(
+            requested(&body(json!({"grammar": "start: \"x\""})), None).unwrap(),
+            Some(Grammar::Lark("start: \"x\"".into()))
+        );
     }
 
     #[test]
@@ -180,13 +236,23 @@ mod tests {
             json!({"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}),
             json!({"type": "function", "function": {"name": "b"}}),
         ];
-        let Some(Grammar::JsonSchema(s)) = requested(&body(json!({})), Some(&tools)).unwrap() else { panic!() };
+        let Some(Grammar::JsonSchema(s)) = requested(&body(json!({})), Some(&tools)).unwrap()
+        else {
+            panic!()
+        };
         let any = s["anyOf"].as_array().unwrap();
         assert_eq!(any.len(), 2);
         assert_eq!(any[0]["properties"]["name"]["const"], "a");
-        assert_eq!(any[0]["properties"]["arguments"]["properties"]["x"]["type"], "integer");
+        assert_eq!(
+            any[0]["properties"]["arguments"]["properties"]["x"]["type"],
+            "integer"
+        );
         assert_eq!(any[1]["properties"]["arguments"], json!({"type": "object"}));
-        let Some(Grammar::JsonSchema(one)) = requested(&body(json!({})), Some(&tools[..1])).unwrap() else { panic!() };
+        let Some(Grammar::JsonSchema(one)) =
+            requested(&body(json!({})), Some(&tools[..1])).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(one["properties"]["name"]["const"], "a");
     }
 }

@@ -20,24 +20,43 @@ struct TokenizeWire {
     return_token_strs: Option<bool>,
 }
 
-pub async fn tokenize(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+pub async fn tokenize(
+    State(state): State<Shared>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let w: TokenizeWire = typed(&Value::Object(body))?;
     state.check_model(w.model.as_deref())?;
     let tokens = match (w.prompt, w.messages) {
         (Some(p), None) => {
-            let mut ids = state.tokenizer.encode(&p, true).map_err(|e| ApiError::invalid_param("prompt", format!("{e:#}")))?;
+            let mut ids = state
+                .tokenizer
+                .encode(&p, true)
+                .map_err(|e| ApiError::invalid_param("prompt", format!("{e:#}")))?;
             // Without special tokens: drop the BOS the tokenizer adds.
-            if !w.add_special_tokens.unwrap_or(true) && state.tokenizer.adds_bos() && ids.first() == state.tokenizer.bos_id().as_ref() {
+            if !w.add_special_tokens.unwrap_or(true)
+                && state.tokenizer.adds_bos()
+                && ids.first() == state.tokenizer.bos_id().as_ref()
+            {
                 ids.remove(0);
             }
             ids
         }
-        (None, Some(m)) => conversation::prompt_tokens(&state, &conversation::normalize(&m)?, None)?,
-        _ => return Err(ApiError::bad_request("Send exactly one of `prompt` or `messages`.")),
+        (None, Some(m)) => {
+            conversation::prompt_tokens(&state, &conversation::normalize(&m)?, None)?
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "Send exactly one of `prompt` or `messages`.",
+            ))
+        }
     };
-    let mut out = json!({"count": tokens.len(), "max_model_len": state.max_context, "tokens": tokens});
+    let mut out =
+        json!({"count": tokens.len(), "max_model_len": state.max_context, "tokens": tokens});
     if w.return_token_strs.unwrap_or(false) {
-        out["token_strs"] = tokens.iter().map(|&t| json!(token_text(&state.tokenizer, t))).collect();
+        out["token_strs"] = tokens
+            .iter()
+            .map(|&t| json!(token_text(&state.tokenizer, t)))
+            .collect();
     }
     Ok(Json(out))
 }
@@ -48,9 +67,15 @@ struct DetokenizeWire {
     tokens: Vec<u32>,
 }
 
-pub async fn detokenize(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+pub async fn detokenize(
+    State(state): State<Shared>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let w: DetokenizeWire = typed(&Value::Object(body))?;
     state.check_model(w.model.as_deref())?;
-    let text = state.tokenizer.decode(&w.tokens, false).map_err(|e| ApiError::invalid_param("tokens", format!("{e:#}")))?;
+    let text = state
+        .tokenizer
+        .decode(&w.tokens, false)
+        .map_err(|e| ApiError::invalid_param("tokens", format!("{e:#}")))?;
     Ok(Json(json!({"prompt": text})))
 }

@@ -40,7 +40,11 @@ impl Default for ToolStream {
 
 impl ToolStream {
     pub fn new() -> Self {
-        ToolStream { mode: Mode::Opening, held: String::new(), calls: 0 }
+        ToolStream {
+            mode: Mode::Opening,
+            held: String::new(),
+            calls: 0,
+        }
     }
 
     /// Whether any tool call went out (the finish reason is then `tool_calls`).
@@ -82,7 +86,9 @@ impl ToolStream {
                     }
                 },
                 Mode::Block => {
-                    let Some(end) = self.held.find(CLOSE) else { return out };
+                    let Some(end) = self.held.find(CLOSE) else {
+                        return out;
+                    };
                     let block: String = self.held.drain(..end + CLOSE.len()).collect();
                     out.extend(self.block_piece(offered, &block));
                     self.mode = Mode::Prose;
@@ -128,7 +134,11 @@ impl ToolStream {
     /// Numbers calls by their place in the reply; with `parallel_tool_calls: false`, calls
     /// after the first are dropped.
     fn number(&mut self, offered: &Offered, calls: Vec<Value>) -> Vec<Value> {
-        let room = if offered.parallel { usize::MAX } else { 1usize.saturating_sub(self.calls) };
+        let room = if offered.parallel {
+            usize::MAX
+        } else {
+            1usize.saturating_sub(self.calls)
+        };
         calls
             .into_iter()
             .take(room)
@@ -151,7 +161,9 @@ fn push_content(out: &mut Vec<Piece>, text: String) {
 fn partial_tag_len(text: &str) -> usize {
     (1..OPEN.len().min(text.len() + 1))
         .rev()
-        .find(|&k| text.is_char_boundary(text.len() - k) && OPEN.starts_with(&text[text.len() - k..]))
+        .find(|&k| {
+            text.is_char_boundary(text.len() - k) && OPEN.starts_with(&text[text.len() - k..])
+        })
         .unwrap_or(0)
 }
 
@@ -160,7 +172,8 @@ mod tests {
     use super::*;
 
     fn offered() -> Offered {
-        let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+        let tools =
+            json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
         Offered::from_request(Some(&tools), None).unwrap().unwrap()
     }
 
@@ -183,11 +196,30 @@ mod tests {
     }
 
     fn content(pieces: &[Piece]) -> String {
-        pieces.iter().filter_map(|p| if let Piece::Content(t) = p { Some(t.as_str()) } else { None }).collect()
+        pieces
+            .iter()
+            .filter_map(|p| {
+                if let Piece::Content(t) = p {
+                    Some(t.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     fn calls(pieces: &[Piece]) -> Vec<Value> {
-        pieces.iter().filter_map(|p| if let Piece::Calls(c) = p { Some(c.clone()) } else { None }).flatten().collect()
+        pieces
+            .iter()
+            .filter_map(|p| {
+                if let Piece::Calls(c) = p {
+                    Some(c.clone())
+                } else {
+                    None
+                }
+            })
+            .flatten()
+            .collect()
     }
 
     #[test]
@@ -196,13 +228,18 @@ mod tests {
         for step in [1, 2, 3, 5, 7, 64, 1000] {
             let (pieces, called) = run(text, step);
             assert!(called, "step {step}");
-            assert_eq!(content(&pieces), "Let me check the weather.\n", "step {step}");
+            assert_eq!(
+                content(&pieces),
+                "Let me check the weather.\n",
+                "step {step}"
+            );
             let c = calls(&pieces);
             assert_eq!(c.len(), 1, "step {step}");
             assert_eq!(c[0]["index"], 0);
             assert_eq!(c[0]["type"], "function");
             assert_eq!(c[0]["function"]["name"], "get_weather");
-            let args: Value = serde_json::from_str(c[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+            let args: Value =
+                serde_json::from_str(c[0]["function"]["arguments"].as_str().unwrap()).unwrap();
             assert_eq!(args, json!({"city": "Paris"}));
             assert!(c[0]["id"].as_str().unwrap().starts_with("call_"));
             // The prose went out before the block was complete: no content after the call.
@@ -216,10 +253,19 @@ mod tests {
         let o = offered();
         let mut ts = ToolStream::new();
         assert_eq!(ts.push(&o, "Sure"), vec![Piece::Content("Sure".into())]);
-        assert_eq!(ts.push(&o, ", one moment <tool"), vec![Piece::Content(", one moment ".into())]);
-        assert!(ts.push(&o, "_call>{\"name\": \"get_weather\"").is_empty(), "the block is held");
+        assert_eq!(
+            ts.push(&o, ", one moment <tool"),
+            vec![Piece::Content(", one moment ".into())]
+        );
+        assert!(
+            ts.push(&o, "_call>{\"name\": \"get_weather\"").is_empty(),
+            "the block is held"
+        );
         let got = ts.push(&o, ", \"arguments\": {}}</tool_call> Done.");
-        assert!(matches!(&got[0], Piece::Calls(c) if c[0]["function"]["name"] == "get_weather"), "{got:?}");
+        assert!(
+            matches!(&got[0], Piece::Calls(c) if c[0]["function"]["name"] == "get_weather"),
+            "{got:?}"
+        );
         assert_eq!(got[1], Piece::Content(" Done.".into()));
     }
 
@@ -232,8 +278,14 @@ mod tests {
             assert!(called);
             let c = calls(&pieces);
             assert_eq!(c.len(), 2, "step {step}: {pieces:?}");
-            assert_eq!((c[0]["index"].clone(), c[1]["index"].clone()), (json!(0), json!(1)));
-            assert!(c[1]["function"]["arguments"].as_str().unwrap().contains("Rome"));
+            assert_eq!(
+                (c[0]["index"].clone(), c[1]["index"].clone()),
+                (json!(0), json!(1))
+            );
+            assert!(c[1]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .contains("Rome"));
             assert_eq!(content(&pieces).trim(), "");
         }
     }
@@ -243,16 +295,26 @@ mod tests {
         for step in [1, 3, 1000] {
             let (pieces, called) = run("a < b and <tool but no call", step);
             assert!(!called);
-            assert_eq!(content(&pieces), "a < b and <tool but no call", "step {step}");
+            assert_eq!(
+                content(&pieces),
+                "a < b and <tool but no call",
+                "step {step}"
+            );
             let (pieces, called) = run("Look: <tool_call>not json</tool_call> end", step);
             assert!(!called);
-            assert_eq!(content(&pieces), "Look: <tool_call>not json</tool_call> end");
+            assert_eq!(
+                content(&pieces),
+                "Look: <tool_call>not json</tool_call> end"
+            );
         }
     }
 
     #[test]
     fn a_bare_json_call_is_judged_at_the_end() {
-        let (pieces, called) = run(" {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}", 3);
+        let (pieces, called) = run(
+            " {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+            3,
+        );
         assert!(called);
         assert_eq!(calls(&pieces).len(), 1);
         assert_eq!(content(&pieces), "");
@@ -272,7 +334,10 @@ mod tests {
         pieces.extend(ts.finish(&o));
         let c = calls(&pieces);
         assert_eq!(c.len(), 1, "{pieces:?}");
-        assert!(c[0]["function"]["arguments"].as_str().unwrap().contains("Oslo"));
+        assert!(c[0]["function"]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("Oslo"));
         let lines = "{\"name\": \"get_weather\", \"arguments\": {}}\n{\"name\": \"get_weather\", \"arguments\": {}}";
         let (pieces, _) = run(lines, 5);
         assert_eq!(calls(&pieces).len(), 2);

@@ -22,7 +22,10 @@ pub struct Offered {
 
 impl Offered {
     /// `None` when there are no tools or `tool_choice` is "none".
-    pub fn from_request(tools: Option<&Value>, choice: Option<&Value>) -> Result<Option<Self>, ApiError> {
+    pub fn from_request(
+        tools: Option<&Value>,
+        choice: Option<&Value>,
+    ) -> Result<Option<Self>, ApiError> {
         let tools = match tools {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::Array(t)) if t.is_empty() => return Ok(None),
@@ -32,7 +35,10 @@ impl Offered {
         let mut names = Vec::new();
         for (i, t) in tools.iter().enumerate() {
             match t.pointer("/function/name").and_then(Value::as_str) {
-                Some(n) if t.get("type").and_then(Value::as_str).unwrap_or("function") == "function" => {
+                Some(n)
+                    if t.get("type").and_then(Value::as_str).unwrap_or("function")
+                        == "function" =>
+                {
                     names.push(n.to_string())
                 }
                 _ => {
@@ -43,7 +49,12 @@ impl Offered {
                 }
             }
         }
-        let mut offered = Offered { tools, names, forced: false, parallel: true };
+        let mut offered = Offered {
+            tools,
+            names,
+            forced: false,
+            parallel: true,
+        };
         match choice {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == "auto" => {}
@@ -57,10 +68,18 @@ impl Offered {
                     ));
                 };
                 let Some(i) = offered.names.iter().position(|n| n == name) else {
-                    return Err(ApiError::invalid_param("tool_choice", format!("`tool_choice` names `{name}`, which is not in `tools`.")));
+                    return Err(ApiError::invalid_param(
+                        "tool_choice",
+                        format!("`tool_choice` names `{name}`, which is not in `tools`."),
+                    ));
                 };
                 // Only the chosen tool is shown, so the model can call nothing else.
-                offered = Offered { tools: vec![offered.tools[i].clone()], names: vec![name.to_string()], forced: true, parallel: true };
+                offered = Offered {
+                    tools: vec![offered.tools[i].clone()],
+                    names: vec![name.to_string()],
+                    forced: true,
+                    parallel: true,
+                };
             }
         }
         Ok(Some(offered))
@@ -68,7 +87,11 @@ impl Offered {
 
     /// Splits a reply into (content, tool calls). `None`: not a tool call, keep the text.
     pub fn parse(&self, text: &str) -> Option<(Option<String>, Vec<Value>)> {
-        let (content, mut calls) = if text.contains(OPEN) { parse_tagged(text)? } else { (None, self.parse_bare(text)?) };
+        let (content, mut calls) = if text.contains(OPEN) {
+            parse_tagged(text)?
+        } else {
+            (None, self.parse_bare(text)?)
+        };
         if !self.parallel {
             calls.truncate(1);
         }
@@ -78,14 +101,22 @@ impl Offered {
     /// Whether a stream should hold text back: it may still become a tool call.
     pub fn may_start_call(text: &str) -> bool {
         let t = text.trim_start();
-        t.is_empty() || OPEN.starts_with(t) || t.starts_with(OPEN) || t.starts_with('{') || t.starts_with('[') || t.starts_with("```")
+        t.is_empty()
+            || OPEN.starts_with(t)
+            || t.starts_with(OPEN)
+            || t.starts_with('{')
+            || t.starts_with('[')
+            || t.starts_with("```")
     }
 
     fn parse_bare(&self, text: &str) -> Option<Vec<Value>> {
         let t = strip_fence(text.trim());
         // One object, a list of them, or several objects one after another (one per
         // line, as small models write parallel calls).
-        let values: Vec<Value> = serde_json::Deserializer::from_str(t).into_iter::<Value>().collect::<Result<_, _>>().ok()?;
+        let values: Vec<Value> = serde_json::Deserializer::from_str(t)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .ok()?;
         let items = match <[Value; 1]>::try_from(values) {
             Ok([Value::Array(items)]) if !items.is_empty() => items,
             Ok([obj @ Value::Object(_)]) => vec![obj],
@@ -95,7 +126,13 @@ impl Offered {
         };
         items
             .iter()
-            .map(|item| call_from(item).filter(|c| self.names.iter().any(|n| Some(n.as_str()) == c.pointer("/function/name").and_then(Value::as_str))))
+            .map(|item| {
+                call_from(item).filter(|c| {
+                    self.names.iter().any(|n| {
+                        Some(n.as_str()) == c.pointer("/function/name").and_then(Value::as_str)
+                    })
+                })
+            })
             .collect()
     }
 }
@@ -123,7 +160,9 @@ fn parse_tagged(text: &str) -> Option<(Option<String>, Vec<Value>)> {
 }
 
 fn strip_fence(t: &str) -> &str {
-    let Some(inner) = t.strip_prefix("```") else { return t };
+    let Some(inner) = t.strip_prefix("```") else {
+        return t;
+    };
     let inner = inner.strip_prefix("json").unwrap_or(inner);
     inner.strip_suffix("```").unwrap_or(inner).trim()
 }
@@ -132,12 +171,18 @@ fn strip_fence(t: &str) -> &str {
 /// `arguments` is a JSON string.
 fn call_from(v: &Value) -> Option<Value> {
     let name = v.get("name")?.as_str()?;
-    let args = v.get("arguments").or_else(|| v.get("parameters")).cloned().unwrap_or(json!({}));
+    let args = v
+        .get("arguments")
+        .or_else(|| v.get("parameters"))
+        .cloned()
+        .unwrap_or(json!({}));
     let args = match args {
         Value::String(s) => s,
         other => other.to_string(),
     };
-    Some(json!({"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": args}}))
+    Some(
+        json!({"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": args}}),
+    )
 }
 
 #[cfg(test)]
@@ -145,7 +190,8 @@ mod tests {
     use super::*;
 
     fn weather() -> Offered {
-        let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+        let tools =
+            json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
         Offered::from_request(Some(&tools), None).unwrap().unwrap()
     }
 
@@ -156,18 +202,25 @@ mod tests {
         assert_eq!(content.as_deref(), Some("Let me check."));
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0]["function"]["name"], "get_weather");
-        let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        let args: Value =
+            serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
         assert_eq!(args, json!({"city": "Paris"}));
     }
 
     #[test]
     fn a_bare_json_object_naming_an_offered_tool_is_a_call() {
-        let (content, calls) = weather().parse(r#" {"name": "get_weather", "arguments": {"city": "Paris"}}"#).unwrap();
+        let (content, calls) = weather()
+            .parse(r#" {"name": "get_weather", "arguments": {"city": "Paris"}}"#)
+            .unwrap();
         assert_eq!(content, None);
         assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
-        assert!(weather().parse(r#"{"name": "other_tool", "arguments": {}}"#).is_none());
+        assert!(weather()
+            .parse(r#"{"name": "other_tool", "arguments": {}}"#)
+            .is_none());
         assert!(weather().parse("The weather is nice.").is_none());
-        assert!(weather().parse("```json\n{\"name\": \"get_weather\", \"arguments\": {}}\n```").is_some());
+        assert!(weather()
+            .parse("```json\n{\"name\": \"get_weather\", \"arguments\": {}}\n```")
+            .is_some());
     }
 
     #[test]
@@ -176,11 +229,18 @@ mod tests {
         let (content, calls) = weather().parse(text).unwrap();
         assert_eq!(content, None);
         assert_eq!(calls.len(), 2);
-        assert!(calls[1]["function"]["arguments"].as_str().unwrap().contains("Rome"));
+        assert!(calls[1]["function"]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("Rome"));
         assert_ne!(calls[0]["id"], calls[1]["id"]);
         // Anything else among them, and it is text.
-        assert!(weather().parse("{\"name\": \"get_weather\", \"arguments\": {}}\nand then").is_none());
-        assert!(weather().parse("{\"name\": \"get_weather\", \"arguments\": {}} {\"name\": \"nope\"}").is_none());
+        assert!(weather()
+            .parse("{\"name\": \"get_weather\", \"arguments\": {}}\nand then")
+            .is_none());
+        assert!(weather()
+            .parse("{\"name\": \"get_weather\", \"arguments\": {}} {\"name\": \"nope\"}")
+            .is_none());
         // parallel_tool_calls: false keeps the first.
         let mut one = weather();
         one.parallel = false;
@@ -192,13 +252,34 @@ mod tests {
     #[test]
     fn tool_choice_none_and_named() {
         let tools = json!([{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}]);
-        assert!(Offered::from_request(Some(&tools), Some(&json!("none"))).unwrap().is_none());
-        let one = Offered::from_request(Some(&tools), Some(&json!({"type": "function", "function": {"name": "b"}}))).unwrap().unwrap();
+        assert!(Offered::from_request(Some(&tools), Some(&json!("none")))
+            .unwrap()
+            .is_none());
+        let one = Offered::from_request(
+            Some(&tools),
+            Some(&json!({"type": "function", "function": {"name": "b"}})),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(one.tools.len(), 1);
         assert!(one.forced);
-        assert!(Offered::from_request(Some(&tools), Some(&json!("required"))).unwrap().unwrap().forced);
-        assert!(!Offered::from_request(Some(&tools), Some(&json!("auto"))).unwrap().unwrap().forced);
-        assert!(Offered::from_request(Some(&tools), Some(&json!({"type": "function", "function": {"name": "c"}}))).is_err());
+        assert!(
+            Offered::from_request(Some(&tools), Some(&json!("required")))
+                .unwrap()
+                .unwrap()
+                .forced
+        );
+        assert!(
+            !Offered::from_request(Some(&tools), Some(&json!("auto")))
+                .unwrap()
+                .unwrap()
+                .forced
+        );
+        assert!(Offered::from_request(
+            Some(&tools),
+            Some(&json!({"type": "function", "function": {"name": "c"}}))
+        )
+        .is_err());
         assert!(Offered::from_request(Some(&json!("x")), None).is_err());
     }
 

@@ -12,7 +12,11 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize) -> Self {
-        Self { prompt_tokens, completion_tokens, cached_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+        }
     }
 
     /// OpenAI's shape; `cached_tokens` counts prompt tokens served from the prefix tree.

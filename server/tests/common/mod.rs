@@ -14,7 +14,6 @@ pub struct Server {
     pub client: Client,
 }
 
-
 impl Server {
     /// The server on SmolLM2 with a small pool and one thread (several test servers share
     /// a small machine), plus `extra` flags.
@@ -24,7 +23,17 @@ impl Server {
 
     pub fn start_model(model: &str, threads: &str, kv_memory: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_looptree"))
-            .args(["serve", "--port", "0", "--model", model, "--threads", threads, "--kv-memory", kv_memory])
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--model",
+                model,
+                "--threads",
+                threads,
+                "--kv-memory",
+                kv_memory,
+            ])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -49,8 +58,15 @@ impl Server {
                 panic!("the server did not start listening (is the model fetched? bash scripts/fetch-models.sh)");
             }
         };
-        let client = Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
-        Server { child, base, client }
+        let client = Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .unwrap();
+        Server {
+            child,
+            base,
+            client,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -59,7 +75,12 @@ impl Server {
 
     /// POSTs JSON; returns the status and the parsed body.
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).json(body).send().expect("request");
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .expect("request");
         status_json(r)
     }
 
@@ -69,7 +90,12 @@ impl Server {
 
     /// A streaming request, read to the end: the JSON of every `data:` line before [DONE].
     pub fn stream(&self, path: &str, body: &Value) -> Vec<Value> {
-        let r = self.client.post(self.url(path)).json(body).send().expect("request");
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .expect("request");
         assert_eq!(r.status().as_u16(), 200, "stream refused: {:?}", r.text());
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
         assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
@@ -77,7 +103,9 @@ impl Server {
         let mut done = false;
         for line in BufReader::new(r).lines() {
             let line = line.expect("read stream");
-            let Some(data) = line.strip_prefix("data: ") else { continue };
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
             assert!(!done, "data after [DONE]");
             if data == "[DONE]" {
                 done = true;
@@ -91,7 +119,13 @@ impl Server {
 
     /// A metric's value from /metrics (the first sample of that name).
     pub fn metric(&self, name: &str) -> f64 {
-        let text = self.client.get(self.url("/metrics")).send().unwrap().text().unwrap();
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         metric_in(&text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
     }
 
@@ -105,7 +139,10 @@ impl Server {
             if busy == 0.0 {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "requests still running after 30 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "requests still running after 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -120,7 +157,10 @@ impl Server {
             if got == want {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(5), "{name} is {got}, not {want}");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{name} is {got}, not {want}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -128,13 +168,20 @@ impl Server {
     /// SIGTERM, as a service manager stops it: the server must exit cleanly and soon.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "the server ignored SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the server ignored SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -150,7 +197,8 @@ impl Drop for Server {
 pub fn status_json(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().expect("body");
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text}"));
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text}"));
     (status, v)
 }
 
@@ -166,9 +214,15 @@ pub fn metric_in(text: &str, name: &str) -> Option<f64> {
 pub fn assert_error(status: u16, body: &Value, want: u16) -> String {
     assert_eq!(status, want, "body: {body}");
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
     assert!(e["type"].is_string(), "no type: {body}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "param/code missing: {body}");
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "param/code missing: {body}"
+    );
     e["message"].as_str().unwrap().to_string()
 }
 

@@ -8,14 +8,19 @@ use std::path::PathBuf;
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("LOOPTREE_MODELS_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/looptree/models"),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/looptree/models"),
     }
 }
 
 /// Path of a real model file; fails the test (never skips) when it is missing.
 pub fn model_file(name: &str) -> PathBuf {
     let p = models_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `bash scripts/fetch-models.sh` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/fetch-models.sh` first",
+        p.display()
+    );
     p
 }
 
@@ -51,10 +56,16 @@ pub fn reference_cases(file: &str) -> Vec<RefCase> {
     if !path.exists() {
         // Models the shared directory has no reference for: the repository's own
         // (made by reference/make_reference.py with llama.cpp's server).
-        path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference").join(file);
+        path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("reference")
+            .join(file);
     }
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("valid reference line")).collect()
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("valid reference line"))
+        .collect()
 }
 
 /// Agreement of teacher-forced logprobs with a reference, as shared/reference/README.md defines it.
@@ -112,10 +123,26 @@ impl Agreement {
             "{what}: mean |Δlogprob| {mean:.4}, p99 {p99:.4}, argmax {}/{} (>0.5 nats), {}/{} = {:.1}% (>0.1 nats)",
             self.argmax_ok_over_05, self.steps_over_05, self.argmax_ok_over_01, self.steps_over_01, frac01 * 100.0
         );
-        assert!(mean <= t.mean, "{what}: mean logprob difference {mean} > {}", t.mean);
-        assert!(p99 <= t.p99, "{what}: p99 logprob difference {p99} > {}", t.p99);
-        assert!(frac05 >= t.argmax_over_05, "{what}: argmax agrees at only {:.1}% of steps with margin > 0.5", frac05 * 100.0);
-        assert!(frac01 >= t.argmax_over_01, "{what}: argmax agrees at only {:.1}% of steps with margin > 0.1", frac01 * 100.0);
+        assert!(
+            mean <= t.mean,
+            "{what}: mean logprob difference {mean} > {}",
+            t.mean
+        );
+        assert!(
+            p99 <= t.p99,
+            "{what}: p99 logprob difference {p99} > {}",
+            t.p99
+        );
+        assert!(
+            frac05 >= t.argmax_over_05,
+            "{what}: argmax agrees at only {:.1}% of steps with margin > 0.5",
+            frac05 * 100.0
+        );
+        assert!(
+            frac01 >= t.argmax_over_01,
+            "{what}: argmax agrees at only {:.1}% of steps with margin > 0.1",
+            frac01 * 100.0
+        );
     }
 }
 
@@ -132,7 +159,12 @@ pub struct Tolerance {
 impl Tolerance {
     /// shared/reference/README.md's: mean 0.12, p99 0.5, every argmax above 0.5 nats,
     /// 97% above 0.1.
-    pub const SHARED: Tolerance = Tolerance { mean: 0.12, p99: 0.5, argmax_over_05: 1.0, argmax_over_01: 0.97 };
+    pub const SHARED: Tolerance = Tolerance {
+        mean: 0.12,
+        p99: 0.5,
+        argmax_over_05: 1.0,
+        argmax_over_01: 0.97,
+    };
 }
 
 pub fn argmax(xs: &[f32]) -> usize {
