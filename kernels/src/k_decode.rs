@@ -54,10 +54,8 @@ impl KType {
     pub fn decode(self, src: &[u8]) -> KColumn {
         assert_eq!(src.len(), self.block_bytes(), "{self:?} block");
         match self {
-            KType::Q4K => decode_q4_k_or_q5_k(src, None),
-            KType::Q5K => {
-                decode_q4_k_or_q5_k(&[&src[..16], &src[48..]].concat(), Some(&src[16..48]))
-            }
+            KType::Q4K => decode_q4_k_or_q5_k(&src[..16], &src[16..], None),
+            KType::Q5K => decode_q4_k_or_q5_k(&src[..16], &src[48..], Some(&src[16..48])),
             KType::Q6K => decode_q6_k(src),
         }
     }
@@ -89,14 +87,14 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
-/// Q4_K: f16 d, f16 dmin, 12 bytes of scales and mins, 128 bytes of nibbles (64-input
-/// chunk j: low nibbles of bytes 32j.. are inputs 64j.., high nibbles inputs 64j+32..).
-/// Q5_K has the same with a 32-byte plane of fifth bits (`qh`), taken out by the caller:
-/// bit 2j of `qh[l]` is input 64j+l's, bit 2j+1 input 64j+32+l's.
-fn decode_q4_k_or_q5_k(src: &[u8], qh: Option<&[u8]>) -> KColumn {
-    let d = f16::from_le_bytes([src[0], src[1]]);
-    let dmin = f16::from_le_bytes([src[2], src[3]]);
-    let (packed, qs) = (&src[4..16], &src[16..144]);
+/// Q4_K: `head` (f16 d, f16 dmin, 12 bytes of scales and mins), then `qs`, 128 bytes of
+/// nibbles (64-input chunk j: low nibbles of bytes 32j.. are inputs 64j.., high nibbles
+/// inputs 64j+32..). Q5_K has the same with a 32-byte plane of fifth bits between them
+/// (`qh`): bit 2j of `qh[l]` is input 64j+l's, bit 2j+1 input 64j+32+l's.
+fn decode_q4_k_or_q5_k(head: &[u8], qs: &[u8], qh: Option<&[u8]>) -> KColumn {
+    let d = f16::from_le_bytes([head[0], head[1]]);
+    let dmin = f16::from_le_bytes([head[2], head[3]]);
+    let packed = &head[4..16];
     let mut c = KColumn {
         d,
         dmin,
