@@ -12,7 +12,7 @@
 use super::{Ffn, Llama};
 use crate::arch_config::RopeStyle;
 use crate::attend::AttentionStep;
-use crate::row_buffers::{add_into, rows};
+use crate::row_buffers::{add_into, logits_rows, rows};
 use candle_core::Result;
 use looptree_engine::{Batch, KvPool};
 use looptree_kernels::cpu_fused::{rms_norm_rows, rope_rows, silu_mul_rows, with_f32};
@@ -171,17 +171,14 @@ impl Llama {
             add_into(x, proj);
         }
 
-        // The rows asked for (at most one per token), gathered into `proj`'s room.
-        let out_rows = batch.logit_rows();
-        let m = out_rows.len();
-        let picked = &mut proj[..m * hidden];
-        for (dst, &r) in picked.chunks_exact_mut(hidden).zip(&out_rows) {
-            dst.copy_from_slice(&x[r * hidden..(r + 1) * hidden]);
-        }
-        let normed = &mut normed[..m * hidden];
-        with_f32(&self.norm, |w| rms_norm_rows(picked, w, eps, normed))?;
-        // Every element is written by the head: resizing never needs to clear.
-        logits.resize(m * a.vocab_size, 0.0);
-        self.lm_head.forward_rows(normed, m, logits)
+        logits_rows(
+            batch,
+            x,
+            (proj, normed),
+            (&self.norm, eps),
+            &self.lm_head,
+            a.vocab_size,
+            logits,
+        )
     }
 }
