@@ -26,6 +26,9 @@ pub struct EngineConfig {
     /// context the first that running loops take (so some loops finish instead of all of
     /// them taking turns evicting each other).
     pub defer_steps: u64,
+    /// Most draft tokens a sequence verifies per step (speculative decoding from the
+    /// tree, the prediction and the context; see `speculation`); 0 turns it off.
+    pub max_draft_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             session_ttl: Duration::from_secs(60),
             aging_tokens_per_step: 32,
             defer_steps: 512,
+            max_draft_tokens: 8,
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct Counters {
     pub imported_tokens: AtomicU64,
     pub preemptions: AtomicU64,
     pub steps: AtomicU64,
+    /// Speculative draft tokens verified, per [`crate::speculation::DraftSource`] index.
+    pub draft_tokens: [AtomicU64; 3],
+    /// Of those, the ones kept.
+    pub draft_accepted_tokens: [AtomicU64; 3],
     // Gauges, overwritten every step.
     pub running: AtomicU64,
     pub waiting: AtomicU64,
@@ -48,6 +52,8 @@ pub struct CountersSnapshot {
     pub imported_tokens: u64,
     pub preemptions: u64,
     pub steps: u64,
+    pub draft_tokens: [u64; 3],
+    pub draft_accepted_tokens: [u64; 3],
     pub running: u64,
     pub waiting: u64,
     pub pages_used: u64,
@@ -79,6 +85,8 @@ impl Counters {
             imported_tokens: g(&self.imported_tokens),
             preemptions: g(&self.preemptions),
             steps: g(&self.steps),
+            draft_tokens: self.draft_tokens.each_ref().map(g),
+            draft_accepted_tokens: self.draft_accepted_tokens.each_ref().map(g),
             running: g(&self.running),
             waiting: g(&self.waiting),
             pages_used: g(&self.pages_used),

@@ -18,6 +18,7 @@ pub mod radix_tree;
 pub mod request;
 pub mod sampling;
 mod sequence;
+pub mod speculation;
 pub mod testing;
 
 pub use batch::{Batch, LogitRows, SeqSlice};

@@ -15,6 +15,8 @@ pub struct GenerationRequest {
     pub session: Option<String>,
     /// Constrained decoding: each fork's tokens must satisfy its own copy of this rule.
     pub constraint: Option<Constraint>,
+    /// The client's guess at the output (Predicted Outputs): drafted from, never forced.
+    pub prediction: Option<Vec<u32>>,
 }
 
 impl GenerationRequest {
@@ -25,6 +27,7 @@ impl GenerationRequest {
             prompt_logprobs: None,
             session: None,
             constraint: None,
+            prediction: None,
         }
     }
 }
@@ -59,6 +62,8 @@ pub enum Event {
         reason: FinishReason,
         completion_tokens: usize,
         text: String,
+        /// Tokens of the request's prediction that were drafted and kept.
+        accepted_prediction_tokens: usize,
     },
     /// The request failed; no more events follow.
     Failed { message: String },

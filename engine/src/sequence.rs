@@ -5,6 +5,7 @@ use crate::constraint::SeqConstraint;
 use crate::detokenize::TextStream;
 use crate::radix_tree::NodeId;
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
+use crate::speculation::Drafter;
 
 pub(crate) struct Seq {
     pub fork: usize,
@@ -26,6 +27,7 @@ pub(crate) struct Seq {
     pub constraint: Option<SeqConstraint>,
     pub generated: usize,
     pub done: bool,
+    pub drafter: Drafter,
 }
 
 impl Seq {

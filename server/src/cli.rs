@@ -78,6 +78,16 @@ pub struct ModelArgs {
     /// tokens in the same --kv-memory. A GPU's pool is always f16.
     #[arg(long, value_parser = ["f32", "f16"])]
     pub kv_dtype: Option<String>,
+    /// Speculative decoding from the loop's own history (the prefix tree's cached
+    /// continuations, a request's `prediction`, earlier text of its context), verified in
+    /// the batched step; output is unchanged. auto drafts where a step is bound by reading
+    /// the weights (fewer than 16 decoding streams), adapting each draft's length to what
+    /// was accepted; off for side-by-side runs.
+    #[arg(long, value_enum, default_value_t = Speculation::Auto)]
+    pub speculation: Speculation,
+    /// Most draft tokens one sequence verifies per step.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_draft_tokens: u64,
 }
 
 #[derive(Args, Debug)]
@@ -153,4 +163,10 @@ pub struct ServeArgs {
     /// prompt's prefix when most of it is not cached here; give it once per peer.
     #[arg(long = "kv-peer", value_name = "URL")]
     pub kv_peers: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speculation {
+    Auto,
+    Off,
 }

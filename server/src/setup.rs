@@ -83,6 +83,10 @@ pub fn engine_config(
         enable_prefix_cache: !args.no_prefix_cache,
         max_running_seqs: args.max_running_seqs as usize,
         aging_tokens_per_step: args.aging_tokens_per_step,
+        max_draft_tokens: match args.speculation {
+            crate::cli::Speculation::Auto => args.max_draft_tokens as usize,
+            crate::cli::Speculation::Off => 0,
+        },
         ..EngineConfig::default()
     })
 }

@@ -225,3 +225,67 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
     );
     assert_eq!(a[0].1[&0], b[1].1[&0]);
 }
+
+/// Speculation changes how many steps a request takes, never its tokens: a prompt whose
+/// continuation repeats its own text (context drafts), the same with the text given as the
+/// request's prediction, and the same prompt again (drafted from the tree), each against
+/// the output with speculation off.
+#[test]
+fn greedy_is_identical_with_and_without_speculation() {
+    let code = "def area(width, height):\n    return width * height\n\n\
+                def perimeter(width, height):\n    return 2 * (width + height)\n\n\
+                def describe(shape, width, height):\n    \
+                return f\"{shape}: area {area(width, height)}, perimeter {perimeter(width, height)}\"\n";
+    for file in [SMOLLM2, QWEN] {
+        let loaded = looptree_models::load(
+            &ResolvedModel::Gguf {
+                path: model_file(file),
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        let tok = &loaded.tokenizer;
+        let detok = std::sync::Arc::new(looptree_models::detok::TokenizerDetok(tok.clone()));
+        let engine = |cfg| Engine::new(loaded.model.clone(), detok.clone(), cfg).unwrap();
+        let prompt = tok
+            .encode(
+                &format!("geometry.py:\n{code}\ngeometry_copy.py:\ndef area(width, height):\n"),
+                false,
+            )
+            .unwrap();
+        let prediction = tok.encode(code, false).unwrap();
+        let request = |predict: bool| GenerationRequest {
+            prediction: predict.then(|| prediction.clone()),
+            ..GenerationRequest::new(prompt.clone(), greedy(32))
+        };
+        let cfg = |max_draft_tokens| EngineConfig {
+            kv_memory_bytes: 64 << 20,
+            max_draft_tokens,
+            ..EngineConfig::default()
+        };
+        let plain = run_all(&mut engine(cfg(0)), vec![request(false)]);
+        let want = &plain[0].1[&0];
+        assert_eq!(want.len(), 32, "{file}: the copy runs to max_tokens");
+
+        let mut e = engine(cfg(8));
+        let from_context = run_all(&mut e, vec![request(false)]);
+        assert_eq!(&from_context[0].1[&0], want, "{file}: context drafts");
+        let c = e.counters().snapshot();
+        assert!(
+            c.draft_accepted_tokens[2] >= 10,
+            "{file}: the copy was drafted from the context: {c:?}"
+        );
+        let from_tree = run_all(&mut e, vec![request(false)]);
+        assert_eq!(&from_tree[0].1[&0], want, "{file}: tree drafts");
+        let c2 = e.counters().snapshot();
+        assert!(
+            c2.draft_accepted_tokens[0] >= 20,
+            "{file}: the second run read its output from the tree: {c2:?}"
+        );
+
+        let mut e = engine(cfg(8));
+        let predicted = run_all(&mut e, vec![request(true)]);
+        assert_eq!(&predicted[0].1[&0], want, "{file}: prediction drafts");
+        assert!(e.counters().snapshot().draft_accepted_tokens[1] >= 10);
+    }
+}

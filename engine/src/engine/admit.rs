@@ -9,6 +9,7 @@ use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
 use crate::sequence::Seq;
+use crate::speculation::Drafter;
 
 impl Engine {
     pub(super) fn admit(&mut self) {
@@ -141,6 +142,7 @@ impl Engine {
                     .map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
                 generated: 0,
                 done: false,
+                drafter: Drafter::new(req.prediction.clone()),
             });
         }
         if !req.prefilled {

@@ -4,6 +4,7 @@
 
 use super::Engine;
 use crate::counters::Counters;
+use crate::speculation::{Draft, MAX_DRAFTING_STREAMS};
 use crate::{Batch, LogitRows};
 
 /// One sequence's part of the step.
@@ -14,6 +15,8 @@ pub(super) struct Entry {
     pub start: usize,
     pub len: usize,
     pub logits: LogitRows,
+    /// Tokens run after the pending one to be verified (`len` counts them too).
+    pub draft: Option<Draft>,
 }
 
 pub(super) struct Plan {
@@ -59,6 +62,8 @@ impl Engine {
     fn try_build(&mut self) -> Result<Plan, usize> {
         let mut budget = self.cfg.max_step_tokens;
         let mut entries = Vec::new();
+        let drafting =
+            self.cfg.max_draft_tokens > 0 && self.decoding_streams() < MAX_DRAFTING_STREAMS;
         // Decode tokens first: running streams never wait behind a long prompt.
         for ri in 0..self.running.len() {
             let r = &self.running[ri];
@@ -75,12 +80,24 @@ impl Engine {
                     return Err(ri);
                 }
                 budget -= 1;
+                let draft = if drafting {
+                    self.draft_for(ri, si, budget)
+                } else {
+                    None
+                };
+                let extra = draft.as_ref().map_or(0, |d| d.tokens.len());
+                budget -= extra;
                 entries.push(Entry {
                     req: ri,
                     seq: si,
                     start,
-                    len: 1,
-                    logits: LogitRows::Last,
+                    len: 1 + extra,
+                    logits: if extra > 0 {
+                        LogitRows::All
+                    } else {
+                        LogitRows::Last
+                    },
+                    draft,
                 });
             }
         }
@@ -113,6 +130,7 @@ impl Engine {
                     start,
                     len,
                     logits,
+                    draft: None,
                 });
             }
         }
@@ -121,14 +139,58 @@ impl Engine {
         for e in &entries {
             let s = &self.running[e.req].seqs[e.seq];
             let slots = crate::pages::slots_of(&s.pages, ps, e.start + e.len);
-            batch.push(
-                &s.tokens[e.start..e.start + e.len],
-                &slots[..e.start],
-                &slots[e.start..],
-                e.logits,
-            );
+            let tokens = match &e.draft {
+                None => s.tokens[e.start..e.start + e.len].to_vec(),
+                Some(d) => std::iter::once(s.tokens[e.start])
+                    .chain(d.tokens.iter().copied())
+                    .collect(),
+            };
+            batch.push(&tokens, &slots[..e.start], &slots[e.start..], e.logits);
         }
         Ok(Plan { batch, entries })
+    }
+
+    /// Sequences that decode this step.
+    fn decoding_streams(&self) -> usize {
+        self.running
+            .iter()
+            .filter(|r| r.prefilled && !r.cancelled)
+            .flat_map(|r| &r.seqs)
+            .filter(|s| !s.done && s.pending() == 1)
+            .count()
+    }
+
+    /// A draft for decoding sequence `si` of running request `ri` (whose pending token has
+    /// its page), at most `budget` tokens, with pages for it. Drafts take only free pages:
+    /// evicting cached context for a guess would cost more than it saves.
+    fn draft_for(&mut self, ri: usize, si: usize, budget: usize) -> Option<Draft> {
+        let max_context = self.model.config().max_context;
+        let r = &mut self.running[ri];
+        let room = r.max_tokens(max_context);
+        let s = &mut r.seqs[si];
+        // Past the last token that may still be generated, a draft is never used.
+        let useful = room.saturating_sub(s.generated + 1);
+        let max = self.cfg.max_draft_tokens.min(budget).min(useful);
+        if max == 0 {
+            return None;
+        }
+        let ps = self.cfg.page_size;
+        let tree = match s.node {
+            Some(node) if self.cfg.enable_prefix_cache => {
+                self.tree
+                    .continuation(node, &s.tokens[s.tree_pages * ps..], max)
+            }
+            _ => Vec::new(),
+        };
+        let draft = s.drafter.propose(&s.tokens, tree, max)?;
+        let positions = s.computed + 1 + draft.tokens.len();
+        let need = self
+            .alloc
+            .pages_for(positions)
+            .saturating_sub(s.pages.len());
+        let pages = self.alloc.alloc(need)?;
+        s.pages.extend(pages);
+        Some(draft)
     }
 
     /// Makes sure a sequence's page table covers `positions` tokens, evicting cached

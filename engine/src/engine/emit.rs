@@ -22,6 +22,10 @@ impl Engine {
             };
             let chunk = &mut logits[row * vocab..(row + rows) * vocab];
             row += rows;
+            if let Some(draft) = e.draft {
+                self.verify(e.req, e.seq, draft, chunk);
+                continue;
+            }
             self.running[e.req].seqs[e.seq].computed += e.len;
             let r = &self.running[e.req];
             if (e.len > 1 || !r.prefilled) && self.uses_cache(r) {
@@ -116,6 +120,7 @@ impl Engine {
                     .map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
                 generated: 0,
                 done: false,
+                drafter: s0.drafter.clone(),
             };
             r.seqs.push(seq);
         }
@@ -123,7 +128,7 @@ impl Engine {
 }
 
 /// Samples fork `si`'s next token from `row` and tells the listener.
-fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
+pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
     let s = &mut r.seqs[si];
     if s.done {
         return;
@@ -135,6 +140,7 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
             reason: StopReason::Length.finish_reason(),
             completion_tokens: 0,
             text: String::new(),
+            accepted_prediction_tokens: 0,
         });
         r.cancelled |= !ok;
         return;
@@ -152,6 +158,7 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
     };
     s.history.push(out.token);
     s.tokens.push(out.token);
+    s.drafter.observe(out.token);
     s.generated += 1;
     Counters::add(&counters.generated_tokens, 1);
     let delta = s.text.push(out.token);
@@ -190,6 +197,7 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
             reason: reason.finish_reason(),
             completion_tokens: s.generated,
             text: String::new(),
+            accepted_prediction_tokens: s.drafter.accepted_prediction,
         });
     }
     r.cancelled |= !ok;
@@ -208,6 +216,7 @@ fn finish_broken(r: &mut Req, si: usize, error: &str, counters: &Counters) {
         reason: StopReason::Eos.finish_reason(),
         completion_tokens: s.generated,
         text: step.text,
+        accepted_prediction_tokens: s.drafter.accepted_prediction,
     });
     r.cancelled |= !ok;
 }

@@ -8,6 +8,7 @@ mod emit;
 mod pressure;
 mod release;
 mod share;
+mod verify;
 
 use crate::config::EngineConfig;
 use crate::constraint::Constraint;
@@ -18,6 +19,7 @@ use crate::radix_tree::{NodeId, RadixTree};
 use crate::request::{EventSink, GenerationRequest, Limits, RequestError, TokenLogprob};
 use crate::sampling::SamplingParams;
 use crate::sequence::Seq;
+use crate::speculation::Prediction;
 use crate::{KvPool, KvPoolConfig, Model};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub(crate) struct Req {
     pub prompt_logprobs: Option<usize>,
     pub session: Option<String>,
     pub constraint: Option<Constraint>,
+    pub prediction: Option<Arc<Prediction>>,
     pub sink: Box<dyn EventSink>,
     /// Step at which it (last) started waiting, for aging.
     pub waiting_since: u64,
@@ -192,6 +195,10 @@ impl Engine {
             prompt_logprobs: req.prompt_logprobs,
             session: req.session,
             constraint: req.constraint,
+            prediction: req
+                .prediction
+                .filter(|p| !p.is_empty())
+                .map(|p| Arc::new(Prediction::new(p))),
             sink,
             waiting_since: self.step_no,
             deferred_at: None,

@@ -30,6 +30,7 @@
 //! of the same tokens; never free a page the tree holds; every lock is matched by one
 //! unlock of the same handle. Violations panic (they would corrupt the cache).
 
+mod continuation;
 mod evict;
 mod node;
 #[cfg(test)]

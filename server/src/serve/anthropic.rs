@@ -99,6 +99,7 @@ pub async fn handle(
             prompt_logprobs: None,
             session,
             constraint,
+            prediction: None,
         },
     )
     .await?;

@@ -7,6 +7,7 @@ use super::error::ApiResult;
 use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Collected, Generation};
 use super::logprobs;
+use super::prediction;
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
@@ -54,6 +55,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         prompt_logprobs: None,
         session: wire.user,
         constraint,
+        prediction: prediction::tokens(&state, &body)?,
     };
     let gen = Generation::submit(&state, vec![prompt], ask).await?;
     let meta = Meta {

@@ -99,8 +99,12 @@ impl ChatStream {
                 reason,
                 completion_tokens,
                 text,
+                accepted_prediction_tokens,
             } => {
                 self.usage.completion_tokens += completion_tokens;
+                if let Some(len) = self.gen.prediction_len {
+                    self.usage.add_prediction(len, accepted_prediction_tokens);
+                }
                 let pieces = self.split(seq, text, true);
                 let mut out = self.deltas(seq, pieces);
                 let called = self.tools[seq].as_ref().is_some_and(ToolStream::called);

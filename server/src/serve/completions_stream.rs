@@ -108,6 +108,7 @@ impl CompletionStream {
                 reason,
                 completion_tokens,
                 text,
+                ..
             } => {
                 self.usage.completion_tokens += completion_tokens;
                 vec![self.chunk(

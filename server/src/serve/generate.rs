@@ -19,6 +19,8 @@ pub struct Ask {
     pub session: Option<String>,
     /// Constrained decoding (response_format, forced tool calls), for every fork.
     pub constraint: Option<Constraint>,
+    /// The client's predicted output (chat completions' `prediction`), tokenized.
+    pub prediction: Option<Vec<u32>>,
 }
 
 pub struct Generation {
@@ -29,6 +31,8 @@ pub struct Generation {
     open: Vec<usize>,
     pub n: usize,
     pub prompt_lens: Vec<usize>,
+    /// Tokens in the request's prediction, if it has one (usage reporting).
+    pub prediction_len: Option<usize>,
     _permit: Permit,
 }
 
@@ -55,6 +59,7 @@ impl Generation {
                 prompt_logprobs: ask.prompt_logprobs,
                 session: ask.session.clone(),
                 constraint: ask.constraint.clone(),
+                prediction: ask.prediction.clone(),
             })
             .collect();
         for r in &reqs {
@@ -69,6 +74,7 @@ impl Generation {
             open: vec![n; reqs.len()],
             n,
             prompt_lens: reqs.iter().map(|r| r.prompt.len()).collect(),
+            prediction_len: ask.prediction.as_ref().map(Vec::len),
             _permit: permit,
         };
         for (i, req) in reqs.into_iter().enumerate() {
@@ -114,6 +120,7 @@ impl Generation {
     pub async fn collect(mut self) -> Result<Collected, ApiError> {
         let n = self.n;
         let mut out = Collected {
+            prediction_len: self.prediction_len,
             choices: (0..self.prompts() * n).map(|_| Choice::default()).collect(),
             prompts: self
                 .prompt_lens
@@ -150,6 +157,7 @@ pub struct Choice {
     pub logprobs: Vec<TokenLogprob>,
     pub finish: Option<FinishReason>,
     pub completion_tokens: usize,
+    pub accepted_prediction_tokens: usize,
 }
 
 #[derive(Default, Debug)]
@@ -162,6 +170,7 @@ pub struct PromptInfo {
 pub struct Collected {
     pub choices: Vec<Choice>,
     pub prompts: Vec<PromptInfo>,
+    pub prediction_len: Option<usize>,
 }
 
 impl Collected {
@@ -194,21 +203,29 @@ impl Collected {
                 reason,
                 completion_tokens,
                 text,
+                accepted_prediction_tokens,
             } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
                 c.finish = Some(reason);
                 c.completion_tokens = completion_tokens;
+                c.accepted_prediction_tokens = accepted_prediction_tokens;
             }
             Event::Failed { .. } => {}
         }
     }
 
     pub fn usage(&self) -> super::usage::Usage {
-        super::usage::Usage::new(
+        let mut usage = super::usage::Usage::new(
             self.prompts.iter().map(|p| p.tokens).sum(),
             self.choices.iter().map(|c| c.completion_tokens).sum(),
             self.prompts.iter().map(|p| p.cached).sum(),
-        )
+        );
+        if let Some(len) = self.prediction_len {
+            for c in &self.choices {
+                usage.add_prediction(len, c.accepted_prediction_tokens);
+            }
+        }
+        usage
     }
 }

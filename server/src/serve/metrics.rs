@@ -5,6 +5,7 @@ use super::state::Shared;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use looptree_engine::speculation::DraftSource;
 use looptree_engine::CountersSnapshot;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -141,6 +142,25 @@ pub fn render(state: &Shared) -> String {
         &info,
         1.0,
     );
+    let drafts = [
+        (
+            "looptree_draft_tokens_total",
+            "Speculative draft tokens verified, by where they came from.",
+            c.draft_tokens,
+        ),
+        (
+            "looptree_draft_accepted_tokens_total",
+            "Speculative draft tokens kept, by where they came from.",
+            c.draft_accepted_tokens,
+        ),
+    ];
+    for (name, help, values) in drafts {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for source in DraftSource::ALL {
+            let (label, v) = (source.name(), values[source.index()]);
+            let _ = writeln!(out, "{name}{{source=\"{label}\"}} {v}");
+        }
+    }
     out
 }
 

@@ -21,6 +21,7 @@ mod loads;
 mod logprobs;
 mod metrics;
 mod models;
+mod prediction;
 mod prompt;
 mod response_store;
 mod responses;

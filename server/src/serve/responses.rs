@@ -74,6 +74,7 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
             prompt_logprobs: None,
             session,
             constraint,
+            prediction: None,
         },
     )
     .await

@@ -303,6 +303,7 @@ mod tests {
             reason,
             completion_tokens: n,
             text: String::new(),
+            accepted_prediction_tokens: 0,
         }
     }
 

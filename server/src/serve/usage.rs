@@ -8,6 +8,9 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub cached_tokens: usize,
+    /// With a prediction: its tokens that were kept, and those that were not (OpenAI's
+    /// `accepted_prediction_tokens` / `rejected_prediction_tokens`).
+    pub prediction: Option<(usize, usize)>,
 }
 
 impl Usage {
@@ -16,17 +19,32 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             cached_tokens,
+            prediction: None,
         }
+    }
+
+    /// One choice of a request with a prediction of `len` tokens kept `accepted` of them.
+    pub fn add_prediction(&mut self, len: usize, accepted: usize) {
+        let (a, r) = self.prediction.get_or_insert((0, 0));
+        *a += accepted;
+        *r += len.saturating_sub(accepted);
     }
 
     /// OpenAI's shape; `cached_tokens` counts prompt tokens served from the prefix tree.
     pub fn openai(&self) -> Value {
-        json!({
+        let mut v = json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        })
+        });
+        if let Some((accepted, rejected)) = self.prediction {
+            v["completion_tokens_details"] = json!({
+                "accepted_prediction_tokens": accepted,
+                "rejected_prediction_tokens": rejected,
+            });
+        }
+        v
     }
 }
 
