@@ -64,7 +64,8 @@ impl Drafter {
 
     /// The longest draft of at most `max` tokens any source offers after `tokens` (the
     /// context, its last token not yet computed); `tree` is the tree's continuation,
-    /// which the caller looks up. Ties go to the tree, then the prediction.
+    /// which the caller looks up. Ties go to the prediction (the client asked for it, and
+    /// its usage counts what was kept of it), then the tree.
     pub fn propose(&mut self, tokens: &[u32], tree: Vec<u32>, max: usize) -> Option<Draft> {
         let max = max.min(self.cap);
         if max == 0 {
@@ -81,7 +82,7 @@ impl Drafter {
                 None => p.index.propose_from(&p.tokens, tokens, max),
             };
             let from = &from[..from.len().min(max)];
-            if from.len() > best.tokens.len() {
+            if !from.is_empty() && from.len() >= best.tokens.len() {
                 best = Draft {
                     tokens: from.to_vec(),
                     source: DraftSource::Prediction,
