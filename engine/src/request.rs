@@ -62,8 +62,6 @@ pub enum Event {
         reason: FinishReason,
         completion_tokens: usize,
         text: String,
-        /// Tokens of the request's prediction that were drafted and kept.
-        accepted_prediction_tokens: usize,
     },
     /// The request failed; no more events follow.
     Failed { message: String },

@@ -140,7 +140,6 @@ pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Co
             reason: StopReason::Length.finish_reason(),
             completion_tokens: 0,
             text: String::new(),
-            accepted_prediction_tokens: 0,
         });
         r.cancelled |= !ok;
         return;
@@ -197,7 +196,6 @@ pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Co
             reason: reason.finish_reason(),
             completion_tokens: s.generated,
             text: String::new(),
-            accepted_prediction_tokens: s.drafter.accepted_prediction,
         });
     }
     r.cancelled |= !ok;
@@ -216,7 +214,6 @@ fn finish_broken(r: &mut Req, si: usize, error: &str, counters: &Counters) {
         reason: StopReason::Eos.finish_reason(),
         completion_tokens: s.generated,
         text: step.text,
-        accepted_prediction_tokens: s.drafter.accepted_prediction,
     });
     r.cancelled |= !ok;
 }

@@ -7,7 +7,7 @@
 use super::emit::sample_into;
 use super::Engine;
 use crate::counters::Counters;
-use crate::speculation::{Draft, DraftSource};
+use crate::speculation::Draft;
 
 impl Engine {
     /// `rows` holds one logits row per batch token of the entry: the pending token's, then
@@ -25,12 +25,8 @@ impl Engine {
                 break;
             }
             // The draft token's K/V were computed from the context it now has.
-            let s = &mut r.seqs[si];
-            s.computed += 1;
+            r.seqs[si].computed += 1;
             accepted += 1;
-            if draft.source == DraftSource::Prediction {
-                s.drafter.accepted_prediction += 1;
-            }
         }
         let s = &mut r.seqs[si];
         s.drafter

@@ -45,9 +45,6 @@ pub struct Drafter {
     /// Most tokens the next draft may have: doubles after a draft accepted whole, and
     /// falls to one past what was accepted after a rejection.
     cap: usize,
-    /// Draft tokens from the prediction that were accepted (usage reporting; the engine
-    /// counts them as they are kept, before the event that may end the sequence).
-    pub accepted_prediction: usize,
 }
 
 impl Drafter {
@@ -58,7 +55,6 @@ impl Drafter {
             prediction,
             pred_next,
             cap: FIRST_CAP,
-            accepted_prediction: 0,
         }
     }
 

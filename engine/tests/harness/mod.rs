@@ -99,8 +99,6 @@ pub struct Outcome {
     /// (reason, completion_tokens) of each finished fork.
     pub finished: BTreeMap<usize, (FinishReason, usize)>,
     pub failed: Option<String>,
-    /// Prediction tokens drafted and kept, all forks.
-    pub accepted_prediction: usize,
 }
 
 impl Outcome {
@@ -144,10 +142,8 @@ pub fn outcome(log: &Log) -> Outcome {
                 reason,
                 completion_tokens,
                 text,
-                accepted_prediction_tokens,
             } => {
                 assert!(o.prefilled.is_some(), "Finished before Prefilled");
-                o.accepted_prediction += accepted_prediction_tokens;
                 assert!(
                     o.finished
                         .insert(seq, (reason, completion_tokens))

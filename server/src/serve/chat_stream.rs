@@ -21,6 +21,8 @@ pub struct ChatStream {
     /// Per choice, with tools: splits its text into content and tool calls.
     tools: Vec<Option<ToolStream>>,
     usage: Usage,
+    /// Per choice, its tokens so far, when a prediction is to be counted against them.
+    completions: Vec<Vec<u32>>,
     done: bool,
 }
 
@@ -47,6 +49,7 @@ impl ChatStream {
             offered,
             tools,
             usage,
+            completions: vec![Vec::new(); n],
             done: false,
         }
     }
@@ -77,8 +80,14 @@ impl ChatStream {
                     .collect()
             }
             Event::Token {
-                seq, text, logprob, ..
+                seq,
+                text,
+                logprob,
+                token,
             } => {
+                if self.gen.prediction.is_some() {
+                    self.completions[seq].push(token);
+                }
                 let lps = match logprob.filter(|_| self.want_logprobs) {
                     Some(lp) => logprobs::chat(&self.state.tokenizer, &[lp]),
                     None => Value::Null,
@@ -99,11 +108,10 @@ impl ChatStream {
                 reason,
                 completion_tokens,
                 text,
-                accepted_prediction_tokens,
             } => {
                 self.usage.completion_tokens += completion_tokens;
-                if let Some(len) = self.gen.prediction_len {
-                    self.usage.add_prediction(len, accepted_prediction_tokens);
+                if let Some(p) = &self.gen.prediction {
+                    self.usage.add_prediction(p, &self.completions[seq]);
                 }
                 let pieces = self.split(seq, text, true);
                 let mut out = self.deltas(seq, pieces);

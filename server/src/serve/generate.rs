@@ -31,8 +31,8 @@ pub struct Generation {
     open: Vec<usize>,
     pub n: usize,
     pub prompt_lens: Vec<usize>,
-    /// Tokens in the request's prediction, if it has one (usage reporting).
-    pub prediction_len: Option<usize>,
+    /// The request's prediction, if it has one (usage reporting).
+    pub prediction: Option<std::sync::Arc<Vec<u32>>>,
     _permit: Permit,
 }
 
@@ -74,7 +74,7 @@ impl Generation {
             open: vec![n; reqs.len()],
             n,
             prompt_lens: reqs.iter().map(|r| r.prompt.len()).collect(),
-            prediction_len: ask.prediction.as_ref().map(Vec::len),
+            prediction: ask.prediction.clone().map(std::sync::Arc::new),
             _permit: permit,
         };
         for (i, req) in reqs.into_iter().enumerate() {
@@ -120,7 +120,7 @@ impl Generation {
     pub async fn collect(mut self) -> Result<Collected, ApiError> {
         let n = self.n;
         let mut out = Collected {
-            prediction_len: self.prediction_len,
+            prediction: self.prediction.clone(),
             choices: (0..self.prompts() * n).map(|_| Choice::default()).collect(),
             prompts: self
                 .prompt_lens
@@ -157,7 +157,6 @@ pub struct Choice {
     pub logprobs: Vec<TokenLogprob>,
     pub finish: Option<FinishReason>,
     pub completion_tokens: usize,
-    pub accepted_prediction_tokens: usize,
 }
 
 #[derive(Default, Debug)]
@@ -170,7 +169,7 @@ pub struct PromptInfo {
 pub struct Collected {
     pub choices: Vec<Choice>,
     pub prompts: Vec<PromptInfo>,
-    pub prediction_len: Option<usize>,
+    pub prediction: Option<std::sync::Arc<Vec<u32>>>,
 }
 
 impl Collected {
@@ -203,13 +202,11 @@ impl Collected {
                 reason,
                 completion_tokens,
                 text,
-                accepted_prediction_tokens,
             } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
                 c.finish = Some(reason);
                 c.completion_tokens = completion_tokens;
-                c.accepted_prediction_tokens = accepted_prediction_tokens;
             }
             Event::Failed { .. } => {}
         }
@@ -221,9 +218,9 @@ impl Collected {
             self.choices.iter().map(|c| c.completion_tokens).sum(),
             self.prompts.iter().map(|p| p.cached).sum(),
         );
-        if let Some(len) = self.prediction_len {
+        if let Some(p) = &self.prediction {
             for c in &self.choices {
-                usage.add_prediction(len, c.accepted_prediction_tokens);
+                usage.add_prediction(p, &c.tokens);
             }
         }
         usage

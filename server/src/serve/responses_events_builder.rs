@@ -303,7 +303,6 @@ mod tests {
             reason,
             completion_tokens: n,
             text: String::new(),
-            accepted_prediction_tokens: 0,
         }
     }
 

@@ -23,11 +23,12 @@ impl Usage {
         }
     }
 
-    /// One choice of a request with a prediction of `len` tokens kept `accepted` of them.
-    pub fn add_prediction(&mut self, len: usize, accepted: usize) {
+    /// Counts a request's prediction against one of its completions.
+    pub fn add_prediction(&mut self, prediction: &[u32], completion: &[u32]) {
+        let (accepted, rejected) = super::prediction::accepted_and_rejected(prediction, completion);
         let (a, r) = self.prediction.get_or_insert((0, 0));
         *a += accepted;
-        *r += len.saturating_sub(accepted);
+        *r += rejected;
     }
 
     /// OpenAI's shape; `cached_tokens` counts prompt tokens served from the prefix tree.
