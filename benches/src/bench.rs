@@ -98,13 +98,14 @@ pub fn run_one(
         Spec::Tree(w) => {
             w.branch > 1 && !client.takes_n(&crate::record::Prompt::Text(String::new()))
         }
-        Spec::AgentLoop(..) => false,
+        Spec::AgentLoop(..) | Spec::Edit(_) => false,
     };
     let start = Instant::now();
     match spec {
         Spec::AgentLoop(_, w) => runner::agent_loop(client, w, seed, &collector),
         Spec::Fanout(w) => runner::fanout(client, w, seed, &collector),
         Spec::Tree(w) => runner::tree(client, w, seed, &collector),
+        Spec::Edit(w) => runner::edit(client, w, seed, &collector),
     }
     let wall_s = start.elapsed().as_secs_f64();
     let interrupted = interrupt::stopped();

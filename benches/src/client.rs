@@ -29,6 +29,8 @@ pub struct Sampling {
     pub user: Option<String>,
     /// The request's `seed`, sent unless the client is unseeded.
     pub seed: Option<u64>,
+    /// OpenAI's Predicted Outputs: text the reply is expected to repeat (chat only).
+    pub prediction: Option<String>,
 }
 
 pub struct Client {
@@ -146,6 +148,9 @@ impl Client {
         if let Some(seed) = s.seed.filter(|_| self.request_seeds) {
             b["seed"] = json!(seed);
         }
+        if let (Some(p), Prompt::Chat(_)) = (&s.prediction, prompt) {
+            b["prediction"] = json!({"type": "content", "content": p});
+        }
         b
     }
 
@@ -173,6 +178,7 @@ impl Client {
                 temperature: 1.0,
                 user: None,
                 seed: None,
+                prediction: None,
             },
             false,
         );
@@ -381,6 +387,7 @@ mod tests {
             temperature: 0.7,
             user: None,
             seed: Some(42),
+            prediction: None,
         };
         let prompt = Prompt::Text("hi".into());
         assert_eq!(c.body(&prompt, 1, &s, true)["seed"], 42);
@@ -398,6 +405,40 @@ mod tests {
             .is_none());
         c.request_seeds = false;
         assert!(c.body(&prompt, 1, &s, true).get("seed").is_none());
+    }
+
+    #[test]
+    fn a_prediction_rides_on_chat_requests_only() {
+        let c = Client {
+            http: Http::new(),
+            base: "http://127.0.0.1:1".into(),
+            api_key: None,
+            model: None,
+            flavor: Flavor::Other,
+            native_n: Mutex::new(HashMap::new()),
+            request_seeds: true,
+        };
+        let s = Sampling {
+            max_tokens: 4,
+            temperature: 0.0,
+            user: None,
+            seed: None,
+            prediction: Some("def f():\n".into()),
+        };
+        let chat = Prompt::Chat(vec![json!({"role": "user", "content": "hi"})]);
+        assert_eq!(
+            c.body(&chat, 1, &s, true)["prediction"],
+            json!({"type": "content", "content": "def f():\n"})
+        );
+        assert!(c
+            .body(&Prompt::Text("hi".into()), 1, &s, true)
+            .get("prediction")
+            .is_none());
+        let none = Sampling {
+            prediction: None,
+            ..s
+        };
+        assert!(c.body(&chat, 1, &none, true).get("prediction").is_none());
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub fn table(runs: &[RunResult]) -> String {
         if r.n_split {
             notes.push("n>1 refused: sent as n requests".to_string());
         }
+        if r.params["predict"] == true {
+            notes.push("prediction sent".to_string());
+        }
         if r.interrupted {
             notes.push("interrupted".to_string());
         }
