@@ -80,13 +80,7 @@ impl Client {
             .is_ok_and(|p| p.get("default_generation_settings").is_some())
         {
             Flavor::LlamaCpp
-        } else if client
-            .http
-            .get(format!("{}/metrics", client.base))
-            .send()
-            .and_then(|r| r.text())
-            .is_ok_and(|t| t.contains("looptree_"))
-        {
+        } else if client.metrics().is_ok_and(|t| t.contains("looptree_")) {
             Flavor::Looptree
         } else {
             Flavor::Other
@@ -107,6 +101,16 @@ impl Client {
             .send()?
             .error_for_status()?;
         Ok(r.json()?)
+    }
+
+    /// The server's Prometheus text (`/metrics` sits outside the authenticated routes).
+    pub fn metrics(&self) -> Result<String> {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()?
+            .error_for_status()?;
+        Ok(r.text()?)
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -310,6 +314,10 @@ pub struct Accounting {
     pub prompt: Option<u64>,
     pub cached: Option<u64>,
     pub completion: Option<u64>,
+    /// Predicted Outputs: `usage.completion_tokens_details`' accepted and rejected
+    /// prediction tokens.
+    pub accepted_prediction: Option<u64>,
+    pub rejected_prediction: Option<u64>,
 }
 
 pub fn accounting(chunk: &Value) -> Option<Accounting> {
@@ -318,6 +326,10 @@ pub fn accounting(chunk: &Value) -> Option<Accounting> {
         prompt: usage["prompt_tokens"].as_u64(),
         cached: usage["prompt_tokens_details"]["cached_tokens"].as_u64(),
         completion: usage["completion_tokens"].as_u64(),
+        accepted_prediction: usage["completion_tokens_details"]["accepted_prediction_tokens"]
+            .as_u64(),
+        rejected_prediction: usage["completion_tokens_details"]["rejected_prediction_tokens"]
+            .as_u64(),
     };
     let timings = &chunk["timings"];
     if let (Some(run), Some(reused)) = (timings["prompt_n"].as_u64(), timings["cache_n"].as_u64()) {
@@ -340,6 +352,8 @@ pub fn total(reports: &HashMap<Option<u64>, Accounting>, rec: &mut RequestRecord
     rec.prompt_tokens = sum(|a| a.prompt);
     rec.cached_tokens = sum(|a| a.cached);
     rec.completion_tokens = sum(|a| a.completion);
+    rec.accepted_prediction_tokens = sum(|a| a.accepted_prediction);
+    rec.rejected_prediction_tokens = sum(|a| a.rejected_prediction);
 }
 
 /// The key a chunk's accounting is filed under: its choice when it carries exactly one;
@@ -450,7 +464,8 @@ mod tests {
             Some(Accounting {
                 prompt: Some(10),
                 cached: Some(7),
-                completion: Some(3)
+                completion: Some(3),
+                ..Default::default()
             })
         );
         let timings = json!({"timings": {"prompt_n": 4, "cache_n": 96}});
@@ -459,12 +474,18 @@ mod tests {
             Some(Accounting {
                 prompt: Some(100),
                 cached: Some(96),
-                completion: None
+                ..Default::default()
             })
         );
         assert_eq!(
             accounting(&json!({"tokens_cached": 5})).unwrap().cached,
             Some(5)
+        );
+        let predicted = json!({"choices": [], "usage": {"completion_tokens": 9, "completion_tokens_details": {"accepted_prediction_tokens": 6, "rejected_prediction_tokens": 2}}});
+        let a = accounting(&predicted).unwrap();
+        assert_eq!(
+            (a.accepted_prediction, a.rejected_prediction),
+            (Some(6), Some(2))
         );
     }
 

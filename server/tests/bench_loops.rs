@@ -205,6 +205,12 @@ fn edit_workload_sends_the_file_back_and_forth() {
         u(&requests[1]["cached_tokens"]) >= u(&requests[0]["prompt_tokens"]),
         "{s}"
     );
+    // Draft counters: absent from a looptree without speculation, else counted per source.
+    assert!(
+        run["drafts"].is_null() || run["drafts"]["sources"].is_object(),
+        "{}",
+        run["drafts"]
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
