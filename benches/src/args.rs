@@ -1,6 +1,6 @@
 //! `looptree bench` against running servers: the command-line arguments.
 
-use crate::workload::{AgentLoop, Fanout, Tree};
+use crate::workload::{AgentLoop, Edit, Fanout, Tree};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -11,6 +11,10 @@ pub enum WorkloadName {
     Tree,
     /// agent-loop with many agents (--crowded-agents), more loops than a per-slot cache holds.
     Crowded,
+    /// A coding agent: every turn asks for a small change to a ~300-token source file and
+    /// gets the whole file back (temperature 0); --predict sends the file as a Predicted
+    /// Output.
+    Edit,
     /// agent-loop, fanout and tree.
     All,
 }
@@ -96,6 +100,24 @@ pub struct BenchClientArgs {
     /// tree: levels.
     #[arg(long, default_value_t = 3)]
     pub depth: usize,
+    /// edit: concurrent agents, each editing its own file.
+    #[arg(long, default_value_t = 1)]
+    pub edit_agents: usize,
+    /// edit: changes asked for per agent (one request each).
+    #[arg(long, default_value_t = 6)]
+    pub edit_iterations: usize,
+    /// edit: tokens of each agent's source file (about).
+    #[arg(long, default_value_t = 300)]
+    pub file_tokens: usize,
+    /// edit: max_tokens of each reply (default: 4/3 of --file-tokens, room for the whole
+    /// file and what the changes add).
+    #[arg(long, value_name = "N")]
+    pub edit_max_tokens: Option<usize>,
+    /// edit: send the agent's current file with each request as an OpenAI Predicted Output
+    /// (`prediction: {"type": "content", ...}`). A server that refuses the field fails
+    /// every request of the run.
+    #[arg(long)]
+    pub predict: bool,
 }
 
 /// One workload with its parameters.
@@ -104,6 +126,7 @@ pub enum Spec {
     AgentLoop(&'static str, AgentLoop),
     Fanout(Fanout),
     Tree(Tree),
+    Edit(Edit),
 }
 
 impl Spec {
@@ -112,6 +135,7 @@ impl Spec {
             Spec::AgentLoop(name, _) => name,
             Spec::Fanout(_) => "fanout",
             Spec::Tree(_) => "tree",
+            Spec::Edit(_) => "edit",
         }
     }
 
@@ -120,6 +144,7 @@ impl Spec {
             Spec::AgentLoop(_, w) => w.generations(),
             Spec::Fanout(w) => w.generations(),
             Spec::Tree(w) => w.generations(),
+            Spec::Edit(w) => w.generations(),
         }
     }
 
@@ -128,6 +153,7 @@ impl Spec {
             Spec::AgentLoop(_, w) => serde_json::to_value(w),
             Spec::Fanout(w) => serde_json::to_value(w),
             Spec::Tree(w) => serde_json::to_value(w),
+            Spec::Edit(w) => serde_json::to_value(w),
         }
         .expect("params serialize")
     }
@@ -158,6 +184,20 @@ impl BenchClientArgs {
             depth: self.depth,
             ..Tree::default()
         };
+        let edit = Edit {
+            agents: self.edit_agents,
+            iterations: self.edit_iterations,
+            file_tokens: self.file_tokens,
+            max_tokens: self
+                .edit_max_tokens
+                .unwrap_or(self.file_tokens + self.file_tokens / 3),
+            predict: self.predict,
+            ..Edit::default()
+        };
+        anyhow::ensure!(
+            self.edit_agents > 0 && self.edit_iterations > 0 && self.file_tokens > 0,
+            "--edit-agents, --edit-iterations and --file-tokens must be at least 1"
+        );
         anyhow::ensure!(
             self.agents > 0 && self.crowded_agents > 0 && self.iterations > 0 && self.fanout_prompts > 0 && self.fanout_n > 0,
             "--agents, --crowded-agents, --iterations, --fanout-prompts and --fanout-n must be at least 1"
@@ -175,6 +215,7 @@ impl BenchClientArgs {
                 }
                 WorkloadName::Fanout => vec![Spec::Fanout(fanout.clone())],
                 WorkloadName::Tree => vec![Spec::Tree(tree.clone())],
+                WorkloadName::Edit => vec![Spec::Edit(edit.clone())],
                 WorkloadName::All => vec![
                     Spec::AgentLoop("agent-loop", agent(self.agents)),
                     Spec::Fanout(fanout.clone()),

@@ -60,6 +60,9 @@ pub fn run(args: &BenchClientArgs, json: Option<&Path>) -> Result<Vec<RunResult>
         }
     }
     println!("{}", report::table(&runs));
+    if let Some(d) = report::drafts(&runs) {
+        println!("{d}");
+    }
     if let Some(r) = report::ratios(&runs) {
         println!("{r}");
     }
@@ -98,17 +101,20 @@ pub fn run_one(
         Spec::Tree(w) => {
             w.branch > 1 && !client.takes_n(&crate::record::Prompt::Text(String::new()))
         }
-        Spec::AgentLoop(..) => false,
+        Spec::AgentLoop(..) | Spec::Edit(_) => false,
     };
+    let drafts_before = client.drafts();
     let start = Instant::now();
     match spec {
         Spec::AgentLoop(_, w) => runner::agent_loop(client, w, seed, &collector),
         Spec::Fanout(w) => runner::fanout(client, w, seed, &collector),
         Spec::Tree(w) => runner::tree(client, w, seed, &collector),
+        Spec::Edit(w) => runner::edit(client, w, seed, &collector),
     }
     let wall_s = start.elapsed().as_secs_f64();
     let interrupted = interrupt::stopped();
     let (mut requests, trajectories) = collector.finish();
+    let drafts = drafts_before.and_then(|b| Some(client.drafts()?.since(&b)));
     let limit_error = token_ids::fill(tokenizer.unwrap_or(client), &mut requests)
         .err()
         .map(|e| format!("{e:#}"));
@@ -129,6 +135,7 @@ pub fn run_one(
         interrupted,
         limit_error,
         summary,
+        drafts,
         requests,
     }
 }

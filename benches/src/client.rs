@@ -29,6 +29,8 @@ pub struct Sampling {
     pub user: Option<String>,
     /// The request's `seed`, sent unless the client is unseeded.
     pub seed: Option<u64>,
+    /// OpenAI's Predicted Outputs: text the reply is expected to repeat (chat only).
+    pub prediction: Option<String>,
 }
 
 pub struct Client {
@@ -78,13 +80,7 @@ impl Client {
             .is_ok_and(|p| p.get("default_generation_settings").is_some())
         {
             Flavor::LlamaCpp
-        } else if client
-            .http
-            .get(format!("{}/metrics", client.base))
-            .send()
-            .and_then(|r| r.text())
-            .is_ok_and(|t| t.contains("looptree_"))
-        {
+        } else if client.metrics().is_ok_and(|t| t.contains("looptree_")) {
             Flavor::Looptree
         } else {
             Flavor::Other
@@ -105,6 +101,16 @@ impl Client {
             .send()?
             .error_for_status()?;
         Ok(r.json()?)
+    }
+
+    /// The server's Prometheus text (`/metrics` sits outside the authenticated routes).
+    pub fn metrics(&self) -> Result<String> {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()?
+            .error_for_status()?;
+        Ok(r.text()?)
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -146,6 +152,9 @@ impl Client {
         if let Some(seed) = s.seed.filter(|_| self.request_seeds) {
             b["seed"] = json!(seed);
         }
+        if let (Some(p), Prompt::Chat(_)) = (&s.prediction, prompt) {
+            b["prediction"] = json!({"type": "content", "content": p});
+        }
         b
     }
 
@@ -173,6 +182,7 @@ impl Client {
                 temperature: 1.0,
                 user: None,
                 seed: None,
+                prediction: None,
             },
             false,
         );
@@ -304,6 +314,10 @@ pub struct Accounting {
     pub prompt: Option<u64>,
     pub cached: Option<u64>,
     pub completion: Option<u64>,
+    /// Predicted Outputs: `usage.completion_tokens_details`' accepted and rejected
+    /// prediction tokens.
+    pub accepted_prediction: Option<u64>,
+    pub rejected_prediction: Option<u64>,
 }
 
 pub fn accounting(chunk: &Value) -> Option<Accounting> {
@@ -312,6 +326,10 @@ pub fn accounting(chunk: &Value) -> Option<Accounting> {
         prompt: usage["prompt_tokens"].as_u64(),
         cached: usage["prompt_tokens_details"]["cached_tokens"].as_u64(),
         completion: usage["completion_tokens"].as_u64(),
+        accepted_prediction: usage["completion_tokens_details"]["accepted_prediction_tokens"]
+            .as_u64(),
+        rejected_prediction: usage["completion_tokens_details"]["rejected_prediction_tokens"]
+            .as_u64(),
     };
     let timings = &chunk["timings"];
     if let (Some(run), Some(reused)) = (timings["prompt_n"].as_u64(), timings["cache_n"].as_u64()) {
@@ -334,6 +352,8 @@ pub fn total(reports: &HashMap<Option<u64>, Accounting>, rec: &mut RequestRecord
     rec.prompt_tokens = sum(|a| a.prompt);
     rec.cached_tokens = sum(|a| a.cached);
     rec.completion_tokens = sum(|a| a.completion);
+    rec.accepted_prediction_tokens = sum(|a| a.accepted_prediction);
+    rec.rejected_prediction_tokens = sum(|a| a.rejected_prediction);
 }
 
 /// The key a chunk's accounting is filed under: its choice when it carries exactly one;
@@ -381,6 +401,7 @@ mod tests {
             temperature: 0.7,
             user: None,
             seed: Some(42),
+            prediction: None,
         };
         let prompt = Prompt::Text("hi".into());
         assert_eq!(c.body(&prompt, 1, &s, true)["seed"], 42);
@@ -401,6 +422,40 @@ mod tests {
     }
 
     #[test]
+    fn a_prediction_rides_on_chat_requests_only() {
+        let c = Client {
+            http: Http::new(),
+            base: "http://127.0.0.1:1".into(),
+            api_key: None,
+            model: None,
+            flavor: Flavor::Other,
+            native_n: Mutex::new(HashMap::new()),
+            request_seeds: true,
+        };
+        let s = Sampling {
+            max_tokens: 4,
+            temperature: 0.0,
+            user: None,
+            seed: None,
+            prediction: Some("def f():\n".into()),
+        };
+        let chat = Prompt::Chat(vec![json!({"role": "user", "content": "hi"})]);
+        assert_eq!(
+            c.body(&chat, 1, &s, true)["prediction"],
+            json!({"type": "content", "content": "def f():\n"})
+        );
+        assert!(c
+            .body(&Prompt::Text("hi".into()), 1, &s, true)
+            .get("prediction")
+            .is_none());
+        let none = Sampling {
+            prediction: None,
+            ..s
+        };
+        assert!(c.body(&chat, 1, &none, true).get("prediction").is_none());
+    }
+
+    #[test]
     fn accounting_from_openai_usage_and_from_llama_cpp_timings() {
         assert_eq!(accounting(&json!({"usage": null, "choices": []})), None);
         let openai = json!({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 7}}});
@@ -409,7 +464,8 @@ mod tests {
             Some(Accounting {
                 prompt: Some(10),
                 cached: Some(7),
-                completion: Some(3)
+                completion: Some(3),
+                ..Default::default()
             })
         );
         let timings = json!({"timings": {"prompt_n": 4, "cache_n": 96}});
@@ -418,12 +474,18 @@ mod tests {
             Some(Accounting {
                 prompt: Some(100),
                 cached: Some(96),
-                completion: None
+                ..Default::default()
             })
         );
         assert_eq!(
             accounting(&json!({"tokens_cached": 5})).unwrap().cached,
             Some(5)
+        );
+        let predicted = json!({"choices": [], "usage": {"completion_tokens": 9, "completion_tokens_details": {"accepted_prediction_tokens": 6, "rejected_prediction_tokens": 2}}});
+        let a = accounting(&predicted).unwrap();
+        assert_eq!(
+            (a.accepted_prediction, a.rejected_prediction),
+            (Some(6), Some(2))
         );
     }
 

@@ -1,10 +1,14 @@
 //! The loop-workload bench client (design.md, "The metric" and "The standard workloads"):
-//! runs agent-loop, fanout and tree against any OpenAI-compatible server and reports
-//! distinct trajectories per token budget (DTPB) beside the prefix-tree limit.
+//! runs agent-loop, fanout, tree and edit against any OpenAI-compatible server and reports
+//! distinct trajectories per token budget (DTPB) beside the prefix-tree limit, and a
+//! looptree server's draft acceptance.
 
 pub mod args;
 pub mod bench;
+pub mod change;
 pub mod client;
+pub mod code;
+pub mod drafts;
 pub mod interrupt;
 pub mod metric;
 pub mod outcome;

@@ -31,6 +31,16 @@ pub struct Summary {
     pub ttft_p99_s: Option<f64>,
     pub itl_p50_s: Option<f64>,
     pub itl_p99_s: Option<f64>,
+    /// Median over requests of [`decode_rate`]: the figure speculative decoding moves (a
+    /// chunk may then carry several tokens, so the ITL alone no longer shows it).
+    #[serde(default)]
+    pub decode_tokens_per_s_p50: Option<f64>,
+    /// Predicted Outputs' tokens accepted and rejected, summed over the requests whose
+    /// usage reported them (None when none did).
+    #[serde(default)]
+    pub accepted_prediction_tokens: Option<u64>,
+    #[serde(default)]
+    pub rejected_prediction_tokens: Option<u64>,
 }
 
 pub fn summarize(records: &[RequestRecord], trajectories: &[String], wall_s: f64) -> Summary {
@@ -48,6 +58,7 @@ pub fn summarize(records: &[RequestRecord], trajectories: &[String], wall_s: f64
         .iter()
         .flat_map(|r| r.choices.iter().filter_map(|c| c.ttft_s))
         .collect();
+    let mut decode: Vec<f64> = records.iter().filter_map(decode_rate).collect();
     let mut itl: Vec<f64> = records
         .iter()
         .flat_map(|r| r.choices.iter().flat_map(|c| c.itl_s.iter().copied()))
@@ -81,7 +92,33 @@ pub fn summarize(records: &[RequestRecord], trajectories: &[String], wall_s: f64
         ttft_p99_s: percentile(&mut ttft, 99.0),
         itl_p50_s: percentile(&mut itl, 50.0),
         itl_p99_s: percentile(&mut itl, 99.0),
+        decode_tokens_per_s_p50: percentile(&mut decode, 50.0),
+        accepted_prediction_tokens: sum_reported(records, |r| r.accepted_prediction_tokens),
+        rejected_prediction_tokens: sum_reported(records, |r| r.rejected_prediction_tokens),
     }
+}
+
+/// A request's decode speed: its tokens after each choice's first (which the prefill
+/// made) over the time from its first text to its last. None for a failed request or one
+/// with nothing decoded.
+pub fn decode_rate(r: &RequestRecord) -> Option<f64> {
+    if r.error.is_some() {
+        return None;
+    }
+    let started: Vec<&crate::record::Choice> =
+        r.choices.iter().filter(|c| c.ttft_s.is_some()).collect();
+    let first = started.iter().filter_map(|c| c.ttft_s).reduce(f64::min)?;
+    let last = started
+        .iter()
+        .filter_map(|c| Some(c.ttft_s? + c.itl_s.iter().sum::<f64>()))
+        .reduce(f64::max)?;
+    let tokens = r.generated().checked_sub(started.len() as u64)?;
+    (tokens > 0 && last > first).then(|| tokens as f64 / (last - first))
+}
+
+/// The sum of a count over the records that report it; None if none does.
+fn sum_reported(records: &[RequestRecord], f: fn(&RequestRecord) -> Option<u64>) -> Option<u64> {
+    records.iter().filter_map(f).reduce(|a, b| a + b)
 }
 
 pub fn dtpb(distinct: usize, computed_tokens: u64) -> f64 {
@@ -239,6 +276,37 @@ mod tests {
             (1, None, None, 0.0)
         );
         assert_eq!(s.computed_tokens, (3 - 1) + (3 + 1));
+    }
+
+    #[test]
+    fn decode_rate_counts_tokens_after_the_first_over_the_decode_time() {
+        let choice = |ttft: f64, itl: &[f64]| Choice {
+            ttft_s: Some(ttft),
+            itl_s: itl.to_vec(),
+            ..Default::default()
+        };
+        // 11 tokens in 3 chunks after the first (as speculation sends them), over 0.5 s.
+        let mut r = RequestRecord {
+            completion_tokens: Some(11),
+            choices: vec![choice(1.0, &[0.2, 0.2, 0.1])],
+            ..Default::default()
+        };
+        assert!((decode_rate(&r).unwrap() - 20.0).abs() < 1e-9);
+        // Two choices: their first tokens are the prefill's; decode spans both.
+        r.completion_tokens = Some(12);
+        r.choices.push(choice(1.0, &[0.5, 0.5]));
+        assert!((decode_rate(&r).unwrap() - 10.0).abs() < 1e-9);
+        // No server count: one token per chunk.
+        r.completion_tokens = None;
+        assert!((decode_rate(&r).unwrap() - 5.0 / 1.0).abs() < 1e-9);
+        let one = RequestRecord {
+            completion_tokens: Some(1),
+            choices: vec![choice(0.3, &[])],
+            ..Default::default()
+        };
+        assert_eq!(decode_rate(&one), None);
+        let s = summarize(&[r.clone(), one, r], &[], 1.0);
+        assert!((s.decode_tokens_per_s_p50.unwrap() - 5.0).abs() < 1e-9);
     }
 
     #[test]

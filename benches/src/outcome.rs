@@ -2,6 +2,7 @@
 //! chart are drawn from.
 
 use crate::client::Flavor;
+use crate::drafts::Drafts;
 use crate::metric::Summary;
 use crate::record::RequestRecord;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,10 @@ pub struct RunResult {
     /// Why the limit is missing, if it is.
     pub limit_error: Option<String>,
     pub summary: Summary,
+    /// Draft tokens the server counted during the run, per source (looptree's /metrics);
+    /// None where it has no such counters.
+    #[serde(default)]
+    pub drafts: Option<Drafts>,
     pub requests: Vec<RequestRecord>,
 }
 

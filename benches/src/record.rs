@@ -29,6 +29,12 @@ pub struct RequestRecord {
     /// Prompt tokens the server says it served from its cache.
     pub cached_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Predicted Outputs: prediction tokens the server says the reply accepted and
+    /// rejected (`usage.completion_tokens_details`).
+    #[serde(default)]
+    pub accepted_prediction_tokens: Option<u64>,
+    #[serde(default)]
+    pub rejected_prediction_tokens: Option<u64>,
     pub choices: Vec<Choice>,
     pub latency_s: f64,
     pub error: Option<String>,

@@ -1,6 +1,8 @@
-//! The three standard workloads (design.md): their parameters and their texts, generated
+//! The standard workloads (design.md): their parameters and their texts, generated
 //! deterministically from a seed so that every server sees the same requests.
 
+use crate::change::Change;
+use crate::code::SourceFile;
 use crate::rng::Rng;
 use crate::text::sentences;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,20 @@ pub struct Tree {
     pub temperature: f32,
 }
 
+/// A coding agent editing one file: every turn asks for a small change and the whole
+/// updated file back at temperature 0, so each reply mostly repeats the file in its
+/// context (the shape of coding agents and of OpenAI's Predicted Outputs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Edit {
+    pub agents: usize,
+    pub iterations: usize,
+    pub file_tokens: usize,
+    pub max_tokens: usize,
+    pub temperature: f32,
+    /// Each request carries the agent's current file as its `prediction`.
+    pub predict: bool,
+}
+
 impl Default for AgentLoop {
     fn default() -> Self {
         AgentLoop {
@@ -64,6 +80,19 @@ impl Default for Fanout {
     }
 }
 
+impl Default for Edit {
+    fn default() -> Self {
+        Edit {
+            agents: 1,
+            iterations: 6,
+            file_tokens: 300,
+            max_tokens: 400,
+            temperature: 0.0,
+            predict: false,
+        }
+    }
+}
+
 impl Default for Tree {
     fn default() -> Self {
         Tree {
@@ -82,6 +111,8 @@ const TASK: u64 = 2;
 const TOOL_RESULT: u64 = 3;
 const FANOUT: u64 = 4;
 const TREE_ROOT: u64 = 5;
+const EDIT_FILE: u64 = 6;
+const EDIT_CHANGE: u64 = 7;
 
 impl AgentLoop {
     pub fn system_prompt(&self, seed: u64) -> String {
@@ -136,6 +167,66 @@ impl Fanout {
     }
 }
 
+impl Edit {
+    pub fn system_prompt(&self) -> String {
+        "You are a coding assistant that edits files. When asked for a change, reply with \
+         the complete updated file, every line of it from the first to the last, in one \
+         ```python block and nothing else. Keep every line you were not asked to change \
+         exactly as it was."
+            .to_string()
+    }
+
+    /// The file `agent` starts from.
+    pub fn file(&self, seed: u64, agent: usize) -> SourceFile {
+        SourceFile::generate(
+            &mut Rng::derive(seed, &[EDIT_FILE, agent as u64]),
+            self.file_tokens,
+        )
+    }
+
+    /// The file as the first request shows it and as a reply that obeys repeats it.
+    pub fn fenced_file(&self, seed: u64, agent: usize) -> String {
+        format!("```python\n{}```", self.file(seed, agent).text())
+    }
+
+    /// The changes `agent` asks for, one per iteration, each drawn against the file with
+    /// the earlier ones made (not against the model's replies, so that every server gets
+    /// the same requests).
+    pub fn changes(&self, seed: u64, agent: usize) -> Vec<Change> {
+        let mut file = self.file(seed, agent);
+        (0..self.iterations)
+            .map(|i| {
+                let mut rng = Rng::derive(seed, &[EDIT_CHANGE, agent as u64, i as u64]);
+                let change = Change::draw(&mut rng, &file).expect("the file has functions");
+                change.apply(&mut file);
+                change
+            })
+            .collect()
+    }
+
+    /// The user message of each of `agent`'s turns; the first carries the file.
+    pub fn requests(&self, seed: u64, agent: usize) -> Vec<String> {
+        let ask = "Reply with the whole updated utils.py, every line of it, in one ```python \
+                   block and nothing else.";
+        self.changes(seed, agent)
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match i {
+                0 => format!(
+                    "Here is utils.py:\n\n{}\nChange: {}\n\n{ask}",
+                    self.fenced_file(seed, agent),
+                    c.instruction()
+                ),
+                _ => format!("Change: {}\n\n{ask}", c.instruction()),
+            })
+            .collect()
+    }
+
+    pub fn generations(&self) -> usize {
+        self.agents * self.iterations
+    }
+}
+
 impl Tree {
     pub fn root(&self, seed: u64) -> String {
         sentences(&mut Rng::derive(seed, &[TREE_ROOT]), self.root_tokens)
@@ -155,6 +246,7 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::code::estimate_code_tokens;
     use crate::text::estimate_tokens;
 
     fn near(got: usize, want: usize) -> bool {
@@ -177,6 +269,42 @@ mod tests {
         assert_ne!(w.tool_result(1, 0, 1), w.tool_result(1, 1, 0));
         assert_eq!(w.tool_result(9, 3, 4), w.tool_result(9, 3, 4));
         assert_eq!(w.generations(), 64);
+    }
+
+    #[test]
+    fn edit_texts_are_deterministic_about_the_file_length_and_every_change_applies() {
+        let w = Edit::default();
+        assert_eq!(w.requests(1, 0), w.requests(1, 0));
+        assert_ne!(w.requests(1, 0), w.requests(2, 0));
+        assert_ne!(w.file(1, 0), w.file(1, 1));
+        assert_eq!(w.generations(), 6);
+        for seed in 0..50 {
+            for (tokens, agent) in [(300, 0), (300, 3), (120, 0), (800, 1)] {
+                let w = Edit {
+                    file_tokens: tokens,
+                    ..Edit::default()
+                };
+                let mut file = w.file(seed, agent);
+                let got = estimate_code_tokens(&file.text());
+                assert!(
+                    got >= tokens && got <= tokens + tokens / 10 + 5,
+                    "asked {tokens}, estimated {got}:\n{}",
+                    file.text()
+                );
+                let requests = w.requests(seed, agent);
+                assert_eq!(requests.len(), w.iterations);
+                assert!(requests[0].contains(&w.fenced_file(seed, agent)));
+                // Each change names what the file holds after the earlier ones, and its
+                // instruction is the request.
+                for (change, request) in w.changes(seed, agent).iter().zip(&requests) {
+                    assert!(change.applies_to(&file), "{change:?} on\n{}", file.text());
+                    assert!(request.contains(&format!("Change: {}", change.instruction())));
+                    let before = file.clone();
+                    change.apply(&mut file);
+                    assert_ne!(file, before, "{change:?} changed nothing");
+                }
+            }
+        }
     }
 
     #[test]

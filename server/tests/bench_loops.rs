@@ -1,5 +1,5 @@
-//! `looptree bench --url` against a real `looptree serve`: the three loop workloads, small,
-//! over HTTP; the JSON record's numbers must add up as design.md defines them.
+//! `looptree bench --url` against a real `looptree serve`: the loop workloads, small, over
+//! HTTP; the JSON record's numbers must add up as design.md defines them.
 
 mod common;
 
@@ -166,6 +166,50 @@ fn small_workloads_report_consistent_numbers() {
         server.metric("looptree_kv_locked_tokens"),
         0.0,
         "the bench left KV blocks locked"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn edit_workload_sends_the_file_back_and_forth() {
+    let server = Server::start(&[]);
+    let dir = std::env::temp_dir().join(format!("looptree-bench-edit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("edit.json");
+    #[rustfmt::skip]
+    let args = [
+        "--url", &server.base, "--label", "looptree", "--workload", "edit",
+        "--edit-iterations", "2", "--file-tokens", "60", "--edit-max-tokens", "8", "--predict",
+        "--json", json.to_str().unwrap(),
+    ];
+    let (ok, stdout, stderr) = bench(&args);
+    assert!(ok, "bench failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("| looptree | edit |") && stdout.contains("prediction sent"),
+        "{stdout}"
+    );
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run = &record["runs"][0];
+    let s = &run["summary"];
+    assert_eq!(run["workload"], "edit");
+    assert_eq!(run["params"]["predict"], true);
+    assert_eq!(run["params"]["temperature"], 0.0);
+    assert_eq!(
+        (u(&s["errors"]), u(&s["requests"]), u(&s["trajectories"])),
+        (0, 2, 2),
+        "{s}"
+    );
+    // The second turn re-sends the first (file, request and reply): cached.
+    let requests = run["requests"].as_array().unwrap();
+    assert!(
+        u(&requests[1]["cached_tokens"]) >= u(&requests[0]["prompt_tokens"]),
+        "{s}"
+    );
+    // Draft counters: absent from a looptree without speculation, else counted per source.
+    assert!(
+        run["drafts"].is_null() || run["drafts"]["sources"].is_object(),
+        "{}",
+        run["drafts"]
     );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -33,6 +33,7 @@ pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
                             seed,
                             &[REQUEST_SEED, agent as u64, iteration as u64],
                         )),
+                        prediction: None,
                     };
                     let prompt = Arc::new(Prompt::Chat(history.clone()));
                     let record = client.generate(prompt, 1, &sampling).remove(0);

@@ -1,11 +1,13 @@
-//! Running a workload against a server: the three workloads' request patterns, and the
+//! Running a workload against a server: the workloads' request patterns, and the
 //! collector their threads report to.
 
 mod agent_loop;
+mod edit;
 mod fanout;
 mod tree;
 
 pub use agent_loop::run as agent_loop;
+pub use edit::run as edit;
 pub use fanout::run as fanout;
 pub use tree::run as tree;
 
