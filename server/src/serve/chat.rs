@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 #[derive(Deserialize)]
 struct ChatWire {
@@ -28,6 +28,8 @@ struct ChatWire {
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
     user: Option<String>,
+    /// Extra chat-template variables, e.g. `{"enable_thinking": false}` (vLLM's field).
+    chat_template_kwargs: Option<Map<String, Value>>,
 }
 
 pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
@@ -43,6 +45,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         &state,
         &messages,
         offered.as_ref().map(|o| o.tools.as_slice()),
+        &wire.chat_template_kwargs.unwrap_or_default(),
     )?;
     let forced = offered
         .as_ref()
@@ -54,8 +57,9 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         prompt_logprobs: None,
         session: wire.user,
         constraint,
+        reasoning: prompt.reasoning,
     };
-    let gen = Generation::submit(&state, vec![prompt], ask).await?;
+    let gen = Generation::submit(&state, vec![prompt.ids], ask).await?;
     let meta = Meta {
         id: new_id("chatcmpl-"),
         object: "chat.completion",
@@ -106,11 +110,16 @@ fn response(
         .enumerate()
         .map(|(i, c)| {
             let finish = c.finish.map(|f| f.as_openai_str());
-            let mut message = json!({"role": "assistant", "content": c.text});
+            let mut message = json!({"role": "assistant", "content": c.answer});
             let mut finish = json!(finish);
-            if let Some((content, calls)) = offered.and_then(|o| o.parse(&c.text)) {
+            if let Some((content, calls)) = offered.and_then(|o| o.parse(&c.answer)) {
                 message = json!({"role": "assistant", "content": content, "tool_calls": calls});
                 finish = json!("tool_calls");
+            }
+            if !c.reasoning.is_empty() {
+                // Clients read one name or the other (vLLM's, and the newer one).
+                message["reasoning_content"] = json!(c.reasoning);
+                message["reasoning"] = json!(c.reasoning);
             }
             let lps = if want_logprobs {
                 logprobs::chat(&state.tokenizer, &c.logprobs)

@@ -79,6 +79,7 @@ pub async fn handle(
         params,
         session: wire.user,
         constraint,
+        reasoning: None,
     };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts
         .into_iter()

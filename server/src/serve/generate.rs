@@ -6,6 +6,7 @@
 //! no KV stays held for a listener that left.
 
 use super::error::ApiError;
+use super::reasoning::{Part, Reasoning, Splitter};
 use super::state::{Permit, Shared};
 use looptree_engine::sampling::{FinishReason, SamplingParams};
 use looptree_engine::{Constraint, Event, GenerationRequest, RequestId, TokenLogprob};
@@ -19,6 +20,8 @@ pub struct Ask {
     pub session: Option<String>,
     /// Constrained decoding (response_format, forced tool calls), for every fork.
     pub constraint: Option<Constraint>,
+    /// Where replies split into reasoning and answer (a thinking model's chat).
+    pub reasoning: Option<Reasoning>,
 }
 
 pub struct Generation {
@@ -29,6 +32,7 @@ pub struct Generation {
     open: Vec<usize>,
     pub n: usize,
     pub prompt_lens: Vec<usize>,
+    pub reasoning: Option<Reasoning>,
     _permit: Permit,
 }
 
@@ -69,6 +73,7 @@ impl Generation {
             open: vec![n; reqs.len()],
             n,
             prompt_lens: reqs.iter().map(|r| r.prompt.len()).collect(),
+            reasoning: ask.reasoning.clone(),
             _permit: permit,
         };
         for (i, req) in reqs.into_iter().enumerate() {
@@ -114,7 +119,9 @@ impl Generation {
     pub async fn collect(mut self) -> Result<Collected, ApiError> {
         let n = self.n;
         let mut out = Collected {
-            choices: (0..self.prompts() * n).map(|_| Choice::default()).collect(),
+            choices: (0..self.prompts() * n)
+                .map(|_| Choice::new(self.reasoning.as_ref()))
+                .collect(),
             prompts: self
                 .prompt_lens
                 .iter()
@@ -143,13 +150,41 @@ impl Drop for Generation {
     }
 }
 
-#[derive(Default, Debug)]
 pub struct Choice {
+    /// Everything generated, reasoning included.
     pub text: String,
+    /// `text` split at the reasoning markers (all of it is `answer` without them).
+    pub reasoning: String,
+    pub answer: String,
     pub tokens: Vec<u32>,
     pub logprobs: Vec<TokenLogprob>,
     pub finish: Option<FinishReason>,
     pub completion_tokens: usize,
+    pub splitter: Splitter,
+}
+
+impl Choice {
+    fn new(reasoning: Option<&Reasoning>) -> Self {
+        Choice {
+            text: String::new(),
+            reasoning: String::new(),
+            answer: String::new(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            finish: None,
+            completion_tokens: 0,
+            splitter: Splitter::new(reasoning),
+        }
+    }
+
+    fn take(&mut self, parts: Vec<Part>) {
+        for p in parts {
+            match p {
+                Part::Reasoning(t) => self.reasoning.push_str(&t),
+                Part::Answer(t) => self.answer.push_str(&t),
+            }
+        }
+    }
 }
 
 #[derive(Default, Debug)]
@@ -186,6 +221,8 @@ impl Collected {
             } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
+                let parts = c.splitter.push(token, &text);
+                c.take(parts);
                 c.tokens.push(token);
                 c.logprobs.extend(logprob);
             }
@@ -197,6 +234,9 @@ impl Collected {
             } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
+                let mut parts = c.splitter.push_text(&text);
+                parts.extend(c.splitter.finish());
+                c.take(parts);
                 c.finish = Some(reason);
                 c.completion_tokens = completion_tokens;
             }
@@ -205,10 +245,17 @@ impl Collected {
     }
 
     pub fn usage(&self) -> super::usage::Usage {
-        super::usage::Usage::new(
+        let usage = super::usage::Usage::new(
             self.prompts.iter().map(|p| p.tokens).sum(),
             self.choices.iter().map(|c| c.completion_tokens).sum(),
             self.prompts.iter().map(|p| p.cached).sum(),
-        )
+        );
+        let active = self.choices.iter().any(|c| c.splitter.active());
+        usage.with_reasoning(active.then(|| {
+            self.choices
+                .iter()
+                .map(|c| c.splitter.reasoning_tokens())
+                .sum()
+        }))
     }
 }

@@ -8,6 +8,8 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub cached_tokens: usize,
+    /// Completion tokens spent reasoning; `None` when the model's template writes none.
+    pub reasoning_tokens: Option<usize>,
 }
 
 impl Usage {
@@ -16,17 +18,29 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             cached_tokens,
+            reasoning_tokens: None,
+        }
+    }
+
+    pub fn with_reasoning(self, reasoning_tokens: Option<usize>) -> Self {
+        Self {
+            reasoning_tokens,
+            ..self
         }
     }
 
     /// OpenAI's shape; `cached_tokens` counts prompt tokens served from the prefix tree.
     pub fn openai(&self) -> Value {
-        json!({
+        let mut v = json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        })
+        });
+        if let Some(n) = self.reasoning_tokens {
+            v["completion_tokens_details"] = json!({"reasoning_tokens": n});
+        }
+        v
     }
 }
 
