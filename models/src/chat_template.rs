@@ -167,6 +167,15 @@ impl ChatTemplate {
         Self::new(CHATML, BTreeMap::new()).expect("the built-in ChatML template compiles")
     }
 
+    /// Whether any of the template sources contains `text` (e.g. a reasoning marker).
+    pub fn mentions(&self, text: &str) -> bool {
+        self.names.iter().any(|n| {
+            self.env
+                .get_template(n)
+                .is_ok_and(|t| t.source().contains(text))
+        })
+    }
+
     /// Renders a conversation. `messages` are OpenAI-style objects (`role`, `content`,
     /// `tool_calls`, `tool_call_id`, ...) passed to the template as they are.
     pub fn render(

@@ -17,6 +17,7 @@ pub mod layer_ops;
 pub mod llama;
 pub mod loader;
 pub mod moe;
+pub mod reasoning;
 pub mod resolve;
 pub mod rope;
 mod row_buffers;

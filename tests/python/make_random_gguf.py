@@ -19,10 +19,13 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 
 ARCHS = ("llama", "qwen2", "qwen3", "qwen3moe")
+# The tokens Qwen3's vocabulary adds in Qwen2.5's padding slots (all user-defined).
+QWEN3_ADDED = {151665: "<tool_response>", 151666: "</tool_response>", 151667: "<think>", 151668: "</think>"}
+USER_DEFINED = 4
 DEFAULT_TOKENIZER = os.path.expanduser("~/.cache/looptree/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 
 
-def copy_tokenizer(src, w):
+def copy_tokenizer(src, w, qwen3_vocab=False):
     r = gguf.GGUFReader(src)
     vocab = None
     for name, field in r.fields.items():
@@ -30,6 +33,11 @@ def copy_tokenizer(src, w):
             continue
         t = field.types[0]
         value = field.contents()
+        if qwen3_vocab and name in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
+            for i, text in QWEN3_ADDED.items():
+                if name == "tokenizer.ggml.tokens":
+                    assert value[i].startswith("[PAD"), f"token {i} is {value[i]!r}, not padding"
+                value[i] = text if name == "tokenizer.ggml.tokens" else USER_DEFINED
         if t == gguf.GGUFValueType.ARRAY:
             w.add_array(name, value)
             if name == "tokenizer.ggml.tokens":
@@ -68,6 +76,9 @@ def main():
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--experts-used", type=int, default=2)
     ap.add_argument("--quant", default="mixed", choices=("mixed", "q8_0", "q5_0", "q4_1", "f16"))
+    ap.add_argument("--qwen3-vocab", action="store_true",
+                    help="add Qwen3's <think>, </think>, <tool_response>, </tool_response> tokens")
+    ap.add_argument("--chat-template", help="a file whose text becomes tokenizer.chat_template")
     a = ap.parse_args()
 
     rng = np.random.default_rng(a.seed)
@@ -75,7 +86,10 @@ def main():
     hd = a.head_dim or a.hidden // a.heads
     w = gguf.GGUFWriter(a.out, arch)
     w.add_name(f"random-{arch}-seed{a.seed}")
-    vocab = copy_tokenizer(a.tokenizer_from, w)
+    vocab = copy_tokenizer(a.tokenizer_from, w, a.qwen3_vocab)
+    if a.chat_template:
+        with open(a.chat_template, encoding="utf-8") as f:
+            w.add_chat_template(f.read())
     w.add_block_count(a.layers)
     w.add_context_length(4096)
     w.add_embedding_length(a.hidden)

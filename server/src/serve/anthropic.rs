@@ -2,7 +2,7 @@
 //! converted to OpenAI-style messages for the chat template, the reply to content blocks.
 
 use super::anthropic_stream::MessagesStream;
-use super::conversation;
+use super::conversation::{self, Prompt};
 use super::error::ApiError;
 use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Generation};
@@ -30,6 +30,8 @@ struct MessagesWire {
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
     metadata: Option<Value>,
+    /// `{"type": "enabled", "budget_tokens": N}` or `{"type": "disabled"}`.
+    thinking: Option<Value>,
 }
 
 /// Errors in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
@@ -66,7 +68,7 @@ pub async fn handle(
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, AnthropicError> {
     let JsonBody(body) = body?;
-    let wire: MessagesWire = typed(&Value::Object(body))?;
+    let wire: MessagesWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
     let Some(max_tokens) = wire.max_tokens else {
         return Err(ApiError::invalid_param("max_tokens", "max_tokens: Field required").into());
@@ -90,16 +92,22 @@ pub async fn handle(
         .as_ref()
         .filter(|o| o.forced)
         .map(|o| o.tools.as_slice());
-    let constraint = super::structured::constraint(&state, &Map::new(), forced).await?;
+    // looptree's own `regex` and `grammar` fields work here as on the OpenAI routes.
+    let own: Map<String, Value> = body
+        .into_iter()
+        .filter(|(k, _)| k == "regex" || k == "grammar")
+        .collect();
+    let constraint = super::structured::constraint(&state, &own, forced).await?;
     let gen = Generation::submit(
         &state,
-        vec![prompt],
+        vec![prompt.ids],
         Ask {
             params,
             prompt_logprobs: None,
             session,
             constraint,
             prediction: None,
+            reasoning: prompt.reasoning,
         },
     )
     .await?;
@@ -111,7 +119,11 @@ pub async fn handle(
     let out = gen.collect().await?;
     let usage = out.usage();
     let c = &out.choices[0];
-    let (blocks, called) = content_blocks(offered.as_ref(), &c.text);
+    let (mut blocks, called) = content_blocks(offered.as_ref(), &c.answer);
+    if !c.reasoning.is_empty() {
+        blocks.retain(|b| b["type"] != "text" || b["text"] != "");
+        blocks.insert(0, thinking_block(&c.reasoning));
+    }
     let (stop_reason, stop_sequence) =
         stop_reason(&state, c.finish, &c.tokens, &c.text, &stops, called);
     Ok(Json(json!({
@@ -128,7 +140,7 @@ pub async fn handle(
 }
 
 /// The request's tools and its conversation rendered to prompt tokens.
-fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Vec<u32>), ApiError> {
+fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Prompt), ApiError> {
     let offered = Offered::from_request(
         openai_tools(wire.tools.as_deref())?.as_ref(),
         openai_tool_choice(wire.tool_choice.as_ref())?.as_ref(),
@@ -139,8 +151,40 @@ fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Vec<u
         state,
         &messages,
         offered.as_ref().map(|o| o.tools.as_slice()),
+        &thinking_kwargs(wire.thinking.as_ref())?,
     )?;
     Ok((offered, prompt))
+}
+
+/// `thinking` as the template variable thinking models' templates read
+/// (`enable_thinking`); without it the template's default holds.
+fn thinking_kwargs(thinking: Option<&Value>) -> Result<Map<String, Value>, ApiError> {
+    let mut kwargs = Map::new();
+    let Some(t) = thinking.filter(|t| !t.is_null()) else {
+        return Ok(kwargs);
+    };
+    let enabled = match t["type"].as_str() {
+        Some("enabled" | "adaptive") => true,
+        Some("disabled") => false,
+        _ => {
+            return Err(ApiError::invalid_param(
+                "thinking",
+                "thinking.type: Input should be 'enabled' or 'disabled'",
+            ))
+        }
+    };
+    kwargs.insert("enable_thinking".into(), enabled.into());
+    Ok(kwargs)
+}
+
+/// A `thinking` content block. The signature is opaque to clients, which send the block
+/// back as it came; nothing here checks it.
+pub fn thinking_block(text: &str) -> Value {
+    json!({"type": "thinking", "thinking": text, "signature": thinking_signature()})
+}
+
+pub fn thinking_signature() -> String {
+    new_id("looptree-")
 }
 
 #[derive(Serialize)]
@@ -159,7 +203,7 @@ pub async fn count_tokens(
     state.check_model(wire.model.as_deref())?;
     let (_, prompt) = prompt(&state, &wire)?;
     Ok(Json(TokenCount {
-        input_tokens: prompt.len(),
+        input_tokens: prompt.ids.len(),
     })
     .into_response())
 }
@@ -286,6 +330,7 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
         };
         let mut texts = Vec::new();
         let mut calls = Vec::new();
+        let mut thinking = Vec::new();
         for b in blocks {
             match b["type"].as_str() {
                 Some("text") => texts.push(b["text"].as_str().unwrap_or("").to_string()),
@@ -301,7 +346,11 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
                     };
                     out.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}));
                 }
-                // Reasoning from an earlier turn: nothing this model can read back.
+                // Reasoning from an earlier turn, for templates that render it (or drop it).
+                Some("thinking") if role == "assistant" => {
+                    thinking.push(b["thinking"].as_str().unwrap_or("").to_string())
+                }
+                // Encrypted reasoning of another model: nothing this one can read.
                 Some("thinking" | "redacted_thinking") => {}
                 other => {
                     return Err(ApiError::invalid_param(
@@ -311,10 +360,13 @@ fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Val
                 }
             }
         }
-        if !texts.is_empty() || !calls.is_empty() {
+        if !texts.is_empty() || !calls.is_empty() || !thinking.is_empty() {
             let mut msg = json!({"role": role, "content": texts.join("\n")});
             if !calls.is_empty() {
                 msg["tool_calls"] = Value::Array(calls);
+            }
+            if !thinking.is_empty() {
+                msg["reasoning_content"] = json!(thinking.join("\n"));
             }
             out.push(msg);
         }

@@ -1,9 +1,12 @@
-//! Anthropic's streaming events: message_start, content blocks (text deltas; tool_use
-//! blocks with their input as one JSON delta), message_delta with the stop reason and
-//! usage, message_stop.
+//! Anthropic's streaming events: message_start, content blocks (a thinking block with
+//! thinking deltas and its signature; text deltas; tool_use blocks with their input as one
+//! JSON delta), message_delta with the stop reason and usage, message_stop.
 
-use super::anthropic::{anthropic_usage, content_blocks, stop_reason, AnthropicError};
+use super::anthropic::{
+    anthropic_usage, content_blocks, stop_reason, thinking_signature, AnthropicError,
+};
 use super::generate::Generation;
+use super::reasoning::{Part, Splitter};
 use super::state::Shared;
 use super::tools::Offered;
 use axum::response::sse::Event as SseEvent;
@@ -20,8 +23,10 @@ pub struct MessagesStream {
     stops: Vec<String>,
     /// With tools: text held while it may still be a call (`None`: streaming as text).
     held: Option<String>,
-    /// Whether the text block (index 0) is open.
-    text_open: bool,
+    /// Splits reasoning (thinking blocks) from the answer.
+    reasoning: Splitter,
+    /// The open block: its index and type (`thinking` or `text`).
+    open: Option<(usize, &'static str)>,
     next_index: usize,
     text: String,
     tokens: Vec<u32>,
@@ -38,6 +43,7 @@ impl MessagesStream {
         stops: Vec<String>,
     ) -> Self {
         let held = offered.as_ref().map(|_| String::new());
+        let reasoning = Splitter::new(gen.reasoning.as_ref());
         Self {
             state,
             gen,
@@ -45,7 +51,8 @@ impl MessagesStream {
             offered,
             stops,
             held,
-            text_open: false,
+            reasoning,
+            open: None,
             next_index: 0,
             text: String::new(),
             tokens: Vec::new(),
@@ -104,17 +111,15 @@ impl MessagesStream {
             Event::Token { token, text, .. } => {
                 self.tokens.push(token);
                 self.text.push_str(&text);
-                let text = match &mut self.held {
-                    Some(held) => {
-                        held.push_str(&text);
-                        if Offered::may_start_call(held) {
-                            return Vec::new();
-                        }
-                        self.held.take().unwrap_or_default()
+                let parts = self.reasoning.push(token, &text);
+                let mut out = Vec::new();
+                for p in parts {
+                    match p {
+                        Part::Reasoning(t) => out.extend(self.thinking_delta(&t)),
+                        Part::Answer(t) => out.extend(self.answer(t)),
                     }
-                    None => text,
-                };
-                self.text_delta(&text)
+                }
+                out
             }
             Event::Finished {
                 reason,
@@ -126,17 +131,60 @@ impl MessagesStream {
         }
     }
 
+    /// Answer text: streamed, or held while it may still be a tool call.
+    fn answer(&mut self, text: String) -> Vec<(&'static str, Value)> {
+        let text = match &mut self.held {
+            Some(held) => {
+                held.push_str(&text);
+                if Offered::may_start_call(held) {
+                    return Vec::new();
+                }
+                self.held.take().unwrap_or_default()
+            }
+            None => text,
+        };
+        self.text_delta(&text)
+    }
+
+    /// Opens a block of `kind` unless one is open, closing any other first; its index.
+    fn ensure_open(&mut self, kind: &'static str, out: &mut Vec<(&'static str, Value)>) -> usize {
+        if let Some((index, open)) = self.open {
+            if open == kind {
+                return index;
+            }
+            out.extend(self.close_block());
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, kind));
+        let block = match kind {
+            "thinking" => json!({"type": "thinking", "thinking": "", "signature": ""}),
+            _ => json!({"type": "text", "text": ""}),
+        };
+        out.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        index
+    }
+
+    fn thinking_delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if text.is_empty() {
+            return out;
+        }
+        let index = self.ensure_open("thinking", &mut out);
+        out.push(("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": text}})));
+        out
+    }
+
     fn text_delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
         let mut out = Vec::new();
         if text.is_empty() {
             return out;
         }
-        if !self.text_open {
-            self.text_open = true;
-            self.next_index = 1;
-            out.push(("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
-        }
-        out.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
+        let index = self.ensure_open("text", &mut out);
+        out.push(("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
         out
     }
 
@@ -149,6 +197,15 @@ impl MessagesStream {
         self.text.push_str(&text);
         let mut out = Vec::new();
         let mut called = false;
+        let mut parts = self.reasoning.push_text(&text);
+        parts.extend(self.reasoning.finish());
+        let mut text = String::new();
+        for p in parts {
+            match p {
+                Part::Reasoning(t) => out.extend(self.thinking_delta(&t)),
+                Part::Answer(t) => text.push_str(&t),
+            }
+        }
         match self.held.take() {
             Some(mut held) => {
                 held.push_str(&text);
@@ -159,7 +216,7 @@ impl MessagesStream {
                         out.extend(self.text_delta(b["text"].as_str().unwrap_or("")));
                         continue;
                     }
-                    out.extend(self.close_text());
+                    out.extend(self.close_block());
                     let index = self.next_index;
                     self.next_index += 1;
                     let input = b["input"].to_string();
@@ -177,11 +234,9 @@ impl MessagesStream {
         }
         if self.next_index == 0 {
             // Anthropic always sends at least one (maybe empty) text block.
-            self.text_open = true;
-            self.next_index = 1;
-            out.push(("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            self.ensure_open("text", &mut out);
         }
-        out.extend(self.close_text());
+        out.extend(self.close_block());
         let (stop, seq) = stop_reason(
             &self.state,
             Some(reason),
@@ -202,14 +257,20 @@ impl MessagesStream {
         out
     }
 
-    fn close_text(&mut self) -> Vec<(&'static str, Value)> {
-        if !self.text_open {
+    /// Closes the open block; a thinking block gets its signature first.
+    fn close_block(&mut self) -> Vec<(&'static str, Value)> {
+        let Some((index, kind)) = self.open.take() else {
             return Vec::new();
+        };
+        let mut out = Vec::new();
+        if kind == "thinking" {
+            let signature = thinking_signature();
+            out.push(("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": signature}})));
         }
-        self.text_open = false;
-        vec![(
+        out.push((
             "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-        )]
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+        out
     }
 }

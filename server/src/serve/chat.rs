@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 #[derive(Deserialize)]
 struct ChatWire {
@@ -29,6 +29,8 @@ struct ChatWire {
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
     user: Option<String>,
+    /// Extra chat-template variables, e.g. `{"enable_thinking": false}` (vLLM's field).
+    chat_template_kwargs: Option<Map<String, Value>>,
 }
 
 pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
@@ -44,6 +46,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         &state,
         &messages,
         offered.as_ref().map(|o| o.tools.as_slice()),
+        &wire.chat_template_kwargs.unwrap_or_default(),
     )?;
     let forced = offered
         .as_ref()
@@ -56,8 +59,9 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         session: wire.user,
         constraint,
         prediction: prediction::tokens(&state, &body)?,
+        reasoning: prompt.reasoning,
     };
-    let gen = Generation::submit(&state, vec![prompt], ask).await?;
+    let gen = Generation::submit(&state, vec![prompt.ids], ask).await?;
     let meta = Meta {
         id: new_id("chatcmpl-"),
         object: "chat.completion",
@@ -108,11 +112,16 @@ fn response(
         .enumerate()
         .map(|(i, c)| {
             let finish = c.finish.map(|f| f.as_openai_str());
-            let mut message = json!({"role": "assistant", "content": c.text});
+            let mut message = json!({"role": "assistant", "content": c.answer});
             let mut finish = json!(finish);
-            if let Some((content, calls)) = offered.and_then(|o| o.parse(&c.text)) {
+            if let Some((content, calls)) = offered.and_then(|o| o.parse(&c.answer)) {
                 message = json!({"role": "assistant", "content": content, "tool_calls": calls});
                 finish = json!("tool_calls");
+            }
+            if !c.reasoning.is_empty() {
+                // Clients read one name or the other (vLLM's, and the newer one).
+                message["reasoning_content"] = json!(c.reasoning);
+                message["reasoning"] = json!(c.reasoning);
             }
             let lps = if want_logprobs {
                 logprobs::chat(&state.tokenizer, &c.logprobs)

@@ -3,6 +3,7 @@
 use super::common::Meta;
 use super::generate::Generation;
 use super::logprobs;
+use super::reasoning::{Part, Splitter};
 use super::state::Shared;
 use super::stream::ChunkSource;
 use super::tool_stream::{Piece, ToolStream};
@@ -20,6 +21,8 @@ pub struct ChatStream {
     offered: Option<Offered>,
     /// Per choice, with tools: splits its text into content and tool calls.
     tools: Vec<Option<ToolStream>>,
+    /// Per choice: splits reasoning from the answer (which goes on to `tools`).
+    reasoning: Vec<Splitter>,
     usage: Usage,
     /// Per choice, its tokens so far, when a prediction is to be counted against them.
     completions: Vec<Vec<u32>>,
@@ -39,7 +42,11 @@ impl ChatStream {
         let tools = (0..n)
             .map(|_| offered.as_ref().map(|_| ToolStream::new()))
             .collect();
-        let usage = Usage::new(gen.prompt_lens.iter().sum(), 0, 0);
+        let reasoning = (0..n)
+            .map(|_| Splitter::new(gen.reasoning.as_ref()))
+            .collect();
+        let usage = Usage::new(gen.prompt_lens.iter().sum(), 0, 0)
+            .with_reasoning(gen.reasoning.as_ref().map(|_| 0));
         Self {
             state,
             gen,
@@ -48,6 +55,7 @@ impl ChatStream {
             want_logprobs,
             offered,
             tools,
+            reasoning,
             usage,
             completions: vec![Vec::new(); n],
             done: false,
@@ -81,9 +89,9 @@ impl ChatStream {
             }
             Event::Token {
                 seq,
+                token,
                 text,
                 logprob,
-                token,
             } => {
                 if self.gen.prediction.is_some() {
                     self.completions[seq].push(token);
@@ -92,8 +100,8 @@ impl ChatStream {
                     Some(lp) => logprobs::chat(&self.state.tokenizer, &[lp]),
                     None => Value::Null,
                 };
-                let pieces = self.split(seq, text, false);
-                let mut out = self.deltas(seq, pieces);
+                let parts = self.reasoning[seq].push(token, &text);
+                let mut out = self.deltas(seq, parts, false);
                 match out.first_mut() {
                     Some(first) => first["choices"][0]["logprobs"] = lps,
                     None if !lps.is_null() => {
@@ -113,8 +121,12 @@ impl ChatStream {
                 if let Some(p) = &self.gen.prediction {
                     self.usage.add_prediction(p, &self.completions[seq]);
                 }
-                let pieces = self.split(seq, text, true);
-                let mut out = self.deltas(seq, pieces);
+                let mut parts = self.reasoning[seq].push_text(&text);
+                parts.extend(self.reasoning[seq].finish());
+                if let Some(n) = self.usage.reasoning_tokens.as_mut() {
+                    *n += self.reasoning[seq].reasoning_tokens();
+                }
+                let mut out = self.deltas(seq, parts, true);
                 let called = self.tools[seq].as_ref().is_some_and(ToolStream::called);
                 let finish = if called {
                     "tool_calls"
@@ -128,9 +140,9 @@ impl ChatStream {
         }
     }
 
-    /// A choice's new text as pieces to send: all of it without tools; with tools, what
-    /// the tool-call splitter lets through (everything it holds once `last`).
-    fn split(&mut self, seq: usize, text: String, last: bool) -> Vec<Piece> {
+    /// A choice's new answer text as pieces to send: all of it without tools; with tools,
+    /// what the tool-call splitter lets through (everything it holds once `last`).
+    fn answer(&mut self, seq: usize, text: String, last: bool) -> Vec<Piece> {
         match (&mut self.tools[seq], &self.offered) {
             (Some(ts), Some(offered)) => {
                 let mut pieces = ts.push(offered, &text);
@@ -144,17 +156,30 @@ impl ChatStream {
         }
     }
 
-    fn deltas(&self, seq: usize, pieces: Vec<Piece>) -> Vec<Value> {
-        pieces
+    /// Chunks for a choice's new reasoning and answer parts, in order.
+    fn deltas(&mut self, seq: usize, parts: Vec<Part>, last: bool) -> Vec<Value> {
+        let mut deltas = Vec::new();
+        for p in parts {
+            match p {
+                // Clients read one name or the other (vLLM's, and the newer one).
+                Part::Reasoning(t) => deltas.push(json!({"reasoning_content": t, "reasoning": t})),
+                Part::Answer(t) => deltas.extend(self.answer(seq, t, false).into_iter().map(delta)),
+            }
+        }
+        if last {
+            deltas.extend(self.answer(seq, String::new(), true).into_iter().map(delta));
+        }
+        deltas
             .into_iter()
-            .map(|p| {
-                let delta = match p {
-                    Piece::Content(text) => json!({"content": text}),
-                    Piece::Calls(calls) => json!({"tool_calls": calls}),
-                };
-                self.chunk(seq, delta, Value::Null, Value::Null)
-            })
+            .map(|d| self.chunk(seq, d, Value::Null, Value::Null))
             .collect()
+    }
+}
+
+fn delta(p: Piece) -> Value {
+    match p {
+        Piece::Content(text) => json!({"content": text}),
+        Piece::Calls(calls) => json!({"tool_calls": calls}),
     }
 }
 

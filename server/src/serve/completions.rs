@@ -80,6 +80,7 @@ pub async fn handle(
         session: wire.user,
         constraint,
         prediction: None,
+        reasoning: None,
     };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts
         .into_iter()

@@ -1,6 +1,7 @@
 //! OpenAI `messages` to the objects a chat template expects, then to prompt tokens.
 
 use super::error::ApiError;
+use super::reasoning::Reasoning;
 use super::state::AppState;
 use serde_json::{Map, Value};
 
@@ -82,6 +83,25 @@ fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
             Value::Array(calls.iter().map(parse_arguments).collect()),
         );
     }
+    // Earlier reasoning sent back (vLLM's `reasoning_content`, or `reasoning`): templates
+    // read `reasoning_content`, to render it or to drop it.
+    if role == "assistant" {
+        for key in ["reasoning_content", "reasoning"] {
+            match obj.get(key) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) => {
+                    out.insert("reasoning_content".into(), s.clone().into());
+                    break;
+                }
+                Some(_) => {
+                    return Err(ApiError::invalid_param(
+                        &at(key),
+                        format!("`{key}` must be a string."),
+                    ))
+                }
+            }
+        }
+    }
     for key in ["tool_call_id", "name"] {
         match obj.get(key) {
             None | Some(Value::Null) => {}
@@ -133,29 +153,51 @@ fn parse_arguments(call: &Value) -> Value {
     call
 }
 
-/// Renders the conversation with the model's template and tokenizes it.
+/// A conversation rendered for the model.
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    /// With a thinking model's template: its markers and whether the reply starts inside
+    /// a reasoning block.
+    pub reasoning: Option<Reasoning>,
+}
+
+/// Renders the conversation with the model's template and tokenizes it. `kwargs` are
+/// extra template variables (`chat_template_kwargs`, e.g. `enable_thinking`).
 pub fn prompt_tokens(
     state: &AppState,
     messages: &[Value],
     tools: Option<&[Value]>,
-) -> Result<Vec<u32>, ApiError> {
+    kwargs: &Map<String, Value>,
+) -> Result<Prompt, ApiError> {
     let rejected = |e: anyhow::Error| {
         ApiError::invalid_param(
             "messages",
             format!("The chat template rejected the conversation: {e:#}"),
         )
     };
-    let text = match state.template.render(messages, tools, true) {
-        Ok(text) => text,
+    let render = |messages: &[Value], generation_prompt: bool| {
+        state
+            .template
+            .render_with(messages, tools, generation_prompt, kwargs)
+    };
+    let (text, rendered) = match render(messages, true) {
+        Ok(text) => (text, messages.to_vec()),
         // Templates that take a system turn only first (Gemma's) refuse one later on.
         Err(e) => match fold_late_system(messages) {
-            Some(folded) => state
-                .template
-                .render(&folded, tools, true)
-                .map_err(rejected)?,
+            Some(folded) => (render(&folded, true).map_err(rejected)?, folded),
             None => return Err(rejected(e)),
         },
     };
+    let reasoning = state.reasoning.as_ref().map(|markers| {
+        // What the template appends for the reply is the rendering with a generation
+        // prompt past the one without; a marker in a message is not one the reply is in.
+        let without = render(&rendered, false).unwrap_or_default();
+        let appended = text.strip_prefix(without.as_str()).unwrap_or(&text);
+        Reasoning {
+            markers: markers.clone(),
+            starts_inside: markers.opens_in(appended),
+        }
+    });
     let mut ids = state
         .tokenizer
         .encode(&text, true)
@@ -166,7 +208,7 @@ pub fn prompt_tokens(
             ids.remove(0);
         }
     }
-    Ok(ids)
+    Ok(Prompt { ids, reasoning })
 }
 
 /// The conversation with each system turn after the first message folded into the

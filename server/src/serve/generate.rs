@@ -6,6 +6,7 @@
 //! no KV stays held for a listener that left.
 
 use super::error::ApiError;
+use super::reasoning::{Part, Reasoning, Splitter};
 use super::state::{Permit, Shared};
 use looptree_engine::sampling::{FinishReason, SamplingParams};
 use looptree_engine::{Constraint, Event, GenerationRequest, RequestId, TokenLogprob};
@@ -21,6 +22,8 @@ pub struct Ask {
     pub constraint: Option<Constraint>,
     /// The client's predicted output (chat completions' `prediction`), tokenized.
     pub prediction: Option<Vec<u32>>,
+    /// Where replies split into reasoning and answer (a thinking model's chat).
+    pub reasoning: Option<Reasoning>,
 }
 
 pub struct Generation {
@@ -33,6 +36,7 @@ pub struct Generation {
     pub prompt_lens: Vec<usize>,
     /// The request's prediction, if it has one (usage reporting).
     pub prediction: Option<std::sync::Arc<Vec<u32>>>,
+    pub reasoning: Option<Reasoning>,
     _permit: Permit,
 }
 
@@ -75,6 +79,7 @@ impl Generation {
             n,
             prompt_lens: reqs.iter().map(|r| r.prompt.len()).collect(),
             prediction: ask.prediction.clone().map(std::sync::Arc::new),
+            reasoning: ask.reasoning.clone(),
             _permit: permit,
         };
         for (i, req) in reqs.into_iter().enumerate() {
@@ -121,7 +126,9 @@ impl Generation {
         let n = self.n;
         let mut out = Collected {
             prediction: self.prediction.clone(),
-            choices: (0..self.prompts() * n).map(|_| Choice::default()).collect(),
+            choices: (0..self.prompts() * n)
+                .map(|_| Choice::new(self.reasoning.as_ref()))
+                .collect(),
             prompts: self
                 .prompt_lens
                 .iter()
@@ -150,13 +157,41 @@ impl Drop for Generation {
     }
 }
 
-#[derive(Default, Debug)]
 pub struct Choice {
+    /// Everything generated, reasoning included.
     pub text: String,
+    /// `text` split at the reasoning markers (all of it is `answer` without them).
+    pub reasoning: String,
+    pub answer: String,
     pub tokens: Vec<u32>,
     pub logprobs: Vec<TokenLogprob>,
     pub finish: Option<FinishReason>,
     pub completion_tokens: usize,
+    pub splitter: Splitter,
+}
+
+impl Choice {
+    fn new(reasoning: Option<&Reasoning>) -> Self {
+        Choice {
+            text: String::new(),
+            reasoning: String::new(),
+            answer: String::new(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            finish: None,
+            completion_tokens: 0,
+            splitter: Splitter::new(reasoning),
+        }
+    }
+
+    fn take(&mut self, parts: Vec<Part>) {
+        for p in parts {
+            match p {
+                Part::Reasoning(t) => self.reasoning.push_str(&t),
+                Part::Answer(t) => self.answer.push_str(&t),
+            }
+        }
+    }
 }
 
 #[derive(Default, Debug)]
@@ -194,6 +229,8 @@ impl Collected {
             } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
+                let parts = c.splitter.push(token, &text);
+                c.take(parts);
                 c.tokens.push(token);
                 c.logprobs.extend(logprob);
             }
@@ -205,6 +242,9 @@ impl Collected {
             } => {
                 let c = &mut self.choices[p * n + seq];
                 c.text.push_str(&text);
+                let mut parts = c.splitter.push_text(&text);
+                parts.extend(c.splitter.finish());
+                c.take(parts);
                 c.finish = Some(reason);
                 c.completion_tokens = completion_tokens;
             }
@@ -218,6 +258,13 @@ impl Collected {
             self.choices.iter().map(|c| c.completion_tokens).sum(),
             self.prompts.iter().map(|p| p.cached).sum(),
         );
+        let active = self.choices.iter().any(|c| c.splitter.active());
+        usage = usage.with_reasoning(active.then(|| {
+            self.choices
+                .iter()
+                .map(|c| c.splitter.reasoning_tokens())
+                .sum()
+        }));
         if let Some(p) = &self.prediction {
             for c in &self.choices {
                 usage.add_prediction(p, &c.tokens);

@@ -23,6 +23,7 @@ mod metrics;
 mod models;
 mod prediction;
 mod prompt;
+mod reasoning;
 mod response_store;
 mod responses;
 mod responses_events;
@@ -44,6 +45,7 @@ use crate::setup;
 use anyhow::{bail, Context, Result};
 use looptree_engine::EngineHandle;
 use looptree_models::chat_template::ChatTemplate;
+use looptree_models::reasoning::ReasoningMarkers;
 use state::AppState;
 use std::io::Write;
 use std::sync::Arc;
@@ -64,6 +66,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("the model ships no chat template; chat requests use plain ChatML");
         Arc::new(ChatTemplate::chatml_fallback())
     });
+    let reasoning = ReasoningMarkers::detect(&template, &loaded.tokenizer);
+    if let Some(m) = &reasoning {
+        tracing::info!(open = %m.open, close = %m.close, "the chat template writes reasoning");
+    }
     let model_name = args
         .served_model_names
         .first()
@@ -81,6 +87,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         engine: EngineHandle::spawn(engine),
         tokenizer: loaded.tokenizer.clone(),
         template,
+        reasoning: reasoning.map(Arc::new),
         model_name,
         accepted_names,
         strict_model_name: args.strict_model_name,

@@ -50,6 +50,7 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         &state,
         &messages,
         offered.as_ref().map(|o| o.tools.as_slice()),
+        &Default::default(),
     )?;
     let params = sampling(req.max_output_tokens, req.temperature, req.top_p)?;
     let format = req.text.as_ref().and_then(|t| t.format.as_ref());
@@ -68,13 +69,15 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
     let session = req.prompt_cache_key.clone().or_else(|| req.user.clone());
     let gen = Generation::submit(
         &state,
-        vec![prompt],
+        vec![prompt.ids],
         Ask {
             params,
             prompt_logprobs: None,
             session,
             constraint,
             prediction: None,
+            // Reasoning is not split out here yet: replies come as they are written.
+            reasoning: None,
         },
     )
     .await

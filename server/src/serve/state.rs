@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use looptree_engine::EngineHandle;
 use looptree_models::chat_template::ChatTemplate;
+use looptree_models::reasoning::ReasoningMarkers;
 use looptree_models::structured::Grammars;
 use looptree_models::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ pub struct AppState {
     pub engine: EngineHandle,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
+    /// The markers around reasoning when the template writes it (thinking models).
+    pub reasoning: Option<Arc<ReasoningMarkers>>,
     /// The name in responses and /v1/models.
     pub model_name: String,
     /// Names a request's `model` may carry (the served name, the --model argument).

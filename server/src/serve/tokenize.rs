@@ -42,7 +42,8 @@ pub async fn tokenize(
             ids
         }
         (None, Some(m)) => {
-            conversation::prompt_tokens(&state, &conversation::normalize(&m)?, None)?
+            let messages = conversation::normalize(&m)?;
+            conversation::prompt_tokens(&state, &messages, None, &Default::default())?.ids
         }
         _ => {
             return Err(ApiError::bad_request(

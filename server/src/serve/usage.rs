@@ -11,6 +11,8 @@ pub struct Usage {
     /// With a prediction: its tokens that were kept, and those that were not (OpenAI's
     /// `accepted_prediction_tokens` / `rejected_prediction_tokens`).
     pub prediction: Option<(usize, usize)>,
+    /// Completion tokens spent reasoning; `None` when the model's template writes none.
+    pub reasoning_tokens: Option<usize>,
 }
 
 impl Usage {
@@ -20,6 +22,14 @@ impl Usage {
             completion_tokens,
             cached_tokens,
             prediction: None,
+            reasoning_tokens: None,
+        }
+    }
+
+    pub fn with_reasoning(self, reasoning_tokens: Option<usize>) -> Self {
+        Self {
+            reasoning_tokens,
+            ..self
         }
     }
 
@@ -39,11 +49,16 @@ impl Usage {
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         });
+        let mut details = serde_json::Map::new();
+        if let Some(n) = self.reasoning_tokens {
+            details.insert("reasoning_tokens".into(), json!(n));
+        }
         if let Some((accepted, rejected)) = self.prediction {
-            v["completion_tokens_details"] = json!({
-                "accepted_prediction_tokens": accepted,
-                "rejected_prediction_tokens": rejected,
-            });
+            details.insert("accepted_prediction_tokens".into(), json!(accepted));
+            details.insert("rejected_prediction_tokens".into(), json!(rejected));
+        }
+        if !details.is_empty() {
+            v["completion_tokens_details"] = Value::Object(details);
         }
         v
     }

@@ -1,0 +1,208 @@
+//! A thinking model's replies: reasoning split from the answer on every route that has a
+//! field for it. The model is a random-weight Qwen3 GGUF with Qwen3's vocabulary (so
+//! `<think>` and `</think>` are tokens) and a thinking template
+//! (`server/tests/thinking/think.jinja`); its text is gibberish, so looptree's `regex`
+//! field makes it write a known reply through the real engine, and what is checked is
+//! what the server makes of it.
+
+mod common;
+
+use common::Server;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn venv_python(script: &str, root: &Path) -> String {
+    let out = Command::new("bash")
+        .arg(root.join("scripts").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The random thinking model, written from its seed.
+fn thinking_gguf(root: &Path) -> PathBuf {
+    let python = venv_python("fixture-venv.sh", root);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("random-qwen3-thinking.gguf");
+    let status = Command::new(python)
+        .arg(root.join("tests/python/make_random_gguf.py"))
+        .args(["qwen3", "--seed", "7", "--qwen3-vocab", "--chat-template"])
+        .arg(root.join("server/tests/thinking/think.jinja"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run make_random_gguf.py");
+    assert!(status.success(), "make_random_gguf.py failed");
+    out
+}
+
+fn chat(s: &Server, extra: Value) -> Value {
+    let mut body = json!({
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+        "max_tokens": 40,
+        "temperature": 0,
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, v) = s.post("/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+#[test]
+fn thinking_replies_split_into_reasoning_and_answer() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let gguf = thinking_gguf(&root);
+    let s = Server::start_model(gguf.to_str().unwrap(), "1", "64MiB", &[]);
+
+    // A template that opens the block in the generation prompt: the reply starts inside.
+    let v = chat(
+        &s,
+        json!({"chat_template_kwargs": {"think_in_prompt": true}, "regex": "I see\\.\\n</think>\\n\\nOK"}),
+    );
+    let m = &v["choices"][0]["message"];
+    assert_eq!(
+        (&m["reasoning_content"], &m["content"]),
+        (&json!("I see."), &json!("OK")),
+        "{v}"
+    );
+    assert_eq!(m["reasoning"], m["reasoning_content"]);
+    let usage = &v["usage"];
+    let reasoning_tokens = usage["completion_tokens_details"]["reasoning_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        reasoning_tokens > 0 && reasoning_tokens < usage["completion_tokens"].as_u64().unwrap(),
+        "{usage}"
+    );
+
+    // The same, streamed: reasoning deltas under both names, then the answer.
+    let chunks = s.stream(
+        "/v1/chat/completions",
+        &json!({
+            "messages": [{"role": "user", "content": "Capital of France?"}],
+            "max_tokens": 40, "stream": true, "stream_options": {"include_usage": true},
+            "chat_template_kwargs": {"think_in_prompt": true}, "regex": "I see\\.\\n</think>\\n\\nOK",
+        }),
+    );
+    let field = |name: &str| -> String {
+        chunks
+            .iter()
+            .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
+            .filter_map(|ch| ch["delta"][name].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(field("reasoning_content"), "I see.");
+    assert_eq!(field("reasoning"), "I see.");
+    assert_eq!(field("content"), "OK");
+    let last = chunks.last().unwrap();
+    assert_eq!(
+        last["usage"]["completion_tokens_details"]["reasoning_tokens"], reasoning_tokens,
+        "{last}"
+    );
+
+    // Thinking off: the template writes an empty block, the reply is all answer.
+    let v = chat(
+        &s,
+        json!({"chat_template_kwargs": {"enable_thinking": false}, "regex": "Paris"}),
+    );
+    let m = &v["choices"][0]["message"];
+    assert_eq!(m["content"], "Paris", "{v}");
+    assert!(m.get("reasoning_content").is_none(), "{v}");
+    assert_eq!(
+        v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        0
+    );
+
+    // Reasoning sent back on the last assistant turn reaches the template, which renders it.
+    let think = 151667;
+    let tokens = |turn: Value| -> Vec<u64> {
+        let (status, v) = s.post(
+            "/tokenize",
+            &json!({"messages": [{"role": "user", "content": "Hi"}, turn]}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect()
+    };
+    assert!(!tokens(json!({"role": "assistant", "content": "Hello"})).contains(&think));
+    assert!(
+        tokens(json!({"role": "assistant", "content": "Hello", "reasoning": "greet"}))
+            .contains(&think)
+    );
+
+    // Anthropic streaming: a thinking block (index 0, with its signature) before the text.
+    let r = s
+        .client
+        .post(s.url("/v1/messages"))
+        .json(&json!({
+            "model": "m", "max_tokens": 40, "stream": true,
+            "messages": [{"role": "user", "content": "Capital of France?"}],
+            "regex": "<think>\\nHmm\\.\\n</think>\\n\\nParis",
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let events: Vec<Value> = r
+        .text()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let t = e["type"].as_str().unwrap();
+            match e["delta"]["type"]
+                .as_str()
+                .or(e["content_block"]["type"].as_str())
+            {
+                Some(sub) => format!("{t}:{sub}:{}", e["index"]),
+                None => t.to_string(),
+            }
+        })
+        .filter(|k| !k.starts_with("content_block_delta:t"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "message_start",
+            "ping",
+            "content_block_start:thinking:0",
+            "content_block_delta:signature_delta:0",
+            "content_block_stop",
+            "content_block_start:text:1",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ],
+        "{events:?}"
+    );
+
+    // The official clients, streamed and not.
+    let python = venv_python("openai-venv.sh", &root);
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/thinking_clients.py"))
+        .arg(&s.base)
+        .arg("random-qwen3-thinking")
+        .output()
+        .expect("run thinking_clients.py");
+    assert!(
+        out.status.success(),
+        "thinking client checks failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait_idle();
+}
