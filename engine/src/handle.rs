@@ -147,6 +147,12 @@ impl EngineHandle {
             .map_err(|_| "the engine has stopped".to_string())?
     }
 
+    /// False once the engine thread has ended (a panic outside model code): nothing more
+    /// will be served, and a supervisor should restart the process.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
     }

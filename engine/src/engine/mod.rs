@@ -234,12 +234,20 @@ impl Engine {
         Counters::add(&self.counters.steps, 1);
         Counters::add(&self.counters.computed_tokens, plan.batch.tokens.len());
         let mut logits = std::mem::take(&mut self.logits);
-        match self
-            .model
-            .forward_into(&plan.batch, &mut self.kv, &mut logits)
-        {
-            Ok(()) => self.emit(plan, &mut logits),
-            Err(e) => self.fail_running(&format!("model forward failed: {e}")),
+        // A panic in model code fails the step's requests, not the engine: the forward only
+        // writes K/V at slots of positions not yet computed, which the requests' release
+        // gives back without caching.
+        let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.model
+                .forward_into(&plan.batch, &mut self.kv, &mut logits)
+        }));
+        match forward {
+            Ok(Ok(())) => self.emit(plan, &mut logits),
+            Ok(Err(e)) => self.fail_running(&format!("model forward failed: {e}")),
+            Err(panic) => self.fail_running(&format!(
+                "model forward panicked: {}",
+                panic_message(panic.as_ref())
+            )),
         }
         self.logits = logits;
         self.release_done();
@@ -296,4 +304,13 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The text a panic was raised with, if it was text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

@@ -143,12 +143,31 @@ async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
     tracing::info!("listening on http://{addr}/v1");
-    let app = routes::router(state, args.max_body_bytes);
+    let app = routes::router(state.clone(), args.max_body_bytes);
+    let engine_died = engine_died(state.clone());
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = engine_died => {}
+            }
+        })
         .await?;
+    if !state.engine.is_running() {
+        // Exit non-zero so that a supervisor restarts the server.
+        anyhow::bail!("the engine thread stopped");
+    }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Resolves once the engine thread has died (a bug outside model code): the server then
+/// drains, answering /health with 503 meanwhile, and exits non-zero.
+async fn engine_died(state: state::Shared) {
+    while state.engine.is_running() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::error!("the engine thread stopped; shutting down");
 }
 
 /// SIGINT or SIGTERM: stop accepting, let running responses finish. A second signal,

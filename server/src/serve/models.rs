@@ -3,6 +3,8 @@
 use super::error::ApiError;
 use super::state::Shared;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -39,7 +41,13 @@ pub async fn root() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Up as soon as the server listens: the model is loaded before the port opens.
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Up as soon as the server listens (the model is loaded before the port opens), and as
+/// long as the engine thread runs: a 503 once it has died, so a supervisor restarts us.
+pub async fn health(State(state): State<Shared>) -> Response {
+    if state.engine.is_running() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        let body = json!({"status": "error", "message": "the engine has stopped"});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
