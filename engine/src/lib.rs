@@ -32,5 +32,5 @@ pub use kv_pool::{KvPool, KvPoolConfig};
 pub use model::{Model, ModelConfig};
 pub use pages::{PageAllocator, PageError};
 pub use prefix_kv::PrefixKv;
-pub use radix_tree::{InsertResult, Match, NodeId, RadixTree, TreeStats};
+pub use radix_tree::{InsertResult, Match, Namespace, NodeId, RadixTree, TreeStats};
 pub use request::{Event, EventSink, GenerationRequest, Limits, RequestError, TokenLogprob};

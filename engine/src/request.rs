@@ -13,6 +13,9 @@ pub struct GenerationRequest {
     pub prompt_logprobs: Option<usize>,
     /// A loop's session key: its path stays warm between iterations for the session TTL.
     pub session: Option<String>,
+    /// Requests with different salts never share cached tokens (nor learn of each
+    /// other's through `cached_tokens` or timing); none means the shared cache.
+    pub cache_salt: Option<String>,
     /// Constrained decoding: each fork's tokens must satisfy its own copy of this rule.
     pub constraint: Option<Constraint>,
     /// The client's guess at the output (Predicted Outputs): drafted from, never forced.
@@ -26,6 +29,7 @@ impl GenerationRequest {
             params,
             prompt_logprobs: None,
             session: None,
+            cache_salt: None,
             constraint: None,
             prediction: None,
         }

@@ -3,7 +3,7 @@
 
 use crate::constraint::SeqConstraint;
 use crate::detokenize::TextStream;
-use crate::radix_tree::NodeId;
+use crate::radix_tree::{Namespace, NodeId};
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
 use crate::speculation::Drafter;
 
@@ -19,6 +19,8 @@ pub(crate) struct Seq {
     pub computed: usize,
     /// The locked tree node covering `pages[..tree_pages]`, if attached to the pool.
     pub node: Option<NodeId>,
+    /// The request's cache namespace: where its tokens are matched and cached.
+    pub namespace: Namespace,
     pub sampler: Sampler,
     pub history: TokenHistory,
     pub stop: StopChecker,

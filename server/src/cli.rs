@@ -135,9 +135,15 @@ pub struct ServeArgs {
     /// Port to bind (0 picks a free one; the address is printed on stdout).
     #[arg(long, default_value_t = 8080, env = "LOOPTREE_PORT")]
     pub port: u16,
-    /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on /v1/ routes.
-    #[arg(long, env = "LOOPTREE_API_KEY")]
-    pub api_key: Option<String>,
+    /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on /v1/ routes. Give it
+    /// more than once (or use --api-key-file) and each key has a prefix cache of its own:
+    /// no key's requests reuse or learn of another's cached tokens.
+    #[arg(long = "api-key", env = "LOOPTREE_API_KEY")]
+    pub api_keys: Vec<String>,
+    /// A file of API keys, one per line (blank lines and `#` comments skipped), added to
+    /// --api-key's.
+    #[arg(long)]
+    pub api_key_file: Option<std::path::PathBuf>,
     /// Most generation requests in flight (running or queued); more are refused with 429.
     #[arg(long, default_value_t = 256)]
     pub max_concurrent: usize,

@@ -61,7 +61,8 @@ impl Engine {
             return 0;
         }
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
-        self.tree.cached_prefix_len(&tokens[..tokens.len() - 1])
+        self.tree
+            .cached_prefix_len_in(req.namespace, &tokens[..tokens.len() - 1])
     }
 
     pub(super) fn uses_cache(&self, req: &Req) -> bool {
@@ -81,7 +82,11 @@ impl Engine {
         let cached = self.cached_len(req);
         self.running
             .iter()
-            .filter(|r| !r.cancelled && !r.prefilled && self.uses_cache(r))
+            .filter(|r| {
+                // Another namespace's prefill is none of this request's business (and
+                // waiting for it would tell, by timing, what it holds).
+                r.namespace == req.namespace && !r.cancelled && !r.prefilled && self.uses_cache(r)
+            })
             .any(|r| {
                 let Some(s) = r.seqs.first() else {
                     return false;
@@ -132,6 +137,7 @@ impl Engine {
                 tree_pages: 0,
                 computed: 0,
                 node: None,
+                namespace: req.namespace,
                 sampler: Sampler::new(&params, 0),
                 history: TokenHistory::new(&req.prompt),
                 stop: StopChecker::new(&params, &eos),
@@ -152,9 +158,10 @@ impl Engine {
         for s in req.seqs.iter_mut().filter(|s| !s.done) {
             debug_assert!(s.node.is_none() && s.pages.is_empty());
             let m = if use_cache {
-                self.tree.match_prefix(&s.tokens[..s.tokens.len() - 1])
+                self.tree
+                    .match_prefix_in(s.namespace, &s.tokens[..s.tokens.len() - 1])
             } else {
-                self.tree.match_prefix(&[])
+                self.tree.match_prefix_in(s.namespace, &[])
             };
             self.tree.lock(m.node);
             s.node = Some(m.node);

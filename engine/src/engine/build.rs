@@ -237,9 +237,12 @@ impl Engine {
     pub(super) fn publish(&mut self, ri: usize, si: usize) -> usize {
         let s = &mut self.running[ri].seqs[si];
         let Some(old) = s.node else { return 0 };
-        let ins = self
-            .tree
-            .insert(&s.tokens[..s.computed], &s.pages, &mut self.alloc);
+        let ins = self.tree.insert_in(
+            s.namespace,
+            &s.tokens[..s.computed],
+            &s.pages,
+            &mut self.alloc,
+        );
         s.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
         s.tree_pages = ins.pages.len();
         self.tree.lock(ins.node);

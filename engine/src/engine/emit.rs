@@ -110,6 +110,7 @@ impl Engine {
                 tree_pages: shared,
                 computed: shared * ps,
                 node: Some(node),
+                namespace: s0.namespace,
                 sampler: s0.sampler.fork(fork as u32),
                 history: s0.history.clone(),
                 stop: s0.stop.clone(),

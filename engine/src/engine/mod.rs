@@ -15,7 +15,7 @@ use crate::constraint::Constraint;
 use crate::counters::Counters;
 use crate::detokenize::Detokenizer;
 use crate::pages::PageAllocator;
-use crate::radix_tree::{NodeId, RadixTree};
+use crate::radix_tree::{Namespace, NodeId, RadixTree};
 use crate::request::{EventSink, GenerationRequest, Limits, RequestError, TokenLogprob};
 use crate::sampling::SamplingParams;
 use crate::sequence::Seq;
@@ -38,6 +38,8 @@ pub(crate) struct Req {
     pub params: SamplingParams,
     pub prompt_logprobs: Option<usize>,
     pub session: Option<String>,
+    /// The cache this request may share (from its `cache_salt`; 0 when it has none).
+    pub namespace: Namespace,
     pub constraint: Option<Constraint>,
     pub prediction: Option<Arc<Prediction>>,
     pub sink: Box<dyn EventSink>,
@@ -74,8 +76,9 @@ pub struct Engine {
     tree: RadixTree,
     waiting: Vec<Req>,
     running: Vec<Req>,
-    /// Pinned node of each session's last finished request.
-    sessions: HashMap<String, NodeId>,
+    /// Pinned node of each session's last finished request (sessions of different
+    /// namespaces are different sessions).
+    sessions: HashMap<(Namespace, String), NodeId>,
     counters: Arc<Counters>,
     step_no: u64,
     next_id: RequestId,
@@ -194,6 +197,7 @@ impl Engine {
             params: req.params,
             prompt_logprobs: req.prompt_logprobs,
             session: req.session,
+            namespace: req.cache_salt.as_deref().map_or(0, namespace_of),
             constraint: req.constraint,
             prediction: req
                 .prediction
@@ -313,4 +317,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+/// A cache salt's namespace: a 64-bit hash, never 0 (the unsalted cache).
+fn namespace_of(salt: &str) -> Namespace {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    salt.hash(&mut h);
+    h.finish().max(1)
 }

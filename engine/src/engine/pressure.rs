@@ -10,7 +10,7 @@
 
 use super::{Engine, Req, Worth};
 use crate::counters::Counters;
-use crate::radix_tree::Wanted;
+use crate::radix_tree::{Namespace, Wanted};
 
 impl Engine {
     /// Frees `pages` tree pages for the pool. Cached paths that waiting requests will
@@ -85,14 +85,22 @@ impl Engine {
 
 /// The token sequences the waiting requests in `order` will resume from, in that order, and
 /// how many of them (from the front) belong to requests that are not deferred.
-fn wanted<'a>(waiting: &'a [Req], order: &[(usize, bool, Worth)]) -> (Vec<&'a [u32]>, usize) {
+fn wanted<'a>(
+    waiting: &'a [Req],
+    order: &[(usize, bool, Worth)],
+) -> (Vec<(Namespace, &'a [u32])>, usize) {
     let (mut out, mut not_deferred) = (Vec::with_capacity(order.len()), 0);
     for &(i, deferred, _) in order {
         let r = &waiting[i];
         if r.seqs.is_empty() {
-            out.push(&r.prompt[..]);
+            out.push((r.namespace, &r.prompt[..]));
         } else {
-            out.extend(r.seqs.iter().filter(|s| !s.done).map(|s| &s.tokens[..]));
+            out.extend(
+                r.seqs
+                    .iter()
+                    .filter(|s| !s.done)
+                    .map(|s| (r.namespace, &s.tokens[..])),
+            );
         }
         if !deferred {
             not_deferred = out.len();

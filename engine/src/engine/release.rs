@@ -18,7 +18,8 @@ impl Engine {
                 if let (Some(session), Some(node), false) = (&r.session, last, r.cancelled) {
                     let until = Instant::now() + self.cfg.session_ttl;
                     if self.tree.pin(node, until) {
-                        if let Some(old) = self.sessions.insert(session.clone(), node) {
+                        let key = (r.namespace, session.clone());
+                        if let Some(old) = self.sessions.insert(key, node) {
                             if old != node {
                                 self.tree.unpin(old);
                             }
@@ -55,7 +56,9 @@ impl Engine {
     fn detach_seq(&mut self, s: &mut Seq) -> Option<crate::radix_tree::NodeId> {
         let node = s.node.take()?;
         let computed = &s.tokens[..s.computed];
-        let ins = self.tree.insert(computed, &s.pages, &mut self.alloc);
+        let ins = self
+            .tree
+            .insert_in(s.namespace, computed, &s.pages, &mut self.alloc);
         // Pages past the tree's whole pages are still ours: give them back.
         self.alloc
             .free_all(&s.pages[ins.pages.len()..])

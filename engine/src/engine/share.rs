@@ -10,7 +10,8 @@ use candle_core::{DType, Tensor};
 use std::time::{Duration, Instant};
 
 impl Engine {
-    /// How many leading tokens of `tokens` the tree holds (whole pages).
+    /// How many leading tokens of `tokens` the tree holds (whole pages), in the shared
+    /// namespace: replicas share only unsalted prefixes.
     pub fn cached_prefix_len(&self, tokens: &[u32]) -> usize {
         self.tree.cached_prefix_len(tokens)
     }
@@ -20,7 +21,7 @@ impl Engine {
     pub fn prefilling_past(&self, tokens: &[u32], held: usize) -> bool {
         self.running
             .iter()
-            .filter(|r| !r.prefilled && !r.cancelled)
+            .filter(|r| r.namespace == 0 && !r.prefilled && !r.cancelled)
             .any(|r| {
                 let common = r
                     .prompt

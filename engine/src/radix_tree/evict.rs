@@ -6,14 +6,14 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
-use super::RadixTree;
+use super::{Namespace, RadixTree};
 use crate::pages::PageAllocator;
 
 /// What waiting requests will resume from, for [`RadixTree::evict_wanted`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Wanted<'a> {
     /// Their token sequences, the fresh requests' first; each group most worth first.
-    pub seqs: &'a [&'a [u32]],
+    pub seqs: &'a [(Namespace, &'a [u32])],
     /// How many of `seqs` are fresh requests'; the rest are deferred ones'.
     pub fresh: usize,
     /// Never touch the fresh requests' paths.
@@ -62,7 +62,7 @@ impl RadixTree {
         );
         let wanted = self.wanted_ranks(wanted.seqs);
         let candidate = |idx: u32, n: &super::node::Node| {
-            idx != self.root
+            n.parent.is_some()
                 && n.children.is_empty()
                 && n.lock_ref == 0
                 && wanted.get(&idx).is_none_or(|&r| r >= spare)
@@ -101,6 +101,9 @@ impl RadixTree {
             if candidate(parent_idx, self.arena.get(parent_idx)) {
                 heap.push(Reverse(self.evict_key(parent_idx, now, &wanted, fresh)));
             }
+            if self.arena.get(parent_idx).parent.is_none() {
+                self.drop_if_empty_namespace(parent_idx);
+            }
         }
         for &p in &freed {
             self.in_tree[p as usize] = false;
@@ -129,7 +132,11 @@ impl RadixTree {
 
     /// Pages eviction can free without touching a path in `wanted` (nor a locked one), nor,
     /// with `spare_pinned`, an unexpired pin's path.
-    pub fn evictable_pages_sparing(&self, wanted: &[&[u32]], spare_pinned: bool) -> usize {
+    pub fn evictable_pages_sparing(
+        &self,
+        wanted: &[(Namespace, &[u32])],
+        spare_pinned: bool,
+    ) -> usize {
         let mut spared = self.wanted_ranks(wanted);
         if spare_pinned {
             let now = Instant::now();
@@ -140,7 +147,7 @@ impl RadixTree {
                 .map(|(i, _)| i)
                 .collect();
             for mut idx in pinned {
-                while idx != self.root && spared.insert(idx, 0).is_none() {
+                while self.arena.get(idx).parent.is_some() && spared.insert(idx, 0).is_none() {
                     idx = self
                         .arena
                         .get(idx)
@@ -152,8 +159,8 @@ impl RadixTree {
         // A node off every spared path has none below it either, so all of these can go.
         let kept: usize = spared
             .keys()
-            .filter(|&&i| i != self.root)
             .map(|&i| self.arena.get(i))
+            .filter(|n| n.parent.is_some())
             .filter(|n| n.lock_ref == 0)
             .map(|n| n.pages.len())
             .sum();
@@ -162,10 +169,10 @@ impl RadixTree {
 
     /// Node -> the rank (index into `wanted`) of the first sequence whose cached prefix
     /// runs through it, even in part.
-    fn wanted_ranks(&self, wanted: &[&[u32]]) -> HashMap<u32, usize> {
+    fn wanted_ranks(&self, wanted: &[(Namespace, &[u32])]) -> HashMap<u32, usize> {
         let mut ranks = HashMap::new();
-        for (rank, tokens) in wanted.iter().enumerate() {
-            self.walk_match(tokens, |idx| {
+        for (rank, &(ns, tokens)) in wanted.iter().enumerate() {
+            self.walk_match(ns, tokens, |idx| {
                 ranks.entry(idx).or_insert(rank);
             });
         }

@@ -26,6 +26,13 @@
 //!    sequence's own: keep writing there, or free them when the sequence ends.
 //! 4. When the sequence ends: insert as in 3, free its remaining own pages, unlock.
 //!
+//! # Namespaces
+//! Each [`Namespace`] has its own root: a path is matched, inserted and drafted from only
+//! within its namespace, so requests with different cache salts (or API keys) never share
+//! cached tokens nor learn, from `cached_tokens` or timing, what another one sent. They
+//! share the pool and eviction. Namespace 0 is the shared default; the `_in` methods
+//! take one, the others mean 0. An empty namespace's root goes when its last node does.
+//!
 //! Invariants the caller must keep: pass `insert` only pages it owns or got from a match
 //! of the same tokens; never free a page the tree holds; every lock is matched by one
 //! unlock of the same handle. Violations panic (they would corrupt the cache).
@@ -43,6 +50,10 @@ use crate::pages::{slots_of, PageAllocator};
 pub use evict::Wanted;
 pub use node::NodeId;
 use node::{Arena, Node};
+
+/// Which cache a request may share (0: the default, shared by every request without a
+/// salt).
+pub type Namespace = u64;
 
 /// The longest cached, page-aligned prefix of a token sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +102,10 @@ pub struct TreeStats {
 pub struct RadixTree {
     page_size: usize,
     arena: Arena,
+    /// Namespace 0's root; it always exists.
     root: u32,
+    /// The roots of the other namespaces that hold something (or are locked).
+    namespaces: std::collections::HashMap<Namespace, u32>,
     /// `in_tree[p]`: page `p` is held by a node.
     in_tree: Vec<bool>,
     /// Logical clock for LRU order; ticks on every match and insert.
@@ -111,6 +125,7 @@ impl RadixTree {
             page_size,
             arena,
             root,
+            namespaces: Default::default(),
             in_tree: vec![false; num_pages],
             clock: 0,
             cached_tokens: 0,
@@ -128,7 +143,8 @@ impl RadixTree {
         self.page_size
     }
 
-    /// The root's handle (the empty prefix); locking it is allowed and protects nothing.
+    /// Namespace 0's root handle (the empty prefix); locking it is allowed and protects
+    /// nothing.
     pub fn root(&self) -> NodeId {
         self.arena.id(self.root)
     }
@@ -141,10 +157,16 @@ impl RadixTree {
     /// The longest cached page-aligned prefix of `tokens`. Marks the path as recently used
     /// and splits a node if the match ends inside it, so that `node` covers exactly it.
     pub fn match_prefix(&mut self, tokens: &[u32]) -> Match {
+        self.match_prefix_in(0, tokens)
+    }
+
+    /// [`Self::match_prefix`] within namespace `ns` (whose root it creates if missing).
+    pub fn match_prefix_in(&mut self, ns: Namespace, tokens: &[u32]) -> Match {
         self.clock += 1;
         let now = self.clock;
         let ps = self.page_size;
-        let (mut cur, mut pos, mut pages) = (self.root, 0, Vec::new());
+        let root = self.root_in(ns, now);
+        let (mut cur, mut pos, mut pages) = (root, 0, Vec::new());
         self.arena.get_mut(cur).last_access = now;
         while let Some(child) = self.child(cur, &tokens[pos..]) {
             let node = self.arena.get(child);
@@ -171,13 +193,21 @@ impl RadixTree {
     /// Length of the cached prefix `match_prefix` would return, without touching LRU order
     /// or the tree's shape (for cache-aware request ordering).
     pub fn cached_prefix_len(&self, tokens: &[u32]) -> usize {
-        self.walk_match(tokens, |_| {})
+        self.cached_prefix_len_in(0, tokens)
     }
 
-    /// Walks the match of `tokens` without touching the tree: `visit` gets every node the
-    /// match runs through, even in part. Returns the matched length.
-    fn walk_match(&self, tokens: &[u32], mut visit: impl FnMut(u32)) -> usize {
-        let (mut cur, mut pos) = (self.root, 0);
+    /// [`Self::cached_prefix_len`] within namespace `ns`.
+    pub fn cached_prefix_len_in(&self, ns: Namespace, tokens: &[u32]) -> usize {
+        self.walk_match(ns, tokens, |_| {})
+    }
+
+    /// Walks the match of `tokens` in namespace `ns` without touching the tree: `visit`
+    /// gets every node the match runs through, even in part. Returns the matched length.
+    fn walk_match(&self, ns: Namespace, tokens: &[u32], mut visit: impl FnMut(u32)) -> usize {
+        let Some(root) = self.existing_root(ns) else {
+            return 0;
+        };
+        let (mut cur, mut pos) = (root, 0);
         while let Some(child) = self.child(cur, &tokens[pos..]) {
             visit(child);
             let node = self.arena.get(child);
@@ -202,6 +232,17 @@ impl RadixTree {
         pages: &[u32],
         alloc: &mut PageAllocator,
     ) -> InsertResult {
+        self.insert_in(0, tokens, pages, alloc)
+    }
+
+    /// [`Self::insert`] within namespace `ns`.
+    pub fn insert_in(
+        &mut self,
+        ns: Namespace,
+        tokens: &[u32],
+        pages: &[u32],
+        alloc: &mut PageAllocator,
+    ) -> InsertResult {
         let ps = self.page_size;
         let full = tokens.len() / ps;
         assert!(
@@ -212,7 +253,7 @@ impl RadixTree {
         );
         self.clock += 1;
         let now = self.clock;
-        let (mut cur, mut pos) = (self.root, 0);
+        let (mut cur, mut pos) = (self.root_in(ns, now), 0);
         let (mut out, mut freed, mut new_tokens) = (Vec::with_capacity(full), Vec::new(), 0);
         self.arena.get_mut(cur).last_access = now;
         while pos < full {
@@ -299,7 +340,42 @@ impl RadixTree {
                 self.locked_tokens -= n.tokens.len();
             }
             idx = n.parent;
+            if idx.is_none() {
+                self.drop_if_empty_namespace(i);
+            }
         }
+    }
+
+    /// Namespace `ns`'s root, made if missing.
+    fn root_in(&mut self, ns: Namespace, now: u64) -> u32 {
+        if ns == 0 {
+            return self.root;
+        }
+        if let Some(&root) = self.namespaces.get(&ns) {
+            return root;
+        }
+        let root = self.arena.add(Node::new(None, Vec::new(), Vec::new(), now));
+        self.namespaces.insert(ns, root);
+        root
+    }
+
+    fn existing_root(&self, ns: Namespace) -> Option<u32> {
+        if ns == 0 {
+            Some(self.root)
+        } else {
+            self.namespaces.get(&ns).copied()
+        }
+    }
+
+    /// Removes a namespace's root once nothing is cached or locked in it, so that many
+    /// salts do not leave many empty roots behind.
+    fn drop_if_empty_namespace(&mut self, root: u32) {
+        let n = self.arena.get(root);
+        if root == self.root || n.parent.is_some() || !n.children.is_empty() || n.lock_ref > 0 {
+            return;
+        }
+        self.arena.remove(root);
+        self.namespaces.retain(|_, &mut r| r != root);
     }
 
     /// Keeps `node`'s path warm until `until`: while the pin lasts it is evicted only when
@@ -326,7 +402,7 @@ impl RadixTree {
     pub fn stats(&self) -> TreeStats {
         let evictable = self.cached_tokens - self.locked_tokens;
         TreeStats {
-            nodes: self.arena.len() - 1,
+            nodes: self.arena.len() - 1 - self.namespaces.len(),
             cached_tokens: self.cached_tokens,
             cached_pages: self.cached_tokens / self.page_size,
             locked_tokens: self.locked_tokens,

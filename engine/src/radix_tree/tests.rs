@@ -266,7 +266,8 @@ fn eviction_takes_plain_then_deferred_then_pinned_then_fresh_paths_needed_last_f
     let t0 = Instant::now();
     let (mut tree, mut alloc, [plain, pinned, fresh0, fresh1, deferred], paths) = five_kinds(t0);
     // Fresh requests: paths[2] is admitted before paths[3]; then the deferred one.
-    let seqs: Vec<&[u32]> = vec![&paths[2][..], &paths[3][..], &paths[4][..]];
+    let seqs: Vec<(Namespace, &[u32])> =
+        vec![(0, &paths[2][..]), (0, &paths[3][..]), (0, &paths[4][..])];
     let wanted = Wanted {
         seqs: &seqs,
         fresh: 2,
@@ -301,7 +302,8 @@ fn eviction_takes_plain_then_deferred_then_pinned_then_fresh_paths_needed_last_f
 fn sparing_fresh_paths_leaves_them_whole() {
     let t0 = Instant::now();
     let (mut tree, mut alloc, [_, _, fresh0, fresh1, _], paths) = five_kinds(t0);
-    let seqs: Vec<&[u32]> = vec![&paths[2][..], &paths[3][..], &paths[4][..]];
+    let seqs: Vec<(Namespace, &[u32])> =
+        vec![(0, &paths[2][..]), (0, &paths[3][..]), (0, &paths[4][..])];
     let wanted = Wanted {
         seqs: &seqs,
         fresh: 2,
@@ -321,14 +323,17 @@ fn evictable_pages_sparing_counts_what_is_left_to_take() {
     assert_eq!(tree.stats().evictable_pages, 11);
     assert_eq!(tree.evictable_pages_sparing(&[], false), 11);
     // The root page lies on every spared path.
-    assert_eq!(tree.evictable_pages_sparing(&[&paths[2][..]], false), 8);
     assert_eq!(
-        tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], false),
+        tree.evictable_pages_sparing(&[(0, &paths[2][..])], false),
+        8
+    );
+    assert_eq!(
+        tree.evictable_pages_sparing(&[(0, &paths[2][..]), (0, &paths[3][..])], false),
         6
     );
     // And the pinned leaf too.
     assert_eq!(
-        tree.evictable_pages_sparing(&[&paths[2][..], &paths[3][..]], true),
+        tree.evictable_pages_sparing(&[(0, &paths[2][..]), (0, &paths[3][..])], true),
         4
     );
     assert_eq!(tree.evictable_pages_sparing(&[], true), 8);
@@ -362,4 +367,41 @@ fn probing_changes_nothing() {
     assert_eq!(tree.stats(), before, "no split");
     let empty = tree.match_prefix(&[]);
     assert_eq!((empty.len, empty.node), (0, tree.root()));
+}
+
+#[test]
+fn namespaces_share_nothing_and_leave_no_empty_roots() {
+    let mut alloc = PageAllocator::new(32, 2);
+    let mut tree = RadixTree::for_allocator(&alloc);
+    let tokens = [1, 2, 3, 4, 5, 6];
+    let pages = alloc.alloc(3).unwrap();
+    let r = tree.insert_in(7, &tokens, &pages, &mut alloc);
+    assert_eq!(r.new_tokens, 6);
+    tree.validate().unwrap();
+    assert_eq!(tree.cached_prefix_len_in(7, &tokens), 6);
+    assert_eq!(
+        tree.cached_prefix_len(&tokens),
+        0,
+        "not in the shared namespace"
+    );
+    assert_eq!(tree.cached_prefix_len_in(8, &tokens), 0, "nor in another");
+    assert!(tree.continuation(tree.root(), &[1, 2], 4).is_empty());
+    // The same tokens in the shared namespace are new pages, not a duplicate of the salted.
+    let shared = alloc.alloc(3).unwrap();
+    let r = tree.insert(&tokens, &shared, &mut alloc);
+    assert_eq!((r.new_tokens, r.freed.len()), (6, 0));
+    assert_eq!(tree.stats().cached_tokens, 12);
+    assert_eq!(tree.stats().nodes, 2);
+    // A match locks within its namespace; an empty namespace's root goes with its last
+    // lock or node.
+    let m = tree.match_prefix_in(9, &tokens);
+    assert_eq!(m.len, 0);
+    tree.lock(m.node);
+    tree.validate().unwrap();
+    tree.unlock(m.node);
+    tree.validate().unwrap();
+    assert_eq!(tree.evict(6, &mut alloc).len(), 6);
+    tree.validate().unwrap();
+    assert_eq!(tree.stats().cached_tokens, 0);
+    assert_eq!(alloc.free_pages(), 32);
 }

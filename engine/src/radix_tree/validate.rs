@@ -18,12 +18,16 @@ impl RadixTree {
         let mut seen_page = vec![false; self.in_tree.len()];
         let (mut cached, mut locked, mut reachable) = (0, 0, 0);
         let mut stack = vec![self.root];
+        stack.extend(self.namespaces.values());
         while let Some(idx) = stack.pop() {
             reachable += 1;
             let n = self.arena.get(idx);
-            if idx == self.root {
+            if idx == self.root || self.namespaces.values().any(|&r| r == idx) {
                 if !n.tokens.is_empty() || n.parent.is_some() {
                     return Err("root holds tokens or has a parent".into());
+                }
+                if idx != self.root && n.children.is_empty() && n.lock_ref == 0 {
+                    return Err(format!("namespace root {idx} is empty and unlocked"));
                 }
             } else if n.tokens.is_empty() || n.tokens.len() != n.pages.len() * ps {
                 return Err(format!(

@@ -8,6 +8,7 @@ use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Generation};
 use super::state::{new_id, Shared};
 use super::stream;
+use super::tenancy::{self, KeyIndex};
 use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -65,9 +66,11 @@ impl IntoResponse for AnthropicError {
 
 pub async fn handle(
     State(state): State<Shared>,
+    key: Option<axum::Extension<KeyIndex>>,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, AnthropicError> {
     let JsonBody(body) = body?;
+    let cache_salt = tenancy::cache_salt(&body, key.map(|k| k.0))?;
     let wire: MessagesWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
     let Some(max_tokens) = wire.max_tokens else {
@@ -108,6 +111,7 @@ pub async fn handle(
             constraint,
             prediction: None,
             reasoning: prompt.reasoning,
+            cache_salt,
         },
     )
     .await?;

@@ -4,15 +4,13 @@
 
 use super::error::ApiError;
 use super::state::Shared;
+use super::tenancy::KeyIndex;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-pub async fn require_key(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let Some(key) = state.api_key.as_deref() else {
-        return next.run(req).await;
-    };
-    if !req.uri().path().starts_with("/v1") {
+pub async fn require_key(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    if state.api_keys.is_empty() || !req.uri().path().starts_with("/v1") {
         return next.run(req).await;
     }
     let headers = req.headers();
@@ -21,14 +19,26 @@ pub async fn require_key(State(state): State<Shared>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    if [bearer, x_api_key]
+    let given: Vec<&str> = [bearer, x_api_key]
         .into_iter()
         .flatten()
-        .any(|k| same(k.trim(), key))
-    {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
+        .map(str::trim)
+        .collect();
+    // Every key is compared, so timing tells neither which matched nor how far.
+    let mut matched = None;
+    for (i, key) in state.api_keys.iter().enumerate() {
+        if given.iter().fold(false, |m, g| m | same(g, key)) {
+            matched = matched.or(Some(i));
+        }
+    }
+    match matched {
+        Some(i) => {
+            if state.api_keys.len() > 1 {
+                req.extensions_mut().insert(KeyIndex(i));
+            }
+            next.run(req).await
+        }
+        None => ApiError::unauthorized().into_response(),
     }
 }
 

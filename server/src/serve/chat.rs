@@ -11,6 +11,7 @@ use super::prediction;
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
+use super::tenancy::{self, KeyIndex};
 use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -33,7 +34,11 @@ struct ChatWire {
     chat_template_kwargs: Option<Map<String, Value>>,
 }
 
-pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+pub async fn handle(
+    State(state): State<Shared>,
+    key: Option<axum::Extension<KeyIndex>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     let wire: ChatWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
     let mut offered = Offered::from_request(wire.tools.as_ref(), wire.tool_choice.as_ref())?;
@@ -59,6 +64,7 @@ pub async fn handle(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         session: wire.user,
         constraint,
         prediction: prediction::tokens(&state, &body)?,
+        cache_salt: tenancy::cache_salt(&body, key.map(|k| k.0))?,
         reasoning: prompt.reasoning,
     };
     let gen = Generation::submit(&state, vec![prompt.ids], ask).await?;

@@ -10,6 +10,7 @@ use super::prompt::{self, Prompt};
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
+use super::tenancy::{self, KeyIndex};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -33,6 +34,7 @@ const DEFAULT_MAX_TOKENS: usize = 16;
 
 pub async fn handle(
     State(state): State<Shared>,
+    key: Option<axum::Extension<KeyIndex>>,
     JsonBody(mut body): JsonBody,
 ) -> ApiResult<Response> {
     if ["max_tokens", "max_completion_tokens"]
@@ -81,6 +83,7 @@ pub async fn handle(
         constraint,
         prediction: None,
         reasoning: None,
+        cache_salt: tenancy::cache_salt(&body, key.map(|k| k.0))?,
     };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts
         .into_iter()

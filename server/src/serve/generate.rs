@@ -22,6 +22,8 @@ pub struct Ask {
     pub constraint: Option<Constraint>,
     /// The client's predicted output (chat completions' `prediction`), tokenized.
     pub prediction: Option<Vec<u32>>,
+    /// The cache the request may share (see `tenancy`); none means the shared one.
+    pub cache_salt: Option<String>,
     /// Where replies split into reasoning and answer (a thinking model's chat).
     pub reasoning: Option<Reasoning>,
 }
@@ -64,6 +66,7 @@ impl Generation {
                 session: ask.session.clone(),
                 constraint: ask.constraint.clone(),
                 prediction: ask.prediction.clone(),
+                cache_salt: ask.cache_salt.clone(),
             })
             .collect();
         for r in &reqs {

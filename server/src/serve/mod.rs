@@ -35,6 +35,7 @@ mod routes;
 mod state;
 mod stream;
 mod structured;
+mod tenancy;
 mod tokenize;
 mod tool_stream;
 mod tools;
@@ -92,7 +93,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         accepted_names,
         strict_model_name: args.strict_model_name,
         max_context,
-        api_key: args.api_key.clone(),
+        api_keys: api_keys(&args)?,
         max_concurrent: args.max_concurrent,
         in_flight: Default::default(),
         rejected: Default::default(),
@@ -105,7 +106,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             None
         } else {
             Some(
-                kv_peers::KvPeers::new(&args.kv_peers, args.api_key.clone())
+                kv_peers::KvPeers::new(&args.kv_peers, args.api_keys.first().cloned())
                     .context("the --kv-peer client")?,
             )
         },
@@ -132,6 +133,23 @@ fn default_model_name(typed: &str) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| typed.to_string())
+}
+
+/// --api-key's keys, then --api-key-file's.
+fn api_keys(args: &ServeArgs) -> Result<Vec<String>> {
+    let mut keys = args.api_keys.clone();
+    if let Some(path) = &args.api_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --api-key-file {}", path.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    anyhow::ensure!(keys.iter().all(|k| !k.is_empty()), "an API key is empty");
+    Ok(keys)
 }
 
 async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {

@@ -14,6 +14,7 @@ use super::responses_types::{
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
+use super::tenancy::{self, KeyIndex};
 use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,12 @@ use axum::Json;
 use looptree_engine::sampling::{FinishReason, SamplingParams};
 use serde_json::{json, Value};
 
-pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<Shared>,
+    key: Option<axum::Extension<KeyIndex>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let cache_salt = tenancy::cache_salt(&body, key.map(|k| k.0))?;
     let req: CreateResponse = typed(&Value::Object(body))?;
     state.check_model(req.model.as_deref())?;
     let mut history = match &req.previous_response_id {
@@ -78,6 +84,7 @@ pub async fn create(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
             prediction: None,
             // Reasoning is not split out here yet: replies come as they are written.
             reasoning: None,
+            cache_salt,
         },
     )
     .await

@@ -23,7 +23,8 @@ pub struct AppState {
     /// `--strict-model-name`: refuse other names instead of serving them.
     pub strict_model_name: bool,
     pub max_context: usize,
-    pub api_key: Option<String>,
+    /// Keys the /v1 routes accept (none: open). With several, each has its own cache.
+    pub api_keys: Vec<String>,
     pub max_concurrent: usize,
     pub in_flight: AtomicUsize,
     /// Requests refused because `max_concurrent` were in flight.

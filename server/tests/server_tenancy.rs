@@ -1,0 +1,102 @@
+//! Cache isolation over HTTP: requests with different `cache_salt`s, or (with several API
+//! keys) different keys, never see each other's cached tokens; the same salt or key does.
+
+mod common;
+
+use common::{assert_error, status_json, Server};
+use serde_json::{json, Value};
+
+const SYSTEM: &str = "You are a careful assistant. Answer in one short sentence, and never \
+                      repeat the question back to the user before answering it.";
+
+fn chat(salt: Option<&str>) -> Value {
+    let mut body = json!({
+        "max_tokens": 2,
+        "temperature": 0,
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+    });
+    if let Some(s) = salt {
+        body["cache_salt"] = json!(s);
+    }
+    body
+}
+
+fn cached(r: &Value) -> u64 {
+    r["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no cached_tokens in {r}"))
+}
+
+#[test]
+fn cache_salts_isolate_the_prefix_cache() {
+    let s = Server::start(&[]);
+    let post = |salt| {
+        let (st, r) = s.post("/v1/chat/completions", &chat(salt));
+        assert_eq!(st, 200, "{r}");
+        r
+    };
+    let first = post(Some("tenant-a"));
+    assert_eq!(cached(&first), 0);
+    assert_eq!(cached(&post(Some("tenant-b"))), 0, "another salt");
+    assert_eq!(cached(&post(None)), 0, "no salt");
+    let again = post(Some("tenant-a"));
+    assert!(cached(&again) > 20, "the same salt hits: {again}");
+    assert_eq!(
+        again["choices"][0]["message"]["content"],
+        first["choices"][0]["message"]["content"]
+    );
+    // The other endpoints take it too.
+    let completion = json!({"prompt": SYSTEM, "max_tokens": 1, "cache_salt": "tenant-c"});
+    let (st, r) = s.post("/v1/completions", &completion);
+    assert_eq!((st, cached(&r)), (200, 0), "{r}");
+    let (st, r) = s.post(
+        "/v1/responses",
+        &json!({"input": "Hi", "max_output_tokens": 1, "cache_salt": "x"}),
+    );
+    assert_eq!(st, 200, "{r}");
+    for bad in [json!(3), json!(""), json!(["a"])] {
+        let mut body = chat(None);
+        body["cache_salt"] = bad;
+        let (st, r) = s.post("/v1/chat/completions", &body);
+        assert_error(st, &r, 400);
+    }
+    s.wait_idle();
+}
+
+#[test]
+fn each_api_key_has_its_own_cache() {
+    let dir = std::env::temp_dir().join(format!("looptree-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys");
+    std::fs::write(&file, "# team keys\nkey-two\n\n").unwrap();
+    let s = Server::start(&[
+        "--api-key",
+        "key-one",
+        "--api-key-file",
+        file.to_str().unwrap(),
+    ]);
+    let post = |key: &str| {
+        let r = s
+            .client
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat(None))
+            .send()
+            .unwrap();
+        status_json(r)
+    };
+    let (st, r) = post("key-one");
+    assert_eq!((st, cached(&r)), (200, 0), "{r}");
+    let (st, r) = post("key-two");
+    assert_eq!((st, cached(&r)), (200, 0), "another key's cache: {r}");
+    let (st, r) = post("key-one");
+    assert_eq!(st, 200);
+    assert!(cached(&r) > 20, "the same key hits: {r}");
+    let (st, r) = post("key-three");
+    assert_error(st, &r, 401);
+    s.wait_idle();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
