@@ -5,11 +5,9 @@ use super::Collector;
 use super::REQUEST_SEED;
 use crate::client::{Client, Sampling};
 use crate::interrupt;
-use crate::record::Prompt;
 use crate::rng::Rng;
 use crate::workload::AgentLoop;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
     let system = w.system_prompt(seed);
@@ -35,16 +33,9 @@ pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
                         )),
                         prediction: None,
                     };
-                    let prompt = Arc::new(Prompt::Chat(history.clone()));
-                    let record = client.generate(prompt, 1, &sampling).remove(0);
-                    out.request(&record);
-                    // A failed turn ends this agent: its history would no longer be the workload's.
-                    let Some(reply) = record.choices.first().filter(|_| record.error.is_none())
-                    else {
+                    if out.chat_turn(client, &mut history, &sampling).is_none() {
                         return;
-                    };
-                    out.trajectory(reply.text.clone());
-                    history.push(json!({"role": "assistant", "content": reply.text}));
+                    }
                     // The tool result is synthetic and the same for every server.
                     history.push(
                         json!({"role": "user", "content": w.tool_result(seed, agent, iteration)}),

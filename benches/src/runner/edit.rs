@@ -5,11 +5,9 @@ use super::Collector;
 use super::REQUEST_SEED;
 use crate::client::{Client, Sampling};
 use crate::interrupt;
-use crate::record::Prompt;
 use crate::rng::Rng;
 use crate::workload::Edit;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 pub fn run(client: &Client, w: &Edit, seed: u64, out: &Collector) {
     let system = w.system_prompt();
@@ -35,17 +33,10 @@ pub fn run(client: &Client, w: &Edit, seed: u64, out: &Collector) {
                         )),
                         prediction: w.predict.then(|| current.clone()),
                     };
-                    let prompt = Arc::new(Prompt::Chat(history.clone()));
-                    let record = client.generate(prompt, 1, &sampling).remove(0);
-                    out.request(&record);
-                    // A failed turn ends this agent: its history would no longer be the workload's.
-                    let Some(reply) = record.choices.first().filter(|_| record.error.is_none())
-                    else {
+                    let Some(reply) = out.chat_turn(client, &mut history, &sampling) else {
                         return;
                     };
-                    out.trajectory(reply.text.clone());
-                    history.push(json!({"role": "assistant", "content": reply.text}));
-                    current = reply.text.clone();
+                    current = reply;
                 }
             });
         }

@@ -63,6 +63,24 @@ impl Collector {
         self.trajectories.lock().unwrap().push(key);
     }
 
+    /// One turn of an agent's conversation: sends `history`, records the request, and on
+    /// success records the reply as a trajectory and appends it to `history`. None after a
+    /// failed turn, which ends the agent (its history would no longer be the workload's).
+    pub fn chat_turn(
+        &self,
+        client: &crate::client::Client,
+        history: &mut Vec<serde_json::Value>,
+        sampling: &crate::client::Sampling,
+    ) -> Option<String> {
+        let prompt = std::sync::Arc::new(crate::record::Prompt::Chat(history.clone()));
+        let record = client.generate(prompt, 1, sampling).remove(0);
+        self.request(&record);
+        let reply = record.choices.first().filter(|_| record.error.is_none())?;
+        self.trajectory(reply.text.clone());
+        history.push(serde_json::json!({"role": "assistant", "content": reply.text}));
+        Some(reply.text.clone())
+    }
+
     pub fn finish(self) -> (Vec<RequestRecord>, Vec<String>) {
         self.bar.finish_and_clear();
         (
