@@ -62,8 +62,8 @@ impl Engine {
     fn try_build(&mut self) -> Result<Plan, usize> {
         let mut budget = self.cfg.max_step_tokens;
         let mut entries = Vec::new();
-        let drafting =
-            self.cfg.max_draft_tokens > 0 && self.decoding_streams() < MAX_DRAFTING_STREAMS;
+        let streams = self.decoding_streams();
+        let drafting = self.cfg.max_draft_tokens > 0 && streams < MAX_DRAFTING_STREAMS;
         // Decode tokens first: running streams never wait behind a long prompt.
         for ri in 0..self.running.len() {
             let r = &self.running[ri];
@@ -81,7 +81,7 @@ impl Engine {
                 }
                 budget -= 1;
                 let draft = if drafting {
-                    self.draft_for(ri, si, budget)
+                    self.draft_for(ri, si, budget, streams)
                 } else {
                     None
                 };
@@ -161,9 +161,10 @@ impl Engine {
     }
 
     /// A draft for decoding sequence `si` of running request `ri` (whose pending token has
-    /// its page), at most `budget` tokens, with pages for it. Drafts take only free pages:
-    /// evicting cached context for a guess would cost more than it saves.
-    fn draft_for(&mut self, ri: usize, si: usize, budget: usize) -> Option<Draft> {
+    /// its page), at most `budget` tokens, with pages for it. Drafts take only free pages,
+    /// and leave one for each decoding stream: evicting cached context (or preempting a
+    /// request) for a guess would cost more than it saves.
+    fn draft_for(&mut self, ri: usize, si: usize, budget: usize, streams: usize) -> Option<Draft> {
         let max_context = self.model.config().max_context;
         let r = &mut self.running[ri];
         let room = r.max_tokens(max_context);
@@ -188,6 +189,9 @@ impl Engine {
             .alloc
             .pages_for(positions)
             .saturating_sub(s.pages.len());
+        if self.alloc.free_pages() < need + streams {
+            return None;
+        }
         let pages = self.alloc.alloc(need)?;
         s.pages.extend(pages);
         Some(draft)
