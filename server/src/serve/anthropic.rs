@@ -59,7 +59,7 @@ impl AnthropicError {
 
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
-        (self.0.status, Json(self.body())).into_response()
+        self.0.respond(self.body())
     }
 }
 
