@@ -163,6 +163,17 @@ pub struct ServeArgs {
     /// prompt's prefix when most of it is not cached here; give it once per peer.
     #[arg(long = "kv-peer", value_name = "URL")]
     pub kv_peers: Vec<String>,
+    /// A request whose prompt plus `max_tokens` exceeds the context: `clamp` generates
+    /// until the context is full (loop runners such as Claude Code send a fixed 32000),
+    /// `refuse` answers 400 `context_length_exceeded` as OpenAI does.
+    #[arg(long, value_enum, default_value_t = PastContext::Clamp)]
+    pub max_tokens_past_context: PastContext,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PastContext {
+    Clamp,
+    Refuse,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

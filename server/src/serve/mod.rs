@@ -21,6 +21,7 @@ mod loads;
 mod logprobs;
 mod metrics;
 mod models;
+mod past_context;
 mod prediction;
 mod prompt;
 mod reasoning;
@@ -92,6 +93,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         accepted_names,
         strict_model_name: args.strict_model_name,
         max_context,
+        refuse_past_context: args.max_tokens_past_context == crate::cli::PastContext::Refuse,
         api_key: args.api_key.clone(),
         max_concurrent: args.max_concurrent,
         in_flight: Default::default(),
