@@ -135,7 +135,7 @@ impl Limits {
         let n = req.params.n.max(1);
         if n > self.max_running_seqs {
             return Err(RequestError::InvalidParams(format!(
-                "n = {n} is more than the {} sequences this engine runs at once",
+                "`n` = {n} is more than the {} sequences this engine runs at once (--max-running-seqs)",
                 self.max_running_seqs
             )));
         }

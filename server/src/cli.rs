@@ -169,6 +169,31 @@ pub struct ServeArgs {
     /// prompt's prefix when most of it is not cached here; give it once per peer.
     #[arg(long = "kv-peer", value_name = "URL")]
     pub kv_peers: Vec<String>,
+    /// A request whose prompt plus `max_tokens` exceeds the context: `clamp` generates
+    /// until the context is full (loop runners such as Claude Code send a fixed 32000),
+    /// `refuse` answers 400 `context_length_exceeded` as OpenAI does.
+    #[arg(long, value_enum, default_value_t = PastContext::Clamp)]
+    pub max_tokens_past_context: PastContext,
+    /// Close a connection that has not sent a whole request head within this time (a
+    /// stalled or slow client), e.g. `30s`; also bounds how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// Answer 408 when a request body has not fully arrived within this time, e.g. `60s`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: std::time::Duration,
+    /// Largest request head (request line and headers) in bytes; bigger ones get a 431.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub max_header_bytes: usize,
+    /// Most headers in one request; more get a 431.
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PastContext {
+    Clamp,
+    Refuse,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -269,7 +269,7 @@ fn client_mistakes_are_4xx_in_openai_shape() {
         (
             "/v1/chat/completions",
             chat(json!({"logprobs": true, "top_logprobs": 30})),
-            Some("logprobs"),
+            Some("top_logprobs"),
         ),
         (
             "/v1/chat/completions",

@@ -17,6 +17,13 @@ pub const MAX_LOGPROBS: usize = 20;
 pub const MAX_LOGIT_BIAS: f32 = 100.0;
 /// Bound on |presence_penalty| and |frequency_penalty| (OpenAI's range).
 pub const MAX_OPENAI_PENALTY: f32 = 2.0;
+/// Most completions per prompt (OpenAI's documented maximum for `n`).
+pub const MAX_N: usize = 128;
+/// Most stop strings: each is matched after every token, so their number bounds the
+/// per-token cost a request can impose.
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string in bytes; the stop matcher holds back up to this much text.
+pub const MAX_STOP_BYTES: usize = 1024;
 
 /// How one request wants its tokens chosen and when it wants generation to end.
 ///
@@ -133,6 +140,9 @@ impl SamplingParams {
         if self.n == 0 {
             return Err(out_of_range("n", "at least 1", self.n));
         }
+        if self.n > MAX_N {
+            return Err(out_of_range("n", "at most 128", self.n));
+        }
         if !(0.0..=MAX_TEMPERATURE).contains(&self.temperature) {
             return Err(out_of_range("temperature", "in [0, 2]", self.temperature));
         }
@@ -173,6 +183,20 @@ impl SamplingParams {
         }
         if self.stop.iter().any(String::is_empty) {
             return Err(out_of_range("stop", "non-empty strings", ""));
+        }
+        if self.stop.len() > MAX_STOP_STRINGS {
+            return Err(out_of_range(
+                "stop",
+                "at most 16 strings",
+                format!("{} strings", self.stop.len()),
+            ));
+        }
+        if let Some(s) = self.stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(out_of_range(
+                "stop",
+                "strings of at most 1024 bytes",
+                format!("a string of {} bytes", s.len()),
+            ));
         }
         if let Some(k) = self.logprobs.filter(|&k| k > MAX_LOGPROBS) {
             return Err(out_of_range("logprobs", "at most 20", k));
@@ -428,6 +452,27 @@ mod tests {
                     ..Default::default()
                 },
             ),
+            (
+                "n",
+                SamplingParams {
+                    n: MAX_N + 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "stop",
+                SamplingParams {
+                    stop: vec!["x".into(); MAX_STOP_STRINGS + 1],
+                    ..Default::default()
+                },
+            ),
+            (
+                "stop",
+                SamplingParams {
+                    stop: vec!["x".repeat(MAX_STOP_BYTES + 1)],
+                    ..Default::default()
+                },
+            ),
         ];
         for (field, p) in cases {
             match p.validate() {
@@ -442,6 +487,8 @@ mod tests {
             presence_penalty: -2.0,
             logit_bias: [(1, -100.0), (2, 100.0)].into(),
             logprobs: Some(20),
+            n: MAX_N,
+            stop: vec!["x".repeat(MAX_STOP_BYTES); MAX_STOP_STRINGS],
             ..Default::default()
         };
         assert_eq!(edges.validate(), Ok(()));

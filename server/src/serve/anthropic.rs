@@ -60,7 +60,7 @@ impl AnthropicError {
 
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
-        (self.0.status, Json(self.body())).into_response()
+        self.0.respond(self.body())
     }
 }
 
@@ -145,6 +145,13 @@ pub async fn handle(
 
 /// The request's tools and its conversation rendered to prompt tokens.
 fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Prompt), ApiError> {
+    // Checked here: a `system` prompt alone would pass the chat check below.
+    if wire.messages.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages: List should have at least 1 item",
+        ));
+    }
     let offered = Offered::from_request(
         openai_tools(wire.tools.as_deref())?.as_ref(),
         openai_tool_choice(wire.tool_choice.as_ref())?.as_ref(),

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::extract::typed;
-use looptree_engine::sampling::SamplingParams;
+use looptree_engine::sampling::{SamplingParams, MAX_LOGPROBS};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -55,12 +55,16 @@ pub fn sampling_params(body: &Map<String, Value>, chat: bool) -> Result<Sampling
     };
     let top = match top {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            ApiError::invalid_param(
-                "top_logprobs",
-                "`top_logprobs` must be an integer in [0, 20].",
-            )
-        })?),
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|&k| k <= MAX_LOGPROBS as u64)
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "top_logprobs",
+                        "`top_logprobs` must be an integer in [0, 20].",
+                    )
+                })?,
+        ),
     };
     match (flag, top) {
         (true, k) => {

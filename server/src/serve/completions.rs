@@ -31,6 +31,9 @@ struct CompletionWire {
 
 /// OpenAI's default for this endpoint (chat's is "until the model stops").
 const DEFAULT_MAX_TOKENS: usize = 16;
+/// Most alternatives per token on this endpoint (OpenAI's documented maximum; chat's
+/// `top_logprobs` goes to 20).
+const MAX_COMPLETION_LOGPROBS: usize = 5;
 
 pub async fn handle(
     State(state): State<Shared>,
@@ -46,6 +49,12 @@ pub async fn handle(
     let wire: CompletionWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
     let params = sampling_params(&body, false)?;
+    if let Some(k) = params.logprobs.filter(|&k| k > MAX_COMPLETION_LOGPROBS) {
+        return Err(ApiError::invalid_param(
+            "logprobs",
+            format!("`logprobs` must be at most {MAX_COMPLETION_LOGPROBS}, got {k}."),
+        ));
+    }
     if wire.best_of.is_some_and(|b| b > params.n.max(1)) {
         return Err(ApiError::invalid_param(
             "best_of",

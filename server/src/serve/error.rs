@@ -14,7 +14,13 @@ pub struct ApiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds a refused client should wait (the `Retry-After` header of a 429).
+    pub retry_after: Option<u64>,
 }
+
+/// What a 429 tells the client to wait: slots free up as requests finish, which on a busy
+/// server is well within a second, so the shortest whole value the header can carry.
+const RETRY_AFTER_SECS: u64 = 1;
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
@@ -24,6 +30,7 @@ impl ApiError {
             kind,
             param: None,
             code: None,
+            retry_after: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -60,8 +67,19 @@ impl ApiError {
         .code("request_too_large")
     }
     pub fn rate_limited(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
-            .code("rate_limit_exceeded")
+        Self {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+        }
+        .code("rate_limit_exceeded")
+    }
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            message,
+        )
+        .code("request_timeout")
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
@@ -78,6 +96,16 @@ impl ApiError {
         self
     }
 
+    /// Turns `body` into the response: this error's status and headers.
+    pub fn respond(&self, body: serde_json::Value) -> Response {
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
+    }
+
     /// The JSON body, also sent as the last event of a stream that fails midway.
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
@@ -91,7 +119,7 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
-        (self.status, Json(self.body())).into_response()
+        self.respond(self.body())
     }
 }
 
@@ -126,3 +154,17 @@ fn backticked(msg: &str) -> Option<&str> {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_for_load_say_when_to_retry() {
+        let r = ApiError::from(RequestError::QueueFull).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");
+        let r = ApiError::bad_request("no").into_response();
+        assert!(!r.headers().contains_key(axum::http::header::RETRY_AFTER));
+    }
+}

@@ -6,16 +6,34 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::time::Duration;
 
 /// A JSON object body. Unlike axum's `Json`, every rejection is an OpenAI-shaped error,
 /// and a missing `Content-Type` is tolerated (curl users forget it).
 pub struct JsonBody(pub serde_json::Map<String, Value>);
 
+/// How long a whole request body may take to arrive (`--body-timeout`), set on every
+/// request by the router. A total deadline, not one per chunk: a client trickling a byte
+/// at a time must not hold its connection and in-flight slot either.
+#[derive(Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        let deadline = req.extensions().get::<BodyTimeout>().map(|t| t.0);
+        let read = Bytes::from_request(req, state);
+        let read = match deadline {
+            Some(d) => tokio::time::timeout(d, read).await.map_err(|_| {
+                ApiError::timeout(format!(
+                    "The request body did not arrive within {}.",
+                    humantime::format_duration(d)
+                ))
+            })?,
+            None => read.await,
+        };
+        let bytes = read.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large("The request body is too large.")
             } else {

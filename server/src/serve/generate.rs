@@ -6,6 +6,7 @@
 //! no KV stays held for a listener that left.
 
 use super::error::ApiError;
+use super::past_context;
 use super::reasoning::{Part, Reasoning, Splitter};
 use super::state::{Permit, Shared};
 use looptree_engine::sampling::{FinishReason, SamplingParams};
@@ -71,6 +72,7 @@ impl Generation {
             .collect();
         for r in &reqs {
             limits.check(r)?;
+            past_context::check(state, r)?;
         }
         let n = ask.params.n.max(1);
         let (tx, rx) = unbounded_channel();

@@ -12,6 +12,7 @@ mod closed_schema;
 mod common;
 mod completions;
 mod completions_stream;
+mod connections;
 mod conversation;
 mod error;
 mod extract;
@@ -21,6 +22,7 @@ mod loads;
 mod logprobs;
 mod metrics;
 mod models;
+mod past_context;
 mod prediction;
 mod prompt;
 mod reasoning;
@@ -55,6 +57,9 @@ use std::time::Duration;
 pub fn serve(args: ServeArgs) -> Result<()> {
     if args.max_concurrent == 0 {
         bail!("--max-concurrent must be at least 1");
+    }
+    if args.header_timeout.is_zero() || args.body_timeout.is_zero() {
+        bail!("--header-timeout and --body-timeout must be more than 0");
     }
     let threads = setup::set_threads(args.model.threads)?;
     let loaded = setup::load_model(&args.model)?;
@@ -93,6 +98,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         accepted_names,
         strict_model_name: args.strict_model_name,
         max_context,
+        refuse_past_context: args.max_tokens_past_context == crate::cli::PastContext::Refuse,
         api_keys: api_keys(&args)?,
         max_concurrent: args.max_concurrent,
         in_flight: Default::default(),
@@ -161,16 +167,20 @@ async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
     tracing::info!("listening on http://{addr}/v1");
-    let app = routes::router(state.clone(), args.max_body_bytes);
+    let app = routes::router(state.clone(), args.max_body_bytes, args.body_timeout);
     let engine_died = engine_died(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            tokio::select! {
-                _ = shutdown_signal() => {}
-                _ = engine_died => {}
-            }
-        })
-        .await?;
+    let limits = connections::HeadLimits {
+        header_timeout: args.header_timeout,
+        max_header_bytes: args.max_header_bytes,
+        max_headers: args.max_headers,
+    };
+    connections::serve(listener, app, limits, async {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = engine_died => {}
+        }
+    })
+    .await;
     if !state.engine.is_running() {
         // Exit non-zero so that a supervisor restarts the server.
         anyhow::bail!("the engine thread stopped");

@@ -1,6 +1,8 @@
-//! The URL map, and the layers every request passes: body limit, API key, tracing.
+//! The URL map, and the layers every request passes: body limit and deadline, API key,
+//! tracing.
 
 use super::error::ApiError;
+use super::extract::BodyTimeout;
 use super::state::Shared;
 use super::{
     anthropic, auth, chat, completions, kv_peers, loads, metrics, models, responses, tokenize,
@@ -9,11 +11,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
+use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-pub fn router(state: Shared, max_body_bytes: usize) -> Router {
+pub fn router(state: Shared, max_body_bytes: usize, body_timeout: Duration) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
@@ -33,6 +36,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), auth::require_key))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(BodyTimeout(body_timeout)))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(on_panic))
         .with_state(state)

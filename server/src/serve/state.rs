@@ -23,6 +23,8 @@ pub struct AppState {
     /// `--strict-model-name`: refuse other names instead of serving them.
     pub strict_model_name: bool,
     pub max_context: usize,
+    /// `--max-tokens-past-context refuse`: prompt + `max_tokens` past the context is a 400.
+    pub refuse_past_context: bool,
     /// Keys the /v1 routes accept (none: open). With several, each has its own cache.
     pub api_keys: Vec<String>,
     pub max_concurrent: usize,

@@ -1,0 +1,286 @@
+//! The limits a shared server enforces (issue 26): bounded request fields, 429s that say
+//! when to retry, and connections that a stalled client cannot hold. Each refusal is a
+//! 4xx in the route's error shape, and the server keeps serving others meanwhile.
+
+mod common;
+
+use common::{assert_error, status_json, Server};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn chat(extra: Value) -> Value {
+    let mut b =
+        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    b
+}
+
+fn completion(extra: Value) -> Value {
+    let mut b = json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    b
+}
+
+fn messages(extra: Value) -> Value {
+    let mut b =
+        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    b
+}
+
+/// An Anthropic error body: `{"type": "error", "error": {"type", "message"}}`.
+fn assert_anthropic_error(status: u16, body: &Value, want: u16, kind: &str) {
+    assert_eq!(status, want, "body: {body}");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+/// Connects and writes `bytes`, then stalls; returns what the server sent before it
+/// closed the connection, and how long that took.
+fn stall_after(s: &Server, bytes: &[u8]) -> (String, Duration) {
+    let addr = s.base.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let start = Instant::now();
+    tcp.write_all(bytes).unwrap();
+    // While this client stalls, others are served.
+    assert_eq!(s.get("/health").0, 200);
+    let mut got = Vec::new();
+    let read = tcp.read_to_end(&mut got);
+    // A reset after the response is a close too.
+    if let Err(e) = read {
+        assert!(
+            e.kind() == std::io::ErrorKind::ConnectionReset,
+            "the connection was not closed: {e}"
+        );
+    }
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+#[test]
+fn request_fields_past_their_limits_are_400s() {
+    let s = Server::start(&[
+        "--max-running-seqs",
+        "200",
+        "--max-tokens-past-context",
+        "refuse",
+    ]);
+    let stops = |count: usize, len: usize| json!(vec!["x".repeat(len); count]);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        // n: OpenAI's maximum, even where the engine could run more at once.
+        ("/v1/completions", completion(json!({"n": 129})), "n"),
+        ("/v1/chat/completions", chat(json!({"n": 129})), "n"),
+        // Log-probabilities: 5 alternatives on completions, 20 on chat.
+        (
+            "/v1/completions",
+            completion(json!({"logprobs": 6})),
+            "logprobs",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"logprobs": 6, "echo": true, "max_tokens": 0})),
+            "logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"logprobs": true, "top_logprobs": 21})),
+            "top_logprobs",
+        ),
+        // Stop strings: at most 16, of at most 1024 bytes each.
+        (
+            "/v1/completions",
+            completion(json!({"stop": stops(17, 1)})),
+            "stop",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"stop": stops(1, 1025)})),
+            "stop",
+        ),
+        // Prompt + max_tokens past the context (8192), with `refuse`.
+        (
+            "/v1/completions",
+            completion(json!({"max_tokens": 9000})),
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"max_tokens": 8190})),
+            "max_tokens",
+        ),
+        // Empty prompts: no token ids, or text that tokenizes to none.
+        (
+            "/v1/completions",
+            completion(json!({"prompt": [[]]})),
+            "prompt",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"prompt": [""]})),
+            "prompt",
+        ),
+    ];
+    for (path, body, param) in cases {
+        let (st, b) = s.post(path, &body);
+        let msg = assert_error(st, &b, 400);
+        assert_eq!(b["error"]["param"], param, "{path}: {msg}");
+    }
+    let (_, b) = s.post("/v1/completions", &completion(json!({"max_tokens": 9000})));
+    assert_eq!(b["error"]["code"], "context_length_exceeded", "{b}");
+
+    // The same limits on /v1/messages, in Anthropic's shape; no messages at all is a 400
+    // even with a system prompt.
+    for body in [
+        messages(json!({"stop_sequences": stops(17, 1)})),
+        messages(json!({"max_tokens": 9000})),
+        messages(json!({"messages": [], "system": "You are terse."})),
+    ] {
+        let (st, b) = s.post("/v1/messages", &body);
+        assert_anthropic_error(st, &b, 400, "invalid_request_error");
+    }
+
+    // Right at the limits is served, and scoring with max_tokens 0 still works.
+    let ok: Vec<(&str, Value)> = vec![
+        ("/v1/completions", completion(json!({"logprobs": 5}))),
+        (
+            "/v1/completions",
+            completion(json!({"logprobs": 5, "echo": true, "max_tokens": 0})),
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"logprobs": true, "top_logprobs": 20})),
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"stop": stops(16, 1024)})),
+        ),
+        ("/v1/completions", completion(json!({"n": 3}))),
+    ];
+    for (path, body) in ok {
+        let (st, b) = s.post(path, &body);
+        assert_eq!(st, 200, "{path} {body}: {b}");
+    }
+    s.wait_idle();
+}
+
+#[test]
+fn max_tokens_past_the_context_is_clamped_by_default() {
+    let s = Server::start(&[]);
+    // Loop runners send a fixed max_tokens larger than the context (Claude Code: 32000).
+    let (st, b) = s.post(
+        "/v1/messages",
+        &messages(json!({"max_tokens": 32000, "stop_sequences": [" ", "\n", "."]})),
+    );
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s.post(
+        "/v1/chat/completions",
+        &chat(json!({"max_tokens": 100_000, "stop": [" ", "\n", "."]})),
+    );
+    assert_eq!(st, 200, "{b}");
+    s.wait_idle();
+}
+
+#[test]
+fn a_429_says_when_to_retry() {
+    let s = Server::start(&["--max-concurrent", "1"]);
+    // One long stream holds the only slot.
+    let stream = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .json(&chat(
+            json!({"max_tokens": 500, "ignore_eos": true, "stream": true}),
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut lines = BufReader::new(stream).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("data: "));
+
+    let r = s
+        .client
+        .post(s.url("/v1/completions"))
+        .json(&completion(json!({})))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (st, b) = status_json(r);
+    assert_error(st, &b, 429);
+
+    let r = s
+        .client
+        .post(s.url("/v1/messages"))
+        .json(&messages(json!({})))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (st, b) = status_json(r);
+    assert_anthropic_error(st, &b, 429, "rate_limit_error");
+
+    drop(lines);
+    s.wait_idle();
+}
+
+#[test]
+fn stalled_and_oversized_requests_do_not_hold_connections() {
+    let s = Server::start(&[
+        "--header-timeout",
+        "2s",
+        "--body-timeout",
+        "2s",
+        "--max-header-bytes",
+        "16384",
+        "--max-headers",
+        "50",
+    ]);
+
+    // Half a request head, then nothing: the connection is closed at the header timeout.
+    let (got, took) = stall_after(&s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+
+    // A connection that sends nothing at all is closed too.
+    let (_, took) = stall_after(&s, b"");
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+
+    // A whole head but part of the body: 408 in OpenAI's shape at the body timeout.
+    let head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ";
+    let (got, took) = stall_after(&s, head.as_bytes());
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "answered after {took:?}"
+    );
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    let body: Value = serde_json::from_str(got.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+
+    // Too big a head, or too many headers: 431.
+    let r = s
+        .client
+        .get(s.url("/health"))
+        .header("x-big", "a".repeat(20_000))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let mut many = s.client.get(s.url("/health"));
+    for i in 0..60 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    assert_eq!(many.send().unwrap().status(), 431);
+
+    // Within the limits, requests are served as before.
+    let (st, b) = s.post("/v1/completions", &completion(json!({})));
+    assert_eq!(st, 200, "{b}");
+    s.wait_idle();
+}
