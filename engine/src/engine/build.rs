@@ -139,13 +139,18 @@ impl Engine {
         for e in &entries {
             let s = &self.running[e.req].seqs[e.seq];
             let slots = crate::pages::slots_of(&s.pages, ps, e.start + e.len);
+            // Only a drafted entry's tokens are not already in the sequence.
+            let drafted: Vec<u32>;
             let tokens = match &e.draft {
-                None => s.tokens[e.start..e.start + e.len].to_vec(),
-                Some(d) => std::iter::once(s.tokens[e.start])
-                    .chain(d.tokens.iter().copied())
-                    .collect(),
+                None => &s.tokens[e.start..e.start + e.len],
+                Some(d) => {
+                    drafted = std::iter::once(s.tokens[e.start])
+                        .chain(d.tokens.iter().copied())
+                        .collect();
+                    &drafted[..]
+                }
             };
-            batch.push(&tokens, &slots[..e.start], &slots[e.start..], e.logits);
+            batch.push(tokens, &slots[..e.start], &slots[e.start..], e.logits);
         }
         Ok(Plan { batch, entries })
     }

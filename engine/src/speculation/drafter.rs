@@ -16,12 +16,6 @@ impl Prediction {
         let index = NgramIndex::index_all(&tokens);
         Self { tokens, index }
     }
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
 }
 
 /// Tokens proposed to follow a sequence's context.
