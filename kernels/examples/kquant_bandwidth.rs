@@ -12,7 +12,11 @@ use looptree_kernels::k_quants::{Q4KMatrix, Q6KMatrix};
 
 fn quantized(n: usize, k: usize, dtype: GgmlDType) -> Vec<u8> {
     let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
-    QTensor::quantize(&w, dtype).unwrap().data().unwrap().to_vec()
+    QTensor::quantize(&w, dtype)
+        .unwrap()
+        .data()
+        .unwrap()
+        .to_vec()
 }
 
 /// The median of `reps` timings of `f`, in seconds.
@@ -35,7 +39,9 @@ fn main() {
         .build_global()
         .unwrap();
     let (k, n) = (1536, 8 * 8960);
-    let x: Vec<f32> = (0..k).map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.1).collect();
+    let x: Vec<f32> = (0..k)
+        .map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.1)
+        .collect();
     let mut out = vec![0f32; n];
     let q4 = Q4KMatrix::from_bytes(&quantized(n, k, GgmlDType::Q4K), n, k).unwrap();
     let q6 = Q6KMatrix::from_bytes(&quantized(n, k, GgmlDType::Q6K), n, k).unwrap();
@@ -51,8 +57,16 @@ fn main() {
     let gb = |bytes: usize, t: f64| bytes as f64 / t / 1e9;
     println!("threads {threads}");
     println!("stream read  {:6.1} GB/s", gb(q6_bytes, read));
-    println!("Q4_K m=1     {:6.1} GB/s  ({:.2} ms)", gb(q4_bytes, t4), t4 * 1e3);
-    println!("Q6_K m=1     {:6.1} GB/s  ({:.2} ms)", gb(q6_bytes, t6), t6 * 1e3);
+    println!(
+        "Q4_K m=1     {:6.1} GB/s  ({:.2} ms)",
+        gb(q4_bytes, t4),
+        t4 * 1e3
+    );
+    println!(
+        "Q6_K m=1     {:6.1} GB/s  ({:.2} ms)",
+        gb(q6_bytes, t6),
+        t6 * 1e3
+    );
 }
 
 fn rayon_sum(v: &[u64], threads: usize) -> u64 {
