@@ -135,8 +135,8 @@ pub struct ServeArgs {
     /// Port to bind (0 picks a free one; the address is printed on stdout).
     #[arg(long, default_value_t = 8080, env = "LOOPTREE_PORT")]
     pub port: u16,
-    /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on /v1/ routes. Give it
-    /// more than once (or use --api-key-file) and each key has a prefix cache of its own:
+    /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on the API, /tokenize,
+    /// /detokenize and /looptree/kv/prefix. Give it more than once (or use --api-key-file) and each key has a prefix cache of its own:
     /// no key's requests reuse or learn of another's cached tokens.
     #[arg(long = "api-key", env = "LOOPTREE_API_KEY")]
     pub api_keys: Vec<String>,
@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// --api-key's.
     #[arg(long)]
     pub api_key_file: Option<std::path::PathBuf>,
+    /// With --api-key: /metrics needs the key too (by default it stays open for scrapers;
+    /// its counters say how busy the server is, not what it serves).
+    #[arg(long)]
+    pub private_metrics: bool,
     /// Most generation requests in flight (running or queued); more are refused with 429.
     #[arg(long, default_value_t = 256)]
     pub max_concurrent: usize,

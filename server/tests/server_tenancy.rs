@@ -100,3 +100,55 @@ fn each_api_key_has_its_own_cache() {
     s.wait_idle();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With a key, the tokenizer and the prefix export need it too (they answer from the model
+/// and its cache); probes stay open, and /metrics unless `--private-metrics`.
+#[test]
+fn the_key_guards_every_route_that_reads_the_model() {
+    let s = Server::start(&["--api-key", "k1", "--kv-export", "--private-metrics"]);
+    let status = |path: &str, body: Option<Value>, key: Option<&str>| {
+        let mut rq = match &body {
+            Some(b) => s.client.post(s.url(path)).json(b),
+            None => s.client.get(s.url(path)),
+        };
+        if let Some(k) = key {
+            rq = rq.bearer_auth(k);
+        }
+        rq.send().unwrap().status().as_u16()
+    };
+    let tokens = json!({"tokens": [1, 2, 3]});
+    for (path, body) in [
+        ("/tokenize", Some(json!({"prompt": "hello"}))),
+        ("/detokenize", Some(tokens.clone())),
+        ("/looptree/kv/prefix", Some(tokens.clone())),
+        ("/metrics", None),
+        ("/v1/models", None),
+    ] {
+        assert_eq!(
+            status(path, body.clone(), None),
+            401,
+            "{path} without a key"
+        );
+        assert_eq!(
+            status(path, body.clone(), Some("k2")),
+            401,
+            "{path}, wrong key"
+        );
+        let ok = status(path, body, Some("k1"));
+        assert!(ok == 200 || ok == 204, "{path} with the key: {ok}");
+    }
+    assert_eq!(status("/health", None, None), 200);
+    assert_eq!(status("/", None, None), 200);
+
+    // Without --private-metrics, scrapers need no key.
+    let open = Server::start(&["--api-key", "k1"]);
+    let r = open.client.get(open.url("/metrics")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let r = open
+        .client
+        .post(open.url("/tokenize"))
+        .json(&json!({"prompt": "hello"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

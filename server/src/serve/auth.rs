@@ -1,6 +1,7 @@
-//! `--api-key`: the /v1/ routes need `Authorization: Bearer KEY` (OpenAI clients) or
-//! `x-api-key: KEY` (Anthropic clients). Health and metrics stay open, as in vLLM, so
-//! probes and scrapers need no secret.
+//! `--api-key`: the API, the tokenizer and the prefix export (they answer from the model
+//! and its cache) need `Authorization: Bearer KEY` (OpenAI clients) or `x-api-key: KEY`
+//! (Anthropic clients). `/` and /health stay open for probes, and /metrics for scrapers
+//! (as in vLLM) unless `--private-metrics`.
 
 use super::error::ApiError;
 use super::state::Shared;
@@ -10,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub async fn require_key(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
-    if state.api_keys.is_empty() || !req.uri().path().starts_with("/v1") {
+    if state.api_keys.is_empty() || is_open(req.uri().path(), state.private_metrics) {
         return next.run(req).await;
     }
     let headers = req.headers();
@@ -40,6 +41,15 @@ pub async fn require_key(State(state): State<Shared>, mut req: Request, next: Ne
         }
         None => ApiError::unauthorized().into_response(),
     }
+}
+
+/// Routes answered without a key: everything but the API, the tokenizer and the prefix
+/// export (an unknown path's 404 tells nothing).
+fn is_open(path: &str, private_metrics: bool) -> bool {
+    let api = path.starts_with("/v1/")
+        || path.starts_with("/looptree/")
+        || matches!(path, "/v1" | "/tokenize" | "/detokenize");
+    !api && (path != "/metrics" || !private_metrics)
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the key.

@@ -100,6 +100,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         max_context,
         refuse_past_context: args.max_tokens_past_context == crate::cli::PastContext::Refuse,
         api_keys: api_keys(&args)?,
+        private_metrics: args.private_metrics,
         max_concurrent: args.max_concurrent,
         in_flight: Default::default(),
         rejected: Default::default(),

@@ -25,8 +25,11 @@ pub struct AppState {
     pub max_context: usize,
     /// `--max-tokens-past-context refuse`: prompt + `max_tokens` past the context is a 400.
     pub refuse_past_context: bool,
-    /// Keys the /v1 routes accept (none: open). With several, each has its own cache.
+    /// Keys the API, the tokenizer and the prefix export need (none: open). With several,
+    /// each has its own cache.
     pub api_keys: Vec<String>,
+    /// `--private-metrics`: /metrics needs a key too.
+    pub private_metrics: bool,
     pub max_concurrent: usize,
     pub in_flight: AtomicUsize,
     /// Requests refused because `max_concurrent` were in flight.
