@@ -8,11 +8,13 @@
 //! and key-ordered weighted sum are the ones [`crate::cpu_attention_simd`] does for a lone
 //! sequence. So a sequence's output is bit-identical whatever group it lands in.
 
+#[cfg(target_arch = "x86_64")]
+use crate::attention_simd_ops::{
+    head_scores4, prefetch_rows, softmax, weigh_heads, weighted_values,
+};
 use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
-use crate::cpu_attention_simd::{
-    head_scores4, prefetch_rows, softmax, weigh_heads, weighted_values, KvElem,
-};
+use crate::cpu_attention_simd::KvElem;
 
 /// Keys converted per chunk: 32 rows of K or V (8 KiB at head_dim 64) stay in L1 while every
 /// query of the group reads them.

@@ -5,6 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod attention;
+mod attention_simd_ops;
 mod column_tiles;
 pub mod cpu_attention;
 pub mod cpu_attention_shared;
