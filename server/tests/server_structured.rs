@@ -219,6 +219,44 @@ fn unsupported_or_malformed_formats_are_400s() {
     assert_eq!(s.metric("looptree_kv_locked_tokens"), 0.0);
 }
 
+/// Grammars past the compile budget's size limits are 400s at once, before compiling (a
+/// Lark grammar of 200,000 alternatives compiled for minutes), and the server serves on.
+#[test]
+fn oversized_grammars_are_refused_before_compiling() {
+    let s = Server::start(&[]);
+    let chat = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        s.post("/v1/chat/completions", &body)
+    };
+    let alternatives: Vec<String> = (0..20_000).map(|i| format!("\"t{i}\"")).collect();
+    let values: Vec<String> = (0..40_000).map(|i| format!("value{i}")).collect();
+    for (extra, param) in [
+        (
+            json!({"grammar": format!("start: {}", alternatives.join(" | "))}),
+            "grammar",
+        ),
+        (json!({"regex": "a|".repeat(40_000)}), "regex"),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"enum": values}}}}),
+            "response_format",
+        ),
+    ] {
+        let (status, body) = chat(extra);
+        assert_error(status, &body, 400);
+        assert_eq!(body["error"]["code"], "grammar_too_large", "{body}");
+        assert_eq!(body["error"]["param"], param, "{body}");
+    }
+    // Just under the limits compiles and runs.
+    let (status, body) =
+        chat(json!({"grammar": format!("start: {}", alternatives[..4000].join(" | "))}));
+    assert_eq!(status, 200, "{body}");
+    s.wait_idle();
+    assert_eq!(s.metric("looptree_kv_locked_tokens"), 0.0);
+}
+
 /// Forced tool calls on Qwen through the official `openai` client (tests/python/forced_tools.py).
 #[test]
 fn qwen_forced_tool_calls_through_the_openai_client() {

@@ -17,6 +17,7 @@ mod conversation;
 mod error;
 mod extract;
 mod generate;
+mod grammar_budget;
 mod kv_peers;
 mod loads;
 mod logprobs;
@@ -107,6 +108,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         started: state::unix_now(),
         vocab_size: loaded.model.config().vocab_size,
         grammars: Default::default(),
+        grammar_budget: Default::default(),
         responses: Default::default(),
         kv_export: args.kv_export,
         kv_peers: if args.kv_peers.is_empty() {

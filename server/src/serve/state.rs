@@ -41,6 +41,8 @@ pub struct AppState {
     /// The grammar compiler for structured output, built on the first request that needs
     /// it (indexing the vocabulary takes a while); the error if it cannot be built.
     pub grammars: OnceLock<Result<Arc<Grammars>, String>>,
+    /// What compiling requests' grammars may cost.
+    pub grammar_budget: super::grammar_budget::GrammarBudget,
     /// Recent responses, for the Responses API's `previous_response_id`.
     pub responses: super::response_store::ResponseStore,
     /// Whether `POST /looptree/kv/prefix` hands out cached prefixes (`--kv-export`).

@@ -4,6 +4,7 @@
 
 use super::closed_schema::close_objects;
 use super::error::ApiError;
+use super::grammar_budget::{GrammarBudget, COMPILE_DEADLINE};
 use super::state::Shared;
 use looptree_engine::Constraint;
 use looptree_models::structured::{Grammar, Grammars};
@@ -104,16 +105,35 @@ fn tool_call_schema(tools: &[Value]) -> Value {
     }
 }
 
-/// Compiles the grammar on a blocking thread (a large schema takes a while); a grammar
-/// llguidance cannot take is the request's fault: 400.
+/// Compiles the grammar on a blocking thread (a large schema takes a while), within the
+/// [`GrammarBudget`]; a grammar llguidance cannot take, too large or too slow to compile,
+/// is the request's fault: 400.
 pub async fn compile(
     state: &Shared,
     grammar: Grammar,
     param: &'static str,
 ) -> Result<Constraint, ApiError> {
+    GrammarBudget::check_size(&grammar, param)?;
     let grammars = grammars(state)?;
-    tokio::task::spawn_blocking(move || grammars.compile(&grammar))
+    let slot = state.grammar_budget.slot(param).await?;
+    let compiling = tokio::task::spawn_blocking(move || {
+        let compiled = grammars.compile(&grammar);
+        drop(slot);
+        compiled
+    });
+    tokio::time::timeout(COMPILE_DEADLINE, compiling)
         .await
+        .map_err(|_| {
+            ApiError::invalid_param(
+                param,
+                format!(
+                    "the {} took more than {} s to compile; simplify it.",
+                    what(param),
+                    COMPILE_DEADLINE.as_secs()
+                ),
+            )
+            .code("grammar_too_complex")
+        })?
         .map_err(|e| ApiError::internal(format!("compiling the grammar: {e}")))?
         .map_err(|e| {
             ApiError::invalid_param(param, format!("unsupported {}: {e}", what(param)))
