@@ -4,6 +4,11 @@
 //! HF's environment: trim_blocks and lstrip_blocks on, special token strings (`bos_token`,
 //! `eos_token`, ...) in the context, `raise_exception`, `strftime_now`, Python string and dict
 //! methods, and a `tojson` that is `json.dumps(..., ensure_ascii=False)`.
+//!
+//! A template comes from the model file, so it is treated as untrusted code: it sees only
+//! the request's messages and tools (minijinja has no file, environment or network access),
+//! and a render is bounded in steps ([`RENDER_FUEL`]), recursion and output
+//! ([`MAX_RENDERED_BYTES`]): a hostile template is a clear error, not a hung request.
 
 mod strftime;
 mod tojson;
@@ -26,6 +31,36 @@ const CHATML: &str = "{%- for message in messages %}\
 {{- '<|im_start|>' + message.role + '\\n' + (message.content if message.content is string else '') + '<|im_end|>\\n' }}\
 {%- endfor %}\
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+/// Template instructions one render may run. A 500-turn conversation with tools takes well
+/// under 1% of it; a loop nested to run forever stops within about a second.
+const RENDER_FUEL: u64 = 10_000_000;
+/// Largest rendered prompt: far past any context the models served here hold.
+const MAX_RENDERED_BYTES: usize = 64 << 20;
+/// Deepest nesting of macro calls and includes (minijinja's own default is 500).
+const MAX_RECURSION: usize = 100;
+
+/// A render's output, refused past [`MAX_RENDERED_BYTES`].
+#[derive(Default)]
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    /// A write was refused for passing the limit.
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered prompt too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A compiled chat template with the special-token strings it is rendered with.
 pub struct ChatTemplate {
@@ -57,6 +92,8 @@ impl ChatTemplate {
             .lstrip_blocks(true)
             .build()?;
         env.set_syntax(syntax);
+        env.set_fuel(Some(RENDER_FUEL));
+        env.set_recursion_limit(MAX_RECURSION);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson::tojson);
@@ -226,9 +263,13 @@ impl ChatTemplate {
             Value::from(add_generation_prompt),
         );
         let template = self.env.get_template(name)?;
-        template
-            .render(ctx)
-            .map_err(|e| anyhow!("rendering chat template {name:?}: {e:#}"))
+        let mut out = BoundedOutput::default();
+        let rendered = template.render_captured_to(ctx, &mut out);
+        if out.overflowed {
+            bail!("rendering chat template {name:?}: the rendered prompt would pass {MAX_RENDERED_BYTES} bytes");
+        }
+        rendered.map_err(|e| anyhow!("rendering chat template {name:?}: {e:#}"))?;
+        String::from_utf8(out.bytes).context("the chat template wrote invalid UTF-8")
     }
 }
 
@@ -254,6 +295,48 @@ mod tests {
     fn tpl(source: &str) -> ChatTemplate {
         let specials = BTreeMap::from([("bos_token".to_string(), "<s>".to_string())]);
         ChatTemplate::new(source, specials).unwrap()
+    }
+
+    /// Templates from a hostile file: each render ends in a clear error, quickly, and
+    /// leaves the template usable for the next request.
+    #[test]
+    fn hostile_templates_are_bounded() {
+        let msgs = [json!({"role": "user", "content": "hi"})];
+        for (source, says) in [
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                "fuel",
+            ),
+            (
+                "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+                "recursion",
+            ),
+            (
+                "{% for i in range(100) %}{{ 'x' * 10000000 }}{% endfor %}",
+                "rendered prompt would pass",
+            ),
+            ("{{ include_file('/etc/passwd') }}", "unknown function"),
+        ] {
+            let t = tpl(source);
+            let start = std::time::Instant::now();
+            let err = format!("{:#}", t.render(&msgs, None, true).unwrap_err());
+            assert!(err.contains(says), "{source}: {err}");
+            assert!(
+                start.elapsed().as_secs() < 30,
+                "{source} took {:?}",
+                start.elapsed()
+            );
+        }
+        // A long conversation with tools stays far inside the fuel.
+        let t = tpl("{% for m in messages %}{{ m.role }}: {{ m.content }}{% if tools %}{{ tools | tojson }}{% endif %}\n{% endfor %}");
+        let long: Vec<_> = (0..2000)
+            .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("turn {i}")}))
+            .collect();
+        let tools = [json!({"type": "function", "function": {"name": "f", "parameters": {}}})];
+        assert!(t
+            .render(&long, Some(&tools), true)
+            .unwrap()
+            .contains("turn 1999"));
     }
 
     #[test]
