@@ -148,6 +148,11 @@ pub struct ServeArgs {
     /// its counters say how busy the server is, not what it serves).
     #[arg(long)]
     pub private_metrics: bool,
+    /// Most requests one API key may have in flight (streams until their last event); more
+    /// get a 429, so one tenant cannot take every --max-concurrent slot. Default: no limit
+    /// beyond --max-concurrent.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_per_key: Option<usize>,
     /// Most generation requests in flight (running or queued); more are refused with 429.
     #[arg(long, default_value_t = 256)]
     pub max_concurrent: usize,

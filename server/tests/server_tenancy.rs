@@ -152,3 +152,66 @@ fn the_key_guards_every_route_that_reads_the_model() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// `--max-concurrent-per-key`: a key with a stream open has no second slot (429 with
+/// Retry-After, in the route's error shape), another key does, and the slot comes back when
+/// the stream is gone.
+#[test]
+fn each_key_has_its_own_concurrency_limit() {
+    let s = Server::start(&[
+        "--api-key",
+        "k1",
+        "--api-key",
+        "k2",
+        "--max-concurrent-per-key",
+        "1",
+    ]);
+    let send = |key: &str, stream: bool| {
+        let mut body = chat(None);
+        body["stream"] = json!(stream);
+        body["max_tokens"] = json!(if stream { 2000 } else { 4 });
+        s.client
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let mut held = send("k1", true);
+    assert_eq!(held.status(), 200);
+    let mut first = [0u8; 16];
+    std::io::Read::read(&mut held, &mut first).unwrap();
+
+    let refused = send("k1", false);
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().get("retry-after").is_some());
+    let (st, r) = status_json(refused);
+    assert_error(st, &r, 429);
+    let anthropic = s
+        .client
+        .post(s.url("/v1/messages"))
+        .header("x-api-key", "k1")
+        .json(&json!({"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .unwrap();
+    let (st, r) = status_json(anthropic);
+    assert_eq!((st, r["type"].as_str()), (429, Some("error")), "{r}");
+    assert_eq!(r["error"]["type"], "rate_limit_error", "{r}");
+
+    assert_eq!(
+        send("k2", false).status(),
+        200,
+        "another key is not held back"
+    );
+
+    drop(held);
+    let start = std::time::Instant::now();
+    while send("k1", false).status() != 200 {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "k1's slot did not come back after its stream was dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s.wait_idle();
+}

@@ -3,7 +3,9 @@
 //! (Anthropic clients). `/` and /health stay open for probes, and /metrics for scrapers
 //! (as in vLLM) unless `--private-metrics`.
 
+use super::anthropic::AnthropicError;
 use super::error::ApiError;
+use super::key_limits::HeldBody;
 use super::state::Shared;
 use super::tenancy::KeyIndex;
 use axum::extract::{Request, State};
@@ -32,15 +34,27 @@ pub async fn require_key(State(state): State<Shared>, mut req: Request, next: Ne
             matched = matched.or(Some(i));
         }
     }
-    match matched {
-        Some(i) => {
-            if state.api_keys.len() > 1 {
-                req.extensions_mut().insert(KeyIndex(i));
-            }
-            next.run(req).await
+    let anthropic = req.uri().path().starts_with("/v1/messages");
+    let refuse = |e: ApiError| {
+        if anthropic {
+            AnthropicError(e).into_response()
+        } else {
+            e.into_response()
         }
-        None => ApiError::unauthorized().into_response(),
+    };
+    let Some(i) = matched else {
+        return refuse(ApiError::unauthorized());
+    };
+    let Some(slot) = state.key_slots.take(i) else {
+        return refuse(ApiError::rate_limited(format!(
+            "this API key has {} requests in flight, the most one key may (--max-concurrent-per-key); retry later.",
+            state.key_slots.limit().unwrap_or_default()
+        )));
+    };
+    if state.api_keys.len() > 1 {
+        req.extensions_mut().insert(KeyIndex(i));
     }
+    next.run(req).await.map(|body| HeldBody::wrap(body, slot))
 }
 
 /// Routes answered without a key: everything but the API, the tokenizer and the prefix

@@ -18,6 +18,7 @@ mod error;
 mod extract;
 mod generate;
 mod grammar_budget;
+mod key_limits;
 mod kv_peers;
 mod loads;
 mod logprobs;
@@ -90,6 +91,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     ]);
     accepted_names.sort();
     accepted_names.dedup();
+    let api_keys = api_keys(&args)?;
+    if args.max_concurrent_per_key == Some(0) {
+        bail!("--max-concurrent-per-key must be at least 1");
+    }
+    if args.max_concurrent_per_key.is_some() && api_keys.is_empty() {
+        bail!("--max-concurrent-per-key needs --api-key (or --api-key-file)");
+    }
     let state = Arc::new(AppState {
         engine: EngineHandle::spawn(engine),
         tokenizer: loaded.tokenizer.clone(),
@@ -100,7 +108,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         strict_model_name: args.strict_model_name,
         max_context,
         refuse_past_context: args.max_tokens_past_context == crate::cli::PastContext::Refuse,
-        api_keys: api_keys(&args)?,
+        key_slots: key_limits::KeySlots::new(api_keys.len(), args.max_concurrent_per_key),
+        api_keys,
         private_metrics: args.private_metrics,
         max_concurrent: args.max_concurrent,
         in_flight: Default::default(),
@@ -186,7 +195,7 @@ async fn listen(args: ServeArgs, state: state::Shared) -> Result<()> {
     .await;
     if !state.engine.is_running() {
         // Exit non-zero so that a supervisor restarts the server.
-        anyhow::bail!("the engine thread stopped");
+        bail!("the engine thread stopped");
     }
     tracing::info!("shut down");
     Ok(())

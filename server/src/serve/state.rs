@@ -28,6 +28,8 @@ pub struct AppState {
     /// Keys the API, the tokenizer and the prefix export need (none: open). With several,
     /// each has its own cache.
     pub api_keys: Vec<String>,
+    /// `--max-concurrent-per-key`: each key's requests in flight.
+    pub key_slots: super::key_limits::KeySlots,
     /// `--private-metrics`: /metrics needs a key too.
     pub private_metrics: bool,
     pub max_concurrent: usize,
