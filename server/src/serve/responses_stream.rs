@@ -29,7 +29,12 @@ impl ResponsesStream {
         offered: Option<Offered>,
         history: Vec<Item>,
     ) -> Self {
-        let events = ResponseEvents::new(response, offered, gen.prompt_lens.iter().sum());
+        let events = ResponseEvents::new(
+            response,
+            offered,
+            gen.prompt_lens.iter().sum(),
+            gen.reasoning.as_ref(),
+        );
         Self {
             state,
             gen,
