@@ -79,6 +79,14 @@ impl ResponseEvents {
         ]
     }
 
+    /// `response.in_progress` again, with the response as it stands: a stream that has
+    /// nothing else to send yet shows it is alive.
+    pub fn heartbeat(&self) -> Vec<StreamEvent> {
+        vec![StreamEvent::InProgress {
+            response: self.response.clone(),
+        }]
+    }
+
     /// Whether the response reached its end (completed, incomplete or failed).
     pub fn ended(&self) -> bool {
         self.response.status != Status::InProgress

@@ -386,3 +386,16 @@ fn reasoning_then_a_call() {
     assert_eq!(types, ["reasoning", "function_call"]);
     assert_eq!(done["output"][1]["arguments"], "{}");
 }
+
+#[test]
+fn a_heartbeat_repeats_in_progress_with_the_response_as_it_stands() {
+    let b = ResponseEvents::new(base(), None, 10, None);
+    b.start();
+    let beat = serde_json::to_value(&b.heartbeat()[0]).unwrap();
+    assert_eq!(beat["type"], "response.in_progress");
+    assert_eq!(
+        (&beat["response"]["id"], &beat["response"]["status"]),
+        (&json!("resp_1"), &json!("in_progress"))
+    );
+    assert!(!b.ended());
+}
