@@ -130,6 +130,50 @@ fn anthropic_messages() {
         again["usage"]["output_tokens"]
     );
 
+    // A forced tool call, streamed: a tool_use block whose input arrives in
+    // input_json_delta pieces as it is written, then tool_use as the stop reason.
+    let tools = json!([{"name": "get_weather", "description": "Weather by city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let ev = events(
+        &s,
+        &message(
+            "Weather in Paris?",
+            json!({"stream": true, "max_tokens": 40, "tools": tools, "tool_choice": {"type": "any"}}),
+        ),
+    );
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    let start = names
+        .iter()
+        .position(|n| *n == "content_block_start")
+        .unwrap();
+    let block = &ev[start].1["content_block"];
+    assert_eq!(
+        (
+            block["type"].as_str(),
+            block["name"].as_str(),
+            &block["input"]
+        ),
+        (Some("tool_use"), Some("get_weather"), &json!({})),
+        "{names:?}"
+    );
+    assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
+    let pieces: Vec<&str> = ev[start + 1..]
+        .iter()
+        .take_while(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| {
+            assert_eq!(d["delta"]["type"], "input_json_delta", "{d}");
+            d["delta"]["partial_json"].as_str().unwrap()
+        })
+        .collect();
+    assert!(pieces.len() >= 2, "the input came in pieces: {pieces:?}");
+    let input: Value = serde_json::from_str(&pieces.concat()).unwrap();
+    assert!(input["city"].is_string(), "{input}");
+    assert_eq!(
+        names[start + 1 + pieces.len()..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "tool_use");
+
     // History with a tool call and its result converts and renders.
     let history = json!({"max_tokens": 4, "messages": [
         {"role": "user", "content": "Weather in Paris?"},

@@ -178,24 +178,43 @@ fn responses_api() {
     stream_req["stream"] = json!(true);
     let ev = events(&s, &stream_req);
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    let n = names.len();
     assert_eq!(
-        names,
+        names[..3],
         [
             "response.created",
             "response.in_progress",
             "response.output_item.added",
-            "response.function_call_arguments.delta",
+        ]
+    );
+    assert_eq!(
+        names[n - 3..],
+        [
             "response.function_call_arguments.done",
             "response.output_item.done",
             "response.completed"
         ]
     );
+    // The arguments stream in pieces as they are written.
+    assert!(n - 6 >= 2, "{names:?}");
+    assert!(names[3..n - 3]
+        .iter()
+        .all(|n| *n == "response.function_call_arguments.delta"));
     assert_eq!(ev[2].1["item"]["type"], "function_call");
     assert_eq!(ev[2].1["item"]["status"], "in_progress");
-    let streamed_args = ev[3].1["delta"].as_str().unwrap();
-    assert_eq!(ev[4].1["arguments"], streamed_args);
-    assert_eq!(ev[5].1["item"]["arguments"], streamed_args);
-    assert_eq!(ev[5].1["item"]["call_id"], ev[2].1["item"]["call_id"]);
+    assert_eq!(ev[2].1["item"]["arguments"], "");
+    let streamed_args: String = ev[3..n - 3]
+        .iter()
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(ev[n - 3].1["arguments"], streamed_args.as_str());
+    assert_eq!(ev[n - 2].1["item"]["arguments"], streamed_args.as_str());
+    assert_eq!(ev[n - 2].1["item"]["call_id"], ev[2].1["item"]["call_id"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&streamed_args).unwrap(),
+        args,
+        "the same call as the plain reply"
+    );
 
     // previous_response_id: the client sends only the new items; the server replays the
     // stored conversation, so the prompt's prefix is found in the cache.
@@ -237,12 +256,41 @@ fn responses_api() {
     let (_, again) = s.post("/v1/responses", &json!({"instructions": "You are terse.", "tools": tools, "max_output_tokens": 5, "temperature": 0, "input": whole}));
     assert_eq!(again["usage"]["input_tokens"], p2["input_tokens"]);
     assert_eq!(output_text(&again), output_text(&second));
+    // A stored response is read back whole, then deleted; an unknown one is a 404.
+    let path = format!("/v1/responses/{}", first["id"].as_str().unwrap());
+    let (st, got) = s.get(&path);
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(
+        (&got["id"], &got["output"], &got["usage"]),
+        (&first["id"], &first["output"], &first["usage"])
+    );
+    let delete = |path: &str| common::status_json(s.client.delete(s.url(path)).send().unwrap());
+    let (st, gone) = delete(&path);
+    assert_eq!(st, 200, "{gone}");
+    assert_eq!(
+        gone,
+        json!({"id": first["id"], "object": "response", "deleted": true})
+    );
+    let (st, b) = s.get(&path);
+    assert!(assert_error(st, &b, 404).contains(first["id"].as_str().unwrap()));
+    let (st, b) = delete(&path);
+    assert_error(st, &b, 404);
+    let (st, b) = s.post(
+        "/v1/responses",
+        &request(json!({"previous_response_id": first["id"]})),
+    );
+    assert_error(st, &b, 404);
     // store: false is not kept.
     let (_, unstored) = s.post("/v1/responses", &request(json!({"store": false})));
     let (st, b) = s.post(
         "/v1/responses",
         &request(json!({"previous_response_id": unstored["id"]})),
     );
+    assert_error(st, &b, 404);
+    let (st, b) = s.get(&format!(
+        "/v1/responses/{}",
+        unstored["id"].as_str().unwrap()
+    ));
     assert_error(st, &b, 404);
 
     // Errors: OpenAI's shape, the field named.

@@ -190,6 +190,104 @@ fn thinking_replies_split_into_reasoning_and_answer() {
         "{events:?}"
     );
 
+    // Responses: a reasoning item (no summary, the text as reasoning_text) before the
+    // message, plain and streamed with reasoning_text events.
+    let body = json!({"model": "m", "input": "Capital of France?", "max_output_tokens": 40,
+        "chat_template_kwargs": {"think_in_prompt": true}, "regex": "I see\\.\\n</think>\\n\\nOK"});
+    let (status, r) = s.post("/v1/responses", &body);
+    assert_eq!(status, 200, "{r}");
+    let out = r["output"].as_array().unwrap();
+    assert_eq!(out.len(), 2, "{r}");
+    assert_eq!(
+        (&out[0]["type"], &out[0]["summary"], &out[0]["content"]),
+        (
+            &json!("reasoning"),
+            &json!([]),
+            &json!([{"type": "reasoning_text", "text": "I see."}])
+        ),
+        "{r}"
+    );
+    assert!(out[0]["id"].as_str().unwrap().starts_with("rs_"));
+    assert_eq!(out[1]["content"][0]["text"], "OK", "{r}");
+    assert_eq!(
+        r["usage"]["output_tokens_details"]["reasoning_tokens"], reasoning_tokens,
+        "{r}"
+    );
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = s
+        .client
+        .post(s.url("/v1/responses"))
+        .json(&streamed)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let mut kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed"
+        ],
+        "{events:?}"
+    );
+    let joined = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(joined("response.reasoning_text.delta"), "I see.");
+    assert_eq!(joined("response.output_text.delta"), "OK");
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["output"][0]["content"], out[0]["content"]);
+    assert_eq!(
+        done["usage"]["output_tokens_details"],
+        r["usage"]["output_tokens_details"]
+    );
+    // The stored reasoning goes back with the turn it led to; this template renders it
+    // when no user turn follows, so the replayed prompt holds it.
+    let follow = |prev: &Value| {
+        let (status, v) = s.post(
+            "/v1/responses",
+            &json!({"model": "m", "previous_response_id": prev["id"], "max_output_tokens": 1,
+                "input": [{"role": "developer", "content": "Go on."}]}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["usage"]["input_tokens"].as_u64().unwrap()
+    };
+    let (status, no_thinking) = s.post(
+        "/v1/responses",
+        &json!({"model": "m", "input": "Capital of France?", "max_output_tokens": 40,
+            "chat_template_kwargs": {"enable_thinking": false}, "regex": "OK"}),
+    );
+    assert_eq!(status, 200, "{no_thinking}");
+    assert!(
+        follow(&r) > follow(&no_thinking),
+        "the reasoning was replayed"
+    );
+
     // The official clients, streamed and not.
     let python = venv_python("openai-venv.sh", &root);
     let out = Command::new(&python)

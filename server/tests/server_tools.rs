@@ -49,17 +49,56 @@ fn tool_call_round_trip_on_qwen() {
     assert_eq!(calls.len(), 1);
     let id = check_call(&calls[0]);
 
-    // Streamed: the call arrives as a tool_calls delta with its index.
+    // Streamed, in OpenAI's shape: the call's first delta carries its index, id, type and
+    // name with empty arguments; the arguments follow in pieces, each with only the index.
     let mut streamed = req.clone();
     streamed["stream"] = json!(true);
     let chunks = s.stream("/v1/chat/completions", &streamed);
     let deltas: Vec<&Value> = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .map(|d| {
+            assert_eq!(d.as_array().unwrap().len(), 1, "{d}");
+            &d[0]
+        })
         .collect();
-    assert_eq!(deltas.len(), 1, "{chunks:?}");
-    assert_eq!(deltas[0][0]["index"], 0);
-    check_call(&deltas[0][0]);
+    assert!(
+        deltas.len() >= 3,
+        "the arguments came in pieces: {deltas:?}"
+    );
+    let first = deltas[0];
+    assert_eq!(first["index"], 0);
+    assert_eq!(first["type"], "function");
+    assert_eq!(first["function"]["name"], "get_weather");
+    assert_eq!(first["function"]["arguments"], "");
+    assert!(first["id"].as_str().unwrap().starts_with("call_"));
+    for d in &deltas[1..] {
+        let mut keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["function", "index"], "{d}");
+        assert_eq!(d["index"], 0);
+        let f: Vec<&str> = d["function"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(f, ["arguments"], "{d}");
+    }
+    let arguments: String = deltas
+        .iter()
+        .map(|d| d["function"]["arguments"].as_str().unwrap())
+        .collect();
+    let mut whole = first.clone();
+    whole["function"]["arguments"] = json!(arguments);
+    check_call(&whole);
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).unwrap(),
+        serde_json::from_str::<Value>(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap(),
+        "the same call as the plain reply"
+    );
+    // Nothing of the call leaks into the content.
+    assert!(!common::chat_stream_text(&chunks, 0).contains("tool_call"));
     let finish: Vec<&Value> = chunks
         .iter()
         .map(|c| &c["choices"][0]["finish_reason"])

@@ -92,6 +92,21 @@ assert args_done == args_delta and json.loads(args_done), (args_delta, args_done
 assert [i.type for i in items] == ["function_call"] and items[0].arguments == args_done, items
 assert completed.status == "completed" and completed.output[0].call_id == items[0].call_id
 
+# The same through the client's own accumulation (the stream helper): the arguments
+# arrive in pieces and add up to the call the final response holds.
+pieces = []
+with client.responses.stream(store=False, **codex_like) as stream:
+    for event in stream:
+        if event.type == "response.function_call_arguments.delta":
+            pieces.append(event.delta)
+    final = stream.get_final_response()
+[call] = [item for item in final.output if item.type == "function_call"]
+assert len(pieces) >= 2 and "".join(pieces) == call.arguments, (pieces, call)
+assert json.loads(call.arguments) == json.loads(calls[0].arguments), (call, calls[0])
+
+# Stored responses are read back and deleted; a deleted one is a 404.
+assert client.responses.retrieve(r.id).output[0].call_id == calls[0].call_id
+
 # The tool's output sent against previous_response_id: only the new item travels.
 follow = client.responses.create(
     model="gpt-5-codex", previous_response_id=r.id, instructions="You answer with tools.",
@@ -106,6 +121,12 @@ try:
     raise AssertionError("an unknown previous_response_id was accepted")
 except openai.NotFoundError as e:
     assert e.code == "previous_response_not_found", e
+client.responses.delete(r.id)
+try:
+    client.responses.retrieve(r.id)
+    raise AssertionError("a deleted response was found")
+except openai.NotFoundError:
+    pass
 
 # --- anthropic --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Exits non-zero (an AssertionError or an API error) on the first wrong behaviour.
 fast: short max_tokens, a small model.
 """
 
+import json
 import sys
 
 import openai
@@ -80,6 +81,29 @@ streamed = "".join(
     if ch.choices
 )
 assert streamed == full
+
+# A forced tool call, streamed: the client's own accumulation (the stream helper) puts
+# the call together from OpenAI-shaped deltas (id, type and name first, then the
+# arguments in pieces) into the same call as the plain reply.
+tools = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+plain = client.chat.completions.create(model=model, messages=ask, tools=tools, tool_choice="required",
+                                       max_tokens=40, temperature=0)
+[want] = plain.choices[0].message.tool_calls
+pieces = []
+with client.chat.completions.stream(model=model, messages=ask, tools=tools, tool_choice="required",
+                                    max_tokens=40, temperature=0) as stream:
+    for event in stream:
+        if event.type == "tool_calls.function.arguments.delta":
+            pieces.append(event.arguments_delta)
+    final = stream.get_final_completion()
+[got] = final.choices[0].message.tool_calls
+assert final.choices[0].finish_reason == "tool_calls", final
+assert got.type == "function" and got.function.name == "get_weather" and got.id.startswith("call_"), got
+assert len(pieces) >= 2 and "".join(pieces) == got.function.arguments, pieces
+assert json.loads(got.function.arguments) == json.loads(want.function.arguments), (got, want)
 
 # Errors arrive as the client's typed exceptions.
 for bad in [dict(temperature=5), dict(max_tokens=-1), dict(n=0)]:

@@ -49,6 +49,23 @@ turn["reasoning_content"] = REASONING
 with_reasoning = oai.chat.completions.create(model=model, messages=messages + [turn], max_tokens=1)
 assert with_reasoning.usage.prompt_tokens > plain.usage.prompt_tokens + 5, (plain.usage, with_reasoning.usage)
 
+# Responses: a reasoning item before the message, plain and through the client's stream
+# accumulation (reasoning_text events).
+r = oai.responses.create(model=model, input=messages, max_output_tokens=40, temperature=0, extra_body=FORCED)
+assert [i.type for i in r.output] == ["reasoning", "message"], r.output
+assert r.output[0].content[0].text == REASONING and r.output[0].summary == [], r.output[0]
+assert r.output_text == ANSWER, r
+assert r.usage.output_tokens_details.reasoning_tokens == details.reasoning_tokens, r.usage
+reasoning = []
+with oai.responses.stream(model=model, input=messages, max_output_tokens=40, temperature=0, extra_body=FORCED) as s:
+    for ev in s:
+        if ev.type == "response.reasoning_text.delta":
+            reasoning.append(ev.delta)
+    final = s.get_final_response()
+assert "".join(reasoning) == REASONING, reasoning
+assert [i.type for i in final.output] == ["reasoning", "message"], final.output
+assert final.output[0].content[0].text == REASONING and final.output_text == ANSWER, final
+
 ant = anthropic.Anthropic(base_url=base_url, api_key="local", max_retries=0, timeout=120)
 kw = dict(model=model, max_tokens=40, messages=messages, thinking={"type": "enabled", "budget_tokens": 1024}, extra_body=FORCED)
 

@@ -1,13 +1,13 @@
 //! Anthropic's streaming events: message_start, content blocks (a thinking block with
-//! thinking deltas and its signature; text deltas; tool_use blocks with their input as one
-//! JSON delta), message_delta with the stop reason and usage, message_stop.
+//! thinking deltas and its signature; text deltas; tool_use blocks whose input streams in
+//! `input_json_delta` pieces as the model writes it), message_delta with the stop reason
+//! and usage, message_stop.
 
-use super::anthropic::{
-    anthropic_usage, content_blocks, stop_reason, thinking_signature, AnthropicError,
-};
+use super::anthropic::{anthropic_usage, stop_reason, thinking_signature, AnthropicError};
 use super::generate::Generation;
 use super::reasoning::{Part, Splitter};
-use super::state::Shared;
+use super::state::{new_id, Shared};
+use super::tool_stream::{Piece, ToolStream};
 use super::tools::Offered;
 use axum::response::sse::Event as SseEvent;
 use futures_util::stream::{self, Stream, StreamExt};
@@ -21,11 +21,11 @@ pub struct MessagesStream {
     id: String,
     offered: Option<Offered>,
     stops: Vec<String>,
-    /// With tools: text held while it may still be a call (`None`: streaming as text).
-    held: Option<String>,
+    /// With tools: splits the answer into text and tool calls.
+    tools: Option<ToolStream>,
     /// Splits reasoning (thinking blocks) from the answer.
     reasoning: Splitter,
-    /// The open block: its index and type (`thinking` or `text`).
+    /// The open block: its index and type (`thinking`, `text` or `tool_use`).
     open: Option<(usize, &'static str)>,
     next_index: usize,
     text: String,
@@ -42,7 +42,7 @@ impl MessagesStream {
         offered: Option<Offered>,
         stops: Vec<String>,
     ) -> Self {
-        let held = offered.as_ref().map(|_| String::new());
+        let tools = offered.as_ref().map(|_| ToolStream::new());
         let reasoning = Splitter::new(gen.reasoning.as_ref());
         Self {
             state,
@@ -50,7 +50,7 @@ impl MessagesStream {
             id,
             offered,
             stops,
-            held,
+            tools,
             reasoning,
             open: None,
             next_index: 0,
@@ -116,7 +116,7 @@ impl MessagesStream {
                 for p in parts {
                     match p {
                         Part::Reasoning(t) => out.extend(self.thinking_delta(&t)),
-                        Part::Answer(t) => out.extend(self.answer(t)),
+                        Part::Answer(t) => out.extend(self.answer(t, false)),
                     }
                 }
                 out
@@ -131,19 +131,40 @@ impl MessagesStream {
         }
     }
 
-    /// Answer text: streamed, or held while it may still be a tool call.
-    fn answer(&mut self, text: String) -> Vec<(&'static str, Value)> {
-        let text = match &mut self.held {
-            Some(held) => {
-                held.push_str(&text);
-                if Offered::may_start_call(held) {
-                    return Vec::new();
+    /// Answer text: streamed as text, or through the tool-call splitter (which holds
+    /// what may still be a call; all of it once `last`).
+    fn answer(&mut self, text: String, last: bool) -> Vec<(&'static str, Value)> {
+        let pieces = match (&mut self.tools, &self.offered) {
+            (Some(ts), Some(offered)) => {
+                let mut pieces = ts.push(offered, &text);
+                if last {
+                    pieces.extend(ts.finish(offered));
                 }
-                self.held.take().unwrap_or_default()
+                pieces
             }
-            None => text,
+            _ => vec![Piece::Content(text)],
         };
-        self.text_delta(&text)
+        let mut out = Vec::new();
+        for p in pieces {
+            match p {
+                Piece::Content(t) => out.extend(self.text_delta(&t)),
+                Piece::CallStart { name, .. } => {
+                    out.extend(self.close_block());
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    self.open = Some((index, "tool_use"));
+                    let block = json!({"type": "tool_use", "id": new_id("toolu_"), "name": name, "input": {}});
+                    out.push(("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": block})));
+                }
+                Piece::CallArgs { text, .. } => {
+                    if let Some((index, "tool_use")) = self.open {
+                        out.push(("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": text}})));
+                    }
+                }
+                Piece::CallEnd { .. } => out.extend(self.close_block()),
+            }
+        }
+        out
     }
 
     /// Opens a block of `kind` unless one is open, closing any other first; its index.
@@ -196,42 +217,17 @@ impl MessagesStream {
     ) -> Vec<(&'static str, Value)> {
         self.text.push_str(&text);
         let mut out = Vec::new();
-        let mut called = false;
         let mut parts = self.reasoning.push_text(&text);
         parts.extend(self.reasoning.finish());
-        let mut text = String::new();
+        let mut answer = String::new();
         for p in parts {
             match p {
                 Part::Reasoning(t) => out.extend(self.thinking_delta(&t)),
-                Part::Answer(t) => text.push_str(&t),
+                Part::Answer(t) => answer.push_str(&t),
             }
         }
-        match self.held.take() {
-            Some(mut held) => {
-                held.push_str(&text);
-                let (blocks, c) = content_blocks(self.offered.as_ref(), &held);
-                called = c;
-                for b in blocks {
-                    if b["type"] == "text" {
-                        out.extend(self.text_delta(b["text"].as_str().unwrap_or("")));
-                        continue;
-                    }
-                    out.extend(self.close_block());
-                    let index = self.next_index;
-                    self.next_index += 1;
-                    let input = b["input"].to_string();
-                    let mut start = b.clone();
-                    start["input"] = json!({});
-                    out.push(("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": start})));
-                    out.push(("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": input}})));
-                    out.push((
-                        "content_block_stop",
-                        json!({"type": "content_block_stop", "index": index}),
-                    ));
-                }
-            }
-            None => out.extend(self.text_delta(&text)),
-        }
+        out.extend(self.answer(answer, true));
+        let called = self.tools.as_ref().is_some_and(ToolStream::called);
         if self.next_index == 0 {
             // Anthropic always sends at least one (maybe empty) text block.
             self.ensure_open("text", &mut out);

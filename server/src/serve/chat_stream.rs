@@ -4,12 +4,13 @@ use super::common::Meta;
 use super::generate::Generation;
 use super::logprobs;
 use super::reasoning::{Part, Splitter};
-use super::state::Shared;
+use super::state::{new_id, Shared};
 use super::stream::ChunkSource;
 use super::tool_stream::{Piece, ToolStream};
 use super::tools::Offered;
 use super::usage::Usage;
 use looptree_engine::Event;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub struct ChatStream {
@@ -163,11 +164,17 @@ impl ChatStream {
             match p {
                 // Clients read one name or the other (vLLM's, and the newer one).
                 Part::Reasoning(t) => deltas.push(json!({"reasoning_content": t, "reasoning": t})),
-                Part::Answer(t) => deltas.extend(self.answer(seq, t, false).into_iter().map(delta)),
+                Part::Answer(t) => {
+                    deltas.extend(self.answer(seq, t, false).into_iter().filter_map(delta))
+                }
             }
         }
         if last {
-            deltas.extend(self.answer(seq, String::new(), true).into_iter().map(delta));
+            deltas.extend(
+                self.answer(seq, String::new(), true)
+                    .into_iter()
+                    .filter_map(delta),
+            );
         }
         deltas
             .into_iter()
@@ -176,11 +183,51 @@ impl ChatStream {
     }
 }
 
-fn delta(p: Piece) -> Value {
-    match p {
-        Piece::Content(text) => json!({"content": text}),
-        Piece::Calls(calls) => json!({"tool_calls": calls}),
-    }
+/// A piece as a chunk's delta, in OpenAI's shape for tool calls: the first delta of a
+/// call carries its index, id, type and name with empty arguments; later ones only the
+/// index and the next piece of the arguments. A call's end sends nothing.
+fn delta(p: Piece) -> Option<Value> {
+    let call = match p {
+        Piece::Content(text) => return Some(json!({"content": text})),
+        Piece::CallStart { index, name } => ToolCallDelta {
+            index,
+            id: Some(new_id("call_")),
+            kind: Some("function"),
+            function: FunctionDelta {
+                name: Some(name),
+                arguments: String::new(),
+            },
+        },
+        Piece::CallArgs { index, text } => ToolCallDelta {
+            index,
+            id: None,
+            kind: None,
+            function: FunctionDelta {
+                name: None,
+                arguments: text,
+            },
+        },
+        Piece::CallEnd { .. } => return None,
+    };
+    Some(json!({ "tool_calls": [call] }))
+}
+
+/// One entry of a delta's `tool_calls`.
+#[derive(Serialize)]
+struct ToolCallDelta {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    arguments: String,
 }
 
 impl ChunkSource for ChatStream {

@@ -6,6 +6,7 @@
 mod anthropic;
 mod anthropic_stream;
 mod auth;
+mod call_scan;
 mod chat;
 mod chat_stream;
 mod closed_schema;
@@ -33,6 +34,7 @@ mod responses;
 mod responses_events;
 mod responses_events_builder;
 mod responses_input;
+mod responses_stored;
 mod responses_stream;
 mod responses_types;
 mod routes;

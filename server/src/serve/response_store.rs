@@ -1,8 +1,9 @@
-//! Recent responses kept in memory for `previous_response_id`: a client that sends only
-//! the new items gets the whole conversation rendered again, so its prefix is found in
-//! the KV cache. Bounded in count and age; nothing survives a restart.
+//! Recent responses kept in memory for `previous_response_id` and `GET`/`DELETE
+//! /v1/responses/{id}`: a client that sends only the new items gets the whole
+//! conversation rendered again, so its prefix is found in the KV cache. Bounded in count
+//! and age; nothing survives a restart.
 
-use super::responses_types::Item;
+use super::responses_types::{Item, ResponseObject};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,19 +18,28 @@ pub struct ResponseStore {
     inner: Mutex<Inner>,
 }
 
+struct Kept {
+    at: Instant,
+    /// The conversation's items, the response's output included.
+    items: Vec<Item>,
+    /// `None` in tests that keep only a conversation.
+    response: Option<ResponseObject>,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// id -> (stored at, the conversation's items including the response's output).
-    by_id: HashMap<String, (Instant, Vec<Item>)>,
+    by_id: HashMap<String, Kept>,
     order: VecDeque<String>,
 }
 
 impl ResponseStore {
-    pub fn put(&self, id: String, items: Vec<Item>) {
-        self.put_at(id, items, Instant::now());
+    /// Keeps `response` and the conversation up to and including it.
+    pub fn put(&self, response: ResponseObject, items: Vec<Item>) {
+        let id = response.id.clone();
+        self.put_at(id, items, Some(response), Instant::now());
     }
 
-    fn put_at(&self, id: String, items: Vec<Item>, now: Instant) {
+    fn put_at(&self, id: String, items: Vec<Item>, response: Option<ResponseObject>, now: Instant) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.expire(now);
         while g.order.len() >= MAX_KEPT {
@@ -38,7 +48,14 @@ impl ResponseStore {
             }
         }
         g.order.push_back(id.clone());
-        g.by_id.insert(id, (now, items));
+        g.by_id.insert(
+            id,
+            Kept {
+                at: now,
+                items,
+                response,
+            },
+        );
     }
 
     /// The conversation up to and including response `id`, if it is still kept.
@@ -49,7 +66,23 @@ impl ResponseStore {
     fn get_at(&self, id: &str, now: Instant) -> Option<Vec<Item>> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.expire(now);
-        g.by_id.get(id).map(|(_, items)| items.clone())
+        g.by_id.get(id).map(|k| k.items.clone())
+    }
+
+    /// The response object `id`, if it is still kept.
+    pub fn response(&self, id: &str) -> Option<ResponseObject> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.expire(Instant::now());
+        g.by_id.get(id).and_then(|k| k.response.clone())
+    }
+
+    /// Forgets response `id`; whether it was kept.
+    pub fn delete(&self, id: &str) -> bool {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.expire(Instant::now());
+        let kept = g.by_id.remove(id).is_some();
+        g.order.retain(|o| o != id);
+        kept
     }
 }
 
@@ -57,7 +90,7 @@ impl Inner {
     fn expire(&mut self, now: Instant) {
         while let Some(old) = self.order.front() {
             match self.by_id.get(old) {
-                Some((at, _)) if now.duration_since(*at) < MAX_AGE => break,
+                Some(k) if now.duration_since(k.at) < MAX_AGE => break,
                 _ => {
                     let old = self.order.pop_front().unwrap_or_default();
                     self.by_id.remove(&old);
@@ -69,19 +102,18 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::super::responses_types::Item;
+    use super::super::responses_types::{Item, ReasoningItem};
     use super::*;
-    use serde_json::json;
 
     fn item() -> Item {
-        Item::Reasoning(json!({}))
+        Item::Reasoning(ReasoningItem::default())
     }
 
     #[test]
     fn kept_until_too_old_or_too_many() {
         let s = ResponseStore::default();
         let t0 = Instant::now();
-        s.put_at("a".into(), vec![item()], t0);
+        s.put_at("a".into(), vec![item()], None, t0);
         assert_eq!(
             s.get_at("a", t0 + Duration::from_secs(10)).map(|v| v.len()),
             Some(1)
@@ -91,10 +123,22 @@ mod tests {
             .is_none());
         assert!(s.get_at("nope", t0).is_none());
         for i in 0..MAX_KEPT + 5 {
-            s.put_at(format!("r{i}"), Vec::new(), t0);
+            s.put_at(format!("r{i}"), Vec::new(), None, t0);
         }
         assert!(s.get_at("r0", t0).is_none());
         assert!(s.get_at(&format!("r{}", MAX_KEPT + 4), t0).is_some());
         assert_eq!(s.inner.lock().unwrap().by_id.len(), MAX_KEPT);
+    }
+
+    #[test]
+    fn a_deleted_response_is_gone() {
+        let s = ResponseStore::default();
+        s.put_at("a".into(), vec![item()], None, Instant::now());
+        s.put_at("b".into(), vec![item()], None, Instant::now());
+        assert!(s.delete("a"));
+        assert!(!s.delete("a"));
+        assert!(s.get("a").is_none());
+        assert!(s.get("b").is_some());
+        assert_eq!(s.inner.lock().unwrap().order, ["b"]);
     }
 }

@@ -5,11 +5,12 @@ use super::conversation;
 use super::error::{ApiError, ApiResult};
 use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Generation};
+use super::responses_events_builder::reasoning_item;
 use super::responses_input as input;
 use super::responses_stream::ResponsesStream;
 use super::responses_types::{
-    CreateResponse, IncompleteDetails, Item, OutputItem, OutputText, ResponseObject, ResponseUsage,
-    Status, TextConfig,
+    CreateResponse, IncompleteDetails, Item, OutputItem, OutputText, ReasoningText, ResponseObject,
+    ResponseUsage, Status, TextConfig,
 };
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
@@ -56,7 +57,7 @@ pub async fn create(
         &state,
         &messages,
         offered.as_ref().map(|o| o.tools.as_slice()),
-        &Default::default(),
+        &req.chat_template_kwargs.clone().unwrap_or_default(),
     )?;
     let params = sampling(req.max_output_tokens, req.temperature, req.top_p)?;
     let format = req.text.as_ref().and_then(|t| t.format.as_ref());
@@ -64,7 +65,11 @@ pub async fn create(
         .as_ref()
         .filter(|o| o.forced)
         .map(|o| o.tools.as_slice());
-    let constraint = structured::constraint(&state, &input::response_format(format), forced)
+    let mut constrained = input::response_format(format);
+    constrained.extend(
+        [("regex", &req.regex), ("grammar", &req.grammar)].map(|(k, v)| (k.to_string(), json!(v))),
+    );
+    let constraint = structured::constraint(&state, &constrained, forced)
         .await
         .map_err(|mut e| {
             if e.param.as_deref() == Some("response_format") {
@@ -82,8 +87,7 @@ pub async fn create(
             session,
             constraint,
             prediction: None,
-            // Reasoning is not split out here yet: replies come as they are written.
-            reasoning: None,
+            reasoning: prompt.reasoning,
             cache_salt,
         },
     )
@@ -124,7 +128,15 @@ pub async fn create(
     let usage = out.usage();
     let c = &out.choices[0];
     let mut response = base;
-    response.output = output_items(offered.as_ref(), &c.text);
+    if !c.reasoning.is_empty() {
+        let text = ReasoningText::new(c.reasoning.clone());
+        response
+            .output
+            .push(reasoning_item(new_id("rs_"), "completed", Some(text)));
+    }
+    response
+        .output
+        .extend(output_items(offered.as_ref(), &c.answer));
     finish(
         &mut response,
         c.finish,
@@ -132,7 +144,8 @@ pub async fn create(
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.cached_tokens,
-        ),
+        )
+        .with_reasoning(usage.reasoning_tokens.unwrap_or(0)),
     );
     remember(&state, &response, history);
     tracing::info!(id = %response.id, usage = ?usage, "response");
@@ -226,5 +239,5 @@ pub fn remember(state: &Shared, response: &ResponseObject, mut history: Vec<Item
         return;
     }
     history.extend(response.output.iter().map(OutputItem::as_input));
-    state.responses.put(response.id.clone(), history);
+    state.responses.put(response.clone(), history);
 }

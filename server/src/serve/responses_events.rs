@@ -1,7 +1,7 @@
 //! The Responses API's streaming events. Each goes out as an SSE event named by its
 //! `type`, with a `sequence_number` counting from 0.
 
-use super::responses_types::{OutputItem, OutputText, ResponseObject};
+use super::responses_types::{OutputItem, ResponseObject, StreamPart};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ pub enum StreamEvent {
         item_id: String,
         output_index: usize,
         content_index: usize,
-        part: OutputText,
+        part: StreamPart,
     },
     #[serde(rename = "response.output_text.delta")]
     OutputTextDelta {
@@ -45,7 +45,21 @@ pub enum StreamEvent {
         item_id: String,
         output_index: usize,
         content_index: usize,
-        part: OutputText,
+        part: StreamPart,
+    },
+    #[serde(rename = "response.reasoning_text.delta")]
+    ReasoningTextDelta {
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        delta: String,
+    },
+    #[serde(rename = "response.reasoning_text.done")]
+    ReasoningTextDone {
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        text: String,
     },
     #[serde(rename = "response.function_call_arguments.delta")]
     FunctionCallArgumentsDelta {
@@ -92,6 +106,8 @@ impl StreamEvent {
             StreamEvent::OutputTextDelta { .. } => "response.output_text.delta",
             StreamEvent::OutputTextDone { .. } => "response.output_text.done",
             StreamEvent::ContentPartDone { .. } => "response.content_part.done",
+            StreamEvent::ReasoningTextDelta { .. } => "response.reasoning_text.delta",
+            StreamEvent::ReasoningTextDone { .. } => "response.reasoning_text.done",
             StreamEvent::FunctionCallArgumentsDelta { .. } => {
                 "response.function_call_arguments.delta"
             }

@@ -1,13 +1,17 @@
 //! The Responses event sequence, built from engine events (no I/O, so the golden
-//! sequences are unit-tested): for prose, a message item (output_item.added,
-//! content_part.added, output_text.delta..., output_text.done, content_part.done,
-//! output_item.done); for each tool call, a function_call item with its arguments; then
+//! sequences are unit-tested). A thinking model's reasoning comes first as a reasoning
+//! item (output_item.added, content_part.added, reasoning_text.delta...,
+//! reasoning_text.done, content_part.done, output_item.done); prose as a message item
+//! (the same with output_text events); each tool call as a function_call item whose
+//! arguments stream as they are written (function_call_arguments.delta..., .done); then
 //! response.completed (.incomplete when cut at max_output_tokens, .failed on an error).
 
-use super::responses::{finish, function_call_item, message_item};
+use super::reasoning::{Part, Reasoning, Splitter};
+use super::responses::message_item;
 use super::responses_events::StreamEvent;
 use super::responses_types::{
-    OutputItem, OutputText, ResponseError, ResponseObject, ResponseUsage, Status,
+    OutputItem, OutputText, ReasoningText, ResponseError, ResponseObject, ResponseUsage, Status,
+    StreamPart,
 };
 use super::state::new_id;
 use super::tool_stream::{Piece, ToolStream};
@@ -18,19 +22,45 @@ pub struct ResponseEvents {
     pub response: ResponseObject,
     offered: Option<Offered>,
     tools: Option<ToolStream>,
-    /// The message item being streamed: its id and text so far.
-    open: Option<(String, String)>,
+    /// Splits reasoning from the answer (which goes on to `tools`).
+    reasoning: Splitter,
+    /// The item being streamed; its output index is the next slot of `response.output`.
+    open: Option<Open>,
     prompt_tokens: usize,
     cached_tokens: usize,
 }
 
+/// An item whose events are still going out, with what it holds so far.
+enum Open {
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Message {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+}
+
 impl ResponseEvents {
-    pub fn new(response: ResponseObject, offered: Option<Offered>, prompt_tokens: usize) -> Self {
+    pub fn new(
+        response: ResponseObject,
+        offered: Option<Offered>,
+        prompt_tokens: usize,
+        reasoning: Option<&Reasoning>,
+    ) -> Self {
         let tools = offered.as_ref().map(|_| ToolStream::new());
         Self {
             response,
             offered,
             tools,
+            reasoning: Splitter::new(reasoning),
             open: None,
             prompt_tokens,
             cached_tokens: 0,
@@ -49,14 +79,23 @@ impl ResponseEvents {
         ]
     }
 
+    /// `response.in_progress` again, with the response as it stands: a stream that has
+    /// nothing else to send yet shows it is alive.
+    pub fn heartbeat(&self) -> Vec<StreamEvent> {
+        vec![StreamEvent::InProgress {
+            response: self.response.clone(),
+        }]
+    }
+
     /// Whether the response reached its end (completed, incomplete or failed).
     pub fn ended(&self) -> bool {
         self.response.status != Status::InProgress
     }
 
-    /// The request failed midway: the open message is closed, then response.failed.
+    /// The request failed midway: the open item is closed (a call as incomplete), then
+    /// response.failed.
     pub fn fail(&mut self, message: String) -> Vec<StreamEvent> {
-        let mut out = self.close_message();
+        let mut out = self.close("incomplete");
         self.response.status = Status::Failed;
         self.response.error = Some(ResponseError {
             code: "server_error".into(),
@@ -79,9 +118,9 @@ impl ResponseEvents {
                 self.cached_tokens = cached_tokens;
                 Vec::new()
             }
-            Event::Token { text, .. } => {
-                let pieces = self.split(text, false);
-                self.emit(pieces)
+            Event::Token { token, text, .. } => {
+                let parts = self.reasoning.push(token, &text);
+                self.parts(parts, false)
             }
             Event::Finished {
                 reason,
@@ -89,16 +128,24 @@ impl ResponseEvents {
                 text,
                 ..
             } => {
-                let pieces = self.split(text, true);
-                let mut out = self.emit(pieces);
-                if self.response.output.is_empty() && self.open.is_none() {
-                    // An empty reply is still one (empty) message.
+                let mut parts = self.reasoning.push_text(&text);
+                parts.extend(self.reasoning.finish());
+                let mut out = self.parts(parts, true);
+                let answered = self.response.output.iter().any(|i| {
+                    matches!(
+                        i,
+                        OutputItem::Message { .. } | OutputItem::FunctionCall { .. }
+                    )
+                });
+                if !answered && !matches!(self.open, Some(Open::Message { .. })) {
+                    // An empty answer is still one (empty) message.
                     out.extend(self.open_message());
                 }
-                out.extend(self.close_message());
+                out.extend(self.close("completed"));
                 let usage =
-                    ResponseUsage::new(self.prompt_tokens, completion_tokens, self.cached_tokens);
-                finish(&mut self.response, Some(reason), usage);
+                    ResponseUsage::new(self.prompt_tokens, completion_tokens, self.cached_tokens)
+                        .with_reasoning(self.reasoning.reasoning_tokens());
+                super::responses::finish(&mut self.response, Some(reason), usage);
                 let response = self.response.clone();
                 out.push(match response.status {
                     Status::Incomplete => StreamEvent::Incomplete { response },
@@ -108,6 +155,25 @@ impl ResponseEvents {
             }
             Event::Failed { message } => self.fail(message),
         }
+    }
+
+    /// Events for a reply's next parts; `last`: the reply ended, what is held goes out.
+    fn parts(&mut self, parts: Vec<Part>, last: bool) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        for part in parts {
+            match part {
+                Part::Reasoning(delta) => out.extend(self.reasoning_delta(delta)),
+                Part::Answer(text) => {
+                    let pieces = self.split(text, false);
+                    out.extend(self.emit(pieces));
+                }
+            }
+        }
+        if last {
+            let pieces = self.split(String::new(), true);
+            out.extend(self.emit(pieces));
+        }
+        out
     }
 
     fn split(&mut self, text: String, last: bool) -> Vec<Piece> {
@@ -124,14 +190,52 @@ impl ResponseEvents {
         }
     }
 
+    fn output_index(&self) -> usize {
+        self.response.output.len()
+    }
+
+    fn reasoning_delta(&mut self, delta: String) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        if !matches!(self.open, Some(Open::Reasoning { .. })) {
+            out.extend(self.close("completed"));
+            let id = new_id("rs_");
+            let output_index = self.output_index();
+            out.push(StreamEvent::OutputItemAdded {
+                output_index,
+                item: reasoning_item(id.clone(), "in_progress", None),
+            });
+            out.push(StreamEvent::ContentPartAdded {
+                item_id: id.clone(),
+                output_index,
+                content_index: 0,
+                part: StreamPart::Reasoning(ReasoningText::new(String::new())),
+            });
+            self.open = Some(Open::Reasoning {
+                id,
+                text: String::new(),
+            });
+        }
+        let output_index = self.output_index();
+        if let Some(Open::Reasoning { id, text }) = self.open.as_mut() {
+            text.push_str(&delta);
+            out.push(StreamEvent::ReasoningTextDelta {
+                item_id: id.clone(),
+                output_index,
+                content_index: 0,
+                delta,
+            });
+        }
+        out
+    }
+
     fn emit(&mut self, pieces: Vec<Piece>) -> Vec<StreamEvent> {
         let mut out = Vec::new();
         for piece in pieces {
             match piece {
                 Piece::Content(delta) => {
                     out.extend(self.open_message());
-                    let output_index = self.response.output.len();
-                    if let Some((id, text)) = self.open.as_mut() {
+                    let output_index = self.output_index();
+                    if let Some(Open::Message { id, text }) = self.open.as_mut() {
                         text.push_str(&delta);
                         out.push(StreamEvent::OutputTextDelta {
                             item_id: id.clone(),
@@ -142,311 +246,152 @@ impl ResponseEvents {
                         });
                     }
                 }
-                Piece::Calls(calls) => {
-                    out.extend(self.close_message());
-                    for call in &calls {
-                        out.extend(self.call_events(call));
+                Piece::CallStart { name, .. } => {
+                    out.extend(self.close("completed"));
+                    let (id, call_id) = (new_id("fc_"), new_id("call_"));
+                    out.push(StreamEvent::OutputItemAdded {
+                        output_index: self.output_index(),
+                        item: OutputItem::FunctionCall {
+                            id: id.clone(),
+                            call_id: call_id.clone(),
+                            name: name.clone(),
+                            arguments: String::new(),
+                            status: "in_progress",
+                        },
+                    });
+                    self.open = Some(Open::Call {
+                        id,
+                        call_id,
+                        name,
+                        arguments: String::new(),
+                    });
+                }
+                Piece::CallArgs { text, .. } => {
+                    let output_index = self.output_index();
+                    if let Some(Open::Call { id, arguments, .. }) = self.open.as_mut() {
+                        arguments.push_str(&text);
+                        out.push(StreamEvent::FunctionCallArgumentsDelta {
+                            item_id: id.clone(),
+                            output_index,
+                            delta: text,
+                        });
                     }
                 }
+                Piece::CallEnd { .. } => out.extend(self.close("completed")),
             }
         }
         out
     }
 
-    /// Opens a message item unless one is open; its index is the next output slot.
+    /// Opens a message item unless one is open (closing any other item first).
     fn open_message(&mut self) -> Vec<StreamEvent> {
-        if self.open.is_some() {
+        if matches!(self.open, Some(Open::Message { .. })) {
             return Vec::new();
         }
+        let mut out = self.close("completed");
         let id = new_id("msg_");
-        let output_index = self.response.output.len();
-        self.open = Some((id.clone(), String::new()));
-        vec![
-            StreamEvent::OutputItemAdded {
-                output_index,
-                item: message_item(id.clone(), "in_progress", Vec::new()),
-            },
-            StreamEvent::ContentPartAdded {
-                item_id: id,
-                output_index,
-                content_index: 0,
-                part: OutputText::new(String::new()),
-            },
-        ]
-    }
-
-    fn close_message(&mut self) -> Vec<StreamEvent> {
-        let Some((id, text)) = self.open.take() else {
-            return Vec::new();
-        };
-        let output_index = self.response.output.len();
-        let part = OutputText::new(text.clone());
-        let item = message_item(id.clone(), "completed", vec![part.clone()]);
-        self.response.output.push(item.clone());
-        vec![
-            StreamEvent::OutputTextDone {
-                item_id: id.clone(),
-                output_index,
-                content_index: 0,
-                text,
-                logprobs: Vec::new(),
-            },
-            StreamEvent::ContentPartDone {
-                item_id: id,
-                output_index,
-                content_index: 0,
-                part,
-            },
-            StreamEvent::OutputItemDone { output_index, item },
-        ]
-    }
-
-    /// One tool call as a function_call item; its arguments go out as one delta (the call
-    /// is only known to be one once it is complete).
-    fn call_events(&mut self, call: &serde_json::Value) -> Vec<StreamEvent> {
-        let done = function_call_item(call, "completed");
-        let OutputItem::FunctionCall {
-            id,
-            call_id,
-            name,
-            arguments,
-            ..
-        } = done.clone()
-        else {
-            return Vec::new();
-        };
-        let output_index = self.response.output.len();
-        self.response.output.push(done.clone());
-        let added = OutputItem::FunctionCall {
+        let output_index = self.output_index();
+        self.open = Some(Open::Message {
             id: id.clone(),
-            call_id,
-            name: name.clone(),
-            arguments: String::new(),
-            status: "in_progress",
-        };
-        vec![
-            StreamEvent::OutputItemAdded {
-                output_index,
-                item: added,
-            },
-            StreamEvent::FunctionCallArgumentsDelta {
-                item_id: id.clone(),
-                output_index,
-                delta: arguments.clone(),
-            },
-            StreamEvent::FunctionCallArgumentsDone {
-                item_id: id,
-                output_index,
+            text: String::new(),
+        });
+        out.push(StreamEvent::OutputItemAdded {
+            output_index,
+            item: message_item(id.clone(), "in_progress", Vec::new()),
+        });
+        out.push(StreamEvent::ContentPartAdded {
+            item_id: id,
+            output_index,
+            content_index: 0,
+            part: StreamPart::Text(OutputText::new(String::new())),
+        });
+        out
+    }
+
+    /// Closes the open item with its done events and adds it to the output. A reasoning
+    /// item or message is complete whatever ends it; `status` is a call's.
+    fn close(&mut self, status: &'static str) -> Vec<StreamEvent> {
+        let output_index = self.output_index();
+        let (item, events) = match self.open.take() {
+            None => return Vec::new(),
+            Some(Open::Reasoning { id, text }) => {
+                let part = ReasoningText::new(text.clone());
+                let item = reasoning_item(id.clone(), "completed", Some(part.clone()));
+                let events = vec![
+                    StreamEvent::ReasoningTextDone {
+                        item_id: id.clone(),
+                        output_index,
+                        content_index: 0,
+                        text,
+                    },
+                    StreamEvent::ContentPartDone {
+                        item_id: id,
+                        output_index,
+                        content_index: 0,
+                        part: StreamPart::Reasoning(part),
+                    },
+                ];
+                (item, events)
+            }
+            Some(Open::Message { id, text }) => {
+                let part = OutputText::new(text.clone());
+                let item = message_item(id.clone(), "completed", vec![part.clone()]);
+                let events = vec![
+                    StreamEvent::OutputTextDone {
+                        item_id: id.clone(),
+                        output_index,
+                        content_index: 0,
+                        text,
+                        logprobs: Vec::new(),
+                    },
+                    StreamEvent::ContentPartDone {
+                        item_id: id,
+                        output_index,
+                        content_index: 0,
+                        part: StreamPart::Text(part),
+                    },
+                ];
+                (item, events)
+            }
+            Some(Open::Call {
+                id,
+                call_id,
                 name,
                 arguments,
-            },
-            StreamEvent::OutputItemDone {
-                output_index,
-                item: done,
-            },
-        ]
+            }) => {
+                let events = vec![StreamEvent::FunctionCallArgumentsDone {
+                    item_id: id.clone(),
+                    output_index,
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                }];
+                let item = OutputItem::FunctionCall {
+                    id,
+                    call_id,
+                    name,
+                    arguments,
+                    status,
+                };
+                (item, events)
+            }
+        };
+        self.response.output.push(item.clone());
+        let mut out = events;
+        out.push(StreamEvent::OutputItemDone { output_index, item });
+        out
+    }
+}
+
+/// A reasoning item: no summary, its text as one reasoning_text part once known.
+pub fn reasoning_item(id: String, status: &'static str, text: Option<ReasoningText>) -> OutputItem {
+    OutputItem::Reasoning {
+        id,
+        summary: Vec::new(),
+        content: text.into_iter().collect(),
+        status,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::serve::responses_types::TextConfig;
-    use looptree_engine::sampling::FinishReason;
-    use serde_json::{json, Value};
-
-    fn base() -> ResponseObject {
-        ResponseObject {
-            id: "resp_1".into(),
-            object: "response",
-            created_at: 0,
-            status: Status::InProgress,
-            error: None,
-            incomplete_details: None,
-            instructions: None,
-            max_output_tokens: None,
-            model: "m".into(),
-            output: Vec::new(),
-            parallel_tool_calls: true,
-            previous_response_id: None,
-            store: false,
-            temperature: None,
-            top_p: None,
-            text: TextConfig::default(),
-            tool_choice: json!("auto"),
-            tools: Vec::new(),
-            truncation: "disabled",
-            usage: None,
-            user: None,
-            metadata: json!({}),
-        }
-    }
-
-    fn weather() -> Offered {
-        let tools =
-            json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
-        Offered::from_request(Some(&tools), None).unwrap().unwrap()
-    }
-
-    fn token(text: &str) -> Event {
-        Event::Token {
-            seq: 0,
-            token: 1,
-            text: text.into(),
-            logprob: None,
-        }
-    }
-
-    fn finished(reason: FinishReason, n: usize) -> Event {
-        Event::Finished {
-            seq: 0,
-            reason,
-            completion_tokens: n,
-            text: String::new(),
-        }
-    }
-
-    /// Runs `events` through a builder: every event as JSON, in order.
-    fn run(offered: Option<Offered>, events: Vec<Event>, fail: Option<&str>) -> Vec<Value> {
-        let mut b = ResponseEvents::new(base(), offered, 10);
-        let mut out = b.start();
-        out.extend(b.on_event(Event::Prefilled {
-            prompt_tokens: 10,
-            cached_tokens: 7,
-            prompt_logprobs: None,
-        }));
-        for ev in events {
-            out.extend(b.on_event(ev));
-        }
-        if let Some(msg) = fail {
-            out.extend(b.fail(msg.into()));
-        }
-        assert!(b.ended());
-        out.iter()
-            .map(|e| serde_json::to_value(e).unwrap())
-            .collect()
-    }
-
-    fn names(evs: &[Value]) -> Vec<&str> {
-        evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
-    }
-
-    #[test]
-    fn prose_golden_sequence() {
-        let evs = run(
-            None,
-            vec![token("Hel"), token("lo"), finished(FinishReason::Stop, 2)],
-            None,
-        );
-        assert_eq!(
-            names(&evs),
-            [
-                "response.created",
-                "response.in_progress",
-                "response.output_item.added",
-                "response.content_part.added",
-                "response.output_text.delta",
-                "response.output_text.delta",
-                "response.output_text.done",
-                "response.content_part.done",
-                "response.output_item.done",
-                "response.completed"
-            ]
-        );
-        assert_eq!(evs[2]["item"]["status"], "in_progress");
-        assert_eq!(evs[6]["text"], "Hello");
-        let done = &evs[9]["response"];
-        assert_eq!(done["status"], "completed");
-        assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
-        assert_eq!(done["output"][0]["id"], evs[2]["item"]["id"]);
-        assert_eq!(
-            done["usage"],
-            json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 7}, "output_tokens": 2,
-            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12})
-        );
-    }
-
-    #[test]
-    fn cut_at_max_output_tokens_is_incomplete() {
-        let evs = run(
-            None,
-            vec![token("Hi"), finished(FinishReason::Length, 1)],
-            None,
-        );
-        let last = evs.last().unwrap();
-        assert_eq!(last["type"], "response.incomplete");
-        assert_eq!(
-            last["response"]["incomplete_details"]["reason"],
-            "max_output_tokens"
-        );
-    }
-
-    #[test]
-    fn prose_then_a_call_golden_sequence() {
-        let call = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>";
-        let evs = run(
-            Some(weather()),
-            vec![
-                token("Checking. "),
-                token(call),
-                finished(FinishReason::Stop, 9),
-            ],
-            None,
-        );
-        assert_eq!(
-            names(&evs),
-            [
-                "response.created",
-                "response.in_progress",
-                "response.output_item.added",
-                "response.content_part.added",
-                "response.output_text.delta",
-                "response.output_text.done",
-                "response.content_part.done",
-                "response.output_item.done",
-                "response.output_item.added",
-                "response.function_call_arguments.delta",
-                "response.function_call_arguments.done",
-                "response.output_item.done",
-                "response.completed"
-            ]
-        );
-        assert_eq!(
-            (
-                evs[8]["output_index"].as_u64(),
-                evs[8]["item"]["type"].as_str()
-            ),
-            (Some(1), Some("function_call"))
-        );
-        assert_eq!(evs[10]["arguments"], "{\"city\":\"Paris\"}");
-        assert_eq!(evs[10]["name"], "get_weather");
-        let done = &evs[12]["response"];
-        assert_eq!(done["output"][1]["call_id"], evs[8]["item"]["call_id"]);
-        assert_eq!(done["status"], "completed");
-    }
-
-    #[test]
-    fn an_error_mid_stream_closes_the_message_then_fails() {
-        let evs = run(None, vec![token("Hel")], Some("the engine stopped"));
-        assert_eq!(
-            names(&evs),
-            [
-                "response.created",
-                "response.in_progress",
-                "response.output_item.added",
-                "response.content_part.added",
-                "response.output_text.delta",
-                "response.output_text.done",
-                "response.content_part.done",
-                "response.output_item.done",
-                "response.failed"
-            ]
-        );
-        let failed = &evs[8]["response"];
-        assert_eq!(failed["status"], "failed");
-        assert_eq!(
-            failed["error"],
-            json!({"code": "server_error", "message": "the engine stopped"})
-        );
-    }
-}
+#[path = "responses_events_tests.rs"]
+mod tests;

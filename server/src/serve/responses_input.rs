@@ -50,6 +50,8 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
     if let Some(text) = instructions.filter(|t| !t.is_empty()) {
         out.push(json!({"role": "system", "content": text}));
     }
+    // Reasoning items precede the answer they led to: their text waits for its turn.
+    let mut reasoning: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
             Item::Message(m) => {
@@ -64,7 +66,11 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
                         parts_text(parts, &format!("input[{i}].content"))?
                     }
                 };
-                out.push(json!({"role": role, "content": text}));
+                let turn = json!({"role": role, "content": text});
+                out.push(match m.role {
+                    Role::Assistant => with_reasoning(turn, &mut reasoning),
+                    _ => turn,
+                });
             }
             Item::FunctionCall(c) => {
                 let call = json!({"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}});
@@ -75,9 +81,10 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
                         None => prev["tool_calls"] = json!([call]),
                     },
                     // Empty text, not null: templates without tool support concatenate it.
-                    None => {
-                        out.push(json!({"role": "assistant", "content": "", "tool_calls": [call]}))
-                    }
+                    None => out.push(with_reasoning(
+                        json!({"role": "assistant", "content": "", "tool_calls": [call]}),
+                        &mut reasoning,
+                    )),
                 }
             }
             Item::FunctionCallOutput(o) => {
@@ -87,7 +94,7 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
                 };
                 out.push(json!({"role": "tool", "tool_call_id": o.call_id, "content": text}));
             }
-            Item::Reasoning(_) => {}
+            Item::Reasoning(r) => reasoning.extend(Some(r.text()).filter(|t| !t.is_empty())),
         }
     }
     if out.iter().all(|m| m["role"] == "system") {
@@ -97,6 +104,15 @@ pub fn messages(items: &[Item], instructions: Option<&str>) -> Result<Vec<Value>
         ));
     }
     Ok(out)
+}
+
+/// An assistant turn with the reasoning that led to it (which is then used up).
+fn with_reasoning(mut turn: Value, reasoning: &mut Vec<String>) -> Value {
+    if !reasoning.is_empty() {
+        turn["reasoning_content"] = json!(reasoning.join("\n"));
+        reasoning.clear();
+    }
+    turn
 }
 
 fn parts_text(parts: &[ContentPart], param: &str) -> Result<String, ApiError> {
@@ -211,6 +227,29 @@ mod tests {
             json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})
         );
         assert_eq!(msgs.len(), 5);
+    }
+
+    #[test]
+    fn reasoning_goes_with_the_assistant_turn_after_it() {
+        let input = Input::Items(vec![
+            json!({"role": "user", "content": "Weather?"}),
+            json!({"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "Look it up."}]}),
+            json!({"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}),
+            json!({"type": "function_call_output", "call_id": "c1", "output": "sunny"}),
+            json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": "Say it."}], "content": null, "encrypted_content": "x"}),
+            json!({"type": "message", "role": "assistant", "content": "Sunny."}),
+            json!({"type": "reasoning", "id": "rs_3", "summary": [], "encrypted_content": "x"}),
+            json!({"role": "user", "content": "Thanks."}),
+        ]);
+        let msgs = messages(&items(Some(input)).unwrap(), None).unwrap();
+        assert_eq!(msgs[1]["reasoning_content"], "Look it up.");
+        assert_eq!(msgs[3]["reasoning_content"], "Say it.");
+        assert!(
+            msgs.iter()
+                .filter(|m| m.get("reasoning_content").is_some())
+                .count()
+                == 2
+        );
     }
 
     #[test]

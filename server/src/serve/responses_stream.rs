@@ -1,5 +1,8 @@
 //! A streamed response: engine events through [`ResponseEvents`] out as named SSE
 //! events, each with its `sequence_number`; the conversation is stored once complete.
+//! While nothing else goes out (a long prefill), `response.in_progress` is repeated: a
+//! client that drops an idle stream (Codex CLI, after 5 minutes) counts events, not the
+//! SSE comments that keep proxies from closing the connection.
 
 use super::generate::Generation;
 use super::responses::remember;
@@ -10,6 +13,10 @@ use super::state::Shared;
 use super::tools::Offered;
 use axum::response::sse::Event as SseEvent;
 use futures_util::stream::{self, Stream, StreamExt};
+use std::time::Duration;
+
+/// How long a stream may go without an event before `response.in_progress` is repeated.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 pub struct ResponsesStream {
     state: Shared,
@@ -29,7 +36,12 @@ impl ResponsesStream {
         offered: Option<Offered>,
         history: Vec<Item>,
     ) -> Self {
-        let events = ResponseEvents::new(response, offered, gen.prompt_lens.iter().sum());
+        let events = ResponseEvents::new(
+            response,
+            offered,
+            gen.prompt_lens.iter().sum(),
+            gen.reasoning.as_ref(),
+        );
         Self {
             state,
             gen,
@@ -69,7 +81,11 @@ impl ResponsesStream {
             self.started = true;
             return Some(self.events.start());
         }
-        let out = match self.gen.next().await {
+        let Ok(next) = tokio::time::timeout(HEARTBEAT, self.gen.next()).await else {
+            // (Receiving is cancel-safe: no event is lost by the timeout.)
+            return Some(self.events.heartbeat());
+        };
+        let out = match next {
             Some(Ok((_, ev))) => self.events.on_event(ev),
             Some(Err(e)) => self.events.fail(e.message),
             // Every fork finished, so the response ended already; a stream must not stop

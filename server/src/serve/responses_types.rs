@@ -4,7 +4,7 @@
 //! for fields a model does not support.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 #[derive(Deserialize, Debug, Default)]
 pub struct CreateResponse {
@@ -29,6 +29,11 @@ pub struct CreateResponse {
     pub prompt_cache_key: Option<String>,
     pub user: Option<String>,
     pub metadata: Option<Value>,
+    /// looptree's extensions, as on chat completions: the output constrained to a regex
+    /// or a Lark grammar, and extra chat-template variables (`enable_thinking`).
+    pub regex: Option<String>,
+    pub grammar: Option<String>,
+    pub chat_template_kwargs: Option<Map<String, Value>>,
 }
 
 /// `input`: a string (one user message) or a list of items.
@@ -47,8 +52,43 @@ pub enum Item {
     Message(MessageItem),
     FunctionCall(FunctionCallItem),
     FunctionCallOutput(FunctionCallOutputItem),
-    /// A reasoning item from an earlier turn: it carries nothing a local model renders.
-    Reasoning(Value),
+    /// Reasoning from an earlier turn: its text goes with the assistant turn after it,
+    /// for the template to render or drop (encrypted reasoning is another model's).
+    Reasoning(ReasoningItem),
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Default)]
+pub struct ReasoningItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Vec<TextOnly>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<TextOnly>>,
+}
+
+/// A part of which only the text is read (`reasoning_text`, `summary_text`).
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+pub struct TextOnly {
+    pub text: String,
+}
+
+impl ReasoningItem {
+    /// The reasoning as written, else its summary.
+    pub fn text(&self) -> String {
+        let join = |parts: &[TextOnly]| {
+            parts
+                .iter()
+                .map(|p| p.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        match (&self.content, &self.summary) {
+            (Some(c), _) if !c.is_empty() => join(c),
+            (_, Some(s)) => join(s),
+            _ => String::new(),
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
@@ -243,12 +283,25 @@ impl ResponseUsage {
             total_tokens: input + output,
         }
     }
+
+    /// Of the output tokens, those spent reasoning.
+    pub fn with_reasoning(mut self, reasoning_tokens: usize) -> Self {
+        self.output_tokens_details.reasoning_tokens = reasoning_tokens;
+        self
+    }
 }
 
-/// An output item: the assistant's text, or one function call.
+/// An output item: the model's reasoning, the assistant's text, or one function call.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputItem {
+    /// A thinking model's reasoning, as written (`content`); it writes no summary.
+    Reasoning {
+        id: String,
+        summary: Vec<SummaryText>,
+        content: Vec<ReasoningText>,
+        status: &'static str,
+    },
     Message {
         id: String,
         status: &'static str,
@@ -285,10 +338,56 @@ impl OutputText {
     }
 }
 
+/// `{"type": "reasoning_text", "text"}`: a reasoning item's content part.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ReasoningText {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl ReasoningText {
+    pub fn new(text: String) -> Self {
+        ReasoningText {
+            kind: "reasoning_text",
+            text,
+        }
+    }
+}
+
+/// `{"type": "summary_text", "text"}` (never written: the model gives no summary).
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct SummaryText {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// A content part in the stream's content_part events: a message's text or a reasoning
+/// item's text.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum StreamPart {
+    Text(OutputText),
+    Reasoning(ReasoningText),
+}
+
 impl OutputItem {
     /// The same item as an input item, to replay it in a later turn's conversation.
     pub fn as_input(&self) -> Item {
         match self {
+            OutputItem::Reasoning { id, content, .. } => Item::Reasoning(ReasoningItem {
+                id: Some(id.clone()),
+                summary: None,
+                content: Some(
+                    content
+                        .iter()
+                        .map(|c| TextOnly {
+                            text: c.text.clone(),
+                        })
+                        .collect(),
+                ),
+            }),
             OutputItem::Message { id, content, .. } => Item::Message(MessageItem {
                 role: Role::Assistant,
                 content: MessageContent::Parts(

@@ -5,7 +5,8 @@ use super::error::ApiError;
 use super::extract::BodyTimeout;
 use super::state::Shared;
 use super::{
-    anthropic, auth, chat, completions, kv_peers, loads, metrics, models, responses, tokenize,
+    anthropic, auth, chat, completions, kv_peers, loads, metrics, models, responses,
+    responses_stored, tokenize,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
@@ -21,6 +22,10 @@ pub fn router(state: Shared, max_body_bytes: usize, body_timeout: Duration) -> R
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses_stored::retrieve).delete(responses_stored::delete),
+        )
         .route("/v1/messages", post(anthropic::handle))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/", get(models::root))

@@ -1,35 +1,64 @@
-//! Tool calls in a streamed chat reply. Prose streams as it comes; a `<tool_call>` block
-//! is held back from its first `<` until it closes, then goes out as one `tool_calls`
-//! delta. A reply that opens like bare JSON is held whole and judged at the end (it may
-//! be a call without tags, as small models write them).
+//! Tool calls in a streamed reply, as OpenAI streams them: prose streams as it comes; a
+//! call starts (its index and name) as soon as its opening `{"name": …, "arguments": `
+//! is read, and its arguments then stream in pieces as they are written. That holds for
+//! a call in a `<tool_call>` block and for a bare JSON call naming an offered tool (as
+//! small models write them, one per line for several). A block that opens some other
+//! way is held until it closes and judged whole; other bare JSON is held to the end and
+//! judged then (a call in a list or a fence, or an answer that is JSON).
 
+use super::call_scan::{self, Head, ObjectEnd, Scan};
 use super::tools::{Offered, CLOSE, OPEN};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// What a choice's stream sends next.
+/// What a choice's stream sends next. Each call goes out as a start, its arguments in
+/// one or more pieces, and an end; calls are numbered by their place in the reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Content(String),
-    /// Complete OpenAI tool calls, already numbered by their place in the reply.
-    Calls(Vec<Value>),
+    CallStart {
+        index: usize,
+        name: String,
+    },
+    CallArgs {
+        index: usize,
+        text: String,
+    },
+    /// The call is complete; `arguments` is all of its pieces together.
+    CallEnd {
+        index: usize,
+        arguments: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Nothing but whitespace or what may open a call yet: hold.
     Opening,
-    /// Began like bare JSON: hold to the end.
-    Bare,
+    /// Began like bare JSON; `may_stream`: it may still be a call whose opening can be
+    /// read (else it is held to the end).
+    Bare { may_stream: bool },
     /// Plain text: stream, but hold anything that may be the start of a tag.
     Prose,
-    /// Inside a `<tool_call>` block: hold until it closes.
+    /// Inside a `<tool_call>` block whose call's opening is not read yet.
     Block,
+    /// A block that cannot stream: held until it closes, then judged whole.
+    WholeBlock,
+    /// A call's arguments streaming; `in_block`: inside a `<tool_call>` block.
+    Args { in_block: bool },
+    /// After a streamed call's arguments, the rest of its block, dropped up to the
+    /// closing tag.
+    BlockTail,
+    /// After a bare call's arguments: its closing brace, then another call or text.
+    BareTail,
 }
 
 pub struct ToolStream {
     mode: Mode,
     held: String,
     calls: usize,
+    /// The streaming call's arguments so far, and where they end.
+    args: String,
+    ends: ObjectEnd,
 }
 
 impl Default for ToolStream {
@@ -44,6 +73,8 @@ impl ToolStream {
             mode: Mode::Opening,
             held: String::new(),
             calls: 0,
+            args: String::new(),
+            ends: ObjectEnd::default(),
         }
     }
 
@@ -62,15 +93,26 @@ impl ToolStream {
                     let t = self.held.trim_start();
                     if t.starts_with(OPEN) {
                         self.mode = Mode::Block;
-                    } else if t.starts_with('{') || t.starts_with('[') || t.starts_with("```") {
-                        self.mode = Mode::Bare;
+                    } else if t.starts_with('{') {
+                        self.mode = Mode::Bare { may_stream: true };
+                    } else if t.starts_with('[') || t.starts_with("```") {
+                        self.mode = Mode::Bare { may_stream: false };
                     } else if !Offered::may_start_call(&self.held) {
                         self.mode = Mode::Prose;
                     } else {
                         return out;
                     }
                 }
-                Mode::Bare => return out,
+                Mode::Bare { may_stream: false } => return out,
+                Mode::Bare { may_stream: true } => match call_scan::head(&self.held) {
+                    Head::Found { name, args_at }
+                        if offered.offers(&name) && self.room(offered) =>
+                    {
+                        self.start_call(name, args_at, false, &mut out)
+                    }
+                    Head::Partial => return out,
+                    _ => self.mode = Mode::Bare { may_stream: false },
+                },
                 Mode::Prose => match self.held.find(OPEN) {
                     Some(at) => {
                         let before: String = self.held.drain(..at).collect();
@@ -86,12 +128,68 @@ impl ToolStream {
                     }
                 },
                 Mode::Block => {
+                    let body = self.held.find(OPEN).map_or(0, |at| at + OPEN.len());
+                    match call_scan::head(&self.held[body..]) {
+                        // With `parallel_tool_calls: false` a second call is dropped whole.
+                        Head::Found { name, args_at } if self.room(offered) => {
+                            self.start_call(name, body + args_at, true, &mut out)
+                        }
+                        Head::Partial if !self.held[body..].contains(CLOSE) => return out,
+                        _ => self.mode = Mode::WholeBlock,
+                    }
+                }
+                Mode::WholeBlock => {
                     let Some(end) = self.held.find(CLOSE) else {
                         return out;
                     };
                     let block: String = self.held.drain(..end + CLOSE.len()).collect();
-                    out.extend(self.block_piece(offered, &block));
+                    out.extend(self.block_pieces(offered, &block));
                     self.mode = Mode::Prose;
+                }
+                Mode::Args { in_block } => {
+                    let piece = std::mem::take(&mut self.held);
+                    let scan = self.ends.scan(&piece);
+                    let at = match scan {
+                        Scan::Open => piece.len(),
+                        Scan::Closed(at) | Scan::Broken(at) => at,
+                    };
+                    let index = self.calls - 1;
+                    if at > 0 {
+                        self.args.push_str(&piece[..at]);
+                        out.push(Piece::CallArgs {
+                            index,
+                            text: piece[..at].to_string(),
+                        });
+                    }
+                    if scan == Scan::Open {
+                        return out;
+                    }
+                    self.held = piece[at..].to_string();
+                    out.push(Piece::CallEnd {
+                        index,
+                        arguments: std::mem::take(&mut self.args),
+                    });
+                    self.mode = if in_block {
+                        Mode::BlockTail
+                    } else {
+                        Mode::BareTail
+                    };
+                }
+                Mode::BlockTail => {
+                    let Some(end) = self.held.find(CLOSE) else {
+                        return out;
+                    };
+                    self.held.drain(..end + CLOSE.len());
+                    self.mode = Mode::Prose;
+                }
+                Mode::BareTail => {
+                    let t = self.held.trim_start();
+                    if t.is_empty() {
+                        return out;
+                    }
+                    // What follows the call object is read afresh: another call, or text.
+                    self.held = t.strip_prefix('}').unwrap_or(t).to_string();
+                    self.mode = Mode::Opening;
                 }
             }
         }
@@ -103,51 +201,82 @@ impl ToolStream {
         let mut out = Vec::new();
         match self.mode {
             // A last block left open (generation stopped at the end tag) still counts.
-            Mode::Block => out.extend(self.block_piece(offered, &held)),
-            Mode::Opening | Mode::Bare => match offered.parse(&held) {
+            Mode::Block | Mode::WholeBlock => out.extend(self.block_pieces(offered, &held)),
+            // Whitespace after a call is no reply of its own.
+            Mode::Opening if self.called() && held.trim().is_empty() => {}
+            Mode::Opening | Mode::Bare { .. } => match offered.parse(&held) {
                 Some((content, calls)) => {
                     push_content(&mut out, content.unwrap_or_default());
-                    let calls = self.number(offered, calls);
-                    if !calls.is_empty() {
-                        out.push(Piece::Calls(calls));
-                    }
+                    out.extend(self.whole_calls(offered, calls));
                 }
                 None => push_content(&mut out, held),
             },
             Mode::Prose => push_content(&mut out, held),
+            // Cut off inside the arguments (at max_tokens): the call ends as written, as
+            // OpenAI's do.
+            Mode::Args { .. } => out.push(Piece::CallEnd {
+                index: self.calls - 1,
+                arguments: std::mem::take(&mut self.args),
+            }),
+            Mode::BlockTail | Mode::BareTail => {}
         }
+        self.mode = Mode::Prose;
         out
     }
 
-    /// One `<tool_call>...</tool_call>` block as calls, or as text if it holds no call.
-    /// (None: a call past the first with `parallel_tool_calls: false`, dropped.)
-    fn block_piece(&mut self, offered: &Offered, block: &str) -> Option<Piece> {
+    /// Whether another call may go out (`parallel_tool_calls: false` allows one).
+    fn room(&self, offered: &Offered) -> bool {
+        offered.parallel || self.calls == 0
+    }
+
+    /// A call's opening was read: it starts, and its arguments stream from `args_at`.
+    fn start_call(&mut self, name: String, args_at: usize, in_block: bool, out: &mut Vec<Piece>) {
+        out.push(Piece::CallStart {
+            index: self.calls,
+            name,
+        });
+        self.calls += 1;
+        self.held.drain(..args_at);
+        self.args.clear();
+        self.ends = ObjectEnd::default();
+        self.mode = Mode::Args { in_block };
+    }
+
+    /// One whole `<tool_call>...</tool_call>` block as a call, or as text if it holds none.
+    fn block_pieces(&mut self, offered: &Offered, block: &str) -> Vec<Piece> {
         match offered.parse(block) {
-            Some((_, calls)) if !calls.is_empty() => {
-                let calls = self.number(offered, calls);
-                (!calls.is_empty()).then_some(Piece::Calls(calls))
-            }
-            _ => Some(Piece::Content(block.to_string())),
+            Some((_, calls)) if !calls.is_empty() => self.whole_calls(offered, calls),
+            _ => vec![Piece::Content(block.to_string())],
         }
     }
 
-    /// Numbers calls by their place in the reply; with `parallel_tool_calls: false`, calls
-    /// after the first are dropped.
-    fn number(&mut self, offered: &Offered, calls: Vec<Value>) -> Vec<Value> {
-        let room = if offered.parallel {
-            usize::MAX
-        } else {
-            1usize.saturating_sub(self.calls)
-        };
-        calls
-            .into_iter()
-            .take(room)
-            .map(|mut c| {
-                c["index"] = json!(self.calls);
-                self.calls += 1;
-                c
-            })
-            .collect()
+    /// Parsed calls, numbered by their place in the reply, each as start, arguments, end;
+    /// with `parallel_tool_calls: false`, calls after the first are dropped.
+    fn whole_calls(&mut self, offered: &Offered, calls: Vec<Value>) -> Vec<Piece> {
+        let mut out = Vec::new();
+        for call in calls {
+            if !self.room(offered) {
+                break;
+            }
+            let s = |p: &str| {
+                call.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (index, arguments) = (self.calls, s("/function/arguments"));
+            self.calls += 1;
+            out.push(Piece::CallStart {
+                index,
+                name: s("/function/name"),
+            });
+            out.push(Piece::CallArgs {
+                index,
+                text: arguments.clone(),
+            });
+            out.push(Piece::CallEnd { index, arguments });
+        }
+        out
     }
 }
 
@@ -168,186 +297,5 @@ fn partial_tag_len(text: &str) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn offered() -> Offered {
-        let tools =
-            json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
-        Offered::from_request(Some(&tools), None).unwrap().unwrap()
-    }
-
-    /// Streams `text` cut into `step`-byte pieces (on char boundaries), then finishes.
-    fn run(text: &str, step: usize) -> (Vec<Piece>, bool) {
-        let o = offered();
-        let mut ts = ToolStream::new();
-        let mut out = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let mut cut = step.min(rest.len());
-            while !rest.is_char_boundary(cut) {
-                cut += 1;
-            }
-            out.extend(ts.push(&o, &rest[..cut]));
-            rest = &rest[cut..];
-        }
-        out.extend(ts.finish(&o));
-        (out, ts.called())
-    }
-
-    fn content(pieces: &[Piece]) -> String {
-        pieces
-            .iter()
-            .filter_map(|p| {
-                if let Piece::Content(t) = p {
-                    Some(t.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect()
-    }
-
-    fn calls(pieces: &[Piece]) -> Vec<Value> {
-        pieces
-            .iter()
-            .filter_map(|p| {
-                if let Piece::Calls(c) = p {
-                    Some(c.clone())
-                } else {
-                    None
-                }
-            })
-            .flatten()
-            .collect()
-    }
-
-    #[test]
-    fn prose_then_a_tagged_call_streams_the_prose_and_sends_the_call() {
-        let text = "Let me check the weather.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
-        for step in [1, 2, 3, 5, 7, 64, 1000] {
-            let (pieces, called) = run(text, step);
-            assert!(called, "step {step}");
-            assert_eq!(
-                content(&pieces),
-                "Let me check the weather.\n",
-                "step {step}"
-            );
-            let c = calls(&pieces);
-            assert_eq!(c.len(), 1, "step {step}");
-            assert_eq!(c[0]["index"], 0);
-            assert_eq!(c[0]["type"], "function");
-            assert_eq!(c[0]["function"]["name"], "get_weather");
-            let args: Value =
-                serde_json::from_str(c[0]["function"]["arguments"].as_str().unwrap()).unwrap();
-            assert_eq!(args, json!({"city": "Paris"}));
-            assert!(c[0]["id"].as_str().unwrap().starts_with("call_"));
-            // The prose went out before the block was complete: no content after the call.
-            let last = pieces.last().unwrap();
-            assert!(matches!(last, Piece::Calls(_)), "step {step}: {pieces:?}");
-        }
-    }
-
-    #[test]
-    fn prose_streams_before_the_reply_ends() {
-        let o = offered();
-        let mut ts = ToolStream::new();
-        assert_eq!(ts.push(&o, "Sure"), vec![Piece::Content("Sure".into())]);
-        assert_eq!(
-            ts.push(&o, ", one moment <tool"),
-            vec![Piece::Content(", one moment ".into())]
-        );
-        assert!(
-            ts.push(&o, "_call>{\"name\": \"get_weather\"").is_empty(),
-            "the block is held"
-        );
-        let got = ts.push(&o, ", \"arguments\": {}}</tool_call> Done.");
-        assert!(
-            matches!(&got[0], Piece::Calls(c) if c[0]["function"]["name"] == "get_weather"),
-            "{got:?}"
-        );
-        assert_eq!(got[1], Piece::Content(" Done.".into()));
-    }
-
-    #[test]
-    fn two_blocks_are_numbered_and_an_unclosed_last_block_counts() {
-        let one = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>";
-        let two = "\n<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}";
-        for step in [1, 4, 1000] {
-            let (pieces, called) = run(&format!("{one}{two}"), step);
-            assert!(called);
-            let c = calls(&pieces);
-            assert_eq!(c.len(), 2, "step {step}: {pieces:?}");
-            assert_eq!(
-                (c[0]["index"].clone(), c[1]["index"].clone()),
-                (json!(0), json!(1))
-            );
-            assert!(c[1]["function"]["arguments"]
-                .as_str()
-                .unwrap()
-                .contains("Rome"));
-            assert_eq!(content(&pieces).trim(), "");
-        }
-    }
-
-    #[test]
-    fn text_that_only_looks_like_a_tag_is_not_lost() {
-        for step in [1, 3, 1000] {
-            let (pieces, called) = run("a < b and <tool but no call", step);
-            assert!(!called);
-            assert_eq!(
-                content(&pieces),
-                "a < b and <tool but no call",
-                "step {step}"
-            );
-            let (pieces, called) = run("Look: <tool_call>not json</tool_call> end", step);
-            assert!(!called);
-            assert_eq!(
-                content(&pieces),
-                "Look: <tool_call>not json</tool_call> end"
-            );
-        }
-    }
-
-    #[test]
-    fn a_bare_json_call_is_judged_at_the_end() {
-        let (pieces, called) = run(
-            " {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
-            3,
-        );
-        assert!(called);
-        assert_eq!(calls(&pieces).len(), 1);
-        assert_eq!(content(&pieces), "");
-        let (pieces, called) = run("{\"answer\": 42}", 3);
-        assert!(!called);
-        assert_eq!(content(&pieces), "{\"answer\": 42}");
-    }
-
-    #[test]
-    fn parallel_false_sends_only_the_first_call() {
-        let one = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>";
-        let two = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>";
-        let mut o = offered();
-        o.parallel = false;
-        let mut ts = ToolStream::new();
-        let mut pieces = ts.push(&o, &format!("{one}\n{two}"));
-        pieces.extend(ts.finish(&o));
-        let c = calls(&pieces);
-        assert_eq!(c.len(), 1, "{pieces:?}");
-        assert!(c[0]["function"]["arguments"]
-            .as_str()
-            .unwrap()
-            .contains("Oslo"));
-        let lines = "{\"name\": \"get_weather\", \"arguments\": {}}\n{\"name\": \"get_weather\", \"arguments\": {}}";
-        let (pieces, _) = run(lines, 5);
-        assert_eq!(calls(&pieces).len(), 2);
-    }
-
-    #[test]
-    fn partial_tag_tail() {
-        assert_eq!(partial_tag_len("hello <tool_c"), 7);
-        assert_eq!(partial_tag_len("hello <"), 1);
-        assert_eq!(partial_tag_len("hello"), 0);
-        assert_eq!(partial_tag_len("é<"), 1);
-    }
-}
+#[path = "tool_stream_tests.rs"]
+mod tests;

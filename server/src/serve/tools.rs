@@ -98,6 +98,11 @@ impl Offered {
         Some((content, calls))
     }
 
+    /// Whether `name` is one of the offered tools.
+    pub fn offers(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
     /// Whether a stream should hold text back: it may still become a tool call.
     pub fn may_start_call(text: &str) -> bool {
         let t = text.trim_start();
