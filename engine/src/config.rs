@@ -1,6 +1,7 @@
 //! Engine settings chosen at start-up.
 
 use candle_core::DType;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -29,6 +30,33 @@ pub struct EngineConfig {
     /// Most draft tokens a sequence verifies per step (speculative decoding from the
     /// tree, the prediction and the context; see `speculation`); 0 turns it off.
     pub max_draft_tokens: usize,
+    /// A disk tier under the prefix tree (`serve --kv-disk`); None keeps KV in memory only.
+    pub kv_disk: Option<KvDiskConfig>,
+}
+
+/// Where and how much K/V the disk tier keeps (see [`crate::kv_disk`]).
+#[derive(Debug, Clone)]
+pub struct KvDiskConfig {
+    pub dir: PathBuf,
+    /// Most bytes of K/V kept in `dir`; the least recently used go first past it.
+    pub max_bytes: u64,
+    /// Names the model's weights (a hash of its files): K/V written for another model is
+    /// never read back.
+    pub model_fingerprint: String,
+    /// Most bytes waiting for the writer thread; a page that would go past it is not
+    /// written (it is dropped from memory as without a disk tier).
+    pub max_queued_bytes: usize,
+}
+
+impl KvDiskConfig {
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64, model_fingerprint: &str) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes,
+            model_fingerprint: model_fingerprint.to_string(),
+            max_queued_bytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -45,6 +73,7 @@ impl Default for EngineConfig {
             aging_tokens_per_step: 32,
             defer_steps: 512,
             max_draft_tokens: 8,
+            kv_disk: None,
         }
     }
 }

@@ -17,6 +17,14 @@ pub struct Counters {
     pub evicted_tokens: AtomicU64,
     /// Tokens whose K/V another replica handed over (`import_prefix`), new to the tree.
     pub imported_tokens: AtomicU64,
+    /// Of `cached_prompt_tokens`, those read back from the disk tier (the rest were in
+    /// memory).
+    pub disk_cached_prompt_tokens: AtomicU64,
+    /// K/V bytes the disk tier wrote, and read back.
+    pub disk_written_bytes: AtomicU64,
+    pub disk_read_bytes: AtomicU64,
+    /// Pages not written to disk: the writer's queue was full, or they did not fit.
+    pub disk_dropped_pages: AtomicU64,
     pub preemptions: AtomicU64,
     pub steps: AtomicU64,
     /// Speculative draft tokens verified, per [`crate::speculation::DraftSource`] index.
@@ -37,6 +45,8 @@ pub struct Counters {
     pub waiting_prompt_tokens: AtomicU64,
     /// Distinct session keys whose path this engine has pinned since start.
     pub sessions: AtomicU64,
+    /// Bytes the disk tier holds (or has queued for writing).
+    pub disk_bytes: AtomicU64,
 }
 
 /// A plain copy of [`Counters`] at one moment.
@@ -50,6 +60,10 @@ pub struct CountersSnapshot {
     pub finished_trajectories: u64,
     pub evicted_tokens: u64,
     pub imported_tokens: u64,
+    pub disk_cached_prompt_tokens: u64,
+    pub disk_written_bytes: u64,
+    pub disk_read_bytes: u64,
+    pub disk_dropped_pages: u64,
     pub preemptions: u64,
     pub steps: u64,
     pub draft_tokens: [u64; 3],
@@ -63,6 +77,7 @@ pub struct CountersSnapshot {
     pub evictable_pages: u64,
     pub waiting_prompt_tokens: u64,
     pub sessions: u64,
+    pub disk_bytes: u64,
 }
 
 impl Counters {
@@ -83,6 +98,10 @@ impl Counters {
             finished_trajectories: g(&self.finished_trajectories),
             evicted_tokens: g(&self.evicted_tokens),
             imported_tokens: g(&self.imported_tokens),
+            disk_cached_prompt_tokens: g(&self.disk_cached_prompt_tokens),
+            disk_written_bytes: g(&self.disk_written_bytes),
+            disk_read_bytes: g(&self.disk_read_bytes),
+            disk_dropped_pages: g(&self.disk_dropped_pages),
             preemptions: g(&self.preemptions),
             steps: g(&self.steps),
             draft_tokens: self.draft_tokens.each_ref().map(g),
@@ -96,6 +115,7 @@ impl Counters {
             evictable_pages: g(&self.evictable_pages),
             waiting_prompt_tokens: g(&self.waiting_prompt_tokens),
             sessions: g(&self.sessions),
+            disk_bytes: g(&self.disk_bytes),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod detokenize;
 pub mod engine;
 pub mod handle;
+pub mod kv_disk;
 pub mod kv_pool;
 pub mod model;
 pub mod pages;
@@ -22,7 +23,7 @@ pub mod speculation;
 pub mod testing;
 
 pub use batch::{Batch, LogitRows, SeqSlice};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, KvDiskConfig};
 pub use constraint::{Constraint, ConstraintFactory, TokenConstraint, TokenMask};
 pub use counters::{Counters, CountersSnapshot};
 pub use detokenize::{Detokenizer, TextStream};

@@ -163,7 +163,11 @@ impl Model for FakeModel {
             };
             let slots = Tensor::new(s.context_slots.as_slice(), &self.device)?;
             let (k, _) = kv.gather(0, &slots)?;
-            let k = k.flatten_all()?.to_vec1::<f32>()?;
+            // Any pool element type: small integers survive f16 and bf16 exactly.
+            let k = k
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let history: Vec<u32> = (0..s.context_len())
                 .map(|pos| {
                     let (t, p) = (k[2 * pos], k[2 * pos + 1]);

@@ -155,11 +155,16 @@ impl Engine {
             req.prompt_lps.clear();
         }
         let use_cache = self.uses_cache(req);
+        let mut from_disk = 0;
         for s in req.seqs.iter_mut().filter(|s| !s.done) {
             debug_assert!(s.node.is_none() && s.pages.is_empty());
             let m = if use_cache {
-                self.tree
-                    .match_prefix_in(s.namespace, &s.tokens[..s.tokens.len() - 1])
+                let wanted = &s.tokens[..s.tokens.len() - 1];
+                let loaded = self.load_from_disk(s.namespace, wanted);
+                if s.fork == 0 {
+                    from_disk = loaded;
+                }
+                self.tree.match_prefix_in(s.namespace, wanted)
             } else {
                 self.tree.match_prefix_in(s.namespace, &[])
             };
@@ -173,6 +178,10 @@ impl Engine {
             let cached = req.seqs[0].computed;
             req.cached_tokens = Some(cached);
             Counters::add(&self.counters.cached_prompt_tokens, cached);
+            Counters::add(
+                &self.counters.disk_cached_prompt_tokens,
+                from_disk.min(cached),
+            );
         }
     }
 }

@@ -246,13 +246,13 @@ impl Engine {
     pub(super) fn publish(&mut self, ri: usize, si: usize) -> usize {
         let s = &mut self.running[ri].seqs[si];
         let Some(old) = s.node else { return 0 };
-        let ins = self.tree.insert_in(
-            s.namespace,
-            &s.tokens[..s.computed],
-            &s.pages,
-            &mut self.alloc,
-        );
-        s.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
+        let (ns, computed) = (s.namespace, s.computed);
+        // Lent out for the insert, which needs the whole engine.
+        let (tokens, mut pages) = (std::mem::take(&mut s.tokens), std::mem::take(&mut s.pages));
+        let ins = self.insert_cached(ns, &tokens[..computed], &pages);
+        pages[..ins.pages.len()].copy_from_slice(&ins.pages);
+        let s = &mut self.running[ri].seqs[si];
+        (s.tokens, s.pages) = (tokens, pages);
         s.tree_pages = ins.pages.len();
         self.tree.lock(ins.node);
         self.tree.unlock(old);

@@ -4,6 +4,7 @@
 
 mod admit;
 mod build;
+mod disk;
 mod emit;
 mod pressure;
 mod release;
@@ -84,6 +85,8 @@ pub struct Engine {
     next_id: RequestId,
     /// The last step's logits; the buffer is reused by the next step.
     logits: Vec<f32>,
+    /// The disk tier under the tree, if configured and usable.
+    disk: Option<crate::kv_disk::DiskTier>,
 }
 
 impl Engine {
@@ -107,7 +110,7 @@ impl Engine {
         let tree = RadixTree::new(cfg.page_size, num_pages);
         let counters = Arc::new(Counters::default());
         Counters::set(&counters.pages_total, num_pages);
-        Ok(Self {
+        let mut engine = Self {
             model,
             detok,
             cfg,
@@ -121,7 +124,10 @@ impl Engine {
             step_no: 0,
             next_id: 0,
             logits: Vec::new(),
-        })
+            disk: None,
+        };
+        engine.disk = engine.open_disk();
+        Ok(engine)
     }
 
     pub fn counters(&self) -> Arc<Counters> {

@@ -56,9 +56,7 @@ impl Engine {
     fn detach_seq(&mut self, s: &mut Seq) -> Option<crate::radix_tree::NodeId> {
         let node = s.node.take()?;
         let computed = &s.tokens[..s.computed];
-        let ins = self
-            .tree
-            .insert_in(s.namespace, computed, &s.pages, &mut self.alloc);
+        let ins = self.insert_cached(s.namespace, computed, &s.pages);
         // Pages past the tree's whole pages are still ours: give them back.
         self.alloc
             .free_all(&s.pages[ins.pages.len()..])

@@ -123,7 +123,7 @@ impl Engine {
             return Err(format!("writing imported K/V: {e}"));
         }
         let all: Vec<u32> = m.pages.iter().copied().chain(pages).collect();
-        let inserted = self.tree.insert(tokens, &all, &mut self.alloc);
+        let inserted = self.insert_cached(0, tokens, &all);
         self.tree.unlock(m.node);
         self.tree.pin(inserted.node, until);
         Counters::add(&self.counters.imported_tokens, inserted.new_tokens);

@@ -1,0 +1,342 @@
+//! The disk tier under the prefix tree (`serve --kv-disk DIR`): K/V pages outlive the
+//! memory pool and the process, so a loop whose context was evicted, or that comes back
+//! after a restart, reads it back instead of computing it again.
+//!
+//! # Design: a disk index beside the tree, not disk nodes in it
+//! The radix tree keeps its contract: every page it holds is a pool page a sequence may
+//! read at once (`Match::pages`), and eviction, locks, splits and the page books
+//! (`check_invariants`) stay as they are. The disk side is an index of its own, keyed by
+//! the token path: a page's [`PageKey`] hashes everything before it and its own tokens
+//! (`key.rs`), so any request can compute the keys of its prompt's pages and ask which are
+//! on disk, without a tree walk. Before a request is matched against the tree, the pages
+//! right after what the tree holds that are on disk are read into freshly allocated pool
+//! pages and inserted into the tree (as a peer's imported prefix is, `engine/share.rs`);
+//! the match then finds them. Nothing else in the engine knows about the disk.
+//!
+//! # When pages are written
+//! Write-through: pages new to the tree are queued for the writer thread when they are
+//! inserted (a prefill chunk, a finished request), copied out of the pool at once (tree
+//! pages are never written again, so the copy is what eviction would have saved). So a
+//! page the pool evicts is already on disk, and a restart, even a crash, loses at most the
+//! last moments. The queue is bounded in bytes; past it a page is not written, as if there
+//! were no disk tier. Pages already on disk are not written again.
+//!
+//! # On disk
+//! Segments (a run of consecutive pages of one path, written together) and an index file
+//! (`layout.rs`), versioned and stamped with the [`Identity`]: the model's fingerprint, K/V
+//! element type, page size, layers and row length. A directory written for another
+//! identity is not read (a log line says so) and is emptied. Segments past the size are
+//! deleted least recently used first; a segment counts from the moment it is queued.
+//!
+//! # Failure
+//! A directory that cannot be made or written at start-up, or that another engine holds
+//! (a lock file): a warning, no disk tier. A
+//! write that fails later (disk full, directory gone): a warning, and no more writes; what
+//! is on disk is still read. A page whose file is missing, short or fails its checksum is
+//! not loaded (its segment is dropped) and is computed instead.
+
+mod index;
+mod key;
+mod layout;
+mod pool_bytes;
+mod writer;
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::KvDiskConfig;
+use crate::counters::Counters;
+use crate::radix_tree::Namespace;
+use index::DiskIndex;
+pub use index::PageLoc;
+pub use key::{chain, PageKey};
+pub use layout::{Identity, LAYOUT_VERSION};
+pub use pool_bytes::{read_pages, write_pages};
+use writer::{Done, Job, Writer};
+
+/// Most tokens of one segment file (at least one page): what LRU evicts together.
+const SEGMENT_TOKENS: usize = 1024;
+
+pub struct DiskTier {
+    dir: PathBuf,
+    identity: Identity,
+    secret: [u8; 16],
+    index: DiskIndex,
+    /// None once a write failed: memory only from then on.
+    writer: Option<Writer>,
+    max_queued_bytes: usize,
+    counters: Arc<Counters>,
+    /// Held while this tier uses the directory (declared last: dropped after the writer
+    /// has finished).
+    _lock: fs::File,
+}
+
+impl DiskTier {
+    /// Opens (or makes) the directory and reads what it holds for `identity`. Err: the
+    /// directory cannot be made or written.
+    pub fn open(
+        cfg: &KvDiskConfig,
+        identity: Identity,
+        counters: Arc<Counters>,
+    ) -> Result<Self, String> {
+        let dir = cfg.dir.clone();
+        let shown = dir.display();
+        fs::create_dir_all(&dir).map_err(|e| format!("making {shown}: {e}"))?;
+        // Two engines writing one directory would delete each other's segments.
+        let lock =
+            fs::File::create(dir.join("lock")).map_err(|e| format!("writing in {shown}: {e}"))?;
+        lock.try_lock()
+            .map_err(|e| format!("{shown} is in use by another looptree ({e})"))?;
+        let (secret, records) = read_existing(&dir, &identity);
+        let ps = identity.page_size as usize;
+        let page_bytes = identity.page_bytes() as u64;
+        let mut index = DiskIndex::new(ps, cfg.max_bytes, 0);
+        let mut kept = Vec::new();
+        let mut ids = HashSet::new();
+        for r in records {
+            let bytes = r.crcs.len() as u64 * page_bytes;
+            let whole = fs::metadata(layout::segment_path(&dir, r.id))
+                .is_ok_and(|m| m.is_file() && m.len() == bytes);
+            if !whole || !ids.insert(r.id) {
+                tracing::warn!(
+                    segment = r.id,
+                    "KV disk tier: a segment is missing or short; skipped"
+                );
+                continue;
+            }
+            let keys = chain(r.parent, &r.tokens, ps);
+            index.add_written(r.id, keys, r.tokens.clone(), r.crcs.clone(), bytes);
+            kept.push(r);
+        }
+        // Over a smaller size than last time: the least recently written go.
+        for id in index.make_room(0).unwrap_or_default() {
+            ids.remove(&id);
+        }
+        kept.retain(|r| ids.contains(&r.id));
+        remove_unlisted(&dir, &ids, &mut index);
+        let (segments, bytes) = (kept.len(), index.bytes());
+        let writer = Writer::spawn(
+            dir.clone(),
+            identity.clone(),
+            secret,
+            kept,
+            counters.clone(),
+        )
+        .map_err(|e| format!("starting the writer thread: {e}"))?;
+        Counters::set(&counters.disk_bytes, bytes as usize);
+        tracing::info!(dir = %shown, segments, bytes, max_bytes = cfg.max_bytes, "KV disk tier");
+        Ok(Self {
+            dir,
+            identity,
+            secret,
+            index,
+            writer: Some(writer),
+            max_queued_bytes: cfg.max_queued_bytes,
+            counters,
+            _lock: lock,
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Whether pages are still written (no write has failed).
+    pub fn writing(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// The key before namespace `ns`'s first page.
+    pub fn root(&self, ns: Namespace) -> PageKey {
+        key::root_key(&self.secret, ns)
+    }
+
+    /// Takes in the writer's finished work. A failed write turns writing off.
+    pub fn poll(&mut self) {
+        let Some(w) = &self.writer else { return };
+        let mut failed = None;
+        for done in w.finished() {
+            match done {
+                Done::Written { id, crcs } => self.index.mark_written(id, crcs),
+                Done::Failed { id, error } => {
+                    self.index.forget(id);
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = failed {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "KV disk tier: a write failed ({error}); going on with memory only"
+            );
+            if let Some(mut w) = self.writer.take() {
+                w.stop();
+                for done in w.finished() {
+                    if let Done::Written { id, crcs } = done {
+                        self.index.mark_written(id, crcs);
+                    }
+                }
+            }
+            self.index.forget_queued();
+        }
+        Counters::set(&self.counters.disk_bytes, self.index.bytes() as usize);
+    }
+
+    /// Waits until everything queued is on disk and the index lists it.
+    pub fn settle(&mut self) {
+        if let Some(w) = &self.writer {
+            w.sync();
+        }
+        self.poll();
+    }
+
+    pub fn contains(&self, key: &PageKey) -> bool {
+        self.index.contains(key)
+    }
+
+    /// The written pages of `keys` (whose tokens are `tokens`) from the first on, up to
+    /// the first that is not on disk.
+    pub fn find_run(&self, keys: &[PageKey], tokens: &[u32]) -> Vec<PageLoc> {
+        let ps = self.identity.page_size as usize;
+        keys.iter()
+            .zip(tokens.chunks_exact(ps))
+            .map_while(|(k, t)| self.index.find(k, t))
+            .collect()
+    }
+
+    /// Marks these pages' segments as just used (LRU).
+    pub fn touch(&mut self, keys: &[PageKey]) {
+        self.index.touch(keys);
+    }
+
+    /// One page's bytes. A page that cannot be read whole and intact drops its segment.
+    pub fn read(&mut self, loc: PageLoc) -> Result<Vec<u8>, String> {
+        let n = self.identity.page_bytes();
+        let path = layout::segment_path(&self.dir, loc.segment);
+        let bytes = read_at(&path, (loc.page * n) as u64, n)
+            .map_err(|e| format!("reading {}: {e}", path.display()))
+            .and_then(|b| {
+                (crc32fast::hash(&b) == loc.crc)
+                    .then_some(b)
+                    .ok_or_else(|| format!("{}: a page fails its checksum", path.display()))
+            });
+        match &bytes {
+            Ok(b) => Counters::add(&self.counters.disk_read_bytes, b.len()),
+            Err(_) => self.drop_segment(loc.segment),
+        }
+        bytes
+    }
+
+    fn drop_segment(&mut self, id: u64) {
+        if self.index.forget(id) {
+            if let Some(w) = &self.writer {
+                w.send(Job::Delete(id));
+            }
+        }
+    }
+
+    /// Queues the pages `keys` (the first right after `parent`, holding `tokens`) whose
+    /// K/V are `data` for writing. False when they are not written: writing is off, the
+    /// queue is full, or they do not fit in the size.
+    pub fn write(
+        &mut self,
+        parent: PageKey,
+        keys: Vec<PageKey>,
+        tokens: Vec<u32>,
+        data: Vec<u8>,
+    ) -> bool {
+        let Some(w) = &self.writer else { return false };
+        let pages = keys.len();
+        let booked = (w.queued_bytes() + data.len() <= self.max_queued_bytes)
+            .then(|| {
+                self.index
+                    .add_queued(keys, tokens.clone(), data.len() as u64)
+            })
+            .flatten();
+        let Some((id, evicted)) = booked else {
+            Counters::add(&self.counters.disk_dropped_pages, pages);
+            return false;
+        };
+        for e in evicted {
+            w.send(Job::Delete(e));
+        }
+        let record = layout::SegmentRecord {
+            id,
+            parent,
+            tokens,
+            crcs: Vec::new(),
+        };
+        w.send(Job::Write(record, data));
+        true
+    }
+
+    /// Most pages of one segment.
+    pub fn segment_pages(&self) -> usize {
+        (SEGMENT_TOKENS / self.identity.page_size as usize).max(1)
+    }
+}
+
+/// The secret and segment records of the index in `dir`, if it was written for
+/// `identity`; otherwise a fresh secret and nothing (with a log line saying why).
+fn read_existing(dir: &Path, identity: &Identity) -> ([u8; 16], Vec<layout::SegmentRecord>) {
+    let fresh = rand::random::<[u8; 16]>;
+    let shown = dir.display();
+    let bytes = match layout::read_index(dir) {
+        Ok(Some(b)) => b,
+        Ok(None) => return (fresh(), Vec::new()),
+        Err(e) => {
+            tracing::warn!(dir = %shown, "KV disk tier: reading the index: {e}; starting empty");
+            return (fresh(), Vec::new());
+        }
+    };
+    match layout::decode(&bytes) {
+        Ok(d) if d.index.identity == *identity => {
+            if d.skipped > 0 {
+                tracing::warn!(dir = %shown, skipped = d.skipped, "KV disk tier: damaged index records skipped");
+            }
+            (d.index.secret, d.index.segments)
+        }
+        Ok(d) => {
+            tracing::warn!(
+                dir = %shown,
+                found = ?d.index.identity,
+                want = ?identity,
+                "KV disk tier: written for another model or KV layout; not read, starting empty"
+            );
+            (fresh(), Vec::new())
+        }
+        Err(e) => {
+            tracing::warn!(dir = %shown, "KV disk tier: the index is unusable ({e}); starting empty");
+            (fresh(), Vec::new())
+        }
+    }
+}
+
+/// Deletes segment files the index does not list (written after its last save, or for
+/// another identity), and keeps new ids past every file's.
+fn remove_unlisted(dir: &Path, kept: &HashSet<u64>, index: &mut DiskIndex) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(id) = name.to_str().and_then(layout::segment_id) else {
+            continue;
+        };
+        index.reserve_id(id);
+        if !kept.contains(&id) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn read_at(path: &Path, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut b = vec![0u8; n];
+    f.read_exact(&mut b)?;
+    Ok(b)
+}
