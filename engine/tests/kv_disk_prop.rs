@@ -1,0 +1,82 @@
+//! Random loops over the disk tier: prompts that share prefixes, a pool and a disk too
+//! small for all of them, and restarts in between. Whatever was evicted, read back or
+//! lost, every output is the fake model's own answer, the pool's pages are accounted for,
+//! and the directory holds exactly the bytes its books say, within its size.
+
+mod harness;
+
+use harness::*;
+use looptree_engine::{Engine, EngineConfig, KvDiskConfig};
+use proptest::prelude::*;
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Serve base `b`'s first `keep` tokens followed by a suffix of `extra` tokens.
+    Serve { b: usize, keep: usize, extra: usize },
+    /// Drop the engine and start a new one on the same directory.
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0..3usize, 1..40usize, 0..6usize).prop_map(|(b, keep, extra)| Op::Serve { b, keep, extra }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+fn open(dir: &Path, slots: usize, ps: usize, max_bytes: u64) -> Engine {
+    engine(EngineConfig {
+        kv_disk: Some(KvDiskConfig::new(dir, max_bytes, "fake")),
+        ..config(slots, ps)
+    })
+    .0
+}
+
+fn disk_files_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn outputs_and_books_hold_whatever_the_disk_did(
+        ps in prop_oneof![Just(1usize), Just(2), Just(4)],
+        slots in 56..128usize,
+        max_bytes in prop_oneof![Just(256u64), Just(2048), Just(1 << 20)],
+        ops in proptest::collection::vec(op(), 1..10),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let bases: Vec<Vec<u32>> = (0..3).map(|i| prompt(100 + i, 40)).collect();
+        let mut e = open(dir.path(), slots, ps, max_bytes);
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Restart => {
+                    drop(e);
+                    e = open(dir.path(), slots, ps, max_bytes);
+                }
+                Op::Serve { b, keep, extra } => {
+                    let p = [&bases[b][..keep], &prompt(200 + i as u64, extra)[..]].concat();
+                    let (_, log) = submit(&mut e, &p, greedy(6));
+                    run(&mut e, 1000);
+                    let o = outcome(&log);
+                    prop_assert!(o.all_finished(1), "{:?}", o);
+                    prop_assert_eq!(o.fork(0), reference(&p, &greedy(6)));
+                    prop_assert!(o.prefilled.unwrap().1 < p.len());
+                }
+            }
+            e.kv_disk_settle();
+            assert_clean(&e);
+            let c = e.counters().snapshot();
+            prop_assert!(c.disk_cached_prompt_tokens <= c.cached_prompt_tokens);
+            prop_assert_eq!(disk_files_bytes(dir.path()), c.disk_bytes);
+            prop_assert!(c.disk_bytes <= max_bytes);
+        }
+    }
+}
