@@ -197,6 +197,15 @@ pub struct ServeArgs {
     /// Most headers in one request; more get a 431.
     #[arg(long, default_value_t = 100)]
     pub max_headers: usize,
+    /// A directory for a disk tier under the prefix cache: K/V pages are written there as
+    /// they are cached, read back when a prompt's prefix was evicted from memory, and found
+    /// again after a restart. It is tied to the model file's hash and the KV layout; K/V
+    /// of another model in it is not read, and is replaced.
+    #[arg(long, value_name = "DIR")]
+    pub kv_disk: Option<std::path::PathBuf>,
+    /// Most bytes of K/V kept in --kv-disk (least recently used go first), e.g. 20G.
+    #[arg(long, default_value = "20G", value_name = "SIZE")]
+    pub kv_disk_size: String,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

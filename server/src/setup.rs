@@ -4,8 +4,8 @@ use crate::cli::ModelArgs;
 use crate::size::parse_size;
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
-use looptree_engine::{Engine, EngineConfig, Model};
-use looptree_models::resolve::{resolve, ResolveOptions};
+use looptree_engine::{Engine, EngineConfig, KvDiskConfig, Model};
+use looptree_models::resolve::{resolve, sha256_file, ResolveOptions, ResolvedModel};
 use looptree_models::LoadedModel;
 
 pub fn init_logging(verbose: u8) {
@@ -119,6 +119,34 @@ fn default_kv_bytes(per_token: usize, max_context: usize) -> usize {
     (available / 4)
         .min(per_token * max_context * 8)
         .max(per_token * 4096)
+}
+
+/// The disk tier's settings from `serve --kv-disk DIR --kv-disk-size SIZE`, its model
+/// fingerprint the SHA-256 of the model's files (read whole once at start-up, so K/V on
+/// disk is never read back for other weights).
+pub fn kv_disk_config(
+    model: &ModelArgs,
+    dir: Option<&std::path::Path>,
+    size: &str,
+) -> Result<Option<KvDiskConfig>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let max_bytes = parse_size(size).context("--kv-disk-size")? as u64;
+    let files = match resolve(&model.model, &ResolveOptions::from_env())? {
+        ResolvedModel::Gguf { path } => vec![path],
+        ResolvedModel::HfDir {
+            config,
+            weights,
+            tokenizer,
+            ..
+        } => [vec![config, tokenizer], weights].concat(),
+    };
+    let mut fingerprint = String::new();
+    for f in &files {
+        fingerprint.push_str(&sha256_file(f)?);
+    }
+    Ok(Some(KvDiskConfig::new(dir, max_bytes, &fingerprint)))
 }
 
 pub fn build_engine(loaded: &LoadedModel, cfg: EngineConfig) -> Result<Engine> {

@@ -46,10 +46,31 @@ pub fn render(state: &Shared) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}"
         );
     };
-    let own: [(&str, &str, &str, f64); 19] = [
+    let own: [(&str, &str, &str, f64); 25] = [
         ("looptree_requests_total", "counter", "Requests the engine accepted.", c.requests as f64),
         ("looptree_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", c.prompt_tokens as f64),
         ("looptree_cached_prompt_tokens_total", "counter", "Prompt tokens served from the prefix tree.", c.cached_prompt_tokens as f64),
+        (
+            "looptree_cached_prompt_tokens_memory_total",
+            "counter",
+            "Prompt tokens served from the prefix tree that were in memory.",
+            c.cached_prompt_tokens.saturating_sub(c.disk_cached_prompt_tokens) as f64,
+        ),
+        (
+            "looptree_cached_prompt_tokens_disk_total",
+            "counter",
+            "Prompt tokens served from the prefix tree that were read back from --kv-disk.",
+            c.disk_cached_prompt_tokens as f64,
+        ),
+        ("looptree_kv_disk_written_bytes_total", "counter", "K/V bytes written to --kv-disk.", c.disk_written_bytes as f64),
+        ("looptree_kv_disk_read_bytes_total", "counter", "K/V bytes read back from --kv-disk.", c.disk_read_bytes as f64),
+        (
+            "looptree_kv_disk_dropped_pages_total",
+            "counter",
+            "KV pages not written to --kv-disk (the write queue was full, or they did not fit).",
+            c.disk_dropped_pages as f64,
+        ),
+        ("looptree_kv_disk_bytes", "gauge", "K/V bytes held in --kv-disk (or queued for it).", c.disk_bytes as f64),
         ("looptree_computed_tokens_total", "counter", "Tokens run through the model.", c.computed_tokens as f64),
         ("looptree_generated_tokens_total", "counter", "Tokens generated.", c.generated_tokens as f64),
         ("looptree_finished_trajectories_total", "counter", "Completed generations (each fork counts).", c.finished_trajectories as f64),

@@ -67,7 +67,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     let threads = setup::set_threads(args.model.threads)?;
     let loaded = setup::load_model(&args.model)?;
-    let cfg = setup::engine_config(&args.model, loaded.model.as_ref(), None)?;
+    let mut cfg = setup::engine_config(&args.model, loaded.model.as_ref(), None)?;
+    cfg.kv_disk = setup::kv_disk_config(&args.model, args.kv_disk.as_deref(), &args.kv_disk_size)?;
     let kv_mib = cfg.kv_memory_bytes >> 20;
     let engine = setup::build_engine(&loaded, cfg)?;
     let capacity = engine.capacity_tokens();
