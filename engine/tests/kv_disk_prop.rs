@@ -21,7 +21,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (0..3usize, 1..40usize, 0..6usize).prop_map(|(b, keep, extra)| Op::Serve { b, keep, extra }),
-        1 => Just(Op::Restart),
+        2 => Just(Op::Restart),
     ]
 }
 
@@ -43,7 +43,7 @@ fn disk_files_bytes(dir: &Path) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn outputs_and_books_hold_whatever_the_disk_did(
