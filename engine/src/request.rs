@@ -67,8 +67,9 @@ pub enum Event {
         completion_tokens: usize,
         text: String,
     },
-    /// The request failed; no more events follow.
-    Failed { message: String },
+    /// The request failed; no more events follow. `by_request`: its own input was at
+    /// fault (an output constraint that broke down mid-generation), not the server.
+    Failed { message: String, by_request: bool },
 }
 
 /// Where a request's events go. Returning false means nobody listens any more: the

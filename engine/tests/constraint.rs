@@ -203,8 +203,8 @@ fn unconstrained_neighbours_run_as_if_alone() {
     assert_clean(&e);
 }
 
-/// A rule that allows nothing: the fork ends at once with nothing emitted, its sibling
-/// request is unaffected.
+/// A rule that allows nothing: its request fails at once, with nothing emitted (a reply
+/// cut short there would pass for a complete one); the other request is unaffected.
 struct Nothing;
 impl TokenConstraint for Nothing {
     fn fill_mask(&mut self, _: &mut TokenMask) -> Result<(), String> {
@@ -224,7 +224,7 @@ impl ConstraintFactory for Nothing {
 }
 
 #[test]
-fn a_rule_that_allows_nothing_ends_its_fork_without_output() {
+fn a_rule_that_allows_nothing_fails_its_request_without_output() {
     let (mut e, _) = engine(config(4096, 1));
     let (s, log) = sink();
     e.add_request(
@@ -236,7 +236,8 @@ fn a_rule_that_allows_nothing_ends_its_fork_without_output() {
     let (_, plain) = submit(&mut e, &p, greedy(6));
     run(&mut e, 100);
     let o = outcome(&log);
-    assert!(o.all_finished(2));
+    let failed = o.failed.as_deref().unwrap_or_default();
+    assert!(failed.contains("the output constraint failed"), "{o:?}");
     assert!(o.tokens.is_empty(), "{o:?}");
     assert_eq!(outcome(&plain).fork(0), reference(&p, &greedy(6)));
     assert_clean(&e);

@@ -804,7 +804,7 @@ fn handle_runs_requests_from_other_threads_and_stops_when_dropped() {
             Event::Token { token, .. } => tokens.push(token),
             Event::Finished { .. } => break,
             Event::Prefilled { .. } => {}
-            Event::Failed { message } => panic!("{message}"),
+            Event::Failed { message, .. } => panic!("{message}"),
         }
     }
     assert_eq!(tokens, reference(&p, &params));

@@ -281,7 +281,7 @@ fn greedy_alone_vs_batched(
                     for ev in rx.try_iter() {
                         match ev {
                             Event::Token { token, .. } => toks.push(token),
-                            Event::Failed { message } => bail!("{message}"),
+                            Event::Failed { message, .. } => bail!("{message}"),
                             _ => {}
                         }
                     }

@@ -94,7 +94,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                         print!("{text}");
                     }
                 }
-                Event::Failed { message } => bail!("{message}"),
+                Event::Failed { message, .. } => bail!("{message}"),
             }
         }
     }

@@ -117,7 +117,7 @@ fn run(prefix_cache: bool) -> Figures {
             for ev in events {
                 match ev {
                     Event::Token { token, .. } => loops[agent].generated.push(token),
-                    Event::Failed { message } => panic!("agent {agent}: {message}"),
+                    Event::Failed { message, .. } => panic!("agent {agent}: {message}"),
                     Event::Finished { .. } => {
                         trajectories += 1;
                         let l = &mut loops[agent];

@@ -56,7 +56,7 @@ fn run_all(e: &mut Engine, reqs: Vec<GenerationRequest>) -> Outputs {
                 match ev {
                     Event::Prefilled { cached_tokens, .. } => cached = cached_tokens,
                     Event::Token { seq, token, .. } => toks.entry(seq).or_default().push(token),
-                    Event::Failed { message } => panic!("request failed: {message}"),
+                    Event::Failed { message, .. } => panic!("request failed: {message}"),
                     Event::Finished { .. } => {}
                 }
             }

@@ -273,6 +273,7 @@ impl Engine {
             self.detach(&mut r);
             r.sink.send(crate::request::Event::Failed {
                 message: "the KV pool is too small for this request; raise --kv-memory".into(),
+                by_request: false,
             });
             return true;
         }

@@ -131,7 +131,8 @@ impl Engine {
 /// Samples fork `si`'s next token from `row` and tells the listener.
 pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
     let s = &mut r.seqs[si];
-    if s.done {
+    // Done, or the request failed (a fork's constraint broke down): nothing more is sent.
+    if s.done || r.cancelled {
         return;
     }
     if s.stop.generated() == 0 && r.params.max_tokens == Some(0) {
@@ -149,7 +150,7 @@ pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Co
         None => s.sampler.sample(row, &s.history),
         Some(c) => {
             if let Err(e) = c.refresh() {
-                finish_broken(r, si, &e, counters);
+                fail_constraint(r, si, &e);
                 return;
             }
             s.sampler
@@ -167,10 +168,7 @@ pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Co
         // A complete output ends here, without a step spent sampling the forced EOS.
         let ended = match c.rule.advance(out.token) {
             Ok(()) => c.rule.is_finished(),
-            Err(e) => {
-                tracing::warn!(request = r.id, fork = s.fork, "constraint failed: {e}");
-                true
-            }
+            Err(e) => return fail_constraint(r, si, &e),
         };
         if ended {
             let end = s.stop.force_stop(StopReason::Eos);
@@ -202,19 +200,18 @@ pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Co
     r.cancelled |= !ok;
 }
 
-/// A fork whose constraint failed (or allows nothing) ends where it is: sampling from an
-/// empty mask would emit a token the rule forbids.
-fn finish_broken(r: &mut Req, si: usize, error: &str, counters: &Counters) {
-    let s = &mut r.seqs[si];
-    tracing::warn!(request = r.id, fork = s.fork, "constraint failed: {error}");
-    let step = s.stop.force_stop(StopReason::Eos);
-    s.done = true;
-    Counters::add(&counters.finished_trajectories, 1);
-    let ok = r.sink.send(Event::Finished {
-        seq: s.fork,
-        reason: StopReason::Eos.finish_reason(),
-        completion_tokens: s.generated,
-        text: step.text,
+/// A constraint that breaks down mid-generation (the grammar past the parser's limits)
+/// fails the whole request: its output could no longer be held to what was asked, and a
+/// reply cut short there would pass for a complete one. Nothing more is sent for it.
+fn fail_constraint(r: &mut Req, si: usize, error: &str) {
+    tracing::warn!(
+        request = r.id,
+        fork = r.seqs[si].fork,
+        "constraint failed: {error}"
+    );
+    r.sink.send(Event::Failed {
+        message: format!("the output constraint failed: {error}"),
+        by_request: true,
     });
-    r.cancelled |= !ok;
+    r.cancelled = true;
 }

@@ -191,6 +191,7 @@ impl Engine {
         if let Err(e) = self.limits().check(&req) {
             sink.send(crate::request::Event::Failed {
                 message: e.to_string(),
+                by_request: true,
             });
             return Err(e);
         }

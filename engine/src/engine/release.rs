@@ -75,6 +75,7 @@ impl Engine {
             self.detach(&mut r);
             r.sink.send(Event::Failed {
                 message: message.to_string(),
+                by_request: false,
             });
         }
     }

@@ -152,7 +152,7 @@ pub fn outcome(log: &Log) -> Outcome {
                 );
                 o.text.entry(seq).or_default().push_str(&text);
             }
-            Event::Failed { message } => o.failed = Some(message),
+            Event::Failed { message, .. } => o.failed = Some(message),
         }
     }
     o

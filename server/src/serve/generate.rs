@@ -111,11 +111,19 @@ impl Generation {
             None => Some(Err(ApiError::unavailable(
                 "the engine stopped before the request finished",
             ))),
-            Some((_, Event::Failed { message })) => {
+            Some((
+                _,
+                Event::Failed {
+                    message,
+                    by_request,
+                },
+            )) => {
                 self.open.iter_mut().for_each(|o| *o = 0);
-                Some(Err(ApiError::internal(format!(
-                    "generation failed: {message}"
-                ))))
+                Some(Err(if by_request {
+                    ApiError::bad_request(message).code("generation_refused")
+                } else {
+                    ApiError::internal(format!("generation failed: {message}"))
+                }))
             }
             Some((p, ev)) => {
                 if matches!(ev, Event::Finished { .. }) {

@@ -153,7 +153,7 @@ impl ResponseEvents {
                 });
                 out
             }
-            Event::Failed { message } => self.fail(message),
+            Event::Failed { message, .. } => self.fail(message),
         }
     }
 
