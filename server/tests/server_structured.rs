@@ -176,16 +176,20 @@ fn json_object_regex_grammar_streaming_and_completions() {
     assert_eq!(s.metric("looptree_kv_locked_tokens"), 0.0);
 }
 
+/// A short chat request ("hi") with `extra`'s fields added.
+fn say_hi(s: &Server, extra: Value, max_tokens: u32) -> (u16, Value) {
+    let mut body =
+        json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    s.post("/v1/chat/completions", &body)
+}
+
 #[test]
 fn unsupported_or_malformed_formats_are_400s() {
     let s = Server::start(&[]);
-    let chat = |extra: Value| {
-        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        s.post("/v1/chat/completions", &body)
-    };
+    let chat = |extra: Value| say_hi(&s, extra, 5);
     for (extra, param) in [
         (
             json!({"response_format": {"type": "yaml"}}),
@@ -225,13 +229,7 @@ fn unsupported_or_malformed_formats_are_400s() {
 #[test]
 fn oversized_grammars_are_refused_before_compiling() {
     let s = Server::start(&[]);
-    let chat = |extra: Value| {
-        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        s.post("/v1/chat/completions", &body)
-    };
+    let chat = |extra: Value| say_hi(&s, extra, 3);
     let alternatives: Vec<String> = (0..20_000).map(|i| format!("\"t{i}\"")).collect();
     let values: Vec<String> = (0..40_000).map(|i| format!("value{i}")).collect();
     for (extra, param) in [
