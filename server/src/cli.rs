@@ -68,6 +68,10 @@ pub struct ModelArgs {
     /// all of them taking turns evicting each other's.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_running_seqs: u64,
+    /// Most requests waiting for the engine to admit them; more are refused (429 with
+    /// Retry-After) rather than queued without bound.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_waiting_requests: u64,
     /// When more requests wait than may run, each step waited counts as this many cached
     /// tokens in choosing whom to admit (the cheapest, most-cached request goes first).
     /// Lower keeps the same loops running longer, which thrashes less when their contexts

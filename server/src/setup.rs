@@ -82,6 +82,7 @@ pub fn engine_config(
         page_size: args.page_size,
         enable_prefix_cache: !args.no_prefix_cache,
         max_running_seqs: args.max_running_seqs as usize,
+        max_waiting_requests: args.max_waiting_requests as usize,
         aging_tokens_per_step: args.aging_tokens_per_step,
         max_draft_tokens: match args.speculation {
             crate::cli::Speculation::Auto => args.max_draft_tokens as usize,

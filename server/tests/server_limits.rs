@@ -290,3 +290,63 @@ fn stalled_and_oversized_requests_do_not_hold_connections() {
     assert_eq!(st, 200, "{b}");
     s.wait_idle();
 }
+
+/// `--max-waiting-requests`: with one request running and one waiting, the next is refused
+/// with a 429 and Retry-After instead of queueing; the queue frees as requests leave.
+#[test]
+fn the_engine_queue_is_bounded() {
+    let s = Server::start(&["--max-running-seqs", "1", "--max-waiting-requests", "1"]);
+    let long = || {
+        let r = s
+            .client
+            .post(s.url("/v1/chat/completions"))
+            // A regex forbids the end-of-sequence token: the request runs until dropped.
+            .json(&chat(
+                json!({"stream": true, "max_tokens": 4000, "regex": "x{20000}"}),
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r
+    };
+    let until = |gauge: &str| {
+        let start = Instant::now();
+        while s.metric(gauge) < 1.0 {
+            assert!(start.elapsed() < Duration::from_secs(30), "{gauge} stays 0");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let running = long();
+    until("looptree_requests_running");
+    let waiting = long();
+    until("looptree_requests_waiting");
+    let refused = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .json(&chat(json!({"max_tokens": 4})))
+        .send()
+        .unwrap();
+    assert!(refused.headers().get("retry-after").is_some());
+    let (st, body) = status_json(refused);
+    assert_error(st, &body, 429);
+
+    drop((running, waiting));
+    let start = Instant::now();
+    loop {
+        let r = s
+            .client
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(json!({"max_tokens": 4})))
+            .send()
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the queue never freed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.wait_idle();
+}
