@@ -5,7 +5,6 @@ mod common;
 
 use common::Server;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 
 fn message(content: &str, extra: Value) -> Value {
     let mut b = json!({"model": "smollm2-135m", "max_tokens": 10, "temperature": 0,
@@ -26,26 +25,8 @@ fn text(r: &Value) -> String {
         .collect()
 }
 
-/// (event name, data) pairs of a stream.
 fn events(s: &Server, body: &Value) -> Vec<(String, Value)> {
-    let r = s
-        .client
-        .post(s.url("/v1/messages"))
-        .json(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut out = Vec::new();
-    let mut name = String::new();
-    for line in BufReader::new(r).lines() {
-        let line = line.unwrap();
-        if let Some(n) = line.strip_prefix("event: ") {
-            name = n.to_string();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            out.push((name.clone(), serde_json::from_str(d).unwrap()));
-        }
-    }
-    out
+    s.named_events("/v1/messages", body)
 }
 
 #[test]

@@ -6,7 +6,6 @@ mod common;
 
 use common::{assert_error, Server};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 
 fn request(extra: Value) -> Value {
     let mut b = json!({"model": "gpt-5-codex", "max_output_tokens": 8, "temperature": 0,
@@ -19,24 +18,9 @@ fn request(extra: Value) -> Value {
 
 /// (event name, data) pairs of a stream; each data's `type` must be its event name.
 fn events(s: &Server, body: &Value) -> Vec<(String, Value)> {
-    let r = s
-        .client
-        .post(s.url("/v1/responses"))
-        .json(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut out = Vec::new();
-    let mut name = String::new();
-    for line in BufReader::new(r).lines() {
-        let line = line.unwrap();
-        if let Some(n) = line.strip_prefix("event: ") {
-            name = n.to_string();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            let v: Value = serde_json::from_str(d).unwrap();
-            assert_eq!(v["type"], name.as_str(), "{v}");
-            out.push((name.clone(), v));
-        }
+    let out = s.named_events("/v1/responses", body);
+    for (name, v) in &out {
+        assert_eq!(v["type"], name.as_str(), "{v}");
     }
     for (i, (_, v)) in out.iter().enumerate() {
         assert_eq!(v["sequence_number"], i, "{v}");

@@ -146,3 +146,78 @@ fn tool_call_round_trip_on_qwen() {
     );
     s.wait_idle();
 }
+
+/// A call cut off by `max_tokens` is reported as cut off (`length`, `max_tokens`,
+/// `incomplete`), as OpenAI and Anthropic do, not as a finished call the client would run
+/// with half its arguments. The call is forced so that the cut falls inside it.
+#[test]
+fn a_call_cut_by_max_tokens_says_so_on_every_api() {
+    let s = Server::start_model("qwen2.5-coder-0.5b", "2", "128MiB", &[]);
+    let params =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let question = "What is the weather in Paris right now?";
+    let cut = 14;
+
+    let mut chat = weather_request();
+    chat["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+    chat["max_tokens"] = json!(cut);
+    let (status, r) = s.post("/v1/chat/completions", &chat);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "length", "{r}");
+    chat["stream"] = json!(true);
+    let chunks = s.stream("/v1/chat/completions", &chat);
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["delta"].get("tool_calls").is_some()),
+        "the call had begun when the budget ran out: {chunks:?}"
+    );
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, vec![&json!("length")]);
+
+    let mut messages = json!({
+        "model": "qwen2.5-coder-0.5b",
+        "max_tokens": cut,
+        "messages": [{"role": "user", "content": question}],
+        "tools": [{"name": "get_weather", "description": "Get the current weather in a city", "input_schema": params}],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+    });
+    let (status, r) = s.post("/v1/messages", &messages);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["stop_reason"], "max_tokens", "{r}");
+    messages["stream"] = json!(true);
+    let ev = s.named_events("/v1/messages", &messages);
+    assert!(
+        ev.iter()
+            .any(|(_, d)| d["content_block"]["type"] == "tool_use"),
+        "the call had begun: {ev:?}"
+    );
+    let delta = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "max_tokens", "{ev:?}");
+
+    let mut responses = json!({
+        "model": "qwen2.5-coder-0.5b",
+        "max_output_tokens": cut,
+        "input": question,
+        "tools": [{"type": "function", "name": "get_weather", "description": "Get the current weather in a city", "parameters": params}],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+    });
+    let (status, r) = s.post("/v1/responses", &responses);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["status"], "incomplete", "{r}");
+    assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
+    responses["stream"] = json!(true);
+    let ev = s.named_events("/v1/responses", &responses);
+    let call = ev
+        .iter()
+        .find(|(n, d)| n == "response.output_item.done" && d["item"]["type"] == "function_call")
+        .expect("the call item is closed");
+    assert_eq!(call.1["item"]["status"], "incomplete", "{call:?}");
+    let last = ev.last().unwrap();
+    assert_eq!(last.0, "response.incomplete", "{last:?}");
+    s.wait_idle();
+}

@@ -250,7 +250,7 @@ pub fn content_blocks(offered: Option<&Offered>, text: &str) -> (Vec<Value>, boo
     }
 }
 
-/// `end_turn`, `max_tokens`, `stop_sequence` (with the one that matched) or `tool_use`.
+/// `max_tokens`, `tool_use`, `end_turn` or `stop_sequence` (with the one that matched).
 /// The engine says only "stop"; a stop sequence is told apart from EOS by decoding the
 /// tokens generated, which run past the text up to the end of the match.
 pub fn stop_reason(
@@ -261,11 +261,10 @@ pub fn stop_reason(
     stops: &[String],
     called: bool,
 ) -> (&'static str, Value) {
-    if called {
-        return ("tool_use", Value::Null);
-    }
     match finish {
+        // Cut off by max_tokens, even inside a call: the call may be partial.
         Some(FinishReason::Length) => ("max_tokens", Value::Null),
+        _ if called => ("tool_use", Value::Null),
         _ if tokens.last().is_some_and(|&t| state.tokenizer.is_eos(t)) || stops.is_empty() => {
             ("end_turn", Value::Null)
         }

@@ -16,6 +16,7 @@ use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use looptree_engine::sampling::FinishReason;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -122,7 +123,10 @@ fn response(
             let mut finish = json!(finish);
             if let Some((content, calls)) = offered.and_then(|o| o.parse(&c.answer)) {
                 message = json!({"role": "assistant", "content": content, "tool_calls": calls});
-                finish = json!("tool_calls");
+                // Cut off by max_tokens, the reply says so even if a call got through.
+                if c.finish != Some(FinishReason::Length) {
+                    finish = json!("tool_calls");
+                }
             }
             if !c.reasoning.is_empty() {
                 // Clients read one name or the other (vLLM's, and the newer one).

@@ -9,6 +9,7 @@ use super::stream::ChunkSource;
 use super::tool_stream::{Piece, ToolStream};
 use super::tools::Offered;
 use super::usage::Usage;
+use looptree_engine::sampling::FinishReason;
 use looptree_engine::Event;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -129,7 +130,7 @@ impl ChatStream {
                 }
                 let mut out = self.deltas(seq, parts, true);
                 let called = self.tools[seq].as_ref().is_some_and(ToolStream::called);
-                let finish = if called {
+                let finish = if called && reason != FinishReason::Length {
                     "tool_calls"
                 } else {
                     reason.as_openai_str()

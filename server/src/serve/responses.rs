@@ -216,13 +216,10 @@ pub fn function_call_item(call: &Value, status: &'static str) -> OutputItem {
     }
 }
 
-/// Sets the final status: cut off by `max_output_tokens` is `incomplete`.
+/// Sets the final status: cut off by `max_output_tokens` is `incomplete`, even after or
+/// inside a function call.
 pub fn finish(response: &mut ResponseObject, reason: Option<FinishReason>, usage: ResponseUsage) {
-    let called = response
-        .output
-        .iter()
-        .any(|i| matches!(i, OutputItem::FunctionCall { .. }));
-    if reason == Some(FinishReason::Length) && !called {
+    if reason == Some(FinishReason::Length) {
         response.status = Status::Incomplete;
         response.incomplete_details = Some(IncompleteDetails {
             reason: "max_output_tokens",

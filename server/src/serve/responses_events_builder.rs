@@ -16,6 +16,7 @@ use super::responses_types::{
 use super::state::new_id;
 use super::tool_stream::{Piece, ToolStream};
 use super::tools::Offered;
+use looptree_engine::sampling::FinishReason;
 use looptree_engine::Event;
 
 pub struct ResponseEvents {
@@ -28,6 +29,8 @@ pub struct ResponseEvents {
     open: Option<Open>,
     prompt_tokens: usize,
     cached_tokens: usize,
+    /// The reply ran out of `max_output_tokens`: a call still open then is incomplete.
+    cut_short: bool,
 }
 
 /// An item whose events are still going out, with what it holds so far.
@@ -64,6 +67,7 @@ impl ResponseEvents {
             open: None,
             prompt_tokens,
             cached_tokens: 0,
+            cut_short: false,
         }
     }
 
@@ -128,6 +132,7 @@ impl ResponseEvents {
                 text,
                 ..
             } => {
+                self.cut_short = reason == FinishReason::Length;
                 let mut parts = self.reasoning.push_text(&text);
                 parts.extend(self.reasoning.finish());
                 let mut out = self.parts(parts, true);
@@ -141,7 +146,7 @@ impl ResponseEvents {
                     // An empty answer is still one (empty) message.
                     out.extend(self.open_message());
                 }
-                out.extend(self.close("completed"));
+                out.extend(self.close(self.call_status()));
                 let usage =
                     ResponseUsage::new(self.prompt_tokens, completion_tokens, self.cached_tokens)
                         .with_reasoning(self.reasoning.reasoning_tokens());
@@ -277,10 +282,19 @@ impl ResponseEvents {
                         });
                     }
                 }
-                Piece::CallEnd { .. } => out.extend(self.close("completed")),
+                Piece::CallEnd { .. } => out.extend(self.close(self.call_status())),
             }
         }
         out
+    }
+
+    /// How a call closed now ends.
+    fn call_status(&self) -> &'static str {
+        if self.cut_short {
+            "incomplete"
+        } else {
+            "completed"
+        }
     }
 
     /// Opens a message item unless one is open (closing any other item first).

@@ -117,6 +117,24 @@ impl Server {
         chunks
     }
 
+    /// A stream of named events (Anthropic's and the Responses API's) as (event name,
+    /// data) pairs.
+    pub fn named_events(&self, path: &str, body: &Value) -> Vec<(String, Value)> {
+        let r = self.client.post(self.url(path)).json(body).send().unwrap();
+        assert_eq!(r.status(), 200);
+        let mut out = Vec::new();
+        let mut name = String::new();
+        for line in BufReader::new(r).lines() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                out.push((name.clone(), serde_json::from_str(d).unwrap()));
+            }
+        }
+        out
+    }
+
     /// A metric's value from /metrics (the first sample of that name).
     pub fn metric(&self, name: &str) -> f64 {
         let text = self
