@@ -10,6 +10,7 @@ pub mod counters;
 pub mod detokenize;
 pub mod engine;
 pub mod handle;
+mod kv_cache;
 pub mod kv_disk;
 pub mod kv_pool;
 pub mod model;

@@ -3,7 +3,8 @@
 
 use crate::constraint::SeqConstraint;
 use crate::detokenize::TextStream;
-use crate::radix_tree::{Namespace, NodeId};
+use crate::kv_cache::SeqKv;
+use crate::radix_tree::Namespace;
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
 use crate::speculation::Drafter;
 
@@ -11,14 +12,10 @@ pub(crate) struct Seq {
     pub fork: usize,
     /// Prompt followed by generated tokens. While decoding, the last one is not yet computed.
     pub tokens: Vec<u32>,
-    /// Page table: position `i` lives in page `pages[i / page_size]`.
-    pub pages: Vec<u32>,
-    /// Leading pages the tree owns (shared, read-only); the rest are this sequence's own.
-    pub tree_pages: usize,
+    /// Where its K/V sit in the pool (empty while detached).
+    pub kv: SeqKv,
     /// Positions whose K/V are in the pool.
     pub computed: usize,
-    /// The locked tree node covering `pages[..tree_pages]`, if attached to the pool.
-    pub node: Option<NodeId>,
     /// The request's cache namespace: where its tokens are matched and cached.
     pub namespace: Namespace,
     pub sampler: Sampler,

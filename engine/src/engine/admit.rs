@@ -7,6 +7,7 @@
 use super::{Engine, Req, RequestId};
 use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
+use crate::radix_tree::Namespace;
 use crate::sampling::{Sampler, StopChecker, TokenHistory};
 use crate::sequence::Seq;
 use crate::speculation::Drafter;
@@ -35,9 +36,9 @@ impl Engine {
                 .seqs
                 .first()
                 .map_or(req.prompt.len(), |s| s.tokens.len());
-            let need = self.alloc.pages_for(len - cached + 1) + (n - 1);
+            let need = self.cache.pages_for(len - cached + 1) + (n - 1);
             if !self.running.is_empty()
-                && need > self.alloc.free_pages()
+                && need > self.cache.free_pages()
                 && need > self.room_for(req)
             {
                 // A deferred request stays out while the pool is short; anyone else waits
@@ -61,8 +62,8 @@ impl Engine {
             return 0;
         }
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
-        self.tree
-            .cached_prefix_len_in(req.namespace, &tokens[..tokens.len() - 1])
+        self.cache
+            .cached_prefix_len(req.namespace, &tokens[..tokens.len() - 1])
     }
 
     pub(super) fn uses_cache(&self, req: &Req) -> bool {
@@ -133,10 +134,8 @@ impl Engine {
             req.seqs.push(Seq {
                 fork: 0,
                 tokens: req.prompt.clone(),
-                pages: Vec::new(),
-                tree_pages: 0,
+                kv: Default::default(),
                 computed: 0,
-                node: None,
                 namespace: req.namespace,
                 sampler: Sampler::new(&params, 0),
                 history: TokenHistory::new(&req.prompt),
@@ -157,22 +156,14 @@ impl Engine {
         let use_cache = self.uses_cache(req);
         let mut from_disk = 0;
         for s in req.seqs.iter_mut().filter(|s| !s.done) {
-            debug_assert!(s.node.is_none() && s.pages.is_empty());
-            let m = if use_cache {
-                let wanted = &s.tokens[..s.tokens.len() - 1];
+            let wanted = &s.tokens[..s.tokens.len() - 1];
+            if use_cache {
                 let loaded = self.load_from_disk(s.namespace, wanted);
                 if s.fork == 0 {
                     from_disk = loaded;
                 }
-                self.tree.match_prefix_in(s.namespace, wanted)
-            } else {
-                self.tree.match_prefix_in(s.namespace, &[])
-            };
-            self.tree.lock(m.node);
-            s.node = Some(m.node);
-            s.tree_pages = m.pages.len();
-            s.pages = m.pages;
-            s.computed = m.len;
+            }
+            s.computed = self.cache.attach(&mut s.kv, s.namespace, wanted, use_cache);
         }
         if req.cached_tokens.is_none() {
             let cached = req.seqs[0].computed;
@@ -183,5 +174,19 @@ impl Engine {
                 from_disk.min(cached),
             );
         }
+    }
+
+    /// Reads the pages of `tokens` (in namespace `ns`) that are on disk right after what
+    /// memory holds into the pool, evicting other cache for them if the pool is short, and
+    /// caches them. Returns how many tokens came from disk.
+    fn load_from_disk(&mut self, ns: Namespace, tokens: &[u32]) -> usize {
+        let Some(run) = self.cache.disk_run(ns, tokens) else {
+            return 0;
+        };
+        let free = self.cache.free_pages();
+        if free < run.pages() {
+            self.evict(run.pages() - free, true);
+        }
+        self.cache.load_disk_run(ns, tokens, run)
     }
 }

@@ -138,7 +138,7 @@ impl Engine {
         let mut batch = Batch::default();
         for e in &entries {
             let s = &self.running[e.req].seqs[e.seq];
-            let slots = crate::pages::slots_of(&s.pages, ps, e.start + e.len);
+            let slots = crate::pages::slots_of(s.kv.pages(), ps, e.start + e.len);
             // Only a drafted entry's tokens are not already in the sequence.
             let drafted: Vec<u32>;
             let tokens = match &e.draft {
@@ -180,33 +180,27 @@ impl Engine {
         if max == 0 {
             return None;
         }
-        let ps = self.cfg.page_size;
-        let tree = match s.node {
-            Some(node) if self.cfg.enable_prefix_cache => {
-                self.tree
-                    .continuation(node, &s.tokens[s.tree_pages * ps..], max)
-            }
-            _ => Vec::new(),
+        let tree = if self.cfg.enable_prefix_cache {
+            self.cache.continuation(&s.kv, &s.tokens, max)
+        } else {
+            Vec::new()
         };
         let draft = s.drafter.propose(&s.tokens, tree, max)?;
-        let positions = s.computed + 1 + draft.tokens.len();
         let need = self
-            .alloc
-            .pages_for(positions)
-            .saturating_sub(s.pages.len());
-        if self.alloc.free_pages() < need + streams {
+            .cache
+            .missing_pages(&s.kv, s.computed + 1 + draft.tokens.len());
+        if self.cache.free_pages() < need + streams || !self.cache.grow(&mut s.kv, need) {
             return None;
         }
-        let pages = self.alloc.alloc(need)?;
-        s.pages.extend(pages);
         Some(draft)
     }
 
     /// Makes sure a sequence's page table covers `positions` tokens, evicting cached
     /// pages if the pool is short. False if even that is not enough.
     fn reserve(&mut self, ri: usize, si: usize, positions: usize) -> bool {
-        let have = self.running[ri].seqs[si].pages.len();
-        let need = self.alloc.pages_for(positions).saturating_sub(have);
+        let need = self
+            .cache
+            .missing_pages(&self.running[ri].seqs[si].kv, positions);
         if need == 0 {
             return true;
         }
@@ -214,19 +208,13 @@ impl Engine {
         // then deferred requests' context; past that, the running request worth least is
         // preempted (see `build_batch`), unless this one runs alone: then nothing else
         // would free memory.
-        if self.alloc.free_pages() < need {
-            self.evict(need - self.alloc.free_pages(), true);
+        if self.cache.free_pages() < need {
+            self.evict(need - self.cache.free_pages(), true);
         }
-        if self.alloc.free_pages() < need && self.running.len() == 1 {
-            self.evict(need - self.alloc.free_pages(), false);
+        if self.cache.free_pages() < need && self.running.len() == 1 {
+            self.evict(need - self.cache.free_pages(), false);
         }
-        match self.alloc.alloc(need) {
-            Some(pages) => {
-                self.running[ri].seqs[si].pages.extend(pages);
-                true
-            }
-            None => false,
-        }
+        self.cache.grow(&mut self.running[ri].seqs[si].kv, need)
     }
 
     /// Publishes every attached sequence of running request `ri` (see `publish`), so pages that its forks computed
@@ -240,24 +228,12 @@ impl Engine {
     }
 
     /// Puts the computed whole pages of sequence `si` of running request `ri` into the
-    /// tree and moves its lock there, so other requests match them while it still runs.
-    /// Where the tree already held some of those tokens, the sequence switches to the
-    /// tree's pages and its duplicates are freed. Returns how many were freed.
+    /// tree (see [`crate::kv_cache::KvCache::publish`]). Returns how many duplicate pages
+    /// were freed.
     pub(super) fn publish(&mut self, ri: usize, si: usize) -> usize {
         let s = &mut self.running[ri].seqs[si];
-        let Some(old) = s.node else { return 0 };
-        let (ns, computed) = (s.namespace, s.computed);
-        // Lent out for the insert, which needs the whole engine.
-        let (tokens, mut pages) = (std::mem::take(&mut s.tokens), std::mem::take(&mut s.pages));
-        let ins = self.insert_cached(ns, &tokens[..computed], &pages);
-        pages[..ins.pages.len()].copy_from_slice(&ins.pages);
-        let s = &mut self.running[ri].seqs[si];
-        (s.tokens, s.pages) = (tokens, pages);
-        s.tree_pages = ins.pages.len();
-        self.tree.lock(ins.node);
-        self.tree.unlock(old);
-        s.node = Some(ins.node);
-        ins.freed.len()
+        self.cache
+            .publish(&mut s.kv, s.namespace, &s.tokens[..s.computed])
     }
 
     /// Sends the running request worth least (`running_worth`) back to waiting; its computed

@@ -96,20 +96,14 @@ impl Engine {
         self.publish(ri, 0);
         let ps = self.cfg.page_size;
         let r = &mut self.running[ri];
-        let (shared, node) = (
-            r.seqs[0].tree_pages,
-            r.seqs[0].node.expect("a prefilled sequence is attached"),
-        );
         for fork in 1..n {
             let s0 = &r.seqs[0];
-            self.tree.lock(node);
+            let kv = self.cache.fork(&s0.kv);
             let seq = Seq {
                 fork,
                 tokens: s0.tokens.clone(),
-                pages: s0.pages[..shared].to_vec(),
-                tree_pages: shared,
-                computed: shared * ps,
-                node: Some(node),
+                computed: kv.tree_pages() * ps,
+                kv,
                 namespace: s0.namespace,
                 sampler: s0.sampler.fork(fork as u32),
                 history: s0.history.clone(),

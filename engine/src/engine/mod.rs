@@ -4,7 +4,6 @@
 
 mod admit;
 mod build;
-mod disk;
 mod emit;
 mod pressure;
 mod release;
@@ -15,8 +14,8 @@ use crate::config::EngineConfig;
 use crate::constraint::Constraint;
 use crate::counters::Counters;
 use crate::detokenize::Detokenizer;
-use crate::pages::PageAllocator;
-use crate::radix_tree::{Namespace, NodeId, RadixTree};
+use crate::kv_cache::{self, KvCache};
+use crate::radix_tree::{Namespace, NodeId};
 use crate::request::{EventSink, GenerationRequest, Limits, RequestError, TokenLogprob};
 use crate::sampling::SamplingParams;
 use crate::sequence::Seq;
@@ -72,9 +71,8 @@ pub struct Engine {
     model: Arc<dyn Model>,
     detok: Arc<dyn Detokenizer>,
     cfg: EngineConfig,
-    kv: KvPool,
-    alloc: PageAllocator,
-    tree: RadixTree,
+    /// The pool, its pages and the prefix tree over them.
+    cache: KvCache,
     waiting: Vec<Req>,
     running: Vec<Req>,
     /// Pinned node of each session's last finished request (sessions of different
@@ -85,8 +83,6 @@ pub struct Engine {
     next_id: RequestId,
     /// The last step's logits; the buffer is reused by the next step.
     logits: Vec<f32>,
-    /// The disk tier under the tree, if configured and usable.
-    disk: Option<crate::kv_disk::DiskTier>,
 }
 
 impl Engine {
@@ -105,18 +101,16 @@ impl Engine {
             num_slots: num_pages * cfg.page_size,
             dtype: cfg.kv_dtype,
         };
-        let kv = KvPool::new(pool_cfg, model.device())?;
-        let alloc = PageAllocator::new(num_pages, cfg.page_size);
-        let tree = RadixTree::new(cfg.page_size, num_pages);
+        let pool = KvPool::new(pool_cfg, model.device())?;
         let counters = Arc::new(Counters::default());
-        Counters::set(&counters.pages_total, num_pages);
-        let mut engine = Self {
+        let disk =
+            kv_cache::open_disk(cfg.kv_disk.as_ref(), &pool, cfg.page_size, counters.clone());
+        let cache = KvCache::new(pool, cfg.page_size, counters.clone(), disk);
+        Ok(Self {
             model,
             detok,
             cfg,
-            kv,
-            alloc,
-            tree,
+            cache,
             waiting: Vec::new(),
             running: Vec::new(),
             sessions: HashMap::new(),
@@ -124,10 +118,7 @@ impl Engine {
             step_no: 0,
             next_id: 0,
             logits: Vec::new(),
-            disk: None,
-        };
-        engine.disk = engine.open_disk();
-        Ok(engine)
+        })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -141,7 +132,7 @@ impl Engine {
     }
     /// Token slots in the KV pool.
     pub fn capacity_tokens(&self) -> usize {
-        self.kv.num_slots()
+        self.cache.pool().num_slots()
     }
     pub fn has_work(&self) -> bool {
         !self.waiting.is_empty() || !self.running.is_empty()
@@ -154,7 +145,18 @@ impl Engine {
     }
     /// The prefix tree's counters (cached, locked, evictable tokens).
     pub fn tree_stats(&self) -> crate::radix_tree::TreeStats {
-        self.tree.stats()
+        self.cache.tree_stats()
+    }
+
+    /// Whether a disk tier is in use and still writing.
+    pub fn kv_disk_writing(&self) -> bool {
+        self.cache.disk_writing()
+    }
+
+    /// Waits until every page queued for the disk is written and the index saved (tests,
+    /// and anyone about to copy the directory).
+    pub fn kv_disk_settle(&mut self) {
+        self.cache.disk_settle();
     }
 
     /// What requests are checked against.
@@ -163,7 +165,7 @@ impl Engine {
         Limits {
             vocab_size: mc.vocab_size,
             max_context: mc.max_context,
-            total_pages: self.alloc.total_pages(),
+            total_pages: self.cache.total_pages(),
             page_size: self.cfg.page_size,
             max_running_seqs: self.cfg.max_running_seqs,
         }
@@ -250,7 +252,7 @@ impl Engine {
         // gives back without caching.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.model
-                .forward_into(&plan.batch, &mut self.kv, &mut logits)
+                .forward_into(&plan.batch, self.cache.pool_mut(), &mut logits)
         }));
         match forward {
             Ok(Ok(())) => self.emit(plan, &mut logits),
@@ -270,8 +272,8 @@ impl Engine {
         let c = &self.counters;
         Counters::set(&c.waiting, self.waiting.len());
         Counters::set(&c.running, self.running.len());
-        Counters::set(&c.pages_used, self.alloc.used_pages());
-        let tree = self.tree.stats();
+        Counters::set(&c.pages_used, self.cache.used_pages());
+        let tree = self.cache.tree_stats();
         Counters::set(&c.cached_tokens_in_tree, tree.cached_tokens);
         Counters::set(&c.locked_tokens_in_tree, tree.locked_tokens);
         Counters::set(&c.evictable_pages, tree.evictable_pages);
@@ -285,35 +287,12 @@ impl Engine {
     /// Checks the books: every pool page is either free, the tree's, or owned by exactly
     /// one live sequence. For tests.
     pub fn check_invariants(&self) -> Result<(), String> {
-        self.tree.validate()?;
-        let mut owner = vec![0u32; self.alloc.total_pages()];
-        for p in self.tree.pages() {
-            owner[p as usize] += 1;
-        }
-        for s in self
+        let seqs = self
             .running
             .iter()
             .chain(&self.waiting)
-            .flat_map(|r| &r.seqs)
-        {
-            for &p in &s.pages[s.tree_pages..] {
-                owner[p as usize] += 1;
-            }
-            for &p in &s.pages[..s.tree_pages] {
-                if !self.tree.owns_page(p) {
-                    return Err(format!(
-                        "sequence reads page {p} as the tree's, but the tree does not hold it"
-                    ));
-                }
-            }
-        }
-        for (p, &n) in owner.iter().enumerate() {
-            let free = self.alloc.is_free(p as u32);
-            if n > 1 || (n == 1) == free {
-                return Err(format!("page {p}: {n} owners, free = {free}"));
-            }
-        }
-        Ok(())
+            .flat_map(|r| &r.seqs);
+        self.cache.check_books(seqs.map(|s| &s.kv))
     }
 }
 

@@ -9,7 +9,6 @@
 //! other's context.
 
 use super::{Engine, Req, Worth};
-use crate::counters::Counters;
 use crate::radix_tree::{Namespace, Wanted};
 
 impl Engine {
@@ -24,9 +23,7 @@ impl Engine {
             fresh,
             spare_fresh: spare_waiting,
         };
-        let evicted = self.tree.evict_wanted(pages, &mut self.alloc, wanted).len();
-        Counters::add(&self.counters.evicted_tokens, evicted * self.cfg.page_size);
-        evicted
+        self.cache.evict(pages, wanted)
     }
 
     /// Pages request `r` may take to start while others run: free ones, and cache that no
@@ -39,9 +36,9 @@ impl Engine {
         let (wanted, fresh) = wanted(&self.waiting, &order);
         let deferred = self.is_deferred(r);
         let spare = if deferred { wanted.len() } else { fresh };
-        self.alloc.free_pages()
+        self.cache.free_pages()
             + self
-                .tree
+                .cache
                 .evictable_pages_sparing(&wanted[..spare], deferred)
     }
 

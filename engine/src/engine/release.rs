@@ -17,11 +17,11 @@ impl Engine {
                 let last = self.detach(&mut r);
                 if let (Some(session), Some(node), false) = (&r.session, last, r.cancelled) {
                     let until = Instant::now() + self.cfg.session_ttl;
-                    if self.tree.pin(node, until) {
+                    if self.cache.pin(node, until) {
                         let key = (r.namespace, session.clone());
                         if let Some(old) = self.sessions.insert(key, node) {
                             if old != node {
-                                self.tree.unpin(old);
+                                self.cache.unpin(old);
                             }
                         }
                     }
@@ -54,18 +54,11 @@ impl Engine {
     /// are freed, its lock is dropped. Returns its node in the tree (None if it was not
     /// attached).
     fn detach_seq(&mut self, s: &mut Seq) -> Option<crate::radix_tree::NodeId> {
-        let node = s.node.take()?;
-        let computed = &s.tokens[..s.computed];
-        let ins = self.insert_cached(s.namespace, computed, &s.pages);
-        // Pages past the tree's whole pages are still ours: give them back.
-        self.alloc
-            .free_all(&s.pages[ins.pages.len()..])
-            .expect("own pages are allocated");
-        self.tree.unlock(node);
-        s.pages.clear();
-        s.tree_pages = 0;
+        let node = self
+            .cache
+            .detach(&mut s.kv, s.namespace, &s.tokens[..s.computed]);
         s.computed = 0;
-        Some(ins.node)
+        node
     }
 
     /// A forward failed: every running request fails and is released.

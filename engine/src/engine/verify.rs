@@ -36,14 +36,6 @@ impl Engine {
         Counters::add(&self.counters.draft_accepted_tokens[source], accepted);
         // Pages that only held rejected drafts go back now; the next step needs room for
         // the pending token only.
-        let keep = self
-            .alloc
-            .pages_for(s.computed + 1)
-            .max(s.tree_pages)
-            .min(s.pages.len());
-        let spare = s.pages.split_off(keep);
-        self.alloc
-            .free_all(&spare)
-            .expect("a sequence's own pages are allocated");
+        self.cache.trim(&mut s.kv, s.computed + 1);
     }
 }

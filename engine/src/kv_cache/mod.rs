@@ -1,0 +1,293 @@
+//! The KV cache manager: the pool's pages, who holds each one, and the prefix tree that
+//! shares them (with the disk tier under it). Every move of a page between the allocator,
+//! the tree and a sequence happens here, so the books balance in one place.
+//!
+//! A sequence holds a [`SeqKv`]: its page table and a lock on the tree path it reads. The
+//! calls follow a sequence's life: [`KvCache::attach`] (match the cached prefix and lock
+//! it), [`KvCache::grow`] (pages for new positions), [`KvCache::publish`] (computed pages
+//! into the tree, shared at once), [`KvCache::detach`] (everything back: computed pages
+//! cached, the rest freed, the lock dropped). What to evict when the pool is short is the
+//! scheduler's call: it knows who waits ([`KvCache::evict`] takes its [`Wanted`]).
+
+mod disk;
+mod share;
+
+pub(crate) use disk::open_disk;
+
+use crate::counters::Counters;
+use crate::kv_disk::DiskTier;
+use crate::pages::PageAllocator;
+use crate::radix_tree::{InsertResult, Namespace, NodeId, RadixTree, TreeStats, Wanted};
+use crate::KvPool;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) struct KvCache {
+    pool: KvPool,
+    alloc: PageAllocator,
+    tree: RadixTree,
+    disk: Option<DiskTier>,
+    page_size: usize,
+    counters: Arc<Counters>,
+}
+
+/// A sequence's place in the pool: its page table (position `i` in page
+/// `pages[i / page_size]`), of which the leading `tree_pages` are the tree's (shared,
+/// read-only, locked through `node`) and the rest its own.
+#[derive(Debug, Default)]
+pub(crate) struct SeqKv {
+    pages: Vec<u32>,
+    tree_pages: usize,
+    node: Option<NodeId>,
+}
+
+impl SeqKv {
+    pub fn pages(&self) -> &[u32] {
+        &self.pages
+    }
+    pub fn tree_pages(&self) -> usize {
+        self.tree_pages
+    }
+}
+
+/// A cached prefix held locked (so eviction leaves it) while the caller works past it;
+/// hand it back with [`KvCache::release`].
+#[must_use]
+pub(crate) struct Held {
+    node: NodeId,
+    pages: Vec<u32>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(
+        pool: KvPool,
+        page_size: usize,
+        counters: Arc<Counters>,
+        disk: Option<DiskTier>,
+    ) -> Self {
+        let num_pages = pool.num_slots() / page_size;
+        Counters::set(&counters.pages_total, num_pages);
+        KvCache {
+            pool,
+            alloc: PageAllocator::new(num_pages, page_size),
+            tree: RadixTree::new(page_size, num_pages),
+            disk,
+            page_size,
+            counters,
+        }
+    }
+
+    /// The K/V the model reads and writes through a batch's slots.
+    pub fn pool(&self) -> &KvPool {
+        &self.pool
+    }
+    pub fn pool_mut(&mut self) -> &mut KvPool {
+        &mut self.pool
+    }
+    pub fn total_pages(&self) -> usize {
+        self.alloc.total_pages()
+    }
+    pub fn free_pages(&self) -> usize {
+        self.alloc.free_pages()
+    }
+    pub fn used_pages(&self) -> usize {
+        self.alloc.used_pages()
+    }
+    pub fn pages_for(&self, tokens: usize) -> usize {
+        self.alloc.pages_for(tokens)
+    }
+    pub fn tree_stats(&self) -> TreeStats {
+        self.tree.stats()
+    }
+
+    /// How many leading tokens of `tokens` the tree holds in namespace `ns` (whole pages).
+    pub fn cached_prefix_len(&self, ns: Namespace, tokens: &[u32]) -> usize {
+        self.tree.cached_prefix_len_in(ns, tokens)
+    }
+
+    /// Gives a detached sequence the longest cached prefix of `tokens` in namespace `ns`
+    /// (none if `use_cache` is false), locked. Returns the positions it covers.
+    pub fn attach(
+        &mut self,
+        kv: &mut SeqKv,
+        ns: Namespace,
+        tokens: &[u32],
+        use_cache: bool,
+    ) -> usize {
+        debug_assert!(kv.node.is_none() && kv.pages.is_empty());
+        let m = self
+            .tree
+            .match_prefix_in(ns, if use_cache { tokens } else { &[] });
+        self.tree.lock(m.node);
+        kv.node = Some(m.node);
+        kv.tree_pages = m.pages.len();
+        kv.pages = m.pages;
+        m.len
+    }
+
+    /// A fork's place: the tree pages of `kv` (a sequence just published), locked again.
+    pub fn fork(&mut self, kv: &SeqKv) -> SeqKv {
+        let node = kv.node.expect("a fork's parent is attached");
+        self.tree.lock(node);
+        SeqKv {
+            pages: kv.pages[..kv.tree_pages].to_vec(),
+            tree_pages: kv.tree_pages,
+            node: Some(node),
+        }
+    }
+
+    /// Pages `kv` lacks to hold `positions` tokens.
+    pub fn missing_pages(&self, kv: &SeqKv, positions: usize) -> usize {
+        self.alloc
+            .pages_for(positions)
+            .saturating_sub(kv.pages.len())
+    }
+
+    /// Gives `kv` `n` more free pages; false, and nothing changes, if fewer are free.
+    pub fn grow(&mut self, kv: &mut SeqKv, n: usize) -> bool {
+        match self.alloc.alloc(n) {
+            Some(pages) => {
+                kv.pages.extend(pages);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Frees the pages of `kv` past what `positions` tokens need (never the tree's): the
+    /// pages that only held a rejected draft.
+    pub fn trim(&mut self, kv: &mut SeqKv, positions: usize) {
+        let keep = self
+            .alloc
+            .pages_for(positions)
+            .max(kv.tree_pages)
+            .min(kv.pages.len());
+        let spare = kv.pages.split_off(keep);
+        self.alloc
+            .free_all(&spare)
+            .expect("a sequence's own pages are allocated");
+    }
+
+    /// Puts the whole pages of `computed` (the positions of `kv` already computed) into
+    /// the tree and moves the lock there, so others match them while this sequence still
+    /// runs. Where the tree held some of them already, `kv` switches to the tree's pages
+    /// and its duplicates are freed. Returns how many were freed.
+    pub fn publish(&mut self, kv: &mut SeqKv, ns: Namespace, computed: &[u32]) -> usize {
+        let Some(old) = kv.node else { return 0 };
+        let ins = self.insert(ns, computed, &kv.pages);
+        kv.pages[..ins.pages.len()].copy_from_slice(&ins.pages);
+        kv.tree_pages = ins.pages.len();
+        self.tree.lock(ins.node);
+        self.tree.unlock(old);
+        kv.node = Some(ins.node);
+        ins.freed.len()
+    }
+
+    /// Gives everything of `kv` back: the computed whole pages go into the tree, its own
+    /// other pages are freed, its lock is dropped. Returns its node in the tree (None if
+    /// it was not attached).
+    pub fn detach(&mut self, kv: &mut SeqKv, ns: Namespace, computed: &[u32]) -> Option<NodeId> {
+        let node = kv.node.take()?;
+        let ins = self.insert(ns, computed, &kv.pages);
+        // Pages past the tree's whole pages are still ours: give them back.
+        self.alloc
+            .free_all(&kv.pages[ins.pages.len()..])
+            .expect("own pages are allocated");
+        self.tree.unlock(node);
+        kv.pages.clear();
+        kv.tree_pages = 0;
+        Some(ins.node)
+    }
+
+    /// Locks the longest cached prefix of `tokens` in namespace `ns`.
+    pub fn hold(&mut self, ns: Namespace, tokens: &[u32]) -> Held {
+        let m = self.tree.match_prefix_in(ns, tokens);
+        self.tree.lock(m.node);
+        Held {
+            node: m.node,
+            pages: m.pages,
+            len: m.len,
+        }
+    }
+
+    pub fn release(&mut self, held: Held) {
+        self.tree.unlock(held.node);
+    }
+
+    /// The tree's cached continuation of `tokens` (the context of `kv`) past its tree
+    /// pages, along the most recently used branch: a free draft.
+    pub fn continuation(&self, kv: &SeqKv, tokens: &[u32], max: usize) -> Vec<u32> {
+        match kv.node {
+            Some(node) => {
+                let after = &tokens[kv.tree_pages * self.page_size..];
+                self.tree.continuation(node, after, max)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Frees up to `pages` tree pages for the pool, sparing what `wanted` says waiting
+    /// requests will resume from. Returns how many were freed.
+    pub fn evict(&mut self, pages: usize, wanted: Wanted) -> usize {
+        let evicted = self.tree.evict_wanted(pages, &mut self.alloc, wanted).len();
+        Counters::add(&self.counters.evicted_tokens, evicted * self.page_size);
+        evicted
+    }
+
+    /// Tree pages eviction could free without touching the paths in `spare` (nor pinned
+    /// ones, if `spare_pinned`).
+    pub fn evictable_pages_sparing(
+        &self,
+        spare: &[(Namespace, &[u32])],
+        spare_pinned: bool,
+    ) -> usize {
+        self.tree.evictable_pages_sparing(spare, spare_pinned)
+    }
+
+    /// Keeps the path ending at `node` cached until `until` (a session between turns).
+    pub fn pin(&mut self, node: NodeId, until: Instant) -> bool {
+        self.tree.pin(node, until)
+    }
+    pub fn unpin(&mut self, node: NodeId) -> bool {
+        self.tree.unpin(node)
+    }
+
+    /// Inserts a path into the tree; the pages new to it are queued for the disk.
+    fn insert(&mut self, ns: Namespace, tokens: &[u32], pages: &[u32]) -> InsertResult {
+        let ins = self.tree.insert_in(ns, tokens, pages, &mut self.alloc);
+        if ins.new_tokens > 0 {
+            self.write_through(ns, &tokens[..ins.len], &ins.pages);
+        }
+        ins
+    }
+
+    /// Checks the books: every pool page is either free, the tree's, or owned by exactly
+    /// one of `seqs`, and every page a sequence reads as the tree's is the tree's.
+    pub fn check_books<'a>(&self, seqs: impl Iterator<Item = &'a SeqKv>) -> Result<(), String> {
+        self.tree.validate()?;
+        let mut owner = vec![0u32; self.alloc.total_pages()];
+        for p in self.tree.pages() {
+            owner[p as usize] += 1;
+        }
+        for s in seqs {
+            for &p in &s.pages[s.tree_pages..] {
+                owner[p as usize] += 1;
+            }
+            for &p in &s.pages[..s.tree_pages] {
+                if !self.tree.owns_page(p) {
+                    return Err(format!(
+                        "sequence reads page {p} as the tree's, but the tree does not hold it"
+                    ));
+                }
+            }
+        }
+        for (p, &n) in owner.iter().enumerate() {
+            let free = self.alloc.is_free(p as u32);
+            if n > 1 || (n == 1) == free {
+                return Err(format!("page {p}: {n} owners, free = {free}"));
+            }
+        }
+        Ok(())
+    }
+}
