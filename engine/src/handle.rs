@@ -1,9 +1,9 @@
 //! Runs an [`Engine`] on its own thread; any thread submits and cancels requests.
 
 use crate::counters::Counters;
-use crate::engine::{Engine, RequestId};
 use crate::prefix_kv::PrefixKv;
 use crate::request::{EventSink, GenerationRequest, Limits, RequestError};
+use crate::scheduler::{Engine, RequestId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;

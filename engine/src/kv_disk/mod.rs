@@ -10,7 +10,7 @@
 //! (`key.rs`), so any request can compute the keys of its prompt's pages and ask which are
 //! on disk, without a tree walk. Before a request is matched against the tree, the pages
 //! right after what the tree holds that are on disk are read into freshly allocated pool
-//! pages and inserted into the tree (as a peer's imported prefix is, `engine/share.rs`);
+//! pages and inserted into the tree (as a peer's imported prefix is, `kv_cache/share.rs`);
 //! the match then finds them. Nothing else in the engine knows about the disk.
 //!
 //! # When pages are written

@@ -2,7 +2,7 @@
 //! from text the engine has already seen: the prefix tree's cached continuation of the
 //! same context, the client's predicted output, and earlier occurrences of the last few
 //! tokens in the sequence's own context. Drafts ride as extra rows of the step's forward
-//! and are kept only as far as the sampler agrees with them (see `engine/verify.rs`), so
+//! and are kept only as far as the sampler agrees with them (see `output/verify.rs`), so
 //! the output is the one decoding without them would give.
 
 mod drafter;

@@ -8,7 +8,7 @@ use crate::speculation::{Draft, MAX_DRAFTING_STREAMS};
 use crate::{Batch, LogitRows};
 
 /// One sequence's part of the step.
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub req: usize,
     pub seq: usize,
     /// First position computed in this step, and how many.
@@ -19,7 +19,7 @@ pub(super) struct Entry {
     pub draft: Option<Draft>,
 }
 
-pub(super) struct Plan {
+pub(crate) struct Plan {
     pub batch: Batch,
     pub entries: Vec<Entry>,
 }
@@ -230,7 +230,7 @@ impl Engine {
     /// Puts the computed whole pages of sequence `si` of running request `ri` into the
     /// tree (see [`crate::kv_cache::KvCache::publish`]). Returns how many duplicate pages
     /// were freed.
-    pub(super) fn publish(&mut self, ri: usize, si: usize) -> usize {
+    pub(crate) fn publish(&mut self, ri: usize, si: usize) -> usize {
         let s = &mut self.running[ri].seqs[si];
         self.cache
             .publish(&mut s.kv, s.namespace, &s.tokens[..s.computed])

@@ -4,9 +4,9 @@
 //! distribution (a draft token is kept with exactly the probability the sampler gives it;
 //! on a miss the sampled token is one drawn given it was not the draft's).
 
-use super::emit::sample_into;
-use super::Engine;
+use super::sample_into;
 use crate::counters::Counters;
+use crate::scheduler::Engine;
 use crate::speculation::Draft;
 
 impl Engine {

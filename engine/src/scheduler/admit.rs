@@ -66,7 +66,7 @@ impl Engine {
             .cached_prefix_len(req.namespace, &tokens[..tokens.len() - 1])
     }
 
-    pub(super) fn uses_cache(&self, req: &Req) -> bool {
+    pub(crate) fn uses_cache(&self, req: &Req) -> bool {
         // Prompt logprobs need logits at every prompt position, which cached K/V lack.
         self.cfg.enable_prefix_cache && (req.prefilled || req.prompt_logprobs.is_none())
     }

@@ -1,14 +1,15 @@
-//! The engine core: admits requests, builds one batch per step (every decode token plus
-//! prefill chunks under a token budget), runs the model, samples, and keeps the KV tree.
-//! Single-threaded; [`crate::handle::EngineHandle`] runs it on its own thread.
+//! The engine and its scheduler: admits requests, plans one batch per step (every decode
+//! token plus prefill chunks under a token budget), decides who gives way when the pool is
+//! short, and runs the step: plan, the model's forward, then the output processor
+//! (`output/`). The pool and the prefix tree belong to the KV cache manager
+//! (`kv_cache/`). Single-threaded; [`crate::handle::EngineHandle`] runs it on its
+//! own thread.
 
 mod admit;
-mod build;
-mod emit;
+pub(crate) mod batch_plan;
+mod peers;
 mod pressure;
 mod release;
-mod share;
-mod verify;
 
 use crate::config::EngineConfig;
 use crate::constraint::Constraint;
@@ -68,21 +69,21 @@ impl Req {
 }
 
 pub struct Engine {
-    model: Arc<dyn Model>,
-    detok: Arc<dyn Detokenizer>,
-    cfg: EngineConfig,
+    pub(crate) model: Arc<dyn Model>,
+    pub(crate) detok: Arc<dyn Detokenizer>,
+    pub(crate) cfg: EngineConfig,
     /// The pool, its pages and the prefix tree over them.
-    cache: KvCache,
-    waiting: Vec<Req>,
-    running: Vec<Req>,
+    pub(crate) cache: KvCache,
+    pub(crate) waiting: Vec<Req>,
+    pub(crate) running: Vec<Req>,
     /// Pinned node of each session's last finished request (sessions of different
     /// namespaces are different sessions).
-    sessions: HashMap<(Namespace, String), NodeId>,
-    counters: Arc<Counters>,
-    step_no: u64,
-    next_id: RequestId,
+    pub(crate) sessions: HashMap<(Namespace, String), NodeId>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) step_no: u64,
+    pub(crate) next_id: RequestId,
     /// The last step's logits; the buffer is reused by the next step.
-    logits: Vec<f32>,
+    pub(crate) logits: Vec<f32>,
 }
 
 impl Engine {

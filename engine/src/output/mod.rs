@@ -1,17 +1,19 @@
 //! After the forward: prompt logprobs, forks at the end of a prompt, sampling, stop checks
 //! and the events each request's listener receives.
 
-use super::build::Plan;
-use super::{Engine, Req};
+mod verify;
+
 use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
 use crate::request::{Event, TokenLogprob};
 use crate::sampling::{logprobs_of, StopReason};
+use crate::scheduler::batch_plan::Plan;
+use crate::scheduler::{Engine, Req};
 use crate::sequence::Seq;
 use crate::LogitRows;
 
 impl Engine {
-    pub(super) fn emit(&mut self, plan: Plan, logits: &mut [f32]) {
+    pub(crate) fn emit(&mut self, plan: Plan, logits: &mut [f32]) {
         let vocab = self.model.config().vocab_size;
         let mut row = 0;
         for e in plan.entries {
@@ -123,7 +125,7 @@ impl Engine {
 }
 
 /// Samples fork `si`'s next token from `row` and tells the listener.
-pub(super) fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
+fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
     let s = &mut r.seqs[si];
     // Done, or the request failed (a fork's constraint broke down): nothing more is sent.
     if s.done || r.cancelled {
