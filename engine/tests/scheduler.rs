@@ -874,3 +874,44 @@ fn handle_runs_requests_from_other_threads_and_stops_when_dropped() {
         .recv_timeout(Duration::from_secs(20))
         .expect("the engine thread did not stop");
 }
+
+/// A request alone whose context outgrows the whole pool ends with `length` there (the
+/// pool is then its context limit) instead of failing, with its output so far intact and
+/// every page back. Forks of one request share the pool the same way.
+#[test]
+fn a_request_that_outgrows_the_pool_ends_with_length() {
+    for ps in PAGE_SIZES {
+        for n in [1, 2] {
+            let (mut e, _) = engine(config(16, ps));
+            let p = prompt(5, 4);
+            let params = SamplingParams {
+                n,
+                max_tokens: None,
+                ignore_eos: true,
+                ..SamplingParams::greedy()
+            };
+            let (_, log) = submit(&mut e, &p, params);
+            run(&mut e, 1000);
+            let o = outcome(&log);
+            assert!(o.all_finished(n), "page_size {ps}, n {n}: {o:?}");
+            for f in 0..n {
+                let (reason, count) = o.finished[&f];
+                assert_eq!(reason, FinishReason::Length, "page_size {ps}, n {n}");
+                assert!(
+                    count > 0 && count <= 13,
+                    "page_size {ps}, n {n}: {count} tokens"
+                );
+                let want = SamplingParams {
+                    ignore_eos: true,
+                    ..greedy(count)
+                };
+                assert_eq!(o.fork(f), reference(&p, &want));
+            }
+            if n == 1 {
+                // Every slot holds a computed position; the last token sampled has none.
+                assert_eq!(o.finished[&0].1, 16 - p.len() + 1, "page_size {ps}");
+            }
+            assert_clean(&e);
+        }
+    }
+}

@@ -196,6 +196,23 @@ fn sample_into(r: &mut Req, si: usize, row: &mut [f32], counters: &Counters) {
     r.cancelled |= !ok;
 }
 
+/// Ends every unfinished sequence of `r` with `length`: it ran out of room (see
+/// `preempt_least_worth`). Text held back for stop strings goes out with the end.
+pub(crate) fn end_for_length(r: &mut Req, counters: &Counters) {
+    for s in r.seqs.iter_mut().filter(|s| !s.done) {
+        s.done = true;
+        let end = s.stop.force_stop(StopReason::Length);
+        Counters::add(&counters.finished_trajectories, 1);
+        let ok = r.sink.send(Event::Finished {
+            seq: s.fork,
+            reason: StopReason::Length.finish_reason(),
+            completion_tokens: s.generated,
+            text: end.text,
+        });
+        r.cancelled |= !ok;
+    }
+}
+
 /// A constraint that breaks down mid-generation (the grammar past the parser's limits)
 /// fails the whole request: its output could no longer be held to what was asked, and a
 /// reply cut short there would pass for a complete one. Nothing more is sent for it.

@@ -15,11 +15,47 @@ pub fn normalize(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
             "`messages` must contain at least one message.",
         ));
     }
-    messages
+    let out = messages
         .iter()
         .enumerate()
         .map(|(i, m)| normalize_one(i, m))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    check_tool_results(&out)?;
+    Ok(out)
+}
+
+/// A `tool` message answers a call: it must follow an assistant message with `tool_calls`
+/// (or another answer to them), and name one of those calls where they carry ids. A result
+/// with no call is a confused client, and templates render it as nonsense or fail.
+fn check_tool_results(messages: &[Value]) -> Result<(), ApiError> {
+    let mut calls: Option<Vec<&str>> = None;
+    for (i, m) in messages.iter().enumerate() {
+        match m["role"].as_str() {
+            Some("tool") => {
+                let Some(ids) = &calls else {
+                    return Err(ApiError::invalid_param(
+                        &format!("messages[{i}].role"),
+                        format!("messages[{i}] has role `tool` but answers no call: a tool message must follow an assistant message with `tool_calls`."),
+                    ));
+                };
+                let id = m.get("tool_call_id").and_then(Value::as_str);
+                if let Some(id) = id.filter(|id| !ids.is_empty() && !ids.contains(id)) {
+                    return Err(ApiError::invalid_param(
+                        &format!("messages[{i}].tool_call_id"),
+                        format!("`tool_call_id` `{id}` of messages[{i}] is not among the preceding assistant message's `tool_calls`."),
+                    ));
+                }
+            }
+            Some("assistant") if m.get("tool_calls").is_some() => {
+                let listed = m["tool_calls"].as_array().into_iter().flatten();
+                let ids: Option<Vec<&str>> = listed.map(|c| c["id"].as_str()).collect();
+                // Calls without ids cannot be matched by id: any answer goes.
+                calls = Some(ids.unwrap_or_default());
+            }
+            _ => calls = None,
+        }
+    }
+    Ok(())
 }
 
 fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
@@ -248,6 +284,37 @@ pub fn fold_late_system(messages: &[Value]) -> Option<Vec<Value>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tool_message_must_answer_a_call() {
+        let user = json!({"role": "user", "content": "weather?"});
+        let call = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}},
+            {"id": "c2", "type": "function", "function": {"name": "w", "arguments": "{}"}}]});
+        let answer = |id: &str| json!({"role": "tool", "tool_call_id": id, "content": "18C"});
+        let ok = |m: &[Value]| normalize(m).is_ok();
+        assert!(ok(&[
+            user.clone(),
+            call.clone(),
+            answer("c1"),
+            answer("c2")
+        ]));
+        assert!(!ok(&[user.clone(), answer("c1")]), "no call before");
+        assert!(!ok(&[answer("c1")]), "nothing before");
+        assert!(
+            !ok(&[user.clone(), call.clone(), user.clone(), answer("c1")]),
+            "a user turn between"
+        );
+        assert!(
+            !ok(&[user.clone(), call.clone(), answer("c3")]),
+            "an unknown id"
+        );
+        let unnamed = json!({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "w", "arguments": "{}"}}]});
+        assert!(
+            ok(&[user, unnamed, answer("anything")]),
+            "calls without ids match any answer"
+        );
+    }
 
     #[test]
     fn late_system_turns_fold_into_the_nearest_user_turn() {
