@@ -9,7 +9,6 @@ use crate::request::{Event, TokenLogprob};
 use crate::sampling::{logprobs_of, StopReason};
 use crate::scheduler::batch_plan::Plan;
 use crate::scheduler::{Engine, Req};
-use crate::sequence::Seq;
 use crate::LogitRows;
 
 impl Engine {
@@ -101,24 +100,18 @@ impl Engine {
         for fork in 1..n {
             let s0 = &r.seqs[0];
             let kv = self.cache.fork(&s0.kv);
-            let seq = Seq {
+            let constraint = r
+                .constraint
+                .as_ref()
+                .map(|c| SeqConstraint::new(c, self.model.config().vocab_size));
+            let computed = kv.tree_pages() * ps;
+            let seq = s0.fork(
                 fork,
-                tokens: s0.tokens.clone(),
-                computed: kv.tree_pages() * ps,
                 kv,
-                namespace: s0.namespace,
-                sampler: s0.sampler.fork(fork as u32),
-                history: s0.history.clone(),
-                stop: s0.stop.clone(),
-                text: self.detok.stream(&s0.tokens),
-                constraint: r
-                    .constraint
-                    .as_ref()
-                    .map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
-                generated: 0,
-                done: false,
-                drafter: s0.drafter.clone(),
-            };
+                computed,
+                self.detok.stream(&s0.tokens),
+                constraint,
+            );
             r.seqs.push(seq);
         }
     }

@@ -8,9 +8,7 @@ use super::{Engine, Req, RequestId};
 use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
 use crate::radix_tree::Namespace;
-use crate::sampling::{Sampler, StopChecker, TokenHistory};
 use crate::sequence::Seq;
-use crate::speculation::Drafter;
 
 impl Engine {
     pub(super) fn admit(&mut self) {
@@ -131,24 +129,19 @@ impl Engine {
             let eos = self.model.config().eos_token_ids.clone();
             let mut params = req.params.clone();
             params.max_tokens = Some(req.max_tokens(self.model.config().max_context));
-            req.seqs.push(Seq {
-                fork: 0,
-                tokens: req.prompt.clone(),
-                kv: Default::default(),
-                computed: 0,
-                namespace: req.namespace,
-                sampler: Sampler::new(&params, 0),
-                history: TokenHistory::new(&req.prompt),
-                stop: StopChecker::new(&params, &eos),
-                text: self.detok.stream(&req.prompt),
-                constraint: req
-                    .constraint
-                    .as_ref()
-                    .map(|c| SeqConstraint::new(c, self.model.config().vocab_size)),
-                generated: 0,
-                done: false,
-                drafter: Drafter::new(req.prediction.clone()),
-            });
+            let constraint = req
+                .constraint
+                .as_ref()
+                .map(|c| SeqConstraint::new(c, self.model.config().vocab_size));
+            req.seqs.push(Seq::first(
+                &req.prompt,
+                req.namespace,
+                &params,
+                &eos,
+                self.detok.stream(&req.prompt),
+                constraint,
+                req.prediction.clone(),
+            ));
         }
         if !req.prefilled {
             req.prompt_lps.clear();
