@@ -28,7 +28,14 @@ fn a_short_soak_leaves_the_server_clean() {
     let out = Command::new(&python)
         .arg(root.join("benches/scripts/soak.py"))
         .args(["--url", &s.base, "--pid", &s.pid().to_string()])
-        .args(["--model", "smollm2-135m", "--duration", "30", "--concurrency", "32"])
+        .args([
+            "--model",
+            "smollm2-135m",
+            "--duration",
+            "30",
+            "--concurrency",
+            "32",
+        ])
         .output()
         .expect("run the soak");
     let report = String::from_utf8_lossy(&out.stdout);

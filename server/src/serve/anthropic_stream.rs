@@ -14,6 +14,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use looptree_engine::sampling::FinishReason;
 use looptree_engine::Event;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 pub struct MessagesStream {
     state: Shared,
@@ -30,9 +31,17 @@ pub struct MessagesStream {
     next_index: usize,
     text: String,
     tokens: Vec<u32>,
+    prompt: usize,
     cached: usize,
+    /// message_start went out.
+    started: bool,
     done: bool,
 }
+
+/// How long message_start waits for the prefill, whose cached-token count it carries. A
+/// longer prefill sends it without that count (message_delta has the final usage), so that
+/// a client sees the stream begin, as Anthropic's begins at once.
+const START_WAIT: Duration = Duration::from_secs(1);
 
 impl MessagesStream {
     pub fn new(
@@ -44,6 +53,7 @@ impl MessagesStream {
     ) -> Self {
         let tools = offered.as_ref().map(|_| ToolStream::new());
         let reasoning = Splitter::new(gen.reasoning.as_ref());
+        let prompt = gen.prompt_lens.iter().sum();
         Self {
             state,
             gen,
@@ -56,7 +66,9 @@ impl MessagesStream {
             next_index: 0,
             text: String::new(),
             tokens: Vec::new(),
+            prompt,
             cached: 0,
+            started: false,
             done: false,
         }
     }
@@ -74,7 +86,15 @@ impl MessagesStream {
         if self.done {
             return None;
         }
-        match self.gen.next().await {
+        let next = if self.started {
+            self.gen.next().await
+        } else {
+            match tokio::time::timeout(START_WAIT, self.gen.next()).await {
+                Ok(next) => next,
+                Err(_) => return Some(self.message_start()),
+            }
+        };
+        match next {
             Some(Ok((_, ev))) => Some(self.on_event(ev)),
             Some(Err(e)) => {
                 self.done = true;
@@ -94,19 +114,12 @@ impl MessagesStream {
                 cached_tokens,
                 ..
             } => {
-                self.cached = cached_tokens;
-                let msg = json!({
-                    "id": self.id, "type": "message", "role": "assistant", "model": self.state.model_name,
-                    "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": anthropic_usage(prompt_tokens, 0, cached_tokens),
-                });
-                vec![
-                    (
-                        "message_start",
-                        json!({"type": "message_start", "message": msg}),
-                    ),
-                    ("ping", json!({"type": "ping"})),
-                ]
+                (self.prompt, self.cached) = (prompt_tokens, cached_tokens);
+                if self.started {
+                    Vec::new()
+                } else {
+                    self.message_start()
+                }
             }
             Event::Token { token, text, .. } => {
                 self.tokens.push(token);
@@ -246,11 +259,30 @@ impl MessagesStream {
             json!({
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": seq},
-                "usage": {"output_tokens": completion_tokens},
+                // The whole usage, as Anthropic sends it here: message_start may have
+                // gone out before the cached-token count was known.
+                "usage": anthropic_usage(self.prompt, completion_tokens, self.cached),
             }),
         ));
         out.push(("message_stop", json!({"type": "message_stop"})));
         out
+    }
+
+    /// message_start (with the usage known so far) and a ping.
+    fn message_start(&mut self) -> Vec<(&'static str, Value)> {
+        self.started = true;
+        let msg = json!({
+            "id": self.id, "type": "message", "role": "assistant", "model": self.state.model_name,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": anthropic_usage(self.prompt, 0, self.cached),
+        });
+        vec![
+            (
+                "message_start",
+                json!({"type": "message_start", "message": msg}),
+            ),
+            ("ping", json!({"type": "ping"})),
+        ]
     }
 
     /// Closes the open block; a thinking block gets its signature first.
