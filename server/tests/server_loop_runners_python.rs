@@ -38,3 +38,30 @@ fn loop_runner_python_clients() {
     );
     s.wait_idle();
 }
+
+/// The Agents SDK runs a two-tool agent to completion on Qwen2.5-Coder-0.5B: weather, then
+/// a unit conversion of its result (tests/python/agents_two_tools.py).
+#[test]
+fn agents_sdk_two_tool_run() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("scripts/openai-venv.sh"))
+        .output()
+        .expect("run openai-venv.sh");
+    assert!(out.status.success());
+    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let s = Server::start_model("qwen2.5-coder-0.5b", "2", "256MiB", &[]);
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/agents_two_tools.py"))
+        .arg(&s.base)
+        .output()
+        .expect("run the Agents SDK");
+    assert!(
+        out.status.success(),
+        "the two-tool agent run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait_idle();
+}
