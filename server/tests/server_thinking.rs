@@ -7,39 +7,10 @@
 
 mod common;
 
-use common::Server;
+use common::{thinking_gguf, venv_python, Server};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn venv_python(script: &str, root: &Path) -> String {
-    let out = Command::new("bash")
-        .arg(root.join("scripts").join(script))
-        .output()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// The random thinking model, written from its seed.
-fn thinking_gguf(root: &Path) -> PathBuf {
-    let python = venv_python("fixture-venv.sh", root);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("random-qwen3-thinking.gguf");
-    let status = Command::new(python)
-        .arg(root.join("tests/python/make_random_gguf.py"))
-        .args(["qwen3", "--seed", "7", "--qwen3-vocab", "--chat-template"])
-        .arg(root.join("server/tests/thinking/think.jinja"))
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("run make_random_gguf.py");
-    assert!(status.success(), "make_random_gguf.py failed");
-    out
-}
 
 fn chat(s: &Server, extra: Value) -> Value {
     let mut body = json!({

@@ -6,6 +6,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{typed, JsonBody};
 use super::logprobs::token_text;
 use super::state::Shared;
+use super::tools::Offered;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
@@ -16,6 +17,10 @@ struct TokenizeWire {
     model: Option<String>,
     prompt: Option<String>,
     messages: Option<Vec<Value>>,
+    /// With `messages`: rendered by the chat template as a chat request's would be.
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     add_special_tokens: Option<bool>,
     return_token_strs: Option<bool>,
 }
@@ -43,7 +48,14 @@ pub async fn tokenize(
         }
         (None, Some(m)) => {
             let messages = conversation::normalize(&m)?;
-            conversation::prompt_tokens(&state, &messages, None, &Default::default())?.ids
+            let offered = Offered::from_request(w.tools.as_ref(), w.tool_choice.as_ref())?;
+            conversation::prompt_tokens(
+                &state,
+                &messages,
+                offered.as_ref().map(|o| o.tools.as_slice()),
+                &w.chat_template_kwargs.unwrap_or_default(),
+            )?
+            .ids
         }
         _ => {
             return Err(ApiError::bad_request(

@@ -5,6 +5,7 @@
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -257,4 +258,45 @@ pub fn chat_stream_text(chunks: &[Value], index: u64) -> String {
         .filter(|ch| ch["index"] == index)
         .filter_map(|ch| ch["delta"]["content"].as_str().map(str::to_string))
         .collect()
+}
+
+/// The Python of a venv script (`scripts/openai-venv.sh`, `scripts/fixture-venv.sh`), which
+/// installs its packages on first use.
+pub fn venv_python(script: &str, root: &Path) -> String {
+    let out = Command::new("bash")
+        .arg(root.join("scripts").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A random-weight Qwen3 GGUF with Qwen3's vocabulary (`<think>` and `</think>` are
+/// tokens) and a thinking template (`server/tests/thinking/think.jinja`), written from
+/// its seed.
+pub fn thinking_gguf(root: &Path) -> PathBuf {
+    let python = venv_python("fixture-venv.sh", root);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("random-qwen3-thinking.gguf");
+    let status = Command::new(python)
+        .arg(root.join("tests/python/make_random_gguf.py"))
+        .args(["qwen3", "--seed", "7", "--qwen3-vocab", "--chat-template"])
+        .arg(root.join("server/tests/thinking/think.jinja"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run make_random_gguf.py");
+    assert!(status.success(), "make_random_gguf.py failed");
+    out
+}
+
+/// Where `scripts/fetch-models.sh` puts the real models.
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("LOOPTREE_MODELS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/looptree/models"),
+    }
 }
