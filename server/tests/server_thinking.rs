@@ -9,7 +9,7 @@ mod common;
 
 use common::{thinking_gguf, venv_python, Server};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn chat(s: &Server, extra: Value) -> Value {
