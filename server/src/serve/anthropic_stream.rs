@@ -43,6 +43,11 @@ pub struct MessagesStream {
 /// a client sees the stream begin, as Anthropic's begins at once.
 const START_WAIT: Duration = Duration::from_secs(1);
 
+/// How often a ping goes out while nothing else does (a long prefill): clients watch for
+/// events, not the SSE comments that keep proxies open, and Claude Code gives a stream up
+/// after a few silent minutes (seen: a 27k-token prompt on a small CPU).
+const PING_EVERY: Duration = Duration::from_secs(15);
+
 impl MessagesStream {
     pub fn new(
         state: Shared,
@@ -86,13 +91,12 @@ impl MessagesStream {
         if self.done {
             return None;
         }
-        let next = if self.started {
-            self.gen.next().await
-        } else {
-            match tokio::time::timeout(START_WAIT, self.gen.next()).await {
-                Ok(next) => next,
-                Err(_) => return Some(self.message_start()),
-            }
+        let wait = if self.started { PING_EVERY } else { START_WAIT };
+        // (Receiving is cancel-safe: no event is lost by the timeout.)
+        let next = match tokio::time::timeout(wait, self.gen.next()).await {
+            Ok(next) => next,
+            Err(_) if self.started => return Some(vec![("ping", json!({"type": "ping"}))]),
+            Err(_) => return Some(self.message_start()),
         };
         match next {
             Some(Ok((_, ev))) => Some(self.on_event(ev)),
