@@ -3,6 +3,7 @@
 //! distinct trajectories per token budget (DTPB) beside the prefix-tree limit, and a
 //! looptree server's draft acceptance.
 
+pub mod accounting;
 pub mod args;
 pub mod bench;
 pub mod change;

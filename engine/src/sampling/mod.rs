@@ -20,6 +20,8 @@ mod stop;
 mod truncate;
 
 #[cfg(test)]
+mod params_tests;
+#[cfg(test)]
 mod sampler_tests;
 #[cfg(test)]
 mod stop_props;
