@@ -11,17 +11,8 @@ use std::process::Command;
 #[test]
 fn loop_runner_python_clients() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Installs the clients on first use (a cached venv); see scripts/openai-venv.sh.
-    let out = Command::new("bash")
-        .arg(root.join("scripts/openai-venv.sh"))
-        .output()
-        .expect("run openai-venv.sh");
-    assert!(
-        out.status.success(),
-        "openai-venv.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Installs the clients on first use (a cached venv).
+    let python = common::venv_python("openai-venv.sh", &root);
 
     let s = Server::start(&[]);
     let out = Command::new(&python)
@@ -44,12 +35,8 @@ fn loop_runner_python_clients() {
 #[test]
 fn agents_sdk_two_tool_run() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("scripts/openai-venv.sh"))
-        .output()
-        .expect("run openai-venv.sh");
-    assert!(out.status.success());
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Installs the clients on first use (a cached venv).
+    let python = common::venv_python("openai-venv.sh", &root);
 
     let s = Server::start_model("qwen2.5-coder-0.5b", "2", "256MiB", &[]);
     let out = Command::new(&python)

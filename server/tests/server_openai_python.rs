@@ -10,17 +10,8 @@ use std::process::Command;
 #[test]
 fn official_openai_python_client() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Installs the client on first use (a cached venv); see scripts/openai-venv.sh.
-    let out = Command::new("bash")
-        .arg(root.join("scripts/openai-venv.sh"))
-        .output()
-        .expect("run openai-venv.sh");
-    assert!(
-        out.status.success(),
-        "openai-venv.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Installs the clients on first use (a cached venv).
+    let python = common::venv_python("openai-venv.sh", &root);
 
     let s = Server::start(&[]);
     let out = Command::new(&python)

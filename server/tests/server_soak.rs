@@ -13,16 +13,8 @@ use std::process::Command;
 #[test]
 fn a_short_soak_leaves_the_server_clean() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("scripts/openai-venv.sh"))
-        .output()
-        .expect("run openai-venv.sh");
-    assert!(
-        out.status.success(),
-        "openai-venv.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Installs the clients on first use (a cached venv).
+    let python = common::venv_python("openai-venv.sh", &root);
 
     let s = Server::start_model("smollm2-135m", "1", "16MiB", &[]);
     let out = Command::new(&python)

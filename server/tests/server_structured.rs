@@ -278,16 +278,8 @@ fn qwen_forced_tool_calls_through_the_openai_client() {
     use std::path::PathBuf;
     use std::process::Command;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("scripts/openai-venv.sh"))
-        .output()
-        .expect("run openai-venv.sh");
-    assert!(
-        out.status.success(),
-        "openai-venv.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Installs the clients on first use (a cached venv).
+    let python = common::venv_python("openai-venv.sh", &root);
     let _turn = QWEN.lock().unwrap_or_else(|e| e.into_inner());
     let s = Server::start_model("qwen2.5-coder-0.5b", "2", "256MiB", &[]);
     let out = Command::new(&python)
