@@ -33,8 +33,14 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
+        // Twice the limits: a head past them but within these gets a 431 with a body
+        // (`head_limits`); hyper's own 431 has none.
+        .max_header_size(limits.max_header_bytes.saturating_mul(2))
+        .max_headers(limits.max_headers.saturating_mul(2));
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits,
+        super::head_limits::check,
+    ));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

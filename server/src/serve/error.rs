@@ -66,6 +66,14 @@ impl ApiError {
         )
         .code("request_too_large")
     }
+    pub fn headers_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            message,
+        )
+        .code("request_header_fields_too_large")
+    }
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self {
             retry_after: Some(RETRY_AFTER_SECS),

@@ -19,6 +19,7 @@ mod error;
 mod extract;
 mod generate;
 mod grammar_budget;
+mod head_limits;
 mod key_limits;
 mod kv_peers;
 mod loads;
