@@ -31,6 +31,9 @@ pub struct ArchConfig {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Leading elements of each query/key head that RoPE rotates; the rest pass through
+    /// (partial rotary: Phi-4-mini rotates 96 of 128). head_dim almost everywhere.
+    pub rope_dims: usize,
     pub vocab_size: usize,
     pub max_context: usize,
     pub rms_norm_eps: f64,
@@ -54,13 +57,20 @@ pub struct ArchConfig {
     pub rope_local_theta: Option<f32>,
     /// Linear RoPE position scaling of the global layers (Gemma 3's larger models).
     pub rope_linear_factor: Option<f32>,
+    /// Multiplies the rotated elements of queries and keys (LongRoPE's attention factor,
+    /// `rope.scaling.attn_factor`, as llama.cpp applies it); 1 elsewhere.
+    pub rope_attn_factor: f32,
+    /// The context a LongRoPE model (Phi-3) was trained at before its extension: with a
+    /// longer `max_context`, its long per-dimension factors apply, else its short ones.
+    pub rope_original_context: Option<usize>,
 }
 
 /// Architectures whose layout is the llama block (pre-norm, RoPE, SwiGLU).
 pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 /// Every architecture looptree runs from GGUF.
-pub const GGUF_ARCHITECTURES: &[&str] =
-    &["llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma3"];
+pub const GGUF_ARCHITECTURES: &[&str] = &[
+    "llama", "mistral", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma3",
+];
 
 impl ArchConfig {
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self> {
@@ -99,6 +109,10 @@ impl ArchConfig {
                 .len(),
         };
         let tied = !ct.tensor_infos.contains_key("output.weight");
+        let opt_u = |k: &str| -> Result<Option<usize>> {
+            Ok(get(k).map(|v| v.to_u64()).transpose()?.map(|v| v as usize))
+        };
+        let rope_dims = opt_u("rope.dimension_count")?.unwrap_or(head_dim);
         let eps = get("attention.layer_norm_rms_epsilon")
             .map(|v| v.to_f32())
             .transpose()?
@@ -124,6 +138,10 @@ impl ArchConfig {
                 .filter(|&f| f != 1.0),
             Some(t) => bail!("unsupported RoPE scaling `{t}` in GGUF"),
         };
+        let rope_attn_factor = get("rope.scaling.attn_factor")
+            .map(|v| v.to_f32())
+            .transpose()?
+            .unwrap_or(1.0);
         let cfg = ArchConfig {
             hidden_size: hidden,
             intermediate_size: req_u("feed_forward_length")?,
@@ -131,18 +149,20 @@ impl ArchConfig {
             num_heads: heads,
             num_kv_heads: kv_heads,
             head_dim,
+            rope_dims,
             vocab_size: vocab,
             max_context: req_u("context_length")?,
             rms_norm_eps: eps as f64,
             rope_theta: theta,
-            // llama.cpp's NEOX rotation (halves) for the qwen family and gemma3.
-            rope_style: if arch.starts_with("qwen") || gemma3 {
+            // llama.cpp's NEOX rotation (halves) for the qwen family, phi3 and gemma3.
+            rope_style: if arch.starts_with("qwen") || arch == "phi3" || gemma3 {
                 RopeStyle::HalfSplit
             } else {
                 RopeStyle::Interleaved
             },
             rope_scaling: None,
-            qkv_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
+            qkv_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias")
+                || ct.tensor_infos.contains_key("blk.0.attn_qkv.bias"),
             qk_norm: arch == "qwen3" || arch == "qwen3moe",
             experts: match (get("expert_count"), get("expert_used_count")) {
                 (Some(c), Some(u)) => Some((c.to_u64()? as usize, u.to_u64()? as usize)),
@@ -154,10 +174,14 @@ impl ArchConfig {
             tied_embeddings: tied,
             // Gemma 3's layer pattern and local RoPE base are fixed by the architecture
             // (GGUF does not carry them): five sliding-window layers, then a global one.
+            // Phi-3's `sliding_window` is ignored, as llama.cpp does (its converter's
+            // values do not describe the models' layers).
             sliding_window: if gemma3 { window } else { None },
             global_every: gemma3.then_some(6),
             rope_local_theta: gemma3.then_some(10_000.0),
             rope_linear_factor: linear_factor,
+            rope_attn_factor,
+            rope_original_context: opt_u("rope.scaling.original_context_length")?,
             architecture: arch,
         };
         cfg.validate()?;
@@ -201,6 +225,7 @@ impl ArchConfig {
             num_heads: heads,
             num_kv_heads: c.num_key_value_heads.unwrap_or(heads),
             head_dim: c.head_dim.unwrap_or(c.hidden_size / heads),
+            rope_dims: c.head_dim.unwrap_or(c.hidden_size / heads),
             vocab_size: c.vocab_size,
             max_context: c.max_position_embeddings.unwrap_or(4096),
             rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-5),
@@ -219,6 +244,8 @@ impl ArchConfig {
             global_every: None,
             rope_local_theta: None,
             rope_linear_factor: None,
+            rope_attn_factor: 1.0,
+            rope_original_context: None,
             architecture: arch,
         };
         cfg.validate()?;
@@ -272,6 +299,19 @@ impl ArchConfig {
             if used == 0 || used > count {
                 bail!("bad expert counts: {used} used of {count}");
             }
+        }
+        if self.rope_dims == 0
+            || !self.rope_dims.is_multiple_of(2)
+            || self.rope_dims > self.head_dim
+        {
+            bail!(
+                "bad RoPE width: {} rotated elements of heads of {}",
+                self.rope_dims,
+                self.head_dim
+            );
+        }
+        if !self.rope_attn_factor.is_finite() || self.rope_attn_factor <= 0.0 {
+            bail!("bad RoPE attention factor {}", self.rope_attn_factor);
         }
         if !self.head_dim.is_multiple_of(2) || self.num_layers == 0 || self.vocab_size == 0 {
             bail!(

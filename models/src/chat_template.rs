@@ -339,6 +339,20 @@ mod tests {
             .contains("turn 1999"));
     }
 
+    /// Phi-3-mini's template (its tokenizer_config.json): plain Jinja, nothing new needed.
+    #[test]
+    fn phi3_template_renders() {
+        let t = tpl("{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}");
+        let msgs = [
+            json!({"role": "system", "content": "Be brief."}),
+            json!({"role": "user", "content": "hi"}),
+        ];
+        assert_eq!(
+            t.render(&msgs, None, true).unwrap(),
+            "<|system|>\nBe brief.<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n"
+        );
+    }
+
     #[test]
     fn blocks_trimmed_like_hf() {
         let t = tpl("{% for m in messages %}\n  {% if m.role == 'user' %}\n[{{ m.content }}]\n  {% endif %}\n{% endfor %}\n");

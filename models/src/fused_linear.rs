@@ -23,6 +23,19 @@ impl FusedLinear {
         }
     }
 
+    /// One projection the file already holds fused (Phi-3's `attn_qkv`, or its `ffn_up`
+    /// holding gate and up), whose output columns are parts of `widths`.
+    pub fn split(linear: Linear, widths: Vec<usize>) -> anyhow::Result<Self> {
+        let total: usize = widths.iter().sum();
+        if linear.out_features() != total {
+            anyhow::bail!(
+                "a fused projection of {} outputs for parts of {widths:?}",
+                linear.out_features()
+            );
+        }
+        Ok(FusedLinear::One { linear, widths })
+    }
+
     /// The parts' outputs side by side in `out` (`[m, total]`), as [`FusedLinear::forward`]
     /// gives them: one matmul where the parts were joined, else one per part, each into
     /// its columns.

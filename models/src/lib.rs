@@ -16,6 +16,7 @@ pub mod gguf_check;
 pub mod layer_ops;
 pub mod llama;
 pub mod loader;
+pub mod long_rope;
 pub mod moe;
 pub mod reasoning;
 pub mod resolve;

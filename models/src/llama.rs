@@ -2,7 +2,9 @@
 //! decoder layers with RoPE attention (grouped KV heads) and a SwiGLU MLP, run over a
 //! flattened multi-sequence batch against the engine's KV pool. Qwen3 adds an RMS norm on
 //! each head's queries and keys before RoPE (and drops Qwen2's q/k/v biases); Qwen3-MoE
-//! swaps the MLP for routed experts (`moe.rs`).
+//! swaps the MLP for routed experts (`moe.rs`). Phi-3 stores q/k/v as one `attn_qkv` and
+//! gate/up as one `ffn_up` (gate first), and may rotate only part of each head, with
+//! LongRoPE factors (`long_rope.rs`).
 
 use crate::arch_config::ArchConfig;
 use crate::attend::AttentionStep;
@@ -59,7 +61,6 @@ impl Llama {
         w: &mut dyn WeightSource,
     ) -> Result<Self> {
         let device = w.device().clone();
-        let bias = arch.qkv_bias;
         let mut layers = Vec::with_capacity(arch.num_layers);
         for i in 0..arch.num_layers {
             let p = |n: &str| format!("blk.{i}.{n}");
@@ -82,21 +83,14 @@ impl Llama {
             };
             layers.push(Layer {
                 attn_norm: w.dense(&p("attn_norm.weight"), DType::F32)?,
-                qkv: FusedLinear::new(vec![
-                    w.linear(&p("attn_q"), bias)?,
-                    w.linear(&p("attn_k"), bias)?,
-                    w.linear(&p("attn_v"), bias)?,
-                ]),
+                qkv: load_qkv(w, &arch, i)?,
                 qk_norm,
                 o: w.linear(&p("attn_output"), false)?,
                 ffn_norm: w.dense(&p("ffn_norm.weight"), DType::F32)?,
                 ffn: match arch.experts {
                     Some(experts) => Ffn::Moe(MoeFfn::load(w, i, arch.hidden_size, experts)?),
                     None => Ffn::Dense {
-                        gate_up: FusedLinear::new(vec![
-                            w.linear(&p("ffn_gate"), false)?,
-                            w.linear(&p("ffn_up"), false)?,
-                        ]),
+                        gate_up: load_gate_up(w, &arch, i)?,
                         down: w.linear(&p("ffn_down"), false)?,
                     },
                 },
@@ -112,7 +106,10 @@ impl Llama {
         let lm_head = w.linear(head_name, false)?;
         let norm = w.dense("output_norm.weight", DType::F32)?;
         let config = arch.model_config(eos_token_ids);
-        let rope = Rope::new(&arch);
+        let rope = match crate::long_rope::factors(&arch, w)? {
+            Some(f) => Rope::new(&arch).with_factors(&f),
+            None => Rope::new(&arch),
+        };
         let mut model = Self {
             arch,
             config,
@@ -215,6 +212,42 @@ impl Model for Llama {
             }
         }
     }
+}
+
+/// Layer `i`'s q, k, v projections: one tensor in the file (`attn_qkv`, rows of q then k
+/// then v), or three.
+fn load_qkv(w: &mut dyn WeightSource, arch: &ArchConfig, i: usize) -> Result<FusedLinear> {
+    let p = |n: &str| format!("blk.{i}.{n}");
+    let bias = arch.qkv_bias;
+    if w.contains(&p("attn_qkv.weight")) {
+        let (q, kv) = (
+            arch.num_heads * arch.head_dim,
+            arch.num_kv_heads * arch.head_dim,
+        );
+        let qkv = w.linear(&p("attn_qkv"), bias)?;
+        return FusedLinear::split(qkv, vec![q, kv, kv])
+            .map_err(|e| anyhow::anyhow!("layer {i}: `attn_qkv`: {e}"));
+    }
+    Ok(FusedLinear::new(vec![
+        w.linear(&p("attn_q"), bias)?,
+        w.linear(&p("attn_k"), bias)?,
+        w.linear(&p("attn_v"), bias)?,
+    ]))
+}
+
+/// Layer `i`'s gate and up projections: two tensors, or (Phi-3) one `ffn_up` of twice the
+/// rows, gate first.
+fn load_gate_up(w: &mut dyn WeightSource, arch: &ArchConfig, i: usize) -> Result<FusedLinear> {
+    let p = |n: &str| format!("blk.{i}.{n}");
+    if arch.architecture == "phi3" && !w.contains(&p("ffn_gate.weight")) {
+        let ff = arch.intermediate_size;
+        return FusedLinear::split(w.linear(&p("ffn_up"), false)?, vec![ff, ff])
+            .map_err(|e| anyhow::anyhow!("layer {i}: `ffn_up` (gate and up): {e}"));
+    }
+    Ok(FusedLinear::new(vec![
+        w.linear(&p("ffn_gate"), false)?,
+        w.linear(&p("ffn_up"), false)?,
+    ]))
 }
 
 impl Llama {

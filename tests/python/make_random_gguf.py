@@ -9,7 +9,15 @@ shares) so llama.cpp loads the file as it would a real one. Weights are quantize
 files are, as far as the `gguf` package can quantize (Q8_0, Q5_0, Q4_1, F16; it has no
 K-quant quantizer), and scaled so next-token distributions are peaked: a near-uniform
 distribution would let a wrong model agree with the reference.
+
+phi3 is written as llama.cpp's converter writes Phi-3/Phi-4-mini: fused `attn_qkv` and
+`ffn_up` (gate rows, then up rows), partial rotary (`--rope-dims`), LongRoPE factor tensors
+with the attention factor, and a `sliding_window` that llama.cpp ignores (it is kept small
+here so that honouring it would show). Its vocabulary is whatever `--tokenizer-from` gives
+(Qwen2.5's in the tests; Phi-3's own is a SentencePiece one, not at hand here).
 """
+
+import math
 
 import argparse
 import os
@@ -18,7 +26,7 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
 
-ARCHS = ("llama", "qwen2", "qwen3", "qwen3moe")
+ARCHS = ("llama", "qwen2", "qwen3", "qwen3moe", "phi3")
 # The tokens Qwen3's vocabulary adds in Qwen2.5's padding slots (all user-defined).
 QWEN3_ADDED = {151665: "<tool_response>", 151666: "</tool_response>", 151667: "<think>", 151668: "</think>"}
 USER_DEFINED = 4
@@ -79,6 +87,14 @@ def main():
     ap.add_argument("--qwen3-vocab", action="store_true",
                     help="add Qwen3's <think>, </think>, <tool_response>, </tool_response> tokens")
     ap.add_argument("--chat-template", help="a file whose text becomes tokenizer.chat_template")
+    ap.add_argument("--context", type=int, default=4096)
+    ap.add_argument("--tied", action="store_true", help="no output.weight: the head is the embedding")
+    ap.add_argument("--rope-dims", type=int, default=0, help="phi3: rotated elements per head (0: all)")
+    ap.add_argument("--original-context", type=int, default=256,
+                    help="phi3: LongRoPE's pre-extension context (long factors apply past it)")
+    ap.add_argument("--attn-factor", type=float, default=0.0,
+                    help="phi3: rope.scaling.attn_factor (0: the converter's formula)")
+    ap.add_argument("--sliding-window", type=int, default=16, help="phi3: written, and ignored by llama.cpp")
     a = ap.parse_args()
 
     rng = np.random.default_rng(a.seed)
@@ -91,7 +107,7 @@ def main():
         with open(a.chat_template, encoding="utf-8") as f:
             w.add_chat_template(f.read())
     w.add_block_count(a.layers)
-    w.add_context_length(4096)
+    w.add_context_length(a.context)
     w.add_embedding_length(a.hidden)
     w.add_feed_forward_length(a.ffn)
     w.add_head_count(a.heads)
@@ -100,6 +116,15 @@ def main():
     w.add_value_length(hd)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(1_000_000.0 if arch.startswith("qwen") else 10_000.0)
+    rope_dims = a.rope_dims or hd
+    if arch == "phi3":
+        w.add_rope_dimension_count(rope_dims)
+        w.add_rope_scaling_orig_ctx_len(a.original_context)
+        scale = a.context / a.original_context
+        # The converter's LongRoPE attention factor.
+        attn = a.attn_factor or (math.sqrt(1 + math.log(scale) / math.log(a.original_context)) if scale > 1 else 1.0)
+        w.add_rope_scaling_attn_factors(attn)
+        w.add_sliding_window(a.sliding_window)
     if arch == "qwen3moe":
         w.add_expert_count(a.experts)
         w.add_expert_used_count(a.experts_used)
@@ -123,8 +148,28 @@ def main():
     def norm_w(n):
         return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
 
-    put(w, "token_embd.weight", rng.standard_normal((vocab, a.hidden)).astype(np.float32), Q.Q8_0)
-    for i in range(a.layers):
+    embd = rng.standard_normal((vocab, a.hidden)).astype(np.float32)
+    # A tied head is the embedding: scaled as output.weight would be, for peaked but not
+    # near-certain next-token distributions.
+    put(w, "token_embd.weight", embd * (6.0 / np.sqrt(a.hidden) if a.tied else 1.0), Q.Q8_0)
+    if arch == "phi3":
+        # Per-pair frequency divisors rising with the pair (as real ones do), long ones far
+        # more than short ones, so that either choice, or none, shows in the logits.
+        pairs = rope_dims // 2
+        ramp = np.linspace(0.0, 1.0, pairs)
+        for name, top in (("rope_factors_long.weight", 40.0), ("rope_factors_short.weight", 3.0)):
+            f = top ** ramp * (1.0 + 0.1 * rng.random(pairs))
+            put(w, name, f, Q.F32)
+        for i in range(a.layers):
+            p = f"blk.{i}."
+            put(w, p + "attn_norm.weight", norm_w(a.hidden), Q.F32)
+            qkv = [mat(a.heads * hd, a.hidden, 2.0), mat(a.kv_heads * hd, a.hidden, 2.0), mat(a.kv_heads * hd, a.hidden)]
+            put(w, p + "attn_qkv.weight", np.concatenate(qkv), qt())
+            put(w, p + "attn_output.weight", mat(a.hidden, a.heads * hd), qt())
+            put(w, p + "ffn_norm.weight", norm_w(a.hidden), Q.F32)
+            put(w, p + "ffn_up.weight", np.concatenate([mat(a.ffn, a.hidden), mat(a.ffn, a.hidden)]), qt())
+            put(w, p + "ffn_down.weight", mat(a.hidden, a.ffn), qt())
+    for i in range(a.layers if arch != "phi3" else 0):
         p = f"blk.{i}."
         put(w, p + "attn_norm.weight", norm_w(a.hidden), Q.F32)
         put(w, p + "attn_q.weight", mat(a.heads * hd, a.hidden, 2.0), qt())
@@ -151,7 +196,8 @@ def main():
             put(w, p + "ffn_down.weight", mat(a.hidden, a.ffn), qt())
     put(w, "output_norm.weight", norm_w(a.hidden), Q.F32)
     # Logits with a spread of several nats: peaked next-token distributions.
-    put(w, "output.weight", mat(vocab, a.hidden, 6.0), Q.Q8_0)
+    if not a.tied:
+        put(w, "output.weight", mat(vocab, a.hidden, 6.0), Q.Q8_0)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

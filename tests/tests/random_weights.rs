@@ -1,4 +1,4 @@
-//! Architectures without real weights here (Qwen3, Qwen3-MoE) and the existing ones,
+//! Architectures without real weights here (Qwen3, Qwen3-MoE, Phi-3) and the existing ones,
 //! checked against llama.cpp on small random-weight GGUFs. `tests/python/make_random_gguf.py`
 //! regenerates each file from its seed and shape; `tests/reference/random-*.jsonl` holds
 //! llama.cpp's top-5 logprobs on fixed token sequences for the same file
@@ -152,4 +152,59 @@ fn qwen2_matches_llama_cpp() {
 #[test]
 fn llama_matches_llama_cpp() {
     check("llama", &["llama", "--seed", "1"]);
+}
+
+/// The model on the tensor path alone and on the rows path, from one file.
+fn both_paths(path: &Path) -> (Llama, Llama) {
+    let mut w = GgufWeights::open(path, &Device::Cpu).unwrap();
+    let arch = ArchConfig::from_gguf(&w.content).unwrap();
+    let tensors = Llama::load(arch.clone(), vec![], &mut w)
+        .unwrap()
+        .without_cpu_rows();
+    let rows = Llama::load(arch, vec![], &mut w).unwrap();
+    assert!(!tensors.runs_cpu_rows() && rows.runs_cpu_rows());
+    (tensors, rows)
+}
+
+/// Phi-3 as llama.cpp's converter writes it: q/k/v in one `attn_qkv`, gate and up in one
+/// `ffn_up`, 24 of each head's 32 elements rotated (NEOX pairs), LongRoPE's long factors
+/// (a 4096 context past the original 256) and attention factor, and a 16-token sliding
+/// window that llama.cpp ignores; projections of mixed types. Both paths.
+#[test]
+fn phi3_matches_llama_cpp() {
+    let path = make_gguf("phi3", &["phi3", "--seed", "1", "--rope-dims", "24"]);
+    let (tensors, rows) = both_paths(&path);
+    agreement(&tensors, "phi3");
+    agreement(&rows, "phi3");
+}
+
+/// Phi-4-mini's layout: the head tied to the embedding, 48 of 64 elements rotated, the
+/// short factors (the context is not past the original one) with an attention factor of
+/// 1.3; every projection Q8_0, on looptree's own kernels. Both paths.
+#[test]
+fn phi3_rows_path_matches_llama_cpp() {
+    let path = make_gguf(
+        "phi3-q8_0",
+        &[
+            "phi3",
+            "--seed",
+            "2",
+            "--quant",
+            "q8_0",
+            "--hidden",
+            "256",
+            "--ffn",
+            "512",
+            "--rope-dims",
+            "48",
+            "--tied",
+            "--original-context",
+            "4096",
+            "--attn-factor",
+            "1.3",
+        ],
+    );
+    let (tensors, rows) = both_paths(&path);
+    agreement(&rows, "phi3-q8_0");
+    agreement(&tensors, "phi3-q8_0");
 }

@@ -74,11 +74,14 @@ fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// Rotates `x` of shape `[n, heads, head_dim]` by its row's angles: `cos`/`sin` are
-/// `[n, head_dim / 2]`. Half-split pairs element i with i + head_dim/2; interleaved
-/// pairs 2i with 2i + 1. The arithmetic is candle-nn's `rope_thd` / `rope_i`.
+/// `[n, rot / 2]`, where `rot` (even, at most head_dim) is how many leading elements of
+/// each head rotate; the rest pass through (partial rotary, e.g. Phi-4-mini). Half-split
+/// pairs element i with i + rot/2; interleaved pairs 2i with 2i + 1. With rot = head_dim
+/// the arithmetic is candle-nn's `rope_thd` / `rope_i`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
     let (n, heads, d) = x.dims3()?;
-    if cos.dims() != [n, d / 2] || sin.dims() != [n, d / 2] || d % 2 != 0 {
+    let half_rot = cos.dims().get(1).copied().unwrap_or(0);
+    if cos.dims() != [n, half_rot] || sin.dims() != [n, half_rot] || 2 * half_rot > d {
         bail!(
             "rope: x {:?} with cos {:?} and sin {:?}",
             x.dims(),
@@ -100,7 +103,8 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result
 
 /// [`rope`] on slices: row r of the input is `x[r * x_stride..][..heads * head_dim]` (so
 /// it may be a column slice of a wider matrix, e.g. a fused q/k/v projection); the rotated
-/// rows go to `out` (`[n, heads * head_dim]`, contiguous). `cos`/`sin` are `[n, head_dim / 2]`.
+/// rows go to `out` (`[n, heads * head_dim]`, contiguous). `cos`/`sin` are `[n, rot / 2]`
+/// (see [`rope`]).
 pub fn rope_rows(
     x: &[f32],
     x_stride: usize,
@@ -111,7 +115,15 @@ pub fn rope_rows(
     out: &mut [f32],
 ) {
     let row = heads * d;
-    assert!(d % 2 == 0 && cos.len() == n * d / 2 && sin.len() == cos.len() && out.len() == n * row);
+    let half_rot = cos.len().checked_div(n).unwrap_or(0);
+    assert!(
+        2 * half_rot <= d
+            && cos.len() == n * half_rot
+            && sin.len() == cos.len()
+            && out.len() == n * row,
+        "rope_rows: cos/sin of {} for {n} rows of {heads} heads of {d}",
+        cos.len()
+    );
     assert!(
         n == 0 || (x_stride >= row && x.len() >= (n - 1) * x_stride + row),
         "rope_rows: input too short"
@@ -120,8 +132,8 @@ pub fn rope_rows(
     team::for_each_range(n, rows_per_task(n, row), |r0, r1| {
         for r in r0..r1 {
             let (c, s) = (
-                &cos[r * d / 2..(r + 1) * d / 2],
-                &sin[r * d / 2..(r + 1) * d / 2],
+                &cos[r * half_rot..(r + 1) * half_rot],
+                &sin[r * half_rot..(r + 1) * half_rot],
             );
             for h in 0..heads {
                 let at = r * row + h * d;
@@ -133,8 +145,12 @@ pub fn rope_rows(
     });
 }
 
+/// One head: its first `2 * cos.len()` elements rotated, the others copied.
 fn rope_head(x: &[f32], cos: &[f32], sin: &[f32], interleaved: bool, out: &mut [f32]) {
-    let half = x.len() / 2;
+    let half = cos.len();
+    let (x, pass) = x.split_at(2 * half);
+    let (out, out_pass) = out.split_at_mut(2 * half);
+    out_pass.copy_from_slice(pass);
     if interleaved {
         for i in 0..half {
             let (a, b) = (x[2 * i], x[2 * i + 1]);

@@ -87,6 +87,28 @@ fn rope_is_candle_rope_exactly() {
     }
 }
 
+/// Partial rotary: the leading `rot` elements of each head rotate as a head of `rot` would
+/// (pairs i, i + rot/2 when half-split), the rest come through unchanged.
+#[test]
+fn partial_rope_rotates_the_leading_elements_only() {
+    let (n, heads, d, rot) = (7, 3, 32, 24);
+    let x = random(&[n, heads, d], 21);
+    let cos = random(&[n, rot / 2], 22);
+    let sin = random(&[n, rot / 2], 23);
+    for interleaved in [false, true] {
+        let got = super::rope(&x, &cos, &sin, interleaved).unwrap();
+        let lead = x.narrow(2, 0, rot).unwrap().contiguous().unwrap();
+        let want = super::rope(&lead, &cos, &sin, interleaved).unwrap();
+        let got_lead = got.narrow(2, 0, rot).unwrap();
+        assert_eq!(max_rel_diff(&got_lead, &want), 0.0, "{interleaved}");
+        let tail = |t: &Tensor| t.narrow(2, rot, d - rot).unwrap();
+        assert_eq!(max_rel_diff(&tail(&got), &tail(&x)), 0.0, "{interleaved}");
+    }
+    // Wider angles than the head has room for are refused.
+    let wide = random(&[n, d / 2 + 1], 24);
+    assert!(super::rope(&x, &wide, &wide, false).is_err());
+}
+
 #[test]
 fn strided_input_is_read_through_a_copy() {
     let x = random(&[4, 6, 64], 5);
