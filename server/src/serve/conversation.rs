@@ -15,11 +15,36 @@ pub fn normalize(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
             "`messages` must contain at least one message.",
         ));
     }
-    messages
+    let out = messages
         .iter()
         .enumerate()
         .map(|(i, m)| normalize_one(i, m))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    check_tool_results(&out)?;
+    Ok(out)
+}
+
+/// A tool result answers the assistant turn's calls right before it (other results in
+/// between), as OpenAI requires: a result with no call would be rendered as if the model
+/// had asked for it.
+fn check_tool_results(messages: &[Value]) -> Result<(), ApiError> {
+    let mut calls_open = false;
+    for (i, m) in messages.iter().enumerate() {
+        match m["role"].as_str() {
+            Some("assistant") => {
+                calls_open = m["tool_calls"].as_array().is_some_and(|c| !c.is_empty())
+            }
+            Some("tool") if !calls_open => {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].role"),
+                    format!("messages[{i}] is a tool result, but no assistant tool call comes right before it."),
+                ))
+            }
+            Some("tool") => {}
+            _ => calls_open = false,
+        }
+    }
+    Ok(())
 }
 
 fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
@@ -267,5 +292,28 @@ mod tests {
             json!({"role": "user", "content": "mid\n\nu2\n\ntail"})
         );
         assert!(fold_late_system(&msgs[..3]).is_none());
+    }
+
+    #[test]
+    fn a_tool_result_needs_the_call_right_before_it() {
+        let call = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
+        let user = json!({"role": "user", "content": "Hi"});
+        let result = json!({"role": "tool", "tool_call_id": "c1", "content": "42"});
+        let ok = normalize(&[user.clone(), call.clone(), result.clone(), result.clone()]);
+        assert!(ok.is_ok());
+        for bad in [
+            vec![result.clone()],
+            vec![user.clone(), result.clone()],
+            vec![user.clone(), call.clone(), user.clone(), result.clone()],
+            vec![
+                user.clone(),
+                json!({"role": "assistant", "content": "x"}),
+                result,
+            ],
+        ] {
+            let e = normalize(&bad).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.param.unwrap().ends_with(".role"));
+        }
     }
 }

@@ -172,6 +172,16 @@ pub async fn export(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
             "give at least one token id",
         ));
     }
+    // No cache holds such a token; say so rather than answer "nothing held".
+    if let Some(t) = ask.tokens.iter().find(|&&t| t as usize >= state.vocab_size) {
+        return Err(ApiError::invalid_param(
+            "tokens",
+            format!(
+                "token id {t} is outside the vocabulary ({} tokens)",
+                state.vocab_size
+            ),
+        ));
+    }
     let engine_state = state.clone();
     let found = tokio::task::spawn_blocking(move || {
         engine_state.engine.export_prefix(ask.tokens, ask.min_len)

@@ -235,3 +235,21 @@ pub fn chat_stream_text(chunks: &[Value], index: u64) -> String {
         .filter_map(|ch| ch["delta"]["content"].as_str().map(str::to_string))
         .collect()
 }
+
+/// The routes in routes.rs as (path, methods), read from its source so tests that must
+/// cover every route fail when one is added without them.
+pub fn routes() -> Vec<(String, Vec<&'static str>)> {
+    let src = include_str!("../../src/serve/routes.rs");
+    src.split(".route(")
+        .skip(1)
+        .filter_map(|r| {
+            let r = r.split(".fallback(").next().unwrap();
+            let path = r.split('"').nth(1)?;
+            let methods = ["get", "post", "delete", "put", "patch"]
+                .into_iter()
+                .filter(|m| r.contains(&format!("{m}(")))
+                .collect();
+            Some((path.to_string(), methods))
+        })
+        .collect()
+}
