@@ -9,4 +9,5 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 bash scripts/fetch-models.sh smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b gemma3-270m
 python3 scripts/make-safetensors-fixture.py  # HF-layout SmolLM2 for tests/tests/safetensors_model.rs
 bash scripts/openai-venv.sh >/dev/null  # the official `openai` client, for server/tests/server_openai_python.rs
+bash scripts/schemathesis-venv.sh >/dev/null  # the API fuzzer, for server/tests/server_fuzz_api.rs
 cargo test --workspace --all-targets "$@"

@@ -122,6 +122,12 @@ fn out_of_range(
 }
 
 impl SamplingParams {
+    /// The OpenAPI schema of the request fields this type deserializes from.
+    #[cfg(feature = "openapi")]
+    pub fn request_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <wire::Wire as utoipa::PartialSchema>::schema()
+    }
+
     /// Greedy decoding with everything else at its default.
     pub fn greedy() -> Self {
         Self {
@@ -234,29 +240,46 @@ mod wire {
     use super::*;
 
     #[derive(Deserialize)]
+    // The schema states `Wire`'s defaults, which it serializes.
+    #[cfg_attr(feature = "openapi", derive(serde::Serialize, utoipa::ToSchema))]
     #[serde(untagged)]
     pub(super) enum OneOrMany {
         One(String),
         Many(Vec<String>),
     }
 
+    // The schema's bounds are `validate`'s, so generated requests know the real limits.
     #[derive(Deserialize, Default)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(as = SamplingParams))]
     #[serde(default)]
     pub(super) struct Wire {
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 128))]
         n: Option<usize>,
+        #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2))]
         temperature: Option<f32>,
+        #[cfg_attr(feature = "openapi", schema(minimum = -1))]
         top_k: Option<i64>,
+        #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 1))]
         top_p: Option<f32>,
+        #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
         min_p: Option<f32>,
+        #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0))]
         repetition_penalty: Option<f32>,
+        #[cfg_attr(feature = "openapi", schema(minimum = -2, maximum = 2))]
         presence_penalty: Option<f32>,
+        #[cfg_attr(feature = "openapi", schema(minimum = -2, maximum = 2))]
         frequency_penalty: Option<f32>,
         logit_bias: Option<HashMap<u32, f32>>,
         seed: Option<u64>,
         #[serde(alias = "max_completion_tokens")]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1))]
         max_tokens: Option<usize>,
         stop_token_ids: Option<Vec<u32>>,
+        // Inline: the schema is published as one object, without components of its own.
+        #[cfg_attr(feature = "openapi", schema(inline))]
         stop: Option<OneOrMany>,
+        #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 20))]
         logprobs: Option<usize>,
         include_stop_str_in_output: Option<bool>,
         ignore_eos: Option<bool>,

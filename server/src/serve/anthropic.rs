@@ -16,16 +16,25 @@ use axum::Json;
 use looptree_engine::sampling::{FinishReason, SamplingParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
-struct MessagesWire {
+/// Typed here; the messages, system prompt, tools and thinking are checked as they are
+/// converted (below).
+#[derive(Deserialize, ToSchema)]
+pub struct MessagesWire {
     model: Option<String>,
+    /// Required by /v1/messages (refused there without it), not by count_tokens.
+    #[schema(minimum = 1)]
     max_tokens: Option<usize>,
+    #[schema(min_items = 1)]
     messages: Vec<Value>,
     system: Option<Value>,
     stop_sequences: Option<Vec<String>>,
+    #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f32>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     top_p: Option<f32>,
+    #[schema(minimum = -1)]
     top_k: Option<i64>,
     stream: Option<bool>,
     tools: Option<Vec<Value>>,

@@ -1,7 +1,7 @@
 //! `POST /v1/chat/completions`.
 
 use super::chat_stream::ChatStream;
-use super::common::{sampling_params, Meta, StreamOptions};
+use super::common::{chat_sampling_params, Meta, StreamOptions};
 use super::conversation;
 use super::error::ApiResult;
 use super::extract::{typed, JsonBody};
@@ -19,14 +19,21 @@ use axum::Json;
 use looptree_engine::sampling::FinishReason;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
-struct ChatWire {
+/// The chat request's own fields; the sampling fields are `SamplingParams`' (see
+/// openapi.rs, which publishes both).
+#[derive(Deserialize, ToSchema)]
+pub struct ChatWire {
     model: Option<String>,
+    /// Checked message by message (roles, content, tool results) by `conversation`.
+    #[schema(min_items = 1)]
     messages: Vec<Value>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     logprobs: Option<bool>,
+    #[schema(minimum = 0, maximum = 20)]
+    top_logprobs: Option<usize>,
     tools: Option<Value>,
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
@@ -46,7 +53,7 @@ pub async fn handle(
     if let Some(o) = offered.as_mut() {
         o.parallel = wire.parallel_tool_calls.unwrap_or(true);
     }
-    let params = sampling_params(&body, true)?;
+    let params = chat_sampling_params(&body, wire.logprobs.unwrap_or(false), wire.top_logprobs)?;
     let messages = conversation::normalize(&wire.messages)?;
     let prompt = conversation::prompt_tokens(
         &state,

@@ -5,8 +5,9 @@ use super::extract::typed;
 use looptree_engine::sampling::{SamplingParams, MAX_LOGPROBS};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize, Default, Debug)]
+#[derive(Deserialize, Default, Debug, ToSchema)]
 pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
@@ -33,39 +34,28 @@ impl Meta {
     }
 }
 
-/// The sampling fields of the body. Chat's `logprobs` is a flag with `top_logprobs`
-/// beside it; the engine's `logprobs` is the completions-style count, so chat's pair is
-/// folded into it first.
-pub fn sampling_params(body: &Map<String, Value>, chat: bool) -> Result<SamplingParams, ApiError> {
-    if !chat {
-        return typed(&Value::Object(body.clone()));
-    }
+/// The sampling fields of the body (`SamplingParams`' wire form).
+pub fn sampling_params(body: &Map<String, Value>) -> Result<SamplingParams, ApiError> {
+    typed(&Value::Object(body.clone()))
+}
+
+/// Chat's sampling fields. Its `logprobs` is a flag with `top_logprobs` beside it (both
+/// typed by the chat request); the engine's `logprobs` is the completions-style count, so
+/// chat's pair is folded into it first.
+pub fn chat_sampling_params(
+    body: &Map<String, Value>,
+    flag: bool,
+    top: Option<usize>,
+) -> Result<SamplingParams, ApiError> {
     let mut map = body.clone();
-    let flag = map.remove("logprobs");
-    let top = map.remove("top_logprobs");
-    let flag = match flag {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => {
-            return Err(ApiError::invalid_param(
-                "logprobs",
-                "`logprobs` must be a boolean.",
-            ))
-        }
-    };
-    let top = match top {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|&k| k <= MAX_LOGPROBS as u64)
-                .ok_or_else(|| {
-                    ApiError::invalid_param(
-                        "top_logprobs",
-                        "`top_logprobs` must be an integer in [0, 20].",
-                    )
-                })?,
-        ),
-    };
+    map.remove("logprobs");
+    map.remove("top_logprobs");
+    if top.is_some_and(|k| k > MAX_LOGPROBS) {
+        return Err(ApiError::invalid_param(
+            "top_logprobs",
+            "`top_logprobs` must be an integer in [0, 20].",
+        ));
+    }
     match (flag, top) {
         (true, k) => {
             map.insert("logprobs".into(), json!(k.unwrap_or(0)));

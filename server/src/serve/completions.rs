@@ -16,14 +16,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
-struct CompletionWire {
+/// The completion request's own fields; the sampling fields are `SamplingParams`'.
+#[derive(Deserialize, ToSchema)]
+pub struct CompletionWire {
     model: Option<String>,
+    /// A string, a list of strings, a list of token ids, or a list of token-id lists
+    /// (parsed by `prompt`).
     prompt: Option<Value>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     echo: Option<bool>,
+    #[schema(minimum = 1, maximum = 128)]
     best_of: Option<usize>,
     suffix: Option<String>,
     user: Option<String>,
@@ -48,7 +53,7 @@ pub async fn handle(
     }
     let wire: CompletionWire = typed(&Value::Object(body.clone()))?;
     state.check_model(wire.model.as_deref())?;
-    let params = sampling_params(&body, false)?;
+    let params = sampling_params(&body)?;
     if let Some(k) = params.logprobs.filter(|&k| k > MAX_COMPLETION_LOGPROBS) {
         return Err(ApiError::invalid_param(
             "logprobs",

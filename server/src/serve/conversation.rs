@@ -335,4 +335,27 @@ mod tests {
         );
         assert!(fold_late_system(&msgs[..3]).is_none());
     }
+
+    #[test]
+    fn a_tool_result_needs_the_call_right_before_it() {
+        let call = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
+        let user = json!({"role": "user", "content": "Hi"});
+        let result = json!({"role": "tool", "tool_call_id": "c1", "content": "42"});
+        let ok = normalize(&[user.clone(), call.clone(), result.clone(), result.clone()]);
+        assert!(ok.is_ok());
+        for bad in [
+            vec![result.clone()],
+            vec![user.clone(), result.clone()],
+            vec![user.clone(), call.clone(), user.clone(), result.clone()],
+            vec![
+                user.clone(),
+                json!({"role": "assistant", "content": "x"}),
+                result,
+            ],
+        ] {
+            let e = normalize(&bad).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.param.unwrap().ends_with(".role"));
+        }
+    }
 }

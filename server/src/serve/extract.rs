@@ -57,10 +57,54 @@ pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() {
+        let root = path == "." || path.is_empty();
+        // serde reports a missing field at the object that lacks it: name the field.
+        if let Some(field) = missing_field(&inner.to_string()) {
+            let param = if root {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            return ApiError::invalid_param(&param, format!("`{param}` is required."));
+        }
+        if root {
             ApiError::bad_request(format!("Invalid request: {inner}"))
         } else {
             ApiError::invalid_param(&path, format!("Invalid value for `{path}`: {inner}"))
         }
     })
+}
+
+/// The field a serde "missing field `x`" error names.
+fn missing_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("missing field `")?;
+    Some(rest.split_once('`')?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+    }
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Inner {
+        tokens: Vec<u32>,
+    }
+
+    #[test]
+    fn a_missing_field_is_named_with_its_path() {
+        let e = typed::<Outer>(&json!({})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("inner"));
+        let e = typed::<Outer>(&json!({"inner": {}})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("inner.tokens"));
+        let e = typed::<Outer>(&json!({"inner": {"tokens": [-1]}})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("inner.tokens[0]"));
+    }
 }

@@ -17,6 +17,7 @@ use looptree_engine::PrefixKv;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Fewest uncached prompt tokens worth asking peers for.
 const MIN_FETCH: usize = 256;
@@ -146,9 +147,10 @@ impl KvPeers {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PrefixAsk {
+pub struct PrefixAsk {
+    #[schema(min_items = 1)]
     tokens: Vec<u32>,
     /// Answer 204 unless at least this many leading tokens are held.
     #[serde(default)]
@@ -170,6 +172,16 @@ pub async fn export(State(state): State<Shared>, JsonBody(body): JsonBody) -> Ap
         return Err(ApiError::invalid_param(
             "tokens",
             "give at least one token id",
+        ));
+    }
+    // No cache holds such a token; say so rather than answer "nothing held".
+    if let Some(t) = ask.tokens.iter().find(|&&t| t as usize >= state.vocab_size) {
+        return Err(ApiError::invalid_param(
+            "tokens",
+            format!(
+                "token id {t} is outside the vocabulary ({} tokens)",
+                state.vocab_size
+            ),
         ));
     }
     let engine_state = state.clone();

@@ -26,6 +26,7 @@ mod loads;
 mod logprobs;
 mod metrics;
 mod models;
+mod openapi;
 mod past_context;
 mod prediction;
 mod prompt;

@@ -11,6 +11,11 @@ pub struct Prompt {
     pub text: String,
 }
 
+/// Most prompts in one request: each is an engine request, so past the engine's queue a
+/// longer list could never be admitted whole; a batch this size is already a full queue's
+/// worth of work for a small server.
+pub const MAX_PROMPTS: usize = 128;
+
 pub fn parse(tok: &Tokenizer, prompt: Option<&Value>) -> Result<Vec<Prompt>, ApiError> {
     let bad = || {
         ApiError::invalid_param("prompt", "`prompt` must be a string, a list of strings, a list of token ids, or a list of token-id lists.")
@@ -43,6 +48,15 @@ pub fn parse(tok: &Tokenizer, prompt: Option<&Value>) -> Result<Vec<Prompt>, Api
         Some(Value::String(s)) => Ok(vec![from_text(s)?]),
         Some(Value::Array(items)) if items.is_empty() => {
             Err(ApiError::invalid_param("prompt", "`prompt` is empty."))
+        }
+        Some(Value::Array(items)) if items.len() > MAX_PROMPTS && !items[0].is_number() => {
+            Err(ApiError::invalid_param(
+                "prompt",
+                format!(
+                    "`prompt` holds {} prompts; at most {MAX_PROMPTS} per request.",
+                    items.len()
+                ),
+            ))
         }
         Some(Value::Array(items)) => match &items[0] {
             Value::String(_) => items

@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Debug, Default, ToSchema)]
 pub struct CreateResponse {
     pub model: Option<String>,
     pub input: Option<Input>,
@@ -15,8 +16,11 @@ pub struct CreateResponse {
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: Option<bool>,
+    #[schema(minimum = 1)]
     pub max_output_tokens: Option<usize>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f32>,
     pub text: Option<TextConfig>,
     pub stream: Option<bool>,
@@ -37,7 +41,7 @@ pub struct CreateResponse {
 }
 
 /// `input`: a string (one user message) or a list of items.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, ToSchema)]
 #[serde(untagged)]
 pub enum Input {
     Text(String),
@@ -183,7 +187,7 @@ pub struct NamespaceTool {
     pub tools: Vec<Value>,
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
+#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq, ToSchema)]
 pub struct TextConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<TextFormat>,
@@ -191,7 +195,7 @@ pub struct TextConfig {
     pub verbosity: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TextFormat {
     Text,

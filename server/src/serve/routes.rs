@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::BodyTimeout;
 use super::state::Shared;
 use super::{
-    anthropic, auth, chat, completions, kv_peers, loads, metrics, models, responses,
+    anthropic, auth, chat, completions, kv_peers, loads, metrics, models, openapi, responses,
     responses_stored, tokenize,
 };
 use axum::extract::DefaultBodyLimit;
@@ -37,6 +37,7 @@ pub fn router(state: Shared, max_body_bytes: usize, body_timeout: Duration) -> R
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route("/looptree/kv/prefix", post(kv_peers::export))
+        .route("/openapi.json", get(openapi::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), auth::require_key))

@@ -11,9 +11,11 @@ use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
-struct TokenizeWire {
+/// Exactly one of `prompt` and `messages`.
+#[derive(Deserialize, ToSchema)]
+pub struct TokenizeWire {
     model: Option<String>,
     prompt: Option<String>,
     messages: Option<Vec<Value>>,
@@ -74,8 +76,8 @@ pub async fn tokenize(
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
-struct DetokenizeWire {
+#[derive(Deserialize, ToSchema)]
+pub struct DetokenizeWire {
     model: Option<String>,
     tokens: Vec<u32>,
 }

@@ -300,3 +300,21 @@ pub fn models_dir() -> PathBuf {
         None => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/looptree/models"),
     }
 }
+
+/// The routes in routes.rs as (path, methods), read from its source so tests that must
+/// cover every route fail when one is added without them.
+pub fn routes() -> Vec<(String, Vec<&'static str>)> {
+    let src = include_str!("../../src/serve/routes.rs");
+    src.split(".route(")
+        .skip(1)
+        .filter_map(|r| {
+            let r = r.split(".fallback(").next().unwrap();
+            let path = r.split('"').nth(1)?;
+            let methods = ["get", "post", "delete", "put", "patch"]
+                .into_iter()
+                .filter(|m| r.contains(&format!("{m}(")))
+                .collect();
+            Some((path.to_string(), methods))
+        })
+        .collect()
+}
