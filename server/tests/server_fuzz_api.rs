@@ -18,16 +18,7 @@ const EXAMPLES: &str = "40";
 fn schemathesis_finds_no_server_errors() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     // Installs schemathesis on first use (a cached venv); see scripts/schemathesis-venv.sh.
-    let out = Command::new("bash")
-        .arg(root.join("scripts/schemathesis-venv.sh"))
-        .output()
-        .expect("run schemathesis-venv.sh");
-    assert!(
-        out.status.success(),
-        "schemathesis-venv.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let python = common::venv_python("schemathesis-venv.sh", &root);
 
     let s = Server::start(&["--kv-export"]);
     let out = Command::new(&python)
