@@ -171,24 +171,47 @@ fn rope_head(x: &[f32], cos: &[f32], sin: &[f32], interleaved: bool, out: &mut [
 /// `silu(gate) * up` (bit for bit). Either may be a column slice of a wider matrix (the
 /// halves of a fused gate/up projection): it is read in place, not copied.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gated_mul("silu_mul", gate, up, silu_mul_row)
+}
+
+/// [`silu_mul`] on slices: row r of gate is `gate.0[r * gate.1..][..cols]` (a slice and its
+/// row stride), the same for `up`; `out` is `[rows, cols]`, contiguous.
+pub fn silu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
+    gated_mul_rows(gate, up, cols, out, silu_mul_row);
+}
+
+/// `act(gate) * up` of two `[.., n]` tensors of the same shape, `row` computing one row;
+/// either may be a column slice of a wider matrix (the halves of a fused gate/up
+/// projection): it is read in place, not copied.
+fn gated_mul(
+    name: &str,
+    gate: &Tensor,
+    up: &Tensor,
+    row: fn(&[f32], &[f32], &mut [f32]),
+) -> Result<Tensor> {
     if gate.dims() != up.dims() || gate.rank() == 0 {
-        bail!("silu_mul: gate {:?} and up {:?}", gate.dims(), up.dims());
+        bail!("{name}: gate {:?} and up {:?}", gate.dims(), up.dims());
     }
     let cols = gate.dims()[gate.rank() - 1];
     let rows = gate.elem_count() / cols.max(1);
     let out = with_rows(gate, |g, g_stride| {
         with_rows(up, |u, u_stride| {
             let mut out = vec![0f32; rows * cols];
-            silu_mul_rows((g, g_stride), (u, u_stride), cols, &mut out);
+            gated_mul_rows((g, g_stride), (u, u_stride), cols, &mut out, row);
             out
         })
     })??;
     Tensor::from_vec(out, gate.dims(), &Device::Cpu)
 }
 
-/// [`silu_mul`] on slices: row r of gate is `gate.0[r * gate.1..][..cols]` (a slice and its
-/// row stride), the same for `up`; `out` is `[rows, cols]`, contiguous.
-pub fn silu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
+/// [`gated_mul`] on slices (see [`silu_mul_rows`]), rows split among the team.
+fn gated_mul_rows(
+    gate: (&[f32], usize),
+    up: (&[f32], usize),
+    cols: usize,
+    out: &mut [f32],
+    row: fn(&[f32], &[f32], &mut [f32]),
+) {
     let ((g, g_stride), (u, u_stride)) = (gate, up);
     let rows = out.len().checked_div(cols).unwrap_or(0);
     assert!(
@@ -200,8 +223,7 @@ pub fn silu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, ou
         for r in r0..r1 {
             // SAFETY: each task writes only its own rows.
             let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
-            let (g, u) = (&g[r * g_stride..][..cols], &u[r * u_stride..][..cols]);
-            silu_mul_row(g, u, o);
+            row(&g[r * g_stride..][..cols], &u[r * u_stride..][..cols], o);
         }
     });
 }
@@ -249,39 +271,13 @@ unsafe fn silu_mul_row_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
 /// `gelu(gate) * up` of two `[.., n]` tensors of the same shape, with candle's
 /// tanh-approximated `gelu` (Gemma's MLP); either may be a column slice of a wider matrix.
 pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if gate.dims() != up.dims() || gate.rank() == 0 {
-        bail!("gelu_mul: gate {:?} and up {:?}", gate.dims(), up.dims());
-    }
-    let cols = gate.dims()[gate.rank() - 1];
-    let rows = gate.elem_count() / cols.max(1);
-    let out = with_rows(gate, |g, g_stride| {
-        with_rows(up, |u, u_stride| {
-            let mut out = vec![0f32; rows * cols];
-            gelu_mul_rows((g, g_stride), (u, u_stride), cols, &mut out);
-            out
-        })
-    })??;
-    Tensor::from_vec(out, gate.dims(), &Device::Cpu)
+    gated_mul("gelu_mul", gate, up, gelu_mul_row)
 }
 
 /// [`gelu_mul`] on slices: row r of gate is `gate.0[r * gate.1..][..cols]` (a slice and its
 /// row stride), the same for `up`; `out` is `[rows, cols]`, contiguous.
 pub fn gelu_mul_rows(gate: (&[f32], usize), up: (&[f32], usize), cols: usize, out: &mut [f32]) {
-    let ((g, g_stride), (u, u_stride)) = (gate, up);
-    let rows = out.len().checked_div(cols).unwrap_or(0);
-    assert!(
-        rows == 0
-            || (g.len() >= (rows - 1) * g_stride + cols && u.len() >= (rows - 1) * u_stride + cols)
-    );
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    team::for_each_range(rows, rows_per_task(rows, cols), |r0, r1| {
-        for r in r0..r1 {
-            // SAFETY: each task writes only its own rows.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * cols), cols) };
-            let (g, u) = (&g[r * g_stride..][..cols], &u[r * u_stride..][..cols]);
-            gelu_mul_row(g, u, o);
-        }
-    });
+    gated_mul_rows(gate, up, cols, out, gelu_mul_row);
 }
 
 // candle's constant, digit for digit.

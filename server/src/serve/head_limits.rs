@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 pub async fn check(State(limits): State<HeadLimits>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     // The head as it came: request line, then `name: value\r\n` per header.
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 11;
     let bytes = line
         + headers
             .iter()
