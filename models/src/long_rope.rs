@@ -1,5 +1,10 @@
-//! LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini): per-pair divisors of the rotary frequencies,
-//! stored once per file as `rope_factors_long.weight` and `rope_factors_short.weight`.
+//! Per-pair divisors of the rotary frequencies stored in a GGUF file.
+//!
+//! - Llama 3.1 and later (3.2, 3.3): `rope_freqs.weight`, the "llama3" scaling the
+//!   converter computed once (the safetensors path computes it from `rope_scaling`).
+//!   It applies whatever the context, and wins over the two below, as in llama.cpp.
+//! - LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini): `rope_factors_long.weight` and
+//!   `rope_factors_short.weight`.
 //!
 //! As llama.cpp does, the choice is made once for the context a sequence may reach (here
 //! the model's `max_context`, llama.cpp's default context): past the context the model was
@@ -12,10 +17,11 @@ use crate::weights::WeightSource;
 use anyhow::{bail, Result};
 use candle_core::DType;
 
+pub const LLAMA3: &str = "rope_freqs.weight";
 pub const LONG: &str = "rope_factors_long.weight";
 pub const SHORT: &str = "rope_factors_short.weight";
 
-/// Which of the two factor tensors applies to a model of `arch`.
+/// Which of the two LongRoPE factor tensors applies to a model of `arch`.
 pub fn chosen(arch: &ArchConfig) -> &'static str {
     // Without an original context llama.cpp takes the trained one: never longer.
     match arch.rope_original_context {
@@ -27,7 +33,11 @@ pub fn chosen(arch: &ArchConfig) -> &'static str {
 /// The factors the model's rotation divides its frequencies by (one per rotated pair), or
 /// None where the file has none (or lacks the chosen one, which llama.cpp then runs without).
 pub fn factors(arch: &ArchConfig, w: &mut dyn WeightSource) -> Result<Option<Vec<f32>>> {
-    let name = chosen(arch);
+    let name = if w.contains(LLAMA3) {
+        LLAMA3
+    } else {
+        chosen(arch)
+    };
     if !w.contains(name) {
         return Ok(None);
     }

@@ -69,6 +69,23 @@ def put(w, name, x, qtype):
         w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
 
 
+def llama3_divisors(rope_dims, base, factor, original_context, low=1.0, high=4.0):
+    """Llama 3.1's rope scaling as per-pair divisors of the frequencies (what the GGUF
+    converter stores in rope_freqs.weight): high frequencies kept, low ones divided by the
+    factor, a smooth blend between."""
+    out = []
+    for i in range(0, rope_dims, 2):
+        wavelen = 2 * math.pi * base ** (i / rope_dims)
+        if wavelen < original_context / high:
+            out.append(1.0)
+        elif wavelen > original_context / low:
+            out.append(factor)
+        else:
+            smooth = (original_context / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("arch", choices=ARCHS)
@@ -95,6 +112,12 @@ def main():
     ap.add_argument("--attn-factor", type=float, default=0.0,
                     help="phi3: rope.scaling.attn_factor (0: the converter's formula)")
     ap.add_argument("--sliding-window", type=int, default=16, help="phi3: written, and ignored by llama.cpp")
+    ap.add_argument("--rope-base", type=float, default=0.0, help="rope.freq_base (0: the architecture's usual)")
+    ap.add_argument("--llama3-rope", type=float, default=0.0,
+                    help="llama: write rope_freqs.weight as the converter does for Llama 3.1+ "
+                         "with this scaling factor (0: none)")
+    ap.add_argument("--llama3-original-context", type=int, default=64,
+                    help="llama3 rope: the pre-extension context (small, so short prompts feel it)")
     a = ap.parse_args()
 
     rng = np.random.default_rng(a.seed)
@@ -115,7 +138,8 @@ def main():
     w.add_key_length(hd)
     w.add_value_length(hd)
     w.add_layer_norm_rms_eps(1e-6)
-    w.add_rope_freq_base(1_000_000.0 if arch.startswith("qwen") else 10_000.0)
+    rope_base = a.rope_base or (1_000_000.0 if arch.startswith("qwen") else 10_000.0)
+    w.add_rope_freq_base(rope_base)
     rope_dims = a.rope_dims or hd
     if arch == "phi3":
         w.add_rope_dimension_count(rope_dims)
@@ -152,6 +176,9 @@ def main():
     # A tied head is the embedding: scaled as output.weight would be, for peaked but not
     # near-certain next-token distributions.
     put(w, "token_embd.weight", embd * (6.0 / np.sqrt(a.hidden) if a.tied else 1.0), Q.Q8_0)
+    if a.llama3_rope:
+        put(w, "rope_freqs.weight", llama3_divisors(rope_dims, rope_base, a.llama3_rope,
+                                                    a.llama3_original_context), Q.F32)
     if arch == "phi3":
         # Per-pair frequency divisors rising with the pair (as real ones do), long ones far
         # more than short ones, so that either choice, or none, shows in the logits.

@@ -166,6 +166,29 @@ fn both_paths(path: &Path) -> (Llama, Llama) {
     (tensors, rows)
 }
 
+/// Llama 3.1/3.2 as the converter writes them: `rope_freqs.weight` (llama3 scaling with
+/// factor 8, over a 64-token original context so that short prompts feel it), base 500,000,
+/// the head tied to the embedding; projections of mixed types. Both paths.
+#[test]
+fn llama3_rope_freqs_match_llama_cpp() {
+    let path = make_gguf(
+        "llama3",
+        &[
+            "llama",
+            "--seed",
+            "3",
+            "--llama3-rope",
+            "8",
+            "--rope-base",
+            "500000",
+            "--tied",
+        ],
+    );
+    let (tensors, rows) = both_paths(&path);
+    agreement(&tensors, "llama3");
+    agreement(&rows, "llama3");
+}
+
 /// Phi-3 as llama.cpp's converter writes it: q/k/v in one `attn_qkv`, gate and up in one
 /// `ffn_up`, 24 of each head's 32 elements rotated (NEOX pairs), LongRoPE's long factors
 /// (a 4096 context past the original 256) and attention factor, and a 16-token sliding
