@@ -15,6 +15,9 @@ pub enum WorkloadName {
     /// gets the whole file back (temperature 0); --predict sends the file as a Predicted
     /// Output.
     Edit,
+    /// agent-loop whose replies reason in a `<think>` block first (forced by looptree's
+    /// `regex`; needs a template with thinking markers) and go back with their reasoning.
+    Thinking,
     /// agent-loop, fanout and tree.
     All,
 }
@@ -213,6 +216,13 @@ impl BenchClientArgs {
                 WorkloadName::Crowded => {
                     vec![Spec::AgentLoop("crowded", agent(self.crowded_agents))]
                 }
+                WorkloadName::Thinking => vec![Spec::AgentLoop(
+                    "thinking",
+                    AgentLoop {
+                        thinking: true,
+                        ..agent(self.agents)
+                    },
+                )],
                 WorkloadName::Fanout => vec![Spec::Fanout(fanout.clone())],
                 WorkloadName::Tree => vec![Spec::Tree(tree.clone())],
                 WorkloadName::Edit => vec![Spec::Edit(edit.clone())],

@@ -32,6 +32,8 @@ pub struct Sampling {
     pub seed: Option<u64>,
     /// OpenAI's Predicted Outputs: text the reply is expected to repeat (chat only).
     pub prediction: Option<String>,
+    /// looptree's `regex`: the reply's shape (the thinking workload's reasoning, then answer).
+    pub regex: Option<String>,
 }
 
 pub struct Client {
@@ -153,6 +155,9 @@ impl Client {
         if let Some(seed) = s.seed.filter(|_| self.request_seeds) {
             b["seed"] = json!(seed);
         }
+        if let Some(r) = &s.regex {
+            b["regex"] = json!(r);
+        }
         if let (Some(p), Prompt::Chat(_)) = (&s.prediction, prompt) {
             b["prediction"] = json!({"type": "content", "content": p});
         }
@@ -184,6 +189,7 @@ impl Client {
                 user: None,
                 seed: None,
                 prediction: None,
+                regex: None,
             },
             false,
         );
@@ -284,7 +290,12 @@ impl Client {
                     .as_str()
                     .or(c["text"].as_str())
                     .unwrap_or("");
-                if !text.is_empty() {
+                let reasoning = c["delta"]["reasoning_content"]
+                    .as_str()
+                    .or(c["delta"]["reasoning"].as_str())
+                    .unwrap_or("");
+                choice.reasoning.push_str(reasoning);
+                if !text.is_empty() || !reasoning.is_empty() {
                     choice.text.push_str(text);
                     match last_at[i] {
                         None => choice.ttft_s = Some(now),
@@ -337,6 +348,7 @@ mod tests {
             user: None,
             seed: Some(42),
             prediction: None,
+            regex: None,
         };
         let prompt = Prompt::Text("hi".into());
         assert_eq!(c.body(&prompt, 1, &s, true)["seed"], 42);
@@ -373,6 +385,7 @@ mod tests {
             user: None,
             seed: None,
             prediction: Some("def f():\n".into()),
+            regex: None,
         };
         let chat = Prompt::Chat(vec![json!({"role": "user", "content": "hi"})]);
         assert_eq!(
@@ -385,6 +398,7 @@ mod tests {
             .is_none());
         let none = Sampling {
             prediction: None,
+            regex: None,
             ..s
         };
         assert!(c.body(&chat, 1, &none, true).get("prediction").is_none());

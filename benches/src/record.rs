@@ -14,7 +14,15 @@ pub enum Prompt {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Choice {
+    /// The answer (`content`).
     pub text: String,
+    /// What the server split out as reasoning (`reasoning_content`), if anything.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
+    /// The reply as the model wrote it, where the server split it: the workload rebuilds
+    /// it from the shape it forced (token ids for the limit; None: `text` is all of it).
+    #[serde(skip)]
+    pub generated: Option<String>,
     /// Seconds from sending the request to this choice's first text.
     pub ttft_s: Option<f64>,
     /// Seconds between successive text chunks of this choice.

@@ -83,7 +83,7 @@ pub fn fill(client: &Client, records: &mut [RequestRecord]) -> Result<()> {
         r.choice_ids = r
             .choices
             .iter()
-            .map(|c| client.text_ids(&c.text))
+            .map(|c| client.text_ids(c.generated.as_deref().unwrap_or(&c.text)))
             .collect::<Result<_>>()?;
     }
     Ok(())

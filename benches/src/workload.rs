@@ -18,6 +18,12 @@ pub struct AgentLoop {
     pub tool_result_tokens: usize,
     pub max_tokens: usize,
     pub temperature: f32,
+    /// Every reply reasons in a `<think>` block before its answer (forced by looptree's
+    /// `regex`, so that any model with those marker tokens does), and goes back with the
+    /// reasoning as `reasoning_content`: what the template then drops moves the point
+    /// where one iteration's prompt stops matching the last.
+    #[serde(default)]
+    pub thinking: bool,
 }
 
 /// P prompts, each sampled n times.
@@ -64,6 +70,7 @@ impl Default for AgentLoop {
             tool_result_tokens: 200,
             max_tokens: 64,
             temperature: 0.7,
+            thinking: false,
         }
     }
 }
@@ -151,6 +158,27 @@ impl AgentLoop {
     pub fn generations(&self) -> usize {
         self.agents * self.iterations
     }
+
+    /// The thinking variant's replies: a block of reasoning words, then a shorter answer,
+    /// sized to end within `max_tokens` (a lowercase word is one to three tokens).
+    pub fn thinking_regex(&self) -> String {
+        let words = |n: usize| format!("[a-z]{{1,8}}( [a-z]{{1,8}}){{{}}}", n.max(1) - 1);
+        format!(
+            "<think>\\n{}\\n</think>\\n\\n{}",
+            words(self.max_tokens / 6),
+            words(self.max_tokens / 12)
+        )
+    }
+
+    /// A thinking reply as generated, from the reasoning and answer the server split it
+    /// into: the shape [`AgentLoop::thinking_regex`] forces.
+    pub fn thinking_reply(reasoning: &str, answer: &str) -> String {
+        format!(
+            "<think>\n{}\n</think>\n\n{}",
+            reasoning.trim(),
+            answer.trim()
+        )
+    }
 }
 
 impl Fanout {
@@ -224,6 +252,27 @@ impl Edit {
 
     pub fn generations(&self) -> usize {
         self.agents * self.iterations
+    }
+
+    /// The thinking variant's replies: a block of reasoning words, then a shorter answer,
+    /// sized to end within `max_tokens` (a lowercase word is one to three tokens).
+    pub fn thinking_regex(&self) -> String {
+        let words = |n: usize| format!("[a-z]{{1,8}}( [a-z]{{1,8}}){{{}}}", n.max(1) - 1);
+        format!(
+            "<think>\\n{}\\n</think>\\n\\n{}",
+            words(self.max_tokens / 6),
+            words(self.max_tokens / 12)
+        )
+    }
+
+    /// A thinking reply as generated, from the reasoning and answer the server split it
+    /// into: the shape [`AgentLoop::thinking_regex`] forces.
+    pub fn thinking_reply(reasoning: &str, answer: &str) -> String {
+        format!(
+            "<think>\n{}\n</think>\n\n{}",
+            reasoning.trim(),
+            answer.trim()
+        )
     }
 }
 
@@ -324,5 +373,26 @@ mod tests {
             ..Tree::default()
         };
         assert_eq!((small.leaves(), small.generations()), (4, 6));
+    }
+
+    /// The reply the server splits back out of the forced shape is rebuilt token for
+    /// token: the regex accepts it, whatever whitespace the split trimmed.
+    #[test]
+    fn a_thinking_reply_is_rebuilt_in_the_shape_forced() {
+        let w = AgentLoop {
+            max_tokens: 24,
+            thinking: true,
+            ..AgentLoop::default()
+        };
+        let shape = regex::Regex::new(&format!("^{}$", w.thinking_regex())).unwrap();
+        let generated = "<think>\nab cd ef gh\n</think>\n\nyes no";
+        assert!(shape.is_match(generated));
+        // As a server splits it: the markers and the newlines around them gone.
+        let rebuilt = AgentLoop::thinking_reply("\nab cd ef gh\n", "\n\nyes no");
+        assert_eq!(rebuilt, generated);
+        assert!(
+            !shape.is_match("<think>\nab cd\n</think>\n\nyes no"),
+            "4 words of reasoning"
+        );
     }
 }

@@ -20,6 +20,8 @@ pub struct ReasoningMarkers {
     /// restored from the id, or a reply's reasoning would run into its answer unseen.
     pub hidden_open: Option<u32>,
     pub hidden_close: Option<u32>,
+    /// The two markers' token ids (a reasoning budget forces the closing one).
+    pub ids: Option<(u32, u32)>,
 }
 
 impl ReasoningMarkers {
@@ -34,7 +36,10 @@ impl ReasoningMarkers {
             let open_id = single_token(tokenizer, open)?;
             let close_id = single_token(tokenizer, close)?;
             let hidden = |id: u32| tokenizer.is_special(id).then_some(id);
-            Some(Self::new(open, close, hidden(open_id), hidden(close_id)))
+            Some(Self {
+                ids: Some((open_id, close_id)),
+                ..Self::new(open, close, hidden(open_id), hidden(close_id))
+            })
         })
     }
 
@@ -49,6 +54,7 @@ impl ReasoningMarkers {
             close: close.to_string(),
             hidden_open,
             hidden_close,
+            ids: None,
         }
     }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{thinking_gguf, venv_python, Server};
+use common::{thinking_gguf, thinking_gguf_with, venv_python, Server};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -274,4 +274,98 @@ fn thinking_replies_split_into_reasoning_and_answer() {
         String::from_utf8_lossy(&out.stderr)
     );
     s.wait_idle();
+}
+
+fn token_count(s: &Server, text: &str) -> usize {
+    let (status, v) = s.post(
+        "/tokenize",
+        &json!({"prompt": text, "add_special_tokens": false}),
+    );
+    assert_eq!(status, 200, "{v}");
+    v["tokens"].as_array().unwrap().len()
+}
+
+/// A reasoning budget: once the reply has spent it inside its block, the closing marker
+/// is forced and the answer follows (chat's `thinking_token_budget`, Anthropic's
+/// `thinking.budget_tokens`), cutting reasoning the model would have gone on with.
+#[test]
+fn a_reasoning_budget_closes_the_block() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let gguf = thinking_gguf(&root);
+    let s = Server::start_model(gguf.to_str().unwrap(), "1", "64MiB", &[]);
+
+    // Chat, the block opened by the prompt.
+    let ask = |extra: Value| {
+        let mut body = json!({
+            "messages": [{"role": "user", "content": "Capital of France?"}],
+            "max_tokens": 16, "temperature": 0,
+            "chat_template_kwargs": {"think_in_prompt": true},
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, v) = s.post("/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{v}");
+        v["choices"][0]["message"].clone()
+    };
+    let free = ask(json!({}));
+    assert_eq!(
+        free["content"], "",
+        "unbounded, the block never closes: {free}"
+    );
+    let capped = ask(json!({"thinking_token_budget": 3}));
+    let reasoning = capped["reasoning_content"].as_str().unwrap_or("");
+    assert!(token_count(&s, reasoning) <= 3, "{capped}");
+    assert!(!capped["content"].as_str().unwrap().is_empty(), "{capped}");
+    // Within the budget the reply is the model's own.
+    let free_reasoning = free["reasoning_content"].as_str().unwrap();
+    assert!(
+        free_reasoning.starts_with(reasoning.trim()),
+        "{free} / {capped}"
+    );
+
+    // Anthropic, on a template whose generation prompt opens the block.
+    drop(s);
+    let gguf = thinking_gguf_with(&root, "think-open");
+    let s = Server::start_model(gguf.to_str().unwrap(), "1", "64MiB", &[]);
+    let message = |thinking: Value| {
+        s.post(
+            "/v1/messages",
+            &json!({
+                "model": "m", "max_tokens": 16, "temperature": 0,
+                "messages": [{"role": "user", "content": "Capital of France?"}],
+                "thinking": thinking,
+            }),
+        )
+    };
+    let (status, free) = message(json!({"type": "enabled"}));
+    assert_eq!(status, 200, "{free}");
+    assert_eq!(
+        free["content"].as_array().unwrap().len(),
+        1,
+        "only thinking: {free}"
+    );
+    let (status, capped) = message(json!({"type": "enabled", "budget_tokens": 3}));
+    assert_eq!(status, 200, "{capped}");
+    let blocks = capped["content"].as_array().unwrap();
+    assert_eq!(blocks.len(), 2, "{capped}");
+    assert_eq!(
+        (&blocks[0]["type"], &blocks[1]["type"]),
+        (&json!("thinking"), &json!("text")),
+        "{capped}"
+    );
+    let thinking = blocks[0]["thinking"].as_str().unwrap();
+    assert!(token_count(&s, thinking) <= 3, "{capped}");
+    assert!(
+        free["content"][0]["thinking"]
+            .as_str()
+            .unwrap()
+            .starts_with(thinking),
+        "{free} / {capped}"
+    );
+    for bad in [json!(0), json!(-5), json!("many")] {
+        let (status, v) = message(json!({"type": "enabled", "budget_tokens": bad}));
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    }
 }

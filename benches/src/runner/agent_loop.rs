@@ -1,5 +1,5 @@
 //! agent-loop: each agent re-sends its whole history every iteration; one trajectory per
-//! reply.
+//! reply. The thinking variant's replies reason first, and go back with their reasoning.
 
 use super::Collector;
 use super::REQUEST_SEED;
@@ -32,8 +32,13 @@ pub fn run(client: &Client, w: &AgentLoop, seed: u64, out: &Collector) {
                             &[REQUEST_SEED, agent as u64, iteration as u64],
                         )),
                         prediction: None,
+                        regex: w.thinking.then(|| w.thinking_regex()),
                     };
-                    if out.chat_turn(client, &mut history, &sampling).is_none() {
+                    let thinking = w.thinking.then_some(AgentLoop::thinking_reply as _);
+                    if out
+                        .chat_turn(client, &mut history, &sampling, thinking)
+                        .is_none()
+                    {
                         return;
                     }
                     // The tool result is synthetic and the same for every server.

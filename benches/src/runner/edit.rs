@@ -32,8 +32,9 @@ pub fn run(client: &Client, w: &Edit, seed: u64, out: &Collector) {
                             &[REQUEST_SEED, agent as u64, iteration as u64],
                         )),
                         prediction: w.predict.then(|| current.clone()),
+                        regex: None,
                     };
-                    let Some(reply) = out.chat_turn(client, &mut history, &sampling) else {
+                    let Some(reply) = out.chat_turn(client, &mut history, &sampling, None) else {
                         return;
                     };
                     current = reply;

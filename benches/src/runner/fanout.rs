@@ -21,6 +21,7 @@ pub fn run(client: &Client, w: &Fanout, seed: u64, out: &Collector) {
                     user: None,
                     seed: Some(seed_of_request),
                     prediction: None,
+                    regex: None,
                 };
                 let prompt = Arc::new(Prompt::Chat(vec![
                     json!({"role": "user", "content": w.prompt(seed, p)}),

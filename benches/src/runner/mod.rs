@@ -64,20 +64,38 @@ impl Collector {
     }
 
     /// One turn of an agent's conversation: sends `history`, records the request, and on
-    /// success records the reply as a trajectory and appends it to `history`. None after a
-    /// failed turn, which ends the agent (its history would no longer be the workload's).
+    /// success records the reply as a trajectory and appends it to `history` (with its
+    /// reasoning as `reasoning_content`, as clients send it back). None after a failed
+    /// turn, which ends the agent (its history would no longer be the workload's).
+    /// `thinking`: the shape the request forced, to rebuild the reply as generated from
+    /// its split reasoning and answer.
     pub fn chat_turn(
         &self,
         client: &crate::client::Client,
         history: &mut Vec<serde_json::Value>,
         sampling: &crate::client::Sampling,
+        thinking: Option<fn(&str, &str) -> String>,
     ) -> Option<String> {
         let prompt = std::sync::Arc::new(crate::record::Prompt::Chat(history.clone()));
-        let record = client.generate(prompt, 1, sampling).remove(0);
+        let mut record = client.generate(prompt, 1, sampling).remove(0);
+        if record.error.is_none() {
+            if let (Some(rebuild), Some(c)) = (thinking, record.choices.first_mut()) {
+                c.generated = Some(rebuild(&c.reasoning, &c.text));
+            }
+        }
         self.request(&record);
         let reply = record.choices.first().filter(|_| record.error.is_none())?;
-        self.trajectory(reply.text.clone());
-        history.push(serde_json::json!({"role": "assistant", "content": reply.text}));
+        self.trajectory(
+            reply
+                .generated
+                .clone()
+                .unwrap_or_else(|| reply.text.clone()),
+        );
+        let mut message = serde_json::json!({"role": "assistant", "content": reply.text});
+        if !reply.reasoning.is_empty() {
+            message["reasoning_content"] = reply.reasoning.clone().into();
+        }
+        history.push(message);
         Some(reply.text.clone())
     }
 

@@ -47,6 +47,7 @@ fn expand<'s, 'a: 's>(s: &'s Scope<'s, '_>, ctx: &'s Ctx<'a>, path: Vec<String>,
         user: None,
         seed: Some(seed),
         prediction: None,
+        regex: None,
     };
     // A child's index counts over the records too: a server that refuses n > 1 answers
     // with one record per child.

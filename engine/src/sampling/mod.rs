@@ -13,6 +13,7 @@ mod history;
 mod logprobs;
 mod params;
 mod penalties;
+mod reasoning_budget;
 mod rng;
 mod sampler;
 mod select;
@@ -33,6 +34,7 @@ pub use params::{
     ParamError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_TEMPERATURE,
 };
 pub use penalties::apply_penalties;
+pub use reasoning_budget::ReasoningBudget;
 pub use rng::SeqRng;
 pub use sampler::{argmax, Sampled, Sampler};
 pub use stop::{StopChecker, StopStep};

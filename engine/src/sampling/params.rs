@@ -67,6 +67,9 @@ pub struct SamplingParams {
     pub include_stop_str_in_output: bool,
     /// Keep generating past EOS (benchmarks).
     pub ignore_eos: bool,
+    /// A cap on a thinking model's reasoning block. Set by the server, which knows the
+    /// template's markers; never read from the body as such.
+    pub reasoning_budget: Option<super::ReasoningBudget>,
 }
 
 impl Default for SamplingParams {
@@ -88,6 +91,7 @@ impl Default for SamplingParams {
             logprobs: None,
             include_stop_str_in_output: false,
             ignore_eos: false,
+            reasoning_budget: None,
         }
     }
 }
@@ -315,6 +319,7 @@ mod wire {
                 logprobs: w.logprobs,
                 include_stop_str_in_output: w.include_stop_str_in_output.unwrap_or(false),
                 ignore_eos: w.ignore_eos.unwrap_or(false),
+                reasoning_budget: None,
             })
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::fastmath;
 use super::logprobs::{log_sum_exp, logprob, top_logprobs};
 use super::penalties::{apply_penalties, original};
+use super::reasoning_budget::BudgetState;
 use super::rng::SeqRng;
 use super::truncate::{head_candidates, nucleus_candidates, pick, pick_row, top_p, Cand};
 use super::{SamplingParams, TokenHistory};
@@ -29,6 +30,8 @@ pub struct Sampler {
     seed: u64,
     fork: u32,
     rng: SeqRng,
+    /// Where the reply stands against its reasoning budget, if it has one.
+    budget: Option<BudgetState>,
     /// Scratch reused across steps (vocabulary-sized buffers would otherwise be
     /// allocated every token).
     weights: Vec<f32>,
@@ -48,11 +51,13 @@ impl Sampler {
     }
 
     fn build(params: Arc<SamplingParams>, seed: u64, fork: u32) -> Self {
+        let budget = params.reasoning_budget.map(BudgetState::new);
         Self {
             params,
             seed,
             fork,
             rng: SeqRng::new(seed, fork),
+            budget,
             weights: Vec::new(),
             cands: Vec::new(),
             saved: Vec::new(),
@@ -99,6 +104,9 @@ impl Sampler {
             (lse, top_logprobs(logits, k, lse))
         });
         restrict(logits);
+        if let Some(b) = &self.budget {
+            b.restrict(logits);
+        }
 
         self.saved.clear();
         apply_penalties(&self.params, logits, history, &mut self.saved);
@@ -109,6 +117,9 @@ impl Sampler {
             self.draw(logits)
         };
 
+        if let Some(b) = &mut self.budget {
+            b.observe(token);
+        }
         let (logprob, top_logprobs) = match raw {
             Some((lse, top)) => {
                 let l = original(&self.saved, token).unwrap_or(logits[token as usize]);

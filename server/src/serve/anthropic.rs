@@ -93,7 +93,11 @@ pub async fn handle(
     params.insert("temperature".into(), json!(wire.temperature));
     params.insert("top_p".into(), json!(wire.top_p));
     params.insert("top_k".into(), json!(wire.top_k));
-    let params: SamplingParams = typed(&Value::Object(params))?;
+    let mut params: SamplingParams = typed(&Value::Object(params))?;
+    params.reasoning_budget = super::reasoning::budget(
+        prompt.reasoning.as_ref(),
+        thinking_budget(wire.thinking.as_ref())?,
+    );
     let session = wire
         .metadata
         .as_ref()
@@ -195,6 +199,27 @@ fn thinking_kwargs(thinking: Option<&Value>) -> Result<Map<String, Value>, ApiEr
     };
     kwargs.insert("enable_thinking".into(), enabled.into());
     Ok(kwargs)
+}
+
+/// `thinking.budget_tokens` of an enabled `thinking`: the most tokens its reasoning may
+/// take. Anthropic's floor of 1,024 is not kept: small local models think briefly.
+fn thinking_budget(thinking: Option<&Value>) -> Result<Option<usize>, ApiError> {
+    let Some(t) = thinking.filter(|t| t["type"] == "enabled") else {
+        return Ok(None);
+    };
+    match &t["budget_tokens"] {
+        Value::Null => Ok(None),
+        v => v
+            .as_u64()
+            .filter(|b| *b >= 1)
+            .map(|b| Some(b as usize))
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    "thinking",
+                    "thinking.enabled.budget_tokens: Input should be a positive integer",
+                )
+            }),
+    }
 }
 
 /// A `thinking` content block. The signature is opaque to clients, which send the block

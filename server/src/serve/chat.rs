@@ -8,6 +8,7 @@ use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Collected, Generation};
 use super::logprobs;
 use super::prediction;
+use super::reasoning;
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
@@ -40,6 +41,12 @@ pub struct ChatWire {
     user: Option<String>,
     /// Extra chat-template variables, e.g. `{"enable_thinking": false}` (vLLM's field).
     chat_template_kwargs: Option<Map<String, Value>>,
+    /// Most tokens of a thinking model's reasoning; then its closing marker is forced
+    /// (vLLM's field).
+    thinking_token_budget: Option<usize>,
+    /// Passed to the template as `reasoning_effort` (templates that read it, such as
+    /// gpt-oss's, decide what it means), unless `chat_template_kwargs` sets it.
+    reasoning_effort: Option<String>,
 }
 
 pub async fn handle(
@@ -53,14 +60,21 @@ pub async fn handle(
     if let Some(o) = offered.as_mut() {
         o.parallel = wire.parallel_tool_calls.unwrap_or(true);
     }
-    let params = chat_sampling_params(&body, wire.logprobs.unwrap_or(false), wire.top_logprobs)?;
+    let mut params =
+        chat_sampling_params(&body, wire.logprobs.unwrap_or(false), wire.top_logprobs)?;
     let messages = conversation::normalize(&wire.messages)?;
+    let mut kwargs = wire.chat_template_kwargs.unwrap_or_default();
+    if let Some(effort) = wire.reasoning_effort {
+        kwargs.entry("reasoning_effort").or_insert(effort.into());
+    }
     let prompt = conversation::prompt_tokens(
         &state,
         &messages,
         offered.as_ref().map(|o| o.tools.as_slice()),
-        &wire.chat_template_kwargs.unwrap_or_default(),
+        &kwargs,
     )?;
+    params.reasoning_budget =
+        reasoning::budget(prompt.reasoning.as_ref(), wire.thinking_token_budget);
     let forced = offered
         .as_ref()
         .filter(|o| o.forced)

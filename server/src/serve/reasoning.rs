@@ -3,6 +3,7 @@
 //! whitespace after the block (templates write `<think>\n…\n</think>\n\n`); a reply
 //! with no block, or any reply of a model without markers, passes through untouched.
 
+use looptree_engine::sampling::ReasoningBudget;
 use looptree_models::reasoning::ReasoningMarkers;
 use std::sync::Arc;
 
@@ -12,6 +13,25 @@ use std::sync::Arc;
 pub struct Reasoning {
     pub markers: Arc<ReasoningMarkers>,
     pub starts_inside: bool,
+}
+
+impl Reasoning {
+    /// A cap of `max_tokens` on the reply's reasoning, where the markers are tokens.
+    pub fn budget(&self, max_tokens: usize) -> Option<ReasoningBudget> {
+        let (open, close) = self.markers.ids?;
+        Some(ReasoningBudget {
+            open,
+            close,
+            max_tokens,
+            starts_inside: self.starts_inside,
+        })
+    }
+}
+
+/// A reasoning budget for a request that asks for one (`max_tokens` of reasoning) on a
+/// template with markers; nothing where the model does not reason.
+pub fn budget(reasoning: Option<&Reasoning>, max_tokens: Option<usize>) -> Option<ReasoningBudget> {
+    reasoning?.budget(max_tokens?)
 }
 
 /// What a piece of reply text is.

@@ -279,12 +279,21 @@ pub fn venv_python(script: &str, root: &Path) -> String {
 /// tokens) and a thinking template (`server/tests/thinking/think.jinja`), written from
 /// its seed.
 pub fn thinking_gguf(root: &Path) -> PathBuf {
+    thinking_gguf_with(root, "think")
+}
+
+/// [`thinking_gguf`] with the template `server/tests/thinking/{template}.jinja`.
+pub fn thinking_gguf_with(root: &Path, template: &str) -> PathBuf {
     let python = venv_python("fixture-venv.sh", root);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("random-qwen3-thinking.gguf");
+    let name = match template {
+        "think" => "random-qwen3-thinking.gguf".to_string(),
+        other => format!("random-qwen3-{other}.gguf"),
+    };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let status = Command::new(python)
         .arg(root.join("tests/python/make_random_gguf.py"))
         .args(["qwen3", "--seed", "7", "--qwen3-vocab", "--chat-template"])
-        .arg(root.join("server/tests/thinking/think.jinja"))
+        .arg(root.join(format!("server/tests/thinking/{template}.jinja")))
         .arg("--out")
         .arg(&out)
         .status()
