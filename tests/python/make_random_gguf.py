@@ -6,8 +6,8 @@ check looptree's model code against llama.cpp without real weights.
 
 The tokenizer metadata is copied from a real model (Qwen2.5's BPE vocabulary, which Qwen3
 shares) so llama.cpp loads the file as it would a real one. Weights are quantized as real
-files are, as far as the `gguf` package can quantize (Q8_0, Q5_0, Q4_1, F16; it has no
-K-quant quantizer), and scaled so next-token distributions are peaked: a near-uniform
+files are (Q8_0, Q5_0, Q4_1 and F16 by the `gguf` package, Q4_K, Q5_K and Q6_K by `kquants.py`,
+since the package cannot write those), and scaled so next-token distributions are peaked: a near-uniform
 distribution would let a wrong model agree with the reference.
 
 phi3 is written as llama.cpp's converter writes Phi-3/Phi-4-mini: fused `attn_qkv` and
@@ -25,6 +25,10 @@ import os
 import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
+
+from kquants import quantize_q4_k, quantize_q5_k, quantize_q6_k
+
+K_QUANTS = {Q.Q4_K: quantize_q4_k, Q.Q5_K: quantize_q5_k, Q.Q6_K: quantize_q6_k}
 
 ARCHS = ("llama", "qwen2", "qwen3", "qwen3moe", "phi3")
 # The tokens Qwen3's vocabulary adds in Qwen2.5's padding slots (all user-defined).
@@ -65,6 +69,9 @@ def put(w, name, x, qtype):
         w.add_tensor(name, x)
     elif qtype == Q.F16:
         w.add_tensor(name, x.astype(np.float16))
+    elif qtype in K_QUANTS:
+        rows = K_QUANTS[qtype](x.reshape(-1, x.shape[-1]))
+        w.add_tensor(name, rows.reshape(*x.shape[:-1], rows.shape[-1]), raw_dtype=qtype)
     else:
         w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
 
@@ -100,7 +107,8 @@ def main():
     ap.add_argument("--ffn", type=int, default=256)
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--experts-used", type=int, default=2)
-    ap.add_argument("--quant", default="mixed", choices=("mixed", "q8_0", "q5_0", "q4_1", "f16"))
+    ap.add_argument("--quant", default="mixed", choices=("mixed", "k_mixed", "q8_0", "q5_0", "q4_1", "f16"),
+                    help="k_mixed: Q4_K, Q5_K, Q6_K and Q8_0 as K-quant files mix them (widths multiples of 256)")
     ap.add_argument("--qwen3-vocab", action="store_true",
                     help="add Qwen3's <think>, </think>, <tool_response>, </tool_response> tokens")
     ap.add_argument("--chat-template", help="a file whose text becomes tokenizer.chat_template")
@@ -157,6 +165,7 @@ def main():
     # Projections cycle through the quantizations real files mix; small norms stay f32.
     cycle = {
         "mixed": [Q.Q8_0, Q.Q5_0, Q.Q4_1, Q.F16],
+        "k_mixed": [Q.Q4_K, Q.Q6_K, Q.Q5_K, Q.Q8_0],
         "q8_0": [Q.Q8_0], "q5_0": [Q.Q5_0], "q4_1": [Q.Q4_1], "f16": [Q.F16],
     }[a.quant]
     counter = [0]

@@ -231,3 +231,58 @@ fn phi3_rows_path_matches_llama_cpp() {
     agreement(&rows, "phi3-q8_0");
     agreement(&tensors, "phi3-q8_0");
 }
+
+/// Q4_K, Q5_K, Q6_K and Q8_0 mixed as K-quant files mix them (K-quant blocks written by
+/// `kquants.py`), widths multiples of 256 as those blocks need. Both paths, the rows path on
+/// looptree's K-quant kernels (for qwen3moe, experts' rows grouped per expert).
+fn check_k_quants(arch: &str) {
+    let name = format!("{arch}-k_mixed");
+    let path = make_gguf(
+        &name,
+        &[
+            arch,
+            "--seed",
+            "11",
+            "--quant",
+            "k_mixed",
+            "--hidden",
+            "256",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "64",
+            "--ffn",
+            "512",
+        ],
+    );
+    let (tensors, rows) = both_paths(&path);
+    agreement(&rows, &name);
+    agreement(&tensors, &name);
+}
+
+#[test]
+fn qwen3_k_quants_match_llama_cpp() {
+    check_k_quants("qwen3");
+}
+
+#[test]
+fn qwen3moe_k_quants_match_llama_cpp() {
+    check_k_quants("qwen3moe");
+}
+
+#[test]
+fn llama_k_quants_match_llama_cpp() {
+    check_k_quants("llama");
+}
+
+#[test]
+fn qwen2_k_quants_match_llama_cpp() {
+    check_k_quants("qwen2");
+}
+
+#[test]
+fn phi3_k_quants_match_llama_cpp() {
+    check_k_quants("phi3");
+}
