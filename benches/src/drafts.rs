@@ -11,7 +11,7 @@ const ACCEPTED: &str = "looptree_draft_accepted_tokens_total";
 
 /// The sources the server names, in the order the report shows them; any other source it
 /// names follows these.
-pub const SOURCES: &[&str] = &["tree", "context", "prediction"];
+pub const SOURCES: &[&str] = &["tree", "context", "recent", "prediction"];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {

@@ -207,7 +207,7 @@ mod tests {
         assert!(t.contains("| 40.0 | – |"), "{t}");
         let d = drafts(&runs).unwrap();
         assert!(
-            d.contains("| spec | edit | 200 | 150 | 0.750 | 0.75 of 200 | – | 0 drafted |"),
+            d.contains("| spec | edit | 200 | 150 | 0.750 | 0.75 of 200 | – | – | 0 drafted |"),
             "{d}"
         );
         assert!(!d.contains("peer"), "{d}");

@@ -1,6 +1,7 @@
 //! Running totals the engine keeps for /metrics and the bench: what was asked, what the
 //! prefix cache served, what was computed. Read from any thread without locking.
 
+use crate::speculation::DraftSource;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
@@ -28,9 +29,9 @@ pub struct Counters {
     pub preemptions: AtomicU64,
     pub steps: AtomicU64,
     /// Speculative draft tokens verified, per [`crate::speculation::DraftSource`] index.
-    pub draft_tokens: [AtomicU64; 3],
+    pub draft_tokens: [AtomicU64; DraftSource::ALL.len()],
     /// Of those, the ones kept.
-    pub draft_accepted_tokens: [AtomicU64; 3],
+    pub draft_accepted_tokens: [AtomicU64; DraftSource::ALL.len()],
     // Gauges, overwritten every step.
     pub running: AtomicU64,
     pub waiting: AtomicU64,
@@ -66,8 +67,8 @@ pub struct CountersSnapshot {
     pub disk_dropped_pages: u64,
     pub preemptions: u64,
     pub steps: u64,
-    pub draft_tokens: [u64; 3],
-    pub draft_accepted_tokens: [u64; 3],
+    pub draft_tokens: [u64; DraftSource::ALL.len()],
+    pub draft_accepted_tokens: [u64; DraftSource::ALL.len()],
     pub running: u64,
     pub waiting: u64,
     pub pages_used: u64,

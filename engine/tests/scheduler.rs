@@ -350,8 +350,11 @@ fn requests_arriving_together_compute_their_shared_prefix_once() {
 #[test]
 fn disabled_prefix_cache_serves_nothing() {
     for ps in PAGE_SIZES {
+        // No drafts either (the repeats would draft from recent outputs): every token
+        // computed is the prompt's or a sampled one.
         let (mut e, model) = engine(EngineConfig {
             enable_prefix_cache: false,
+            max_draft_tokens: 0,
             ..config(2048, ps)
         });
         let a = prompt(3, 20);

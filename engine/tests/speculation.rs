@@ -289,3 +289,52 @@ proptest! {
         }
     }
 }
+
+/// With no tree to draft from (prefix cache off, so nothing of the first request stays
+/// cached), a repeat of a finished request drafts its output from the server's recent
+/// outputs, and a request of another cache namespace never does.
+#[test]
+fn recent_outputs_draft_for_a_repeat_within_its_namespace() {
+    let p = prompt(11, 24);
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..greedy(40)
+    };
+    let want = reference(&p, &params);
+    let (mut e, model) = engine(EngineConfig {
+        enable_prefix_cache: false,
+        ..spec_config(8, 4)
+    });
+    let ask = |salt: Option<&str>| GenerationRequest {
+        cache_salt: salt.map(str::to_string),
+        ..req(&p, params.clone())
+    };
+    let recent = looptree_engine::speculation::DraftSource::Recent.index();
+    let mut steps = Vec::new();
+    for salt in [None, None, Some("other tenant")] {
+        let before = (model.stats().calls, e.counters().snapshot());
+        let (s, log) = sink();
+        e.add_request(ask(salt), s).unwrap();
+        run(&mut e, 1000);
+        assert_eq!(outcome(&log).fork(0), want, "{salt:?}");
+        assert_clean(&e);
+        let after = e.counters().snapshot();
+        steps.push(model.stats().calls - before.0);
+        let accepted = after.draft_accepted_tokens[recent] - before.1.draft_accepted_tokens[recent];
+        steps.push(accepted as usize);
+    }
+    // [steps, recent tokens accepted] per request.
+    assert_eq!(
+        steps[1], 0,
+        "nothing recent before the first finished: {steps:?}"
+    );
+    assert!(
+        steps[3] >= 30,
+        "the repeat drafts from the first's output: {steps:?}"
+    );
+    assert!(
+        steps[2] * 3 < steps[0],
+        "and takes far fewer steps: {steps:?}"
+    );
+    assert_eq!(steps[5], 0, "another namespace sees none of it: {steps:?}");
+}

@@ -185,7 +185,8 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let draft = s.drafter.propose(&s.tokens, tree, max)?;
+        let recent = self.recent.propose(s.namespace, &s.tokens, max);
+        let draft = s.drafter.propose(&s.tokens, tree, recent, max)?;
         let need = self
             .cache
             .missing_pages(&s.kv, s.computed + 1 + draft.tokens.len());

@@ -84,6 +84,8 @@ pub struct Engine {
     pub(crate) next_id: RequestId,
     /// The last step's logits; the buffer is reused by the next step.
     pub(crate) logits: Vec<f32>,
+    /// Finished sequences' outputs, a draft source for others (speculation on).
+    pub(crate) recent: crate::speculation::RecentOutputs,
 }
 
 impl Engine {
@@ -119,6 +121,9 @@ impl Engine {
             step_no: 0,
             next_id: 0,
             logits: Vec::new(),
+            recent: crate::speculation::RecentOutputs::new(
+                crate::speculation::RECENT_OUTPUT_TOKENS,
+            ),
         })
     }
 

@@ -54,6 +54,11 @@ impl Engine {
     /// are freed, its lock is dropped. Returns its node in the tree (None if it was not
     /// attached).
     fn detach_seq(&mut self, s: &mut Seq) -> Option<crate::radix_tree::NodeId> {
+        // A finished output is detached once (a preempted one is not done yet).
+        if s.done && self.cfg.max_draft_tokens > 0 {
+            let output = &s.tokens[s.tokens.len().saturating_sub(s.generated)..];
+            self.recent.add(s.namespace, output);
+        }
         let node = self
             .cache
             .detach(&mut s.kv, s.namespace, &s.tokens[..s.computed]);

@@ -53,10 +53,17 @@ impl Drafter {
     }
 
     /// The longest draft of at most `max` tokens any source offers after `tokens` (the
-    /// context, its last token not yet computed); `tree` is the tree's continuation,
-    /// which the caller looks up. Ties go to the prediction (the client asked for it, and
-    /// its usage counts what was kept of it), then the tree.
-    pub fn propose(&mut self, tokens: &[u32], tree: Vec<u32>, max: usize) -> Option<Draft> {
+    /// context, its last token not yet computed); `tree` is the tree's continuation and
+    /// `recent` what the server's recent outputs offer, both looked up by the caller.
+    /// Ties go to the prediction (the client asked for it, and its usage counts what was
+    /// kept of it), then the tree, then the sequence's own context.
+    pub fn propose(
+        &mut self,
+        tokens: &[u32],
+        tree: Vec<u32>,
+        recent: Vec<u32>,
+        max: usize,
+    ) -> Option<Draft> {
         let max = max.min(self.cap);
         if max == 0 {
             return None;
@@ -87,6 +94,12 @@ impl Drafter {
                     source: DraftSource::Context,
                 };
             }
+        }
+        if recent.len().min(max) > best.tokens.len() {
+            best = Draft {
+                tokens: recent[..recent.len().min(max)].to_vec(),
+                source: DraftSource::Recent,
+            };
         }
         (!best.tokens.is_empty()).then_some(best)
     }
