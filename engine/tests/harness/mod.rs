@@ -11,6 +11,8 @@ use looptree_engine::{
     Engine, EngineConfig, Event, EventSink, GenerationRequest, RequestId, TokenLogprob,
 };
 
+/// Page sizes the scheduler tests run at: per-token pages, and pages a prompt spans.
+pub const PAGE_SIZES: [usize; 3] = [1, 2, 4];
 pub const VOCAB: usize = 32;
 pub const MAX_CTX: usize = 512;
 /// KV bytes per token of the fake model (1 layer, 1 head, head_dim 2, f32, K and V).
