@@ -1,0 +1,179 @@
+use super::*;
+use crate::cpu_attention::paged_attention;
+use crate::cpu_attention_shared::decode_groups;
+use candle_core::{Device, Tensor};
+
+/// Agrees with the scalar kernel (itself checked against the generic candle-op path)
+/// for f32 and f16 pools, with scattered slots, GQA, windows and long prompts; and a
+/// sequence's rows are bit-identical alone and batched.
+#[test]
+fn matches_scalar_kernel_and_is_batch_independent() -> candle_core::Result<()> {
+    if !supported(64) {
+        return Ok(());
+    }
+    let dev = Device::Cpu;
+    // 64: whole 32-lane groups; 40: one group and an 8-lane remainder.
+    for hd in [64, 40] {
+        check_head_dim(&dev, hd)?;
+    }
+    Ok(())
+}
+
+/// Decoding sequences worked on in shared-prefix groups give the same bits as each on
+/// its own, for f32 and f16 pools: samples of two prompts (one group each, one sample
+/// with nothing of its own yet beyond its query), a tree whose branches share less,
+/// lone decodes, and a prefill between them.
+#[test]
+fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Result<()> {
+    if !supported(64) {
+        return Ok(());
+    }
+    let dev = Device::Cpu;
+    let (nh, nkv, hd, slots) = (9, 3, 64, 2000);
+    let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut next = 1000u32;
+    let mut own = |n: usize| -> Vec<u32> {
+        next += n as u32;
+        (next - n as u32..next).collect()
+    };
+    let prompt_a: Vec<u32> = (0..100).collect();
+    let prompt_b: Vec<u32> = (200..271).collect(); // not a multiple of the chunk
+    let mut ctxs: Vec<Vec<u32>> = Vec::new();
+    for i in 0..6 {
+        ctxs.push([prompt_a.clone(), own(1 + 7 * i)].concat());
+    }
+    ctxs.push((500..540).collect()); // a prefill of 12 new tokens
+    for i in 0..5 {
+        ctxs.push([prompt_b.clone(), own(i)].concat()); // i = 0: the query is its only own key
+    }
+    let trunk: Vec<u32> = (600..640).collect();
+    for i in 0..4 {
+        let branch: Vec<u32> = if i < 2 {
+            (700..720).collect()
+        } else {
+            (800..810).collect()
+        };
+        ctxs.push([trunk.clone(), branch, own(3)].concat());
+    }
+    ctxs.push(own(20));
+    ctxs.push(own(33));
+    let lens: Vec<usize> = ctxs
+        .iter()
+        .map(|c| if c.len() == 40 && c[0] == 500 { 12 } else { 1 })
+        .collect();
+    let mut seqs = Vec::new();
+    let mut start = 0;
+    for (c, &len) in ctxs.iter().zip(&lens) {
+        seqs.push(SeqAttn {
+            start,
+            len,
+            context_slots: c,
+        });
+        start += len;
+    }
+    let q = Tensor::randn(0f32, 1., (start, nh, hd), &dev)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let shape = AttnShape {
+        n_heads: nh,
+        n_kv_heads: nkv,
+        head_dim: hd,
+        scale: 0.125,
+        window: None,
+    };
+    let groups = decode_groups(&seqs, 16);
+    assert!(
+        groups
+            .iter()
+            .any(|g| g.end - g.first == 6 && g.shared == 100),
+        "{groups:?}"
+    );
+    assert!(
+        groups
+            .iter()
+            .any(|g| g.end - g.first == 5 && g.shared == 71),
+        "{groups:?}"
+    );
+    let want = paged_attention(&q, &k, &v, &seqs, &shape);
+    let mut per_seq = vec![0f32; q.len()];
+    paged_attention_per_sequence(&q, &k, &v, &seqs, &shape, &mut per_seq);
+    let mut grouped = vec![0f32; q.len()];
+    paged_attention_simd(&q, &k, &v, &seqs, &shape, &mut grouped);
+    assert_eq!(grouped, per_seq);
+    for (g, w) in grouped.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+    }
+    let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+    let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let mut per_seq16 = vec![0f32; q.len()];
+    paged_attention_per_sequence(&q, &kh, &vh, &seqs, &shape, &mut per_seq16);
+    let mut grouped16 = vec![0f32; q.len()];
+    paged_attention_simd(&q, &kh, &vh, &seqs, &shape, &mut grouped16);
+    assert_eq!(grouped16, per_seq16);
+    Ok(())
+}
+
+fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
+    let (nh, nkv, slots) = (9, 3, 120);
+    let k = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let v = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let ctx_a: Vec<u32> = (0..40).map(|i| (i * 7 % 120) as u32).collect(); // 40 new tokens
+    let ctx_b: Vec<u32> = (0..30).map(|i| (119 - i) as u32).collect(); // decode at 29
+    let q = Tensor::randn(0f32, 1., (41, nh, hd), dev)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    for window in [None, Some(5)] {
+        let shape = AttnShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window,
+        };
+        let seqs = [
+            SeqAttn {
+                start: 0,
+                len: 40,
+                context_slots: &ctx_a,
+            },
+            SeqAttn {
+                start: 40,
+                len: 1,
+                context_slots: &ctx_b,
+            },
+        ];
+        let want = paged_attention(&q, &k, &v, &seqs, &shape);
+        let mut got = vec![0f32; want.len()];
+        paged_attention_simd(&q, &k, &v, &seqs, &shape, &mut got);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "f32, window {window:?}: {g} vs {w}");
+        }
+        let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+        let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        let mut got16 = vec![0f32; want.len()];
+        paged_attention_simd(&q, &kh, &vh, &seqs, &shape, &mut got16);
+        for (g, w) in got16.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-2, "f16, window {window:?}: {g} vs {w}");
+        }
+        // The decode sequence alone gives the same bits as in the batch.
+        let row = nh * hd;
+        let alone = [SeqAttn {
+            start: 0,
+            len: 1,
+            context_slots: &ctx_b,
+        }];
+        let mut one = vec![0f32; row];
+        paged_attention_simd(&q[40 * row..], &k, &v, &alone, &shape, &mut one);
+        assert_eq!(&one[..], &got[40 * row..]);
+    }
+    Ok(())
+}
