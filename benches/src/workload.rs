@@ -253,27 +253,6 @@ impl Edit {
     pub fn generations(&self) -> usize {
         self.agents * self.iterations
     }
-
-    /// The thinking variant's replies: a block of reasoning words, then a shorter answer,
-    /// sized to end within `max_tokens` (a lowercase word is one to three tokens).
-    pub fn thinking_regex(&self) -> String {
-        let words = |n: usize| format!("[a-z]{{1,8}}( [a-z]{{1,8}}){{{}}}", n.max(1) - 1);
-        format!(
-            "<think>\\n{}\\n</think>\\n\\n{}",
-            words(self.max_tokens / 6),
-            words(self.max_tokens / 12)
-        )
-    }
-
-    /// A thinking reply as generated, from the reasoning and answer the server split it
-    /// into: the shape [`AgentLoop::thinking_regex`] forces.
-    pub fn thinking_reply(reasoning: &str, answer: &str) -> String {
-        format!(
-            "<think>\n{}\n</think>\n\n{}",
-            reasoning.trim(),
-            answer.trim()
-        )
-    }
 }
 
 impl Tree {
