@@ -83,7 +83,7 @@ impl NgramIndex {
 
 /// How many tokens before `source[p]` agree with the end of `tokens` (at most
 /// `SCORE_SPAN`).
-fn matched_back(source: &[u32], p: usize, tokens: &[u32]) -> usize {
+pub(super) fn matched_back(source: &[u32], p: usize, tokens: &[u32]) -> usize {
     source[..p]
         .iter()
         .rev()

@@ -8,14 +8,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::ngram::matched_back;
 use crate::radix_tree::Namespace;
 
 /// Tokens in a lookup key, as in the context index.
 const KEY: usize = 3;
 /// Occurrences kept per key, the most recent last.
 const PER_KEY: usize = 4;
-/// How far back a candidate's match is measured when choosing between occurrences.
-const SCORE_SPAN: usize = 32;
 
 type Key = (Namespace, [u32; KEY]);
 
@@ -111,18 +110,6 @@ impl RecentOutputs {
 
 fn key(ns: Namespace, window: &[u32]) -> Key {
     (ns, window.try_into().expect("KEY tokens"))
-}
-
-/// How many tokens before `source[p]` agree with the end of `tokens` (at most
-/// `SCORE_SPAN`).
-fn matched_back(source: &[u32], p: usize, tokens: &[u32]) -> usize {
-    source[..p]
-        .iter()
-        .rev()
-        .zip(tokens.iter().rev())
-        .take(SCORE_SPAN)
-        .take_while(|(a, b)| a == b)
-        .count()
 }
 
 #[cfg(test)]
