@@ -54,23 +54,35 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
 /// Deserializes `value` into `T`; a type mismatch becomes a 400 naming the field.
 pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    typed_at(value, "")
+}
+
+/// [`typed`] for a value found at `at` in the body (`messages[2]`), which prefixes the
+/// field named in an error.
+pub fn typed_at<T: DeserializeOwned>(value: &Value, at: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let root = path == "." || path.is_empty();
+        let inner_path = (path != "." && !path.is_empty()).then_some(path);
+        let join = |field: Option<&str>| -> Option<String> {
+            let parts = [Some(at), inner_path.as_deref(), field];
+            let parts: Vec<&str> = parts
+                .into_iter()
+                .flatten()
+                .filter(|p| !p.is_empty())
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("."))
+        };
         // serde reports a missing field at the object that lacks it: name the field.
         if let Some(field) = missing_field(&inner.to_string()) {
-            let param = if root {
-                field.to_string()
-            } else {
-                format!("{path}.{field}")
-            };
+            let param = join(Some(field)).unwrap_or_default();
             return ApiError::invalid_param(&param, format!("`{param}` is required."));
         }
-        if root {
-            ApiError::bad_request(format!("Invalid request: {inner}"))
-        } else {
-            ApiError::invalid_param(&path, format!("Invalid value for `{path}`: {inner}"))
+        match join(None) {
+            None => ApiError::bad_request(format!("Invalid request: {inner}")),
+            Some(param) => {
+                ApiError::invalid_param(&param, format!("Invalid value for `{param}`: {inner}"))
+            }
         }
     })
 }
