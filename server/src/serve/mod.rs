@@ -121,6 +121,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         api_keys,
         private_metrics: args.private_metrics,
         max_concurrent: args.max_concurrent,
+        max_sequences_per_request: args.max_sequences_per_request as usize,
         in_flight: Default::default(),
         rejected: Default::default(),
         started: state::unix_now(),
