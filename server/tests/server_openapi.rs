@@ -219,6 +219,22 @@ fn request_fields_are_typed_in_the_schema() {
         assert_eq!(completion_v.is_valid(&body), ok, "{body}");
     }
     assert!(!completion_v.is_valid(&serde_json::json!({"prompt": "Hi", "logprobs": 6})));
+    assert!(!completion_v.is_valid(&serde_json::json!({"max_tokens": 1})));
+    // JSON Schema's integers include 3.0; so do the server's integer fields.
+    let integral =
+        serde_json::json!({"prompt": "Hi", "max_tokens": 2.0, "n": 1.0, "logprobs": 1.0});
+    assert!(completion_v.is_valid(&integral));
+    let (st, b) = s.post("/v1/completions", &integral);
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "Hi", "max_tokens": 2.5}),
+    );
+    assert_eq!(
+        (st, b["error"]["param"].as_str()),
+        (400, Some("max_tokens")),
+        "{b}"
+    );
     let messages_v = validator("/v1/messages");
     let anthropic_ok = serde_json::json!({"max_tokens": 1, "system": [{"type": "text", "text": "S"}], "messages": [
         {"role": "user", "content": "Weather?"},

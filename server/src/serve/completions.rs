@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 pub struct CompletionWire {
     model: Option<String>,
     /// Each string or token-id list is one prompt; at most 128 in a request.
-    prompt: Option<PromptInput>,
+    prompt: PromptInput,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     echo: Option<bool>,
@@ -66,7 +66,8 @@ pub async fn handle(
     }
     let wire: CompletionWire = typed(&Value::Object(body.clone())).map_err(|e| {
         // serde's word for a prompt in none of the four forms helps no one.
-        if e.param.as_deref() == Some("prompt") {
+        let missing = e.message.ends_with("is required.");
+        if e.param.as_deref() == Some("prompt") && !missing {
             prompt::malformed()
         } else {
             at_top_field(e)
@@ -92,7 +93,7 @@ pub async fn handle(
             "`suffix` (fill-in-the-middle) is not supported.",
         ));
     }
-    let prompts = prompt::parse(&state.tokenizer, wire.prompt.as_ref())?;
+    let prompts = prompt::parse(&state.tokenizer, &wire.prompt)?;
     let asked = OutputConstraint {
         response_format: wire.response_format.as_ref(),
         regex: wire.regex.as_deref(),

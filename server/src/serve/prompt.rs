@@ -41,7 +41,7 @@ pub fn count(prompt: &PromptInput) -> usize {
     }
 }
 
-pub fn parse(tok: &Tokenizer, prompt: Option<&PromptInput>) -> Result<Vec<Prompt>, ApiError> {
+pub fn parse(tok: &Tokenizer, prompt: &PromptInput) -> Result<Vec<Prompt>, ApiError> {
     let from_text = |s: &String| -> Result<Prompt, ApiError> {
         let tokens = tok
             .encode(s, true)
@@ -59,9 +59,6 @@ pub fn parse(tok: &Tokenizer, prompt: Option<&PromptInput>) -> Result<Vec<Prompt
             tokens: tokens.clone(),
             text,
         })
-    };
-    let Some(prompt) = prompt else {
-        return Err(ApiError::invalid_param("prompt", "`prompt` is required."));
     };
     let n = count(prompt);
     let many = matches!(prompt, PromptInput::Texts(_) | PromptInput::TokenLists(_));
