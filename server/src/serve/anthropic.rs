@@ -218,7 +218,7 @@ fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Promp
         .enumerate()
         .map(|(i, m)| AnthropicMessage::parse(i, m))
         .collect::<Result<Vec<_>, _>>()?;
-    let messages = conversation::normalize(&openai_messages(wire.system.as_ref(), &typed)?)?;
+    let messages = conversation::normalize(&openai_messages(wire.system.as_ref(), &typed))?;
     let prompt = conversation::prompt_tokens(
         state,
         &messages,

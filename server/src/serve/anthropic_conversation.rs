@@ -3,16 +3,12 @@
 //! messages, an assistant's `tool_use` blocks its `tool_calls`.
 
 use super::anthropic_types::{
-    join_text, AnthropicContent, AnthropicMessage, AnthropicRole, ContentBlock, SystemPrompt,
-    TextBlock, ToolResultContent,
+    join_text, AnthropicContent, AnthropicMessage, ContentBlock, SystemPrompt, TextBlock,
+    ToolResultContent,
 };
-use super::error::ApiError;
 use serde_json::{json, Value};
 
-pub fn openai_messages(
-    system: Option<&SystemPrompt>,
-    messages: &[AnthropicMessage],
-) -> Result<Vec<Value>, ApiError> {
+pub fn openai_messages(system: Option<&SystemPrompt>, messages: &[AnthropicMessage]) -> Vec<Value> {
     let mut out = Vec::new();
     match system {
         None => {}
@@ -23,34 +19,27 @@ pub fn openai_messages(
             out.push(json!({"role": "system", "content": system_text(blocks)}))
         }
     }
-    for (i, m) in messages.iter().enumerate() {
-        let role = match m.role {
-            AnthropicRole::User => "user",
-            AnthropicRole::Assistant => "assistant",
-            AnthropicRole::System => "system",
+    for m in messages {
+        let (role, content) = match m {
+            AnthropicMessage::User { content } => ("user", content),
+            AnthropicMessage::Assistant { content } => ("assistant", content),
+            // Claude Code's system turns between messages: text only.
+            AnthropicMessage::System { content } => {
+                let text = match content {
+                    SystemPrompt::Text(s) => s.clone(),
+                    SystemPrompt::Blocks(b) => join_text(b),
+                };
+                out.push(json!({"role": "system", "content": text}));
+                continue;
+            }
         };
-        let blocks = match &m.content {
+        let blocks = match content {
             AnthropicContent::Text(s) => {
                 out.push(json!({"role": role, "content": s}));
                 continue;
             }
             AnthropicContent::Blocks(blocks) => blocks,
         };
-        // Claude Code's system turns between messages: text only.
-        if m.role == AnthropicRole::System {
-            let texts = blocks
-                .iter()
-                .map(|b| match b {
-                    ContentBlock::Text { text } => Ok(text.as_str()),
-                    _ => Err(ApiError::invalid_param(
-                        &format!("messages[{i}].content"),
-                        "only text blocks are supported here.",
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            out.push(json!({"role": "system", "content": texts.join("\n")}));
-            continue;
-        }
         let mut texts = Vec::new();
         let mut calls = Vec::new();
         let mut thinking = Vec::new();
@@ -91,7 +80,7 @@ pub fn openai_messages(
             out.push(msg);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Claude Code opens its system prompt with a block `x-anthropic-billing-header:
@@ -150,13 +139,27 @@ mod tests {
             without_billing_header("Rules. x-anthropic-billing-header: a"),
             "Rules. x-anthropic-billing-header: a"
         );
-        let user = AnthropicMessage {
-            role: AnthropicRole::User,
+        let user = AnthropicMessage::User {
             content: AnthropicContent::Text("Hi".into()),
         };
         let system = SystemPrompt::Text(format!("{header}\nBe terse."));
-        let msgs = openai_messages(Some(&system), &[user]).unwrap();
+        let msgs = openai_messages(Some(&system), &[user]);
         assert_eq!(msgs[0]["content"], "Be terse.");
+    }
+
+    #[test]
+    fn a_system_turn_between_messages_stays_where_it_stands() {
+        let m = |v: Value| AnthropicMessage::parse(0, &v).unwrap();
+        let msgs = openai_messages(
+            None,
+            &[
+                m(json!({"role": "user", "content": "Hi"})),
+                m(
+                    json!({"role": "system", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}),
+                ),
+            ],
+        );
+        assert_eq!(msgs[1], json!({"role": "system", "content": "a\nb"}));
     }
 
     #[test]
@@ -173,8 +176,7 @@ mod tests {
                     json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18C"}]}, {"type": "text", "text": "So?"}]}),
                 ),
             ],
-        )
-        .unwrap();
+        );
         assert_eq!(msgs.len(), 4, "{msgs:?}");
         assert_eq!(msgs[1]["tool_calls"][0]["id"], "toolu_1");
         assert_eq!(

@@ -8,20 +8,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+/// A message, by its `role`.
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq, ToSchema)]
-pub struct AnthropicMessage {
-    pub role: AnthropicRole,
-    pub content: AnthropicContent,
-}
-
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AnthropicRole {
-    User,
-    Assistant,
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum AnthropicMessage {
+    User {
+        content: AnthropicContent,
+    },
+    Assistant {
+        content: AnthropicContent,
+    },
     /// Not Anthropic's, but Claude Code sends system turns between messages: rendered
-    /// where they stand.
-    System,
+    /// where they stand. Text only.
+    System {
+        content: SystemPrompt,
+    },
 }
 
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq, ToSchema)]
@@ -114,19 +115,23 @@ impl AnthropicMessage {
                 format!("messages.{i}.role: Input should be 'user' or 'assistant'"),
             ));
         }
-        typed_at(m, &at).map_err(|e| match e.param.as_deref() {
-            Some(p) if p.starts_with(&format!("{at}.content")) => ApiError::invalid_param(
+        // The role is known good: what is wrong is the content.
+        typed_at(m, &at).map_err(|_| {
+            let system = m["role"] == "system";
+            ApiError::invalid_param(
                 &format!("{at}.content"),
-                content_problem(i, m.get("content")),
-            ),
-            _ => e,
+                content_problem(i, system, m.get("content")),
+            )
         })
     }
 }
 
 /// What is wrong with a message's `content`, in words.
-fn content_problem(i: usize, content: Option<&Value>) -> String {
+fn content_problem(i: usize, system: bool, content: Option<&Value>) -> String {
     match content {
+        Some(Value::Array(_)) if system => {
+            format!("messages.{i}.content: a system turn takes text blocks only.")
+        }
         None | Some(Value::Null) => format!("messages.{i}.content: Field required"),
         Some(Value::Array(blocks)) => {
             const KNOWN: [&str; 5] = [
@@ -157,15 +162,24 @@ mod tests {
 
     #[test]
     fn blocks_parse_and_mistakes_name_the_content() {
+        let bad = |m: Value| AnthropicMessage::parse(2, &m).unwrap_err();
         let m = json!({"role": "assistant", "content": [
             {"type": "thinking", "thinking": "t", "signature": "s"},
             {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}},
             {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}]});
         let parsed = AnthropicMessage::parse(0, &m).unwrap();
-        let AnthropicContent::Blocks(b) = &parsed.content else {
-            panic!()
+        let AnthropicMessage::Assistant {
+            content: AnthropicContent::Blocks(b),
+        } = &parsed
+        else {
+            panic!("{parsed:?}")
         };
         assert_eq!(b.len(), 3);
+        let e = bad(
+            json!({"role": "system", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}),
+        );
+        assert_eq!(e.param.as_deref(), Some("messages[2].content"));
+        assert!(e.message.contains("text blocks only"), "{}", e.message);
         let bad = |m: Value| AnthropicMessage::parse(2, &m).unwrap_err();
         let e = bad(json!({"role": "wizard", "content": "x"}));
         assert_eq!(e.param.as_deref(), Some("messages[2].role"));
