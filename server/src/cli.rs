@@ -160,6 +160,12 @@ pub struct ServeArgs {
     /// Most generation requests in flight (running or queued); more are refused with 429.
     #[arg(long, default_value_t = 256)]
     pub max_concurrent: usize,
+    /// Most sequences one request may ask for: its prompts times `n` (a completions request
+    /// of 128 prompts with n 128 would be 16,384). Past it: 400. The default is
+    /// --max-concurrent's, and admits every single-prompt request OpenAI allows (n <= 128)
+    /// as well as batched rollouts such as 32 prompts x n 8.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sequences_per_request: u64,
     /// Largest request body in bytes; bigger ones are refused with 413.
     #[arg(long, default_value_t = 32 << 20)]
     pub max_body_bytes: usize,

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 const CASE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The body limit the server runs with (the corpus has one case past it).
 const MAX_BODY: &str = "65536";
+/// The sequences per request (prompts times `n`) the server allows (the corpus has cases
+/// past it).
+const MAX_SEQUENCES: &str = "64";
 
 struct Case {
     name: String,
@@ -132,7 +135,13 @@ fn the_attack_corpus_is_refused_cleanly() {
     let covered: BTreeSet<String> = per_route.iter().map(|(r, _)| r.clone()).collect();
     assert_eq!(covered, routes, "every POST route needs a corpus file");
 
-    let s = Server::start(&["--max-body-bytes", MAX_BODY, "--kv-export"]);
+    let s = Server::start(&[
+        "--max-body-bytes",
+        MAX_BODY,
+        "--kv-export",
+        "--max-sequences-per-request",
+        MAX_SEQUENCES,
+    ]);
     let client = reqwest::blocking::Client::builder()
         .timeout(CASE_TIMEOUT)
         .build()

@@ -85,6 +85,13 @@ fn request_fields_past_their_limits_are_400s() {
         // n: OpenAI's maximum, even where the engine could run more at once.
         ("/v1/completions", completion(json!({"n": 129})), "n"),
         ("/v1/chat/completions", chat(json!({"n": 129})), "n"),
+        // Sequences per request (prompts x n), 256 by default: 128 prompts x n 128 would
+        // be 16,384.
+        (
+            "/v1/completions",
+            completion(json!({"prompt": vec!["Hi"; 128], "n": 128})),
+            "n",
+        ),
         // Log-probabilities: 5 alternatives on completions, 20 on chat.
         (
             "/v1/completions",
@@ -175,6 +182,50 @@ fn request_fields_past_their_limits_are_400s() {
         let (st, b) = s.post(path, &body);
         assert_eq!(st, 200, "{path} {body}: {b}");
     }
+    s.wait_idle();
+}
+
+/// `--max-sequences-per-request` bounds prompts times `n` on every generation route: at
+/// the limit is served, one past it is a 400 naming the field to change.
+#[test]
+fn sequences_per_request_are_bounded_by_the_flag() {
+    let s = Server::start(&["--max-sequences-per-request", "8"]);
+    let (st, b) = s.post(
+        "/v1/completions",
+        &completion(json!({"prompt": ["Hi", "Yo"], "n": 4, "max_tokens": 1})),
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["choices"].as_array().map(Vec::len), Some(8), "{b}");
+    let refused: Vec<(&str, Value, &str)> = vec![
+        (
+            "/v1/completions",
+            completion(json!({"prompt": ["Hi", "Yo", "Ho"], "n": 3})),
+            "n",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"prompt": vec!["Hi"; 9]})),
+            "prompt",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"prompt": vec![vec![100u32]; 9]})),
+            "prompt",
+        ),
+        ("/v1/chat/completions", chat(json!({"n": 9})), "n"),
+    ];
+    for (path, body, param) in refused {
+        let (st, b) = s.post(path, &body);
+        let msg = assert_error(st, &b, 400);
+        assert_eq!(b["error"]["param"], param, "{path} {body}: {msg}");
+        assert_eq!(b["error"]["code"], "too_many_sequences", "{b}");
+        assert!(msg.contains("--max-sequences-per-request"), "{msg}");
+    }
+    let (st, b) = s.post(
+        "/v1/chat/completions",
+        &chat(json!({"n": 8, "max_tokens": 1})),
+    );
+    assert_eq!(st, 200, "{b}");
     s.wait_idle();
 }
 

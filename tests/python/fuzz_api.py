@@ -28,19 +28,24 @@ schema = schemathesis.openapi.from_url(base + "/openapi.json")
 session = requests.Session()
 
 
+def is_number(v):
+    """An int or a float: the server reads 3.0 as the integer 3, as JSON Schema does."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def bounded(body):
     """A generated body with its generation cost capped, whatever else it holds."""
     if not isinstance(body, dict):
         return body
     for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         v = body.get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > MAX_TOKENS:
+        if is_number(v) and v > MAX_TOKENS:
             body[key] = MAX_TOKENS
     if not any(k in body for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")):
         body["max_output_tokens" if "input" in body else "max_tokens"] = MAX_TOKENS
     for key in ("n", "best_of"):
         v = body.get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > MAX_N:
+        if is_number(v) and v > MAX_N:
             body[key] = MAX_N
     return body
 

@@ -1,14 +1,17 @@
 //! Anthropic's `POST /v1/messages`, for loop runners that speak it: the conversation is
 //! converted to OpenAI-style messages for the chat template, the reply to content blocks.
 
+use super::anthropic_conversation::openai_messages;
 use super::anthropic_stream::MessagesStream;
+use super::anthropic_types::{AnthropicMessage, SystemPrompt};
 use super::conversation::{self, Prompt};
 use super::error::ApiError;
 use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Generation};
 use super::state::{new_id, Shared};
 use super::stream;
-use super::tenancy::{self, KeyIndex};
+use super::structured_types::OutputConstraint;
+use super::tenancy::{self, CacheSalt, KeyIndex};
 use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -18,17 +21,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-/// Typed here; the messages, system prompt, tools and thinking are checked as they are
-/// converted (below).
+/// Typed here; each message is typed as an [`AnthropicMessage`] (see `prompt`, which
+/// names the one at fault), the tools and thinking as they are converted (below).
 #[derive(Deserialize, ToSchema)]
 pub struct MessagesWire {
     model: Option<String>,
-    /// Required by /v1/messages (refused there without it), not by count_tokens.
+    /// Required by /v1/messages ([`MaxTokensRequired`]), not by count_tokens; typed here
+    /// so that count_tokens refuses a malformed one too.
     #[schema(minimum = 1)]
+    #[allow(dead_code)]
     max_tokens: Option<usize>,
-    #[schema(min_items = 1)]
+    #[schema(value_type = Vec<AnthropicMessage>, min_items = 1)]
     messages: Vec<Value>,
-    system: Option<Value>,
+    system: Option<SystemPrompt>,
     stop_sequences: Option<Vec<String>>,
     #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f32>,
@@ -42,6 +47,42 @@ pub struct MessagesWire {
     metadata: Option<Value>,
     /// `{"type": "enabled", "budget_tokens": N}` or `{"type": "disabled"}`.
     thinking: Option<Value>,
+    /// looptree's extensions, as on the OpenAI routes: the output constrained to a regex
+    /// or a Lark grammar.
+    regex: Option<String>,
+    grammar: Option<String>,
+    /// A cache of its own (vLLM's field): no other salt reuses or learns of its prefix.
+    cache_salt: Option<CacheSalt>,
+}
+
+/// What /v1/messages requires beyond count_tokens' body.
+#[derive(Deserialize, ToSchema)]
+pub struct MaxTokensRequired {
+    #[schema(minimum = 1)]
+    max_tokens: usize,
+}
+
+/// Anthropic's error reply, as sent and as /openapi.json declares it.
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicErrorBody {
+    #[serde(rename = "type")]
+    kind: ErrorTag,
+    error: AnthropicErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ErrorTag {
+    Error,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AnthropicErrorDetail {
+    /// `invalid_request_error`, `authentication_error`, `not_found_error`,
+    /// `request_too_large`, `rate_limit_error`, `api_error`.
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
 }
 
 /// Errors in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
@@ -63,7 +104,14 @@ impl AnthropicError {
             s if s >= 500 => "api_error",
             _ => "invalid_request_error",
         };
-        json!({"type": "error", "error": {"type": kind, "message": self.0.message}})
+        let body = AnthropicErrorBody {
+            kind: ErrorTag::Error,
+            error: AnthropicErrorDetail {
+                kind: kind.to_string(),
+                message: self.0.message.clone(),
+            },
+        };
+        serde_json::to_value(body).expect("an error body serializes")
     }
 }
 
@@ -79,12 +127,11 @@ pub async fn handle(
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, AnthropicError> {
     let JsonBody(body) = body?;
-    let cache_salt = tenancy::cache_salt(&body, key.map(|k| k.0))?;
-    let wire: MessagesWire = typed(&Value::Object(body.clone()))?;
+    let body = Value::Object(body);
+    let wire: MessagesWire = typed(&body)?;
+    let cache_salt = tenancy::cache_salt(wire.cache_salt.as_ref(), key.map(|k| k.0));
     state.check_model(wire.model.as_deref())?;
-    let Some(max_tokens) = wire.max_tokens else {
-        return Err(ApiError::invalid_param("max_tokens", "max_tokens: Field required").into());
-    };
+    let MaxTokensRequired { max_tokens } = typed(&body)?;
     let (offered, prompt) = prompt(&state, &wire)?;
     let stops = wire.stop_sequences.unwrap_or_default();
     let mut params = Map::new();
@@ -108,12 +155,12 @@ pub async fn handle(
         .as_ref()
         .filter(|o| o.forced)
         .map(|o| o.tools.as_slice());
-    // looptree's own `regex` and `grammar` fields work here as on the OpenAI routes.
-    let own: Map<String, Value> = body
-        .into_iter()
-        .filter(|(k, _)| k == "regex" || k == "grammar")
-        .collect();
-    let constraint = super::structured::constraint(&state, &own, forced).await?;
+    let own = OutputConstraint {
+        regex: wire.regex.as_deref(),
+        grammar: wire.grammar.as_deref(),
+        ..Default::default()
+    };
+    let constraint = super::structured::constraint(&state, own, forced).await?;
     let gen = Generation::submit(
         &state,
         vec![prompt.ids],
@@ -169,8 +216,13 @@ fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Promp
         openai_tools(wire.tools.as_deref())?.as_ref(),
         openai_tool_choice(wire.tool_choice.as_ref())?.as_ref(),
     )?;
-    let messages =
-        conversation::normalize(&openai_messages(wire.system.as_ref(), &wire.messages)?)?;
+    let typed = wire
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| AnthropicMessage::parse(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let messages = conversation::normalize(&openai_messages(wire.system.as_ref(), &typed))?;
     let prompt = conversation::prompt_tokens(
         state,
         &messages,
@@ -317,154 +369,6 @@ pub fn stop_reason(
     }
 }
 
-/// `system` and Anthropic messages to OpenAI-style messages. A user turn's `tool_result`
-/// blocks become `tool` messages; an assistant's `tool_use` blocks become `tool_calls`.
-fn openai_messages(system: Option<&Value>, messages: &[Value]) -> Result<Vec<Value>, ApiError> {
-    let mut out = Vec::new();
-    match system {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            out.push(json!({"role": "system", "content": without_billing_header(s)}))
-        }
-        Some(Value::Array(blocks)) => {
-            out.push(json!({"role": "system", "content": system_text(blocks)?}))
-        }
-        Some(_) => {
-            return Err(ApiError::invalid_param(
-                "system",
-                "system: Input should be a valid string or a list of text blocks",
-            ))
-        }
-    }
-    for (i, m) in messages.iter().enumerate() {
-        let role = m["role"].as_str().unwrap_or("");
-        if !matches!(role, "user" | "assistant" | "system") {
-            return Err(ApiError::invalid_param(
-                &format!("messages[{i}].role"),
-                format!("messages.{i}.role: Input should be 'user' or 'assistant'"),
-            ));
-        }
-        // Claude Code sends system turns between messages: rendered where they stand.
-        if role == "system" {
-            let text = match &m["content"] {
-                Value::String(s) => s.clone(),
-                Value::Array(blocks) => text_of(blocks, &format!("messages[{i}].content"))?,
-                _ => {
-                    return Err(ApiError::invalid_param(
-                        &format!("messages[{i}].content"),
-                        format!("messages.{i}.content: Field required"),
-                    ))
-                }
-            };
-            out.push(json!({"role": "system", "content": text}));
-            continue;
-        }
-        let blocks = match &m["content"] {
-            Value::String(s) => {
-                out.push(json!({"role": role, "content": s}));
-                continue;
-            }
-            Value::Array(blocks) => blocks,
-            _ => {
-                return Err(ApiError::invalid_param(
-                    &format!("messages[{i}].content"),
-                    "`content` must be a string or a list of blocks.",
-                ))
-            }
-        };
-        let mut texts = Vec::new();
-        let mut calls = Vec::new();
-        let mut thinking = Vec::new();
-        for b in blocks {
-            match b["type"].as_str() {
-                Some("text") => texts.push(b["text"].as_str().unwrap_or("").to_string()),
-                Some("tool_use") => calls.push(json!({
-                    "id": b["id"], "type": "function",
-                    "function": {"name": b["name"], "arguments": b["input"].to_string()},
-                })),
-                Some("tool_result") => {
-                    let content = match &b["content"] {
-                        Value::String(s) => s.clone(),
-                        Value::Array(parts) => text_of(parts, &format!("messages[{i}].content"))?,
-                        _ => String::new(),
-                    };
-                    out.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}));
-                }
-                // Reasoning from an earlier turn, for templates that render it (or drop it).
-                Some("thinking") if role == "assistant" => {
-                    thinking.push(b["thinking"].as_str().unwrap_or("").to_string())
-                }
-                // Encrypted reasoning of another model: nothing this one can read.
-                Some("thinking" | "redacted_thinking") => {}
-                other => {
-                    return Err(ApiError::invalid_param(
-                        &format!("messages[{i}].content"),
-                        format!("content blocks of type {other:?} are not supported."),
-                    ))
-                }
-            }
-        }
-        if !texts.is_empty() || !calls.is_empty() || !thinking.is_empty() {
-            let mut msg = json!({"role": role, "content": texts.join("\n")});
-            if !calls.is_empty() {
-                msg["tool_calls"] = Value::Array(calls);
-            }
-            if !thinking.is_empty() {
-                msg["reasoning_content"] = json!(thinking.join("\n"));
-            }
-            out.push(msg);
-        }
-    }
-    Ok(out)
-}
-
-/// Claude Code opens its system prompt with a block `x-anthropic-billing-header:
-/// cc_version=...; cc_entrypoint=...; ...` whose values change between sessions. It means
-/// nothing to the model, and left in it would make every session's prompt differ from
-/// the first tokens on, so no two sessions could share the cached system prompt: it is
-/// dropped before rendering.
-const BILLING_HEADER: &str = "x-anthropic-billing-header:";
-
-fn system_text(blocks: &[Value]) -> Result<String, ApiError> {
-    let mut kept = Vec::new();
-    for b in blocks {
-        let mut b = b.clone();
-        if let Some(t) = b["text"].as_str() {
-            let rest = without_billing_header(t);
-            if rest.len() != t.len() {
-                if rest.trim().is_empty() {
-                    continue;
-                }
-                b["text"] = json!(rest);
-            }
-        }
-        kept.push(b);
-    }
-    text_of(&kept, "system")
-}
-
-/// `text` without a leading billing-header line (a string system prompt may carry it).
-fn without_billing_header(text: &str) -> &str {
-    let t = text.trim_start();
-    if !t.starts_with(BILLING_HEADER) {
-        return text;
-    }
-    t.split_once('\n')
-        .map_or("", |(_, rest)| rest.trim_start_matches('\n'))
-}
-
-fn text_of(blocks: &[Value], param: &str) -> Result<String, ApiError> {
-    blocks
-        .iter()
-        .map(|b| {
-            b["text"].as_str().map(str::to_string).ok_or_else(|| {
-                ApiError::invalid_param(param, "only text blocks are supported here.")
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|t| t.join("\n"))
-}
-
 fn openai_tools(tools: Option<&[Value]>) -> Result<Option<Value>, ApiError> {
     let Some(tools) = tools else { return Ok(None) };
     let converted = tools
@@ -497,36 +401,4 @@ fn openai_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError>
             ))
         }
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_billing_header_is_dropped_wherever_it_opens_the_system_prompt() {
-        let header = "x-anthropic-billing-header: cc_version=2.0.14.abc; cc_entrypoint=cli;";
-        let blocks = vec![
-            json!({"type": "text", "text": header}),
-            json!({"type": "text", "text": "You are Claude Code."}),
-        ];
-        assert_eq!(system_text(&blocks).unwrap(), "You are Claude Code.");
-        let joined =
-            vec![json!({"type": "text", "text": format!("{header}\nYou are Claude Code.")})];
-        assert_eq!(system_text(&joined).unwrap(), "You are Claude Code.");
-        assert_eq!(
-            without_billing_header(&format!("{header}\n\nRules.")),
-            "Rules."
-        );
-        assert_eq!(
-            without_billing_header("Rules. x-anthropic-billing-header: a"),
-            "Rules. x-anthropic-billing-header: a"
-        );
-        let msgs = openai_messages(
-            Some(&json!(format!("{header}\nBe terse."))),
-            &[json!({"role": "user", "content": "Hi"})],
-        )
-        .unwrap();
-        assert_eq!(msgs[0]["content"], "Be terse.");
-    }
 }

@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`.
 
+use super::chat_messages::ChatMessage;
 use super::chat_stream::ChatStream;
 use super::common::{chat_sampling_params, Meta, StreamOptions};
 use super::conversation;
@@ -7,12 +8,13 @@ use super::error::ApiResult;
 use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Collected, Generation};
 use super::logprobs;
-use super::prediction;
+use super::prediction::{self, Prediction};
 use super::reasoning;
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
-use super::tenancy::{self, KeyIndex};
+use super::structured_types::{at_top_field, OutputConstraint, ResponseFormat};
+use super::tenancy::{self, CacheSalt, KeyIndex};
 use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -27,8 +29,9 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 pub struct ChatWire {
     model: Option<String>,
-    /// Checked message by message (roles, content, tool results) by `conversation`.
-    #[schema(min_items = 1)]
+    /// Typed message by message as [`ChatMessage`]s by `conversation`, which names the
+    /// one at fault and checks that tool results answer calls.
+    #[schema(value_type = Vec<ChatMessage>, min_items = 1)]
     messages: Vec<Value>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
@@ -47,6 +50,15 @@ pub struct ChatWire {
     /// Passed to the template as `reasoning_effort` (templates that read it, such as
     /// gpt-oss's, decide what it means), unless `chat_template_kwargs` sets it.
     reasoning_effort: Option<String>,
+    response_format: Option<ResponseFormat>,
+    /// looptree's extensions: the output matches this regular expression, or follows
+    /// this Lark grammar (at most one constraint per request).
+    regex: Option<String>,
+    grammar: Option<String>,
+    /// OpenAI's Predicted Outputs.
+    prediction: Option<Prediction>,
+    /// A cache of its own (vLLM's field): no other salt reuses or learns of its prefix.
+    cache_salt: Option<CacheSalt>,
 }
 
 pub async fn handle(
@@ -54,7 +66,7 @@ pub async fn handle(
     key: Option<axum::Extension<KeyIndex>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let wire: ChatWire = typed(&Value::Object(body.clone()))?;
+    let wire: ChatWire = typed(&Value::Object(body.clone())).map_err(at_top_field)?;
     state.check_model(wire.model.as_deref())?;
     let mut offered = Offered::from_request(wire.tools.as_ref(), wire.tool_choice.as_ref())?;
     if let Some(o) = offered.as_mut() {
@@ -79,14 +91,19 @@ pub async fn handle(
         .as_ref()
         .filter(|o| o.forced)
         .map(|o| o.tools.as_slice());
-    let constraint = structured::constraint(&state, &body, forced).await?;
+    let asked = OutputConstraint {
+        response_format: wire.response_format.as_ref(),
+        regex: wire.regex.as_deref(),
+        grammar: wire.grammar.as_deref(),
+    };
+    let constraint = structured::constraint(&state, asked, forced).await?;
     let ask = Ask {
         params,
         prompt_logprobs: None,
         session: wire.user,
         constraint,
-        prediction: prediction::tokens(&state, &body)?,
-        cache_salt: tenancy::cache_salt(&body, key.map(|k| k.0))?,
+        prediction: prediction::tokens(&state, wire.prediction.as_ref())?,
+        cache_salt: tenancy::cache_salt(wire.cache_salt.as_ref(), key.map(|k| k.0)),
         reasoning: prompt.reasoning,
     };
     let gen = Generation::submit(&state, vec![prompt.ids], ask).await?;

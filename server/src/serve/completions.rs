@@ -6,11 +6,12 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{typed, JsonBody};
 use super::generate::{Ask, Collected, Generation};
 use super::logprobs::CompletionLogprobs;
-use super::prompt::{self, Prompt};
+use super::prompt::{self, Prompt, PromptInput};
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
-use super::tenancy::{self, KeyIndex};
+use super::structured_types::{at_top_field, OutputConstraint, ResponseFormat};
+use super::tenancy::{self, CacheSalt, KeyIndex};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,16 +23,28 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 pub struct CompletionWire {
     model: Option<String>,
-    /// A string, a list of strings, a list of token ids, or a list of token-id lists
-    /// (parsed by `prompt`).
-    prompt: Option<Value>,
+    /// Each string or token-id list is one prompt; at most 128 in a request.
+    prompt: PromptInput,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     echo: Option<bool>,
     #[schema(minimum = 1, maximum = 128)]
     best_of: Option<usize>,
+    /// Fill-in-the-middle is not supported: only an empty suffix is accepted.
+    #[schema(max_length = 0)]
     suffix: Option<String>,
     user: Option<String>,
+    /// Alternatives per token in the reply (the sampling fields read it too; this
+    /// endpoint's limit is lower than the engine's).
+    #[schema(minimum = 0, maximum = 5)]
+    logprobs: Option<usize>,
+    response_format: Option<ResponseFormat>,
+    /// looptree's extensions: the output matches this regular expression, or follows
+    /// this Lark grammar (at most one constraint per request).
+    regex: Option<String>,
+    grammar: Option<String>,
+    /// A cache of its own (vLLM's field): no other salt reuses or learns of its prefix.
+    cache_salt: Option<CacheSalt>,
 }
 
 /// OpenAI's default for this endpoint (chat's is "until the model stops").
@@ -51,10 +64,18 @@ pub async fn handle(
     {
         body.insert("max_tokens".into(), json!(DEFAULT_MAX_TOKENS));
     }
-    let wire: CompletionWire = typed(&Value::Object(body.clone()))?;
+    let wire: CompletionWire = typed(&Value::Object(body.clone())).map_err(|e| {
+        // serde's word for a prompt in none of the four forms helps no one.
+        let missing = e.message.ends_with("is required.");
+        if e.param.as_deref() == Some("prompt") && !missing {
+            prompt::malformed()
+        } else {
+            at_top_field(e)
+        }
+    })?;
     state.check_model(wire.model.as_deref())?;
     let params = sampling_params(&body)?;
-    if let Some(k) = params.logprobs.filter(|&k| k > MAX_COMPLETION_LOGPROBS) {
+    if let Some(k) = wire.logprobs.filter(|&k| k > MAX_COMPLETION_LOGPROBS) {
         return Err(ApiError::invalid_param(
             "logprobs",
             format!("`logprobs` must be at most {MAX_COMPLETION_LOGPROBS}, got {k}."),
@@ -72,7 +93,12 @@ pub async fn handle(
             "`suffix` (fill-in-the-middle) is not supported.",
         ));
     }
-    let prompts = prompt::parse(&state.tokenizer, wire.prompt.as_ref())?;
+    let prompts = prompt::parse(&state.tokenizer, &wire.prompt)?;
+    let asked = OutputConstraint {
+        response_format: wire.response_format.as_ref(),
+        regex: wire.regex.as_deref(),
+        grammar: wire.grammar.as_deref(),
+    };
     let echo = wire.echo.unwrap_or(false);
     let top = params.logprobs;
     // max_tokens 0 returns the prompt alone (eval harnesses score it this way); the engine
@@ -89,7 +115,7 @@ pub async fn handle(
     } else {
         top.filter(|_| echo)
     };
-    let constraint = structured::constraint(&state, &body, None).await?;
+    let constraint = structured::constraint(&state, asked, None).await?;
     let ask = Ask {
         prompt_logprobs,
         params,
@@ -97,7 +123,7 @@ pub async fn handle(
         constraint,
         prediction: None,
         reasoning: None,
-        cache_salt: tenancy::cache_salt(&body, key.map(|k| k.0))?,
+        cache_salt: tenancy::cache_salt(wire.cache_salt.as_ref(), key.map(|k| k.0)),
     };
     let (tokens, texts): (Vec<_>, Vec<_>) = prompts
         .into_iter()

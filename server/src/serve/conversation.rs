@@ -1,13 +1,14 @@
 //! OpenAI `messages` to the objects a chat template expects, then to prompt tokens.
 
+use super::chat_messages::ChatMessage;
 use super::error::ApiError;
 use super::reasoning::Reasoning;
 use super::state::AppState;
 use serde_json::{Map, Value};
 
-/// Checks roles and content and normalizes what templates cannot digest: content parts
-/// become one string, `developer` becomes `system`, and a tool call's `arguments` JSON
-/// string becomes an object (templates `tojson` it; a string would be quoted twice).
+/// Types each message as a [`ChatMessage`] (the schema /openapi.json publishes), checks
+/// that tool results answer calls, and gives each in the form templates digest (see
+/// [`ChatMessage::for_template`]).
 pub fn normalize(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid_param(
@@ -18,7 +19,7 @@ pub fn normalize(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
     let out = messages
         .iter()
         .enumerate()
-        .map(|(i, m)| normalize_one(i, m))
+        .map(|(i, m)| ChatMessage::parse(i, m).map(|m| m.for_template()))
         .collect::<Result<Vec<_>, _>>()?;
     check_tool_results(&out)?;
     Ok(out)
@@ -56,137 +57,6 @@ fn check_tool_results(messages: &[Value]) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-fn normalize_one(i: usize, m: &Value) -> Result<Value, ApiError> {
-    let at = |field: &str| format!("messages[{i}].{field}");
-    let Some(obj) = m.as_object() else {
-        return Err(ApiError::invalid_param(
-            &format!("messages[{i}]"),
-            format!("messages[{i}] must be an object."),
-        ));
-    };
-    let role = match obj.get("role").and_then(Value::as_str) {
-        Some("developer") => "system",
-        Some(r @ ("system" | "user" | "assistant" | "tool")) => r,
-        Some(r) => {
-            return Err(ApiError::invalid_param(
-                &at("role"),
-                format!("Invalid role `{r}` in messages[{i}]; expected system, developer, user, assistant or tool."),
-            ))
-        }
-        None => return Err(ApiError::invalid_param(&at("role"), format!("messages[{i}] has no `role` string."))),
-    };
-    let mut out = Map::new();
-    out.insert("role".into(), role.into());
-    let has_tool_calls = obj
-        .get("tool_calls")
-        .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
-    let content = match obj.get("content") {
-        Some(Value::String(s)) => Value::String(s.clone()),
-        Some(Value::Array(parts)) => Value::String(
-            join_text_parts(parts).map_err(|e| ApiError::invalid_param(&at("content"), e))?,
-        ),
-        None | Some(Value::Null) if role == "assistant" => Value::Null,
-        None | Some(Value::Null) => {
-            return Err(ApiError::invalid_param(
-                &at("content"),
-                format!("messages[{i}] ({role}) needs `content`."),
-            ))
-        }
-        Some(_) => {
-            return Err(ApiError::invalid_param(
-                &at("content"),
-                "`content` must be a string or a list of text parts.",
-            ))
-        }
-    };
-    if content.is_null() && !has_tool_calls {
-        // An assistant turn with neither: render it empty rather than fail a template.
-        out.insert("content".into(), "".into());
-    } else {
-        out.insert("content".into(), content);
-    }
-    if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
-        let Some(calls) = calls.as_array() else {
-            return Err(ApiError::invalid_param(
-                &at("tool_calls"),
-                "`tool_calls` must be a list.",
-            ));
-        };
-        out.insert(
-            "tool_calls".into(),
-            Value::Array(calls.iter().map(parse_arguments).collect()),
-        );
-    }
-    // Earlier reasoning sent back (vLLM's `reasoning_content`, or `reasoning`): templates
-    // read `reasoning_content`, to render it or to drop it.
-    if role == "assistant" {
-        for key in ["reasoning_content", "reasoning"] {
-            match obj.get(key) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => {
-                    out.insert("reasoning_content".into(), s.clone().into());
-                    break;
-                }
-                Some(_) => {
-                    return Err(ApiError::invalid_param(
-                        &at(key),
-                        format!("`{key}` must be a string."),
-                    ))
-                }
-            }
-        }
-    }
-    for key in ["tool_call_id", "name"] {
-        match obj.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => {
-                out.insert(key.into(), s.clone().into());
-            }
-            Some(_) => {
-                return Err(ApiError::invalid_param(
-                    &at(key),
-                    format!("`{key}` must be a string."),
-                ))
-            }
-        }
-    }
-    Ok(Value::Object(out))
-}
-
-fn join_text_parts(parts: &[Value]) -> Result<String, String> {
-    let mut texts = Vec::new();
-    for p in parts {
-        match (
-            p.get("type").and_then(Value::as_str),
-            p.get("text").and_then(Value::as_str),
-        ) {
-            (Some("text" | "input_text"), Some(t)) => texts.push(t),
-            (Some(kind), _) if kind != "text" => {
-                return Err(format!(
-                    "content parts of type `{kind}` are not supported; send text."
-                ))
-            }
-            _ => {
-                return Err("every content part needs `type: \"text\"` and a `text` string.".into())
-            }
-        }
-    }
-    Ok(texts.join("\n"))
-}
-
-fn parse_arguments(call: &Value) -> Value {
-    let mut call = call.clone();
-    if let Some(args) = call.pointer_mut("/function/arguments") {
-        if let Some(parsed) = args
-            .as_str()
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        {
-            *args = parsed;
-        }
-    }
-    call
 }
 
 /// A conversation rendered for the model.

@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use looptree_engine::RequestError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -116,8 +117,35 @@ impl ApiError {
 
     /// The JSON body, also sent as the last event of a stream that fails midway.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind.to_string(),
+                param: self.param.clone(),
+                code: self.code.map(str::to_string),
+            },
+        };
+        serde_json::to_value(body).expect("an error body serializes")
     }
+}
+
+/// OpenAI's error reply, as sent and as /openapi.json declares it.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `rate_limit_error`, `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when there is one (null otherwise, never absent).
+    #[schema(required = true)]
+    pub param: Option<String>,
+    #[schema(required = true)]
+    pub code: Option<String>,
 }
 
 impl IntoResponse for ApiError {

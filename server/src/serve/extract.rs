@@ -41,7 +41,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(JsonBody(map)),
+            Ok(Value::Object(mut map)) => {
+                map.values_mut().for_each(integral_as_integer);
+                Ok(JsonBody(map))
+            }
             Ok(_) => Err(ApiError::bad_request(
                 "The request body must be a JSON object.",
             )),
@@ -52,25 +55,58 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+/// A number with no fraction (`3.0`) as the integer it is: JSON Schema counts it an
+/// `integer`, as the published schema's integer fields say, and clients that write every
+/// number as a float (JavaScript's, some generators) send `max_tokens: 256.0`. Integer
+/// types would refuse it; float fields read the integer the same. The depth is bounded by
+/// the JSON parser's recursion limit.
+fn integral_as_integer(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^53 every integer is exact in an f64, so nothing is rounded.
+            const EXACT: f64 = (1u64 << 53) as f64;
+            if f.fract() == 0.0 && f.abs() <= EXACT {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_as_integer),
+        Value::Object(map) => map.values_mut().for_each(integral_as_integer),
+        _ => {}
+    }
+}
+
 /// Deserializes `value` into `T`; a type mismatch becomes a 400 naming the field.
 pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    typed_at(value, "")
+}
+
+/// [`typed`] for a value found at `at` in the body (`messages[2]`), which prefixes the
+/// field named in an error.
+pub fn typed_at<T: DeserializeOwned>(value: &Value, at: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let root = path == "." || path.is_empty();
+        let inner_path = (path != "." && !path.is_empty()).then_some(path);
+        let join = |field: Option<&str>| -> Option<String> {
+            let parts = [Some(at), inner_path.as_deref(), field];
+            let parts: Vec<&str> = parts
+                .into_iter()
+                .flatten()
+                .filter(|p| !p.is_empty())
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("."))
+        };
         // serde reports a missing field at the object that lacks it: name the field.
         if let Some(field) = missing_field(&inner.to_string()) {
-            let param = if root {
-                field.to_string()
-            } else {
-                format!("{path}.{field}")
-            };
+            let param = join(Some(field)).unwrap_or_default();
             return ApiError::invalid_param(&param, format!("`{param}` is required."));
         }
-        if root {
-            ApiError::bad_request(format!("Invalid request: {inner}"))
-        } else {
-            ApiError::invalid_param(&path, format!("Invalid value for `{path}`: {inner}"))
+        match join(None) {
+            None => ApiError::bad_request(format!("Invalid request: {inner}")),
+            Some(param) => {
+                ApiError::invalid_param(&param, format!("Invalid value for `{param}`: {inner}"))
+            }
         }
     })
 }
@@ -96,6 +132,20 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         tokens: Vec<u32>,
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_fractions_stay() {
+        let mut v = json!({"n": 2.0, "t": 0.5, "deep": [[-3.0, 1e300, 7]], "s": "4.0"});
+        v.as_object_mut()
+            .unwrap()
+            .values_mut()
+            .for_each(integral_as_integer);
+        assert_eq!(
+            v,
+            json!({"n": 2, "t": 0.5, "deep": [[-3, 1e300, 7]], "s": "4.0"})
+        );
+        assert!(v["n"].is_u64());
     }
 
     #[test]

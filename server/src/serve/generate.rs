@@ -51,6 +51,7 @@ impl Generation {
         prompts: Vec<Vec<u32>>,
         ask: Ask,
     ) -> Result<Self, ApiError> {
+        check_sequences(state, prompts.len(), ask.params.n)?;
         let permit = state.admit()?;
         if let Some(peers) = &state.kv_peers {
             for p in &prompts {
@@ -285,4 +286,22 @@ impl Collected {
         }
         usage
     }
+}
+
+/// A request's sequences (prompts times `n`) within `--max-sequences-per-request`: each
+/// holds KV and a decode slot, so one request must not queue a server's worth of work.
+fn check_sequences(state: &Shared, prompts: usize, n: usize) -> Result<(), ApiError> {
+    let max = state.max_sequences_per_request;
+    let n = n.max(1);
+    let asked = prompts.saturating_mul(n);
+    if asked <= max {
+        return Ok(());
+    }
+    // The field to change: `n` when it multiplies, else the prompt list.
+    let param = if n > 1 { "n" } else { "prompt" };
+    Err(ApiError::invalid_param(
+        param,
+        format!("{prompts} prompt(s) x n {n} = {asked} sequences; at most {max} per request (--max-sequences-per-request)."),
+    )
+    .code("too_many_sequences"))
 }

@@ -4,10 +4,13 @@
 //! runtime turn requests into engine requests and engine events into responses.
 
 mod anthropic;
+mod anthropic_conversation;
 mod anthropic_stream;
+mod anthropic_types;
 mod auth;
 mod call_scan;
 mod chat;
+mod chat_messages;
 mod chat_stream;
 mod closed_schema;
 mod common;
@@ -43,6 +46,7 @@ mod routes;
 mod state;
 mod stream;
 mod structured;
+mod structured_types;
 mod tenancy;
 mod tokenize;
 mod tool_stream;
@@ -117,6 +121,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         api_keys,
         private_metrics: args.private_metrics,
         max_concurrent: args.max_concurrent,
+        max_sequences_per_request: args.max_sequences_per_request as usize,
         in_flight: Default::default(),
         rejected: Default::default(),
         started: state::unix_now(),

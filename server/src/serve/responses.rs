@@ -15,6 +15,7 @@ use super::responses_types::{
 use super::state::{new_id, unix_now, Shared};
 use super::stream;
 use super::structured;
+use super::structured_types::OutputConstraint;
 use super::tenancy::{self, KeyIndex};
 use super::tools::Offered;
 use axum::extract::State;
@@ -28,8 +29,8 @@ pub async fn create(
     key: Option<axum::Extension<KeyIndex>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let cache_salt = tenancy::cache_salt(&body, key.map(|k| k.0))?;
     let req: CreateResponse = typed(&Value::Object(body))?;
+    let cache_salt = tenancy::cache_salt(req.cache_salt.as_ref(), key.map(|k| k.0));
     state.check_model(req.model.as_deref())?;
     let mut history = match &req.previous_response_id {
         Some(id) => state.responses.get(id).ok_or_else(|| {
@@ -65,11 +66,13 @@ pub async fn create(
         .as_ref()
         .filter(|o| o.forced)
         .map(|o| o.tools.as_slice());
-    let mut constrained = input::response_format(format);
-    constrained.extend(
-        [("regex", &req.regex), ("grammar", &req.grammar)].map(|(k, v)| (k.to_string(), json!(v))),
-    );
-    let constraint = structured::constraint(&state, &constrained, forced)
+    let response_format = input::response_format(format);
+    let asked = OutputConstraint {
+        response_format: response_format.as_ref(),
+        regex: req.regex.as_deref(),
+        grammar: req.grammar.as_deref(),
+    };
+    let constraint = structured::constraint(&state, asked, forced)
         .await
         .map_err(|mut e| {
             if e.param.as_deref() == Some("response_format") {

@@ -7,8 +7,9 @@ use super::responses_types::{
     ContentPart, FunctionTool, Input, Item, MessageContent, NamespaceTool, Role, TextFormat,
     ToolOutput,
 };
+use super::structured_types::{JsonSchemaFormat, ResponseFormat};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// `input` as items: a string is one user message.
 pub fn items(input: Option<Input>) -> Result<Vec<Item>, ApiError> {
@@ -186,17 +187,23 @@ pub fn chat_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiErro
 }
 
 /// `text.format` as the chat `response_format` the structured-output path reads.
-pub fn response_format(format: Option<&TextFormat>) -> Map<String, Value> {
-    let mut body = Map::new();
-    let rf = match format {
-        None | Some(TextFormat::Text) => return body,
-        Some(TextFormat::JsonObject) => json!({"type": "json_object"}),
-        Some(TextFormat::JsonSchema { schema, .. }) => {
-            json!({"type": "json_schema", "json_schema": {"schema": schema}})
-        }
-    };
-    body.insert("response_format".into(), rf);
-    body
+pub fn response_format(format: Option<&TextFormat>) -> Option<ResponseFormat> {
+    Some(match format? {
+        TextFormat::Text => return None,
+        TextFormat::JsonObject => ResponseFormat::JsonObject,
+        TextFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        } => ResponseFormat::JsonSchema {
+            json_schema: JsonSchemaFormat {
+                name: name.clone(),
+                description: None,
+                schema: Some(schema.clone()),
+                strict: *strict,
+            },
+        },
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! items we send back. Fields we do not act on are accepted and ignored, as OpenAI does
 //! for fields a model does not support.
 
+use super::structured_types::JsonSchemaDoc;
+use super::tenancy::CacheSalt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -38,6 +40,8 @@ pub struct CreateResponse {
     pub regex: Option<String>,
     pub grammar: Option<String>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
+    /// A cache of its own (vLLM's field): no other salt reuses or learns of its prefix.
+    pub cache_salt: Option<CacheSalt>,
 }
 
 /// `input`: a string (one user message) or a list of items.
@@ -203,7 +207,7 @@ pub enum TextFormat {
     JsonSchema {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        schema: Value,
+        schema: JsonSchemaDoc,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         strict: Option<bool>,
     },

@@ -33,6 +33,8 @@ pub struct AppState {
     /// `--private-metrics`: /metrics needs a key too.
     pub private_metrics: bool,
     pub max_concurrent: usize,
+    /// `--max-sequences-per-request`: a request's prompts times `n`.
+    pub max_sequences_per_request: usize,
     pub in_flight: AtomicUsize,
     /// Requests refused because `max_concurrent` were in flight.
     pub rejected: AtomicU64,

@@ -6,39 +6,34 @@ use super::closed_schema::close_objects;
 use super::error::ApiError;
 use super::grammar_budget::{GrammarBudget, COMPILE_DEADLINE};
 use super::state::Shared;
+use super::structured_types::{JsonSchemaDoc, OutputConstraint, ResponseFormat};
 use looptree_engine::Constraint;
 use looptree_models::structured::{Grammar, Grammars};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// What a request body asks the output to match, if anything. `tools` are the tools the
-/// request offers when `tool_choice` forces a call (None otherwise).
+/// What a request asks the output to match, if anything, with the parameter it came
+/// from (for errors). `forced_tools` are the tools the request offers when `tool_choice`
+/// forces a call (None otherwise).
 pub fn requested(
-    body: &Map<String, Value>,
+    asked: OutputConstraint,
     forced_tools: Option<&[Value]>,
-) -> Result<Option<Grammar>, ApiError> {
-    let mut found: Vec<(&str, Grammar)> = Vec::new();
-    if let Some(g) = response_format(body.get("response_format"))? {
+) -> Result<Option<(&'static str, Grammar)>, ApiError> {
+    let mut found: Vec<(&'static str, Grammar)> = Vec::new();
+    if let Some(g) = asked.response_format.and_then(response_format) {
         found.push(("response_format", g));
     }
-    if let Some(v) = body.get("regex").filter(|v| !v.is_null()) {
-        let rx = v
-            .as_str()
-            .ok_or_else(|| ApiError::invalid_param("regex", "`regex` must be a string."))?;
+    if let Some(rx) = asked.regex {
         found.push(("regex", Grammar::Regex(rx.to_string())));
     }
-    if let Some(v) = body.get("grammar").filter(|v| !v.is_null()) {
-        let src = v.as_str().ok_or_else(|| {
-            ApiError::invalid_param("grammar", "`grammar` must be a Lark grammar as a string.")
-        })?;
+    if let Some(src) = asked.grammar {
         found.push(("grammar", Grammar::Lark(src.to_string())));
     }
     if let Some(tools) = forced_tools {
         found.push(("tool_choice", Grammar::JsonSchema(tool_call_schema(tools))));
     }
     match found.len() {
-        0 => Ok(None),
-        1 => Ok(found.pop().map(|(_, g)| g)),
+        0 | 1 => Ok(found.pop()),
         _ => {
             let names: Vec<&str> = found.iter().map(|(n, _)| *n).collect();
             Err(ApiError::invalid_param(
@@ -49,30 +44,18 @@ pub fn requested(
     }
 }
 
-fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
-    let bad = |msg: &str| ApiError::invalid_param("response_format", msg.to_string());
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let kind = v
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("`response_format` needs a `type`."))?;
-    match kind {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(Grammar::JsonSchema(json!({"type": "object"})))),
-        "json_schema" => {
-            let spec = v.get("json_schema").filter(|s| s.is_object()).ok_or_else(|| bad("`response_format.json_schema` must be an object with a `schema`."))?;
-            // OpenAI's spelling is `schema`; some clients send the schema itself.
-            let schema = spec.get("schema").cloned().unwrap_or_else(|| json!({"type": "object"}));
-            if !schema.is_object() && !schema.is_boolean() {
-                return Err(bad("`response_format.json_schema.schema` must be a JSON Schema object."));
-            }
-            let mut schema = schema;
+fn response_format(format: &ResponseFormat) -> Option<Grammar> {
+    match format {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some(Grammar::JsonSchema(json!({"type": "object"}))),
+        ResponseFormat::JsonSchema { json_schema } => {
+            let mut schema = json_schema
+                .schema
+                .as_ref()
+                .map_or_else(|| json!({"type": "object"}), JsonSchemaDoc::to_value);
             close_objects(&mut schema);
-            Ok(Some(Grammar::JsonSchema(schema)))
+            Some(Grammar::JsonSchema(schema))
         }
-        other => Err(bad(&format!("`response_format.type` must be \"text\", \"json_object\" or \"json_schema\", not \"{other}\"."))),
     }
 }
 
@@ -150,19 +133,6 @@ fn what(param: &str) -> &'static str {
     }
 }
 
-/// The parameter a grammar came from, for error messages.
-pub fn param_of(body: &Map<String, Value>, forced: bool) -> &'static str {
-    if forced {
-        "tool_choice"
-    } else if body.get("regex").is_some_and(|v| !v.is_null()) {
-        "regex"
-    } else if body.get("grammar").is_some_and(|v| !v.is_null()) {
-        "grammar"
-    } else {
-        "response_format"
-    }
-}
-
 /// The model's grammar compiler, built on first use (it indexes the whole vocabulary).
 fn grammars(state: &Shared) -> Result<Arc<Grammars>, ApiError> {
     state
@@ -183,71 +153,95 @@ fn grammars(state: &Shared) -> Result<Arc<Grammars>, ApiError> {
 /// The request's constraint: parsed, checked and compiled; None when the output is free.
 pub async fn constraint(
     state: &Shared,
-    body: &Map<String, Value>,
+    asked: OutputConstraint<'_>,
     forced_tools: Option<&[Value]>,
 ) -> Result<Option<Constraint>, ApiError> {
-    let Some(grammar) = requested(body, forced_tools)? else {
+    let Some((param, grammar)) = requested(asked, forced_tools)? else {
         return Ok(None);
     };
-    let param = param_of(body, forced_tools.is_some());
     Ok(Some(compile(state, grammar, param).await?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::extract::typed;
+    use crate::serve::structured_types::at_top_field;
+    use serde::Deserialize;
 
-    fn body(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    /// The fields as a route deserializes them.
+    #[derive(Deserialize)]
+    struct Body {
+        response_format: Option<ResponseFormat>,
+        regex: Option<String>,
+        grammar: Option<String>,
+    }
+
+    fn ask(v: Value, forced: Option<&[Value]>) -> Result<Option<Grammar>, ApiError> {
+        let b: Body = typed(&v).map_err(at_top_field)?;
+        let asked = OutputConstraint {
+            response_format: b.response_format.as_ref(),
+            regex: b.regex.as_deref(),
+            grammar: b.grammar.as_deref(),
+        };
+        Ok(requested(asked, forced)?.map(|(_, g)| g))
     }
 
     #[test]
     fn response_formats_map_to_grammars() {
-        assert_eq!(requested(&body(json!({})), None).unwrap(), None);
+        assert_eq!(ask(json!({}), None).unwrap(), None);
         assert_eq!(
-            requested(&body(json!({"response_format": {"type": "text"}})), None).unwrap(),
+            ask(json!({"response_format": {"type": "text"}}), None).unwrap(),
             None
         );
         assert_eq!(
-            requested(
-                &body(json!({"response_format": {"type": "json_object"}})),
-                None
-            )
-            .unwrap(),
+            ask(json!({"response_format": {"type": "json_object"}}), None).unwrap(),
             Some(Grammar::JsonSchema(json!({"type": "object"})))
         );
         let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
         let rf = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": true}}});
         let closed = json!({"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": false});
+        assert_eq!(ask(rf, None).unwrap(), Some(Grammar::JsonSchema(closed)));
         assert_eq!(
-            requested(&body(rf), None).unwrap(),
-            Some(Grammar::JsonSchema(closed))
-        );
-        assert_eq!(
-            requested(&body(json!({"regex": "[a-z]+"})), None).unwrap(),
+            ask(json!({"regex": "[a-z]+"}), None).unwrap(),
             Some(Grammar::Regex("[a-z]+".into()))
         );
         assert_eq!(
-            requested(&body(json!({"grammar": "start: \"x\""})), None).unwrap(),
+            ask(json!({"grammar": "start: \"x\""}), None).unwrap(),
             Some(Grammar::Lark("start: \"x\"".into()))
         );
     }
 
     #[test]
-    fn bad_formats_and_two_constraints_are_refused() {
-        for bad in [
-            json!({"response_format": {"type": "xml"}}),
-            json!({"response_format": {}}),
-            json!({"response_format": {"type": "json_schema"}}),
-            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": 3}}}),
-            json!({"regex": 5}),
-            json!({"regex": "a", "response_format": {"type": "json_object"}}),
+    fn bad_formats_and_two_constraints_are_refused_naming_the_param() {
+        for (bad, param) in [
+            (
+                json!({"response_format": {"type": "xml"}}),
+                "response_format",
+            ),
+            (json!({"response_format": {}}), "response_format"),
+            (json!({"response_format": "json"}), "response_format"),
+            (
+                json!({"response_format": {"type": "json_schema"}}),
+                "response_format",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"schema": 3}}}),
+                "response_format",
+            ),
+            (json!({"regex": 5}), "regex"),
+            (json!({"grammar": ["start"]}), "grammar"),
+            (
+                json!({"regex": "a", "response_format": {"type": "json_object"}}),
+                "regex",
+            ),
         ] {
-            let e = requested(&body(bad.clone()), None).expect_err(&bad.to_string());
+            let e = ask(bad.clone(), None).expect_err(&bad.to_string());
             assert_eq!(e.body()["error"]["type"], "invalid_request_error", "{bad}");
+            assert_eq!(e.param.as_deref(), Some(param), "{bad}: {}", e.message);
         }
         let tools = [json!({"type": "function", "function": {"name": "f"}})];
-        assert!(requested(&body(json!({"regex": "a"})), Some(&tools)).is_err());
+        assert!(ask(json!({"regex": "a"}), Some(&tools)).is_err());
     }
 
     #[test]
@@ -256,8 +250,7 @@ mod tests {
             json!({"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}),
             json!({"type": "function", "function": {"name": "b"}}),
         ];
-        let Some(Grammar::JsonSchema(s)) = requested(&body(json!({})), Some(&tools)).unwrap()
-        else {
+        let Some(Grammar::JsonSchema(s)) = ask(json!({}), Some(&tools)).unwrap() else {
             panic!()
         };
         let any = s["anyOf"].as_array().unwrap();
@@ -268,9 +261,7 @@ mod tests {
             "integer"
         );
         assert_eq!(any[1]["properties"]["arguments"], json!({"type": "object"}));
-        let Some(Grammar::JsonSchema(one)) =
-            requested(&body(json!({})), Some(&tools[..1])).unwrap()
-        else {
+        let Some(Grammar::JsonSchema(one)) = ask(json!({}), Some(&tools[..1])).unwrap() else {
             panic!()
         };
         assert_eq!(one["properties"]["name"]["const"], "a");

@@ -1,6 +1,7 @@
 //! `POST /tokenize` and `POST /detokenize`, as vLLM names them: clients count tokens and
 //! build token-id prompts with the server's own tokenizer.
 
+use super::chat_messages::ChatMessage;
 use super::conversation;
 use super::error::{ApiError, ApiResult};
 use super::extract::{typed, JsonBody};
@@ -18,6 +19,8 @@ use utoipa::ToSchema;
 pub struct TokenizeWire {
     model: Option<String>,
     prompt: Option<String>,
+    /// Typed as chat's messages are (by `conversation`).
+    #[schema(value_type = Option<Vec<ChatMessage>>)]
     messages: Option<Vec<Value>>,
     /// With `messages`: rendered by the chat template as a chat request's would be.
     tools: Option<Value>,
