@@ -3,6 +3,7 @@
 
 use super::anthropic_conversation::openai_messages;
 use super::anthropic_stream::MessagesStream;
+use super::anthropic_thinking::{thinking_block, thinking_budget, thinking_kwargs, Thinking};
 use super::anthropic_types::{AnthropicMessage, SystemPrompt};
 use super::conversation::{self, Prompt};
 use super::error::ApiError;
@@ -45,8 +46,7 @@ pub struct MessagesWire {
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
     metadata: Option<Value>,
-    /// `{"type": "enabled", "budget_tokens": N}` or `{"type": "disabled"}`.
-    thinking: Option<Value>,
+    thinking: Option<Thinking>,
     /// looptree's extensions, as on the OpenAI routes: the output constrained to a regex
     /// or a Lark grammar.
     regex: Option<String>,
@@ -143,7 +143,7 @@ pub async fn handle(
     let mut params: SamplingParams = typed(&Value::Object(params))?;
     params.reasoning_budget = super::reasoning::budget(
         prompt.reasoning.as_ref(),
-        thinking_budget(wire.thinking.as_ref())?,
+        thinking_budget(wire.thinking.as_ref()),
     );
     let session = wire
         .metadata
@@ -227,61 +227,9 @@ fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Promp
         state,
         &messages,
         offered.as_ref().map(|o| o.tools.as_slice()),
-        &thinking_kwargs(wire.thinking.as_ref())?,
+        &thinking_kwargs(wire.thinking.as_ref()),
     )?;
     Ok((offered, prompt))
-}
-
-/// `thinking` as the template variable thinking models' templates read
-/// (`enable_thinking`); without it the template's default holds.
-fn thinking_kwargs(thinking: Option<&Value>) -> Result<Map<String, Value>, ApiError> {
-    let mut kwargs = Map::new();
-    let Some(t) = thinking.filter(|t| !t.is_null()) else {
-        return Ok(kwargs);
-    };
-    let enabled = match t["type"].as_str() {
-        Some("enabled" | "adaptive") => true,
-        Some("disabled") => false,
-        _ => {
-            return Err(ApiError::invalid_param(
-                "thinking",
-                "thinking.type: Input should be 'enabled' or 'disabled'",
-            ))
-        }
-    };
-    kwargs.insert("enable_thinking".into(), enabled.into());
-    Ok(kwargs)
-}
-
-/// `thinking.budget_tokens` of an enabled `thinking`: the most tokens its reasoning may
-/// take. Anthropic's floor of 1,024 is not kept: small local models think briefly.
-fn thinking_budget(thinking: Option<&Value>) -> Result<Option<usize>, ApiError> {
-    let Some(t) = thinking.filter(|t| t["type"] == "enabled") else {
-        return Ok(None);
-    };
-    match &t["budget_tokens"] {
-        Value::Null => Ok(None),
-        v => v
-            .as_u64()
-            .filter(|b| *b >= 1)
-            .map(|b| Some(b as usize))
-            .ok_or_else(|| {
-                ApiError::invalid_param(
-                    "thinking",
-                    "thinking.enabled.budget_tokens: Input should be a positive integer",
-                )
-            }),
-    }
-}
-
-/// A `thinking` content block. The signature is opaque to clients, which send the block
-/// back as it came; nothing here checks it.
-pub fn thinking_block(text: &str) -> Value {
-    json!({"type": "thinking", "thinking": text, "signature": thinking_signature()})
-}
-
-pub fn thinking_signature() -> String {
-    new_id("looptree-")
 }
 
 #[derive(Serialize)]

@@ -3,7 +3,8 @@
 //! `input_json_delta` pieces as the model writes it), message_delta with the stop reason
 //! and usage, message_stop.
 
-use super::anthropic::{anthropic_usage, stop_reason, thinking_signature, AnthropicError};
+use super::anthropic::{anthropic_usage, stop_reason, AnthropicError};
+use super::anthropic_thinking::thinking_signature;
 use super::generate::Generation;
 use super::reasoning::{Part, Splitter};
 use super::state::{new_id, Shared};

@@ -6,6 +6,7 @@
 mod anthropic;
 mod anthropic_conversation;
 mod anthropic_stream;
+mod anthropic_thinking;
 mod anthropic_types;
 mod auth;
 mod call_scan;
