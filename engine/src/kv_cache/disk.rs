@@ -55,12 +55,12 @@ pub(crate) fn open_disk(
 }
 
 impl KvCache {
-    /// Whether a disk tier is in use and still writing.
+    /// Whether a disk tier is in use and writing now (not paused after a failed write).
     pub fn disk_writing(&self) -> bool {
         self.disk.as_ref().is_some_and(|d| d.writing())
     }
 
-    /// Waits until every page queued for the disk is written and the index saved.
+    /// Waits until every page queued for the disk is written (or failed) and durable.
     pub fn disk_settle(&mut self) {
         if let Some(d) = self.disk.as_mut() {
             d.settle();

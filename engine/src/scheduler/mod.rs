@@ -149,12 +149,12 @@ impl Engine {
         self.cache.tree_stats()
     }
 
-    /// Whether a disk tier is in use and still writing.
+    /// Whether a disk tier is in use and writing now (not paused after a failed write).
     pub fn kv_disk_writing(&self) -> bool {
         self.cache.disk_writing()
     }
 
-    /// Waits until every page queued for the disk is written and the index saved (tests,
+    /// Waits until every page queued for the disk is written (or failed) and durable (tests,
     /// and anyone about to copy the directory).
     pub fn kv_disk_settle(&mut self) {
         self.cache.disk_settle();
