@@ -275,3 +275,68 @@ fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)?;
     f.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::journal;
+    use super::*;
+
+    #[test]
+    fn a_journal_that_outgrows_the_index_is_folded_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity {
+            model: "m".into(),
+            dtype: 0,
+            page_size: 1,
+            num_layers: 1,
+            row_len: 1,
+        };
+        let counters = Arc::new(Counters::default());
+        let mut w =
+            Writer::spawn(dir.path().into(), identity, [1; 16], 0, vec![], counters).unwrap();
+        let record = |id| SegmentRecord {
+            id,
+            last_used: 1,
+            parent: [0; 16],
+            tokens: vec![id as u32],
+            crcs: vec![],
+        };
+        w.send(Job::Write(record(1), vec![0; 8]));
+        w.send(Job::Write(record(2), vec![1; 8]));
+        w.send(Job::Delete(2));
+        // Each use is a 25-byte entry: past 1 MiB well before the last.
+        let uses = 60_000;
+        for stamp in 2..=uses {
+            w.send(Job::Used {
+                stamp,
+                ids: vec![1],
+            });
+        }
+        w.sync();
+        let index = layout::decode(&layout::read_index(dir.path()).unwrap().unwrap()).unwrap();
+        assert!(index.index.generation >= 2, "compacted while running");
+        let bytes = journal::read(dir.path()).unwrap().unwrap();
+        assert!((bytes.len() as u64) < COMPACT_AFTER_BYTES);
+        let back = journal::decode(&bytes, index.index.generation, 1).unwrap();
+        let mut segments = index
+            .index
+            .segments
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        journal::replay(&mut segments, back.entries);
+        let ids: Vec<u64> = segments.keys().copied().collect();
+        assert_eq!(ids, [1]);
+        assert_eq!(segments[&1].last_used, uses, "the newest use is kept");
+        // A clean stop leaves the whole state in the index and an empty journal.
+        w.stop();
+        let index = layout::decode(&layout::read_index(dir.path()).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            index.index.segments,
+            segments.into_values().collect::<Vec<_>>()
+        );
+        let bytes = journal::read(dir.path()).unwrap().unwrap();
+        let back = journal::decode(&bytes, index.index.generation, 1).unwrap();
+        assert!(back.entries.is_empty());
+    }
+}
