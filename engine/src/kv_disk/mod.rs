@@ -8,10 +8,18 @@
 //! (`check_invariants`) stay as they are. The disk side is an index of its own, keyed by
 //! the token path: a page's [`PageKey`] hashes everything before it and its own tokens
 //! (`key.rs`), so any request can compute the keys of its prompt's pages and ask which are
-//! on disk, without a tree walk. Before a request is matched against the tree, the pages
-//! right after what the tree holds that are on disk are read into freshly allocated pool
-//! pages and inserted into the tree (as a peer's imported prefix is, `kv_cache/share.rs`);
-//! the match then finds them. Nothing else in the engine knows about the disk.
+//! on disk, without a tree walk. When a request is admitted, the pages right after what
+//! the tree holds that are on disk are read into freshly allocated pool pages and inserted
+//! into the tree (as a peer's imported prefix is, `kv_cache/share.rs`); the match then
+//! finds them. Outside the cache, only admission knows about the disk.
+//!
+//! # When pages are read
+//! Off the engine thread: the reader thread (`reader.rs`) reads and checks the pages
+//! while the request waits aside, admitted, owning their pool pages and holding the prefix
+//! before them, and the other sequences keep stepping (`scheduler/disk_load.rs`). Nothing
+//! is in the tree until the bytes are back and match their CRC-32; a request sharing the
+//! prefix waits for them rather than reading them again. Only a request's first sequence
+//! is read for: the other forks of a preempted request compute what memory lost.
 //!
 //! # When pages are written
 //! Write-through: pages new to the tree are queued for the writer thread when they are
@@ -50,13 +58,14 @@ mod journal;
 mod key;
 mod layout;
 mod pool_bytes;
+mod reader;
 mod writer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::KvDiskConfig;
 use crate::counters::Counters;
@@ -67,6 +76,8 @@ pub use index::PageLoc;
 pub use key::{chain, PageKey};
 pub use layout::{Identity, LAYOUT_VERSION};
 pub use pool_bytes::{read_pages, write_pages};
+pub use reader::ReadDone;
+use reader::ReadThread;
 use writer::{Done, Job, Writer};
 
 /// Most tokens of one segment file (at least one page): what LRU evicts together.
@@ -78,6 +89,8 @@ pub struct DiskTier {
     secret: [u8; 16],
     index: DiskIndex,
     writer: Writer,
+    reader: ReadThread,
+    next_ticket: u64,
     /// Pauses writing after a failed write.
     backoff: Backoff,
     max_queued_bytes: usize,
@@ -151,6 +164,8 @@ impl DiskTier {
             counters.clone(),
         )
         .map_err(|e| format!("writing the index in {shown}: {e}"))?;
+        let reader = ReadThread::spawn(dir.clone(), identity.page_bytes(), counters.clone())
+            .map_err(|e| format!("starting the reader thread: {e}"))?;
         Counters::set(&counters.disk_bytes, bytes as usize);
         tracing::info!(dir = %shown, segments, bytes, max_bytes = cfg.max_bytes, "KV disk tier");
         Ok(Self {
@@ -159,6 +174,8 @@ impl DiskTier {
             secret,
             index,
             writer,
+            reader,
+            next_ticket: 0,
             backoff: Backoff::new(cfg.retry_after),
             max_queued_bytes: cfg.max_queued_bytes,
             counters,
@@ -235,22 +252,26 @@ impl DiskTier {
         }
     }
 
-    /// One page's bytes. A page that cannot be read whole and intact drops its segment.
-    pub fn read(&mut self, loc: PageLoc) -> Result<Vec<u8>, String> {
-        let n = self.identity.page_bytes();
-        let path = layout::segment_path(&self.dir, loc.segment);
-        let bytes = read_at(&path, (loc.page * n) as u64, n)
-            .map_err(|e| format!("reading {}: {e}", path.display()))
-            .and_then(|b| {
-                (crc32fast::hash(&b) == loc.crc)
-                    .then_some(b)
-                    .ok_or_else(|| format!("{}: a page fails its checksum", path.display()))
-            });
-        match &bytes {
-            Ok(b) => Counters::add(&self.counters.disk_read_bytes, b.len()),
-            Err(_) => self.drop_segment(loc.segment),
+    /// Asks the reader thread for these pages; the answer (see [`Self::finished_reads`])
+    /// carries the ticket returned.
+    pub fn start_read(&mut self, locs: Vec<PageLoc>) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.reader.send(ticket, locs);
+        ticket
+    }
+
+    /// Reads finished now (with `wait`, waiting that long for one if none has). A page
+    /// that could not be read whole and intact drops its segment.
+    pub fn finished_reads(&mut self, wait: Option<Duration>) -> Vec<ReadDone> {
+        let done = self.reader.finished(wait);
+        for d in &done {
+            if let Some((segment, why)) = &d.failed {
+                tracing::warn!("KV disk tier: {why}; computing the rest");
+                self.drop_segment(*segment);
+            }
         }
-        bytes
+        done
     }
 
     fn drop_segment(&mut self, id: u64) {
@@ -406,13 +427,4 @@ fn remove_unlisted(dir: &Path, kept: &HashSet<u64>, index: &mut DiskIndex) {
             let _ = fs::remove_file(e.path());
         }
     }
-}
-
-fn read_at(path: &Path, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = fs::File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut b = vec![0u8; n];
-    f.read_exact(&mut b)?;
-    Ok(b)
 }

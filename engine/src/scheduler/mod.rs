@@ -7,6 +7,7 @@
 
 mod admit;
 pub(crate) mod batch_plan;
+mod disk_load;
 mod peers;
 mod pressure;
 mod release;
@@ -76,6 +77,8 @@ pub struct Engine {
     pub(crate) cache: KvCache,
     pub(crate) waiting: Vec<Req>,
     pub(crate) running: Vec<Req>,
+    /// Admitted requests whose prefix is being read from disk (`disk_load.rs`).
+    pub(crate) loading: Vec<disk_load::Loading>,
     /// Pinned node of each session's last finished request (sessions of different
     /// namespaces are different sessions).
     pub(crate) sessions: HashMap<(Namespace, String), NodeId>,
@@ -114,6 +117,7 @@ impl Engine {
             cache,
             waiting: Vec::new(),
             running: Vec::new(),
+            loading: Vec::new(),
             sessions: HashMap::new(),
             counters,
             step_no: 0,
@@ -136,7 +140,7 @@ impl Engine {
         self.cache.pool().num_slots()
     }
     pub fn has_work(&self) -> bool {
-        !self.waiting.is_empty() || !self.running.is_empty()
+        !self.waiting.is_empty() || !self.running.is_empty() || !self.loading.is_empty()
     }
     pub fn num_waiting(&self) -> usize {
         self.waiting.len()
@@ -229,7 +233,13 @@ impl Engine {
 
     /// Cancels a request: it stops before the next step and its KV is released.
     pub fn cancel(&mut self, id: RequestId) {
-        for r in self.waiting.iter_mut().chain(self.running.iter_mut()) {
+        let loading = self.loading.iter_mut().map(|l| &mut l.req);
+        for r in self
+            .waiting
+            .iter_mut()
+            .chain(self.running.iter_mut())
+            .chain(loading)
+        {
             if r.id == id {
                 r.cancelled = true;
             }
@@ -241,6 +251,7 @@ impl Engine {
         self.release_done();
         self.admit();
         let Some(plan) = self.build_batch() else {
+            self.wait_for_disk_loads();
             self.update_gauges();
             return self.has_work();
         };
@@ -272,7 +283,7 @@ impl Engine {
     fn update_gauges(&self) {
         let c = &self.counters;
         Counters::set(&c.waiting, self.waiting.len());
-        Counters::set(&c.running, self.running.len());
+        Counters::set(&c.running, self.running.len() + self.loading.len());
         Counters::set(&c.pages_used, self.cache.used_pages());
         let tree = self.cache.tree_stats();
         Counters::set(&c.cached_tokens_in_tree, tree.cached_tokens);
@@ -293,7 +304,8 @@ impl Engine {
             .iter()
             .chain(&self.waiting)
             .flat_map(|r| &r.seqs);
-        self.cache.check_books(seqs.map(|s| &s.kv))
+        self.cache
+            .check_books(seqs.map(|s| &s.kv), self.loading_pages())
     }
 }
 
