@@ -209,6 +209,7 @@ impl DiskTier {
                 }
                 Done::Failed { id, error } => {
                     self.index.forget(id);
+                    Counters::add(&self.counters.disk_failed_writes, 1);
                     if let Some(failures) = self.backoff.failed(Instant::now()) {
                         tracing::warn!(
                             dir = %self.dir.display(),
