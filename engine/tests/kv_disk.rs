@@ -97,7 +97,7 @@ fn a_new_engine_on_the_same_directory_finds_the_context() {
         {
             let mut e = disk_engine(cfg.clone(), dir.path(), 1 << 20, "fake");
             serve(&mut e, &a);
-        } // Dropped: the writer finishes its queue and saves the index.
+        } // Dropped: the writer finishes its queue and folds the journal into the index.
         let mut e = disk_engine(cfg, dir.path(), 1 << 20, "fake");
         assert_eq!(e.tree_stats().cached_tokens, 0);
         let next = [a, prompt(6, 9)].concat();
