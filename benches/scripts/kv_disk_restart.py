@@ -4,8 +4,9 @@ memory and restarts").
 One conversation grows turn by turn (a long system prompt, a user message per turn, the
 model's greedy reply appended). It runs twice on servers with the disk tier: the first time
 the turn after the halfway point goes to the running server (its context in memory); the
-second time the server is stopped (SIGTERM) at the halfway point and started again on the
-same `--kv-disk` directory before that turn (its context on disk). Last, a server without
+second time the server is stopped at the halfway point (SIGTERM, or with `--stop kill` a
+SIGKILL right after the last reply, as a crash) and started again on the same `--kv-disk`
+directory before that turn (its context on disk). Last, a server without
 the disk tier and with nothing cached computes the same turn from scratch. For each of the
 three it reports the prompt, its cached tokens and the time to first token (streamed), the
 ratios the targets are about (cached share after the restart, time to first token after the
@@ -59,8 +60,8 @@ class Server:
         else:
             raise SystemExit(f"the server did not start; see {self.log.name}")
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, how="term"):
+        self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         self.proc.wait(timeout=120)
 
 
@@ -107,6 +108,12 @@ def main():
     ap.add_argument("--reply-tokens", type=int, default=48)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--port", type=int, default=18490)
+    ap.add_argument(
+        "--stop",
+        choices=["term", "kill"],
+        default="term",
+        help="how the server is stopped halfway: SIGTERM, or SIGKILL (a crash) right after the last reply",
+    )
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -135,7 +142,7 @@ def main():
     disk = tempfile.mkdtemp(prefix="kv-disk-")
     server = Server(args, args.port, disk)
     assert first_half(server) == messages, "greedy replies differ between the two runs"
-    server.stop()
+    server.stop(args.stop)
     server = Server(args, args.port, disk)
     replies["after_restart"], results["after_restart"] = measure(server, messages)
     server.stop()
@@ -149,6 +156,7 @@ def main():
         "model": args.model,
         "threads": args.threads,
         "turn_after_restart": half + 1,
+        "stopped_with": args.stop,
         **results,
         "cached_share_after_restart": round(after["cached"] / after["prompt"], 3),
         "ttft_after_restart_over_computed": round(after["ttft_s"] / computed["ttft_s"], 3),

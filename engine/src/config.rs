@@ -46,6 +46,9 @@ pub struct KvDiskConfig {
     /// Most bytes waiting for the writer thread; a page that would go past it is not
     /// written (it is dropped from memory as without a disk tier).
     pub max_queued_bytes: usize,
+    /// How long writing pauses after a write fails (disk full, directory gone) before it is
+    /// tried again; each try that fails doubles it, up to 64 times this.
+    pub retry_after: Duration,
 }
 
 impl KvDiskConfig {
@@ -55,6 +58,7 @@ impl KvDiskConfig {
             max_bytes,
             model_fingerprint: model_fingerprint.to_string(),
             max_queued_bytes: 256 << 20,
+            retry_after: Duration::from_secs(1),
         }
     }
 }

@@ -24,8 +24,11 @@ pub struct Counters {
     /// K/V bytes the disk tier wrote, and read back.
     pub disk_written_bytes: AtomicU64,
     pub disk_read_bytes: AtomicU64,
-    /// Pages not written to disk: the writer's queue was full, or they did not fit.
+    /// Pages not written to disk: the writer's queue was full, they did not fit, or
+    /// writing was paused after a failed write.
     pub disk_dropped_pages: AtomicU64,
+    /// Segment writes to disk that failed (disk full, directory gone).
+    pub disk_failed_writes: AtomicU64,
     pub preemptions: AtomicU64,
     pub steps: AtomicU64,
     /// Speculative draft tokens verified, per [`crate::speculation::DraftSource`] index.
@@ -65,6 +68,7 @@ pub struct CountersSnapshot {
     pub disk_written_bytes: u64,
     pub disk_read_bytes: u64,
     pub disk_dropped_pages: u64,
+    pub disk_failed_writes: u64,
     pub preemptions: u64,
     pub steps: u64,
     pub draft_tokens: [u64; DraftSource::ALL.len()],
@@ -103,6 +107,7 @@ impl Counters {
             disk_written_bytes: g(&self.disk_written_bytes),
             disk_read_bytes: g(&self.disk_read_bytes),
             disk_dropped_pages: g(&self.disk_dropped_pages),
+            disk_failed_writes: g(&self.disk_failed_writes),
             preemptions: g(&self.preemptions),
             steps: g(&self.steps),
             draft_tokens: self.draft_tokens.each_ref().map(g),

@@ -97,7 +97,7 @@ fn a_new_engine_on_the_same_directory_finds_the_context() {
         {
             let mut e = disk_engine(cfg.clone(), dir.path(), 1 << 20, "fake");
             serve(&mut e, &a);
-        } // Dropped: the writer finishes its queue and saves the index.
+        } // Dropped: the writer finishes its queue and folds the journal into the index.
         let mut e = disk_engine(cfg, dir.path(), 1 << 20, "fake");
         assert_eq!(e.tree_stats().cached_tokens, 0);
         let next = [a, prompt(6, 9)].concat();
@@ -251,4 +251,94 @@ fn a_directory_in_use_by_another_engine_is_left_alone() {
         40,
         "the first one's K/V"
     );
+}
+
+#[test]
+fn other_sequences_step_while_a_prefix_is_read_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = prompt(31, 120);
+    {
+        let mut e = disk_engine(config(512, 4), dir.path(), 1 << 20, "fake");
+        serve(&mut e, &a);
+    }
+    let mut e = disk_engine(config(512, 4), dir.path(), 1 << 20, "fake");
+    let other = prompt(32, 10);
+    let (_, other_log) = submit(&mut e, &other, greedy(40));
+    e.step();
+    e.step();
+    let decoded = outcome(&other_log).fork(0).len();
+    assert!(decoded > 0);
+    let next = [a.clone(), prompt(33, 5)].concat();
+    let (_, log) = submit(&mut e, &next, greedy(6));
+    e.step();
+    // Admitted, its read in flight: nothing of it published, not prefilled, and the other
+    // request stepped meanwhile.
+    assert_eq!(outcome(&log).prefilled, None);
+    assert_eq!(
+        e.cached_prefix_len(&next),
+        0,
+        "published before it was read"
+    );
+    assert!(outcome(&other_log).fork(0).len() > decoded);
+    e.check_invariants().unwrap();
+    run(&mut e, 1000);
+    let (o, other_o) = (outcome(&log), outcome(&other_log));
+    assert!(o.all_finished(1) && other_o.all_finished(1));
+    assert_eq!(o.fork(0), reference(&next, &greedy(6)));
+    assert_eq!(other_o.fork(0), reference(&other, &greedy(40)));
+    assert_eq!(o.prefilled, Some((next.len(), 120)));
+    assert_eq!(e.counters().snapshot().disk_cached_prompt_tokens, 120);
+    assert_settled(&mut e, dir.path());
+}
+
+#[test]
+fn a_request_cancelled_while_its_prefix_is_read_gives_its_pages_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = prompt(34, 80);
+    {
+        let mut e = disk_engine(config(512, 2), dir.path(), 1 << 20, "fake");
+        serve(&mut e, &a);
+    }
+    let mut e = disk_engine(config(512, 2), dir.path(), 1 << 20, "fake");
+    let (_, busy) = submit(&mut e, &prompt(35, 10), greedy(20));
+    e.step();
+    let next = [a.clone(), vec![1]].concat();
+    let (id, log) = submit(&mut e, &next, greedy(6));
+    e.step(); // its read is in flight
+    e.cancel(id);
+    run(&mut e, 1000);
+    assert!(outcome(&busy).all_finished(1));
+    assert_eq!(outcome(&log).prefilled, None);
+    assert_settled(&mut e, dir.path());
+    // What was read for it was let go, not published; it is still on disk.
+    assert_eq!(e.cached_prefix_len(&next), 0);
+    assert_eq!(serve(&mut e, &next), 80);
+}
+
+#[test]
+fn requests_sharing_a_prefix_on_disk_read_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = prompt(36, 80);
+    {
+        let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
+        serve(&mut e, &a);
+    }
+    let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
+    let (x, y) = ([a.clone(), vec![1]].concat(), [a, vec![2]].concat());
+    let (_, x_log) = submit(&mut e, &x, greedy(6));
+    let (_, y_log) = submit(&mut e, &y, greedy(6));
+    run(&mut e, 1000);
+    for (p, log) in [(&x, &x_log), (&y, &y_log)] {
+        let o = outcome(log);
+        assert!(o.all_finished(1));
+        assert_eq!(o.fork(0), reference(p, &greedy(6)));
+        assert_eq!(o.prefilled, Some((81, 80)));
+    }
+    let c = e.counters().snapshot();
+    assert_eq!(c.disk_read_bytes, 80 * BYTES_PER_TOKEN as u64, "read once");
+    assert_eq!(
+        c.disk_cached_prompt_tokens, 80,
+        "the second found it in memory"
+    );
+    assert_settled(&mut e, dir.path());
 }

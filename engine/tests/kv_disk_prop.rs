@@ -14,6 +14,13 @@ use std::path::Path;
 enum Op {
     /// Serve base `b`'s first `keep` tokens followed by a suffix of `extra` tokens.
     Serve { b: usize, keep: usize, extra: usize },
+    /// Serve two such prompts at once (their reads from disk overlap), cancelling the
+    /// second after `cancel_after` steps if given.
+    Both {
+        first: (usize, usize, usize),
+        second: (usize, usize, usize),
+        cancel_after: Option<usize>,
+    },
     /// Drop the engine and start a new one on the same directory.
     Restart,
 }
@@ -21,8 +28,15 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (0..3usize, 1..40usize, 0..6usize).prop_map(|(b, keep, extra)| Op::Serve { b, keep, extra }),
+        2 => (prompt_shape(), prompt_shape(), proptest::option::of(0..4usize))
+            .prop_map(|(first, second, cancel_after)| Op::Both { first, second, cancel_after }),
         2 => Just(Op::Restart),
     ]
+}
+
+/// (base, kept tokens of it, suffix tokens) as in `Op::Serve`.
+fn prompt_shape() -> impl Strategy<Value = (usize, usize, usize)> {
+    (0..3usize, 1..40usize, 0..6usize)
 }
 
 fn open(dir: &Path, slots: usize, ps: usize, max_bytes: u64) -> Engine {
@@ -69,6 +83,34 @@ proptest! {
                     prop_assert!(o.all_finished(1), "{:?}", o);
                     prop_assert_eq!(o.fork(0), reference(&p, &greedy(6)));
                     prop_assert!(o.prefilled.unwrap().1 < p.len());
+                }
+                Op::Both { first, second, cancel_after } => {
+                    let make = |(b, keep, extra): (usize, usize, usize), salt: u64| {
+                        [&bases[b][..keep], &prompt(300 + 2 * i as u64 + salt, extra)[..]].concat()
+                    };
+                    let (p, q) = (make(first, 0), make(second, 1));
+                    let (_, p_log) = submit(&mut e, &p, greedy(6));
+                    let (q_id, q_log) = submit(&mut e, &q, greedy(6));
+                    if let Some(n) = cancel_after {
+                        for _ in 0..n {
+                            e.step();
+                            e.check_invariants().unwrap();
+                        }
+                        e.cancel(q_id);
+                    }
+                    run(&mut e, 1000);
+                    let o = outcome(&p_log);
+                    prop_assert!(o.all_finished(1), "{:?}", o);
+                    prop_assert_eq!(o.fork(0), reference(&p, &greedy(6)));
+                    let o = outcome(&q_log);
+                    if cancel_after.is_none() {
+                        prop_assert!(o.all_finished(1), "{:?}", o);
+                    }
+                    if o.failed.is_none() {
+                        // Cancelled or not, what it did emit is the model's own answer.
+                        let want = reference(&q, &greedy(6));
+                        prop_assert_eq!(&o.fork(0)[..], &want[..o.fork(0).len()]);
+                    }
                 }
             }
             e.kv_disk_settle();

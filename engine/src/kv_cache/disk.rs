@@ -1,15 +1,18 @@
 //! The cache's side of the disk tier (see [`crate::kv_disk`]): pages new to the tree are
 //! queued for the disk as they are inserted, and before a sequence is matched, the pages of
 //! its prefix that are on disk right after what memory holds are read back into the pool
-//! and inserted, so the match serves them.
+//! and inserted, so the match serves them. The read runs on the tier's reader thread
+//! (a [`DiskLoad`] in flight): its pages are allocated and the prefix before them held,
+//! but nothing is in the tree until the bytes are back and checked.
 
 use super::{Held, KvCache};
 use crate::config::KvDiskConfig;
 use crate::counters::Counters;
-use crate::kv_disk::{self, DiskTier, Identity, PageLoc};
+use crate::kv_disk::{self, DiskTier, Identity, PageLoc, ReadDone};
 use crate::radix_tree::Namespace;
 use crate::KvPool;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Pages of a prefix found on disk right after the part the tree holds (held locked).
 #[must_use]
@@ -21,6 +24,27 @@ pub(crate) struct DiskRun {
 impl DiskRun {
     pub fn pages(&self) -> usize {
         self.locs.len()
+    }
+}
+
+/// A read from disk in flight: the pool pages it goes into, and the prefix before them,
+/// held. Given back by [`KvCache::finish_disk_load`] or [`KvCache::abandon_disk_load`].
+#[must_use]
+pub(crate) struct DiskLoad {
+    held: Held,
+    pages: Vec<u32>,
+    ticket: u64,
+}
+
+impl DiskLoad {
+    /// Which answer of [`KvCache::finished_disk_reads`] is this load's.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// The pool pages it owns until it is finished.
+    pub fn pages(&self) -> &[u32] {
+        &self.pages
     }
 }
 
@@ -55,12 +79,12 @@ pub(crate) fn open_disk(
 }
 
 impl KvCache {
-    /// Whether a disk tier is in use and still writing.
+    /// Whether a disk tier is in use and writing now (not paused after a failed write).
     pub fn disk_writing(&self) -> bool {
         self.disk.as_ref().is_some_and(|d| d.writing())
     }
 
-    /// Waits until every page queued for the disk is written and the index saved.
+    /// Waits until every page queued for the disk is written (or failed) and durable.
     pub fn disk_settle(&mut self) {
         if let Some(d) = self.disk.as_mut() {
             d.settle();
@@ -127,42 +151,73 @@ impl KvCache {
         Some(DiskRun { held, locs })
     }
 
-    /// Reads as much of `run` (found for `tokens` in `ns`) as there are free pages into the
-    /// pool, and inserts it into the tree. Returns how many tokens came from disk.
-    pub fn load_disk_run(&mut self, ns: Namespace, tokens: &[u32], run: DiskRun) -> usize {
-        let ps = self.page_size;
-        let DiskRun { held, locs } = run;
-        let n = locs.len().min(self.alloc.free_pages());
-        let pages = self.alloc.alloc(n).expect("counted free pages");
-        let disk = self.disk.as_mut().expect("a run comes from the disk");
-        let mut data = Vec::new();
-        let mut got = 0;
-        for &loc in &locs[..n] {
-            match disk.read(loc) {
-                Ok(b) => data.extend_from_slice(&b),
-                Err(e) => {
-                    tracing::warn!("KV disk tier: {e}; computing the rest");
-                    break;
-                }
-            }
-            got += 1;
+    /// Starts reading as much of `run` as there are free pages into the pool. None when
+    /// there are none (`run` is let go).
+    pub fn start_disk_load(&mut self, run: DiskRun) -> Option<DiskLoad> {
+        let DiskRun { held, mut locs } = run;
+        locs.truncate(self.alloc.free_pages());
+        if locs.is_empty() {
+            self.release(held);
+            return None;
         }
+        let pages = self.alloc.alloc(locs.len()).expect("counted free pages");
+        let disk = self.disk.as_mut().expect("a run comes from the disk");
+        let ticket = disk.start_read(locs);
+        Some(DiskLoad {
+            held,
+            pages,
+            ticket,
+        })
+    }
+
+    /// Reads finished now; with `wait`, waiting that long for one if none has.
+    pub fn finished_disk_reads(&mut self, wait: Option<Duration>) -> Vec<ReadDone> {
+        self.disk
+            .as_mut()
+            .map_or_else(Vec::new, |d| d.finished_reads(wait))
+    }
+
+    /// Puts what `done` read for `load` (started for `tokens` in `ns`) into the pool and
+    /// the tree. Returns the whole prefix now cached, held (release it once the sequence is
+    /// attached), and how many of its tokens came from disk.
+    pub fn finish_disk_load(
+        &mut self,
+        ns: Namespace,
+        tokens: &[u32],
+        load: DiskLoad,
+        done: ReadDone,
+    ) -> (Held, usize) {
+        let ps = self.page_size;
+        let DiskLoad { held, pages, .. } = load;
+        let page_bytes = self.disk.as_ref().map_or(1, |d| d.identity().page_bytes());
+        let mut got = (done.data.len() / page_bytes).min(pages.len());
         if got > 0 {
-            if let Err(e) = kv_disk::write_pages(&mut self.pool, &pages[..got], ps, &data) {
+            let data = &done.data[..got * page_bytes];
+            if let Err(e) = kv_disk::write_pages(&mut self.pool, &pages[..got], ps, data) {
                 tracing::warn!("KV disk tier: writing pages into the pool: {e}");
                 got = 0;
             }
         }
         self.alloc
             .free_all(&pages[got..])
-            .expect("pages just allocated");
+            .expect("the load's own pages");
+        let len = held.len + got * ps;
         if got > 0 {
             let all: Vec<u32> = held.pages.iter().chain(&pages[..got]).copied().collect();
-            let len = held.len + got * ps;
             self.tree
                 .insert_in(ns, &tokens[..len], &all, &mut self.alloc);
         }
+        let whole = self.hold(ns, &tokens[..len]);
         self.release(held);
-        got * ps
+        (whole, got * ps)
+    }
+
+    /// Gives back a load that is no longer wanted (its request was cancelled); its answer,
+    /// when it comes, is ignored.
+    pub fn abandon_disk_load(&mut self, load: DiskLoad) {
+        self.alloc
+            .free_all(&load.pages)
+            .expect("the load's own pages");
+        self.release(load.held);
     }
 }

@@ -12,7 +12,7 @@
 mod disk;
 mod share;
 
-pub(crate) use disk::open_disk;
+pub(crate) use disk::{open_disk, DiskLoad};
 
 use crate::counters::Counters;
 use crate::kv_disk::DiskTier;
@@ -264,7 +264,12 @@ impl KvCache {
 
     /// Checks the books: every pool page is either free, the tree's, or owned by exactly
     /// one of `seqs`, and every page a sequence reads as the tree's is the tree's.
-    pub fn check_books<'a>(&self, seqs: impl Iterator<Item = &'a SeqKv>) -> Result<(), String> {
+    /// `loads`: pages owned by reads from disk in flight.
+    pub fn check_books<'a>(
+        &self,
+        seqs: impl Iterator<Item = &'a SeqKv>,
+        loads: impl Iterator<Item = &'a [u32]>,
+    ) -> Result<(), String> {
         self.tree.validate()?;
         let mut owner = vec![0u32; self.alloc.total_pages()];
         for p in self.tree.pages() {
@@ -281,6 +286,9 @@ impl KvCache {
                     ));
                 }
             }
+        }
+        for &p in loads.flatten() {
+            owner[p as usize] += 1;
         }
         for (p, &n) in owner.iter().enumerate() {
             let free = self.alloc.is_free(p as u32);

@@ -73,16 +73,27 @@ impl DiskIndex {
         })
     }
 
-    /// Marks the segments holding these pages as just used.
-    pub fn touch(&mut self, keys: &[PageKey]) {
+    /// Marks the segments holding these pages as just used. Returns the clock's stamp and
+    /// those segments.
+    pub fn touch(&mut self, keys: &[PageKey]) -> (u64, Vec<u64>) {
         self.clock += 1;
+        let mut ids = Vec::new();
         for k in keys {
             if let Some(&(id, _)) = self.pages.get(k) {
                 if let Some(s) = self.segments.get_mut(&id) {
-                    s.last_used = self.clock;
+                    if s.last_used != self.clock {
+                        s.last_used = self.clock;
+                        ids.push(id);
+                    }
                 }
             }
         }
+        (self.clock, ids)
+    }
+
+    /// The LRU clock's stamp of the segment `id`.
+    pub fn last_used(&self, id: u64) -> Option<u64> {
+        self.segments.get(&id).map(|s| s.last_used)
     }
 
     /// Books a new segment of `keys` (whose tokens are `tokens`) of `bytes`, evicting the
@@ -97,11 +108,12 @@ impl DiskIndex {
         let evicted = self.make_room(bytes)?;
         let id = self.next_id;
         self.next_id += 1;
-        self.insert(id, keys, tokens, Vec::new(), bytes);
+        self.clock += 1;
+        self.insert(id, keys, tokens, Vec::new(), bytes, self.clock);
         Some((id, evicted))
     }
 
-    /// Books a segment already on disk (found at start-up).
+    /// Books a segment already on disk (found at start-up), last used at `last_used`.
     pub fn add_written(
         &mut self,
         id: u64,
@@ -109,9 +121,11 @@ impl DiskIndex {
         tokens: Vec<u32>,
         crcs: Vec<u32>,
         bytes: u64,
+        last_used: u64,
     ) {
         self.next_id = self.next_id.max(id + 1);
-        self.insert(id, keys, tokens, crcs, bytes);
+        self.clock = self.clock.max(last_used);
+        self.insert(id, keys, tokens, crcs, bytes, last_used);
     }
 
     fn insert(
@@ -121,8 +135,8 @@ impl DiskIndex {
         tokens: Vec<u32>,
         crcs: Vec<u32>,
         bytes: u64,
+        last_used: u64,
     ) {
-        self.clock += 1;
         for (i, k) in keys.iter().enumerate() {
             self.pages.entry(*k).or_insert((id, i));
         }
@@ -134,7 +148,7 @@ impl DiskIndex {
                 tokens,
                 crcs,
                 bytes,
-                last_used: self.clock,
+                last_used,
             },
         );
     }
@@ -159,19 +173,6 @@ impl DiskIndex {
         }
         self.bytes -= s.bytes;
         true
-    }
-
-    /// Forgets every segment not yet written (writing stopped before they were).
-    pub fn forget_queued(&mut self) {
-        let queued: Vec<u64> = self
-            .segments
-            .iter()
-            .filter(|(_, s)| s.crcs.is_empty())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in queued {
-            self.forget(id);
-        }
     }
 
     /// New segments get ids past `id` (a file that exists).
@@ -223,7 +224,8 @@ mod tests {
         ix.mark_written(a, vec![7]);
         ix.mark_written(b, vec![8]);
         assert_eq!(ix.find(&[1; 16], &[9]), None, "other tokens");
-        ix.touch(&[[1; 16]]);
+        let (stamp, ids) = ix.touch(&[[1; 16], [1; 16], [9; 16]]);
+        assert_eq!((ids, ix.last_used(a)), (vec![a], Some(stamp)));
         let (c, gone) = ix.add_queued(vec![[3; 16]], vec![3], 20).unwrap();
         assert_eq!(gone, vec![b], "b was used least recently");
         assert!(
@@ -245,5 +247,16 @@ mod tests {
             ix.add_queued(vec![[5; 16]], vec![5], 31).is_none(),
             "over the size"
         );
+    }
+
+    #[test]
+    fn stamps_found_on_disk_order_eviction_and_the_clock_goes_on_from_them() {
+        let mut ix = DiskIndex::new(1, 20, 0);
+        // Written in id order, but segment 0 was used last before the restart.
+        ix.add_written(0, vec![[1; 16]], vec![1], vec![7], 10, 50);
+        ix.add_written(1, vec![[2; 16]], vec![2], vec![8], 10, 40);
+        let (id, gone) = ix.add_queued(vec![[3; 16]], vec![3], 10).unwrap();
+        assert_eq!(gone, vec![1], "the least recently used, not the oldest id");
+        assert!(ix.last_used(id).unwrap() > 50);
     }
 }

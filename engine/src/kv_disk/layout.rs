@@ -6,10 +6,12 @@
 //! - `index`: the magic `LTKVDSK\0`, the layout version (u32), then the header as a
 //!   checksummed record, then one checksummed record per segment. A record is its
 //!   payload's length (u32), the payload's CRC-32 (u32), and the payload. The header's
-//!   payload is the directory's secret (16 bytes), the K/V element type (u8), page size,
-//!   layers and row length (u32 each), then the model's fingerprint (u32 length, UTF-8).
-//!   A segment's payload is its id (u64), the key of the page before it (16 bytes), its
-//!   page count (u32), its tokens (u32 each) and each page's CRC-32 (u32 each).
+//!   payload is the index's generation (u64), the directory's secret (16 bytes), the K/V
+//!   element type (u8), page size, layers and row length (u32 each), then the model's
+//!   fingerprint (u32 length, UTF-8). A segment's payload is its id (u64), its last use
+//!   (u64, the tier's LRU clock), the key of the page before it (16 bytes), its page count
+//!   (u32), its tokens (u32 each) and each page's CRC-32 (u32 each).
+//! - `journal`: what changed since the index was written (`journal.rs`).
 //!
 //! The index is replaced whole (written beside, synced, renamed), so a crash leaves the
 //! old one or the new one. Should it still be damaged, a record whose checksum fails is
@@ -22,10 +24,9 @@ use std::path::{Path, PathBuf};
 use super::key::PageKey;
 
 /// Bumped whenever what the files mean changes; another version's files are not read.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"LTKVDSK\0";
 const INDEX: &str = "index";
-const INDEX_TMP: &str = "index.tmp";
 
 /// What K/V on disk must have been written for to be read back here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,8 @@ impl Identity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentRecord {
     pub id: u64,
+    /// When its pages were last used, on the tier's LRU clock (kept across restarts).
+    pub last_used: u64,
     /// The key of the page (or root) right before the segment's first page.
     pub parent: PageKey,
     /// Its pages' tokens: `crcs.len() * page_size` of them.
@@ -72,6 +75,8 @@ pub struct SegmentRecord {
 /// The index file's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
+    /// Counts index writes: a journal extends the index of its generation only.
+    pub generation: u64,
     pub identity: Identity,
     pub secret: [u8; 16],
     pub segments: Vec<SegmentRecord>,
@@ -89,7 +94,7 @@ pub fn segment_id(name: &str) -> Option<u64> {
         .flatten()
 }
 
-fn put_record(out: &mut Vec<u8>, payload: &[u8]) {
+pub(super) fn put_record(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -101,6 +106,7 @@ pub fn encode(index: &Index) -> Vec<u8> {
     out.extend_from_slice(&LAYOUT_VERSION.to_le_bytes());
     let id = &index.identity;
     let mut head = Vec::new();
+    head.extend_from_slice(&index.generation.to_le_bytes());
     head.extend_from_slice(&index.secret);
     head.push(id.dtype);
     for n in [id.page_size, id.num_layers, id.row_len] {
@@ -112,22 +118,45 @@ pub fn encode(index: &Index) -> Vec<u8> {
     let mut p = Vec::new();
     for s in &index.segments {
         p.clear();
-        p.extend_from_slice(&s.id.to_le_bytes());
-        p.extend_from_slice(&s.parent);
-        p.extend_from_slice(&(s.crcs.len() as u32).to_le_bytes());
-        for w in s.tokens.iter().chain(&s.crcs) {
-            p.extend_from_slice(&w.to_le_bytes());
-        }
+        put_segment(&mut p, s);
         put_record(&mut out, &p);
     }
     out
 }
 
+/// A segment record's payload (also a journal entry's).
+pub(super) fn put_segment(p: &mut Vec<u8>, s: &SegmentRecord) {
+    p.extend_from_slice(&s.id.to_le_bytes());
+    p.extend_from_slice(&s.last_used.to_le_bytes());
+    p.extend_from_slice(&s.parent);
+    p.extend_from_slice(&(s.crcs.len() as u32).to_le_bytes());
+    for w in s.tokens.iter().chain(&s.crcs) {
+        p.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// Reads what [`put_segment`] wrote, all of it and nothing more (pages of `page_size`).
+pub(super) fn take_segment(r: &mut Reader, page_size: usize) -> Option<SegmentRecord> {
+    let id = r.u64()?;
+    let last_used = r.u64()?;
+    let parent: PageKey = r.bytes(16)?.try_into().ok()?;
+    let pages = r.u32()? as usize;
+    let tokens = r.u32s(pages.checked_mul(page_size)?)?;
+    let crcs = r.u32s(pages)?;
+    (pages > 0 && r.0.is_empty()).then_some(SegmentRecord {
+        id,
+        last_used,
+        parent,
+        tokens,
+        crcs,
+    })
+}
+
 /// Reads little-endian fields off the front of a byte slice; None when it runs out.
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -135,13 +164,13 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Some(head)
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
     }
-    fn u32s(&mut self, n: usize) -> Option<Vec<u32>> {
+    pub fn u32s(&mut self, n: usize) -> Option<Vec<u32>> {
         let b = self.bytes(n.checked_mul(4)?)?;
         Some(
             b.chunks_exact(4)
@@ -150,7 +179,7 @@ impl<'a> Reader<'a> {
         )
     }
     /// The next record's payload: Some(None) when its checksum fails, None past the end.
-    fn record(&mut self) -> Option<Option<&'a [u8]>> {
+    pub fn record(&mut self) -> Option<Option<&'a [u8]>> {
         let len = self.u32()? as usize;
         let crc = self.u32()?;
         let payload = self.bytes(len)?;
@@ -187,12 +216,14 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
         .ok_or("a damaged or truncated header")?;
     let mut h = Reader(head);
     let header = (|| {
+        let generation = h.u64()?;
         let secret: [u8; 16] = h.bytes(16)?.try_into().ok()?;
         let dtype = h.bytes(1)?[0];
         let (page_size, num_layers, row_len) = (h.u32()?, h.u32()?, h.u32()?);
         let len = h.u32()? as usize;
         let model = String::from_utf8(h.bytes(len)?.to_vec()).ok()?;
         Some((
+            generation,
             secret,
             Identity {
                 model,
@@ -203,7 +234,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
             },
         ))
     })();
-    let (secret, identity) = header.ok_or("a malformed header")?;
+    let (generation, secret, identity) = header.ok_or("a malformed header")?;
     if identity.page_size == 0 {
         return Err("a header with page size 0".into());
     }
@@ -214,20 +245,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
             skipped += 1; // a record cut short: nothing after it can be trusted
             break;
         };
-        let segment = record.and_then(|p| {
-            let mut s = Reader(p);
-            let id = s.u64()?;
-            let parent: PageKey = s.bytes(16)?.try_into().ok()?;
-            let pages = s.u32()? as usize;
-            let tokens = s.u32s(pages.checked_mul(ps)?)?;
-            let crcs = s.u32s(pages)?;
-            (pages > 0 && s.0.is_empty()).then_some(SegmentRecord {
-                id,
-                parent,
-                tokens,
-                crcs,
-            })
-        });
+        let segment = record.and_then(|p| take_segment(&mut Reader(p), ps));
         match segment {
             Some(s) => segments.push(s),
             None => skipped += 1,
@@ -235,6 +253,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     }
     Ok(Decoded {
         index: Index {
+            generation,
             identity,
             secret,
             segments,
@@ -252,15 +271,20 @@ pub fn read_index(dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Replaces the index in `dir` with `bytes` atomically: written beside it, synced, then
-/// renamed over it.
+/// Replaces the index in `dir` with `bytes` atomically.
 pub fn write_index(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(INDEX_TMP);
+    replace_file(dir, INDEX, bytes)
+}
+
+/// Replaces file `name` in `dir` with `bytes` atomically: written beside it, synced, then
+/// renamed over it.
+pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, dir.join(INDEX))?;
+    fs::rename(&tmp, dir.join(name))?;
     // The rename itself is durable once the directory is synced (not every platform can).
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
@@ -274,6 +298,7 @@ mod tests {
 
     fn sample() -> Index {
         Index {
+            generation: 3,
             identity: Identity {
                 model: "m".into(),
                 dtype: 1,
@@ -285,12 +310,14 @@ mod tests {
             segments: vec![
                 SegmentRecord {
                     id: 1,
+                    last_used: 7,
                     parent: [1; 16],
                     tokens: vec![1, 2, 3, 4],
                     crcs: vec![10, 11],
                 },
                 SegmentRecord {
                     id: 9,
+                    last_used: 4,
                     parent: [2; 16],
                     tokens: vec![5, 6],
                     crcs: vec![12],
@@ -325,15 +352,15 @@ mod tests {
             }
         }
         // A flipped byte in the first segment: it is skipped, the second is kept.
-        // The second record is 8 + 40 bytes, the first 8 + 52: a byte of the first's payload.
-        let first = b.len() - 48 - 60 + 8 + 3;
+        // The second record is 8 + 48 bytes, the first 8 + 60: a byte of the first's payload.
+        let first = b.len() - 56 - 68 + 8 + 3;
         let mut flipped = b.clone();
         flipped[first] ^= 0x40;
         let d = decode(&flipped).unwrap();
         assert_eq!(d.skipped, 1);
         assert_eq!(d.index.segments, sample().segments[1..]);
         let mut version = b.clone();
-        version[8] = 2;
+        version[8] = 1;
         assert!(decode(&version).unwrap_err().contains("version"));
     }
 }

@@ -8,52 +8,76 @@
 //! (`check_invariants`) stay as they are. The disk side is an index of its own, keyed by
 //! the token path: a page's [`PageKey`] hashes everything before it and its own tokens
 //! (`key.rs`), so any request can compute the keys of its prompt's pages and ask which are
-//! on disk, without a tree walk. Before a request is matched against the tree, the pages
-//! right after what the tree holds that are on disk are read into freshly allocated pool
-//! pages and inserted into the tree (as a peer's imported prefix is, `kv_cache/share.rs`);
-//! the match then finds them. Nothing else in the engine knows about the disk.
+//! on disk, without a tree walk. When a request is admitted, the pages right after what
+//! the tree holds that are on disk are read into freshly allocated pool pages and inserted
+//! into the tree (as a peer's imported prefix is, `kv_cache/share.rs`); the match then
+//! finds them. Outside the cache, only admission knows about the disk.
+//!
+//! # When pages are read
+//! Off the engine thread: the reader thread (`reader.rs`) reads and checks the pages
+//! while the request waits aside, admitted, owning their pool pages and holding the prefix
+//! before them, and the other sequences keep stepping (`scheduler/disk_load.rs`). Nothing
+//! is in the tree until the bytes are back and match their CRC-32; a request sharing the
+//! prefix waits for them rather than reading them again. Only a request's first sequence
+//! is read for: the other forks of a preempted request compute what memory lost.
 //!
 //! # When pages are written
 //! Write-through: pages new to the tree are queued for the writer thread when they are
 //! inserted (a prefill chunk, a finished request), copied out of the pool at once (tree
 //! pages are never written again, so the copy is what eviction would have saved). So a
-//! page the pool evicts is already on disk, and a restart, even a crash, loses at most the
-//! last moments. The queue is bounded in bytes; past it a page is not written, as if there
-//! were no disk tier. Pages already on disk are not written again.
+//! page the pool evicts is already on disk. The queue is bounded in bytes; past it a page
+//! is not written, as if there were no disk tier. Pages already on disk are not written
+//! again.
 //!
-//! # On disk
-//! Segments (a run of consecutive pages of one path, written together) and an index file
-//! (`layout.rs`), versioned and stamped with the [`Identity`]: the model's fingerprint, K/V
-//! element type, page size, layers and row length. A directory written for another
-//! identity is not read (a log line says so) and is emptied. Segments past the size are
-//! deleted least recently used first; a segment counts from the moment it is queued.
+//! # On disk, and across a crash
+//! Segments (a run of consecutive pages of one path, written together), an index file
+//! (`layout.rs`) and a journal of what changed since the index was written
+//! (`journal.rs`), versioned and stamped with the [`Identity`]: the model's fingerprint,
+//! K/V element type, page size, layers and row length. A segment is journaled (synced)
+//! right after its file is synced, so a crash, even a SIGKILL, loses only writes still in
+//! flight; on start the journal is replayed over the index (a torn last entry is skipped)
+//! and both are folded into a new index. A directory written for another identity is not
+//! read (a log line says so) and is emptied.
+//!
+//! Segments past the size are deleted least recently used first; a segment counts from
+//! the moment it is queued. Uses are stamped on a clock that is journaled with them and
+//! goes on from the newest stamp after a restart, so the order survives restarts.
 //!
 //! # Failure
 //! A directory that cannot be made or written at start-up, or that another engine holds
-//! (a lock file): a warning, no disk tier. A
-//! write that fails later (disk full, directory gone): a warning, and no more writes; what
-//! is on disk is still read. A page whose file is missing, short or fails its checksum is
-//! not loaded (its segment is dropped) and is computed instead.
+//! (a lock file): a warning, no disk tier. A write that fails later (disk full, directory
+//! gone): a warning (spaced out), its pages are simply not on disk, and no writes are
+//! queued for a while, then writing is tried again, waiting longer after each failed try
+//! (`backoff.rs`); what is on disk is still read meanwhile. A page whose file is missing,
+//! short or fails its checksum is not loaded (its segment is dropped) and is computed
+//! instead.
 
+mod backoff;
 mod index;
+mod journal;
 mod key;
 mod layout;
 mod pool_bytes;
+mod reader;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::KvDiskConfig;
 use crate::counters::Counters;
 use crate::radix_tree::Namespace;
+use backoff::Backoff;
 use index::DiskIndex;
 pub use index::PageLoc;
 pub use key::{chain, PageKey};
 pub use layout::{Identity, LAYOUT_VERSION};
 pub use pool_bytes::{read_pages, write_pages};
+pub use reader::ReadDone;
+use reader::ReadThread;
 use writer::{Done, Job, Writer};
 
 /// Most tokens of one segment file (at least one page): what LRU evicts together.
@@ -64,8 +88,11 @@ pub struct DiskTier {
     identity: Identity,
     secret: [u8; 16],
     index: DiskIndex,
-    /// None once a write failed: memory only from then on.
-    writer: Option<Writer>,
+    writer: Writer,
+    reader: ReadThread,
+    next_ticket: u64,
+    /// Pauses writing after a failed write.
+    backoff: Backoff,
     max_queued_bytes: usize,
     counters: Arc<Counters>,
     /// Held while this tier uses the directory (declared last: dropped after the writer
@@ -89,7 +116,11 @@ impl DiskTier {
             fs::File::create(dir.join("lock")).map_err(|e| format!("writing in {shown}: {e}"))?;
         lock.try_lock()
             .map_err(|e| format!("{shown} is in use by another looptree ({e})"))?;
-        let (secret, records) = read_existing(&dir, &identity);
+        let Existing {
+            secret,
+            generation,
+            segments: records,
+        } = read_existing(&dir, &identity);
         let ps = identity.page_size as usize;
         let page_bytes = identity.page_bytes() as u64;
         let mut index = DiskIndex::new(ps, cfg.max_bytes, 0);
@@ -107,10 +138,17 @@ impl DiskTier {
                 continue;
             }
             let keys = chain(r.parent, &r.tokens, ps);
-            index.add_written(r.id, keys, r.tokens.clone(), r.crcs.clone(), bytes);
+            index.add_written(
+                r.id,
+                keys,
+                r.tokens.clone(),
+                r.crcs.clone(),
+                bytes,
+                r.last_used,
+            );
             kept.push(r);
         }
-        // Over a smaller size than last time: the least recently written go.
+        // Over a smaller size than last time: the least recently used go.
         for id in index.make_room(0).unwrap_or_default() {
             ids.remove(&id);
         }
@@ -121,10 +159,13 @@ impl DiskTier {
             dir.clone(),
             identity.clone(),
             secret,
+            generation,
             kept,
             counters.clone(),
         )
-        .map_err(|e| format!("starting the writer thread: {e}"))?;
+        .map_err(|e| format!("writing the index in {shown}: {e}"))?;
+        let reader = ReadThread::spawn(dir.clone(), identity.page_bytes(), counters.clone())
+            .map_err(|e| format!("starting the reader thread: {e}"))?;
         Counters::set(&counters.disk_bytes, bytes as usize);
         tracing::info!(dir = %shown, segments, bytes, max_bytes = cfg.max_bytes, "KV disk tier");
         Ok(Self {
@@ -132,7 +173,10 @@ impl DiskTier {
             identity,
             secret,
             index,
-            writer: Some(writer),
+            writer,
+            reader,
+            next_ticket: 0,
+            backoff: Backoff::new(cfg.retry_after),
             max_queued_bytes: cfg.max_queued_bytes,
             counters,
             _lock: lock,
@@ -143,9 +187,9 @@ impl DiskTier {
         &self.identity
     }
 
-    /// Whether pages are still written (no write has failed).
+    /// Whether pages are written now (not paused after a failed write).
     pub fn writing(&self) -> bool {
-        self.writer.is_some()
+        self.backoff.ready(Instant::now())
     }
 
     /// The key before namespace `ns`'s first page.
@@ -153,42 +197,37 @@ impl DiskTier {
         key::root_key(&self.secret, ns)
     }
 
-    /// Takes in the writer's finished work. A failed write turns writing off.
+    /// Takes in the writer's finished work. A failed write pauses writing (`backoff.rs`).
     pub fn poll(&mut self) {
-        let Some(w) = &self.writer else { return };
-        let mut failed = None;
-        for done in w.finished() {
+        for done in self.writer.finished() {
             match done {
-                Done::Written { id, crcs } => self.index.mark_written(id, crcs),
+                Done::Written { id, crcs } => {
+                    self.index.mark_written(id, crcs);
+                    if self.backoff.succeeded() {
+                        tracing::info!(dir = %self.dir.display(), "KV disk tier: writing again");
+                    }
+                }
                 Done::Failed { id, error } => {
                     self.index.forget(id);
-                    failed.get_or_insert(error);
-                }
-            }
-        }
-        if let Some(error) = failed {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                "KV disk tier: a write failed ({error}); going on with memory only"
-            );
-            if let Some(mut w) = self.writer.take() {
-                w.stop();
-                for done in w.finished() {
-                    if let Done::Written { id, crcs } = done {
-                        self.index.mark_written(id, crcs);
+                    Counters::add(&self.counters.disk_failed_writes, 1);
+                    if let Some(failures) = self.backoff.failed(Instant::now()) {
+                        tracing::warn!(
+                            dir = %self.dir.display(),
+                            failures,
+                            "KV disk tier: a write failed ({error}); those pages stay in \
+                             memory only, and writing is tried again later"
+                        );
                     }
                 }
             }
-            self.index.forget_queued();
         }
         Counters::set(&self.counters.disk_bytes, self.index.bytes() as usize);
     }
 
-    /// Waits until everything queued is on disk and the index lists it.
+    /// Waits until everything queued is on disk (or failed) and durable, and the books
+    /// say so.
     pub fn settle(&mut self) {
-        if let Some(w) = &self.writer {
-            w.sync();
-        }
+        self.writer.sync();
         self.poll();
     }
 
@@ -206,39 +245,44 @@ impl DiskTier {
             .collect()
     }
 
-    /// Marks these pages' segments as just used (LRU).
+    /// Marks these pages' segments as just used (LRU), on disk too.
     pub fn touch(&mut self, keys: &[PageKey]) {
-        self.index.touch(keys);
+        let (stamp, ids) = self.index.touch(keys);
+        if !ids.is_empty() {
+            self.writer.send(Job::Used { stamp, ids });
+        }
     }
 
-    /// One page's bytes. A page that cannot be read whole and intact drops its segment.
-    pub fn read(&mut self, loc: PageLoc) -> Result<Vec<u8>, String> {
-        let n = self.identity.page_bytes();
-        let path = layout::segment_path(&self.dir, loc.segment);
-        let bytes = read_at(&path, (loc.page * n) as u64, n)
-            .map_err(|e| format!("reading {}: {e}", path.display()))
-            .and_then(|b| {
-                (crc32fast::hash(&b) == loc.crc)
-                    .then_some(b)
-                    .ok_or_else(|| format!("{}: a page fails its checksum", path.display()))
-            });
-        match &bytes {
-            Ok(b) => Counters::add(&self.counters.disk_read_bytes, b.len()),
-            Err(_) => self.drop_segment(loc.segment),
+    /// Asks the reader thread for these pages; the answer (see [`Self::finished_reads`])
+    /// carries the ticket returned.
+    pub fn start_read(&mut self, locs: Vec<PageLoc>) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.reader.send(ticket, locs);
+        ticket
+    }
+
+    /// Reads finished now (with `wait`, waiting that long for one if none has). A page
+    /// that could not be read whole and intact drops its segment.
+    pub fn finished_reads(&mut self, wait: Option<Duration>) -> Vec<ReadDone> {
+        let done = self.reader.finished(wait);
+        for d in &done {
+            if let Some((segment, why)) = &d.failed {
+                tracing::warn!("KV disk tier: {why}; computing the rest");
+                self.drop_segment(*segment);
+            }
         }
-        bytes
+        done
     }
 
     fn drop_segment(&mut self, id: u64) {
         if self.index.forget(id) {
-            if let Some(w) = &self.writer {
-                w.send(Job::Delete(id));
-            }
+            self.writer.send(Job::Delete(id));
         }
     }
 
     /// Queues the pages `keys` (the first right after `parent`, holding `tokens`) whose
-    /// K/V are `data` for writing. False when they are not written: writing is off, the
+    /// K/V are `data` for writing. False when they are not written: writing is paused, the
     /// queue is full, or they do not fit in the size.
     pub fn write(
         &mut self,
@@ -247,9 +291,9 @@ impl DiskTier {
         tokens: Vec<u32>,
         data: Vec<u8>,
     ) -> bool {
-        let Some(w) = &self.writer else { return false };
         let pages = keys.len();
-        let booked = (w.queued_bytes() + data.len() <= self.max_queued_bytes)
+        let w = &self.writer;
+        let booked = (self.writing() && w.queued_bytes() + data.len() <= self.max_queued_bytes)
             .then(|| {
                 self.index
                     .add_queued(keys, tokens.clone(), data.len() as u64)
@@ -264,6 +308,7 @@ impl DiskTier {
         }
         let record = layout::SegmentRecord {
             id,
+            last_used: self.index.last_used(id).expect("just booked"),
             parent,
             tokens,
             crcs: Vec::new(),
@@ -278,17 +323,35 @@ impl DiskTier {
     }
 }
 
-/// The secret and segment records of the index in `dir`, if it was written for
-/// `identity`; otherwise a fresh secret and nothing (with a log line saying why).
-fn read_existing(dir: &Path, identity: &Identity) -> ([u8; 16], Vec<layout::SegmentRecord>) {
-    let fresh = rand::random::<[u8; 16]>;
+/// What a directory holds for this identity.
+struct Existing {
+    secret: [u8; 16],
+    /// Of the index read (0: none).
+    generation: u64,
+    segments: Vec<layout::SegmentRecord>,
+}
+
+impl Existing {
+    fn fresh() -> Self {
+        Self {
+            secret: rand::random(),
+            generation: 0,
+            segments: Vec::new(),
+        }
+    }
+}
+
+/// The segments of the index in `dir` with its journal replayed over them, if it was
+/// written for `identity`; otherwise a fresh secret and nothing (with a log line saying
+/// why).
+fn read_existing(dir: &Path, identity: &Identity) -> Existing {
     let shown = dir.display();
     let bytes = match layout::read_index(dir) {
         Ok(Some(b)) => b,
-        Ok(None) => return (fresh(), Vec::new()),
+        Ok(None) => return Existing::fresh(),
         Err(e) => {
             tracing::warn!(dir = %shown, "KV disk tier: reading the index: {e}; starting empty");
-            return (fresh(), Vec::new());
+            return Existing::fresh();
         }
     };
     match layout::decode(&bytes) {
@@ -296,7 +359,14 @@ fn read_existing(dir: &Path, identity: &Identity) -> ([u8; 16], Vec<layout::Segm
             if d.skipped > 0 {
                 tracing::warn!(dir = %shown, skipped = d.skipped, "KV disk tier: damaged index records skipped");
             }
-            (d.index.secret, d.index.segments)
+            let mut segments: BTreeMap<u64, layout::SegmentRecord> =
+                d.index.segments.into_iter().map(|s| (s.id, s)).collect();
+            replay_journal(dir, d.index.generation, identity, &mut segments);
+            Existing {
+                secret: d.index.secret,
+                generation: d.index.generation,
+                segments: segments.into_values().collect(),
+            }
         }
         Ok(d) => {
             tracing::warn!(
@@ -305,12 +375,40 @@ fn read_existing(dir: &Path, identity: &Identity) -> ([u8; 16], Vec<layout::Segm
                 want = ?identity,
                 "KV disk tier: written for another model or KV layout; not read, starting empty"
             );
-            (fresh(), Vec::new())
+            Existing::fresh()
         }
         Err(e) => {
             tracing::warn!(dir = %shown, "KV disk tier: the index is unusable ({e}); starting empty");
-            (fresh(), Vec::new())
+            Existing::fresh()
         }
+    }
+}
+
+/// Applies the journal in `dir` that extends the index of `generation` to its segments.
+fn replay_journal(
+    dir: &Path,
+    generation: u64,
+    identity: &Identity,
+    segments: &mut BTreeMap<u64, layout::SegmentRecord>,
+) {
+    let shown = dir.display();
+    let bytes = match journal::read(dir) {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(dir = %shown, "KV disk tier: reading the journal: {e}; not replayed");
+            return;
+        }
+    };
+    match journal::decode(&bytes, generation, identity.page_size as usize) {
+        Ok(back) => {
+            if back.skipped > 0 {
+                tracing::warn!(dir = %shown, skipped = back.skipped, "KV disk tier: damaged or torn journal entries skipped");
+            }
+            journal::replay(segments, back.entries);
+        }
+        // Stale (the index already holds it, a crash came before it was replaced) or damaged.
+        Err(e) => tracing::info!(dir = %shown, "KV disk tier: journal not replayed: {e}"),
     }
 }
 
@@ -330,13 +428,4 @@ fn remove_unlisted(dir: &Path, kept: &HashSet<u64>, index: &mut DiskIndex) {
             let _ = fs::remove_file(e.path());
         }
     }
-}
-
-fn read_at(path: &Path, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = fs::File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut b = vec![0u8; n];
-    f.read_exact(&mut b)?;
-    Ok(b)
 }

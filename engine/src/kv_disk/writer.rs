@@ -1,12 +1,13 @@
 //! The disk tier's writer thread: writes segment files, deletes evicted ones, and keeps
-//! the index file in step with what is on disk, so the engine's step never waits on the
-//! disk for a write.
+//! the books on disk (`journal.rs`, `layout.rs`) in step with them, so the engine's step
+//! never waits on the disk for a write.
 //!
-//! The index is saved once the queue has been quiet for a moment (and at least every
-//! couple of seconds while it is busy, and when the writer stops), so an idle server's
-//! index always lists what it wrote. A segment is in the index only after its file is
-//! written and synced; a file deleted before the index that still lists it is saved is
-//! found missing at start-up and skipped.
+//! A segment's file is written and synced, then its journal entry appended and synced:
+//! only then is it reported written (and counted in the bytes written). Deletions and uses
+//! are appended unsynced (a deletion lost in a crash is a missing file, skipped at start; a
+//! use lost is an LRU hint). The journal is folded into a new index (compacted) when it
+//! outgrows the index, when the writer stops, and before the first entry after a failed
+//! append (its tail may be torn, or its directory gone and made again).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,21 +16,24 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
+use super::journal::{Entry, Journal};
 use super::layout::{self, Identity, Index, SegmentRecord};
 use crate::counters::Counters;
 
-/// Quiet time after which the index is saved.
-const SAVE_WHEN_QUIET: Duration = Duration::from_millis(100);
-/// Longest the index lags behind while writes keep coming.
-const SAVE_AT_LEAST_EVERY: Duration = Duration::from_secs(2);
+/// The journal is compacted once it is past this and past the index's size.
+const COMPACT_AFTER_BYTES: u64 = 1 << 20;
 
 pub enum Job {
     /// Write a segment: `record` without its CRCs (the writer computes them), and its bytes.
     Write(SegmentRecord, Vec<u8>),
     Delete(u64),
-    /// Answers once every job before it is done and the index is saved.
+    /// These segments were used at `stamp` (the LRU clock).
+    Used {
+        stamp: u64,
+        ids: Vec<u64>,
+    },
+    /// Answers once every job before it is done and durable.
     Sync(mpsc::Sender<()>),
 }
 
@@ -50,21 +54,26 @@ struct State {
     dir: PathBuf,
     identity: Identity,
     secret: [u8; 16],
+    /// Of the index last written.
+    generation: u64,
+    index_bytes: u64,
+    /// None after an append failed: a new journal is started before the next entry.
+    journal: Option<Journal>,
     page_bytes: usize,
     segments: BTreeMap<u64, SegmentRecord>,
     queued_bytes: Arc<AtomicUsize>,
     counters: Arc<Counters>,
     done: mpsc::Sender<Done>,
-    /// When the index last matched `segments`; None while it does.
-    dirty_since: Option<Instant>,
 }
 
 impl Writer {
-    /// Starts the thread; `segments` are those the index lists now.
+    /// Writes a new index of `segments` (those on disk now) after `generation` and an empty
+    /// journal for it, then starts the thread. Err: they could not be written.
     pub fn spawn(
         dir: PathBuf,
         identity: Identity,
         secret: [u8; 16],
+        generation: u64,
         segments: Vec<SegmentRecord>,
         counters: Arc<Counters>,
     ) -> std::io::Result<Self> {
@@ -76,12 +85,15 @@ impl Writer {
             dir,
             identity,
             secret,
+            generation,
+            index_bytes: 0,
+            journal: None,
             segments: segments.into_iter().map(|s| (s.id, s)).collect(),
             queued_bytes: queued_bytes.clone(),
             counters,
             done: done_tx,
-            dirty_since: Some(Instant::now()),
         };
+        state.compact()?;
         let thread = std::thread::Builder::new()
             .name("looptree-kv-disk".into())
             .spawn(move || state.run(rx))?;
@@ -113,14 +125,14 @@ impl Writer {
         self.done.try_iter().collect()
     }
 
-    /// Waits until every job sent so far is done and the index saved.
+    /// Waits until every job sent so far is done and durable.
     pub fn sync(&self) {
         let (tx, rx) = mpsc::channel();
         self.send(Job::Sync(tx));
         let _ = rx.recv();
     }
 
-    /// Writes everything queued, saves the index and ends the thread.
+    /// Writes everything queued, compacts the journal into the index and ends the thread.
     pub fn stop(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
@@ -137,49 +149,55 @@ impl Drop for Writer {
 
 impl State {
     fn run(&mut self, rx: mpsc::Receiver<Job>) {
-        loop {
-            let job = match self.dirty_since {
-                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                Some(since) if since.elapsed() >= SAVE_AT_LEAST_EVERY => {
-                    Err(mpsc::RecvTimeoutError::Timeout)
-                }
-                Some(_) => rx.recv_timeout(SAVE_WHEN_QUIET),
-            };
+        for job in rx.iter() {
             match job {
-                Ok(Job::Write(record, data)) => self.write(record, data),
-                Ok(Job::Delete(id)) => self.delete(id),
-                Ok(Job::Sync(reply)) => {
-                    self.save();
+                Job::Write(record, data) => self.write(record, data),
+                Job::Delete(id) => self.delete(id),
+                Job::Used { stamp, ids } => self.used(stamp, ids),
+                Job::Sync(reply) => {
+                    if let Some(j) = &mut self.journal {
+                        let _ = j.sync();
+                    }
                     let _ = reply.send(());
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => self.save(),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    self.save();
-                    return;
+            }
+            let grown = self
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.len() > COMPACT_AFTER_BYTES && j.len() > self.index_bytes);
+            if grown {
+                if let Err(e) = self.compact() {
+                    tracing::warn!("KV disk tier: compacting the journal: {e}");
                 }
             }
+        }
+        if let Err(e) = self.compact() {
+            tracing::warn!("KV disk tier: saving the index at shutdown: {e}");
         }
     }
 
     fn write(&mut self, mut record: SegmentRecord, data: Vec<u8>) {
         let id = record.id;
         let path = layout::segment_path(&self.dir, id);
-        let written = write_synced(&path, &data);
+        record.crcs = data
+            .chunks_exact(self.page_bytes)
+            .map(crc32fast::hash)
+            .collect();
+        let written =
+            write_synced(&path, &data).and_then(|()| self.log(&Entry::Added(record.clone()), true));
         self.queued_bytes.fetch_sub(data.len(), Relaxed);
         let outcome = match written {
             Ok(()) => {
-                record.crcs = data
-                    .chunks_exact(self.page_bytes)
-                    .map(crc32fast::hash)
-                    .collect();
                 Counters::add(&self.counters.disk_written_bytes, data.len());
                 let crcs = record.crcs.clone();
                 self.segments.insert(id, record);
-                self.mark_dirty();
                 Done::Written { id, crcs }
             }
             Err(e) => {
                 let _ = fs::remove_file(&path);
+                // The directory may be gone and made again: the next entry goes to a new
+                // journal beside a new index, not to the old journal's file.
+                self.journal = None;
                 Done::Failed {
                     id,
                     error: e.to_string(),
@@ -190,6 +208,10 @@ impl State {
     }
 
     fn delete(&mut self, id: u64) {
+        if self.segments.remove(&id).is_some() {
+            // Failing, the next compaction leaves it out anyway.
+            let _ = self.log(&Entry::Removed(id), false);
+        }
         if let Err(e) = fs::remove_file(layout::segment_path(&self.dir, id)) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(
@@ -198,34 +220,53 @@ impl State {
                 );
             }
         }
-        if self.segments.remove(&id).is_some() {
-            self.mark_dirty();
+    }
+
+    fn used(&mut self, stamp: u64, mut ids: Vec<u64>) {
+        ids.retain(|id| {
+            self.segments
+                .get_mut(id)
+                .map(|s| s.last_used = stamp)
+                .is_some()
+        });
+        if !ids.is_empty() {
+            let _ = self.log(&Entry::Used { stamp, ids }, false);
         }
     }
 
-    fn mark_dirty(&mut self) {
-        if self.dirty_since.is_none() {
-            self.dirty_since = Some(Instant::now());
+    /// Appends `entry` to the journal (starting a new one first if the last append failed),
+    /// synced if `sync`.
+    fn log(&mut self, entry: &Entry, sync: bool) -> std::io::Result<()> {
+        if self.journal.is_none() {
+            self.compact()?;
         }
+        let j = self.journal.as_mut().expect("compacted");
+        let r = j
+            .append(entry)
+            .and_then(|()| if sync { j.sync() } else { Ok(()) });
+        if r.is_err() {
+            self.journal = None;
+        }
+        r
     }
 
-    fn save(&mut self) {
-        if self.dirty_since.is_none() {
-            return;
-        }
+    /// Writes the index of every segment on disk (the next generation), then an empty
+    /// journal for it. A crash between the two leaves a journal of the old generation,
+    /// which is not read: the new index holds all of it.
+    fn compact(&mut self) -> std::io::Result<()> {
+        self.journal = None;
         let index = Index {
+            generation: self.generation + 1,
             identity: self.identity.clone(),
             secret: self.secret,
             segments: self.segments.values().cloned().collect(),
         };
-        match layout::write_index(&self.dir, &layout::encode(&index)) {
-            Ok(()) => self.dirty_since = None,
-            Err(e) => {
-                // Tried again at the next change, not in a loop (the disk may be full).
-                tracing::warn!("KV disk tier: saving the index: {e}");
-                self.dirty_since = None;
-            }
-        }
+        let bytes = layout::encode(&index);
+        layout::write_index(&self.dir, &bytes)?;
+        self.generation += 1;
+        self.index_bytes = bytes.len() as u64;
+        self.journal = Some(Journal::create(&self.dir, self.generation)?);
+        Ok(())
     }
 }
 
@@ -233,4 +274,69 @@ fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = fs::File::create(path)?;
     f.write_all(data)?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::journal;
+    use super::*;
+
+    #[test]
+    fn a_journal_that_outgrows_the_index_is_folded_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity {
+            model: "m".into(),
+            dtype: 0,
+            page_size: 1,
+            num_layers: 1,
+            row_len: 1,
+        };
+        let counters = Arc::new(Counters::default());
+        let mut w =
+            Writer::spawn(dir.path().into(), identity, [1; 16], 0, vec![], counters).unwrap();
+        let record = |id| SegmentRecord {
+            id,
+            last_used: 1,
+            parent: [0; 16],
+            tokens: vec![id as u32],
+            crcs: vec![],
+        };
+        w.send(Job::Write(record(1), vec![0; 8]));
+        w.send(Job::Write(record(2), vec![1; 8]));
+        w.send(Job::Delete(2));
+        // Each use is a 25-byte entry: past 1 MiB well before the last.
+        let uses = 60_000;
+        for stamp in 2..=uses {
+            w.send(Job::Used {
+                stamp,
+                ids: vec![1],
+            });
+        }
+        w.sync();
+        let index = layout::decode(&layout::read_index(dir.path()).unwrap().unwrap()).unwrap();
+        assert!(index.index.generation >= 2, "compacted while running");
+        let bytes = journal::read(dir.path()).unwrap().unwrap();
+        assert!((bytes.len() as u64) < COMPACT_AFTER_BYTES);
+        let back = journal::decode(&bytes, index.index.generation, 1).unwrap();
+        let mut segments = index
+            .index
+            .segments
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        journal::replay(&mut segments, back.entries);
+        let ids: Vec<u64> = segments.keys().copied().collect();
+        assert_eq!(ids, [1]);
+        assert_eq!(segments[&1].last_used, uses, "the newest use is kept");
+        // A clean stop leaves the whole state in the index and an empty journal.
+        w.stop();
+        let index = layout::decode(&layout::read_index(dir.path()).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            index.index.segments,
+            segments.into_values().collect::<Vec<_>>()
+        );
+        let bytes = journal::read(dir.path()).unwrap().unwrap();
+        let back = journal::decode(&bytes, index.index.generation, 1).unwrap();
+        assert!(back.entries.is_empty());
+    }
 }

@@ -4,18 +4,25 @@
 //! cheap), but each step spent waiting counts as `aging_tokens_per_step` cached tokens, so
 //! nobody waits forever behind a stream of cache hits.
 
+use super::disk_load::Loaded;
 use super::{Engine, Req, RequestId};
 use crate::constraint::SeqConstraint;
 use crate::counters::Counters;
-use crate::radix_tree::Namespace;
 use crate::sequence::Seq;
 
 impl Engine {
     pub(super) fn admit(&mut self) {
+        self.finish_disk_loads(None);
         // Deferred requests that do not fit now; the next best may.
         let mut deferred_out: Vec<RequestId> = Vec::new();
         loop {
-            let running_seqs: usize = self.running.iter().map(|r| r.params.n.max(1)).sum();
+            let loading = self.loading.iter().map(|l| &l.req);
+            let running_seqs: usize = self
+                .running
+                .iter()
+                .chain(loading)
+                .map(|r| r.params.n.max(1))
+                .sum();
             let Some(best) = self.best_waiting(&deferred_out) else {
                 return;
             };
@@ -49,8 +56,11 @@ impl Engine {
             }
             let mut req = self.waiting.swap_remove(best);
             req.deferred_at = None;
-            self.attach(&mut req);
-            self.running.push(req);
+            // Its prefix on disk is read first, while others step (`disk_load.rs`).
+            if let Some(mut req) = self.start_disk_load(req) {
+                self.attach(&mut req, None);
+                self.running.push(req);
+            }
         }
     }
 
@@ -69,9 +79,10 @@ impl Engine {
         self.cfg.enable_prefix_cache && (req.prefilled || req.prompt_logprobs.is_none())
     }
 
-    /// Whether a running request is still prefilling at least a page more of this
-    /// request's prefix than the cache holds now. Admitting it now would compute those
-    /// tokens twice; once the other's chunks are in the tree it starts from there.
+    /// Whether a running request is still prefilling (or an admitted one still reading
+    /// from disk) at least a page more of this request's prefix than the cache holds now.
+    /// Admitting it now would compute (or read) those tokens twice; once the other's pages
+    /// are in the tree it starts from there.
     fn prefix_in_flight(&self, req: &Req) -> bool {
         if !self.uses_cache(req) {
             return false;
@@ -79,25 +90,38 @@ impl Engine {
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
         let wanted = &tokens[..tokens.len() - 1];
         let cached = self.cached_len(req);
-        self.running
-            .iter()
-            .filter(|r| {
-                // Another namespace's prefill is none of this request's business (and
-                // waiting for it would tell, by timing, what it holds).
-                r.namespace == req.namespace && !r.cancelled && !r.prefilled && self.uses_cache(r)
-            })
-            .any(|r| {
-                let Some(s) = r.seqs.first() else {
-                    return false;
-                };
-                let shared = s
-                    .tokens
-                    .iter()
-                    .zip(wanted)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                shared >= cached + self.cfg.page_size && s.computed < shared
-            })
+        let shared_with = |theirs: &[u32]| {
+            theirs
+                .iter()
+                .zip(wanted)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let reading = self.loading.iter().map(|l| &l.req).any(|r| {
+            let theirs = r.seqs.first().map_or(&r.prompt, |s| &s.tokens);
+            r.namespace == req.namespace
+                && !r.cancelled
+                && shared_with(theirs) >= cached + self.cfg.page_size
+        });
+        reading
+            || self
+                .running
+                .iter()
+                .filter(|r| {
+                    // Another namespace's prefill is none of this request's business (and
+                    // waiting for it would tell, by timing, what it holds).
+                    r.namespace == req.namespace
+                        && !r.cancelled
+                        && !r.prefilled
+                        && self.uses_cache(r)
+                })
+                .any(|r| {
+                    let Some(s) = r.seqs.first() else {
+                        return false;
+                    };
+                    let shared = shared_with(&s.tokens);
+                    shared >= cached + self.cfg.page_size && s.computed < shared
+                })
     }
 
     fn best_waiting(&self, skip: &[RequestId]) -> Option<usize> {
@@ -124,7 +148,8 @@ impl Engine {
     }
 
     /// Gives a request its sequences' places in the pool: the cached prefix, locked.
-    fn attach(&mut self, req: &mut Req) {
+    /// `loaded`: what was read from disk for it (its prefix held until attached).
+    pub(super) fn attach(&mut self, req: &mut Req, loaded: Option<Loaded>) {
         if req.seqs.is_empty() {
             let eos = self.model.config().eos_token_ids.clone();
             let mut params = req.params.clone();
@@ -147,16 +172,13 @@ impl Engine {
             req.prompt_lps.clear();
         }
         let use_cache = self.uses_cache(req);
-        let mut from_disk = 0;
+        let (hold, from_disk) = loaded.map_or((None, 0), |(h, n)| (Some(h), n));
         for s in req.seqs.iter_mut().filter(|s| !s.done) {
             let wanted = &s.tokens[..s.tokens.len() - 1];
-            if use_cache {
-                let loaded = self.load_from_disk(s.namespace, wanted);
-                if s.fork == 0 {
-                    from_disk = loaded;
-                }
-            }
             s.computed = self.cache.attach(&mut s.kv, s.namespace, wanted, use_cache);
+        }
+        if let Some(h) = hold {
+            self.cache.release(h);
         }
         if req.cached_tokens.is_none() {
             let cached = req.seqs[0].computed;
@@ -167,19 +189,5 @@ impl Engine {
                 from_disk.min(cached),
             );
         }
-    }
-
-    /// Reads the pages of `tokens` (in namespace `ns`) that are on disk right after what
-    /// memory holds into the pool, evicting other cache for them if the pool is short, and
-    /// caches them. Returns how many tokens came from disk.
-    fn load_from_disk(&mut self, ns: Namespace, tokens: &[u32]) -> usize {
-        let Some(run) = self.cache.disk_run(ns, tokens) else {
-            return 0;
-        };
-        let free = self.cache.free_pages();
-        if free < run.pages() {
-            self.evict(run.pages() - free, true);
-        }
-        self.cache.load_disk_run(ns, tokens, run)
     }
 }

@@ -7,6 +7,7 @@
 
 mod admit;
 pub(crate) mod batch_plan;
+mod disk_load;
 mod peers;
 mod pressure;
 mod release;
@@ -76,6 +77,8 @@ pub struct Engine {
     pub(crate) cache: KvCache,
     pub(crate) waiting: Vec<Req>,
     pub(crate) running: Vec<Req>,
+    /// Admitted requests whose prefix is being read from disk (`disk_load.rs`).
+    pub(crate) loading: Vec<disk_load::Loading>,
     /// Pinned node of each session's last finished request (sessions of different
     /// namespaces are different sessions).
     pub(crate) sessions: HashMap<(Namespace, String), NodeId>,
@@ -116,6 +119,7 @@ impl Engine {
             cache,
             waiting: Vec::new(),
             running: Vec::new(),
+            loading: Vec::new(),
             sessions: HashMap::new(),
             counters,
             step_no: 0,
@@ -141,7 +145,7 @@ impl Engine {
         self.cache.pool().num_slots()
     }
     pub fn has_work(&self) -> bool {
-        !self.waiting.is_empty() || !self.running.is_empty()
+        !self.waiting.is_empty() || !self.running.is_empty() || !self.loading.is_empty()
     }
     pub fn num_waiting(&self) -> usize {
         self.waiting.len()
@@ -154,12 +158,12 @@ impl Engine {
         self.cache.tree_stats()
     }
 
-    /// Whether a disk tier is in use and still writing.
+    /// Whether a disk tier is in use and writing now (not paused after a failed write).
     pub fn kv_disk_writing(&self) -> bool {
         self.cache.disk_writing()
     }
 
-    /// Waits until every page queued for the disk is written and the index saved (tests,
+    /// Waits until every page queued for the disk is written (or failed) and durable (tests,
     /// and anyone about to copy the directory).
     pub fn kv_disk_settle(&mut self) {
         self.cache.disk_settle();
@@ -234,7 +238,13 @@ impl Engine {
 
     /// Cancels a request: it stops before the next step and its KV is released.
     pub fn cancel(&mut self, id: RequestId) {
-        for r in self.waiting.iter_mut().chain(self.running.iter_mut()) {
+        let loading = self.loading.iter_mut().map(|l| &mut l.req);
+        for r in self
+            .waiting
+            .iter_mut()
+            .chain(self.running.iter_mut())
+            .chain(loading)
+        {
             if r.id == id {
                 r.cancelled = true;
             }
@@ -246,6 +256,7 @@ impl Engine {
         self.release_done();
         self.admit();
         let Some(plan) = self.build_batch() else {
+            self.wait_for_disk_loads();
             self.update_gauges();
             return self.has_work();
         };
@@ -277,7 +288,7 @@ impl Engine {
     fn update_gauges(&self) {
         let c = &self.counters;
         Counters::set(&c.waiting, self.waiting.len());
-        Counters::set(&c.running, self.running.len());
+        Counters::set(&c.running, self.running.len() + self.loading.len());
         Counters::set(&c.pages_used, self.cache.used_pages());
         let tree = self.cache.tree_stats();
         Counters::set(&c.cached_tokens_in_tree, tree.cached_tokens);
@@ -298,7 +309,8 @@ impl Engine {
             .iter()
             .chain(&self.waiting)
             .flat_map(|r| &r.seqs);
-        self.cache.check_books(seqs.map(|s| &s.kv))
+        self.cache
+            .check_books(seqs.map(|s| &s.kv), self.loading_pages())
     }
 }
 

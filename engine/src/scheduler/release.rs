@@ -38,6 +38,7 @@ impl Engine {
             }
         }
         self.waiting.retain(|r| !r.cancelled);
+        self.drop_cancelled_loads();
     }
 
     /// Detaches every sequence of `r` from the pool. Returns the tree node of the last

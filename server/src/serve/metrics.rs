@@ -46,7 +46,7 @@ pub fn render(state: &Shared) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}"
         );
     };
-    let own: [(&str, &str, &str, f64); 25] = [
+    let own: [(&str, &str, &str, f64); 26] = [
         ("looptree_requests_total", "counter", "Requests the engine accepted.", c.requests as f64),
         ("looptree_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", c.prompt_tokens as f64),
         ("looptree_cached_prompt_tokens_total", "counter", "Prompt tokens served from the prefix tree.", c.cached_prompt_tokens as f64),
@@ -67,8 +67,14 @@ pub fn render(state: &Shared) -> String {
         (
             "looptree_kv_disk_dropped_pages_total",
             "counter",
-            "KV pages not written to --kv-disk (the write queue was full, or they did not fit).",
+            "KV pages not written to --kv-disk (the write queue was full, they did not fit, or writing was paused after a failed write).",
             c.disk_dropped_pages as f64,
+        ),
+        (
+            "looptree_kv_disk_failed_writes_total",
+            "counter",
+            "Segment writes to --kv-disk that failed (disk full, directory gone); writing is tried again later.",
+            c.disk_failed_writes as f64,
         ),
         ("looptree_kv_disk_bytes", "gauge", "K/V bytes held in --kv-disk (or queued for it).", c.disk_bytes as f64),
         ("looptree_computed_tokens_total", "counter", "Tokens run through the model.", c.computed_tokens as f64),
