@@ -20,17 +20,6 @@ fn disk_engine(cfg: EngineConfig, dir: &Path, max_bytes: u64, model: &str) -> En
     .0
 }
 
-/// Runs one greedy request to the end, checks its output against the fake model's own
-/// answer, and returns its cached prompt tokens.
-fn serve(e: &mut Engine, prompt: &[u32]) -> usize {
-    let (_, log) = submit(e, prompt, greedy(6));
-    run(e, 1000);
-    let o = outcome(&log);
-    assert!(o.all_finished(1), "{o:?}");
-    assert_eq!(o.fork(0), reference(prompt, &greedy(6)), "output changed");
-    o.prefilled.expect("prefilled").1
-}
-
 /// Bytes of the segment files in `dir`.
 fn segment_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir)
@@ -55,11 +44,11 @@ fn evicted_context_comes_back_from_disk_with_the_same_output() {
         let dir = tempfile::tempdir().unwrap();
         let mut e = disk_engine(config(96, page_size), dir.path(), 1 << 20, "fake");
         let a = prompt(1, 80);
-        assert_eq!(serve(&mut e, &a), 0);
+        assert_eq!(serve_greedy(&mut e, &a), 0);
         e.kv_disk_settle();
         // Two other prompts take the pool: most of a's context leaves memory.
-        serve(&mut e, &prompt(2, 80));
-        serve(&mut e, &prompt(3, 80));
+        serve_greedy(&mut e, &prompt(2, 80));
+        serve_greedy(&mut e, &prompt(3, 80));
         let longer = [a.clone(), prompt(4, 7)].concat();
         let in_memory = e.cached_prefix_len(&longer);
         assert!(
@@ -68,7 +57,7 @@ fn evicted_context_comes_back_from_disk_with_the_same_output() {
         );
         assert_settled(&mut e, dir.path());
         let before = e.counters().snapshot();
-        assert_eq!(serve(&mut e, &longer), 80, "page_size {page_size}");
+        assert_eq!(serve_greedy(&mut e, &longer), 80, "page_size {page_size}");
         let after = e.counters().snapshot();
         let from_disk = after.disk_cached_prompt_tokens - before.disk_cached_prompt_tokens;
         assert_eq!(from_disk as usize, 80 - in_memory, "page_size {page_size}");
@@ -96,12 +85,16 @@ fn a_new_engine_on_the_same_directory_finds_the_context() {
         let a = prompt(5, 120);
         {
             let mut e = disk_engine(cfg.clone(), dir.path(), 1 << 20, "fake");
-            serve(&mut e, &a);
+            serve_greedy(&mut e, &a);
         } // Dropped: the writer finishes its queue and folds the journal into the index.
         let mut e = disk_engine(cfg, dir.path(), 1 << 20, "fake");
         assert_eq!(e.tree_stats().cached_tokens, 0);
         let next = [a, prompt(6, 9)].concat();
-        assert_eq!(serve(&mut e, &next), 120, "page_size {page_size} {dtype:?}");
+        assert_eq!(
+            serve_greedy(&mut e, &next),
+            120,
+            "page_size {page_size} {dtype:?}"
+        );
         let c = e.counters().snapshot();
         assert_eq!(c.disk_cached_prompt_tokens, 120);
         assert_eq!(c.cached_prompt_tokens, 120);
@@ -116,17 +109,17 @@ fn a_torn_index_loses_only_what_it_cannot_vouch_for() {
     let more = |p: &[u32]| [p, &[3]].concat();
     {
         let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
-        serve(&mut e, &a);
+        serve_greedy(&mut e, &a);
         e.kv_disk_settle();
-        serve(&mut e, &b);
+        serve_greedy(&mut e, &b);
     }
     // Segments in order: a's prompt, a's reply, b's prompt, b's reply. Cut the last.
     let index = dir.path().join("index");
     let whole = fs::read(&index).unwrap();
     fs::write(&index, &whole[..whole.len() - 3]).unwrap();
     let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
-    assert_eq!(serve(&mut e, &more(&a)), 60);
-    assert_eq!(serve(&mut e, &more(&b)), 60);
+    assert_eq!(serve_greedy(&mut e, &more(&a)), 60);
+    assert_eq!(serve_greedy(&mut e, &more(&b)), 60);
     assert_settled(&mut e, dir.path());
     drop(e);
 
@@ -143,15 +136,15 @@ fn a_torn_index_loses_only_what_it_cannot_vouch_for() {
     bytes[5] ^= 1;
     fs::write(&seg, &bytes).unwrap();
     let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
-    serve(&mut e, &more(&a));
-    serve(&mut e, &more(&b));
+    serve_greedy(&mut e, &more(&a));
+    serve_greedy(&mut e, &more(&b));
     assert_settled(&mut e, dir.path());
     drop(e);
 
     // An index that is not one at all: nothing is read, nothing breaks.
     fs::write(&index, b"LTKVDSK\0garbage").unwrap();
     let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
-    assert_eq!(serve(&mut e, &more(&a)), 0);
+    assert_eq!(serve_greedy(&mut e, &more(&a)), 0);
     assert_eq!(e.counters().snapshot().disk_read_bytes, 0);
     assert_settled(&mut e, dir.path());
 }
@@ -163,7 +156,7 @@ fn another_model_or_layout_is_not_read() {
     let next = [a.clone(), prompt(10, 5)].concat();
     {
         let mut e = disk_engine(config(512, 4), dir.path(), 1 << 20, "model-a");
-        serve(&mut e, &a);
+        serve_greedy(&mut e, &a);
     }
     for (cfg, model) in [
         (config(512, 4), "model-b"),
@@ -177,7 +170,7 @@ fn another_model_or_layout_is_not_read() {
         ),
     ] {
         let mut e = disk_engine(cfg, dir.path(), 1 << 20, model);
-        assert_eq!(serve(&mut e, &next), 0, "{model}");
+        assert_eq!(serve_greedy(&mut e, &next), 0, "{model}");
         assert_eq!(e.counters().snapshot().disk_read_bytes, 0);
         assert_settled(&mut e, dir.path());
     }
@@ -189,9 +182,9 @@ fn an_unusable_directory_leaves_the_engine_memory_only() {
     let mut e = disk_engine(config(256, 1), &file.path().join("kv"), 1 << 20, "fake");
     assert!(!e.kv_disk_writing());
     let a = prompt(11, 50);
-    serve(&mut e, &a);
+    serve_greedy(&mut e, &a);
     assert_eq!(
-        serve(&mut e, &[a, vec![2]].concat()),
+        serve_greedy(&mut e, &[a, vec![2]].concat()),
         50,
         "memory still caches"
     );
@@ -204,10 +197,10 @@ fn an_unusable_directory_leaves_the_engine_memory_only() {
     assert!(e.kv_disk_writing());
     fs::remove_dir_all(&gone).unwrap();
     let b = prompt(12, 50);
-    serve(&mut e, &b);
+    serve_greedy(&mut e, &b);
     e.kv_disk_settle();
     assert!(!e.kv_disk_writing());
-    assert_eq!(serve(&mut e, &[b, vec![2]].concat()), 50);
+    assert_eq!(serve_greedy(&mut e, &[b, vec![2]].concat()), 50);
     assert_clean(&e);
     assert_eq!(e.counters().snapshot().disk_bytes, 0);
 }
@@ -221,15 +214,23 @@ fn the_disk_keeps_to_its_size_least_recently_used_first() {
     {
         let mut e = disk_engine(config(128, 1), dir.path(), max, "fake");
         for p in &prompts {
-            serve(&mut e, p);
+            serve_greedy(&mut e, p);
             assert_settled(&mut e, dir.path());
             assert!(segment_bytes(dir.path()) <= max);
         }
     }
     let mut e = disk_engine(config(512, 1), dir.path(), max, "fake");
     let more = |p: &[u32]| [p, &[3]].concat();
-    assert_eq!(serve(&mut e, &more(&prompts[5])), 50, "the newest is kept");
-    assert_eq!(serve(&mut e, &more(&prompts[0])), 0, "the oldest went");
+    assert_eq!(
+        serve_greedy(&mut e, &more(&prompts[5])),
+        50,
+        "the newest is kept"
+    );
+    assert_eq!(
+        serve_greedy(&mut e, &more(&prompts[0])),
+        0,
+        "the oldest went"
+    );
     assert_settled(&mut e, dir.path());
     assert!(segment_bytes(dir.path()) <= max);
 }
@@ -239,15 +240,15 @@ fn a_directory_in_use_by_another_engine_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let a = prompt(30, 40);
     let mut first = disk_engine(config(256, 1), dir.path(), 1 << 20, "fake");
-    serve(&mut first, &a);
+    serve_greedy(&mut first, &a);
     let mut second = disk_engine(config(256, 1), dir.path(), 1 << 20, "fake");
     assert!(first.kv_disk_writing() && !second.kv_disk_writing());
-    assert_eq!(serve(&mut second, &[a.clone(), vec![1]].concat()), 0);
+    assert_eq!(serve_greedy(&mut second, &[a.clone(), vec![1]].concat()), 0);
     assert_settled(&mut first, dir.path());
     drop((first, second));
     let mut third = disk_engine(config(256, 1), dir.path(), 1 << 20, "fake");
     assert_eq!(
-        serve(&mut third, &[a, vec![1]].concat()),
+        serve_greedy(&mut third, &[a, vec![1]].concat()),
         40,
         "the first one's K/V"
     );
@@ -259,7 +260,7 @@ fn other_sequences_step_while_a_prefix_is_read_from_disk() {
     let a = prompt(31, 120);
     {
         let mut e = disk_engine(config(512, 4), dir.path(), 1 << 20, "fake");
-        serve(&mut e, &a);
+        serve_greedy(&mut e, &a);
     }
     let mut e = disk_engine(config(512, 4), dir.path(), 1 << 20, "fake");
     let other = prompt(32, 10);
@@ -297,7 +298,7 @@ fn a_request_cancelled_while_its_prefix_is_read_gives_its_pages_back() {
     let a = prompt(34, 80);
     {
         let mut e = disk_engine(config(512, 2), dir.path(), 1 << 20, "fake");
-        serve(&mut e, &a);
+        serve_greedy(&mut e, &a);
     }
     let mut e = disk_engine(config(512, 2), dir.path(), 1 << 20, "fake");
     let (_, busy) = submit(&mut e, &prompt(35, 10), greedy(20));
@@ -312,7 +313,7 @@ fn a_request_cancelled_while_its_prefix_is_read_gives_its_pages_back() {
     assert_settled(&mut e, dir.path());
     // What was read for it was let go, not published; it is still on disk.
     assert_eq!(e.cached_prefix_len(&next), 0);
-    assert_eq!(serve(&mut e, &next), 80);
+    assert_eq!(serve_greedy(&mut e, &next), 80);
 }
 
 #[test]
@@ -321,7 +322,7 @@ fn requests_sharing_a_prefix_on_disk_read_it_once() {
     let a = prompt(36, 80);
     {
         let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
-        serve(&mut e, &a);
+        serve_greedy(&mut e, &a);
     }
     let mut e = disk_engine(config(512, 1), dir.path(), 1 << 20, "fake");
     let (x, y) = ([a.clone(), vec![1]].concat(), [a, vec![2]].concat());

@@ -19,17 +19,6 @@ fn disk_engine(cfg: EngineConfig, disk: KvDiskConfig) -> Engine {
     .0
 }
 
-/// Runs one greedy request to the end, checks its output, and returns its cached prompt
-/// tokens.
-fn serve(e: &mut Engine, prompt: &[u32]) -> usize {
-    let (_, log) = submit(e, prompt, greedy(6));
-    run(e, 1000);
-    let o = outcome(&log);
-    assert!(o.all_finished(1), "{o:?}");
-    assert_eq!(o.fork(0), reference(prompt, &greedy(6)), "output changed");
-    o.prefilled.expect("prefilled").1
-}
-
 /// The directory as a crash of its engine at this moment would leave it (all but the
 /// lock, which a dead process no longer holds).
 fn crash_copy(from: &Path, to: &Path) {
@@ -54,9 +43,9 @@ fn what_was_synced_survives_a_crash_and_a_torn_journal_costs_its_last_entry() {
     let b_and_reply = with_suffix(&with_suffix(&b, &reference(&b, &greedy(6))), &[3]);
     let mut e = disk_engine(cfg.clone(), disk(dir.path()));
     let index_at_start = fs::read(dir.path().join("index")).unwrap();
-    serve(&mut e, &a);
+    serve_greedy(&mut e, &a);
     e.kv_disk_settle();
-    serve(&mut e, &b);
+    serve_greedy(&mut e, &b);
     e.kv_disk_settle();
     // The index was not rewritten: the journal alone vouches for the segments.
     assert_eq!(fs::read(dir.path().join("index")).unwrap(), index_at_start);
@@ -66,8 +55,8 @@ fn what_was_synced_survives_a_crash_and_a_torn_journal_costs_its_last_entry() {
     crash_copy(dir.path(), torn.path());
 
     let mut after = disk_engine(cfg.clone(), disk(whole.path()));
-    assert_eq!(serve(&mut after, &with_suffix(&a, &[3])), 60);
-    let with_reply = serve(&mut after, &b_and_reply);
+    assert_eq!(serve_greedy(&mut after, &with_suffix(&a, &[3])), 60);
+    let with_reply = serve_greedy(&mut after, &b_and_reply);
     assert!(with_reply > 60, "b's reply was on disk too: {with_reply}");
     e.kv_disk_settle();
     drop(after);
@@ -77,16 +66,16 @@ fn what_was_synced_survives_a_crash_and_a_torn_journal_costs_its_last_entry() {
     let bytes = fs::read(&journal).unwrap();
     fs::write(&journal, &bytes[..bytes.len() - 3]).unwrap();
     let mut after = disk_engine(cfg, disk(torn.path()));
-    assert_eq!(serve(&mut after, &with_suffix(&a, &[3])), 60);
+    assert_eq!(serve_greedy(&mut after, &with_suffix(&a, &[3])), 60);
     assert_eq!(
-        serve(&mut after, &b_and_reply),
+        serve_greedy(&mut after, &b_and_reply),
         60,
         "b's prompt, not its reply"
     );
     after.kv_disk_settle();
     assert_clean(&after);
     assert_eq!(
-        serve(&mut e, &with_suffix(&a, &[4])),
+        serve_greedy(&mut e, &with_suffix(&a, &[4])),
         60,
         "the first runs on"
     );
@@ -101,17 +90,21 @@ fn the_least_recently_used_order_survives_a_restart() {
     {
         let mut e = disk_engine(config(128, 1), disk.clone());
         for q in &p[..3] {
-            serve(&mut e, q);
+            serve_greedy(&mut e, q);
         }
         // The first is used again (from disk: the pool holds about two): the second is
         // now the least recently used, though the first was written first.
-        assert!(serve(&mut e, &p[0]) > 0);
+        assert!(serve_greedy(&mut e, &p[0]) > 0);
     }
     let mut e = disk_engine(config(512, 1), disk);
-    serve(&mut e, &p[3]); // evicts from disk to fit
-    assert_eq!(serve(&mut e, &with_suffix(&p[0], &[3])), 50, "used last");
+    serve_greedy(&mut e, &p[3]); // evicts from disk to fit
     assert_eq!(
-        serve(&mut e, &with_suffix(&p[1], &[3])),
+        serve_greedy(&mut e, &with_suffix(&p[0], &[3])),
+        50,
+        "used last"
+    );
+    assert_eq!(
+        serve_greedy(&mut e, &with_suffix(&p[1], &[3])),
         0,
         "used least recently"
     );
@@ -127,7 +120,7 @@ fn a_failed_write_pauses_writing_and_it_is_tried_again_later() {
     let (b, c) = (prompt(60, 50), prompt(61, 50));
     // The directory goes away (a test running as root cannot make one unwritable).
     fs::remove_dir_all(&dir).unwrap();
-    serve(&mut e, &b);
+    serve_greedy(&mut e, &b);
     e.kv_disk_settle();
     assert!(!e.kv_disk_writing(), "paused after the failure");
     let counted = e.counters().snapshot();
@@ -140,7 +133,7 @@ fn a_failed_write_pauses_writing_and_it_is_tried_again_later() {
         assert!(start.elapsed() < Duration::from_secs(10), "never retried");
         std::thread::sleep(Duration::from_millis(20));
     }
-    serve(&mut e, &c);
+    serve_greedy(&mut e, &c);
     e.kv_disk_settle();
     assert!(e.kv_disk_writing());
     let held = e.counters().snapshot().disk_bytes;
@@ -153,6 +146,6 @@ fn a_failed_write_pauses_writing_and_it_is_tried_again_later() {
         config(256, 1),
         KvDiskConfig::new(copy.path(), 1 << 20, "fake"),
     );
-    assert_eq!(serve(&mut after, &with_suffix(&c, &[3])), 50);
-    assert_eq!(serve(&mut after, &with_suffix(&b, &[3])), 0);
+    assert_eq!(serve_greedy(&mut after, &with_suffix(&c, &[3])), 50);
+    assert_eq!(serve_greedy(&mut after, &with_suffix(&b, &[3])), 0);
 }

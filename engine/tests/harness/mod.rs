@@ -213,3 +213,14 @@ pub fn prompt(seed: u64, len: usize) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Runs one greedy request to the end, checks its output against the fake model's own
+/// answer, and returns its cached prompt tokens.
+pub fn serve_greedy(e: &mut Engine, prompt: &[u32]) -> usize {
+    let (_, log) = submit(e, prompt, greedy(6));
+    run(e, 1000);
+    let o = outcome(&log);
+    assert!(o.all_finished(1), "{o:?}");
+    assert_eq!(o.fork(0), reference(prompt, &greedy(6)), "output changed");
+    o.prefilled.expect("prefilled").1
+}
