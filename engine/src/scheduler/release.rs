@@ -55,8 +55,10 @@ impl Engine {
     /// are freed, its lock is dropped. Returns its node in the tree (None if it was not
     /// attached).
     fn detach_seq(&mut self, s: &mut Seq) -> Option<crate::radix_tree::NodeId> {
-        // A finished output is detached once (a preempted one is not done yet).
-        if s.done && self.cfg.max_draft_tokens > 0 {
+        // Recorded when a finished sequence first leaves the pool: a fork that finished
+        // before its siblings is detached again with its request, with nothing computed
+        // left (and a preempted sequence is not done).
+        if s.done && s.computed > 0 && self.cfg.max_draft_tokens > 0 {
             let output = &s.tokens[s.tokens.len().saturating_sub(s.generated)..];
             self.recent.add(s.namespace, output);
         }
