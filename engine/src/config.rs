@@ -17,6 +17,8 @@ pub struct EngineConfig {
     pub max_running_seqs: usize,
     /// Most requests waiting before new ones are refused.
     pub max_waiting_requests: usize,
+    /// Whether requests start from K/V that others computed (the cache is built with
+    /// `PrefixCache`, or with `NoPrefixCache` for side-by-side measurements).
     pub enable_prefix_cache: bool,
     /// How long a session's path stays pinned after its last request finished.
     pub session_ttl: Duration,
@@ -31,6 +33,7 @@ pub struct EngineConfig {
     /// tree, the prediction and the context; see `speculation`); 0 turns it off.
     pub max_draft_tokens: usize,
     /// A disk tier under the prefix tree (`serve --kv-disk`); None keeps KV in memory only.
+    /// It needs the prefix cache.
     pub kv_disk: Option<KvDiskConfig>,
 }
 

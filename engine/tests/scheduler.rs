@@ -7,8 +7,8 @@ mod harness;
 
 use harness::*;
 use looptree_engine::sampling::{logprobs_of, FinishReason, SamplingParams};
-use looptree_engine::testing::{fake_logits, FAKE_EOS};
-use looptree_engine::{EngineConfig, GenerationRequest};
+use looptree_engine::testing::{fake_logits, FakeDetokenizer, FakeModel, FAKE_EOS};
+use looptree_engine::{Engine, EngineConfig, GenerationRequest, KvDiskConfig};
 
 fn text_of(tokens: &[u32]) -> String {
     tokens
@@ -366,8 +366,26 @@ fn disabled_prefix_cache_serves_nothing() {
         let c = e.counters().snapshot();
         assert_eq!(c.cached_prompt_tokens, 0);
         assert_eq!(model.stats().tokens(), 3 * (20 + want.len() - 1));
+        // Nor does it hand its pages to a replica: it holds no cache to share.
+        assert_eq!(e.cached_prefix_len(&a), 0);
+        assert!(e.export_prefix(&a, 1).unwrap().is_none());
         assert_clean(&e);
     }
+}
+
+#[test]
+fn a_disk_tier_needs_the_prefix_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig {
+        enable_prefix_cache: false,
+        kv_disk: Some(KvDiskConfig::new(dir.path(), 1 << 20, "fake")),
+        ..config(256, 1)
+    };
+    let model = std::sync::Arc::new(FakeModel::new(VOCAB, MAX_CTX));
+    let err = Engine::new(model, std::sync::Arc::new(FakeDetokenizer), cfg)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("needs the prefix cache"), "{err}");
 }
 
 #[test]

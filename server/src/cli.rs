@@ -211,7 +211,7 @@ pub struct ServeArgs {
     /// they are cached, read back when a prompt's prefix was evicted from memory, and found
     /// again after a restart. It is tied to the model file's hash and the KV layout; K/V
     /// of another model in it is not read, and is replaced.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_prefix_cache")]
     pub kv_disk: Option<std::path::PathBuf>,
     /// Most bytes of K/V kept in --kv-disk (least recently used go first), e.g. 20G.
     #[arg(long, default_value = "20G", value_name = "SIZE")]

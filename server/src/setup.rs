@@ -194,4 +194,12 @@ mod tests {
             .to_string();
         assert!(zero.contains("max-running-seqs"), "{zero}");
     }
+
+    #[test]
+    fn the_disk_tier_is_refused_without_the_prefix_cache() {
+        let err = config_of(&["--no-prefix-cache", "--kv-disk", "/tmp/unused"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--no-prefix-cache"), "{err}");
+    }
 }

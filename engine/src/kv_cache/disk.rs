@@ -135,6 +135,7 @@ impl KvCache {
     /// prefix, with that prefix held; None if there are none (or no disk tier).
     pub fn disk_run(&mut self, ns: Namespace, tokens: &[u32]) -> Option<DiskRun> {
         let ps = self.page_size;
+        let tokens = self.reuse.lookup(tokens);
         let disk = self.disk.as_mut()?;
         disk.poll();
         let held = self.tree.cached_prefix_len_in(ns, tokens) / ps;

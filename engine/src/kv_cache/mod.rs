@@ -8,11 +8,15 @@
 //! into the tree, shared at once), [`KvCache::detach`] (everything back: computed pages
 //! cached, the rest freed, the lock dropped). What to evict when the pool is short is the
 //! scheduler's call: it knows who waits ([`KvCache::evict`] takes its [`Wanted`]).
+//! Whether sequences may start from others' pages at all is the cache's
+//! [`PrefixReuse`] implementation, chosen when it is built.
 
 mod disk;
+mod reuse;
 mod share;
 
 pub(crate) use disk::{open_disk, DiskLoad};
+pub(crate) use reuse::{NoPrefixCache, PrefixCache, PrefixReuse};
 
 use crate::counters::Counters;
 use crate::kv_disk::DiskTier;
@@ -26,6 +30,7 @@ pub(crate) struct KvCache {
     pool: KvPool,
     alloc: PageAllocator,
     tree: RadixTree,
+    reuse: Box<dyn PrefixReuse>,
     disk: Option<DiskTier>,
     page_size: usize,
     counters: Arc<Counters>,
@@ -64,6 +69,7 @@ impl KvCache {
         pool: KvPool,
         page_size: usize,
         counters: Arc<Counters>,
+        reuse: Box<dyn PrefixReuse>,
         disk: Option<DiskTier>,
     ) -> Self {
         let num_pages = pool.num_slots() / page_size;
@@ -72,6 +78,7 @@ impl KvCache {
             pool,
             alloc: PageAllocator::new(num_pages, page_size),
             tree: RadixTree::new(page_size, num_pages),
+            reuse,
             disk,
             page_size,
             counters,
@@ -101,24 +108,28 @@ impl KvCache {
         self.tree.stats()
     }
 
-    /// How many leading tokens of `tokens` the tree holds in namespace `ns` (whole pages).
-    pub fn cached_prefix_len(&self, ns: Namespace, tokens: &[u32]) -> usize {
-        self.tree.cached_prefix_len_in(ns, tokens)
+    /// The leading part of a new sequence's context it may find computed (see
+    /// [`PrefixReuse::lookup`]).
+    pub fn reusable<'a>(&self, context: &'a [u32]) -> &'a [u32] {
+        self.reuse.lookup(context)
     }
 
-    /// Gives a detached sequence the longest cached prefix of `tokens` in namespace `ns`
-    /// (none if `use_cache` is false), locked. Returns the positions it covers.
-    pub fn attach(
-        &mut self,
-        kv: &mut SeqKv,
-        ns: Namespace,
-        tokens: &[u32],
-        use_cache: bool,
-    ) -> usize {
+    /// Whether a prefill's chunks go into the tree as they are computed.
+    pub fn publishes_prefill(&self) -> bool {
+        self.reuse.publishes_prefill()
+    }
+
+    /// How many leading tokens of `tokens` a new sequence in namespace `ns` would find
+    /// cached in memory (whole pages).
+    pub fn cached_prefix_len(&self, ns: Namespace, tokens: &[u32]) -> usize {
+        self.tree.cached_prefix_len_in(ns, self.reusable(tokens))
+    }
+
+    /// Gives a detached sequence the longest cached prefix of `tokens` in namespace `ns`,
+    /// locked. Returns the positions it covers.
+    pub fn attach(&mut self, kv: &mut SeqKv, ns: Namespace, tokens: &[u32]) -> usize {
         debug_assert!(kv.node.is_none() && kv.pages.is_empty());
-        let m = self
-            .tree
-            .match_prefix_in(ns, if use_cache { tokens } else { &[] });
+        let m = self.tree.match_prefix_in(ns, self.reuse.lookup(tokens));
         self.tree.lock(m.node);
         kv.node = Some(m.node);
         kv.tree_pages = m.pages.len();
@@ -221,7 +232,7 @@ impl KvCache {
         match kv.node {
             Some(node) => {
                 let after = &tokens[kv.tree_pages * self.page_size..];
-                self.tree.continuation(node, after, max)
+                self.reuse.continuation(&self.tree, node, after, max)
             }
             None => Vec::new(),
         }

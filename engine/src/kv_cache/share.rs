@@ -17,6 +17,7 @@ impl KvCache {
         tokens: &[u32],
         min_len: usize,
     ) -> candle_core::Result<Option<PrefixKv>> {
+        let tokens = self.reuse.lookup(tokens);
         if self.tree.cached_prefix_len(tokens) < min_len.max(1) {
             return Ok(None);
         }

@@ -29,7 +29,10 @@ impl Engine {
             }
             self.running[e.req].seqs[e.seq].computed += e.len;
             let r = &self.running[e.req];
-            if (e.len > 1 || !r.prefilled) && self.uses_cache(r) {
+            if (e.len > 1 || !r.prefilled)
+                && self.matches_cache(r)
+                && self.cache.publishes_prefill()
+            {
                 // A prefill chunk goes into the tree at once, so a request sharing this
                 // prefix need not compute it again (admission holds such requests back
                 // meanwhile).

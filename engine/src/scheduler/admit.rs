@@ -66,7 +66,7 @@ impl Engine {
 
     /// Prefix the cache would serve for this request's first sequence.
     pub(super) fn cached_len(&self, req: &Req) -> usize {
-        if !self.uses_cache(req) {
+        if !self.matches_cache(req) {
             return 0;
         }
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
@@ -74,9 +74,10 @@ impl Engine {
             .cached_prefix_len(req.namespace, &tokens[..tokens.len() - 1])
     }
 
-    pub(crate) fn uses_cache(&self, req: &Req) -> bool {
-        // Prompt logprobs need logits at every prompt position, which cached K/V lack.
-        self.cfg.enable_prefix_cache && (req.prefilled || req.prompt_logprobs.is_none())
+    /// Whether a request may start from cached K/V at all (what it may take is the cache's
+    /// call): prompt logprobs need logits at every prompt position, which cached K/V lack.
+    pub(crate) fn matches_cache(&self, req: &Req) -> bool {
+        req.prefilled || req.prompt_logprobs.is_none()
     }
 
     /// Whether a running request is still prefilling (or an admitted one still reading
@@ -84,11 +85,14 @@ impl Engine {
     /// Admitting it now would compute (or read) those tokens twice; once the other's pages
     /// are in the tree it starts from there.
     fn prefix_in_flight(&self, req: &Req) -> bool {
-        if !self.uses_cache(req) {
+        if !self.matches_cache(req) {
             return false;
         }
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
-        let wanted = &tokens[..tokens.len() - 1];
+        let wanted = self.cache.reusable(&tokens[..tokens.len() - 1]);
+        if wanted.is_empty() {
+            return false;
+        }
         let cached = self.cached_len(req);
         let shared_with = |theirs: &[u32]| {
             theirs
@@ -113,7 +117,7 @@ impl Engine {
                     r.namespace == req.namespace
                         && !r.cancelled
                         && !r.prefilled
-                        && self.uses_cache(r)
+                        && self.matches_cache(r)
                 })
                 .any(|r| {
                     let Some(s) = r.seqs.first() else {
@@ -171,11 +175,12 @@ impl Engine {
         if !req.prefilled {
             req.prompt_lps.clear();
         }
-        let use_cache = self.uses_cache(req);
+        let use_cache = self.matches_cache(req);
         let (hold, from_disk) = loaded.map_or((None, 0), |(h, n)| (Some(h), n));
         for s in req.seqs.iter_mut().filter(|s| !s.done) {
             let wanted = &s.tokens[..s.tokens.len() - 1];
-            s.computed = self.cache.attach(&mut s.kv, s.namespace, wanted, use_cache);
+            let lookup = if use_cache { wanted } else { &[] };
+            s.computed = self.cache.attach(&mut s.kv, s.namespace, lookup);
         }
         if let Some(h) = hold {
             self.cache.release(h);

@@ -180,11 +180,7 @@ impl Engine {
         if max == 0 {
             return None;
         }
-        let tree = if self.cfg.enable_prefix_cache {
-            self.cache.continuation(&s.kv, &s.tokens, max)
-        } else {
-            Vec::new()
-        };
+        let tree = self.cache.continuation(&s.kv, &s.tokens, max);
         let recent = self.recent.propose(s.namespace, &s.tokens, max);
         let draft = s.drafter.propose(&s.tokens, tree, recent, max)?;
         let need = self

@@ -16,7 +16,7 @@ use crate::config::EngineConfig;
 use crate::constraint::Constraint;
 use crate::counters::Counters;
 use crate::detokenize::Detokenizer;
-use crate::kv_cache::{self, KvCache};
+use crate::kv_cache::{self, KvCache, NoPrefixCache, PrefixCache, PrefixReuse};
 use crate::radix_tree::{Namespace, NodeId};
 use crate::request::{EventSink, GenerationRequest, Limits, RequestError, TokenLogprob};
 use crate::sampling::SamplingParams;
@@ -109,9 +109,16 @@ impl Engine {
         };
         let pool = KvPool::new(pool_cfg, model.device())?;
         let counters = Arc::new(Counters::default());
+        let reuse: Box<dyn PrefixReuse> = match (cfg.enable_prefix_cache, &cfg.kv_disk) {
+            (true, _) => Box::new(PrefixCache),
+            (false, None) => Box::new(NoPrefixCache),
+            (false, Some(_)) => candle_core::bail!(
+                "the disk tier holds the prefix cache's pages: it needs the prefix cache"
+            ),
+        };
         let disk =
             kv_cache::open_disk(cfg.kv_disk.as_ref(), &pool, cfg.page_size, counters.clone());
-        let cache = KvCache::new(pool, cfg.page_size, counters.clone(), disk);
+        let cache = KvCache::new(pool, cfg.page_size, counters.clone(), reuse, disk);
         Ok(Self {
             model,
             detok,
