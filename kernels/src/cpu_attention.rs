@@ -1,9 +1,11 @@
 //! Attention over the paged KV pool on the CPU, reading K/V rows in place by slot index
 //! (no gather copies). Every (token, head) pair is computed by one task in a fixed order,
 //! so a sequence's output does not depend on what else is in the batch — which is what
-//! makes greedy output identical alone and batched.
+//! makes greedy output identical alone and batched. The tasks run on the thread team
+//! ([`crate::team`]), like every other parallel loop of a step.
 
-use rayon::prelude::*;
+use crate::team;
+use std::cell::RefCell;
 
 /// One sequence's queries in a flattened batch.
 pub struct SeqAttn<'a> {
@@ -48,9 +50,13 @@ pub fn paged_attention(
         }
     }
     let out_ptr = out.as_mut_ptr() as usize;
-    items
-        .par_iter()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, &(si, i, h)| {
+    thread_local! {
+        static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    let threads = rayon::current_num_threads().max(1);
+    team::for_each_task(items.len(), threads, |item| {
+        SCORES.with_borrow_mut(|scores| {
+            let (si, i, h) = items[item];
             let s = &seqs[si];
             let t = s.start + i;
             let pos = s.context_slots.len() - s.len + i;
@@ -80,7 +86,8 @@ pub fn paged_attention(
                 let base = slot as usize * row + kh * hd;
                 axpy(p * inv, &v_pool[base..base + hd], o);
             }
-        });
+        })
+    });
     out
 }
 
