@@ -66,59 +66,98 @@ proptest! {
         max_bytes in prop_oneof![Just(256u64), Just(2048), Just(1 << 20)],
         ops in proptest::collection::vec(op(), 1..10),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let bases: Vec<Vec<u32>> = (0..3).map(|i| prompt(100 + i, 40)).collect();
-        let mut e = open(dir.path(), slots, ps, max_bytes);
-        for (i, op) in ops.iter().enumerate() {
-            match *op {
-                Op::Restart => {
-                    drop(e);
-                    e = open(dir.path(), slots, ps, max_bytes);
+        check(ps, slots, max_bytes, &ops)?;
+    }
+}
+
+/// A case the property found: the second pair's larger prompt reads its prefix from disk
+/// into most of the pool while the smaller one runs alone and cannot get its pages. It
+/// must wait for the read (and the larger request) instead of failing as too big for the
+/// pool, which it is not.
+#[test]
+fn a_prompt_waits_for_a_read_holding_the_pool() {
+    let ops = [
+        Op::Serve {
+            b: 0,
+            keep: 20,
+            extra: 0,
+        },
+        Op::Both {
+            first: (0, 1, 0),
+            second: (1, 23, 4),
+            cancel_after: None,
+        },
+        Op::Both {
+            first: (0, 20, 1),
+            second: (1, 33, 4),
+            cancel_after: None,
+        },
+    ];
+    check(1, 56, 2048, &ops).unwrap();
+}
+
+fn check(ps: usize, slots: usize, max_bytes: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let bases: Vec<Vec<u32>> = (0..3).map(|i| prompt(100 + i, 40)).collect();
+    let mut e = open(dir.path(), slots, ps, max_bytes);
+    for (i, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Restart => {
+                drop(e);
+                e = open(dir.path(), slots, ps, max_bytes);
+            }
+            Op::Serve { b, keep, extra } => {
+                let p = [&bases[b][..keep], &prompt(200 + i as u64, extra)[..]].concat();
+                let (_, log) = submit(&mut e, &p, greedy(6));
+                run(&mut e, 1000);
+                let o = outcome(&log);
+                prop_assert!(o.all_finished(1), "{:?}", o);
+                prop_assert_eq!(o.fork(0), reference(&p, &greedy(6)));
+                prop_assert!(o.prefilled.unwrap().1 < p.len());
+            }
+            Op::Both {
+                first,
+                second,
+                cancel_after,
+            } => {
+                let make = |(b, keep, extra): (usize, usize, usize), salt: u64| {
+                    [
+                        &bases[b][..keep],
+                        &prompt(300 + 2 * i as u64 + salt, extra)[..],
+                    ]
+                    .concat()
+                };
+                let (p, q) = (make(first, 0), make(second, 1));
+                let (_, p_log) = submit(&mut e, &p, greedy(6));
+                let (q_id, q_log) = submit(&mut e, &q, greedy(6));
+                if let Some(n) = cancel_after {
+                    for _ in 0..n {
+                        e.step();
+                        e.check_invariants().unwrap();
+                    }
+                    e.cancel(q_id);
                 }
-                Op::Serve { b, keep, extra } => {
-                    let p = [&bases[b][..keep], &prompt(200 + i as u64, extra)[..]].concat();
-                    let (_, log) = submit(&mut e, &p, greedy(6));
-                    run(&mut e, 1000);
-                    let o = outcome(&log);
+                run(&mut e, 1000);
+                let o = outcome(&p_log);
+                prop_assert!(o.all_finished(1), "{:?}", o);
+                prop_assert_eq!(o.fork(0), reference(&p, &greedy(6)));
+                let o = outcome(&q_log);
+                if cancel_after.is_none() {
                     prop_assert!(o.all_finished(1), "{:?}", o);
-                    prop_assert_eq!(o.fork(0), reference(&p, &greedy(6)));
-                    prop_assert!(o.prefilled.unwrap().1 < p.len());
                 }
-                Op::Both { first, second, cancel_after } => {
-                    let make = |(b, keep, extra): (usize, usize, usize), salt: u64| {
-                        [&bases[b][..keep], &prompt(300 + 2 * i as u64 + salt, extra)[..]].concat()
-                    };
-                    let (p, q) = (make(first, 0), make(second, 1));
-                    let (_, p_log) = submit(&mut e, &p, greedy(6));
-                    let (q_id, q_log) = submit(&mut e, &q, greedy(6));
-                    if let Some(n) = cancel_after {
-                        for _ in 0..n {
-                            e.step();
-                            e.check_invariants().unwrap();
-                        }
-                        e.cancel(q_id);
-                    }
-                    run(&mut e, 1000);
-                    let o = outcome(&p_log);
-                    prop_assert!(o.all_finished(1), "{:?}", o);
-                    prop_assert_eq!(o.fork(0), reference(&p, &greedy(6)));
-                    let o = outcome(&q_log);
-                    if cancel_after.is_none() {
-                        prop_assert!(o.all_finished(1), "{:?}", o);
-                    }
-                    if o.failed.is_none() {
-                        // Cancelled or not, what it did emit is the model's own answer.
-                        let want = reference(&q, &greedy(6));
-                        prop_assert_eq!(&o.fork(0)[..], &want[..o.fork(0).len()]);
-                    }
+                if o.failed.is_none() {
+                    // Cancelled or not, what it did emit is the model's own answer.
+                    let want = reference(&q, &greedy(6));
+                    prop_assert_eq!(&o.fork(0)[..], &want[..o.fork(0).len()]);
                 }
             }
-            e.kv_disk_settle();
-            assert_clean(&e);
-            let c = e.counters().snapshot();
-            prop_assert!(c.disk_cached_prompt_tokens <= c.cached_prompt_tokens);
-            prop_assert_eq!(disk_files_bytes(dir.path()), c.disk_bytes);
-            prop_assert!(c.disk_bytes <= max_bytes);
         }
+        e.kv_disk_settle();
+        assert_clean(&e);
+        let c = e.counters().snapshot();
+        prop_assert!(c.disk_cached_prompt_tokens <= c.cached_prompt_tokens);
+        prop_assert_eq!(disk_files_bytes(dir.path()), c.disk_bytes);
+        prop_assert!(c.disk_bytes <= max_bytes);
     }
+    Ok(())
 }

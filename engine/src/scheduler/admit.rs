@@ -32,8 +32,8 @@ impl Engine {
                 return;
             }
             // Admit only what the pool can start on now (see `room_for`); a running
-            // request's growth is handled by preemption. Nothing running means nothing
-            // frees memory by waiting: go anyway.
+            // request's growth is handled by preemption. Nothing running (nor reading from
+            // disk) means nothing frees memory by waiting: go anyway.
             // A preempted request resumes from its first sequence's tokens (prompt and
             // output so far), which is what `cached_len` matched against.
             let cached = self.cached_len(req);
@@ -42,7 +42,8 @@ impl Engine {
                 .first()
                 .map_or(req.prompt.len(), |s| s.tokens.len());
             let need = self.cache.pages_for(len - cached + 1) + (n - 1);
-            if !self.running.is_empty()
+            let busy = !self.running.is_empty() || !self.loading.is_empty();
+            if busy
                 && need > self.cache.free_pages()
                 && need > self.room_for(req)
             {

@@ -235,14 +235,15 @@ impl Engine {
 
     /// Sends the running request worth least (`running_worth`) back to waiting; its computed
     /// K/V go into the tree, so resuming recomputes only what was evicted meanwhile. The
-    /// only request left cannot grow in this pool: its context has reached all the pool
-    /// holds, which is then its context limit, and it ends with `length` (a prompt that
-    /// cannot even start fails). False if nothing runs.
+    /// only request left, with no read from disk holding pages either, cannot grow in this
+    /// pool: its context has reached all the pool holds, which is then its context limit,
+    /// and it ends with `length` (a prompt that cannot even start fails). False if nothing
+    /// runs.
     fn preempt_least_worth(&mut self) -> bool {
         let Some(victim) = (0..self.running.len()).min_by_key(|&i| self.running_worth(i)) else {
             return false;
         };
-        if self.running.len() == 1 {
+        if self.running.len() == 1 && self.loading.is_empty() {
             if self.running[victim].prefilled {
                 crate::output::end_for_length(&mut self.running[victim], &self.counters);
                 self.release_done();
