@@ -76,7 +76,7 @@ pub fn prompt_tokens(
     tools: Option<&[ChatTool]>,
     kwargs: &Map<String, Value>,
 ) -> Result<Prompt, ApiError> {
-    // The template reads the tools as JSON, as the client sent them.
+    // Templates read the tools as JSON: typed up to here.
     let tools = tools
         .map(serde_json::to_value)
         .transpose()

@@ -72,7 +72,7 @@ impl<'de> Deserialize<'de> for ResponsesTool {
         let kind = match map.get("type") {
             None => return Err(D::Error::missing_field("type")),
             Some(Value::String(k)) => k.clone(),
-            Some(_) => return Err(D::Error::custom("a tool's `type` is a string")),
+            Some(_) => return Err(D::Error::custom("`type` must be a string")),
         };
         let tool = Value::Object(map);
         Ok(match kind.as_str() {
