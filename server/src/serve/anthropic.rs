@@ -4,6 +4,7 @@
 use super::anthropic_conversation::openai_messages;
 use super::anthropic_stream::MessagesStream;
 use super::anthropic_thinking::{thinking_block, thinking_budget, thinking_kwargs, Thinking};
+use super::anthropic_tools::{chat_tool_choice, chat_tools, AnthropicTool, AnthropicToolChoice};
 use super::anthropic_types::{AnthropicMessage, SystemPrompt};
 use super::conversation::{self, Prompt};
 use super::error::ApiError;
@@ -43,8 +44,8 @@ pub struct MessagesWire {
     #[schema(minimum = -1)]
     top_k: Option<i64>,
     stream: Option<bool>,
-    tools: Option<Vec<Value>>,
-    tool_choice: Option<Value>,
+    tools: Option<Vec<AnthropicTool>>,
+    tool_choice: Option<AnthropicToolChoice>,
     metadata: Option<Value>,
     thinking: Option<Thinking>,
     /// looptree's extensions, as on the OpenAI routes: the output constrained to a regex
@@ -213,8 +214,8 @@ fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Promp
         ));
     }
     let offered = Offered::from_request(
-        openai_tools(wire.tools.as_deref())?.as_ref(),
-        openai_tool_choice(wire.tool_choice.as_ref())?.as_ref(),
+        chat_tools(wire.tools.as_deref()),
+        chat_tool_choice(wire.tool_choice.as_ref()).as_ref(),
     )?;
     let typed = wire
         .messages
@@ -315,38 +316,4 @@ pub fn stop_reason(
             }
         }
     }
-}
-
-fn openai_tools(tools: Option<&[Value]>) -> Result<Option<Value>, ApiError> {
-    let Some(tools) = tools else { return Ok(None) };
-    let converted = tools
-        .iter()
-        .map(|t| {
-            let name = t["name"]
-                .as_str()
-                .ok_or_else(|| ApiError::invalid_param("tools", "each tool needs a `name`."))?;
-            Ok(json!({"type": "function", "function": {
-                "name": name, "description": t["description"], "parameters": t["input_schema"],
-            }}))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Some(Value::Array(converted)))
-}
-
-fn openai_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError> {
-    let Some(choice) = choice.filter(|c| !c.is_null()) else {
-        return Ok(None);
-    };
-    Ok(Some(match choice["type"].as_str() {
-        Some("auto") => json!("auto"),
-        Some("any") => json!("required"),
-        Some("none") => json!("none"),
-        Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
-        _ => {
-            return Err(ApiError::invalid_param(
-                "tool_choice",
-                "`tool_choice.type` must be auto, any, tool or none.",
-            ))
-        }
-    }))
 }

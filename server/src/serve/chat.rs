@@ -15,6 +15,7 @@ use super::stream;
 use super::structured;
 use super::structured_types::{at_top_field, OutputConstraint, ResponseFormat};
 use super::tenancy::{self, CacheSalt, KeyIndex};
+use super::tool_types::{ChatTool, ChatToolChoice};
 use super::tools::Offered;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -38,8 +39,8 @@ pub struct ChatWire {
     logprobs: Option<bool>,
     #[schema(minimum = 0, maximum = 20)]
     top_logprobs: Option<usize>,
-    tools: Option<Value>,
-    tool_choice: Option<Value>,
+    tools: Option<Vec<ChatTool>>,
+    tool_choice: Option<ChatToolChoice>,
     parallel_tool_calls: Option<bool>,
     user: Option<String>,
     /// Extra chat-template variables, e.g. `{"enable_thinking": false}` (vLLM's field).
@@ -68,7 +69,7 @@ pub async fn handle(
 ) -> ApiResult<Response> {
     let wire: ChatWire = typed(&Value::Object(body.clone())).map_err(at_top_field)?;
     state.check_model(wire.model.as_deref())?;
-    let mut offered = Offered::from_request(wire.tools.as_ref(), wire.tool_choice.as_ref())?;
+    let mut offered = Offered::from_request(wire.tools, wire.tool_choice.as_ref())?;
     if let Some(o) = offered.as_mut() {
         o.parallel = wire.parallel_tool_calls.unwrap_or(true);
     }

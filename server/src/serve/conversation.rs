@@ -4,6 +4,7 @@ use super::chat_messages::ChatMessage;
 use super::error::ApiError;
 use super::reasoning::Reasoning;
 use super::state::AppState;
+use super::tool_types::ChatTool;
 use serde_json::{Map, Value};
 
 /// Types each message as a [`ChatMessage`] (the schema /openapi.json publishes), checks
@@ -72,9 +73,15 @@ pub struct Prompt {
 pub fn prompt_tokens(
     state: &AppState,
     messages: &[Value],
-    tools: Option<&[Value]>,
+    tools: Option<&[ChatTool]>,
     kwargs: &Map<String, Value>,
 ) -> Result<Prompt, ApiError> {
+    // Templates read the tools as JSON: typed up to here.
+    let tools = tools
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| ApiError::internal(format!("rendering the tools: {e}")))?;
+    let tools = tools.as_ref().and_then(Value::as_array).map(Vec::as_slice);
     let rejected = |e: anyhow::Error| {
         ApiError::invalid_param(
             "messages",

@@ -8,6 +8,7 @@ use super::generate::{Ask, Generation};
 use super::responses_events_builder::reasoning_item;
 use super::responses_input as input;
 use super::responses_stream::ResponsesStream;
+use super::responses_tools::{chat_tool_choice, chat_tools};
 use super::responses_types::{
     CreateResponse, IncompleteDetails, Item, OutputItem, OutputText, ReasoningText, ResponseObject,
     ResponseUsage, Status, TextConfig,
@@ -47,9 +48,9 @@ pub async fn create(
     history.extend(new_items);
     let messages =
         conversation::normalize(&input::messages(&history, req.instructions.as_deref())?)?;
-    let tools = input::chat_tools(req.tools.as_deref())?;
-    let choice = input::chat_tool_choice(req.tool_choice.as_ref())?;
-    let mut offered = Offered::from_request(Some(&Value::Array(tools)), choice.as_ref())?;
+    let tools = chat_tools(req.tools.as_deref());
+    let choice = chat_tool_choice(req.tool_choice.as_ref());
+    let mut offered = Offered::from_request(Some(tools), choice.as_ref())?;
     let parallel = req.parallel_tool_calls.unwrap_or(true);
     if let Some(o) = offered.as_mut() {
         o.parallel = parallel;
@@ -116,7 +117,7 @@ pub async fn create(
             format: Some(super::responses_types::TextFormat::Text),
             verbosity: None,
         }),
-        tool_choice: req.tool_choice.unwrap_or_else(|| json!("auto")),
+        tool_choice: req.tool_choice.unwrap_or_default(),
         tools: req.tools.unwrap_or_default(),
         truncation: "disabled",
         usage: None,

@@ -23,7 +23,7 @@ fn base() -> ResponseObject {
         temperature: None,
         top_p: None,
         text: TextConfig::default(),
-        tool_choice: json!("auto"),
+        tool_choice: Default::default(),
         tools: Vec::new(),
         truncation: "disabled",
         usage: None,
@@ -35,7 +35,8 @@ fn base() -> ResponseObject {
 fn weather() -> Offered {
     let tools =
         json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
-    Offered::from_request(Some(&tools), None).unwrap().unwrap()
+    let tools = crate::serve::extract::typed(&tools).unwrap();
+    Offered::from_request(Some(tools), None).unwrap().unwrap()
 }
 
 fn token(text: &str) -> Event {

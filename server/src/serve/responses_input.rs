@@ -4,8 +4,7 @@
 use super::error::ApiError;
 use super::extract::typed;
 use super::responses_types::{
-    ContentPart, FunctionTool, Input, Item, MessageContent, NamespaceTool, Role, TextFormat,
-    ToolOutput,
+    ContentPart, Input, Item, MessageContent, Role, TextFormat, ToolOutput,
 };
 use super::structured_types::{JsonSchemaFormat, ResponseFormat};
 use serde::Deserialize;
@@ -130,62 +129,6 @@ fn parts_text(parts: &[ContentPart], param: &str) -> Result<String, ApiError> {
     Ok(texts.join("\n"))
 }
 
-/// Function tools in the chat shape. A namespace's functions are offered under their own
-/// names. Tools the model cannot call (hosted search, custom, local_shell, ...) are
-/// skipped with a warning: a runner that offers them still gets served.
-pub fn chat_tools(tools: Option<&[Value]>) -> Result<Vec<Value>, ApiError> {
-    let mut out = Vec::new();
-    for (i, t) in tools.unwrap_or_default().iter().enumerate() {
-        add_tool(t, &format!("tools[{i}]"), &mut out)?;
-    }
-    Ok(out)
-}
-
-fn add_tool(t: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
-    let with_param = |e: ApiError| ApiError::invalid_param(param, e.message);
-    match t.get("type").and_then(Value::as_str) {
-        Some("function") => {
-            let f: FunctionTool = typed(t).map_err(with_param)?;
-            let parameters = f
-                .parameters
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            out.push(json!({"type": "function", "function": {"name": f.name, "description": f.description, "parameters": parameters}}));
-        }
-        Some("namespace") => {
-            let ns: NamespaceTool = typed(t).map_err(with_param)?;
-            for (j, inner) in ns.tools.iter().enumerate() {
-                add_tool(inner, &format!("{param}.tools[{j}]"), out)?;
-            }
-        }
-        Some(kind) => tracing::warn!(
-            tool = kind,
-            "skipping a tool of a type this server cannot call"
-        ),
-        None => return Err(ApiError::invalid_param(param, "each tool needs a `type`.")),
-    }
-    Ok(())
-}
-
-/// `tool_choice` in the chat shape. A choice of a hosted tool we skipped leaves the
-/// choice to the model.
-pub fn chat_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, ApiError> {
-    match choice {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => Ok(Some(json!(s))),
-        Some(v) if v.get("type").and_then(Value::as_str) == Some("function") => {
-            let name = v.get("name").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::invalid_param("tool_choice", "`tool_choice` of type function needs a `name`.")
-            })?;
-            Ok(Some(json!({"type": "function", "function": {"name": name}})))
-        }
-        Some(v) if v.get("type").is_some_and(Value::is_string) => {
-            tracing::warn!(choice = %v, "tool_choice names a tool this server cannot call; the model chooses");
-            Ok(None)
-        }
-        Some(_) => Err(ApiError::invalid_param("tool_choice", "`tool_choice` must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": ...}.")),
-    }
-}
-
 /// `text.format` as the chat `response_format` the structured-output path reads.
 pub fn response_format(format: Option<&TextFormat>) -> Option<ResponseFormat> {
     Some(match format? {
@@ -270,40 +213,5 @@ mod tests {
         let e = messages(&items(Some(img)).unwrap(), None).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input[0].content"));
         assert!(messages(&[], Some("only instructions")).is_err());
-    }
-
-    #[test]
-    fn tools_namespace_and_skipped_kinds() {
-        let tools = vec![
-            json!({"type": "function", "name": "shell", "parameters": {"type": "object"}}),
-            json!({"type": "namespace", "name": "mcp__fs", "tools": [{"type": "function", "name": "read_file"}]}),
-            json!({"type": "web_search"}),
-            json!({"type": "local_shell"}),
-            json!({"type": "custom", "name": "apply_patch"}),
-        ];
-        let out = chat_tools(Some(&tools)).unwrap();
-        let names: Vec<_> = out
-            .iter()
-            .map(|t| t["function"]["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["shell", "read_file"]);
-        assert!(chat_tools(Some(&[json!({"type": "function"})]))
-            .unwrap_err()
-            .param
-            .unwrap()
-            .starts_with("tools[0]"));
-        assert_eq!(
-            chat_tool_choice(Some(&json!({"type": "function", "name": "shell"}))).unwrap(),
-            Some(json!({"type": "function", "function": {"name": "shell"}}))
-        );
-        assert_eq!(
-            chat_tool_choice(Some(&json!({"type": "web_search_preview"}))).unwrap(),
-            None
-        );
-        assert_eq!(
-            chat_tool_choice(Some(&json!("required"))).unwrap(),
-            Some(json!("required"))
-        );
-        assert!(chat_tool_choice(Some(&json!(5))).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! items we send back. Fields we do not act on are accepted and ignored, as OpenAI does
 //! for fields a model does not support.
 
+use super::responses_tools::{ResponsesTool, ResponsesToolChoice};
 use super::structured_types::JsonSchemaDoc;
 use super::tenancy::CacheSalt;
 use serde::{Deserialize, Serialize};
@@ -14,9 +15,9 @@ pub struct CreateResponse {
     pub model: Option<String>,
     pub input: Option<Input>,
     pub instructions: Option<String>,
-    /// Kept raw: tool types we cannot call are skipped, not refused (see responses_input).
-    pub tools: Option<Vec<Value>>,
-    pub tool_choice: Option<Value>,
+    /// Tool types we cannot call are skipped, not refused (see responses_tools).
+    pub tools: Option<Vec<ResponsesTool>>,
+    pub tool_choice: Option<ResponsesToolChoice>,
     pub parallel_tool_calls: Option<bool>,
     #[schema(minimum = 1)]
     pub max_output_tokens: Option<usize>,
@@ -173,24 +174,6 @@ pub enum ToolOutput {
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
-pub struct FunctionTool {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strict: Option<bool>,
-}
-
-/// Codex groups MCP functions as `{"type": "namespace", "name", "tools": [...]}`; the
-/// functions are offered under their own names, so the namespace's name is not read.
-#[derive(Deserialize, Debug)]
-pub struct NamespaceTool {
-    pub tools: Vec<Value>,
-}
-
 #[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq, ToSchema)]
 pub struct TextConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,8 +215,8 @@ pub struct ResponseObject {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub text: TextConfig,
-    pub tool_choice: Value,
-    pub tools: Vec<Value>,
+    pub tool_choice: ResponsesToolChoice,
+    pub tools: Vec<ResponsesTool>,
     pub truncation: &'static str,
     pub usage: Option<ResponseUsage>,
     pub user: Option<String>,

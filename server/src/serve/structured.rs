@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::grammar_budget::{GrammarBudget, COMPILE_DEADLINE};
 use super::state::Shared;
 use super::structured_types::{JsonSchemaDoc, OutputConstraint, ResponseFormat};
+use super::tool_types::ChatTool;
 use looptree_engine::Constraint;
 use looptree_models::structured::{Grammar, Grammars};
 use serde_json::{json, Value};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 /// forces a call (None otherwise).
 pub fn requested(
     asked: OutputConstraint,
-    forced_tools: Option<&[Value]>,
+    forced_tools: Option<&[ChatTool]>,
 ) -> Result<Option<(&'static str, Grammar)>, ApiError> {
     let mut found: Vec<(&'static str, Grammar)> = Vec::new();
     if let Some(g) = asked.response_format.and_then(response_format) {
@@ -61,24 +62,22 @@ fn response_format(format: &ResponseFormat) -> Option<Grammar> {
 
 /// One call of one of `tools`, as the bare JSON object the tool parser reads:
 /// `{"name": ..., "arguments": {...}}` with the arguments matching that tool's parameters.
-fn tool_call_schema(tools: &[Value]) -> Value {
+fn tool_call_schema(tools: &[ChatTool]) -> Value {
     let calls: Vec<Value> = tools
         .iter()
-        .filter_map(|t| {
-            let f = t.get("function")?;
-            let name = f.get("name")?.as_str()?;
-            let mut params = f
-                .get("parameters")
-                .filter(|p| p.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object"}));
+        .map(|t| {
+            let mut params = t
+                .function
+                .parameters
+                .clone()
+                .map_or_else(|| json!({"type": "object"}), Value::Object);
             close_objects(&mut params);
-            Some(json!({
+            json!({
                 "type": "object",
-                "properties": {"name": {"const": name}, "arguments": params},
+                "properties": {"name": {"const": t.name()}, "arguments": params},
                 "required": ["name", "arguments"],
                 "additionalProperties": false,
-            }))
+            })
         })
         .collect();
     if calls.len() == 1 {
@@ -154,7 +153,7 @@ fn grammars(state: &Shared) -> Result<Arc<Grammars>, ApiError> {
 pub async fn constraint(
     state: &Shared,
     asked: OutputConstraint<'_>,
-    forced_tools: Option<&[Value]>,
+    forced_tools: Option<&[ChatTool]>,
 ) -> Result<Option<Constraint>, ApiError> {
     let Some((param, grammar)) = requested(asked, forced_tools)? else {
         return Ok(None);
@@ -177,7 +176,7 @@ mod tests {
         grammar: Option<String>,
     }
 
-    fn ask(v: Value, forced: Option<&[Value]>) -> Result<Option<Grammar>, ApiError> {
+    fn ask(v: Value, forced: Option<&[ChatTool]>) -> Result<Option<Grammar>, ApiError> {
         let b: Body = typed(&v).map_err(at_top_field)?;
         let asked = OutputConstraint {
             response_format: b.response_format.as_ref(),
@@ -240,16 +239,18 @@ mod tests {
             assert_eq!(e.body()["error"]["type"], "invalid_request_error", "{bad}");
             assert_eq!(e.param.as_deref(), Some(param), "{bad}: {}", e.message);
         }
-        let tools = [json!({"type": "function", "function": {"name": "f"}})];
+        let tools: Vec<ChatTool> =
+            typed(&json!([{"type": "function", "function": {"name": "f"}}])).unwrap();
         assert!(ask(json!({"regex": "a"}), Some(&tools)).is_err());
     }
 
     #[test]
     fn forced_calls_follow_each_tools_parameters() {
-        let tools = [
-            json!({"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}),
-            json!({"type": "function", "function": {"name": "b"}}),
-        ];
+        let tools: Vec<ChatTool> = typed(&json!([
+            {"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}},
+            {"type": "function", "function": {"name": "b"}},
+        ]))
+        .unwrap();
         let Some(Grammar::JsonSchema(s)) = ask(json!({}), Some(&tools)).unwrap() else {
             panic!()
         };

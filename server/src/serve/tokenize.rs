@@ -7,6 +7,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{typed, JsonBody};
 use super::logprobs::token_text;
 use super::state::Shared;
+use super::tool_types::{ChatTool, ChatToolChoice};
 use super::tools::Offered;
 use axum::extract::State;
 use axum::Json;
@@ -23,8 +24,8 @@ pub struct TokenizeWire {
     #[schema(value_type = Option<Vec<ChatMessage>>)]
     messages: Option<Vec<Value>>,
     /// With `messages`: rendered by the chat template as a chat request's would be.
-    tools: Option<Value>,
-    tool_choice: Option<Value>,
+    tools: Option<Vec<ChatTool>>,
+    tool_choice: Option<ChatToolChoice>,
     chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     add_special_tokens: Option<bool>,
     return_token_strs: Option<bool>,
@@ -53,7 +54,7 @@ pub async fn tokenize(
         }
         (None, Some(m)) => {
             let messages = conversation::normalize(&m)?;
-            let offered = Offered::from_request(w.tools.as_ref(), w.tool_choice.as_ref())?;
+            let offered = Offered::from_request(w.tools, w.tool_choice.as_ref())?;
             conversation::prompt_tokens(
                 &state,
                 &messages,

@@ -4,7 +4,8 @@ use serde_json::json;
 fn offered() -> Offered {
     let tools =
         json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
-    Offered::from_request(Some(&tools), None).unwrap().unwrap()
+    let tools = crate::serve::extract::typed(&tools).unwrap();
+    Offered::from_request(Some(tools), None).unwrap().unwrap()
 }
 
 fn forced() -> Offered {

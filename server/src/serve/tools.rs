@@ -5,6 +5,7 @@
 
 use super::error::ApiError;
 use super::state::new_id;
+use super::tool_types::{ChatTool, ChatToolChoice, ToolChoiceMode};
 use serde_json::{json, Value};
 
 pub const OPEN: &str = "<tool_call>";
@@ -12,7 +13,7 @@ pub const CLOSE: &str = "</tool_call>";
 
 /// The tools a request offers, as rendered into the prompt.
 pub struct Offered {
-    pub tools: Vec<Value>,
+    pub tools: Vec<ChatTool>,
     names: Vec<String>,
     /// `tool_choice` "required" or a named function: the reply must be a call.
     pub forced: bool,
@@ -23,32 +24,14 @@ pub struct Offered {
 impl Offered {
     /// `None` when there are no tools or `tool_choice` is "none".
     pub fn from_request(
-        tools: Option<&Value>,
-        choice: Option<&Value>,
+        tools: Option<Vec<ChatTool>>,
+        choice: Option<&ChatToolChoice>,
     ) -> Result<Option<Self>, ApiError> {
         let tools = match tools {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Array(t)) if t.is_empty() => return Ok(None),
-            Some(Value::Array(t)) => t.clone(),
-            Some(_) => return Err(ApiError::invalid_param("tools", "`tools` must be a list.")),
+            Some(t) if !t.is_empty() => t,
+            _ => return Ok(None),
         };
-        let mut names = Vec::new();
-        for (i, t) in tools.iter().enumerate() {
-            match t.pointer("/function/name").and_then(Value::as_str) {
-                Some(n)
-                    if t.get("type").and_then(Value::as_str).unwrap_or("function")
-                        == "function" =>
-                {
-                    names.push(n.to_string())
-                }
-                _ => {
-                    return Err(ApiError::invalid_param(
-                        &format!("tools[{i}]"),
-                        "each tool needs `type: \"function\"` and `function.name`.",
-                    ))
-                }
-            }
-        }
+        let names = tools.iter().map(|t| t.name().to_string()).collect();
         let mut offered = Offered {
             tools,
             names,
@@ -56,17 +39,11 @@ impl Offered {
             parallel: true,
         };
         match choice {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s == "auto" => {}
-            Some(Value::String(s)) if s == "required" => offered.forced = true,
-            Some(Value::String(s)) if s == "none" => return Ok(None),
-            Some(v) => {
-                let Some(name) = v.pointer("/function/name").and_then(Value::as_str) else {
-                    return Err(ApiError::invalid_param(
-                        "tool_choice",
-                        "`tool_choice` must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}.",
-                    ));
-                };
+            None | Some(ChatToolChoice::Mode(ToolChoiceMode::Auto)) => {}
+            Some(ChatToolChoice::Mode(ToolChoiceMode::Required)) => offered.forced = true,
+            Some(ChatToolChoice::Mode(ToolChoiceMode::None)) => return Ok(None),
+            Some(ChatToolChoice::Named(named)) => {
+                let name = &named.function.name;
                 let Some(i) = offered.names.iter().position(|n| n == name) else {
                     return Err(ApiError::invalid_param(
                         "tool_choice",
@@ -75,8 +52,8 @@ impl Offered {
                 };
                 // Only the chosen tool is shown, so the model can call nothing else.
                 offered = Offered {
-                    tools: vec![offered.tools[i].clone()],
-                    names: vec![name.to_string()],
+                    tools: vec![offered.tools.swap_remove(i)],
+                    names: vec![name.clone()],
                     forced: true,
                     parallel: true,
                 };
@@ -193,11 +170,20 @@ fn call_from(v: &Value) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::extract::typed;
 
     fn weather() -> Offered {
         let tools =
             json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
-        Offered::from_request(Some(&tools), None).unwrap().unwrap()
+        Offered::from_request(Some(typed(&tools).unwrap()), None)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The tools and choice as a request's, typed.
+    fn offer(tools: &Value, choice: Value) -> Result<Option<Offered>, ApiError> {
+        let choice: Option<ChatToolChoice> = typed(&choice).unwrap();
+        Offered::from_request(Some(typed(tools).unwrap()), choice.as_ref())
     }
 
     #[test]
@@ -257,35 +243,29 @@ mod tests {
     #[test]
     fn tool_choice_none_and_named() {
         let tools = json!([{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}]);
-        assert!(Offered::from_request(Some(&tools), Some(&json!("none")))
-            .unwrap()
-            .is_none());
-        let one = Offered::from_request(
-            Some(&tools),
-            Some(&json!({"type": "function", "function": {"name": "b"}})),
+        assert!(offer(&tools, json!("none")).unwrap().is_none());
+        let one = offer(
+            &tools,
+            json!({"type": "function", "function": {"name": "b"}}),
         )
         .unwrap()
         .unwrap();
         assert_eq!(one.tools.len(), 1);
+        assert_eq!(one.tools[0].name(), "b");
         assert!(one.forced);
-        assert!(
-            Offered::from_request(Some(&tools), Some(&json!("required")))
-                .unwrap()
-                .unwrap()
-                .forced
-        );
-        assert!(
-            !Offered::from_request(Some(&tools), Some(&json!("auto")))
-                .unwrap()
-                .unwrap()
-                .forced
-        );
-        assert!(Offered::from_request(
-            Some(&tools),
-            Some(&json!({"type": "function", "function": {"name": "c"}}))
+        assert!(offer(&tools, json!("required")).unwrap().unwrap().forced);
+        assert!(!offer(&tools, json!("auto")).unwrap().unwrap().forced);
+        assert!(!offer(&tools, Value::Null).unwrap().unwrap().forced);
+        let e = offer(
+            &tools,
+            json!({"type": "function", "function": {"name": "c"}}),
         )
-        .is_err());
-        assert!(Offered::from_request(Some(&json!("x")), None).is_err());
+        .err()
+        .unwrap();
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        assert!(Offered::from_request(Some(Vec::new()), None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
