@@ -43,10 +43,7 @@ impl Engine {
                 .map_or(req.prompt.len(), |s| s.tokens.len());
             let need = self.cache.pages_for(len - cached + 1) + (n - 1);
             let busy = !self.running.is_empty() || !self.loading.is_empty();
-            if busy
-                && need > self.cache.free_pages()
-                && need > self.room_for(req)
-            {
+            if busy && need > self.cache.free_pages() && need > self.room_for(req) {
                 // A deferred request stays out while the pool is short; anyone else waits
                 // at the head of the line, so that no stream of small requests starves it.
                 if !self.is_deferred(req) {

@@ -213,10 +213,13 @@ fn prompt(state: &Shared, wire: &MessagesWire) -> Result<(Option<Offered>, Promp
             "messages: List should have at least 1 item",
         ));
     }
-    let offered = Offered::from_request(
+    let mut offered = Offered::from_request(
         chat_tools(wire.tools.as_deref()),
         chat_tool_choice(wire.tool_choice.as_ref()).as_ref(),
     )?;
+    if let (Some(o), Some(choice)) = (offered.as_mut(), wire.tool_choice.as_ref()) {
+        o.parallel = choice.allows_parallel();
+    }
     let typed = wire
         .messages
         .iter()

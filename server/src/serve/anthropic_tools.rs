@@ -47,6 +47,26 @@ pub enum AnthropicToolChoice {
     None,
 }
 
+impl AnthropicToolChoice {
+    /// False when `disable_parallel_tool_use` asks for at most one tool call.
+    pub fn allows_parallel(&self) -> bool {
+        let disabled = match self {
+            AnthropicToolChoice::Auto {
+                disable_parallel_tool_use,
+            }
+            | AnthropicToolChoice::Any {
+                disable_parallel_tool_use,
+            }
+            | AnthropicToolChoice::Tool {
+                disable_parallel_tool_use,
+                ..
+            } => *disable_parallel_tool_use,
+            AnthropicToolChoice::None => None,
+        };
+        disabled != Some(true)
+    }
+}
+
 pub fn chat_tools(tools: Option<&[AnthropicTool]>) -> Option<Vec<ChatTool>> {
     let tools = tools?.iter().map(|t| {
         ChatTool::function(
@@ -124,6 +144,37 @@ mod tests {
         }
         let b: Body = typed(&json!({"tool_choice": null})).unwrap();
         assert_eq!(chat_tool_choice(b.tool_choice.as_ref()), None);
+    }
+
+    #[test]
+    fn disable_parallel_tool_use_allows_one_call() {
+        for (choice, parallel) in [
+            (json!({"type": "auto"}), true),
+            (
+                json!({"type": "auto", "disable_parallel_tool_use": false}),
+                true,
+            ),
+            (
+                json!({"type": "auto", "disable_parallel_tool_use": true}),
+                false,
+            ),
+            (
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+                false,
+            ),
+            (
+                json!({"type": "tool", "name": "f", "disable_parallel_tool_use": true}),
+                false,
+            ),
+            (json!({"type": "none"}), true),
+        ] {
+            let b: Body = typed(&json!({"tool_choice": choice})).unwrap();
+            assert_eq!(
+                b.tool_choice.unwrap().allows_parallel(),
+                parallel,
+                "{choice}"
+            );
+        }
     }
 
     #[test]
