@@ -5,7 +5,34 @@
 //! ([`crate::team`]), like every other parallel loop of a step.
 
 use crate::team;
+use half::{bf16, f16};
 use std::cell::RefCell;
+
+/// An element type the pool may hold, read as f32.
+pub trait PoolElem: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+}
+
+impl PoolElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl PoolElem for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl PoolElem for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
 
 /// One sequence's queries in a flattened batch.
 pub struct SeqAttn<'a> {
@@ -29,10 +56,10 @@ pub struct AttnShape {
 /// `q`: `[n_tokens, n_heads, head_dim]`; `k_pool`, `v_pool`: `[num_slots, n_kv_heads *
 /// head_dim]`; returns `[n_tokens, n_heads * head_dim]` (rows of tokens no sequence
 /// covers stay zero).
-pub fn paged_attention(
+pub fn paged_attention<T: PoolElem>(
     q: &[f32],
-    k_pool: &[f32],
-    v_pool: &[f32],
+    k_pool: &[T],
+    v_pool: &[T],
     seqs: &[SeqAttn],
     shape: &AttnShape,
 ) -> Vec<f32> {
@@ -93,25 +120,25 @@ pub fn paged_attention(
 
 /// Dot product with 8 independent accumulators (vectorises; fixed summation order).
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<T: PoolElem>(a: &[f32], b: &[T]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8;
     for c in 0..chunks {
         for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+            acc[l] += a[c * 8 + l] * b[c * 8 + l].to_f32();
         }
     }
     let mut s = acc.iter().sum::<f32>();
     for j in chunks * 8..a.len() {
-        s += a[j] * b[j];
+        s += a[j] * b[j].to_f32();
     }
     s
 }
 
 #[inline]
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+fn axpy<T: PoolElem>(alpha: f32, x: &[T], y: &mut [f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+        *yi += alpha * xi.to_f32();
     }
 }
 
@@ -153,9 +180,9 @@ mod tests {
                 },
             ];
             let got = paged_attention(
-                &q.flatten_all()?.to_vec1()?,
-                &k_pool.flatten_all()?.to_vec1()?,
-                &v_pool.flatten_all()?.to_vec1()?,
+                &q.flatten_all()?.to_vec1::<f32>()?,
+                &k_pool.flatten_all()?.to_vec1::<f32>()?,
+                &v_pool.flatten_all()?.to_vec1::<f32>()?,
                 &seqs,
                 &shape,
             );
@@ -176,5 +203,41 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// An f16 or bf16 pool gives, bit for bit, what an f32 pool holding the same values
+    /// does: each element is widened exactly and summed in the same order.
+    #[test]
+    fn half_pools_read_as_their_f32_values() {
+        let (nh, nkv, hd, slots) = (4, 2, 12, 9);
+        let val = |i: usize| ((i * 7919) % 97) as f32 / 40.0 - 1.2;
+        let q: Vec<f32> = (0..2 * nh * hd).map(|i| val(i + 5)).collect();
+        let pool: Vec<f32> = (0..slots * nkv * hd).map(val).collect();
+        let ctx: Vec<u32> = vec![4, 0, 8, 2, 6];
+        let seqs = [SeqAttn {
+            start: 0,
+            len: 2,
+            context_slots: &ctx,
+        }];
+        let shape = AttnShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale: 0.3,
+            window: None,
+        };
+        let h: Vec<f16> = pool.iter().map(|&x| f16::from_f32(x)).collect();
+        let h32: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+        assert_eq!(
+            paged_attention(&q, &h, &h, &seqs, &shape),
+            paged_attention(&q, &h32, &h32, &seqs, &shape)
+        );
+        let b: Vec<bf16> = pool.iter().map(|&x| bf16::from_f32(x)).collect();
+        let b32: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+        assert_eq!(
+            paged_attention(&q, &b, &b, &seqs, &shape),
+            paged_attention(&q, &b32, &b32, &seqs, &shape)
+        );
+        assert_ne!(h32, b32, "the two types round differently");
     }
 }

@@ -1,4 +1,4 @@
-//! AVX2 attention over the paged KV pool (f32 or f16 K/V), for head_dim a multiple of 8.
+//! AVX2 attention over the paged KV pool (f32, f16 or bf16 K/V), for head_dim a multiple of 8.
 //!
 //! Work is split by (sequence, KV head, block of query tokens): every key and value row
 //! is loaded once per block and used by all the query heads that share it. Each query's
@@ -11,7 +11,7 @@ use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu_attention_shared::{decode_group, decode_groups_into, DecodeGroup, GroupScratch};
 use crate::team;
-use half::f16;
+use half::{bf16, f16};
 
 /// Query tokens per work item: enough to reuse each K/V row, few enough to spread work.
 const QUERY_BLOCK: usize = 16;
@@ -40,6 +40,17 @@ impl KvElem for f16 {
     unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+impl KvElem for bf16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const bf16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // A bf16 is the top half of an f32.
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
     }
 }
 

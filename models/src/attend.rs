@@ -15,7 +15,7 @@ pub struct AttentionStep<'a> {
     device: Device,
     write_slots: Tensor,
     cuda: Option<CudaStep>,
-    /// The CPU kernels read the pool in place (f32, or f16 with SIMD).
+    /// The CPU kernels read the pool in place (any pool on the CPU).
     fast_cpu: bool,
     /// Per sequence, its context slots as a tensor (generic path only).
     context_slots: Vec<Tensor>,
@@ -28,9 +28,8 @@ impl<'a> AttentionStep<'a> {
         let write_slots = Tensor::new(batch.write_slots().as_slice(), device)?;
         let cuda = CudaStep::new(device, batch)?;
         let pool = kv.config();
-        let fast_cpu = device.is_cpu()
-            && (pool.dtype == DType::F32
-                || (pool.dtype == DType::F16 && cpu_attention_simd::supported(pool.head_dim)));
+        let fast_cpu =
+            device.is_cpu() && matches!(pool.dtype, DType::F32 | DType::F16 | DType::BF16);
         let context_slots = if fast_cpu || cuda.is_some() {
             Vec::new()
         } else {
@@ -148,31 +147,25 @@ impl<'a> AttentionStep<'a> {
             candle_core::bail!("the CPU attention path needs a CPU KV pool")
         };
         let seqs = &self.seqs;
-        if cpu_attention_simd::supported(shape.head_dim) {
-            // The kernel adds into its output.
-            out.fill(0.0);
-            match kv.config().dtype {
-                DType::F16 => cpu_attention_simd::paged_attention_simd(
-                    q,
-                    &ks.as_slice::<half::f16>()?[kl.start_offset()..],
-                    &vs.as_slice::<half::f16>()?[vl.start_offset()..],
-                    seqs,
-                    shape,
-                    out,
-                ),
-                _ => cpu_attention_simd::paged_attention_simd(
-                    q,
-                    &ks.as_slice::<f32>()?[kl.start_offset()..],
-                    &vs.as_slice::<f32>()?[vl.start_offset()..],
-                    seqs,
-                    shape,
-                    out,
-                ),
-            }
-        } else {
-            let k = &ks.as_slice::<f32>()?[kl.start_offset()..];
-            let v = &vs.as_slice::<f32>()?[vl.start_offset()..];
-            out.copy_from_slice(&paged_attention(q, k, v, seqs, shape));
+        let simd = cpu_attention_simd::supported(shape.head_dim);
+        // The SIMD kernel adds into its output; the scalar one (no AVX2/F16C, or a head
+        // size that is not a multiple of 8) returns it.
+        macro_rules! attend {
+            ($t:ty, $simd:expr) => {{
+                let k = &ks.as_slice::<$t>()?[kl.start_offset()..];
+                let v = &vs.as_slice::<$t>()?[vl.start_offset()..];
+                if $simd {
+                    out.fill(0.0);
+                    cpu_attention_simd::paged_attention_simd(q, k, v, seqs, shape, out);
+                } else {
+                    out.copy_from_slice(&paged_attention(q, k, v, seqs, shape));
+                }
+            }};
+        }
+        match kv.config().dtype {
+            DType::F16 => attend!(half::f16, simd),
+            DType::BF16 => attend!(half::bf16, simd),
+            _ => attend!(f32, simd),
         }
         Ok(())
     }

@@ -128,6 +128,7 @@ impl Llama {
     }
 
     /// The model on the tensor path alone: the rows path's test oracle.
+    #[cfg(feature = "test-oracle")]
     pub fn without_cpu_rows(self) -> Self {
         Self {
             cpu_rows: None,

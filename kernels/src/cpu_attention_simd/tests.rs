@@ -4,7 +4,7 @@ use crate::cpu_attention_shared::decode_groups;
 use candle_core::{Device, Tensor};
 
 /// Agrees with the scalar kernel (itself checked against the generic candle-op path)
-/// for f32 and f16 pools, with scattered slots, GQA, windows and long prompts; and a
+/// for f32, f16 and bf16 pools, with scattered slots, GQA, windows and long prompts; and a
 /// sequence's rows are bit-identical alone and batched.
 #[test]
 fn matches_scalar_kernel_and_is_batch_independent() -> candle_core::Result<()> {
@@ -163,6 +163,15 @@ fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
         paged_attention_simd(&q, &kh, &vh, &seqs, &shape, &mut got16);
         for (g, w) in got16.iter().zip(&want) {
             assert!((g - w).abs() < 1e-2, "f16, window {window:?}: {g} vs {w}");
+        }
+        // bf16 against the scalar kernel on the same bf16 pool (each widens exactly).
+        let kb: Vec<half::bf16> = k.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        let vb: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        let want_b = paged_attention(&q, &kb, &vb, &seqs, &shape);
+        let mut got_b = vec![0f32; want.len()];
+        paged_attention_simd(&q, &kb, &vb, &seqs, &shape, &mut got_b);
+        for (g, w) in got_b.iter().zip(&want_b) {
+            assert!((g - w).abs() < 1e-4, "bf16, window {window:?}: {g} vs {w}");
         }
         // The decode sequence alone gives the same bits as in the batch.
         let row = nh * hd;
