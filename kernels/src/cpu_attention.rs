@@ -8,29 +8,59 @@ use crate::team;
 use half::{bf16, f16};
 use std::cell::RefCell;
 
-/// An element type the pool may hold, read as f32.
-pub trait PoolElem: Copy + Send + Sync {
+/// An element type the pool may hold, read as f32: one at a time here, eight at a time by
+/// the SIMD kernels ([`crate::cpu_attention_simd`]).
+pub trait KvElem: Copy + Send + Sync {
     fn to_f32(self) -> f32;
+
+    /// Loads 8 consecutive elements as f32.
+    ///
+    /// # Safety
+    /// `p` must be valid for 8 reads; the CPU must support AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
 }
 
-impl PoolElem for f32 {
+impl KvElem for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
 }
 
-impl PoolElem for f16 {
+impl KvElem for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
 }
 
-impl PoolElem for bf16 {
+impl KvElem for bf16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const bf16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // A bf16 is the top half of an f32.
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
     }
 }
 
@@ -56,7 +86,7 @@ pub struct AttnShape {
 /// `q`: `[n_tokens, n_heads, head_dim]`; `k_pool`, `v_pool`: `[num_slots, n_kv_heads *
 /// head_dim]`; returns `[n_tokens, n_heads * head_dim]` (rows of tokens no sequence
 /// covers stay zero).
-pub fn paged_attention<T: PoolElem>(
+pub fn paged_attention<T: KvElem>(
     q: &[f32],
     k_pool: &[T],
     v_pool: &[T],
@@ -120,7 +150,7 @@ pub fn paged_attention<T: PoolElem>(
 
 /// Dot product with 8 independent accumulators (vectorises; fixed summation order).
 #[inline]
-fn dot<T: PoolElem>(a: &[f32], b: &[T]) -> f32 {
+fn dot<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8;
     for c in 0..chunks {
@@ -136,7 +166,7 @@ fn dot<T: PoolElem>(a: &[f32], b: &[T]) -> f32 {
 }
 
 #[inline]
-fn axpy<T: PoolElem>(alpha: f32, x: &[T], y: &mut [f32]) {
+fn axpy<T: KvElem>(alpha: f32, x: &[T], y: &mut [f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += alpha * xi.to_f32();
     }

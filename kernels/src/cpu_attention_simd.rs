@@ -7,52 +7,14 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::attention_simd_ops::{head_scores4, prefetch_rows, softmax, weigh_heads};
+pub use crate::cpu_attention::KvElem;
 use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu_attention_shared::{decode_group, decode_groups_into, DecodeGroup, GroupScratch};
 use crate::team;
-use half::{bf16, f16};
 
 /// Query tokens per work item: enough to reuse each K/V row, few enough to spread work.
 const QUERY_BLOCK: usize = 16;
-
-/// An element type the pool may hold.
-pub trait KvElem: Copy + Send + Sync {
-    /// Loads 8 consecutive elements as f32.
-    ///
-    /// # Safety
-    /// `p` must be valid for 8 reads; the CPU must support AVX2, FMA and F16C.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
-}
-
-impl KvElem for f32 {
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
-}
-
-impl KvElem for f16 {
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    }
-}
-
-impl KvElem for bf16 {
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const bf16) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        // A bf16 is the top half of an f32.
-        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
-    }
-}
 
 /// Whether [`paged_attention_simd`] can run here for this head size.
 pub fn supported(head_dim: usize) -> bool {

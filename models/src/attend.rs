@@ -4,10 +4,10 @@
 //! output logits of the rows the batch asks for.
 
 use crate::cuda_step::CudaStep;
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use looptree_engine::{Batch, KvPool};
 use looptree_kernels::attention::attention_generic;
-use looptree_kernels::cpu_attention::{paged_attention, AttnShape, SeqAttn};
+use looptree_kernels::cpu_attention::{paged_attention, AttnShape, KvElem, SeqAttn};
 use looptree_kernels::cpu_attention_simd;
 
 pub struct AttentionStep<'a> {
@@ -147,28 +147,37 @@ impl<'a> AttentionStep<'a> {
             candle_core::bail!("the CPU attention path needs a CPU KV pool")
         };
         let seqs = &self.seqs;
-        let simd = cpu_attention_simd::supported(shape.head_dim);
-        // The SIMD kernel adds into its output; the scalar one (no AVX2/F16C, or a head
-        // size that is not a multiple of 8) returns it.
-        macro_rules! attend {
-            ($t:ty, $simd:expr) => {{
-                let k = &ks.as_slice::<$t>()?[kl.start_offset()..];
-                let v = &vs.as_slice::<$t>()?[vl.start_offset()..];
-                if $simd {
-                    out.fill(0.0);
-                    cpu_attention_simd::paged_attention_simd(q, k, v, seqs, shape, out);
-                } else {
-                    out.copy_from_slice(&paged_attention(q, k, v, seqs, shape));
-                }
-            }};
-        }
+        let (k0, v0) = (kl.start_offset(), vl.start_offset());
         match kv.config().dtype {
-            DType::F16 => attend!(half::f16, simd),
-            DType::BF16 => attend!(half::bf16, simd),
-            _ => attend!(f32, simd),
+            DType::F16 => attend_pool::<half::f16>(q, ks, vs, (k0, v0), seqs, shape, out),
+            DType::BF16 => attend_pool::<half::bf16>(q, ks, vs, (k0, v0), seqs, shape, out),
+            _ => attend_pool::<f32>(q, ks, vs, (k0, v0), seqs, shape, out),
         }
-        Ok(())
     }
+}
+
+/// Attention reading a CPU pool of `T` in place (K and V from their `starts`): the SIMD
+/// kernel, or the scalar one where it cannot run (no AVX2/F16C, or a head size that is
+/// not a multiple of 8).
+fn attend_pool<T: KvElem + candle_core::WithDType>(
+    q: &[f32],
+    k: &CpuStorage,
+    v: &CpuStorage,
+    starts: (usize, usize),
+    seqs: &[SeqAttn],
+    shape: &AttnShape,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    let k = &k.as_slice::<T>()?[starts.0..];
+    let v = &v.as_slice::<T>()?[starts.1..];
+    if cpu_attention_simd::supported(shape.head_dim) {
+        // The SIMD kernel adds into its output.
+        out.fill(0.0);
+        cpu_attention_simd::paged_attention_simd(q, k, v, seqs, shape, out);
+    } else {
+        out.copy_from_slice(&paged_attention(q, k, v, seqs, shape));
+    }
+    Ok(())
 }
 
 /// The logits of the rows the batch asks for: final norm, then the output projection; f32

@@ -29,10 +29,7 @@ impl Engine {
             }
             self.running[e.req].seqs[e.seq].computed += e.len;
             let r = &self.running[e.req];
-            if (e.len > 1 || !r.prefilled)
-                && self.matches_cache(r)
-                && self.cache.publishes_prefill()
-            {
+            if (e.len > 1 || !r.prefilled) && r.matches_cache() && self.cache.publishes_prefill() {
                 // A prefill chunk goes into the tree at once, so a request sharing this
                 // prefix need not compute it again (admission holds such requests back
                 // meanwhile).

@@ -64,7 +64,7 @@ impl Engine {
 
     /// Prefix the cache would serve for this request's first sequence.
     pub(super) fn cached_len(&self, req: &Req) -> usize {
-        if !self.matches_cache(req) {
+        if !req.matches_cache() {
             return 0;
         }
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
@@ -72,18 +72,12 @@ impl Engine {
             .cached_prefix_len(req.namespace, &tokens[..tokens.len() - 1])
     }
 
-    /// Whether a request may start from cached K/V at all (what it may take is the cache's
-    /// call): prompt logprobs need logits at every prompt position, which cached K/V lack.
-    pub(crate) fn matches_cache(&self, req: &Req) -> bool {
-        req.prefilled || req.prompt_logprobs.is_none()
-    }
-
     /// Whether a running request is still prefilling (or an admitted one still reading
     /// from disk) at least a page more of this request's prefix than the cache holds now.
     /// Admitting it now would compute (or read) those tokens twice; once the other's pages
     /// are in the tree it starts from there.
     fn prefix_in_flight(&self, req: &Req) -> bool {
-        if !self.matches_cache(req) {
+        if !req.matches_cache() {
             return false;
         }
         let tokens = req.seqs.first().map_or(&req.prompt, |s| &s.tokens);
@@ -115,7 +109,7 @@ impl Engine {
                     r.namespace == req.namespace
                         && !r.cancelled
                         && !r.prefilled
-                        && self.matches_cache(r)
+                        && r.matches_cache()
                 })
                 .any(|r| {
                     let Some(s) = r.seqs.first() else {
@@ -173,7 +167,7 @@ impl Engine {
         if !req.prefilled {
             req.prompt_lps.clear();
         }
-        let use_cache = self.matches_cache(req);
+        let use_cache = req.matches_cache();
         let (hold, from_disk) = loaded.map_or((None, 0), |(h, n)| (Some(h), n));
         for s in req.seqs.iter_mut().filter(|s| !s.done) {
             let wanted = &s.tokens[..s.tokens.len() - 1];

@@ -30,7 +30,7 @@ impl Engine {
     /// holds, evicting other cache for them if the pool is short. Gives the request back
     /// when there is nothing to read (attach it at once).
     pub(super) fn start_disk_load(&mut self, req: Req) -> Option<Req> {
-        if !self.matches_cache(&req) {
+        if !req.matches_cache() {
             return Some(req);
         }
         let Some(run) = self.cache.disk_run(req.namespace, wanted(&req)) else {

@@ -67,6 +67,11 @@ impl Req {
         let room = max_context - self.prompt.len();
         self.params.max_tokens.map_or(room, |m| m.min(room))
     }
+    /// Whether it may start from cached K/V at all (what it may take is the cache's call):
+    /// prompt logprobs need logits at every prompt position, which cached K/V lack.
+    pub fn matches_cache(&self) -> bool {
+        self.prefilled || self.prompt_logprobs.is_none()
+    }
 }
 
 pub struct Engine {

@@ -2,6 +2,7 @@ use super::*;
 use crate::cpu_attention::paged_attention;
 use crate::cpu_attention_shared::decode_groups;
 use candle_core::{Device, Tensor};
+use half::f16;
 
 /// Agrees with the scalar kernel (itself checked against the generic candle-op path)
 /// for f32, f16 and bf16 pools, with scattered slots, GQA, windows and long prompts; and a
