@@ -18,6 +18,17 @@ pub(crate) fn for_each_column_tile(n: usize, m: usize, run: impl Fn(usize, usize
     team::for_each_range(n, tile, run);
 }
 
+/// Checks a matmul's operands: `x` is `m` rows of `k`, and `out` holds `m` rows of `n`
+/// columns `ld` apart (the kernels write it through raw pointers).
+pub(crate) fn assert_shapes(x: &[f32], m: usize, (n, k): (usize, usize), out: &[f32], ld: usize) {
+    assert_eq!(x.len(), m * k);
+    assert!(
+        ld >= n && (m == 0 || out.len() >= (m - 1) * ld + n),
+        "{m} rows of {n} columns, {ld} apart, into {}",
+        out.len()
+    );
+}
+
 /// Output columns per group of the repacked weight layouts (one per AVX2 f32 lane).
 pub(crate) const GROUP: usize = 8;
 /// Activation rows one kernel call takes at most (its accumulators stay in registers).

@@ -9,7 +9,7 @@
 //! Each output element sees the same operations in the same order whatever the batch
 //! around it, so a row's result never depends on the other rows.
 
-use crate::column_tiles::{for_each_group_chunk, GROUP, MAX_ROWS};
+use crate::column_tiles::{assert_shapes, for_each_group_chunk, GROUP, MAX_ROWS};
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{has_avx2_fma, has_vnni};
 
@@ -212,12 +212,7 @@ impl<B: GroupBlock> GroupedMatrix<B> {
     /// other columns are left as they are.
     pub fn matmul_into_strided(&self, x: &[f32], m: usize, out: &mut [f32], ld: usize) {
         let (n, k) = (self.n, self.k);
-        assert_eq!(x.len(), m * k);
-        assert!(
-            ld >= n && (m == 0 || out.len() >= (m - 1) * ld + n),
-            "{m} rows of {n} columns, {ld} apart, into {}",
-            out.len()
-        );
+        assert_shapes(x, m, (n, k), out, ld);
         let kb = k / B::INPUTS;
         B::Act::with_buffer(|xq| {
             xq.extend(x.chunks_exact(B::INPUTS).map(B::quantize));

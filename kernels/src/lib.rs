@@ -6,6 +6,7 @@
 
 pub mod attention;
 mod attention_simd_ops;
+pub mod block_matrix;
 mod column_tiles;
 pub mod cpu_attention;
 pub mod cpu_attention_shared;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// step (a norm, a rotation, a copy) are a few microseconds.
 const SPIN_HOT_FOR: Duration = Duration::from_micros(50);
 /// How long it then keeps spinning with a `sched_yield` per turn, so that other runnable
-/// threads (the engine's sampler, the HTTP server, candle's own pool) get the core, before
+/// threads (the engine's sampler, the HTTP server, rayon's workers) get the core, before
 /// it parks.
 const SPIN_FOR: Duration = Duration::from_millis(2);
 
@@ -83,7 +83,7 @@ pub fn for_each_task(tasks: usize, threads: usize, body: impl Fn(usize) + Sync) 
 }
 
 /// Sends idle helpers to park now rather than spin: for a stretch of work on another thread
-/// pool (candle's matmuls for the quantizations looptree has no kernel of), so that they do
+/// pool (candle's matmuls of dense weights, on rayon's workers), so that they do
 /// not compete with it for the cores. The next loop wakes them.
 pub fn rest() {
     if let Ok(team) = team().try_lock() {

@@ -19,8 +19,9 @@ pub struct Linear {
 }
 
 enum Weight {
+    /// Dense weights (safetensors, or a GGUF's f32/f16/bf16), and every weight on a GPU.
     Candle(QMatMul),
-    /// A GGUF type looptree has its own CPU kernel for.
+    /// A quantized GGUF weight on the CPU.
     Cpu(CpuMatrix),
 }
 

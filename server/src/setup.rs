@@ -22,8 +22,10 @@ pub fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Pins the compute thread count before any thread pool starts: candle's kernels and
-/// rayon both read RAYON_NUM_THREADS, so the model never oversubscribes the cores given.
+/// Sizes rayon's global pool, where a model step runs (and candle's dense matmuls with
+/// it), before anything starts it. The environment is left alone: every quantized weight
+/// runs on looptree's own kernels, so candle's separate pool (sized from the environment
+/// only) is never started on the CPU.
 pub fn set_threads(threads: Option<usize>) -> Result<usize> {
     let n = match threads {
         Some(0) => bail!("--threads must be at least 1"),
@@ -32,13 +34,6 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
             .map(|n| n.get())
             .unwrap_or(1),
     };
-    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    // candle's quantized matmuls (the GGUF types looptree has no kernel of its own for) run
-    // on a pool whose idle workers spin for ~25k iterations; beside rayon's workers on the
-    // same cores that steals the time of the next op. Park them almost at once instead.
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
-    }
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global();
@@ -163,6 +158,17 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
     use looptree_engine::testing::FakeModel;
+
+    /// The thread count goes to rayon's API; the environment (which candle would read) is
+    /// left as it was.
+    #[test]
+    fn threads_are_set_without_the_environment() {
+        let before: Vec<_> = std::env::vars_os().collect();
+        assert!(set_threads(Some(0)).is_err());
+        assert_eq!(set_threads(Some(2)).unwrap(), 2);
+        assert!(set_threads(None).unwrap() >= 1);
+        assert_eq!(std::env::vars_os().collect::<Vec<_>>(), before);
+    }
 
     fn config_of(flags: &[&str]) -> Result<EngineConfig> {
         let cli = Cli::try_parse_from(
