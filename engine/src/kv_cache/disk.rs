@@ -5,7 +5,7 @@
 //! (a [`DiskLoad`] in flight): its pages are allocated and the prefix before them held,
 //! but nothing is in the tree until the bytes are back and checked.
 
-use super::{Held, KvCache};
+use super::{Held, KvCache, OwnPages};
 use crate::config::KvDiskConfig;
 use crate::counters::Counters;
 use crate::kv_disk::{self, DiskTier, Identity, PageLoc, ReadDone};
@@ -28,11 +28,12 @@ impl DiskRun {
 }
 
 /// A read from disk in flight: the pool pages it goes into, and the prefix before them,
-/// held. Given back by [`KvCache::finish_disk_load`] or [`KvCache::abandon_disk_load`].
+/// held. Given back by [`KvCache::finish_disk_load`], or by dropping it (its answer, when
+/// it comes, finds no one).
 #[must_use]
 pub(crate) struct DiskLoad {
     held: Held,
-    pages: Vec<u32>,
+    pages: OwnPages,
     ticket: u64,
 }
 
@@ -44,7 +45,7 @@ impl DiskLoad {
 
     /// The pool pages it owns until it is finished.
     pub fn pages(&self) -> &[u32] {
-        &self.pages
+        self.pages.as_slice()
     }
 }
 
@@ -162,6 +163,7 @@ impl KvCache {
             return None;
         }
         let pages = self.alloc.alloc(locs.len()).expect("counted free pages");
+        let pages = self.own(pages);
         let disk = self.disk.as_mut().expect("a run comes from the disk");
         let ticket = disk.start_read(locs);
         Some(DiskLoad {
@@ -190,6 +192,7 @@ impl KvCache {
     ) -> (Held, usize) {
         let ps = self.page_size;
         let DiskLoad { held, pages, .. } = load;
+        let pages = pages.into_vec();
         let page_bytes = self.disk.as_ref().map_or(1, |d| d.identity().page_bytes());
         let mut got = (done.data.len() / page_bytes).min(pages.len());
         if got > 0 {
@@ -216,9 +219,7 @@ impl KvCache {
     /// Gives back a load that is no longer wanted (its request was cancelled); its answer,
     /// when it comes, is ignored.
     pub fn abandon_disk_load(&mut self, load: DiskLoad) {
-        self.alloc
-            .free_all(&load.pages)
-            .expect("the load's own pages");
-        self.release(load.held);
+        drop(load);
+        self.settle();
     }
 }

@@ -9,9 +9,12 @@
 //! cached, the rest freed, the lock dropped). What to evict when the pool is short is the
 //! scheduler's call: it knows who waits ([`KvCache::evict`] takes its [`Wanted`]).
 //! Whether sequences may start from others' pages at all is the cache's
-//! [`PrefixReuse`] implementation, chosen when it is built.
+//! [`PrefixReuse`] implementation, chosen when it is built. What a sequence or a held
+//! prefix has, it gives back by itself if it is dropped without those calls (see
+//! [`returns`]).
 
 mod disk;
+mod returns;
 mod reuse;
 mod share;
 
@@ -23,6 +26,7 @@ use crate::kv_disk::DiskTier;
 use crate::pages::PageAllocator;
 use crate::radix_tree::{InsertResult, Namespace, NodeId, RadixTree, TreeStats, Wanted};
 use crate::KvPool;
+use returns::{OwnPages, Returns};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,16 +38,30 @@ pub(crate) struct KvCache {
     disk: Option<DiskTier>,
     page_size: usize,
     counters: Arc<Counters>,
+    returns: Returns,
 }
 
 /// A sequence's place in the pool: its page table (position `i` in page
 /// `pages[i / page_size]`), of which the leading `tree_pages` are the tree's (shared,
-/// read-only, locked through `node`) and the rest its own.
+/// read-only, locked through `node`) and the rest its own. Dropped while attached, it
+/// unlocks its path and frees its own pages (computing nothing into the tree: that is
+/// [`KvCache::detach`]'s).
 #[derive(Debug, Default)]
 pub(crate) struct SeqKv {
     pages: Vec<u32>,
     tree_pages: usize,
     node: Option<NodeId>,
+    /// Set while attached.
+    returns: Option<Returns>,
+}
+
+impl Drop for SeqKv {
+    fn drop(&mut self) {
+        if let (Some(node), Some(r)) = (self.node, &self.returns) {
+            r.unlock(node);
+            r.free(&self.pages[self.tree_pages..]);
+        }
+    }
 }
 
 impl SeqKv {
@@ -56,12 +74,20 @@ impl SeqKv {
 }
 
 /// A cached prefix held locked (so eviction leaves it) while the caller works past it;
-/// hand it back with [`KvCache::release`].
+/// dropping it lets the lock go ([`KvCache::release`] at once, otherwise at the next
+/// settling).
 #[must_use]
 pub(crate) struct Held {
     node: NodeId,
     pages: Vec<u32>,
     len: usize,
+    returns: Returns,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.returns.unlock(self.node);
+    }
 }
 
 impl KvCache {
@@ -82,7 +108,24 @@ impl KvCache {
             disk,
             page_size,
             counters,
+            returns: Returns::default(),
         }
+    }
+
+    /// Applies what dropped guards gave back: their locks dropped, their pages freed.
+    pub fn settle(&mut self) {
+        let pending = self.returns.take();
+        for node in pending.unlock {
+            self.tree.unlock(node);
+        }
+        self.alloc
+            .free_all(&pending.free)
+            .expect("a guard's own pages are allocated");
+    }
+
+    /// Own pages for a guard to hold (see [`OwnPages`]).
+    fn own(&self, pages: Vec<u32>) -> OwnPages {
+        OwnPages::new(pages, self.returns.clone())
     }
 
     /// The K/V the model reads and writes through a batch's slots.
@@ -134,6 +177,7 @@ impl KvCache {
         kv.node = Some(m.node);
         kv.tree_pages = m.pages.len();
         kv.pages = m.pages;
+        kv.returns = Some(self.returns.clone());
         m.len
     }
 
@@ -145,6 +189,7 @@ impl KvCache {
             pages: kv.pages[..kv.tree_pages].to_vec(),
             tree_pages: kv.tree_pages,
             node: Some(node),
+            returns: Some(self.returns.clone()),
         }
     }
 
@@ -208,6 +253,7 @@ impl KvCache {
         self.tree.unlock(node);
         kv.pages.clear();
         kv.tree_pages = 0;
+        kv.returns = None;
         Some(ins.node)
     }
 
@@ -219,11 +265,14 @@ impl KvCache {
             node: m.node,
             pages: m.pages,
             len: m.len,
+            returns: self.returns.clone(),
         }
     }
 
+    /// Lets `held` go now.
     pub fn release(&mut self, held: Held) {
-        self.tree.unlock(held.node);
+        drop(held);
+        self.settle();
     }
 
     /// The tree's cached continuation of `tokens` (the context of `kv`) past its tree
@@ -241,6 +290,7 @@ impl KvCache {
     /// Frees up to `pages` tree pages for the pool, sparing what `wanted` says waiting
     /// requests will resume from. Returns how many were freed.
     pub fn evict(&mut self, pages: usize, wanted: Wanted) -> usize {
+        self.settle();
         let evicted = self.tree.evict_wanted(pages, &mut self.alloc, wanted).len();
         Counters::add(&self.counters.evicted_tokens, evicted * self.page_size);
         evicted
@@ -301,6 +351,9 @@ impl KvCache {
         for &p in loads.flatten() {
             owner[p as usize] += 1;
         }
+        for p in self.returns.pages() {
+            owner[p as usize] += 1;
+        }
         for (p, &n) in owner.iter().enumerate() {
             let free = self.alloc.is_free(p as u32);
             if n > 1 || (n == 1) == free {
@@ -308,5 +361,84 @@ impl KvCache {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KvPoolConfig;
+    use candle_core::{DType, Device};
+
+    const PAGE: usize = 4;
+
+    fn cache() -> KvCache {
+        let cfg = KvPoolConfig {
+            num_layers: 1,
+            num_kv_heads: 1,
+            head_dim: 2,
+            num_slots: 16 * PAGE,
+            dtype: DType::F32,
+        };
+        let pool = KvPool::new(cfg, &Device::Cpu).unwrap();
+        KvCache::new(pool, PAGE, Arc::default(), Box::new(PrefixCache), None)
+    }
+
+    /// A cache with 12 tokens of `tokens` cached (3 pages) and nothing locked.
+    fn cached(tokens: &[u32]) -> KvCache {
+        let mut c = cache();
+        let mut kv = SeqKv::default();
+        c.attach(&mut kv, 0, tokens);
+        assert!(c.grow(&mut kv, 3));
+        c.detach(&mut kv, 0, &tokens[..12]);
+        assert_eq!(c.tree_stats().locked_tokens, 0);
+        c
+    }
+
+    #[test]
+    fn a_dropped_hold_lets_its_lock_go() {
+        let tokens: Vec<u32> = (0..12).collect();
+        let mut c = cached(&tokens);
+        let held = c.hold(0, &tokens);
+        assert_eq!(c.tree_stats().locked_tokens, 12);
+        drop(held);
+        // Queued, not yet applied: eviction settles first, so it can take the path.
+        assert_eq!(c.evict(3, Wanted::default()), 3);
+        assert_eq!(c.tree_stats().locked_tokens, 0);
+        assert_eq!(c.free_pages(), c.total_pages());
+    }
+
+    #[test]
+    fn a_dropped_sequence_gives_back_its_lock_and_own_pages() {
+        let tokens: Vec<u32> = (0..12).collect();
+        let mut c = cached(&tokens);
+        let free = c.free_pages();
+        let mut kv = SeqKv::default();
+        assert_eq!(c.attach(&mut kv, 0, &tokens), 12);
+        assert!(c.grow(&mut kv, 2));
+        let fork = c.fork(&kv);
+        assert_eq!(c.free_pages(), free - 2);
+        drop(kv);
+        drop(fork);
+        // Until settled, the queue owns the pages: the books still balance.
+        c.check_books(std::iter::empty(), std::iter::empty())
+            .unwrap();
+        c.settle();
+        assert_eq!(c.free_pages(), free);
+        assert_eq!(c.tree_stats().locked_tokens, 0);
+        c.check_books(std::iter::empty(), std::iter::empty())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_detached_sequence_gives_nothing_back_twice() {
+        let tokens: Vec<u32> = (0..12).collect();
+        let mut c = cached(&tokens);
+        let mut kv = SeqKv::default();
+        c.attach(&mut kv, 0, &tokens);
+        c.detach(&mut kv, 0, &tokens);
+        drop(kv);
+        let pending = c.returns.take();
+        assert!(pending.unlock.is_empty() && pending.free.is_empty());
     }
 }

@@ -265,6 +265,7 @@ impl Engine {
 
     /// Runs one step. Returns false when there was nothing to do.
     pub fn step(&mut self) -> bool {
+        self.cache.settle();
         self.release_done();
         self.admit();
         let Some(plan) = self.build_batch() else {
