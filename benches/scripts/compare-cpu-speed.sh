@@ -11,12 +11,18 @@
 #   ROUNDS=3 REPS=5 LOOPTREE_BIN=target/release/looptree bash benches/scripts/compare-cpu-speed.sh
 #
 # Environment: MODEL (GGUF; default SmolLM2-135M-Instruct Q4_1), ROUNDS (2), REPS (3),
-# LOOPTREE_BIN (default: a release build of this checkout), OUT (a directory for raw records).
+# LOOPTREE_BIN (default: a release build of this checkout), OUT (a directory for raw records),
+# LLAMA_NO_REPACK=1 (llama.cpp without its repacked and AMX weight layouts: for machines where
+# its AMX path crashes, as in a VM that does not let a process use AMX tiles; say so).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL="${MODEL:-$HOME/.cache/looptree/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 ROUNDS="${ROUNDS:-2}"
 REPS="${REPS:-3}"
+BENCH_EXTRA=() BATCHED_EXTRA=()
+if [ "${LLAMA_NO_REPACK:-0}" = 1 ]; then
+    BENCH_EXTRA=(--repack 0) BATCHED_EXTRA=(--no-repack)
+fi
 OUT="${OUT:-$(mktemp -d -t looptree-cpu-speed.XXXXXX)}"
 [ -f "$MODEL" ] || { echo "no model at $MODEL (bash scripts/fetch-models.sh)" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -29,14 +35,14 @@ fi
 for round in $(seq 1 "$ROUNDS"); do
     for t in 1 2; do
         echo "round $round, $t thread(s)" >&2
-        "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 512 -n 128 -r "$REPS" -t "$t" -o jsonl 2>/dev/null \
+        "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 512 -n 128 -r "$REPS" -t "$t" "${BENCH_EXTRA[@]}" -o jsonl 2>/dev/null \
             >>"$OUT/llama-t$t.jsonl"
         "$LOOPTREE_BIN" bench --offline --model "$MODEL" -t "$t" -p 512 -n 128 -r "$REPS" \
             --json "$OUT/looptree-t$t-r$round.json" >/dev/null 2>&1
     done
     echo "round $round, 16 streams" >&2
     for _ in $(seq 1 "$REPS"); do
-        "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 8192 -npp 128 -ntg 128 -npl 16 -t 2 \
+        "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 8192 -npp 128 -ntg 128 -npl 16 -t 2 "${BATCHED_EXTRA[@]}" \
             --output-format jsonl 2>/dev/null | grep '^{' >>"$OUT/llama-batched.jsonl"
     done
     "$LOOPTREE_BIN" bench --offline --model "$MODEL" -t 2 -p 0 -n 128 --batch 16 --decode-context 128 \

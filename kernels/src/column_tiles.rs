@@ -31,23 +31,28 @@ pub(crate) fn assert_shapes(x: &[f32], m: usize, (n, k): (usize, usize), out: &[
 
 /// Output columns per group of the repacked weight layouts (one per AVX2 f32 lane).
 pub(crate) const GROUP: usize = 8;
-/// Activation rows one kernel call takes at most (its accumulators stay in registers).
-pub(crate) const MAX_ROWS: usize = 4;
+/// Activation rows one kernel call takes at most (its accumulators stay in registers):
+/// AVX-512's 32 vector registers hold twice the rows of AVX2's 16.
+pub(crate) const MAX_ROWS: usize = 8;
+/// Rows an AVX2 kernel call takes at most.
+pub(crate) const AVX2_ROWS: usize = 4;
 
 /// Calls `run(g, r, rows)` for every group `g` of [`GROUP`] columns of `0..n` and every
-/// chunk `r..r + rows` (rows ≤ [`MAX_ROWS`]) of the `m` activation rows, tiles of groups
-/// split among tasks as [`for_each_column_tile`] does. All the row chunks of a group run
-/// one after the other in one task, so the group's weights stay in L1 meanwhile.
+/// chunk `r..r + rows` (rows ≤ `per_call` ≤ [`MAX_ROWS`]) of the `m` activation rows, tiles
+/// of groups split among tasks as [`for_each_column_tile`] does. All the row chunks of a
+/// group run one after the other in one task, so the group's weights stay in L1 meanwhile.
 pub(crate) fn for_each_group_chunk(
     n: usize,
     m: usize,
+    per_call: usize,
     run: impl Fn(usize, usize, usize) + Sync + Send,
 ) {
+    assert!((1..=MAX_ROWS).contains(&per_call));
     // Tiles are multiples of 16 columns, so every tile starts on a group boundary.
     for_each_column_tile(n, m, |c0, c1| {
         for g in c0 / GROUP..c1.div_ceil(GROUP) {
-            for r in (0..m).step_by(MAX_ROWS) {
-                run(g, r, (m - r).min(MAX_ROWS));
+            for r in (0..m).step_by(per_call) {
+                run(g, r, (m - r).min(per_call));
             }
         }
     });
@@ -76,11 +81,19 @@ mod tests {
 
     #[test]
     fn group_chunks_cover_every_group_and_row_once() {
-        for (n, m) in [(1usize, 1usize), (99, 7), (576, 1), (49152, 16), (13, 4)] {
+        let cases = [
+            (1usize, 1usize, 4usize),
+            (99, 7, 4),
+            (576, 1, 8),
+            (49152, 16, 8),
+            (13, 4, 4),
+            (40, 17, 8),
+        ];
+        for (n, m, per_call) in cases {
             let groups = n.div_ceil(super::GROUP);
             let seen = Mutex::new(vec![0u8; groups * m]);
-            super::for_each_group_chunk(n, m, |g, r, rows| {
-                assert!(g < groups && (1..=super::MAX_ROWS).contains(&rows) && r + rows <= m);
+            super::for_each_group_chunk(n, m, per_call, |g, r, rows| {
+                assert!(g < groups && (1..=per_call).contains(&rows) && r + rows <= m);
                 for r in r..r + rows {
                     seen.lock().unwrap()[g * m + r] += 1;
                 }

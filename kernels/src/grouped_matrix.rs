@@ -9,7 +9,7 @@
 //! Each output element sees the same operations in the same order whatever the batch
 //! around it, so a row's result never depends on the other rows.
 
-use crate::column_tiles::{assert_shapes, for_each_group_chunk, GROUP, MAX_ROWS};
+use crate::column_tiles::{assert_shapes, for_each_group_chunk, AVX2_ROWS, GROUP, MAX_ROWS};
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{has_avx2_fma, has_vnni};
 
@@ -25,6 +25,9 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     const GGUF_BLOCK_BYTES: usize;
     /// All quants and scales zero (the columns past the matrix's last).
     const ZERO: Self;
+    /// Activation rows [`Self::vnni_kernel`] takes per call (at most [`MAX_ROWS`]): more
+    /// rows per pass over a group's weights spend their unpacking on more products.
+    const VNNI_ROWS: usize = AVX2_ROWS;
     /// The quantized activation block its kernels take.
     type Act: ActBuffer + Copy + Send + Sync;
 
@@ -214,11 +217,15 @@ impl<B: GroupBlock> GroupedMatrix<B> {
         let (n, k) = (self.n, self.k);
         assert_shapes(x, m, (n, k), out, ld);
         let kb = k / B::INPUTS;
+        #[cfg(target_arch = "x86_64")]
+        let per_call = if has_vnni() { B::VNNI_ROWS } else { AVX2_ROWS };
+        #[cfg(not(target_arch = "x86_64"))]
+        let per_call = AVX2_ROWS;
         B::Act::with_buffer(|xq| {
             xq.extend(x.chunks_exact(B::INPUTS).map(B::quantize));
             let xq = &xq[..];
             let out_ptr = out.as_mut_ptr() as usize;
-            for_each_group_chunk(n, m, |g, r, rows| {
+            for_each_group_chunk(n, m, per_call, |g, r, rows| {
                 let w = &self.blocks[g * kb..(g + 1) * kb];
                 let xr = &xq[r * kb..(r + rows) * kb];
                 // SAFETY: this call alone writes these rows of the group's columns.
@@ -229,8 +236,9 @@ impl<B: GroupBlock> GroupedMatrix<B> {
     }
 }
 
-/// `rows` activation rows (`rows` × `kb` blocks, rows ≤ [`MAX_ROWS`]) against one column
-/// group; writes `out[r * ld + c]` for `c < cols`.
+/// `rows` activation rows (`rows` × `kb` blocks; at most [`GroupBlock::VNNI_ROWS`] where the
+/// CPU has VNNI, else [`AVX2_ROWS`]) against one column group; writes `out[r * ld + c]` for
+/// `c < cols`.
 ///
 /// # Safety
 /// `out` must be valid for writes at `r * ld + c` for `r < rows`, `c < cols`.
@@ -258,7 +266,13 @@ unsafe fn group_rows<B: GroupBlock>(
     }
     #[cfg(target_arch = "x86_64")]
     let done = if has_vnni() {
-        by_rows!(vnni_kernel);
+        match rows {
+            5 => B::vnni_kernel::<5>(w, x, kb, &mut acc),
+            6 => B::vnni_kernel::<6>(w, x, kb, &mut acc),
+            7 => B::vnni_kernel::<7>(w, x, kb, &mut acc),
+            8 => B::vnni_kernel::<8>(w, x, kb, &mut acc),
+            _ => by_rows!(vnni_kernel),
+        }
         true
     } else if has_avx2_fma() {
         by_rows!(avx2_kernel);
@@ -323,36 +337,53 @@ pub(crate) mod checks {
         }
     }
 
-    /// Where the CPU has VNNI: its kernel gives the AVX2 kernel's bits for 1 to 4 rows of
-    /// every group of `w` (x: `[m, k]`, m ≥ 4). Returns whether it ran.
+    /// Where the CPU has VNNI: its kernel gives the AVX2 kernel's bits for every row count
+    /// it takes (1 to [`GroupBlock::VNNI_ROWS`]) at every row offset, for every group of
+    /// `w` (x: `[m, k]`, m ≥ `VNNI_ROWS`). Returns whether it ran.
     pub fn vnni_equals_avx2<B: GroupBlock>(w: &GroupedMatrix<B>, x: &[f32], m: usize) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             if !has_vnni() {
                 return false;
             }
-            assert!(m >= 4);
+            let most = B::VNNI_ROWS;
+            assert!(m >= most && most >= AVX2_ROWS);
             let kb = w.k / B::INPUTS;
             let xq: Vec<B::Act> = x.chunks_exact(B::INPUTS).map(B::quantize).collect();
             for g in 0..w.n.div_ceil(GROUP) {
                 let wg = &w.blocks[g * kb..(g + 1) * kb];
-                for r0 in 0..=m - 4 {
-                    let xr = &xq[r0 * kb..(r0 + 4) * kb];
-                    let (mut a, mut b) = ([[0f32; GROUP]; MAX_ROWS], [[0f32; GROUP]; MAX_ROWS]);
-                    // SAFETY: VNNI (and so AVX2/FMA/F16C) checked above; 4 rows of kb blocks.
+                for r0 in 0..=m - most {
+                    let xr = &xq[r0 * kb..(r0 + most) * kb];
+                    // The AVX2 kernel's bits for each row alone, and for four at once.
+                    let mut want = [[0f32; GROUP]; MAX_ROWS];
+                    let mut four = [[0f32; GROUP]; MAX_ROWS];
+                    // SAFETY: VNNI (and so AVX2/FMA/F16C) checked above; `xr` holds
+                    // `most` ≥ 4 rows of kb blocks.
                     unsafe {
-                        B::vnni_kernel::<1>(wg, xr, kb, &mut a);
-                        B::avx2_kernel::<1>(wg, xr, kb, &mut b);
-                        assert_eq!(a[0], b[0], "group {g}, row {r0} alone");
-                        B::vnni_kernel::<2>(wg, xr, kb, &mut a);
-                        B::avx2_kernel::<2>(wg, xr, kb, &mut b);
-                        assert_eq!(a[..2], b[..2], "group {g}, rows {r0}+2");
-                        B::vnni_kernel::<3>(wg, xr, kb, &mut a);
-                        B::avx2_kernel::<3>(wg, xr, kb, &mut b);
-                        assert_eq!(a[..3], b[..3], "group {g}, rows {r0}+3");
-                        B::vnni_kernel::<4>(wg, xr, kb, &mut a);
-                        B::avx2_kernel::<4>(wg, xr, kb, &mut b);
-                        assert_eq!(a, b, "group {g}, rows {r0}+4");
+                        for (r, want) in want.iter_mut().enumerate().take(most) {
+                            let mut one = [[0f32; GROUP]; MAX_ROWS];
+                            B::avx2_kernel::<1>(wg, &xr[r * kb..], kb, &mut one);
+                            *want = one[0];
+                        }
+                        B::avx2_kernel::<4>(wg, xr, kb, &mut four);
+                    }
+                    assert_eq!(four[..4], want[..4], "group {g}, rows {r0}+4 (AVX2)");
+                    for rows in 1..=most {
+                        let mut a = [[0f32; GROUP]; MAX_ROWS];
+                        // SAFETY: as above; `xr` holds `most` ≥ `rows` rows of kb blocks.
+                        unsafe {
+                            match rows {
+                                1 => B::vnni_kernel::<1>(wg, xr, kb, &mut a),
+                                2 => B::vnni_kernel::<2>(wg, xr, kb, &mut a),
+                                3 => B::vnni_kernel::<3>(wg, xr, kb, &mut a),
+                                4 => B::vnni_kernel::<4>(wg, xr, kb, &mut a),
+                                5 => B::vnni_kernel::<5>(wg, xr, kb, &mut a),
+                                6 => B::vnni_kernel::<6>(wg, xr, kb, &mut a),
+                                7 => B::vnni_kernel::<7>(wg, xr, kb, &mut a),
+                                _ => B::vnni_kernel::<8>(wg, xr, kb, &mut a),
+                            }
+                        }
+                        assert_eq!(a[..rows], want[..rows], "group {g}, rows {r0}+{rows}");
                     }
                 }
             }

@@ -118,6 +118,8 @@ trait KLayout: Copy + Send + Sync + 'static {
     /// 4-input slices summed in i16 lanes before widening: 8 (a whole group, one scale)
     /// for 4-bit quants (16 · 15 · 127 < 2^15), 4 for 5-bit, 2 for 6-bit.
     const RUN: usize;
+    /// Whether each 16-input half of a group has its own scale (Q6_K), not one per group.
+    const SCALE_PER_HALF: bool = false;
     fn set(&mut self, c: usize, col: &KColumn);
 
     // The scalar reference's view.
@@ -303,6 +305,7 @@ impl KLayout for BlockQ6Kx8 {
         qs: [0; 1024],
     };
     const RUN: usize = 2;
+    const SCALE_PER_HALF: bool = true;
     fn set(&mut self, c: usize, col: &KColumn) {
         self.d[c] = col.d;
         for h in 0..16 {
@@ -391,6 +394,7 @@ macro_rules! k_group_block {
             const INPUTS: usize = QK_K;
             const GGUF_BLOCK_BYTES: usize = <$t as KLayout>::TYPE.block_bytes();
             const ZERO: Self = <$t as KLayout>::ZERO;
+            const VNNI_ROWS: usize = MAX_ROWS;
             type Act = BlockQ8K;
 
             fn set_column(&mut self, c: usize, gguf: &[u8]) {

@@ -91,8 +91,10 @@ pub(super) unsafe fn avx2_kernel<B: KLayout, const R: usize>(
 }
 
 /// [`avx2_kernel`] with VNNI: each slice's four products go into the column's i32 lane in
-/// one `vpdpbusd` (exact), the two halves in two chains, then times the scale. The same
-/// integer sums, so the same bits.
+/// one `vpdpbusd` (exact), then times the scale: one chain per row where the group has one
+/// scale (Q4_K, Q5_K), one per half where each half has its own (Q6_K). The same integer
+/// sums, so the same bits. Up to 8 rows (AVX-512's 32 registers hold their chains), so a
+/// verifying or prefill step unpacks each weight slice once per 8 rows.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(super) unsafe fn vnni_kernel<B: KLayout, const R: usize>(
     w: &[B],
@@ -100,6 +102,8 @@ pub(super) unsafe fn vnni_kernel<B: KLayout, const R: usize>(
     kb: usize,
     out: &mut [[f32; COLS]; MAX_ROWS],
 ) {
+    // Where the two halves share a scale, their products share a chain.
+    let chain = |half: usize| if B::SCALE_PER_HALF { half } else { 0 };
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
         let b = w.get_unchecked(bi);
@@ -117,7 +121,8 @@ pub(super) unsafe fn vnni_kernel<B: KLayout, const R: usize>(
                             .as_ptr()
                             .add(32 * g + 16 * half + 4 * s);
                         let xs = _mm256_set1_epi32((xq as *const i32).read_unaligned());
-                        halves[r][half] = _mm256_dpbusd_epi32(halves[r][half], wq, xs);
+                        let c = chain(half);
+                        halves[r][c] = _mm256_dpbusd_epi32(halves[r][c], wq, xs);
                     }
                 }
             }
@@ -125,13 +130,13 @@ pub(super) unsafe fn vnni_kernel<B: KLayout, const R: usize>(
             let [lo, hi] = b.scales_avx2(g);
             let (lo, hi) = (_mm256_srai_epi32::<16>(lo), _mm256_srai_epi32::<16>(hi));
             for r in 0..R {
-                let scaled = if B::RUN == 8 {
-                    _mm256_mullo_epi32(_mm256_add_epi32(halves[r][0], halves[r][1]), lo)
-                } else {
+                let scaled = if B::SCALE_PER_HALF {
                     _mm256_add_epi32(
                         _mm256_mullo_epi32(halves[r][0], lo),
                         _mm256_mullo_epi32(halves[r][1], hi),
                     )
+                } else {
+                    _mm256_mullo_epi32(halves[r][0], lo)
                 };
                 sums[r] = _mm256_add_epi32(sums[r], scaled);
             }

@@ -137,7 +137,7 @@ fn q6_k_agrees_with_exact_sums_and_candle() -> candle_core::Result<()> {
 #[test]
 fn vnni_kernels_give_the_avx2_kernels_bits() -> candle_core::Result<()> {
     fn check<B: KLayout + GroupBlock>(dtype: GgmlDType) -> bool {
-        let (n, k, m) = (99, 1024, 6);
+        let (n, k, m) = (99, 1024, 10);
         let mut bytes = quantized(n, k, dtype);
         // Column 0's first block: every byte 0xFF but d/dmin (Q4/5_K) or d (Q6_K): the
         // largest quants and scales the format holds (Q6_K's scales -1 then).
