@@ -13,7 +13,7 @@
 # Environment: MODEL (GGUF; default SmolLM2-135M-Instruct Q4_1), ROUNDS (2), REPS (3),
 # LOOPTREE_BIN (default: a release build of this checkout), OUT (a directory for raw records),
 # LLAMA_NO_REPACK=1 (llama.cpp without its repacked and AMX weight layouts: for machines where
-# its AMX path crashes, as in a VM that does not let a process use AMX tiles; say so).
+# its AMX path crashes; say so, since llama.cpp is then not at its best).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL="${MODEL:-$HOME/.cache/looptree/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
