@@ -5,10 +5,16 @@
 //! pool, whose size candle takes only from the environment.
 
 use crate::column_tiles::{assert_shapes, for_each_column_tile};
+use crate::grouped_matrix::{act_buffer, ActBuffer};
 use candle_core::quantized::k_quants::{
-    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ5_1, BlockQ8K, BlockQ8_1, GgmlType,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
 };
 use candle_core::quantized::GgmlDType;
+
+// The activation blocks these types dot against, quantized into a buffer per thread.
+act_buffer!(BlockQ8_0);
+act_buffer!(BlockQ8_1);
+act_buffer!(BlockQ8K);
 
 /// A `[n, k]` weight (n output columns of k inputs) in GGUF's own blocks.
 pub struct BlockMatrix {
@@ -73,24 +79,30 @@ fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<Vec<T>> {
     Some(blocks)
 }
 
-impl<T: GgmlType> BlockRows for Vec<T> {
+impl<T: GgmlType> BlockRows for Vec<T>
+where
+    T::VecDotType: ActBuffer,
+{
     fn matmul(&self, (n, k): (usize, usize), x: &[f32], m: usize, out: &mut [f32], ld: usize) {
         let kb = k / T::BLCK_SIZE;
-        let mut xq = vec![T::VecDotType::zeros(); m * kb];
-        for (row, q) in x.chunks_exact(k).zip(xq.chunks_exact_mut(kb)) {
-            T::VecDotType::from_float(row, q);
-        }
-        let out_ptr = out.as_mut_ptr() as usize;
-        for_each_column_tile(n, m, |c0, c1| {
-            for c in c0..c1 {
-                let w = &self[c * kb..(c + 1) * kb];
-                for (r, xr) in xq.chunks_exact(kb).enumerate() {
-                    // SAFETY: in bounds (checked by the caller), and this tile alone writes
-                    // column c.
-                    unsafe { *(out_ptr as *mut f32).add(r * ld + c) = T::vec_dot(k, w, xr) };
-                }
+        T::VecDotType::with_buffer(|xq| {
+            xq.resize(m * kb, T::VecDotType::zeros());
+            for (row, q) in x.chunks_exact(k).zip(xq.chunks_exact_mut(kb)) {
+                T::VecDotType::from_float(row, q);
             }
-        });
+            let xq = &xq[..];
+            let out_ptr = out.as_mut_ptr() as usize;
+            for_each_column_tile(n, m, |c0, c1| {
+                for c in c0..c1 {
+                    let w = &self[c * kb..(c + 1) * kb];
+                    for (r, xr) in xq.chunks_exact(kb).enumerate() {
+                        // SAFETY: in bounds (checked by the caller), and this tile alone
+                        // writes column c.
+                        unsafe { *(out_ptr as *mut f32).add(r * ld + c) = T::vec_dot(k, w, xr) };
+                    }
+                }
+            });
+        })
     }
 }
 
@@ -116,12 +128,12 @@ mod tests {
             for (m, n, k) in [(1, 37, 512), (5, 70, 256), (16, 9, 768)] {
                 let w = Tensor::randn(0f32, 1., (n, k), &dev)?;
                 let q = QTensor::quantize(&w, dtype)?;
+                let a = BlockMatrix::from_bytes(dtype, &q.data()?, n, k).expect("a block type");
                 let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
-                let want = QMatMul::from_qtensor(QTensor::quantize(&w, dtype)?)?
+                let want = QMatMul::from_qtensor(q)?
                     .forward(&x)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
-                let a = BlockMatrix::from_bytes(dtype, &q.data()?, n, k).expect("a block type");
                 assert_eq!((a.out_features(), a.in_features()), (n, k));
                 let ld = n + 3;
                 let mut got = vec![f32::NAN; m * ld];

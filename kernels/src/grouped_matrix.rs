@@ -370,19 +370,10 @@ pub(crate) mod checks {
                     assert_eq!(four[..4], want[..4], "group {g}, rows {r0}+4 (AVX2)");
                     for rows in 1..=most {
                         let mut a = [[0f32; GROUP]; MAX_ROWS];
-                        // SAFETY: as above; `xr` holds `most` ≥ `rows` rows of kb blocks.
-                        unsafe {
-                            match rows {
-                                1 => B::vnni_kernel::<1>(wg, xr, kb, &mut a),
-                                2 => B::vnni_kernel::<2>(wg, xr, kb, &mut a),
-                                3 => B::vnni_kernel::<3>(wg, xr, kb, &mut a),
-                                4 => B::vnni_kernel::<4>(wg, xr, kb, &mut a),
-                                5 => B::vnni_kernel::<5>(wg, xr, kb, &mut a),
-                                6 => B::vnni_kernel::<6>(wg, xr, kb, &mut a),
-                                7 => B::vnni_kernel::<7>(wg, xr, kb, &mut a),
-                                _ => B::vnni_kernel::<8>(wg, xr, kb, &mut a),
-                            }
-                        }
+                        let out = a.as_mut_ptr() as *mut f32;
+                        // SAFETY: `xr` holds `most` ≥ `rows` rows of kb blocks, and `a` has
+                        // room for them; with VNNI present this runs the VNNI kernel.
+                        unsafe { group_rows(wg, xr, rows, kb, out, GROUP, GROUP) };
                         assert_eq!(a[..rows], want[..rows], "group {g}, rows {r0}+{rows}");
                     }
                 }
