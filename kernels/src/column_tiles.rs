@@ -34,6 +34,8 @@ pub(crate) const GROUP: usize = 8;
 /// Activation rows one kernel call takes at most (its accumulators stay in registers):
 /// AVX-512's 32 vector registers hold twice the rows of AVX2's 16.
 pub(crate) const MAX_ROWS: usize = 8;
+/// Activation rows (and weight columns) of an AMX kernel call.
+pub(crate) const TILE: usize = 16;
 /// Rows an AVX2 kernel call takes at most.
 pub(crate) const AVX2_ROWS: usize = 4;
 

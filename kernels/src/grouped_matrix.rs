@@ -9,7 +9,11 @@
 //! Each output element sees the same operations in the same order whatever the batch
 //! around it, so a row's result never depends on the other rows.
 
-use crate::column_tiles::{assert_shapes, for_each_group_chunk, AVX2_ROWS, GROUP, MAX_ROWS};
+#[cfg(target_arch = "x86_64")]
+use crate::amx::has_amx;
+use crate::column_tiles::{
+    assert_shapes, for_each_column_tile, for_each_group_chunk, AVX2_ROWS, GROUP, MAX_ROWS, TILE,
+};
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{has_avx2_fma, has_vnni};
 
@@ -63,6 +67,24 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
         out: &mut [[f32; GROUP]; MAX_ROWS],
     ) {
         Self::avx2_kernel::<R>(w, x, kb, out)
+    }
+    /// Whether the type has [`Self::amx_kernel`].
+    const AMX: bool = false;
+    /// Activation rows, a multiple of [`TILE`] (`out.len()` rows of `kb` blocks), against
+    /// two adjacent column groups on AMX tiles, with [`Self::avx2_kernel`]'s bits; `out[r]`
+    /// gets row r's 16 columns.
+    ///
+    /// # Safety
+    /// `Self::AMX`, the CPU has AMX-INT8 and this process may use it ([`crate::amx`]).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn amx_kernel(
+        _w0: &[Self],
+        _w1: &[Self],
+        _x: &[Self::Act],
+        _kb: usize,
+        _out: &mut [[f32; 2 * GROUP]],
+    ) {
+        unreachable!("a type without an AMX kernel")
     }
 }
 
@@ -225,6 +247,10 @@ impl<B: GroupBlock> GroupedMatrix<B> {
             xq.extend(x.chunks_exact(B::INPUTS).map(B::quantize));
             let xq = &xq[..];
             let out_ptr = out.as_mut_ptr() as usize;
+            #[cfg(target_arch = "x86_64")]
+            if B::AMX && m >= TILE && has_amx() {
+                return self.tiles_and_rest(xq, m, out_ptr, ld, per_call);
+            }
             for_each_group_chunk(n, m, per_call, |g, r, rows| {
                 let w = &self.blocks[g * kb..(g + 1) * kb];
                 let xr = &xq[r * kb..(r + rows) * kb];
@@ -234,6 +260,74 @@ impl<B: GroupBlock> GroupedMatrix<B> {
             });
         });
     }
+}
+
+impl<B: GroupBlock> GroupedMatrix<B> {
+    /// The matmul with AMX: each pair of column groups takes the rows [`TILE`] at a time
+    /// on the tiles, and the rows past the last whole tile (and a last group without a
+    /// pair) through [`group_rows`], `per_call` at a time. Tasks split the columns as
+    /// [`for_each_group_chunk`]'s do: 16 columns, one pair, each.
+    #[cfg(target_arch = "x86_64")]
+    fn tiles_and_rest(&self, xq: &[B::Act], m: usize, out_ptr: usize, ld: usize, per_call: usize) {
+        let n = self.n;
+        let kb = self.k / B::INPUTS;
+        let tiled = m / TILE * TILE;
+        let group = |g: usize| &self.blocks[g * kb..(g + 1) * kb];
+        // SAFETY (for the writes below): each call writes only its own group's (or
+        // pair's) columns of its rows, and every task owns different groups.
+        let rest = |g: usize, from: usize| {
+            for r in (from..m).step_by(per_call) {
+                let rows = (m - r).min(per_call);
+                let o = unsafe { (out_ptr as *mut f32).add(r * ld + g * GROUP) };
+                let x = &xq[r * kb..(r + rows) * kb];
+                unsafe { group_rows(group(g), x, rows, kb, o, ld, (n - g * GROUP).min(GROUP)) };
+            }
+        };
+        for_each_column_tile(n, m, |c0, c1| {
+            let (mut g, end) = (c0 / GROUP, c1.div_ceil(GROUP));
+            while g < end {
+                if g + 1 == end {
+                    rest(g, 0);
+                    break;
+                }
+                let cols = (n - g * GROUP).min(2 * GROUP);
+                if tiled > 0 {
+                    with_tile_rows(tiled, |acc| {
+                        // SAFETY: AMX checked by the caller; `xq` holds `tiled` rows.
+                        unsafe {
+                            B::amx_kernel(group(g), group(g + 1), xq, kb, acc);
+                            for (r, row) in acc.iter().enumerate() {
+                                let o = (out_ptr as *mut f32).add(r * ld + g * GROUP);
+                                // A whole pair as one fixed-size copy, not a memcpy call.
+                                if cols == 2 * GROUP {
+                                    (o as *mut [f32; 2 * GROUP]).write_unaligned(*row);
+                                } else {
+                                    std::ptr::copy_nonoverlapping(row.as_ptr(), o, cols);
+                                }
+                            }
+                        }
+                    });
+                }
+                rest(g, tiled);
+                rest(g + 1, tiled);
+                g += 2;
+            }
+        });
+    }
+}
+
+/// Calls `f` with this thread's buffer of `rows` rows of 16 columns (the AMX kernel's
+/// output), kept between calls.
+#[cfg(target_arch = "x86_64")]
+fn with_tile_rows<R>(rows: usize, f: impl FnOnce(&mut [[f32; 2 * GROUP]]) -> R) -> R {
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<[f32; 2 * GROUP]>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    ROWS.with(|b| {
+        let mut b = b.borrow_mut();
+        b.resize(rows, [0.0; 2 * GROUP]);
+        f(&mut b[..rows])
+    })
 }
 
 /// `rows` activation rows (`rows` × `kb` blocks; at most [`GroupBlock::VNNI_ROWS`] where the

@@ -4,6 +4,8 @@
 // rows) by one row index; iterators over one of them would hide the others.
 #![allow(clippy::needless_range_loop)]
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod attention;
 mod attention_simd_ops;
 pub mod block_matrix;

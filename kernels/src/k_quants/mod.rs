@@ -426,6 +426,18 @@ macro_rules! k_group_block {
             ) {
                 vnni_kernel::<Self, R>(w, x, kb, out)
             }
+            const AMX: bool = true;
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+            unsafe fn amx_kernel(
+                w0: &[Self],
+                w1: &[Self],
+                x: &[BlockQ8K],
+                kb: usize,
+                out: &mut [[f32; 2 * COLS]],
+            ) {
+                amx::amx_kernel::<Self>(w0, w1, x, kb, out)
+            }
         }
     };
 }
@@ -446,6 +458,8 @@ fn scalar_kernel<B: KLayout>(w: &[B], x: &[BlockQ8K], acc: &mut [f32; COLS]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 #[cfg(target_arch = "x86_64")]

@@ -25,7 +25,12 @@ unsafe fn prefetch_ahead<B>(b: &B, g: usize) {
 
 /// The last float steps, shared by both kernels: `acc += sums · (d · dx) − mins · (dmin · dx)`.
 #[inline(always)]
-unsafe fn accumulate<B: KLayout>(b: &B, xb: &BlockQ8K, sums: __m256i, acc: __m256) -> __m256 {
+pub(super) unsafe fn accumulate<B: KLayout>(
+    b: &B,
+    xb: &BlockQ8K,
+    sums: __m256i,
+    acc: __m256,
+) -> __m256 {
     let dx = _mm256_set1_ps(xb.d);
     let mins = _mm256_mul_ps(
         _mm256_cvtepi32_ps(b.min_sums_avx2(xb)),

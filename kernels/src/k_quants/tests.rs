@@ -173,6 +173,47 @@ fn vnni_kernels_give_the_avx2_kernels_bits() -> candle_core::Result<()> {
     Ok(())
 }
 
+/// Where the CPU has AMX: a matmul of 37 rows (two tiles and 5 rows past them) over 99
+/// columns (6 pairs of groups and a last group alone) gives every row the bits it gets
+/// alone (one row never takes the tiles), extreme quants included.
+#[test]
+fn amx_kernels_give_the_rows_kernels_bits() {
+    fn check<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType) {
+        let (n, k, m) = (99, 768, 37);
+        let mut bytes = quantized(n, k, dtype);
+        let bb = B::TYPE.block_bytes();
+        let keep = if B::TYPE == KType::Q6K {
+            bb - 2..bb
+        } else {
+            0..4
+        };
+        for (i, byte) in bytes[bb..2 * bb].iter_mut().enumerate() {
+            if !keep.contains(&i) {
+                *byte = 0xFF;
+            }
+        }
+        let w = GroupedMatrix::<B>::from_bytes(&bytes, n, k).unwrap();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| {
+                if i % 97 == 0 {
+                    -9.0
+                } else {
+                    ((i * 31 % 199) as f32 - 99.0) / 17.0
+                }
+            })
+            .collect();
+        let got = w.matmul(&x, m);
+        checks::row_independent_and_scalar_agrees(&w, &x, m, &got);
+    }
+    check::<BlockQ4Kx8>(GgmlDType::Q4K);
+    check::<BlockQ5Kx8>(GgmlDType::Q5K);
+    check::<BlockQ6Kx8>(GgmlDType::Q6K);
+    #[cfg(target_arch = "x86_64")]
+    if !crate::amx::has_amx() {
+        eprintln!("no AMX here: the rows kernels ran alone");
+    }
+}
+
 #[test]
 fn concatenated_matrices_give_each_part_s_columns_bit_for_bit() {
     checks::concatenation_keeps_each_part_bit_for_bit(256, |n| {

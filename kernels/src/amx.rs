@@ -1,0 +1,207 @@
+//! Intel AMX (Sapphire Rapids and later): 16 × 16 i32 tiles of 8-bit dot products, one
+//! instruction each, for the prefill rows of the quantized matmuls. Stable Rust has no AMX
+//! intrinsics, so the few instructions used are written as `asm!`.
+//!
+//! A tile holds up to 16 rows of up to 64 bytes. A product's three tiles:
+//! - activations: 16 rows × 32 (or 16) signed bytes, one scale's inputs,
+//! - weights: 8 (or 4) rows × 16 columns × 4 unsigned bytes (the same inputs of 16 weight
+//!   columns, 4 consecutive inputs per column and row: the layout `tdpbsud` takes),
+//! - sums: 16 activation rows × 16 columns of i32.
+
+use std::arch::asm;
+use std::sync::OnceLock;
+
+pub(crate) use crate::column_tiles::TILE;
+
+/// Two sets of (activations, weights, sums) tiles, so that one set's product runs while
+/// the other's sums are stored and scaled.
+pub(crate) const SETS: [(u8, u8, u8); 2] = [(0, 1, 2), (3, 4, 5)];
+
+/// The 64-byte operand of `ldtilecfg` (palette 1).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// Both sets' tiles for products over `inputs` (16 or 32) inputs.
+const fn config(inputs: u16) -> TileConfig {
+    let mut c = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        bytes_per_row: [0; 16],
+        rows: [0; 16],
+    };
+    let mut i = 0;
+    while i < SETS.len() {
+        let (a, b, sums) = SETS[i];
+        c.bytes_per_row[a as usize] = inputs;
+        c.rows[a as usize] = TILE as u8;
+        c.bytes_per_row[b as usize] = 4 * TILE as u16;
+        c.rows[b as usize] = (inputs / 4) as u8;
+        c.bytes_per_row[sums as usize] = 4 * TILE as u16;
+        c.rows[sums as usize] = TILE as u8;
+        i += 1;
+    }
+    c
+}
+
+const CONFIG_16: TileConfig = config(16);
+const CONFIG_32: TileConfig = config(32);
+
+/// Whether the CPU has AMX-INT8 and Linux lets this process use the tiles (checked once;
+/// the first call asks the kernel for the permission, which holds for every thread).
+pub(crate) fn has_amx() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        if !crate::x86::has_vnni() {
+            return false;
+        }
+        // Leaf 7 exists on every CPU with AVX-512.
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let (tile, int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
+        tile && int8 && request_tile_data()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn request_tile_data() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain syscall with two integer arguments; it fails cleanly on kernels or
+    // CPUs without AMX.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_data() -> bool {
+    false
+}
+
+/// Loads the tile configuration for products over 16 or 32 inputs on this thread;
+/// [`release`] ends the tiles' use.
+///
+/// # Safety
+/// [`has_amx`] must have returned true.
+#[inline]
+pub(crate) unsafe fn configure<const INPUTS: usize>() {
+    let config: &TileConfig = if INPUTS == 16 { &CONFIG_16 } else { &CONFIG_32 };
+    asm!("ldtilecfg [{}]", in(reg) config as *const TileConfig, options(nostack, readonly));
+}
+
+/// Gives the tile state back, so the thread's context switches save no tiles.
+///
+/// # Safety
+/// [`has_amx`] must have returned true.
+#[inline]
+pub(crate) unsafe fn release() {
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// Tile `T` (0 to 5) as a register name, pasted into each instruction.
+macro_rules! by_tile {
+    ($t:expr, $tmm:ident => $body:expr) => {
+        match $t {
+            0 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm0"
+                    };
+                }
+                $body
+            }
+            1 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm1"
+                    };
+                }
+                $body
+            }
+            2 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm2"
+                    };
+                }
+                $body
+            }
+            3 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm3"
+                    };
+                }
+                $body
+            }
+            4 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm4"
+                    };
+                }
+                $body
+            }
+            5 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm5"
+                    };
+                }
+                $body
+            }
+            _ => unreachable!("tile {} is not configured", $t),
+        }
+    };
+}
+
+/// Loads tile `T` from its rows, `stride` bytes apart.
+///
+/// # Safety
+/// The tiles are configured, and every row of the tile is readable at `ptr + i * stride`.
+#[inline(always)]
+pub(crate) unsafe fn load<const T: u8>(ptr: *const u8, stride: usize) {
+    by_tile!(T, tmm => asm!(
+        concat!("tileloadd ", tmm!(), ", [{p} + {s} * 1]"),
+        p = in(reg) ptr,
+        s = in(reg) stride,
+        options(nostack, readonly)
+    ))
+}
+
+/// Tile `C` = 0, then `C` += `A` · `B`: signed activations times unsigned weights, summed
+/// exactly in i32.
+///
+/// # Safety
+/// The tiles are configured and `A`, `B` loaded.
+#[inline(always)]
+pub(crate) unsafe fn product<const C: u8, const A: u8, const B: u8>() {
+    by_tile!(C, c => by_tile!(A, a => by_tile!(B, b => asm!(
+        concat!("tilezero ", c!(), "\n", "tdpbsud ", c!(), ", ", a!(), ", ", b!()),
+        options(nostack, nomem)
+    ))))
+}
+
+/// Stores tile `C`: 16 rows of 16 i32.
+///
+/// # Safety
+/// The tiles are configured.
+#[inline(always)]
+pub(crate) unsafe fn store<const C: u8>(out: &mut [[i32; TILE]; TILE]) {
+    by_tile!(C, c => asm!(
+        concat!("tilestored [{p} + {s} * 1], ", c!()),
+        p = in(reg) out.as_mut_ptr(),
+        s = in(reg) 4 * TILE,
+        options(nostack)
+    ))
+}
