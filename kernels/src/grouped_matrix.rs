@@ -70,19 +70,22 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     }
     /// Whether the type has [`Self::amx_kernel`].
     const AMX: bool = false;
-    /// Activation rows, a multiple of [`TILE`] (`out.len()` rows of `kb` blocks), against
-    /// two adjacent column groups on AMX tiles, with [`Self::avx2_kernel`]'s bits; `out[r]`
-    /// gets row r's 16 columns.
+    /// Activation rows, a multiple of [`TILE`] (`acc.len()` rows of `kb` blocks), against
+    /// two adjacent column groups on AMX tiles, with [`Self::avx2_kernel`]'s bits: row r's
+    /// 16 columns go to `dst + r · ld`; `acc` holds the sums meanwhile.
     ///
     /// # Safety
-    /// `Self::AMX`, the CPU has AMX-INT8 and this process may use it ([`crate::amx`]).
+    /// `Self::AMX`, the CPU has AMX-INT8 and this process may use it ([`crate::amx`]);
+    /// `dst` is valid for writes of 16 floats at every `r · ld`, outside `acc`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn amx_kernel(
         _w0: &[Self],
         _w1: &[Self],
         _x: &[Self::Act],
         _kb: usize,
-        _out: &mut [[f32; 2 * GROUP]],
+        _acc: &mut [[f32; 2 * GROUP]],
+        _dst: *mut f32,
+        _ld: usize,
     ) {
         unreachable!("a type without an AMX kernel")
     }
@@ -293,16 +296,24 @@ impl<B: GroupBlock> GroupedMatrix<B> {
                 let cols = (n - g * GROUP).min(2 * GROUP);
                 if tiled > 0 {
                     with_tile_rows(tiled, |acc| {
-                        // SAFETY: AMX checked by the caller; `xq` holds `tiled` rows.
+                        let o = unsafe { (out_ptr as *mut f32).add(g * GROUP) };
+                        // SAFETY: AMX checked by the caller; `xq` holds `tiled` rows; a
+                        // whole pair's 16 columns lie in `out` (a last, partial one goes
+                        // through a buffer of its own).
                         unsafe {
-                            B::amx_kernel(group(g), group(g + 1), xq, kb, acc);
-                            for (r, row) in acc.iter().enumerate() {
-                                let o = (out_ptr as *mut f32).add(r * ld + g * GROUP);
-                                // A whole pair as one fixed-size copy, not a memcpy call.
-                                if cols == 2 * GROUP {
-                                    (o as *mut [f32; 2 * GROUP]).write_unaligned(*row);
-                                } else {
-                                    std::ptr::copy_nonoverlapping(row.as_ptr(), o, cols);
+                            let (w0, w1) = (group(g), group(g + 1));
+                            if cols == 2 * GROUP {
+                                B::amx_kernel(w0, w1, xq, kb, acc, o, ld);
+                            } else {
+                                let mut whole = vec![[0f32; 2 * GROUP]; tiled];
+                                let to = whole.as_mut_ptr() as *mut f32;
+                                B::amx_kernel(w0, w1, xq, kb, acc, to, 2 * GROUP);
+                                for (r, row) in whole.iter().enumerate() {
+                                    std::ptr::copy_nonoverlapping(
+                                        row.as_ptr(),
+                                        o.add(r * ld),
+                                        cols,
+                                    );
                                 }
                             }
                         }

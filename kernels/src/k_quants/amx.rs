@@ -59,24 +59,28 @@ unsafe fn add_scaled(out: &Sums, scale: __m512i, sums: &mut [__m512i; TILE]) {
     }
 }
 
-/// `out.len()` activation rows, a multiple of [`TILE`] (`x`: that many rows of `kb`
-/// blocks), against the column groups `w0` and `w1`; `out[r]` gets row r's 16 columns.
-/// Each super-block's quants are unpacked once for all the rows.
+/// `acc.len()` activation rows, a multiple of [`TILE`] (`x`: that many rows of `kb`
+/// blocks), against the column groups `w0` and `w1`; row r's 16 columns go to `dst + r ·
+/// ld`, and `acc` holds the sums meanwhile. Each super-block's quants are unpacked once for
+/// all the rows.
 ///
 /// # Safety
-/// [`amx::has_amx`] returned true (so AVX-512 F/VL/VNNI are there too).
+/// [`amx::has_amx`] returned true (so AVX-512 F/VL/VNNI are there too), and `dst` is valid
+/// for writes of 16 floats at every `r · ld`, outside `acc`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(super) unsafe fn amx_kernel<B: KLayout>(
     w0: &[B],
     w1: &[B],
     x: &[BlockQ8K],
     kb: usize,
-    out: &mut [[f32; 2 * COLS]],
+    acc: &mut [[f32; 2 * COLS]],
+    dst: *mut f32,
+    ld: usize,
 ) {
-    let rows = out.len();
+    let rows = acc.len();
     assert!(rows.is_multiple_of(TILE) && x.len() >= rows * kb && w0.len() >= kb && w1.len() >= kb);
     let stride = kb * std::mem::size_of::<BlockQ8K>();
-    out.iter_mut().for_each(|o| *o = [0.0; 2 * COLS]);
+    acc.iter_mut().for_each(|o| *o = [0.0; 2 * COLS]);
     let mut quants = WeightRows([[[0; 4 * TILE]; 8]; 8]);
     if B::SCALE_PER_HALF {
         amx::configure::<16>();
@@ -121,8 +125,14 @@ pub(super) unsafe fn amx_kernel<B: KLayout>(
             }
             for r in 0..TILE {
                 let xb = x.get_unchecked((t + r) * kb + bi);
-                let o = out.get_unchecked_mut(t + r).as_mut_ptr();
-                let (a0, a1) = (_mm256_loadu_ps(o), _mm256_loadu_ps(o.add(COLS)));
+                let a = acc.get_unchecked_mut(t + r).as_mut_ptr();
+                // The last super-block's sums go straight to the output.
+                let o = if bi + 1 == kb {
+                    dst.add((t + r) * ld)
+                } else {
+                    a
+                };
+                let (a0, a1) = (_mm256_loadu_ps(a), _mm256_loadu_ps(a.add(COLS)));
                 _mm256_storeu_ps(o, accumulate(b0, xb, _mm512_castsi512_si256(sums[r]), a0));
                 let hi = _mm512_extracti64x4_epi64::<1>(sums[r]);
                 _mm256_storeu_ps(o.add(COLS), accumulate(b1, xb, hi, a1));

@@ -434,9 +434,11 @@ macro_rules! k_group_block {
                 w1: &[Self],
                 x: &[BlockQ8K],
                 kb: usize,
-                out: &mut [[f32; 2 * COLS]],
+                acc: &mut [[f32; 2 * COLS]],
+                dst: *mut f32,
+                ld: usize,
             ) {
-                amx::amx_kernel::<Self>(w0, w1, x, kb, out)
+                amx::amx_kernel::<Self>(w0, w1, x, kb, acc, dst, ld)
             }
         }
     };

@@ -174,12 +174,13 @@ fn vnni_kernels_give_the_avx2_kernels_bits() -> candle_core::Result<()> {
 }
 
 /// Where the CPU has AMX: a matmul of 37 rows (two tiles and 5 rows past them) over 99
-/// columns (6 pairs of groups and a last group alone) gives every row the bits it gets
-/// alone (one row never takes the tiles), extreme quants included.
+/// columns (6 pairs of groups and a last group alone) and over 107 (a last pair of 11
+/// columns) gives every row the bits it gets alone (one row never takes the tiles),
+/// extreme quants included.
 #[test]
 fn amx_kernels_give_the_rows_kernels_bits() {
-    fn check<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType) {
-        let (n, k, m) = (99, 768, 37);
+    fn check<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType, n: usize) {
+        let (k, m) = (768, 37);
         let mut bytes = quantized(n, k, dtype);
         let bb = B::TYPE.block_bytes();
         let keep = if B::TYPE == KType::Q6K {
@@ -205,9 +206,11 @@ fn amx_kernels_give_the_rows_kernels_bits() {
         let got = w.matmul(&x, m);
         checks::row_independent_and_scalar_agrees(&w, &x, m, &got);
     }
-    check::<BlockQ4Kx8>(GgmlDType::Q4K);
-    check::<BlockQ5Kx8>(GgmlDType::Q5K);
-    check::<BlockQ6Kx8>(GgmlDType::Q6K);
+    for n in [99, 107] {
+        check::<BlockQ4Kx8>(GgmlDType::Q4K, n);
+        check::<BlockQ5Kx8>(GgmlDType::Q5K, n);
+        check::<BlockQ6Kx8>(GgmlDType::Q6K, n);
+    }
     #[cfg(target_arch = "x86_64")]
     if !crate::amx::has_amx() {
         eprintln!("no AMX here: the rows kernels ran alone");
