@@ -27,14 +27,20 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
+/// No tiles configured (palette 0): what `sttilecfg` stores on such a thread.
+const UNCONFIGURED: TileConfig = TileConfig {
+    palette: 0,
+    start_row: 0,
+    reserved: [0; 14],
+    bytes_per_row: [0; 16],
+    rows: [0; 16],
+};
+
 /// Both sets' tiles for products over `inputs` (16 or 32) inputs.
 const fn config(inputs: u16) -> TileConfig {
     let mut c = TileConfig {
         palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        bytes_per_row: [0; 16],
-        rows: [0; 16],
+        ..UNCONFIGURED
     };
     let mut i = 0;
     while i < SETS.len() {
@@ -88,24 +94,37 @@ fn request_tile_data() -> bool {
     false
 }
 
-/// Loads the tile configuration for products over 16 or 32 inputs on this thread;
-/// [`release`] ends the tiles' use.
+/// The thread's tile configuration from before [`configure`], put back on drop: other code on
+/// this thread (candle's AMX matmuls, built for the native CPU) may have configured the
+/// tiles and count on it staying so.
+pub(crate) struct Configured(TileConfig);
+
+/// Loads the tile configuration for products over 16 or 32 inputs on this thread, until the
+/// returned guard drops.
 ///
 /// # Safety
 /// [`has_amx`] must have returned true.
 #[inline]
-pub(crate) unsafe fn configure<const INPUTS: usize>() {
+pub(crate) unsafe fn configure<const INPUTS: usize>() -> Configured {
+    let mut before = Configured(UNCONFIGURED);
+    asm!("sttilecfg [{}]", in(reg) &mut before.0 as *mut TileConfig, options(nostack));
     let config: &TileConfig = if INPUTS == 16 { &CONFIG_16 } else { &CONFIG_32 };
     asm!("ldtilecfg [{}]", in(reg) config as *const TileConfig, options(nostack, readonly));
+    before
 }
 
-/// Gives the tile state back, so the thread's context switches save no tiles.
-///
-/// # Safety
-/// [`has_amx`] must have returned true.
-#[inline]
-pub(crate) unsafe fn release() {
-    asm!("tilerelease", options(nostack, nomem));
+impl Drop for Configured {
+    fn drop(&mut self) {
+        // SAFETY: a `Configured` exists only where `configure` ran, so AMX is there. An
+        // unconfigured thread stores palette 0; releasing the tiles restores that state.
+        unsafe {
+            if self.0.palette == 0 {
+                asm!("tilerelease", options(nostack, nomem));
+            } else {
+                asm!("ldtilecfg [{}]", in(reg) &self.0 as *const TileConfig, options(nostack, readonly));
+            }
+        }
+    }
 }
 
 /// Tile `T` (0 to 5) as a register name, pasted into each instruction.
@@ -204,4 +223,40 @@ pub(crate) unsafe fn store<const C: u8>(out: &mut [[i32; TILE]; TILE]) {
         s = in(reg) 4 * TILE,
         options(nostack)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current() -> [u8; 64] {
+        let mut c = UNCONFIGURED;
+        // SAFETY: only called where AMX is checked.
+        unsafe { asm!("sttilecfg [{}]", in(reg) &mut c as *mut TileConfig, options(nostack)) };
+        // SAFETY: `TileConfig` is 64 plain bytes.
+        unsafe { std::mem::transmute::<TileConfig, [u8; 64]>(c) }
+    }
+
+    /// A configuration loaded before the kernels' own comes back after it, and a thread
+    /// with none is left with none.
+    #[test]
+    fn configure_gives_back_the_thread_s_configuration() {
+        if !has_amx() {
+            eprintln!("no AMX here: nothing to configure");
+            return;
+        }
+        let bytes = |c: TileConfig| unsafe { std::mem::transmute::<TileConfig, [u8; 64]>(c) };
+        let theirs = config(16);
+        // SAFETY: AMX checked above.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) &theirs as *const TileConfig, options(nostack, readonly));
+            let ours = configure::<32>();
+            assert_eq!(current(), bytes(config(32)));
+            drop(ours);
+            assert_eq!(current(), bytes(config(16)));
+            asm!("tilerelease", options(nostack, nomem));
+            drop(configure::<16>());
+        }
+        assert_eq!(current(), [0; 64]);
+    }
 }

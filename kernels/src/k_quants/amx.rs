@@ -82,11 +82,11 @@ pub(super) unsafe fn amx_kernel<B: KLayout>(
     let stride = kb * std::mem::size_of::<BlockQ8K>();
     acc.iter_mut().for_each(|o| *o = [0.0; 2 * COLS]);
     let mut quants = WeightRows([[[0; 4 * TILE]; 8]; 8]);
-    if B::SCALE_PER_HALF {
-        amx::configure::<16>();
+    let _tiles = if B::SCALE_PER_HALF {
+        amx::configure::<16>()
     } else {
-        amx::configure::<32>();
-    }
+        amx::configure::<32>()
+    };
     for bi in 0..kb {
         let (b0, b1) = (w0.get_unchecked(bi), w1.get_unchecked(bi));
         for g in 0..8 {
@@ -139,5 +139,4 @@ pub(super) unsafe fn amx_kernel<B: KLayout>(
             }
         }
     }
-    amx::release();
 }

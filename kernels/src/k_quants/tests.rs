@@ -132,6 +132,22 @@ fn q6_k_agrees_with_exact_sums_and_candle() -> candle_core::Result<()> {
     agrees_with_exact_sums_and_candle::<BlockQ6Kx8>(GgmlDType::Q6K)
 }
 
+/// GGUF block `i` of `bytes`: every byte 0xFF but d/dmin (Q4/5_K) or d (Q6_K): the largest
+/// quants and scales the format holds (Q6_K's scales -1 then).
+fn saturate_block<B: KLayout>(bytes: &mut [u8], i: usize) {
+    let bb = B::TYPE.block_bytes();
+    let keep = if B::TYPE == KType::Q6K {
+        bb - 2..bb
+    } else {
+        0..4
+    };
+    for (at, byte) in bytes[i * bb..(i + 1) * bb].iter_mut().enumerate() {
+        if !keep.contains(&at) {
+            *byte = 0xFF;
+        }
+    }
+}
+
 /// Where the CPU has VNNI, its kernel gives the AVX2 kernel's bits, extreme quants
 /// included (all-ones weights at the largest scale against ±127 activations).
 #[test]
@@ -139,19 +155,7 @@ fn vnni_kernels_give_the_avx2_kernels_bits() -> candle_core::Result<()> {
     fn check<B: KLayout + GroupBlock>(dtype: GgmlDType) -> bool {
         let (n, k, m) = (99, 1024, 10);
         let mut bytes = quantized(n, k, dtype);
-        // Column 0's first block: every byte 0xFF but d/dmin (Q4/5_K) or d (Q6_K): the
-        // largest quants and scales the format holds (Q6_K's scales -1 then).
-        let bb = B::TYPE.block_bytes();
-        let keep = if B::TYPE == KType::Q6K {
-            bb - 2..bb
-        } else {
-            0..4
-        };
-        for (i, byte) in bytes[..bb].iter_mut().enumerate() {
-            if !keep.contains(&i) {
-                *byte = 0xFF;
-            }
-        }
+        saturate_block::<B>(&mut bytes, 0);
         let ours = GroupedMatrix::<B>::from_bytes(&bytes, n, k).unwrap();
         let mut x = Tensor::randn(0f32, 3., (m, k), &Device::Cpu)
             .unwrap()
@@ -182,17 +186,7 @@ fn amx_kernels_give_the_rows_kernels_bits() {
     fn check<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType, n: usize) {
         let (k, m) = (768, 37);
         let mut bytes = quantized(n, k, dtype);
-        let bb = B::TYPE.block_bytes();
-        let keep = if B::TYPE == KType::Q6K {
-            bb - 2..bb
-        } else {
-            0..4
-        };
-        for (i, byte) in bytes[bb..2 * bb].iter_mut().enumerate() {
-            if !keep.contains(&i) {
-                *byte = 0xFF;
-            }
-        }
+        saturate_block::<B>(&mut bytes, 1);
         let w = GroupedMatrix::<B>::from_bytes(&bytes, n, k).unwrap();
         let x: Vec<f32> = (0..m * k)
             .map(|i| {
