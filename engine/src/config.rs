@@ -79,7 +79,7 @@ impl Default for EngineConfig {
             session_ttl: Duration::from_secs(60),
             aging_tokens_per_step: 32,
             defer_steps: 512,
-            max_draft_tokens: 8,
+            max_draft_tokens: 16,
             kv_disk: None,
         }
     }

@@ -89,8 +89,10 @@ pub struct ModelArgs {
     /// was accepted; off for side-by-side runs.
     #[arg(long, value_enum, default_value_t = Speculation::Auto)]
     pub speculation: Speculation,
-    /// Most draft tokens one sequence verifies per step.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    /// Most draft tokens one sequence verifies per step. 16: at least as fast as 8 on every
+    /// model and machine measured (docs/benchmarks.md), the adaptive length falling back
+    /// after a miss.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_draft_tokens: u64,
 }
 
