@@ -267,8 +267,8 @@ impl<B: GroupBlock> GroupedMatrix<B> {
 
 impl<B: GroupBlock> GroupedMatrix<B> {
     /// The matmul with AMX: each pair of column groups takes the rows [`TILE`] at a time
-    /// on the tiles, and the rows past the last whole tile (and a last group without a
-    /// pair) through [`group_rows`], `per_call` at a time. Tasks split the columns as
+    /// on the tiles, and the rows past the last whole tile (and the last columns where they
+    /// do not fill a pair) through [`group_rows`], `per_call` at a time. Tasks split the columns as
     /// [`for_each_group_chunk`]'s do: 16 columns, one pair, each.
     #[cfg(target_arch = "x86_64")]
     fn tiles_and_rest(&self, xq: &[B::Act], m: usize, out_ptr: usize, ld: usize, per_call: usize) {
@@ -287,41 +287,22 @@ impl<B: GroupBlock> GroupedMatrix<B> {
             }
         };
         for_each_column_tile(n, m, |c0, c1| {
-            let (mut g, end) = (c0 / GROUP, c1.div_ceil(GROUP));
-            while g < end {
-                if g + 1 == end {
-                    rest(g, 0);
-                    break;
+            for g in (c0 / GROUP..c1.div_ceil(GROUP)).step_by(2) {
+                // A last group alone, or a pair that ends past `n`, stays off the tiles.
+                if (g + 2) * GROUP > n {
+                    (g..n.div_ceil(GROUP)).for_each(|g| rest(g, 0));
+                    continue;
                 }
-                let cols = (n - g * GROUP).min(2 * GROUP);
-                if tiled > 0 {
-                    with_tile_rows(tiled, |acc| {
-                        let o = unsafe { (out_ptr as *mut f32).add(g * GROUP) };
-                        // SAFETY: AMX checked by the caller; `xq` holds `tiled` rows; a
-                        // whole pair's 16 columns lie in `out` (a last, partial one goes
-                        // through a buffer of its own).
-                        unsafe {
-                            let (w0, w1) = (group(g), group(g + 1));
-                            if cols == 2 * GROUP {
-                                B::amx_kernel(w0, w1, xq, kb, acc, o, ld);
-                            } else {
-                                let mut whole = vec![[0f32; 2 * GROUP]; tiled];
-                                let to = whole.as_mut_ptr() as *mut f32;
-                                B::amx_kernel(w0, w1, xq, kb, acc, to, 2 * GROUP);
-                                for (r, row) in whole.iter().enumerate() {
-                                    std::ptr::copy_nonoverlapping(
-                                        row.as_ptr(),
-                                        o.add(r * ld),
-                                        cols,
-                                    );
-                                }
-                            }
-                        }
-                    });
-                }
+                with_tile_rows(tiled, |acc| {
+                    // SAFETY: AMX checked by the caller; `xq` holds `tiled` ≥ TILE rows; the
+                    // pair's 16 columns lie in `out`.
+                    unsafe {
+                        let o = (out_ptr as *mut f32).add(g * GROUP);
+                        B::amx_kernel(group(g), group(g + 1), xq, kb, acc, o, ld);
+                    }
+                });
                 rest(g, tiled);
                 rest(g + 1, tiled);
-                g += 2;
             }
         });
     }

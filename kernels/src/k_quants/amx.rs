@@ -87,8 +87,11 @@ pub(super) unsafe fn amx_kernel<B: KLayout>(
     } else {
         amx::configure::<32>()
     };
+    let mut out2 = [[[0i32; TILE]; TILE]; 2];
     for bi in 0..kb {
         let (b0, b1) = (w0.get_unchecked(bi), w1.get_unchecked(bi));
+        // The super-block's quants and scales, unpacked once for all the rows.
+        let mut scales = [[_mm512_setzero_si512(); 2]; 8];
         for g in 0..8 {
             for half in 0..2 {
                 for s in 0..4 {
@@ -96,25 +99,25 @@ pub(super) unsafe fn amx_kernel<B: KLayout>(
                     _mm256_store_si256(row, b0.quants_avx2(g, half, s));
                     _mm256_store_si256(row.add(1), b1.quants_avx2(g, half, s));
                 }
+                scales[g][half] = scales16(b0, b1, g, half);
             }
         }
         for t in (0..rows).step_by(TILE) {
             let qs = x.get_unchecked(t * kb + bi).qs.as_ptr() as *const u8;
             let mut sums = [_mm512_setzero_si512(); TILE];
-            let mut out2 = [[[0i32; TILE]; TILE]; 2];
             for g in 0..8 {
                 // Q6_K: the two halves of group g, each with its scale; else groups g, g+1.
                 let (at, w, scales) = if B::SCALE_PER_HALF {
                     (
                         [qs.add(32 * g), qs.add(32 * g + 16)],
                         [quants.0[g][0].as_ptr(), quants.0[g][4].as_ptr()],
-                        [scales16(b0, b1, g, 0), scales16(b0, b1, g, 1)],
+                        scales[g],
                     )
                 } else if g % 2 == 0 {
                     (
                         [qs.add(32 * g), qs.add(32 * g + 32)],
                         [quants.0[g][0].as_ptr(), quants.0[g + 1][0].as_ptr()],
-                        [scales16(b0, b1, g, 0), scales16(b0, b1, g + 1, 0)],
+                        [scales[g][0], scales[g + 1][0]],
                     )
                 } else {
                     continue;

@@ -179,7 +179,7 @@ fn vnni_kernels_give_the_avx2_kernels_bits() -> candle_core::Result<()> {
 
 /// Where the CPU has AMX: a matmul of 37 rows (two tiles and 5 rows past them) over 99
 /// columns (6 pairs of groups and a last group alone) and over 107 (a last pair of 11
-/// columns) gives every row the bits it gets alone (one row never takes the tiles),
+/// columns, left off the tiles) gives every row the bits it gets alone (one row never takes the tiles),
 /// extreme quants included.
 #[test]
 fn amx_kernels_give_the_rows_kernels_bits() {
