@@ -225,6 +225,49 @@ pub(crate) unsafe fn store<const C: u8>(out: &mut [[i32; TILE]; TILE]) {
     ))
 }
 
+/// The i32 sums of one tile product.
+pub(crate) type Sums = [[i32; TILE]; TILE];
+
+/// Two products, one per tile set: activation bytes `at[i]` (rows `stride` apart) times
+/// weight rows `w[i]`, into `out[i]`. Both run before either's sums are read, so the second
+/// runs while the first is stored.
+///
+/// # Safety
+/// The tiles are configured for the inputs of one row (32 or 16 bytes: [`configure`]),
+/// 16 activation rows are readable at each `at[i] + r · stride` and the weight tiles' rows
+/// at each `w[i]`, 64 bytes apart.
+#[inline(always)]
+pub(crate) unsafe fn two_products(
+    at: [*const u8; 2],
+    stride: usize,
+    w: [*const u8; 2],
+    out: &mut [Sums; 2],
+) {
+    // The tiles of `SETS`.
+    load::<0>(at[0], stride);
+    load::<1>(w[0], 4 * TILE);
+    product::<2, 0, 1>();
+    load::<3>(at[1], stride);
+    load::<4>(w[1], 4 * TILE);
+    product::<5, 3, 4>();
+    let [o0, o1] = out;
+    store::<2>(o0);
+    store::<5>(o1);
+}
+
+/// One product on the first tile set: activation bytes `at` (rows `stride` apart) times
+/// weight rows `w`, into `out` (for a last block without a partner).
+///
+/// # Safety
+/// As [`two_products`], for the one product.
+#[inline(always)]
+pub(crate) unsafe fn one_product(at: *const u8, stride: usize, w: *const u8, out: &mut Sums) {
+    load::<0>(at, stride);
+    load::<1>(w, 4 * TILE);
+    product::<2, 0, 1>();
+    store::<2>(out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

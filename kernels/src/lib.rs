@@ -8,6 +8,8 @@
 mod amx;
 pub mod attention;
 mod attention_simd_ops;
+#[cfg(target_arch = "x86_64")]
+mod block32_amx;
 pub mod block_matrix;
 mod column_tiles;
 pub mod cpu_attention;

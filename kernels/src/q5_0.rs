@@ -92,6 +92,40 @@ impl GroupBlock for BlockQ5_0x8 {
     ) {
         vnni_kernel::<R>(w, x, kb, out)
     }
+
+    const AMX: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    unsafe fn amx_kernel(
+        w0: &[Self],
+        w1: &[Self],
+        x: &[BlockQ8_0],
+        kb: usize,
+        acc: &mut [[f32; 2 * COLS]],
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, acc, dst, ld)
+    }
+}
+
+/// The unsigned 5-bit quants as they are: inputs 0..16 (the low nibbles) in rows 0..4,
+/// 16..32 in rows 4..8.
+#[cfg(target_arch = "x86_64")]
+impl crate::block32_amx::AmxBlock32 for BlockQ5_0x8 {
+    const OFFSET: i32 = 16;
+
+    #[inline(always)]
+    unsafe fn tile_rows(&self) -> [__m256i; 8] {
+        let plane = plane(self);
+        std::array::from_fn(|j| quants(self, plane, j / 4, j % 4))
+    }
+
+    #[inline(always)]
+    unsafe fn scales(&self) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(self.d.as_ptr() as *const __m128i))
+    }
 }
 
 /// The unsigned 5-bit quant of column `c`, input `e`.
@@ -317,6 +351,40 @@ mod tests {
             .unwrap();
         if !checks::vnni_equals_avx2(&ours.0, &x, m) {
             eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
+        }
+    }
+
+    /// 37 rows (two tiles and 5 rows past them) and 7 blocks (a last one without a
+    /// partner): every row gives the bits it gives alone, which never takes the AMX tiles;
+    /// 107 columns end with a pair of groups that stays off the tiles.
+    #[test]
+    fn amx_kernel_gives_the_rows_kernels_bits() {
+        let (k, m) = (224, 37);
+        for n in [99, 107] {
+            let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+            let mut bytes = QTensor::quantize(&w, GgmlDType::Q5_0)
+                .unwrap()
+                .data()
+                .unwrap()
+                .to_vec();
+            // Column 0's first block: every quant 31 (the largest).
+            bytes[2..22].fill(0xFF);
+            let ours = Q5_0Matrix::from_bytes(&bytes, n, k).unwrap();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| {
+                    if i % 97 == 0 {
+                        -9.0
+                    } else {
+                        ((i * 31 % 199) as f32 - 99.0) / 17.0
+                    }
+                })
+                .collect();
+            let got = ours.matmul(&x, m);
+            checks::row_independent_and_scalar_agrees(&ours.0, &x, m, &got);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !crate::amx::has_amx() {
+            eprintln!("no AMX here: the rows kernels ran alone");
         }
     }
 

@@ -85,6 +85,43 @@ impl GroupBlock for BlockQ8_0x8 {
     ) {
         vnni_kernel::<R>(w, x, kb, out)
     }
+
+    const AMX: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    unsafe fn amx_kernel(
+        w0: &[Self],
+        w1: &[Self],
+        x: &[BlockQ8_0],
+        kb: usize,
+        acc: &mut [[f32; 2 * COLS]],
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, acc, dst, ld)
+    }
+}
+
+/// Signed quants + 128, so that they fit `tdpbsud`'s unsigned weights.
+#[cfg(target_arch = "x86_64")]
+impl crate::block32_amx::AmxBlock32 for BlockQ8_0x8 {
+    const OFFSET: i32 = 128;
+
+    #[inline(always)]
+    unsafe fn tile_rows(&self) -> [std::arch::x86_64::__m256i; 8] {
+        use std::arch::x86_64::*;
+        std::array::from_fn(|s| {
+            let q = _mm256_loadu_si256(self.qs.as_ptr().add(32 * s) as *const __m256i);
+            _mm256_xor_si256(q, _mm256_set1_epi8(-128))
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn scales(&self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(self.d.as_ptr() as *const __m128i))
+    }
 }
 
 /// The quant of column `c`, input `e` of a repacked block.
@@ -255,6 +292,41 @@ mod tests {
             eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
         }
         Ok(())
+    }
+
+    /// 37 rows (two tiles and 5 rows past them) and 7 blocks (a last one without a
+    /// partner): every row gives the bits it gives alone, which never takes the AMX tiles;
+    /// 107 columns end with a pair of groups that stays off the tiles.
+    #[test]
+    fn amx_kernel_gives_the_rows_kernels_bits() {
+        let (k, m) = (224, 37);
+        for n in [99, 107] {
+            let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+            let mut bytes = QTensor::quantize(&w, GgmlDType::Q8_0)
+                .unwrap()
+                .data()
+                .unwrap()
+                .to_vec();
+            // Column 0's first block at the extremes: 127, -127, -128.
+            bytes[2..5].copy_from_slice(&[127u8, 0x81, 0x80]);
+            bytes[5..34].fill(0x80);
+            let ours = Q8_0Matrix::from_bytes(&bytes, n, k).unwrap();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| {
+                    if i % 97 == 0 {
+                        -9.0
+                    } else {
+                        ((i * 31 % 199) as f32 - 99.0) / 17.0
+                    }
+                })
+                .collect();
+            let got = ours.matmul(&x, m);
+            checks::row_independent_and_scalar_agrees(&ours.0, &x, m, &got);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !crate::amx::has_amx() {
+            eprintln!("no AMX here: the rows kernels ran alone");
+        }
     }
 
     #[test]

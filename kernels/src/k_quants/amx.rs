@@ -10,7 +10,7 @@
 
 use super::simd::accumulate;
 use super::{KLayout, COLS};
-use crate::amx::{self, TILE};
+use crate::amx::{self, two_products, Sums, TILE};
 use crate::q8_k::BlockQ8K;
 use std::arch::x86_64::*;
 
@@ -28,26 +28,6 @@ unsafe fn scales16<B: KLayout>(b0: &B, b1: &B, g: usize, half: usize) -> __m512i
         _mm512_castsi256_si512(_mm256_srai_epi32::<16>(s0)),
         _mm256_srai_epi32::<16>(s1),
     )
-}
-
-/// The i32 sums of one tile product.
-type Sums = [[i32; TILE]; TILE];
-
-/// Two products, one per tile set: activation bytes `at[i]` (rows `stride` apart) times
-/// weight rows `w[i]`, into `out[i]`. Both run before either's sums are read, so the second
-/// runs while the first is stored.
-#[inline(always)]
-unsafe fn two_products(at: [*const u8; 2], stride: usize, w: [*const u8; 2], out: &mut [Sums; 2]) {
-    // The tiles of `amx::SETS`.
-    amx::load::<0>(at[0], stride);
-    amx::load::<1>(w[0], 4 * TILE);
-    amx::product::<2, 0, 1>();
-    amx::load::<3>(at[1], stride);
-    amx::load::<4>(w[1], 4 * TILE);
-    amx::product::<5, 3, 4>();
-    let [o0, o1] = out;
-    amx::store::<2>(o0);
-    amx::store::<5>(o1);
 }
 
 /// `sums[r] += out[r] · scale` (i32, exact: as the VNNI kernel scales its chains).
