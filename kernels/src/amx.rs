@@ -4,8 +4,9 @@
 //!
 //! A tile holds up to 16 rows of up to 64 bytes. A product's three tiles:
 //! - activations: 16 rows × 32 (or 16) signed bytes, one scale's inputs,
-//! - weights: 8 (or 4) rows × 16 columns × 4 unsigned bytes (the same inputs of 16 weight
-//!   columns, 4 consecutive inputs per column and row: the layout `tdpbsud` takes),
+//! - weights: 8 (or 4) rows × 16 columns × 4 bytes (the same inputs of 16 weight columns, 4
+//!   consecutive inputs per column and row), unsigned (`tdpbsud`: the K-quants) or signed
+//!   (`tdpbssd`: Q8_0, Q5_0),
 //! - sums: 16 activation rows × 16 columns of i32.
 
 use std::arch::asm;
@@ -16,6 +17,9 @@ pub(crate) use crate::column_tiles::TILE;
 /// Two sets of (activations, weights, sums) tiles, so that one set's product runs while
 /// the other's sums are stored and scaled.
 pub(crate) const SETS: [(u8, u8, u8); 2] = [(0, 1, 2), (3, 4, 5)];
+/// Sums tiles for a third and fourth product, which reuse the two sets' operand tiles once
+/// the first two products have read them: four products in flight before any is stored.
+const MORE_SUMS: [u8; 2] = [6, 7];
 
 /// The 64-byte operand of `ldtilecfg` (palette 1).
 #[repr(C, align(64))]
@@ -51,6 +55,8 @@ const fn config(inputs: u16) -> TileConfig {
         c.rows[b as usize] = (inputs / 4) as u8;
         c.bytes_per_row[sums as usize] = 4 * TILE as u16;
         c.rows[sums as usize] = TILE as u8;
+        c.bytes_per_row[MORE_SUMS[i] as usize] = 4 * TILE as u16;
+        c.rows[MORE_SUMS[i] as usize] = TILE as u8;
         i += 1;
     }
     c
@@ -127,7 +133,7 @@ impl Drop for Configured {
     }
 }
 
-/// Tile `T` (0 to 5) as a register name, pasted into each instruction.
+/// Tile `T` (0 to 7) as a register name, pasted into each instruction.
 macro_rules! by_tile {
     ($t:expr, $tmm:ident => $body:expr) => {
         match $t {
@@ -179,6 +185,22 @@ macro_rules! by_tile {
                 }
                 $body
             }
+            6 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm6"
+                    };
+                }
+                $body
+            }
+            7 => {
+                macro_rules! $tmm {
+                    () => {
+                        "tmm7"
+                    };
+                }
+                $body
+            }
             _ => unreachable!("tile {} is not configured", $t),
         }
     };
@@ -198,17 +220,24 @@ pub(crate) unsafe fn load<const T: u8>(ptr: *const u8, stride: usize) {
     ))
 }
 
-/// Tile `C` = 0, then `C` += `A` · `B`: signed activations times unsigned weights, summed
-/// exactly in i32.
+/// Tile `C` = 0, then `C` += `A` · `B`: signed activations times unsigned weights
+/// (`SIGNED`: signed weights), summed exactly in i32.
 ///
 /// # Safety
 /// The tiles are configured and `A`, `B` loaded.
 #[inline(always)]
-pub(crate) unsafe fn product<const C: u8, const A: u8, const B: u8>() {
-    by_tile!(C, c => by_tile!(A, a => by_tile!(B, b => asm!(
-        concat!("tilezero ", c!(), "\n", "tdpbsud ", c!(), ", ", a!(), ", ", b!()),
-        options(nostack, nomem)
-    ))))
+pub(crate) unsafe fn product<const C: u8, const A: u8, const B: u8, const SIGNED: bool>() {
+    by_tile!(C, c => by_tile!(A, a => by_tile!(B, b => if SIGNED {
+        asm!(
+            concat!("tilezero ", c!(), "\n", "tdpbssd ", c!(), ", ", a!(), ", ", b!()),
+            options(nostack, nomem)
+        )
+    } else {
+        asm!(
+            concat!("tilezero ", c!(), "\n", "tdpbsud ", c!(), ", ", a!(), ", ", b!()),
+            options(nostack, nomem)
+        )
+    })))
 }
 
 /// Stores tile `C`: 16 rows of 16 i32.
@@ -228,44 +257,51 @@ pub(crate) unsafe fn store<const C: u8>(out: &mut [[i32; TILE]; TILE]) {
 /// The i32 sums of one tile product.
 pub(crate) type Sums = [[i32; TILE]; TILE];
 
-/// Two products, one per tile set: activation bytes `at[i]` (rows `stride` apart) times
-/// weight rows `w[i]`, into `out[i]`. Both run before either's sums are read, so the second
-/// runs while the first is stored.
+/// `N` (1 to 4) products (`SIGNED`: of signed weights): activation bytes `at[i]` (16 rows
+/// `stride` apart) times weight rows `w[i]`, into `out[i]`. All run before any sums are
+/// stored, so the stores wait on one product's latency, not on each.
 ///
 /// # Safety
 /// The tiles are configured for the inputs of one row (32 or 16 bytes: [`configure`]),
 /// 16 activation rows are readable at each `at[i] + r · stride` and the weight tiles' rows
 /// at each `w[i]`, 64 bytes apart.
 #[inline(always)]
-pub(crate) unsafe fn two_products(
-    at: [*const u8; 2],
+pub(crate) unsafe fn products<const N: usize, const SIGNED: bool>(
+    at: [*const u8; N],
     stride: usize,
-    w: [*const u8; 2],
-    out: &mut [Sums; 2],
+    w: [*const u8; N],
+    out: &mut [Sums; N],
 ) {
-    // The tiles of `SETS`.
+    const { assert!(N >= 1 && N <= 4) };
+    // The tiles of `SETS`, then `MORE_SUMS`.
     load::<0>(at[0], stride);
     load::<1>(w[0], 4 * TILE);
-    product::<2, 0, 1>();
-    load::<3>(at[1], stride);
-    load::<4>(w[1], 4 * TILE);
-    product::<5, 3, 4>();
-    let [o0, o1] = out;
-    store::<2>(o0);
-    store::<5>(o1);
-}
-
-/// One product on the first tile set: activation bytes `at` (rows `stride` apart) times
-/// weight rows `w`, into `out` (for a last block without a partner).
-///
-/// # Safety
-/// As [`two_products`], for the one product.
-#[inline(always)]
-pub(crate) unsafe fn one_product(at: *const u8, stride: usize, w: *const u8, out: &mut Sums) {
-    load::<0>(at, stride);
-    load::<1>(w, 4 * TILE);
-    product::<2, 0, 1>();
-    store::<2>(out);
+    product::<2, 0, 1, SIGNED>();
+    if N > 1 {
+        load::<3>(at[1], stride);
+        load::<4>(w[1], 4 * TILE);
+        product::<5, 3, 4, SIGNED>();
+    }
+    if N > 2 {
+        load::<0>(at[2], stride);
+        load::<1>(w[2], 4 * TILE);
+        product::<6, 0, 1, SIGNED>();
+    }
+    if N > 3 {
+        load::<3>(at[3], stride);
+        load::<4>(w[3], 4 * TILE);
+        product::<7, 3, 4, SIGNED>();
+    }
+    store::<2>(&mut out[0]);
+    if N > 1 {
+        store::<5>(&mut out[1]);
+    }
+    if N > 2 {
+        store::<6>(&mut out[2]);
+    }
+    if N > 3 {
+        store::<7>(&mut out[3]);
+    }
 }
 
 #[cfg(test)]

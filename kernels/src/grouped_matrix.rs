@@ -70,20 +70,20 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     }
     /// Whether the type has [`Self::amx_kernel`].
     const AMX: bool = false;
-    /// Activation rows, a multiple of [`TILE`] (`acc.len()` rows of `kb` blocks), against
-    /// two adjacent column groups on AMX tiles, with [`Self::avx2_kernel`]'s bits: row r's
-    /// 16 columns go to `dst + r · ld`; `acc` holds the sums meanwhile.
+    /// `rows` activation rows, a multiple of [`TILE`] (`rows` × `kb` blocks), against two
+    /// adjacent column groups on AMX tiles, with [`Self::avx2_kernel`]'s bits: row r's 16
+    /// columns go to `dst + r · ld`.
     ///
     /// # Safety
     /// `Self::AMX`, the CPU has AMX-INT8 and this process may use it ([`crate::amx`]);
-    /// `dst` is valid for writes of 16 floats at every `r · ld`, outside `acc`.
+    /// `dst` is valid for writes of 16 floats at every `r · ld`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn amx_kernel(
         _w0: &[Self],
         _w1: &[Self],
         _x: &[Self::Act],
         _kb: usize,
-        _acc: &mut [[f32; 2 * GROUP]],
+        _rows: usize,
         _dst: *mut f32,
         _ld: usize,
     ) {
@@ -293,33 +293,17 @@ impl<B: GroupBlock> GroupedMatrix<B> {
                     (g..n.div_ceil(GROUP)).for_each(|g| rest(g, 0));
                     continue;
                 }
-                with_tile_rows(tiled, |acc| {
-                    // SAFETY: AMX checked by the caller; `xq` holds `tiled` ≥ TILE rows; the
-                    // pair's 16 columns lie in `out`.
-                    unsafe {
-                        let o = (out_ptr as *mut f32).add(g * GROUP);
-                        B::amx_kernel(group(g), group(g + 1), xq, kb, acc, o, ld);
-                    }
-                });
+                // SAFETY: AMX checked by the caller; `xq` holds `tiled` ≥ TILE rows; the
+                // pair's 16 columns lie in `out`.
+                unsafe {
+                    let o = (out_ptr as *mut f32).add(g * GROUP);
+                    B::amx_kernel(group(g), group(g + 1), xq, kb, tiled, o, ld);
+                }
                 rest(g, tiled);
                 rest(g + 1, tiled);
             }
         });
     }
-}
-
-/// Calls `f` with this thread's buffer of `rows` rows of 16 columns (the AMX kernel's
-/// output), kept between calls.
-#[cfg(target_arch = "x86_64")]
-fn with_tile_rows<R>(rows: usize, f: impl FnOnce(&mut [[f32; 2 * GROUP]]) -> R) -> R {
-    thread_local! {
-        static ROWS: std::cell::RefCell<Vec<[f32; 2 * GROUP]>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    ROWS.with(|b| {
-        let mut b = b.borrow_mut();
-        b.resize(rows, [0.0; 2 * GROUP]);
-        f(&mut b[..rows])
-    })
 }
 
 /// `rows` activation rows (`rows` × `kb` blocks; at most [`GroupBlock::VNNI_ROWS`] where the

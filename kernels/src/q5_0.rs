@@ -102,24 +102,23 @@ impl GroupBlock for BlockQ5_0x8 {
         w1: &[Self],
         x: &[BlockQ8_0],
         kb: usize,
-        acc: &mut [[f32; 2 * COLS]],
+        rows: usize,
         dst: *mut f32,
         ld: usize,
     ) {
-        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, acc, dst, ld)
+        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, rows, dst, ld)
     }
 }
 
-/// The unsigned 5-bit quants as they are: inputs 0..16 (the low nibbles) in rows 0..4,
-/// 16..32 in rows 4..8.
+/// The 5-bit quants less 16 (signed, so no offset term): inputs 0..16 (the low nibbles) in
+/// rows 0..4, 16..32 in rows 4..8.
 #[cfg(target_arch = "x86_64")]
 impl crate::block32_amx::AmxBlock32 for BlockQ5_0x8 {
-    const OFFSET: i32 = 16;
-
     #[inline(always)]
     unsafe fn tile_rows(&self) -> [__m256i; 8] {
         let plane = plane(self);
-        std::array::from_fn(|j| quants(self, plane, j / 4, j % 4))
+        let sixteen = _mm256_set1_epi8(16);
+        std::array::from_fn(|j| _mm256_sub_epi8(quants(self, plane, j / 4, j % 4), sixteen))
     }
 
     #[inline(always)]

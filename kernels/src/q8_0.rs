@@ -95,26 +95,21 @@ impl GroupBlock for BlockQ8_0x8 {
         w1: &[Self],
         x: &[BlockQ8_0],
         kb: usize,
-        acc: &mut [[f32; 2 * COLS]],
+        rows: usize,
         dst: *mut f32,
         ld: usize,
     ) {
-        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, acc, dst, ld)
+        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, rows, dst, ld)
     }
 }
 
-/// Signed quants + 128, so that they fit `tdpbsud`'s unsigned weights.
+/// The layout's slices already are the weight tile's rows.
 #[cfg(target_arch = "x86_64")]
 impl crate::block32_amx::AmxBlock32 for BlockQ8_0x8 {
-    const OFFSET: i32 = 128;
-
     #[inline(always)]
     unsafe fn tile_rows(&self) -> [std::arch::x86_64::__m256i; 8] {
         use std::arch::x86_64::*;
-        std::array::from_fn(|s| {
-            let q = _mm256_loadu_si256(self.qs.as_ptr().add(32 * s) as *const __m256i);
-            _mm256_xor_si256(q, _mm256_set1_epi8(-128))
-        })
+        std::array::from_fn(|s| _mm256_loadu_si256(self.qs.as_ptr().add(32 * s) as *const __m256i))
     }
 
     #[inline(always)]

@@ -434,11 +434,11 @@ macro_rules! k_group_block {
                 w1: &[Self],
                 x: &[BlockQ8K],
                 kb: usize,
-                acc: &mut [[f32; 2 * COLS]],
+                rows: usize,
                 dst: *mut f32,
                 ld: usize,
             ) {
-                amx::amx_kernel::<Self>(w0, w1, x, kb, acc, dst, ld)
+                amx::amx_kernel::<Self>(w0, w1, x, kb, rows, dst, ld)
             }
         }
     };
