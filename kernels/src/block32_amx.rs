@@ -72,8 +72,8 @@ fn with_weight_tiles<R>(kb: usize, f: impl FnOnce(&mut [WeightTile]) -> R) -> R 
 
 /// `rows` activation rows, a multiple of [`TILE`] (`x`: that many rows of `kb` blocks),
 /// against the column groups `w0` and `w1`; row r's 16 columns go to `dst + r · ld`. The
-/// weights are unpacked once; then each tile of rows runs through every block, two at a
-/// time, its sums in registers.
+/// first tile of rows unpacks each block as it reaches it, the others reuse them; each tile
+/// runs through every block, its sums in registers.
 ///
 /// # Safety
 /// [`amx::has_amx`] returned true (so AVX-512 F/VL/VNNI are there too), and `dst` is valid
@@ -90,18 +90,24 @@ pub(crate) unsafe fn amx_kernel<B: AmxBlock32>(
 ) {
     assert!(rows.is_multiple_of(TILE) && x.len() >= rows * kb && w0.len() >= kb && w1.len() >= kb);
     let stride = kb * std::mem::size_of::<BlockQ8_0>();
-    with_weight_tiles(kb, |tiles| {
-        for (bi, tile) in tiles.iter_mut().enumerate() {
-            unpack(w0, w1, bi, tile);
-        }
+    // One tile of rows (a verifying step) unpacks each block into a few slots just before
+    // its products, where they are still in L1; more keep them all for the next tiles.
+    let one_tile = rows == TILE;
+    let slot = |bi: usize| if one_tile { bi % BLOCKS } else { bi };
+    with_weight_tiles(if one_tile { BLOCKS } else { kb }, |tiles| {
         let mut sums: [Sums; BLOCKS] = [[[0; TILE]; TILE]; BLOCKS];
         let _tiles = amx::configure::<32>();
         for t in (0..rows).step_by(TILE) {
             let mut acc = [_mm512_setzero_ps(); TILE];
             for bi in (0..kb).step_by(BLOCKS) {
                 let blocks = (kb - bi).min(BLOCKS);
+                if t == 0 {
+                    for i in 0..blocks {
+                        unpack(w0, w1, bi + i, tiles.get_unchecked_mut(slot(bi + i)));
+                    }
+                }
                 let at = |i: usize| x.get_unchecked(t * kb + bi + i).qs.as_ptr() as *const u8;
-                let w = |i: usize| tiles.get_unchecked(bi + i).rows.as_ptr() as *const u8;
+                let w = |i: usize| tiles.get_unchecked(slot(bi + i)).rows.as_ptr() as *const u8;
                 macro_rules! run {
                     ($n:literal) => {{
                         let out: &mut [Sums; $n] = (&mut sums[..$n]).try_into().unwrap();
@@ -120,7 +126,7 @@ pub(crate) unsafe fn amx_kernel<B: AmxBlock32>(
                     _ => run!(1),
                 }
                 for i in 0..blocks {
-                    let scale = _mm512_load_ps(tiles.get_unchecked(bi + i).scales.as_ptr());
+                    let scale = _mm512_load_ps(tiles.get_unchecked(slot(bi + i)).scales.as_ptr());
                     for r in 0..TILE {
                         let dx = x.get_unchecked((t + r) * kb + bi + i).d;
                         let s = _mm512_loadu_si512(sums[i][r].as_ptr() as *const _);

@@ -177,14 +177,15 @@ fn vnni_kernels_give_the_avx2_kernels_bits() -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Where the CPU has AMX: a matmul of 37 rows (two tiles and 5 rows past them) over 99
+/// Where the CPU has AMX: a matmul of 37 rows (two tiles and 5 rows past them) or 21 (one
+/// tile, which unpacks the weights as it goes, and 5 more) over 99
 /// columns (6 pairs of groups and a last group alone) and over 107 (a last pair of 11
 /// columns, left off the tiles) gives every row the bits it gets alone (one row never takes the tiles),
 /// extreme quants included.
 #[test]
 fn amx_kernels_give_the_rows_kernels_bits() {
-    fn check<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType, n: usize) {
-        let (k, m) = (768, 37);
+    fn check<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType, n: usize, m: usize) {
+        let k = 768;
         let mut bytes = quantized(n, k, dtype);
         saturate_block::<B>(&mut bytes, 1);
         let w = GroupedMatrix::<B>::from_bytes(&bytes, n, k).unwrap();
@@ -200,10 +201,10 @@ fn amx_kernels_give_the_rows_kernels_bits() {
         let got = w.matmul(&x, m);
         checks::row_independent_and_scalar_agrees(&w, &x, m, &got);
     }
-    for n in [99, 107] {
-        check::<BlockQ4Kx8>(GgmlDType::Q4K, n);
-        check::<BlockQ5Kx8>(GgmlDType::Q5K, n);
-        check::<BlockQ6Kx8>(GgmlDType::Q6K, n);
+    for (n, m) in [(99, 37), (107, 37), (99, 21)] {
+        check::<BlockQ4Kx8>(GgmlDType::Q4K, n, m);
+        check::<BlockQ5Kx8>(GgmlDType::Q5K, n, m);
+        check::<BlockQ6Kx8>(GgmlDType::Q6K, n, m);
     }
     #[cfg(target_arch = "x86_64")]
     if !crate::amx::has_amx() {
