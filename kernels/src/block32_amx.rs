@@ -13,6 +13,28 @@ use crate::grouped_matrix::GroupBlock;
 use crate::q8_0::BlockQ8_0;
 use std::arch::x86_64::*;
 
+/// The [`GroupBlock`] items that send a 32-input type's tiles of rows to [`amx_kernel`]:
+/// for its `impl GroupBlock`.
+macro_rules! amx_hooks {
+    () => {
+        const AMX: bool = true;
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+        unsafe fn amx_kernel(
+            w0: &[Self],
+            w1: &[Self],
+            x: &[$crate::q8_0::BlockQ8_0],
+            kb: usize,
+            rows: usize,
+            dst: *mut f32,
+            ld: usize,
+        ) {
+            $crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, rows, dst, ld)
+        }
+    };
+}
+pub(crate) use amx_hooks;
+
 /// A 32-input block type of 8 columns that the AMX kernel takes.
 pub(crate) trait AmxBlock32: GroupBlock<Act = BlockQ8_0> {
     /// The 8 columns' signed quants as weight tile rows: row j holds inputs

@@ -407,6 +407,23 @@ pub(crate) mod checks {
         }
     }
 
+    /// `m` rows of activations (a few at -9, the rest spread over ±6) through `w`: every row
+    /// gives the bits it gives alone, which never takes the AMX tiles, and the scalar kernel
+    /// agrees. With `m` ≥ 16 the tiles take the whole tiles of rows where the CPU has AMX.
+    pub fn tiles_give_the_rows_bits<B: GroupBlock>(w: &GroupedMatrix<B>, m: usize) {
+        let x: Vec<f32> = (0..m * w.k)
+            .map(|i| {
+                if i % 97 == 0 {
+                    -9.0
+                } else {
+                    ((i * 31 % 199) as f32 - 99.0) / 17.0
+                }
+            })
+            .collect();
+        let got = w.matmul(&x, m);
+        row_independent_and_scalar_agrees(w, &x, m, &got);
+    }
+
     /// Where the CPU has VNNI: its kernel gives the AVX2 kernel's bits for every row count
     /// it takes (1 to [`GroupBlock::VNNI_ROWS`]) at every row offset, for every group of
     /// `w` (x: `[m, k]`, m ≥ `VNNI_ROWS`). Returns whether it ran.

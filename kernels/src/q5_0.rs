@@ -93,21 +93,8 @@ impl GroupBlock for BlockQ5_0x8 {
         vnni_kernel::<R>(w, x, kb, out)
     }
 
-    const AMX: bool = true;
-
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    unsafe fn amx_kernel(
-        w0: &[Self],
-        w1: &[Self],
-        x: &[BlockQ8_0],
-        kb: usize,
-        rows: usize,
-        dst: *mut f32,
-        ld: usize,
-    ) {
-        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, rows, dst, ld)
-    }
+    crate::block32_amx::amx_hooks!();
 }
 
 /// The 5-bit quants less 16 (signed, so no offset term): inputs 0..16 (the low nibbles) in
@@ -370,17 +357,7 @@ mod tests {
             // Column 0's first block: every quant 31 (the largest).
             bytes[2..22].fill(0xFF);
             let ours = Q5_0Matrix::from_bytes(&bytes, n, k).unwrap();
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| {
-                    if i % 97 == 0 {
-                        -9.0
-                    } else {
-                        ((i * 31 % 199) as f32 - 99.0) / 17.0
-                    }
-                })
-                .collect();
-            let got = ours.matmul(&x, m);
-            checks::row_independent_and_scalar_agrees(&ours.0, &x, m, &got);
+            checks::tiles_give_the_rows_bits(&ours.0, m);
         }
         #[cfg(target_arch = "x86_64")]
         if !crate::amx::has_amx() {

@@ -86,21 +86,8 @@ impl GroupBlock for BlockQ8_0x8 {
         vnni_kernel::<R>(w, x, kb, out)
     }
 
-    const AMX: bool = true;
-
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    unsafe fn amx_kernel(
-        w0: &[Self],
-        w1: &[Self],
-        x: &[BlockQ8_0],
-        kb: usize,
-        rows: usize,
-        dst: *mut f32,
-        ld: usize,
-    ) {
-        crate::block32_amx::amx_kernel::<Self>(w0, w1, x, kb, rows, dst, ld)
-    }
+    crate::block32_amx::amx_hooks!();
 }
 
 /// The layout's slices already are the weight tile's rows.
@@ -307,17 +294,7 @@ mod tests {
             bytes[2..5].copy_from_slice(&[127u8, 0x81, 0x80]);
             bytes[5..34].fill(0x80);
             let ours = Q8_0Matrix::from_bytes(&bytes, n, k).unwrap();
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| {
-                    if i % 97 == 0 {
-                        -9.0
-                    } else {
-                        ((i * 31 % 199) as f32 - 99.0) / 17.0
-                    }
-                })
-                .collect();
-            let got = ours.matmul(&x, m);
-            checks::row_independent_and_scalar_agrees(&ours.0, &x, m, &got);
+            checks::tiles_give_the_rows_bits(&ours.0, m);
         }
         #[cfg(target_arch = "x86_64")]
         if !crate::amx::has_amx() {
