@@ -16,7 +16,7 @@ pub(crate) use crate::column_tiles::TILE;
 
 /// Two sets of (activations, weights, sums) tiles, so that one set's product runs while
 /// the other's sums are stored and scaled.
-pub(crate) const SETS: [(u8, u8, u8); 2] = [(0, 1, 2), (3, 4, 5)];
+const SETS: [(u8, u8, u8); 2] = [(0, 1, 2), (3, 4, 5)];
 /// Sums tiles for a third and fourth product, which reuse the two sets' operand tiles once
 /// the first two products have read them: four products in flight before any is stored.
 const MORE_SUMS: [u8; 2] = [6, 7];

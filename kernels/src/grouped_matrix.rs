@@ -268,8 +268,8 @@ impl<B: GroupBlock> GroupedMatrix<B> {
 impl<B: GroupBlock> GroupedMatrix<B> {
     /// The matmul with AMX: each pair of column groups takes the rows [`TILE`] at a time
     /// on the tiles, and the rows past the last whole tile (and the last columns where they
-    /// do not fill a pair) through [`group_rows`], `per_call` at a time. Tasks split the columns as
-    /// [`for_each_group_chunk`]'s do: 16 columns, one pair, each.
+    /// do not fill a pair) through [`group_rows`], `per_call` at a time. Tasks split the
+    /// columns as [`for_each_group_chunk`]'s do: 16 columns, one pair, each.
     #[cfg(target_arch = "x86_64")]
     fn tiles_and_rest(&self, xq: &[B::Act], m: usize, out_ptr: usize, ld: usize, per_call: usize) {
         let n = self.n;

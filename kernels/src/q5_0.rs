@@ -341,19 +341,14 @@ mod tests {
     }
 
     /// 37 rows (two tiles and 5 rows past them) or 21 (one tile, which unpacks the weights
-    /// as it goes, and 5 more), and 7 blocks (a last one without a
-    /// partner): every row gives the bits it gives alone, which never takes the AMX tiles;
-    /// 107 columns end with a pair of groups that stays off the tiles.
+    /// as it goes, and 5 more), and 7 blocks (a last one without a partner): every row
+    /// gives the bits it gives alone, which never takes the AMX tiles; 107 columns end with
+    /// a pair of groups that stays off the tiles.
     #[test]
     fn amx_kernel_gives_the_rows_kernels_bits() {
         let k = 224;
         for (n, m) in [(99, 37), (107, 37), (99, 21)] {
-            let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
-            let mut bytes = QTensor::quantize(&w, GgmlDType::Q5_0)
-                .unwrap()
-                .data()
-                .unwrap()
-                .to_vec();
+            let (_, mut bytes) = matrix(n, k);
             // Column 0's first block: every quant 31 (the largest).
             bytes[2..22].fill(0xFF);
             let ours = Q5_0Matrix::from_bytes(&bytes, n, k).unwrap();

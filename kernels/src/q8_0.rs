@@ -277,9 +277,9 @@ mod tests {
     }
 
     /// 37 rows (two tiles and 5 rows past them) or 21 (one tile, which unpacks the weights
-    /// as it goes, and 5 more), and 7 blocks (a last one without a
-    /// partner): every row gives the bits it gives alone, which never takes the AMX tiles;
-    /// 107 columns end with a pair of groups that stays off the tiles.
+    /// as it goes, and 5 more), and 7 blocks (a last one without a partner): every row
+    /// gives the bits it gives alone, which never takes the AMX tiles; 107 columns end with
+    /// a pair of groups that stays off the tiles.
     #[test]
     fn amx_kernel_gives_the_rows_kernels_bits() {
         let k = 224;

@@ -178,10 +178,9 @@ fn vnni_kernels_give_the_avx2_kernels_bits() -> candle_core::Result<()> {
 }
 
 /// Where the CPU has AMX: a matmul of 37 rows (two tiles and 5 rows past them) or 21 (one
-/// tile, which unpacks the weights as it goes, and 5 more) over 99
-/// columns (6 pairs of groups and a last group alone) and over 107 (a last pair of 11
-/// columns, left off the tiles) gives every row the bits it gets alone (one row never takes the tiles),
-/// extreme quants included.
+/// tile and 5 more) over 99 columns (6 pairs of groups and a last group alone) and over 107
+/// (a last pair of 11 columns, left off the tiles) gives every row the bits it gets alone
+/// (one row never takes the tiles), extreme quants included.
 #[test]
 fn amx_kernels_give_the_rows_kernels_bits() {
     fn check<B: KLayout + GroupBlock<Act = BlockQ8K>>(dtype: GgmlDType, n: usize, m: usize) {
