@@ -64,6 +64,7 @@ const fn config(inputs: u16) -> TileConfig {
 
 const CONFIG_16: TileConfig = config(16);
 const CONFIG_32: TileConfig = config(32);
+const CONFIG_64: TileConfig = config(64);
 
 /// Whether the CPU has AMX-INT8 and Linux lets this process use the tiles (checked once;
 /// the first call asks the kernel for the permission, which holds for every thread).
@@ -105,8 +106,9 @@ fn request_tile_data() -> bool {
 /// tiles and count on it staying so.
 pub(crate) struct Configured(TileConfig);
 
-/// Loads the tile configuration for products over 16 or 32 inputs on this thread, until the
-/// returned guard drops.
+/// Loads the tile configuration for products over 16, 32 or 64 inputs on this thread, until
+/// the returned guard drops. At 64 every tile is 16 rows of 64 bytes, so any may take any
+/// role.
 ///
 /// # Safety
 /// [`has_amx`] must have returned true.
@@ -114,7 +116,11 @@ pub(crate) struct Configured(TileConfig);
 pub(crate) unsafe fn configure<const INPUTS: usize>() -> Configured {
     let mut before = Configured(UNCONFIGURED);
     asm!("sttilecfg [{}]", in(reg) &mut before.0 as *mut TileConfig, options(nostack));
-    let config: &TileConfig = if INPUTS == 16 { &CONFIG_16 } else { &CONFIG_32 };
+    let config: &TileConfig = match INPUTS {
+        16 => &CONFIG_16,
+        32 => &CONFIG_32,
+        _ => &CONFIG_64,
+    };
     asm!("ldtilecfg [{}]", in(reg) config as *const TileConfig, options(nostack, readonly));
     before
 }
@@ -227,16 +233,29 @@ pub(crate) unsafe fn load<const T: u8>(ptr: *const u8, stride: usize) {
 /// The tiles are configured and `A`, `B` loaded.
 #[inline(always)]
 pub(crate) unsafe fn product<const C: u8, const A: u8, const B: u8, const SIGNED: bool>() {
+    zero::<C>();
+    dot::<C, A, B, SIGNED>();
+}
+
+/// Tile `C` = 0.
+///
+/// # Safety
+/// The tiles are configured.
+#[inline(always)]
+pub(crate) unsafe fn zero<const C: u8>() {
+    by_tile!(C, c => asm!(concat!("tilezero ", c!()), options(nostack, nomem)))
+}
+
+/// `C` += `A` · `B`, as [`product`] but onto what `C` holds.
+///
+/// # Safety
+/// The tiles are configured and `A`, `B`, `C` loaded (or zeroed).
+#[inline(always)]
+pub(crate) unsafe fn dot<const C: u8, const A: u8, const B: u8, const SIGNED: bool>() {
     by_tile!(C, c => by_tile!(A, a => by_tile!(B, b => if SIGNED {
-        asm!(
-            concat!("tilezero ", c!(), "\n", "tdpbssd ", c!(), ", ", a!(), ", ", b!()),
-            options(nostack, nomem)
-        )
+        asm!(concat!("tdpbssd ", c!(), ", ", a!(), ", ", b!()), options(nostack, nomem))
     } else {
-        asm!(
-            concat!("tilezero ", c!(), "\n", "tdpbsud ", c!(), ", ", a!(), ", ", b!()),
-            options(nostack, nomem)
-        )
+        asm!(concat!("tdpbsud ", c!(), ", ", a!(), ", ", b!()), options(nostack, nomem))
     })))
 }
 

@@ -8,11 +8,13 @@ use crate::quantize_act::quantize_blocks;
 /// Inputs per K-quant super-block.
 pub(crate) const QK_K: usize = 256;
 
+/// The quants first and the block on a cache line, so that each 64 inputs of a block (one
+/// row of an AMX tile) sit on one line.
 #[derive(Clone, Copy)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct BlockQ8K {
-    pub(crate) d: f32,
     pub(crate) qs: [i8; QK_K],
+    pub(crate) d: f32,
     /// Sum of the quants of inputs 16h..16h+16 (at most 16 · 127: fits i16).
     pub(crate) bsum16: [i16; QK_K / 16],
     /// Sum of the quants of inputs 32g..32g+32.

@@ -136,8 +136,26 @@ trait KLayout: Copy + Send + Sync + 'static {
     /// Each half's scale per column, as the two i16 halves of the column's i32 lane.
     #[cfg(target_arch = "x86_64")]
     unsafe fn scales_avx2(&self, g: usize) -> [__m256i; 2];
+    /// Steps of [`KLayout::min_sums_avx2`]: pairs of mins (Q6_K: scales) per column.
+    const MIN_STEPS: usize;
+    /// Step p's pair of mins (Q6_K: −32's scales) per column, as the two i16 halves of the
+    /// column's i32 lane.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn min_sums_avx2(&self, x: &BlockQ8K) -> __m256i;
+    unsafe fn min_weights_avx2(&self, p: usize) -> __m256i;
+    /// Step p's pair of activation quant sums, as the i32 both i16 lanes of a column meet
+    /// (p < [`KLayout::MIN_STEPS`]).
+    fn min_acts(x: &BlockQ8K, p: usize) -> i32;
+    /// Σ min × (its inputs' activation quant sum) per column, as [`KLayout::min_sum`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn min_sums_avx2(&self, x: &BlockQ8K) -> __m256i {
+        let mut sum = _mm256_setzero_si256();
+        for p in 0..Self::MIN_STEPS {
+            let acts = _mm256_set1_epi32(Self::min_acts(x, p));
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(self.min_weights_avx2(p), acts));
+        }
+        sum
+    }
     #[cfg(target_arch = "x86_64")]
     unsafe fn d_avx2(&self) -> __m256;
     #[cfg(target_arch = "x86_64")]
@@ -170,18 +188,15 @@ macro_rules! scales_and_mins {
         }
         #[cfg(target_arch = "x86_64")]
         #[inline(always)]
-        unsafe fn min_sums_avx2(&self, x: &BlockQ8K) -> __m256i {
-            let mut sum = _mm256_setzero_si256();
-            for p in 0..4 {
-                let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                    self.mins.as_ptr().add(16 * p) as *const __m128i
-                ));
-                let sums = _mm256_set1_epi32(
-                    (x.bsum32.as_ptr().add(2 * p) as *const i32).read_unaligned(),
-                );
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(mins, sums));
-            }
-            sum
+        unsafe fn min_weights_avx2(&self, p: usize) -> __m256i {
+            _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                self.mins.as_ptr().add(16 * p) as *const __m128i
+            ))
+        }
+        #[inline(always)]
+        fn min_acts(x: &BlockQ8K, p: usize) -> i32 {
+            // SAFETY: p < 4, so both i16 lie in `bsum32`.
+            unsafe { (x.bsum32.as_ptr().add(2 * p) as *const i32).read_unaligned() }
         }
         #[cfg(target_arch = "x86_64")]
         #[inline(always)]
@@ -242,6 +257,7 @@ impl KLayout for BlockQ4Kx8 {
         qs: [0; 1024],
     };
     const RUN: usize = 8;
+    const MIN_STEPS: usize = 4;
     fn set(&mut self, c: usize, col: &KColumn) {
         set_scales_and_mins!(self, c, col);
         set_nibbles(&mut self.qs, c, &col.q);
@@ -268,6 +284,7 @@ impl KLayout for BlockQ5Kx8 {
         qs: [0; 1024],
     };
     const RUN: usize = 4;
+    const MIN_STEPS: usize = 4;
     fn set(&mut self, c: usize, col: &KColumn) {
         set_scales_and_mins!(self, c, col);
         set_nibbles(&mut self.qs, c, &col.q);
@@ -305,6 +322,7 @@ impl KLayout for BlockQ6Kx8 {
         qs: [0; 1024],
     };
     const RUN: usize = 2;
+    const MIN_STEPS: usize = 8;
     const SCALE_PER_HALF: bool = true;
     fn set(&mut self, c: usize, col: &KColumn) {
         self.d[c] = col.d;
@@ -364,17 +382,15 @@ impl KLayout for BlockQ6Kx8 {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn min_sums_avx2(&self, x: &BlockQ8K) -> __m256i {
-        let mut sum = _mm256_setzero_si256();
-        for g in 0..8 {
-            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                self.scales.as_ptr().add(16 * g) as *const __m128i
-            ));
-            let sums =
-                _mm256_set1_epi32((x.bsum16.as_ptr().add(2 * g) as *const i32).read_unaligned());
-            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(scales, sums));
-        }
-        sum
+    unsafe fn min_weights_avx2(&self, g: usize) -> __m256i {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(
+            self.scales.as_ptr().add(16 * g) as *const __m128i
+        ))
+    }
+    #[inline(always)]
+    fn min_acts(x: &BlockQ8K, g: usize) -> i32 {
+        // SAFETY: g < 8, so both i16 lie in `bsum16`.
+        unsafe { (x.bsum16.as_ptr().add(2 * g) as *const i32).read_unaligned() }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
