@@ -6,6 +6,8 @@
 //! depend on which block it sits in, so a sequence's output is the same alone or batched.
 
 #[cfg(target_arch = "x86_64")]
+use crate::attention_chunk::{chunk_scores_all, chunk_values_all, has_avx512, Chunk, CHUNK};
+#[cfg(target_arch = "x86_64")]
 use crate::attention_simd_ops::{head_scores4, prefetch_rows, softmax, weigh_heads};
 pub use crate::cpu_attention::KvElem;
 use crate::cpu_attention::{AttnShape, SeqAttn};
@@ -45,7 +47,7 @@ pub fn paged_attention_simd<T: KvElem>(
     shape: &AttnShape,
     out: &mut [f32],
 ) {
-    dispatch(q, k_pool, v_pool, seqs, shape, out, true)
+    dispatch(q, k_pool, v_pool, seqs, shape, out, true, wide_here())
 }
 
 /// [`paged_attention_simd`] with every sequence on its own: the reference its shared-prefix
@@ -58,9 +60,24 @@ pub fn paged_attention_per_sequence<T: KvElem>(
     shape: &AttnShape,
     out: &mut [f32],
 ) {
-    dispatch(q, k_pool, v_pool, seqs, shape, out, false)
+    dispatch(q, k_pool, v_pool, seqs, shape, out, false, wide_here())
 }
 
+/// Whether the chunk kernels take AVX-512's 16 lanes here (the bits are the same either way).
+fn wide_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The attention, in shared-prefix groups where `grouped`, with AVX-512 where `wide` (only
+/// where the CPU has it).
+#[allow(clippy::too_many_arguments)]
 fn dispatch<T: KvElem>(
     q: &[f32],
     k_pool: &[T],
@@ -69,15 +86,16 @@ fn dispatch<T: KvElem>(
     shape: &AttnShape,
     out: &mut [f32],
     grouped: bool,
+    wide: bool,
 ) {
     assert!(
         supported(shape.head_dim),
         "the SIMD attention needs AVX2/FMA/F16C and head_dim % 8 == 0"
     );
     #[cfg(target_arch = "x86_64")]
-    attention_x86(q, k_pool, v_pool, seqs, shape, out, grouped);
+    attention_x86(q, k_pool, v_pool, seqs, shape, out, grouped, wide);
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (q, k_pool, v_pool, seqs, out, grouped);
+    let _ = (q, k_pool, v_pool, seqs, out, grouped, wide);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -92,10 +110,14 @@ enum Item {
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
+    chunk: Chunk,
+    /// (query or score row, destination) pointers of a chunk's queries.
+    queries: Vec<(*const f32, *mut f32)>,
     group: GroupScratch,
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn attention_x86<T: KvElem>(
     q: &[f32],
     k_pool: &[T],
@@ -104,7 +126,9 @@ fn attention_x86<T: KvElem>(
     shape: &AttnShape,
     out: &mut [f32],
     grouped: bool,
+    wide: bool,
 ) {
+    assert!(!wide || has_avx512());
     let threads = rayon::current_num_threads();
     // The work list is rebuilt every call (every layer of every step) in buffers this
     // thread keeps, so a step allocates nothing here.
@@ -170,7 +194,13 @@ fn attention_x86<T: KvElem>(
             unsafe {
                 match item {
                     Item::Block { seq, kh, b } => {
-                        block(q, k_pool, v_pool, &seqs[*seq], shape, *kh, *b, &mut scratch.scores, out_ptr as *mut f32)
+                        let (s, out) = (&seqs[*seq], out_ptr as *mut f32);
+                        // AVX-512's chunks pay even for one token's few queries.
+                        if s.len - b > 1 || wide {
+                            block(q, k_pool, v_pool, s, shape, *kh, *b, scratch, out, wide)
+                        } else {
+                            decode(q, k_pool, v_pool, s, shape, *kh, &mut scratch.scores, out)
+                        }
                     }
                     Item::Group { group, kh } => decode_group(
                         q,
@@ -182,6 +212,7 @@ fn attention_x86<T: KvElem>(
                         *kh,
                         &mut scratch.group,
                         out_ptr as *mut f32,
+                        wide,
                     ),
                 }
             }
@@ -206,8 +237,11 @@ struct Plan {
     in_group: Vec<bool>,
 }
 
-/// One (sequence, KV head, query block): queries are tokens `b..b+QUERY_BLOCK` of `s`
-/// times the query heads of KV head `kh`.
+/// One (sequence, KV head, query block): queries are tokens `b..b+QUERY_BLOCK` of `s` (two
+/// or more unless `wide`) times the query heads of KV head `kh`. Keys come a converted chunk at a time
+/// ([`crate::attention_chunk`]) for all the block's queries, where each K and V row was
+/// converted once per query head; the last token of the block is `s`'s last, or the block
+/// is whole.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -219,8 +253,9 @@ unsafe fn block<T: KvElem>(
     shape: &AttnShape,
     kh: usize,
     b: usize,
-    scores: &mut Vec<f32>,
+    scratch: &mut Scratch,
     out: *mut f32,
+    wide: bool,
 ) {
     let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
     let rep = nh / nkv;
@@ -232,74 +267,135 @@ unsafe fn block<T: KvElem>(
         .window
         .map_or(0, |w| (first_pos + 1).saturating_sub(w));
     let span = last_pos + 1 - lo;
-    let nq = tokens * rep;
+    let Scratch {
+        scores,
+        chunk,
+        queries,
+        ..
+    } = scratch;
     scores.clear();
-    scores.resize(nq * span, 0.0);
-    // Query i of the block: token t = i / rep, head kh * rep + i % rep; it sees keys
-    // from_t..=pos_t. Loops run over (t, head) so no division sits in the inner loops
-    // (a runtime `/ rep` per key and query cost more than the dot product).
+    scores.resize(tokens * rep * span, 0.0);
+    // Query (t, r): token t of the block, head kh * rep + r; it sees keys from_t..=pos_t,
+    // and its score row (from key lo) is t * rep + r.
     let visible = |t: usize| {
         let pos = first_pos + t;
         let from = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         (from, pos)
     };
     let qrow = |t: usize, r: usize| ((s.start + b + t) * nh + kh * rep + r) * hd;
-    // Scores, 4 keys at a time for every query of the block (see `scores4`). Every score
-    // is the same sum in the same order whatever group its key falls in, so a query's
-    // scores do not depend on the block around it. A group past the block's last key
-    // repeats that key; scores outside a query's visible range are computed but never read.
+    let scores_ptr = scores.as_mut_ptr();
+    let score_row = |t: usize, r: usize| scores_ptr.add((t * rep + r) * span);
+    let slots = s.context_slots;
+    // The tokens that see any of keys c0..c0 + keys.
+    let seeing = |c0: usize, keys: usize| {
+        (0..tokens).filter(move |&t| {
+            let (from, pos) = visible(t);
+            from < c0 + keys && pos >= c0
+        })
+    };
+    // 1. Scores, a chunk of keys at a time for every query that sees any of it. A query's
+    // scores past its last key are computed and never read.
+    for c0 in (lo..=last_pos).step_by(CHUNK) {
+        let keys = (last_pos + 1 - c0).min(CHUNK);
+        chunk.load_keys(k_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
+        queries.clear();
+        for t in seeing(c0, keys) {
+            queries.extend(
+                (0..rep).map(|r| (q.as_ptr().add(qrow(t, r)), score_row(t, r).add(c0 - lo))),
+            );
+        }
+        chunk_scores_all(queries, chunk.keys_t(), hd, shape.scale, keys, wide);
+    }
+    // 2. Softmax per query over its own visible keys.
+    for t in 0..tokens {
+        let (from, pos) = visible(t);
+        for r in 0..rep {
+            softmax(std::slice::from_raw_parts_mut(
+                score_row(t, r).add(from - lo),
+                pos + 1 - from,
+            ));
+        }
+    }
+    // 3. Weighted values, a chunk of keys at a time, for each token over the keys of the
+    // chunk it sees.
+    for c0 in (lo..=last_pos).step_by(CHUNK) {
+        let keys = (last_pos + 1 - c0).min(CHUNK);
+        chunk.load_values(v_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
+        for t in seeing(c0, keys) {
+            let (from, pos) = visible(t);
+            queries.clear();
+            queries.extend((0..rep).map(|r| (score_row(t, r) as *const f32, out.add(qrow(t, r)))));
+            let range = (lo, from.max(c0), pos.min(c0 + keys - 1));
+            chunk_values_all(queries, chunk, c0, range, hd, wide);
+        }
+    }
+}
+
+/// A decoding sequence's one token (the last of `s`) times the query heads of KV head `kh`,
+/// straight from the pool: with 8-lane vectors and a few queries, converting the rows first
+/// does not pay.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn decode<T: KvElem>(
+    q: &[f32],
+    k_pool: &[T],
+    v_pool: &[T],
+    s: &SeqAttn,
+    shape: &AttnShape,
+    kh: usize,
+    scores: &mut Vec<f32>,
+    out: *mut f32,
+) {
+    let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
+    let rep = nh / nkv;
+    let row = nkv * hd;
+    let pos = s.context_slots.len() - 1;
+    let from = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let span = pos + 1 - from;
+    scores.clear();
+    scores.resize(rep * span, 0.0);
+    let qrow = |r: usize| ((s.start + s.len - 1) * nh + kh * rep + r) * hd;
+    // Scores, 4 keys at a time for every head (see `scores4`): every score is the same sum
+    // in the same order as the chunks' (`chunk_scores`). A group past the last key repeats
+    // it; those scores are never stored.
+    let slots = s.context_slots;
     let key_at = |j: usize| {
         k_pool
             .as_ptr()
-            .add(*s.context_slots.get_unchecked(j.min(last_pos)) as usize * row + kh * hd)
+            .add(*slots.get_unchecked(j.min(pos)) as usize * row + kh * hd)
     };
     let scores_ptr = scores.as_mut_ptr();
-    for j0 in (lo..=last_pos).step_by(4) {
-        let next = (j0 + 8).min(last_pos + 1)..(j0 + 12).min(last_pos + 1);
-        prefetch_rows(k_pool, &s.context_slots[next.clone()], row, kh * hd, hd);
-        prefetch_rows(v_pool, &s.context_slots[next], row, kh * hd, hd);
+    for j0 in (from..=pos).step_by(4) {
+        let next = (j0 + 8).min(pos + 1)..(j0 + 12).min(pos + 1);
+        prefetch_rows(k_pool, &slots[next.clone()], row, kh * hd, hd);
+        prefetch_rows(v_pool, &slots[next], row, kh * hd, hd);
         let kp: [*const T; 4] = std::array::from_fn(|u| key_at(j0 + u));
-        let keys = (last_pos + 1 - j0).min(4);
-        for t in 0..tokens {
-            let (from, pos) = visible(t);
-            if j0 + 4 <= from || j0 > pos {
-                continue;
-            }
-            let dst = |r: usize| scores_ptr.add((t * rep + r) * span + (j0 - lo));
-            head_scores4(
-                |r| q.as_ptr().add(qrow(t, r)),
-                &kp,
-                rep,
-                hd,
-                shape.scale,
-                dst,
-                keys,
-            );
-        }
-    }
-    // Softmax per query over its own visible keys (libm's scalar exp was a tenth of a
-    // decode step's attention).
-    for i in 0..nq {
-        let (from, pos) = visible(i / rep);
-        softmax(&mut scores[i * span + (from - lo)..i * span + (pos - lo) + 1]);
-    }
-    // Weighted sum of value rows per query, 32 output lanes at a time held in registers
-    // over all its keys (a read-modify-write of the output per key was store-bound).
-    let vp = v_pool.as_ptr().add(kh * hd);
-    let slots = s.context_slots;
-    for t in 0..tokens {
-        let sc = |r: usize| scores.as_ptr().add((t * rep + r) * span);
-        let op = |r: usize| out.add(qrow(t, r));
-        let (from, pos) = visible(t);
-        weigh_heads(
-            |j| vp.add(*slots.get_unchecked(j) as usize * row),
-            (lo, from, pos),
+        let dst = |r: usize| scores_ptr.add(r * span + (j0 - from));
+        head_scores4(
+            |r| q.as_ptr().add(qrow(r)),
+            &kp,
             rep,
-            sc,
-            op,
             hd,
+            shape.scale,
+            dst,
+            (pos + 1 - j0).min(4),
         );
     }
+    for r in 0..rep {
+        softmax(&mut scores[r * span..(r + 1) * span]);
+    }
+    // Weighted sum of value rows per head, 32 output lanes at a time held in registers over
+    // all its keys (a read-modify-write of the output per key was store-bound).
+    let vp = v_pool.as_ptr().add(kh * hd);
+    weigh_heads(
+        |j| vp.add(*slots.get_unchecked(j) as usize * row),
+        (from, from, pos),
+        rep,
+        |r| scores.as_ptr().add(r * span),
+        |r| out.add(qrow(r)),
+        hd,
+    );
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

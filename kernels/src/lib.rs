@@ -7,6 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 mod amx;
 pub mod attention;
+mod attention_chunk;
 mod attention_simd_ops;
 #[cfg(target_arch = "x86_64")]
 mod block32_amx;

@@ -21,7 +21,7 @@ fn matches_scalar_kernel_and_is_batch_independent() -> candle_core::Result<()> {
 }
 
 /// Decoding sequences worked on in shared-prefix groups give the same bits as each on
-/// its own, for f32 and f16 pools: samples of two prompts (one group each, one sample
+/// its own, for f32 and f16 pools, with 8 and (where the CPU has them) 16 lanes: samples of two prompts (one group each, one sample
 /// with nothing of its own yet beyond its query), a tree whose branches share less,
 /// lone decodes, and a prefill between them.
 #[test]
@@ -101,21 +101,28 @@ fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Resu
         "{groups:?}"
     );
     let want = paged_attention(&q, &k, &v, &seqs, &shape);
-    let mut per_seq = vec![0f32; q.len()];
-    paged_attention_per_sequence(&q, &k, &v, &seqs, &shape, &mut per_seq);
-    let mut grouped = vec![0f32; q.len()];
-    paged_attention_simd(&q, &k, &v, &seqs, &shape, &mut grouped);
-    assert_eq!(grouped, per_seq);
-    for (g, w) in grouped.iter().zip(&want) {
-        assert!((g - w).abs() < 1e-4, "{g} vs {w}");
-    }
     let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
     let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-    let mut per_seq16 = vec![0f32; q.len()];
-    paged_attention_per_sequence(&q, &kh, &vh, &seqs, &shape, &mut per_seq16);
-    let mut grouped16 = vec![0f32; q.len()];
-    paged_attention_simd(&q, &kh, &vh, &seqs, &shape, &mut grouped16);
-    assert_eq!(grouped16, per_seq16);
+    let widths = [false, true]
+        .into_iter()
+        .filter(|&w| !w || crate::attention_chunk::has_avx512());
+    for wide in widths {
+        let run = |grouped: bool, f16: bool| {
+            let mut out = vec![0f32; q.len()];
+            if f16 {
+                dispatch(&q, &kh, &vh, &seqs, &shape, &mut out, grouped, wide);
+            } else {
+                dispatch(&q, &k, &v, &seqs, &shape, &mut out, grouped, wide);
+            }
+            out
+        };
+        let grouped = run(true, false);
+        assert_eq!(grouped, run(false, false), "wide {wide}");
+        for (g, w) in grouped.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        }
+        assert_eq!(run(true, true), run(false, true), "wide {wide}");
+    }
     Ok(())
 }
 
@@ -184,6 +191,92 @@ fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
         let mut one = vec![0f32; row];
         paged_attention_simd(&q[40 * row..], &k, &v, &alone, &shape, &mut one);
         assert_eq!(&one[..], &got[40 * row..]);
+    }
+    Ok(())
+}
+
+/// Every token of a prompt's blocks (the chunked path) gets the bits it gets decoded alone
+/// with the context up to it (8-lane vectors: the decode path): prefix caching, batching
+/// and verified drafts all rely on it. f32 and f16 pools, head sizes 64 and 40 (an 8-lane
+/// tail), windows, two whole blocks and one token more (a block of its own); with 8 and,
+/// where the CPU has them, 16 lanes, which agree.
+#[test]
+fn a_block_s_tokens_get_the_bits_they_get_decoded_alone() -> candle_core::Result<()> {
+    if !supported(64) {
+        return Ok(());
+    }
+    let dev = Device::Cpu;
+    let (nh, nkv, slots, past, new) = (14, 2, 300, 50, 33);
+    let widths = || {
+        [false, true]
+            .into_iter()
+            .filter(|&w| !w || crate::attention_chunk::has_avx512())
+    };
+    for hd in [64, 40] {
+        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+        let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        let ctx: Vec<u32> = (0..past + new).map(|i| (i * 97 % slots) as u32).collect();
+        let q = Tensor::randn(0f32, 1., (new, nh, hd), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let row = nh * hd;
+        for window in [None, Some(20)] {
+            let shape = AttnShape {
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                scale: 0.125,
+                window,
+            };
+            let prompt = [SeqAttn {
+                start: 0,
+                len: new,
+                context_slots: &ctx,
+            }];
+            let want = paged_attention(&q, &k, &v, &prompt, &shape);
+            let mut first: Option<Vec<f32>> = None;
+            for wide in widths() {
+                let run = |q: &[f32], seqs: &[SeqAttn], half: bool| {
+                    let mut out = vec![0f32; q.len()];
+                    if half {
+                        dispatch(q, &kh, &vh, seqs, &shape, &mut out, true, wide);
+                    } else {
+                        dispatch(q, &k, &v, seqs, &shape, &mut out, true, wide);
+                    }
+                    out
+                };
+                let (block32, block16) = (run(&q, &prompt, false), run(&q, &prompt, true));
+                for (g, w) in block32.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() < 1e-4,
+                        "hd {hd}, window {window:?}: {g} vs {w}"
+                    );
+                }
+                for t in 0..new {
+                    let alone = [SeqAttn {
+                        start: 0,
+                        len: 1,
+                        context_slots: &ctx[..past + t + 1],
+                    }];
+                    let (qt, rows) = (&q[t * row..(t + 1) * row], t * row..(t + 1) * row);
+                    let what = format!("hd {hd}, window {window:?}, token {t}, wide {wide}");
+                    assert_eq!(
+                        run(qt, &alone, false),
+                        &block32[rows.clone()],
+                        "f32, {what}"
+                    );
+                    assert_eq!(run(qt, &alone, true), &block16[rows], "f16, {what}");
+                }
+                // Both widths give the same bits.
+                assert_eq!(first.get_or_insert_with(|| block16.clone()), &block16);
+            }
+        }
     }
     Ok(())
 }
