@@ -146,20 +146,30 @@ pub(crate) unsafe fn prefetch_rows<T: KvElem>(
 
 /// Softmax of `sc` in place: 8 keys per vector from the row's first key (a tail padded
 /// and masked off), lane sums added in a fixed order, so the result depends on the row
-/// alone.
+/// alone. With AVX-512 (`wide`) e^x takes 16 keys at a time and its two halves are added in
+/// turn: the same sums in the same order, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn softmax(sc: &mut [f32]) {
+pub(crate) unsafe fn softmax(sc: &mut [f32], wide: bool) {
     use std::arch::x86_64::*;
     let n = sc.len();
     let full = n / 8 * 8;
-    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let max = if wide {
+        max_avx512(sc)
+    } else {
+        sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    };
     let vmax = _mm256_set1_ps(max);
     let mut sum = _mm256_setzero_ps();
-    for c in (0..full).step_by(8) {
+    let mut c = 0;
+    if wide {
+        (c, sum) = exp_pairs_avx512(sc, max);
+    }
+    while c < full {
         let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc.as_ptr().add(c)), vmax));
         _mm256_storeu_ps(sc.as_mut_ptr().add(c), e);
         sum = _mm256_add_ps(sum, e);
+        c += 8;
     }
     if full < n {
         let mut tail = [max; 8];
@@ -178,6 +188,43 @@ pub(crate) unsafe fn softmax(sc: &mut [f32]) {
     for x in &mut sc[full..] {
         *x *= _mm256_cvtss_f32(inv);
     }
+}
+
+/// The largest of `sc` (exact, so in any order).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_avx512(sc: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let whole = sc.len() / 16 * 16;
+    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+    for c in (0..whole).step_by(16) {
+        m = _mm512_max_ps(m, _mm512_loadu_ps(sc.as_ptr().add(c)));
+    }
+    sc[whole..]
+        .iter()
+        .fold(_mm512_reduce_max_ps(m), |m, &x| m.max(x))
+}
+
+/// e^(x − max) in place for the first 16-key blocks of `sc`, the 8-key halves of each added
+/// to the 8-lane sum in turn (as [`softmax`] adds 8 at a time); the keys done and the sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn exp_pairs_avx512(sc: &mut [f32], max: f32) -> (usize, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    let whole = sc.len() / 16 * 16;
+    let vmax = _mm512_set1_ps(max);
+    let mut sum = _mm256_setzero_ps();
+    for c in (0..whole).step_by(16) {
+        let p = sc.as_mut_ptr().add(c);
+        let e = crate::x86::exp_ps_avx512(_mm512_sub_ps(_mm512_loadu_ps(p), vmax));
+        _mm512_storeu_ps(p, e);
+        sum = _mm256_add_ps(sum, _mm512_castps512_ps256(e));
+        sum = _mm256_add_ps(
+            sum,
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e))),
+        );
+    }
+    (whole, sum)
 }
 
 /// `out[h] += Σ_j p_h[j] · v_j` over keys `from..=pos` for `H` queries that see the same

@@ -168,10 +168,10 @@ pub unsafe fn decode_group<T: KvElem>(
     // 3. Softmax per query over all its keys.
     for (i, s) in seqs.iter().enumerate() {
         for r in 0..rep {
-            softmax(std::slice::from_raw_parts_mut(
-                score_row(i, r),
-                s.context_slots.len(),
-            ));
+            softmax(
+                std::slice::from_raw_parts_mut(score_row(i, r), s.context_slots.len()),
+                wide,
+            );
         }
     }
     // 4. Weighted values: the shared keys a converted chunk at a time, then each sequence's

@@ -310,10 +310,10 @@ unsafe fn block<T: KvElem>(
     for t in 0..tokens {
         let (from, pos) = visible(t);
         for r in 0..rep {
-            softmax(std::slice::from_raw_parts_mut(
-                score_row(t, r).add(from - lo),
-                pos + 1 - from,
-            ));
+            softmax(
+                std::slice::from_raw_parts_mut(score_row(t, r).add(from - lo), pos + 1 - from),
+                wide,
+            );
         }
     }
     // 3. Weighted values, a chunk of keys at a time, for each token over the keys of the
@@ -383,7 +383,8 @@ unsafe fn decode<T: KvElem>(
         );
     }
     for r in 0..rep {
-        softmax(&mut scores[r * span..(r + 1) * span]);
+        // Only where 8-lane chunks are used: the same bits either way.
+        softmax(&mut scores[r * span..(r + 1) * span], false);
     }
     // Weighted sum of value rows per head, 32 output lanes at a time held in registers over
     // all its keys (a read-modify-write of the output per key was store-bound).
