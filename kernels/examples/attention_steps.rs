@@ -5,24 +5,14 @@
 //! looptree-kernels --example attention_steps -- [threads] [ctx] [reps]` (default 2, 2000,
 //! 31).
 
+mod common;
+use common::median_secs;
+
 use std::hint::black_box;
-use std::time::Instant;
 
 use half::f16;
 use looptree_kernels::cpu_attention::{AttnShape, SeqAttn};
 use looptree_kernels::cpu_attention_simd::paged_attention_simd;
-
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
 
 fn main() {
     let arg = |i: usize| std::env::args().nth(i);

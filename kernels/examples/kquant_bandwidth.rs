@@ -3,34 +3,14 @@
 //! comes to what one core (or `threads`) can read. `cargo run --release -p looptree-kernels
 //! --example kquant_bandwidth -- [threads]`.
 
+mod common;
+
+use common::{median_secs, quantized};
+
 use std::hint::black_box;
-use std::time::Instant;
 
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::quantized::GgmlDType;
 use looptree_kernels::k_quants::{Q4KMatrix, Q6KMatrix};
-
-fn quantized(n: usize, k: usize, dtype: GgmlDType) -> Vec<u8> {
-    let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
-    QTensor::quantize(&w, dtype)
-        .unwrap()
-        .data()
-        .unwrap()
-        .to_vec()
-}
-
-/// The median of `reps` timings of `f`, in seconds.
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
 
 fn main() {
     let threads: usize = std::env::args().nth(1).map_or(1, |a| a.parse().unwrap());

@@ -4,34 +4,14 @@
 //! looptree-kernels --example kquant_rows -- [threads] [m] [reps] [q4]` (default: 2 threads,
 //! m in 1, 8, 16, 17, 32, 64, 128, 21 reps; `q4`: Q4_K only).
 
+mod common;
+
+use common::{median_secs, quantized};
+
 use std::hint::black_box;
-use std::time::Instant;
 
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::quantized::GgmlDType;
 use looptree_kernels::k_quants::{Q4KMatrix, Q6KMatrix};
-
-fn quantized(n: usize, k: usize, dtype: GgmlDType) -> Vec<u8> {
-    let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
-    QTensor::quantize(&w, dtype)
-        .unwrap()
-        .data()
-        .unwrap()
-        .to_vec()
-}
-
-/// The median of `reps` timings of `f`, in seconds.
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
 
 fn main() {
     let arg = |i: usize| std::env::args().nth(i);

@@ -163,7 +163,7 @@ struct HalfRows {
 /// A 6-bit scale's parts are below 8, so a 5-bit quant's products fit a byte (31 · 7 < 256),
 /// and two tile products per 64 inputs give Σ scale · quant · x exactly as 8 · Σ high · q ·
 /// x + Σ low · q · x: two sums stored per super-block, where a product and a store per group
-/// and a multiply of each group's sums cost twice the time.
+/// and a multiply of each group's sums took 1.25× the time at 16 rows, 1.6× at 128.
 #[repr(C, align(64))]
 struct ScaledRows {
     high: [[u8; 4 * TILE]; 64],
