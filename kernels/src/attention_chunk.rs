@@ -275,8 +275,8 @@ pub(crate) unsafe fn weighted_values_avx512<const H: usize>(
 /// of key j at `d * CHUNK + j`); the first `n` go to `dst[x]`. Lane j of class sum `l`
 /// is query · key j over the elements d ≡ l (mod 8), fused in order of d, and the classes
 /// are added as ((0+1)+(2+3))+((4+5)+(6+7)): the very sums, in the very order, that
-/// [`crate::attention_simd_ops::head_scores4`] forms in one vector per key and adds horizontally. So a score has the
-/// same bits either way.
+/// [`crate::attention_simd_ops::head_scores4`] forms in one vector per key and adds
+/// horizontally. So a score has the same bits either way.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]

@@ -238,10 +238,9 @@ struct Plan {
 }
 
 /// One (sequence, KV head, query block): queries are tokens `b..b+QUERY_BLOCK` of `s` (two
-/// or more unless `wide`) times the query heads of KV head `kh`. Keys come a converted chunk at a time
-/// ([`crate::attention_chunk`]) for all the block's queries, where each K and V row was
-/// converted once per query head; the last token of the block is `s`'s last, or the block
-/// is whole.
+/// or more unless `wide`) times the query heads of KV head `kh`. Keys come a converted chunk
+/// at a time ([`crate::attention_chunk`]), each K and V row converted once for all the
+/// block's queries.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]

@@ -4,6 +4,11 @@ use crate::cpu_attention_shared::decode_groups;
 use candle_core::{Device, Tensor};
 use half::f16;
 
+/// `len` normal samples.
+fn noise(len: usize, dev: &Device) -> candle_core::Result<Vec<f32>> {
+    Tensor::randn(0f32, 1., len, dev)?.to_vec1::<f32>()
+}
+
 /// Agrees with the scalar kernel (itself checked against the generic candle-op path)
 /// for f32, f16 and bf16 pools, with scattered slots, GQA, windows and long prompts; and a
 /// sequence's rows are bit-identical alone and batched.
@@ -31,12 +36,8 @@ fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Resu
     }
     let dev = Device::Cpu;
     let (nh, nkv, hd, slots) = (9, 3, 64, 2000);
-    let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let k = noise(slots * nkv * hd, &dev)?;
+    let v = noise(slots * nkv * hd, &dev)?;
     let mut next = 1000u32;
     let mut own = |n: usize| -> Vec<u32> {
         next += n as u32;
@@ -77,9 +78,7 @@ fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Resu
         });
         start += len;
     }
-    let q = Tensor::randn(0f32, 1., (start, nh, hd), &dev)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let q = noise(start * nh * hd, &dev)?;
     let shape = AttnShape {
         n_heads: nh,
         n_kv_heads: nkv,
@@ -128,17 +127,11 @@ fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Resu
 
 fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
     let (nh, nkv, slots) = (9, 3, 120);
-    let k = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let v = Tensor::randn(0f32, 1., (slots, nkv * hd), dev)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let k = noise(slots * nkv * hd, dev)?;
+    let v = noise(slots * nkv * hd, dev)?;
     let ctx_a: Vec<u32> = (0..40).map(|i| (i * 7 % 120) as u32).collect(); // 40 new tokens
     let ctx_b: Vec<u32> = (0..30).map(|i| (119 - i) as u32).collect(); // decode at 29
-    let q = Tensor::randn(0f32, 1., (41, nh, hd), dev)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let q = noise(41 * nh * hd, dev)?;
     for window in [None, Some(5)] {
         let shape = AttnShape {
             n_heads: nh,
@@ -213,18 +206,12 @@ fn a_block_s_tokens_get_the_bits_they_get_decoded_alone() -> candle_core::Result
             .filter(|&w| !w || crate::attention_chunk::has_avx512())
     };
     for hd in [64, 40] {
-        let k = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let v = Tensor::randn(0f32, 1., (slots, nkv * hd), &dev)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let k = noise(slots * nkv * hd, &dev)?;
+        let v = noise(slots * nkv * hd, &dev)?;
         let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
         let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
         let ctx: Vec<u32> = (0..past + new).map(|i| (i * 97 % slots) as u32).collect();
-        let q = Tensor::randn(0f32, 1., (new, nh, hd), &dev)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let q = noise(new * nh * hd, &dev)?;
         let row = nh * hd;
         for window in [None, Some(20)] {
             let shape = AttnShape {
