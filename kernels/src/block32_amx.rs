@@ -1,16 +1,17 @@
-//! The 32-input block types (Q8_0, Q5_0: Q8_0 activations) on AMX tiles: activation rows,
-//! [`TILE`] at a time, against two column groups (16 columns) per call, for prefill.
+//! The 32-input block types (Q8_0, Q5_0 and Q4_1) on AMX tiles: activation rows, [`TILE`]
+//! at a time, against two column groups (16 columns) per call, for prefill and verifying
+//! steps.
 //!
-//! A block's two groups of quants make one weight tile of signed bytes (Q5_0's as q − 16),
-//! for `tdpbssd`: its exact i32 sums are the rows kernels', and the float step is theirs,
-//! `acc += sum · (d · dx)` per block in order, so the bits are theirs.
+//! A block's two groups of quants make one weight tile of signed bytes (Q5_0's as q − 16,
+//! Q4_1's 0..15 as they are), for `tdpbssd`: its exact i32 sums are the rows kernels', and
+//! the float step per block is theirs ([`AmxAct::accumulate`], on 16 lanes), in the same
+//! order, so the bits are theirs.
 //! The blocks' weights are unpacked once per call; then each tile of rows runs through them
 //! with four products in flight, its float sums in registers.
 
 use crate::amx::{self, products, Sums, TILE};
 use crate::column_tiles::GROUP;
 use crate::grouped_matrix::GroupBlock;
-use crate::q8_0::BlockQ8_0;
 use std::arch::x86_64::*;
 
 /// The [`GroupBlock`] items that send a 32-input type's tiles of rows to [`amx_kernel`]:
@@ -23,7 +24,7 @@ macro_rules! amx_hooks {
         unsafe fn amx_kernel(
             w0: &[Self],
             w1: &[Self],
-            x: &[$crate::q8_0::BlockQ8_0],
+            x: &[Self::Act],
             kb: usize,
             rows: usize,
             dst: *mut f32,
@@ -35,8 +36,21 @@ macro_rules! amx_hooks {
 }
 pub(crate) use amx_hooks;
 
+/// A block of 32 quantized activations as the AMX kernel takes it.
+pub(crate) trait AmxAct {
+    /// The 32 quants (signed bytes).
+    fn quants(&self) -> *const u8;
+    /// The rows kernels' float step for this block on 16 column lanes: `acc` plus the
+    /// block's integer `sums` scaled by the weights' `scale` (and `min`, where the type has
+    /// offsets) and this block's scales, with the rows kernels' operations per lane.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    unsafe fn accumulate(&self, acc: __m512, sums: __m512i, scale: __m512, min: __m512) -> __m512;
+}
+
 /// A 32-input block type of 8 columns that the AMX kernel takes.
-pub(crate) trait AmxBlock32: GroupBlock<Act = BlockQ8_0> {
+pub(crate) trait AmxBlock32: GroupBlock<Act: AmxAct> {
     /// The 8 columns' signed quants as weight tile rows: row j holds inputs
     /// 4j..4j+4 of column c at bytes 4c..4c+4.
     ///
@@ -48,15 +62,23 @@ pub(crate) trait AmxBlock32: GroupBlock<Act = BlockQ8_0> {
     /// # Safety
     /// The CPU has AVX2 and F16C.
     unsafe fn scales(&self) -> __m256;
+    /// The 8 columns' offsets (`x = d · q + m`), for types that have them.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C.
+    unsafe fn mins(&self) -> __m256 {
+        _mm256_setzero_ps()
+    }
 }
 
 /// One block's unpacked weights of two column groups: 8 tile rows of 16 columns × 4 bytes,
-/// and the 16 columns' scales.
+/// and the 16 columns' scales and offsets.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct WeightTile {
     rows: [[u8; 4 * TILE]; 8],
     scales: [f32; TILE],
+    mins: [f32; TILE],
 }
 
 /// Block `bi` of the groups `w0`, `w1` as a weight tile.
@@ -71,6 +93,8 @@ unsafe fn unpack<B: AmxBlock32>(w0: &[B], w1: &[B], bi: usize, tile: &mut Weight
     }
     _mm256_store_ps(tile.scales.as_mut_ptr(), b0.scales());
     _mm256_store_ps(tile.scales.as_mut_ptr().add(GROUP), b1.scales());
+    _mm256_store_ps(tile.mins.as_mut_ptr(), b0.mins());
+    _mm256_store_ps(tile.mins.as_mut_ptr().add(GROUP), b1.mins());
 }
 
 /// Blocks whose products are in flight at once.
@@ -86,6 +110,7 @@ fn with_weight_tiles<R>(kb: usize, f: impl FnOnce(&mut [WeightTile]) -> R) -> R 
         let zero = WeightTile {
             rows: [[0; 4 * TILE]; 8],
             scales: [0.0; TILE],
+            mins: [0.0; TILE],
         };
         b.resize(kb, zero);
         f(&mut b[..kb])
@@ -104,14 +129,14 @@ fn with_weight_tiles<R>(kb: usize, f: impl FnOnce(&mut [WeightTile]) -> R) -> R 
 pub(crate) unsafe fn amx_kernel<B: AmxBlock32>(
     w0: &[B],
     w1: &[B],
-    x: &[BlockQ8_0],
+    x: &[B::Act],
     kb: usize,
     rows: usize,
     dst: *mut f32,
     ld: usize,
 ) {
     assert!(rows.is_multiple_of(TILE) && x.len() >= rows * kb && w0.len() >= kb && w1.len() >= kb);
-    let stride = kb * std::mem::size_of::<BlockQ8_0>();
+    let stride = kb * std::mem::size_of::<B::Act>();
     // One tile of rows (a verifying step) unpacks each block into a few slots just before
     // its products, where they are still in L1; more keep them all for the next tiles.
     let one_tile = rows == TILE;
@@ -128,7 +153,7 @@ pub(crate) unsafe fn amx_kernel<B: AmxBlock32>(
                         unpack(w0, w1, bi + i, tiles.get_unchecked_mut(slot(bi + i)));
                     }
                 }
-                let at = |i: usize| x.get_unchecked(t * kb + bi + i).qs.as_ptr() as *const u8;
+                let at = |i: usize| x.get_unchecked(t * kb + bi + i).quants();
                 let w = |i: usize| tiles.get_unchecked(slot(bi + i)).rows.as_ptr() as *const u8;
                 macro_rules! run {
                     ($n:literal) => {{
@@ -148,12 +173,13 @@ pub(crate) unsafe fn amx_kernel<B: AmxBlock32>(
                     _ => run!(1),
                 }
                 for i in 0..blocks {
-                    let scale = _mm512_load_ps(tiles.get_unchecked(slot(bi + i)).scales.as_ptr());
+                    let tile = tiles.get_unchecked(slot(bi + i));
+                    let scale = _mm512_load_ps(tile.scales.as_ptr());
+                    let min = _mm512_load_ps(tile.mins.as_ptr());
                     for r in 0..TILE {
-                        let dx = x.get_unchecked((t + r) * kb + bi + i).d;
+                        let xb = x.get_unchecked((t + r) * kb + bi + i);
                         let s = _mm512_loadu_si512(sums[i][r].as_ptr() as *const _);
-                        let d = _mm512_mul_ps(scale, _mm512_set1_ps(dx));
-                        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r]);
+                        acc[r] = xb.accumulate(acc[r], s, scale, min);
                     }
                 }
             }

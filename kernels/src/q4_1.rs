@@ -7,6 +7,9 @@ use crate::grouped_matrix::{act_buffer, grouped_matrix_type, GroupBlock, QK};
 use crate::quantize_act::{quantize32, Quants};
 use half::f16;
 
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
 /// How far ahead of the block in use the kernel prefetches weights.
 const PREFETCH_BYTES: usize = 2048;
 
@@ -80,6 +83,58 @@ impl GroupBlock for BlockQ4_1x8 {
     ) {
         vnni_kernel::<R>(w, x, kb, out)
     }
+
+    #[cfg(target_arch = "x86_64")]
+    crate::block32_amx::amx_hooks!();
+}
+
+/// The rows kernels' float step: the block's term `sum · (d · dx) + m · s`, then one add.
+#[cfg(target_arch = "x86_64")]
+impl crate::block32_amx::AmxAct for BlockQ8_1 {
+    #[inline(always)]
+    fn quants(&self) -> *const u8 {
+        self.qs.as_ptr() as *const u8
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate(&self, acc: __m512, sums: __m512i, scale: __m512, min: __m512) -> __m512 {
+        let term = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(sums),
+            _mm512_mul_ps(scale, _mm512_set1_ps(self.d)),
+            _mm512_mul_ps(min, _mm512_set1_ps(self.s)),
+        );
+        _mm512_add_ps(acc, term)
+    }
+}
+
+/// The 4-bit quants as signed bytes (0..15, so the tiles' signed products are the rows
+/// kernels' unsigned ones): the low nibbles (inputs 0..16) in rows 0..4, the high ones in
+/// rows 4..8.
+#[cfg(target_arch = "x86_64")]
+impl crate::block32_amx::AmxBlock32 for BlockQ4_1x8 {
+    #[inline(always)]
+    unsafe fn tile_rows(&self) -> [__m256i; 8] {
+        let mask = _mm256_set1_epi8(0x0F);
+        std::array::from_fn(|j| {
+            let packed = _mm256_loadu_si256(self.qs.as_ptr().add(32 * (j % 4)) as *const __m256i);
+            let nibbles = if j < 4 {
+                packed
+            } else {
+                _mm256_srli_epi16::<4>(packed)
+            };
+            _mm256_and_si256(nibbles, mask)
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn scales(&self) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(self.d.as_ptr() as *const __m128i))
+    }
+
+    #[inline(always)]
+    unsafe fn mins(&self) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(self.m.as_ptr() as *const __m128i))
+    }
 }
 
 fn quantize_block(x: &[f32]) -> BlockQ8_1 {
@@ -128,7 +183,6 @@ unsafe fn avx2_kernel<const R: usize>(
     kb: usize,
     out: &mut [[f32; COLS]; MAX_ROWS],
 ) {
-    use std::arch::x86_64::*;
     let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
@@ -186,7 +240,6 @@ unsafe fn vnni_kernel<const R: usize>(
     kb: usize,
     out: &mut [[f32; COLS]; MAX_ROWS],
 ) {
-    use std::arch::x86_64::*;
     let mask = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); R];
     for bi in 0..kb {
@@ -351,6 +404,31 @@ mod tests {
             eprintln!("no AVX-512 VNNI here: only the AVX2 kernel ran");
         }
         Ok(())
+    }
+
+    /// 37 rows (two tiles and 5 rows past them) or 21 (one tile, which unpacks the weights
+    /// as it goes, and 5 more), and 7 blocks (a last one without a partner): every row
+    /// gives the bits it gives alone, which never takes the AMX tiles; 107 columns end with
+    /// a pair of groups that stays off the tiles.
+    #[test]
+    fn amx_kernel_gives_the_rows_kernels_bits() {
+        let k = 224;
+        for (n, m) in [(99, 37), (107, 37), (99, 21)] {
+            let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
+            let mut bytes = QTensor::quantize(&w, GgmlDType::Q4_1)
+                .unwrap()
+                .data()
+                .unwrap()
+                .to_vec();
+            // Column 0's first block: every quant 15 (the largest).
+            bytes[4..20].fill(0xFF);
+            let ours = Q4_1Matrix::from_bytes(&bytes, n, k).unwrap();
+            checks::tiles_give_the_rows_bits(&ours.0, m);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !crate::amx::has_amx() {
+            eprintln!("no AMX here: the rows kernels ran alone");
+        }
     }
 
     #[test]

@@ -106,6 +106,28 @@ impl crate::block32_amx::AmxBlock32 for BlockQ8_0x8 {
     }
 }
 
+/// The rows kernels' `acc += sum · (d · dx)`, fused.
+#[cfg(target_arch = "x86_64")]
+impl crate::block32_amx::AmxAct for BlockQ8_0 {
+    #[inline(always)]
+    fn quants(&self) -> *const u8 {
+        self.qs.as_ptr() as *const u8
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate(
+        &self,
+        acc: std::arch::x86_64::__m512,
+        sums: std::arch::x86_64::__m512i,
+        scale: std::arch::x86_64::__m512,
+        _min: std::arch::x86_64::__m512,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let d = _mm512_mul_ps(scale, _mm512_set1_ps(self.d));
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc)
+    }
+}
+
 /// The quant of column `c`, input `e` of a repacked block.
 fn quant(b: &BlockQ8_0x8, c: usize, e: usize) -> i8 {
     b.qs[32 * (e / 4) + 4 * c + e % 4]
