@@ -424,6 +424,23 @@ pub(crate) mod checks {
         row_independent_and_scalar_agrees(w, &x, m, &got);
     }
 
+    /// [`tiles_give_the_rows_bits`] on the shapes that reach every edge of the AMX kernel,
+    /// `matrix(n, k)` building the weights: 37 rows (two tiles and 5 rows past them) or 21
+    /// (one tile, which unpacks the weights as it goes, and 5 more), 7 blocks of 32 inputs
+    /// (a last one without a partner), and 107 columns, whose last pair of groups stays off
+    /// the tiles.
+    pub fn amx_shapes_give_the_rows_bits<B: GroupBlock>(
+        matrix: impl Fn(usize, usize) -> GroupedMatrix<B>,
+    ) {
+        for (n, m) in [(99, 37), (107, 37), (99, 21)] {
+            tiles_give_the_rows_bits(&matrix(n, 224), m);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !crate::amx::has_amx() {
+            eprintln!("no AMX here: the rows kernels ran alone");
+        }
+    }
+
     /// Where the CPU has VNNI: its kernel gives the AVX2 kernel's bits for every row count
     /// it takes (1 to [`GroupBlock::VNNI_ROWS`]) at every row offset, for every group of
     /// `w` (x: `[m, k]`, m ≥ `VNNI_ROWS`). Returns whether it ran.

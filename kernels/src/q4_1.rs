@@ -406,29 +406,20 @@ mod tests {
         Ok(())
     }
 
-    /// 37 rows (two tiles and 5 rows past them) or 21 (one tile, which unpacks the weights
-    /// as it goes, and 5 more), and 7 blocks (a last one without a partner): every row
-    /// gives the bits it gives alone, which never takes the AMX tiles; 107 columns end with
-    /// a pair of groups that stays off the tiles.
+    /// The AMX kernel gives the rows kernels' bits, column 0's first block's quants all 15
+    /// (the largest).
     #[test]
     fn amx_kernel_gives_the_rows_kernels_bits() {
-        let k = 224;
-        for (n, m) in [(99, 37), (107, 37), (99, 21)] {
+        checks::amx_shapes_give_the_rows_bits(|n, k| {
             let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
             let mut bytes = QTensor::quantize(&w, GgmlDType::Q4_1)
                 .unwrap()
                 .data()
                 .unwrap()
                 .to_vec();
-            // Column 0's first block: every quant 15 (the largest).
             bytes[4..20].fill(0xFF);
-            let ours = Q4_1Matrix::from_bytes(&bytes, n, k).unwrap();
-            checks::tiles_give_the_rows_bits(&ours.0, m);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if !crate::amx::has_amx() {
-            eprintln!("no AMX here: the rows kernels ran alone");
-        }
+            Q4_1Matrix::from_bytes(&bytes, n, k).unwrap().0
+        });
     }
 
     #[test]

@@ -298,30 +298,21 @@ mod tests {
         Ok(())
     }
 
-    /// 37 rows (two tiles and 5 rows past them) or 21 (one tile, which unpacks the weights
-    /// as it goes, and 5 more), and 7 blocks (a last one without a partner): every row
-    /// gives the bits it gives alone, which never takes the AMX tiles; 107 columns end with
-    /// a pair of groups that stays off the tiles.
+    /// The AMX kernel gives the rows kernels' bits, column 0's first block at the extremes:
+    /// 127, -127, -128.
     #[test]
     fn amx_kernel_gives_the_rows_kernels_bits() {
-        let k = 224;
-        for (n, m) in [(99, 37), (107, 37), (99, 21)] {
+        checks::amx_shapes_give_the_rows_bits(|n, k| {
             let w = Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap();
             let mut bytes = QTensor::quantize(&w, GgmlDType::Q8_0)
                 .unwrap()
                 .data()
                 .unwrap()
                 .to_vec();
-            // Column 0's first block at the extremes: 127, -127, -128.
             bytes[2..5].copy_from_slice(&[127u8, 0x81, 0x80]);
             bytes[5..34].fill(0x80);
-            let ours = Q8_0Matrix::from_bytes(&bytes, n, k).unwrap();
-            checks::tiles_give_the_rows_bits(&ours.0, m);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if !crate::amx::has_amx() {
-            eprintln!("no AMX here: the rows kernels ran alone");
-        }
+            Q8_0Matrix::from_bytes(&bytes, n, k).unwrap().0
+        });
     }
 
     #[test]
