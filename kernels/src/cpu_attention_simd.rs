@@ -15,8 +15,20 @@ use crate::cpu_attention::{AttnShape, SeqAttn};
 use crate::cpu_attention_shared::{decode_group, decode_groups_into, DecodeGroup, GroupScratch};
 use crate::team;
 
-/// Query tokens per work item: enough to reuse each K/V row, few enough to spread work.
-const QUERY_BLOCK: usize = 16;
+/// Bytes of score rows a block of query tokens may take (each thread keeps its own): past
+/// L2, but read in order; what bounds the block is that its rows grow with the context.
+const BLOCK_SCORE_BYTES: usize = 16 << 20;
+/// Query tokens per work item, at least and at most: a prompt chunk reads every K/V row of
+/// its context once per block (where a 256-token chunk at 2,000 positions spent a fifth of
+/// its attention with 16), so blocks grow as far as their score rows fit in
+/// [`BLOCK_SCORE_BYTES`]; a few blocks per chunk still spread the work over the threads.
+const QUERY_BLOCK: (usize, usize) = (16, 64);
+
+/// Query tokens per block for a sequence of `context` positions (`rep` query heads per
+/// KV head). Which block a query sits in does not change its bits.
+fn query_block(rep: usize, context: usize) -> usize {
+    (BLOCK_SCORE_BYTES / (4 * rep * context.max(1))).clamp(QUERY_BLOCK.0, QUERY_BLOCK.1)
+}
 
 /// Whether [`paged_attention_simd`] can run here for this head size.
 pub fn supported(head_dim: usize) -> bool {
@@ -171,7 +183,8 @@ fn attention_x86<T: KvElem>(
             work += s.len * s.context_slots.len();
             if !in_group[si] {
                 for kh in 0..nkv {
-                    for b in (0..s.len).step_by(QUERY_BLOCK) {
+                    let step = query_block(nh / nkv, s.context_slots.len());
+                    for b in (0..s.len).step_by(step) {
                         items.push(Item::Block { seq: si, kh, b });
                     }
                 }
@@ -237,7 +250,7 @@ struct Plan {
     in_group: Vec<bool>,
 }
 
-/// One (sequence, KV head, query block): queries are tokens `b..b+QUERY_BLOCK` of `s` (two
+/// One (sequence, KV head, query block): queries are tokens `b..b + query_block(..)` of `s` (two
 /// or more unless `wide`) times the query heads of KV head `kh`. Keys come a converted chunk
 /// at a time ([`crate::attention_chunk`]), each K and V row converted once for all the
 /// block's queries.
@@ -259,7 +272,7 @@ unsafe fn block<T: KvElem>(
     let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
     let rep = nh / nkv;
     let row = nkv * hd;
-    let tokens = (s.len - b).min(QUERY_BLOCK);
+    let tokens = (s.len - b).min(query_block(rep, s.context_slots.len()));
     let first_pos = s.context_slots.len() - s.len + b;
     let last_pos = first_pos + tokens - 1;
     let lo = shape

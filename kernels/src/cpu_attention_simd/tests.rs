@@ -191,15 +191,17 @@ fn check_head_dim(dev: &Device, hd: usize) -> candle_core::Result<()> {
 /// Every token of a prompt's blocks (the chunked path) gets the bits it gets decoded alone
 /// with the context up to it (8-lane vectors: the decode path): prefix caching, batching
 /// and verified drafts all rely on it. f32 and f16 pools, head sizes 64 and 40 (an 8-lane
-/// tail), windows, two whole blocks and one token more (a block of its own); with 8 and,
-/// where the CPU has them, 16 lanes, which agree.
+/// tail), windows, two whole blocks of the largest size and one token more (a block of its
+/// own); with 8 and, where the CPU has them, 16 lanes, which agree.
 #[test]
 fn a_block_s_tokens_get_the_bits_they_get_decoded_alone() -> candle_core::Result<()> {
     if !supported(64) {
         return Ok(());
     }
     let dev = Device::Cpu;
-    let (nh, nkv, slots, past, new) = (14, 2, 300, 50, 33);
+    let (nh, nkv, slots, past) = (14, 2, 300, 50);
+    let new = 2 * QUERY_BLOCK.1 + 1;
+    assert_eq!(query_block(nh / nkv, past + new), QUERY_BLOCK.1);
     let widths = || {
         [false, true]
             .into_iter()
