@@ -31,6 +31,13 @@ impl Engine {
         let s = &mut r.seqs[si];
         s.drafter
             .verified(&draft, accepted, self.cfg.max_draft_tokens);
+        tracing::trace!(
+            source = draft.source.name(),
+            matched = draft.matched,
+            drafted = draft.tokens.len(),
+            accepted,
+            "draft verified"
+        );
         let source = draft.source.index();
         Counters::add(&self.counters.draft_tokens[source], draft.tokens.len());
         Counters::add(&self.counters.draft_accepted_tokens[source], accepted);

@@ -182,7 +182,8 @@ impl Engine {
         }
         let tree = self.cache.continuation(&s.kv, &s.tokens, max);
         let recent = self.recent.propose(s.namespace, &s.tokens, max);
-        let draft = s.drafter.propose(&s.tokens, tree, recent, max)?;
+        let vocab = self.model.config().vocab_size;
+        let draft = s.drafter.propose(&s.tokens, tree, recent, max, vocab)?;
         let need = self
             .cache
             .missing_pages(&s.kv, s.computed + 1 + draft.tokens.len());

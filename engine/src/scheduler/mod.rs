@@ -277,6 +277,7 @@ impl Engine {
         Counters::add(&self.counters.steps, 1);
         Counters::add(&self.counters.computed_tokens, plan.batch.tokens.len());
         let mut logits = std::mem::take(&mut self.logits);
+        let started = std::time::Instant::now();
         // A panic in model code fails the step's requests, not the engine: the forward only
         // writes K/V at slots of positions not yet computed, which the requests' release
         // gives back without caching.
@@ -284,6 +285,19 @@ impl Engine {
             self.model
                 .forward_into(&plan.batch, self.cache.pool_mut(), &mut logits)
         }));
+        // Where a workload's time goes (`-vv`): prompt chunks against decode steps.
+        tracing::trace!(
+            rows = plan.batch.tokens.len(),
+            sequences = plan.entries.len(),
+            drafted = plan
+                .entries
+                .iter()
+                .filter_map(|e| e.draft.as_ref())
+                .map(|d| d.tokens.len())
+                .sum::<usize>(),
+            forward_ms = started.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
         match forward {
             Ok(Ok(())) => self.emit(plan, &mut logits),
             Ok(Err(e)) => self.fail_running(&format!("model forward failed: {e}")),

@@ -89,21 +89,24 @@ impl RecentOutputs {
 
     /// Up to `max` tokens that followed an earlier output's occurrence of `tokens`' last
     /// `KEY` tokens, in namespace `ns`; of several, the one whose match reaches furthest
-    /// back (the most recent on ties).
-    pub fn propose(&self, ns: Namespace, tokens: &[u32], max: usize) -> Vec<u32> {
+    /// back (the most recent on ties). With it, how far back that match reaches.
+    pub fn propose(&self, ns: Namespace, tokens: &[u32], max: usize) -> (Vec<u32>, usize) {
         let Some(last) = tokens.len().checked_sub(KEY).map(|s| &tokens[s..]) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let Some(list) = self.index.get(&key(ns, last)) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let best = list
             .iter()
-            .map(|&(id, p)| (&self.outputs[(id - self.first_id) as usize].1, p as usize))
-            .max_by_key(|(out, p)| matched_back(out, *p, tokens));
+            .map(|&(id, p)| {
+                let out = &self.outputs[(id - self.first_id) as usize].1;
+                (out, p as usize, matched_back(out, p as usize, tokens))
+            })
+            .max_by_key(|&(_, _, matched)| matched);
         match best {
-            Some((out, p)) => out[p..(p + max).min(out.len())].to_vec(),
-            None => Vec::new(),
+            Some((out, p, matched)) => (out[p..(p + max).min(out.len())].to_vec(), matched),
+            None => (Vec::new(), 0),
         }
     }
 }
@@ -120,21 +123,24 @@ mod tests {
     fn proposes_what_followed_in_an_earlier_output() {
         let mut r = RecentOutputs::new(100);
         r.add(0, &[1, 2, 3, 4, 5, 6]);
-        assert_eq!(r.propose(0, &[9, 9, 2, 3, 4], 2), [5, 6]);
-        assert_eq!(r.propose(0, &[9, 9, 2, 3, 4], 9), [5, 6]);
+        assert_eq!(r.propose(0, &[9, 9, 2, 3, 4], 2).0, [5, 6]);
+        assert_eq!(r.propose(0, &[9, 9, 2, 3, 4], 9).0, [5, 6]);
         assert!(
-            r.propose(0, &[4, 5, 6], 3).is_empty(),
+            r.propose(0, &[4, 5, 6], 3).0.is_empty(),
             "nothing after the end"
         );
-        assert!(r.propose(0, &[3, 4], 3).is_empty(), "shorter than a window");
+        assert!(
+            r.propose(0, &[3, 4], 3).0.is_empty(),
+            "shorter than a window"
+        );
     }
 
     #[test]
     fn a_namespace_sees_only_its_own_outputs() {
         let mut r = RecentOutputs::new(100);
         r.add(7, &[1, 2, 3, 4, 5]);
-        assert!(r.propose(0, &[1, 2, 3], 2).is_empty());
-        assert_eq!(r.propose(7, &[1, 2, 3], 2), [4, 5]);
+        assert!(r.propose(0, &[1, 2, 3], 2).0.is_empty());
+        assert_eq!(r.propose(7, &[1, 2, 3], 2).0, [4, 5]);
     }
 
     #[test]
@@ -142,10 +148,10 @@ mod tests {
         let mut r = RecentOutputs::new(100);
         r.add(0, &[7, 1, 2, 3, 8]);
         r.add(0, &[5, 1, 2, 3, 9]);
-        assert_eq!(r.propose(0, &[7, 1, 2, 3], 1), [8]);
-        assert_eq!(r.propose(0, &[5, 1, 2, 3], 1), [9]);
+        assert_eq!(r.propose(0, &[7, 1, 2, 3], 1).0, [8]);
+        assert_eq!(r.propose(0, &[5, 1, 2, 3], 1).0, [9]);
         assert_eq!(
-            r.propose(0, &[0, 1, 2, 3], 1),
+            r.propose(0, &[0, 1, 2, 3], 1).0,
             [9],
             "a tie: the more recent"
         );
@@ -159,9 +165,9 @@ mod tests {
         assert_eq!(r.len(), 10);
         r.add(0, &[11, 12, 13, 14]);
         assert_eq!(r.len(), 9);
-        assert!(r.propose(0, &[1, 2, 3], 1).is_empty(), "evicted");
-        assert_eq!(r.propose(0, &[6, 7, 8], 1), [9]);
-        assert_eq!(r.propose(0, &[11, 12, 13], 1), [14]);
+        assert!(r.propose(0, &[1, 2, 3], 1).0.is_empty(), "evicted");
+        assert_eq!(r.propose(0, &[6, 7, 8], 1).0, [9]);
+        assert_eq!(r.propose(0, &[11, 12, 13], 1).0, [14]);
         r.add(0, &[0; 11]);
         assert_eq!(r.len(), 9, "an output past the whole bound is not kept");
         for _ in 0..50 {
