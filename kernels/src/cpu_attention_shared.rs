@@ -18,9 +18,11 @@ use crate::cpu_attention_simd::KvElem;
 
 /// Fewest shared keys that make a group.
 const MIN_SHARED: usize = 32;
+/// Most query tokens of a sequence in a group: a decode token and a draft of up to 31.
+pub const GROUP_TOKENS: usize = 32;
 
-/// Sequences `first..end` of a batch, each decoding one token, whose contexts start with the
-/// same `shared` slots.
+/// Sequences `first..end` of a batch, each decoding a token (or verifying a draft), whose
+/// contexts start with the same `shared` slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeGroup {
     pub first: usize,
@@ -28,12 +30,13 @@ pub struct DecodeGroup {
     pub shared: usize,
 }
 
-/// Groups runs of consecutive decoding sequences (one query token each) that share at least
-/// [`MIN_SHARED`] leading slots, at most `max_group` to a group. A group never lets its
-/// shared length fall below half of what it was, so one stray joiner cannot spoil a group.
-/// A decoding sequence with no partner is a group of one whose whole context counts as
-/// shared (each K row is then converted once for all its query heads). Sequences with more
-/// than one query token belong to no group.
+/// Groups runs of consecutive decoding sequences (a token, or one with its draft: at most
+/// [`GROUP_TOKENS`] query tokens each) that share at least [`MIN_SHARED`] leading slots, at
+/// most `max_group` to a group. A group never lets its shared length fall below half of
+/// what it was, so one stray joiner cannot spoil a group. A decoding sequence with no
+/// partner is a group of one whose context seen by all its tokens counts as shared (each K
+/// row is then converted once for all its query heads). Longer runs of query tokens (prompt
+/// chunks) belong to no group.
 pub fn decode_groups(seqs: &[SeqAttn], max_group: usize) -> Vec<DecodeGroup> {
     let mut groups = Vec::new();
     decode_groups_into(seqs, max_group, &mut groups);
@@ -43,13 +46,18 @@ pub fn decode_groups(seqs: &[SeqAttn], max_group: usize) -> Vec<DecodeGroup> {
 /// [`decode_groups`] into a buffer the caller keeps (cleared first).
 pub fn decode_groups_into(seqs: &[SeqAttn], max_group: usize, groups: &mut Vec<DecodeGroup>) {
     groups.clear();
+    // Keys every query token of `s` sees.
+    let seen_by_all = |s: &SeqAttn| s.context_slots.len() + 1 - s.len;
     for (i, s) in seqs.iter().enumerate() {
-        if s.len != 1 {
+        if s.len == 0 || s.len > GROUP_TOKENS {
             continue;
         }
         if let Some(g) = groups.last_mut() {
             if g.end == i && g.end - g.first < max_group {
-                let common = common_prefix(seqs[g.first].context_slots, s.context_slots);
+                let first = &seqs[g.first];
+                let common = common_prefix(first.context_slots, s.context_slots)
+                    .min(seen_by_all(first))
+                    .min(seen_by_all(s));
                 let shared = if g.end - g.first == 1 {
                     common
                 } else {
@@ -67,7 +75,7 @@ pub fn decode_groups_into(seqs: &[SeqAttn], max_group: usize, groups: &mut Vec<D
         groups.push(DecodeGroup {
             first: i,
             end: i + 1,
-            shared: s.context_slots.len(),
+            shared: seen_by_all(s),
         });
     }
 }
@@ -84,14 +92,17 @@ pub struct GroupScratch {
     chunk: Chunk,
     /// (query, destination) pointers of a chunk's queries.
     queries: Vec<(*const f32, *mut f32)>,
+    /// The group's query tokens: (sequence, token of it), in order.
+    tokens: Vec<(usize, usize)>,
 }
 
-/// Attention of KV head `kh`'s query heads for the sequences of `group` (all decoding one
-/// token), writing their rows of `out` (`[n_tokens, n_heads * head_dim]`, zeroed).
+/// Attention of KV head `kh`'s query heads for the sequences of `group` (each a decode
+/// token, or one with its draft), writing their rows of `out` (`[n_tokens, n_heads *
+/// head_dim]`, zeroed).
 ///
 /// # Safety
 /// AVX2/FMA/F16C present (`wide`: AVX-512 too); every slot of the group's sequences in
-/// bounds of both pools;
+/// bounds of both pools; `shared` at most the keys every token of the group sees;
 /// `out` valid for the sequences' rows, and no other thread writing this KV head's part
 /// of them.
 #[cfg(target_arch = "x86_64")]
@@ -121,33 +132,59 @@ pub unsafe fn decode_group<T: KvElem>(
         scores,
         chunk,
         queries,
+        tokens,
     } = scratch;
+    tokens.clear();
+    for (i, s) in seqs.iter().enumerate() {
+        tokens.extend((0..s.len).map(|t| (i, t)));
+    }
     scores.clear();
-    scores.resize(seqs.len() * rep * span, 0.0);
+    scores.resize(tokens.len() * rep * span, 0.0);
     let prefix = &seqs[0].context_slots[..shared];
-    // Query (i, r): sequence i's one token, head kh * rep + r; its score row is i * rep + r.
-    let qrow = |i: usize, r: usize| (seqs[i].start * nh + kh * rep + r) * hd;
+    // Token t of sequence i sits at `pos(i, t)` and sees keys 0..=pos. Query (token k of the
+    // group, r): head kh * rep + r; its score row is k * rep + r.
+    let pos = |i: usize, t: usize| seqs[i].context_slots.len() - seqs[i].len + t;
+    let qrow = |i: usize, t: usize, r: usize| ((seqs[i].start + t) * nh + kh * rep + r) * hd;
     let scores_ptr = scores.as_mut_ptr();
-    let score_row = |i: usize, r: usize| scores_ptr.add((i * rep + r) * span);
+    let score_row = |k: usize, r: usize| scores_ptr.add((k * rep + r) * span);
+    // The first group token of each sequence.
+    let first_token = |i: usize| seqs[..i].iter().map(|s| s.len).sum::<usize>();
 
     // 1. Scores against the shared keys, a converted chunk at a time, transposed so that a
     // vector holds the keys' elements d and every score of a query comes out in lanes (no
     // horizontal sums).
-    let query_count = seqs.len() * rep;
     for c0 in (0..shared).step_by(CHUNK) {
         let keys = (shared - c0).min(CHUNK);
         chunk.load_keys(k_pool, &prefix[c0..c0 + keys], row, kh * hd, hd);
         queries.clear();
-        queries.extend((0..query_count).map(|x| {
-            let (i, r) = (x / rep, x % rep);
-            (q.as_ptr().add(qrow(i, r)), score_row(i, r).add(c0))
-        }));
+        for (k, &(i, t)) in tokens.iter().enumerate() {
+            queries
+                .extend((0..rep).map(|r| (q.as_ptr().add(qrow(i, t, r)), score_row(k, r).add(c0))));
+        }
         chunk_scores_all(queries, chunk.keys_t(), hd, shape.scale, keys, wide);
     }
-    // 2. Each sequence's own keys, straight from the pool.
+    // 2. Each sequence's own keys: one token's straight from the pool; several tokens' a
+    // converted chunk at a time for all of them (scores past a token's last key are
+    // computed and never read).
     for (i, s) in seqs.iter().enumerate() {
         let slots = s.context_slots;
-        let end = slots.len();
+        let (k0, last) = (first_token(i), pos(i, s.len - 1));
+        if s.len > 1 {
+            for c0 in (shared..=last).step_by(CHUNK) {
+                let keys = (last + 1 - c0).min(CHUNK);
+                chunk.load_keys(k_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
+                queries.clear();
+                for t in (0..s.len).filter(|&t| pos(i, t) >= c0) {
+                    queries
+                        .extend((0..rep).map(|r| {
+                            (q.as_ptr().add(qrow(i, t, r)), score_row(k0 + t, r).add(c0))
+                        }));
+                }
+                chunk_scores_all(queries, chunk.keys_t(), hd, shape.scale, keys, wide);
+            }
+            continue;
+        }
+        let end = last + 1;
         for j0 in (shared..end).step_by(4) {
             prefetch_rows(
                 k_pool,
@@ -161,15 +198,18 @@ pub unsafe fn decode_group<T: KvElem>(
                     .as_ptr()
                     .add(*slots.get_unchecked((j0 + u).min(end - 1)) as usize * row + kh * hd)
             });
-            let (qp, dst) = (|r| q.as_ptr().add(qrow(i, r)), |r| score_row(i, r).add(j0));
+            let (qp, dst) = (
+                |r| q.as_ptr().add(qrow(i, 0, r)),
+                |r| score_row(k0, r).add(j0),
+            );
             head_scores4(qp, &kp, rep, hd, shape.scale, dst, (end - j0).min(4));
         }
     }
     // 3. Softmax per query over all its keys.
-    for (i, s) in seqs.iter().enumerate() {
+    for (k, &(i, t)) in tokens.iter().enumerate() {
         for r in 0..rep {
             softmax(
-                std::slice::from_raw_parts_mut(score_row(i, r), s.context_slots.len()),
+                std::slice::from_raw_parts_mut(score_row(k, r), pos(i, t) + 1),
                 wide,
             );
         }
@@ -181,14 +221,14 @@ pub unsafe fn decode_group<T: KvElem>(
         let keys = (shared - c0).min(CHUNK);
         chunk.load_values(v_pool, &prefix[c0..c0 + keys], row, kh * hd, hd);
         queries.clear();
-        queries.extend((0..query_count).map(|x| {
-            let (i, r) = (x / rep, x % rep);
-            (score_row(i, r) as *const f32, out.add(qrow(i, r)))
-        }));
+        for (k, &(i, t)) in tokens.iter().enumerate() {
+            queries
+                .extend((0..rep).map(|r| (score_row(k, r) as *const f32, out.add(qrow(i, t, r)))));
+        }
         chunk_values_all(queries, chunk, c0, (0, c0, c0 + keys - 1), hd, wide);
     }
-    // The own value rows sit wherever decode put them: ask for the next sequence's while
-    // this one's are summed.
+    // One token's own value rows sit wherever decode put them: ask for the next
+    // sequence's while this one's are summed.
     let own_slots = |i: usize| {
         seqs.get(i).map_or(&[][..], |s| {
             &s.context_slots[shared.min(s.context_slots.len())..]
@@ -199,12 +239,27 @@ pub unsafe fn decode_group<T: KvElem>(
     for (i, s) in seqs.iter().enumerate() {
         prefetch_rows(v_pool, own_slots(i + 1), row, kh * hd, hd);
         let slots = s.context_slots;
-        if shared < slots.len() {
-            let sc = |r: usize| score_row(i, r) as *const f32;
-            let op = |r: usize| out.add(qrow(i, r));
+        let (k0, last) = (first_token(i), pos(i, s.len - 1));
+        if s.len > 1 {
+            for c0 in (shared..=last).step_by(CHUNK) {
+                let keys = (last + 1 - c0).min(CHUNK);
+                chunk.load_values(v_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
+                for t in (0..s.len).filter(|&t| pos(i, t) >= c0) {
+                    queries.clear();
+                    queries.extend(
+                        (0..rep)
+                            .map(|r| (score_row(k0 + t, r) as *const f32, out.add(qrow(i, t, r)))),
+                    );
+                    let range = (0, c0, pos(i, t).min(c0 + keys - 1));
+                    chunk_values_all(queries, chunk, c0, range, hd, wide);
+                }
+            }
+        } else if shared <= last {
+            let sc = |r: usize| score_row(k0, r) as *const f32;
+            let op = |r: usize| out.add(qrow(i, 0, r));
             weigh_heads(
                 |j| vp.add(*slots.get_unchecked(j) as usize * row),
-                (0, shared, slots.len() - 1),
+                (0, shared, last),
                 rep,
                 sc,
                 op,
@@ -243,6 +298,8 @@ mod tests {
             seq(6, 1, &a),
         ];
         let groups = decode_groups(&seqs, 16);
+        // The two-token sequence (a decode and its draft) groups with the decode after it;
+        // the first key it shares no more is its own first query's.
         assert_eq!(
             groups,
             vec![
@@ -257,11 +314,24 @@ mod tests {
                     shared: 11
                 },
                 DecodeGroup {
-                    first: 5,
+                    first: 4,
                     end: 6,
-                    shared: 65
+                    shared: 64
                 },
             ]
+        );
+        // A sequence with more query tokens than a group takes is in none, and a lone one
+        // with several counts only the keys all of them see as shared.
+        let chunk = [p.clone(), (200..200 + GROUP_TOKENS as u32 + 1).collect()].concat();
+        let drafted = [p.clone(), vec![107, 108, 109]].concat();
+        let apart = [seq(0, GROUP_TOKENS + 1, &chunk), seq(40, 3, &drafted)];
+        assert_eq!(
+            decode_groups(&apart, 16),
+            vec![DecodeGroup {
+                first: 1,
+                end: 2,
+                shared: 65
+            }]
         );
         // The cap splits a run.
         let g2 = decode_groups(&seqs[..3], 2);

@@ -12,7 +12,9 @@ use crate::attention_simd_ops::{head_scores4, prefetch_rows, softmax, weigh_head
 pub use crate::cpu_attention::KvElem;
 use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
-use crate::cpu_attention_shared::{decode_group, decode_groups_into, DecodeGroup, GroupScratch};
+use crate::cpu_attention_shared::{
+    decode_group, decode_groups_into, DecodeGroup, GroupScratch, GROUP_TOKENS,
+};
 use crate::team;
 
 /// Bytes of score rows a block of query tokens may take (each thread keeps its own): past
@@ -162,7 +164,7 @@ fn attention_x86<T: KvElem>(
         // Groups need every key visible to every query (no sliding window). They are capped so
         // that the step still splits into a few items per thread.
         if grouped && shape.window.is_none() {
-            let decoding = seqs.iter().filter(|s| s.len == 1).count();
+            let decoding = seqs.iter().filter(|s| s.len <= GROUP_TOKENS).count();
             decode_groups_into(seqs, (decoding * nkv / (4 * threads)).clamp(2, 16), groups);
             // A lone sequence is quicker on its own path: with three or so queries, converting
             // its rows first does not pay.

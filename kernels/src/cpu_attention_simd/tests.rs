@@ -26,9 +26,10 @@ fn matches_scalar_kernel_and_is_batch_independent() -> candle_core::Result<()> {
 }
 
 /// Decoding sequences worked on in shared-prefix groups give the same bits as each on
-/// its own, for f32 and f16 pools, with 8 and (where the CPU has them) 16 lanes: samples of two prompts (one group each, one sample
-/// with nothing of its own yet beyond its query), a tree whose branches share less,
-/// lone decodes, and a prefill between them.
+/// its own, for f32 and f16 pools, with 8 and (where the CPU has them) 16 lanes: samples of
+/// two prompts (one group each, some verifying drafts, one sample with nothing of its own
+/// yet beyond its query), a tree whose branches share less, lone decodes, a sequence with
+/// more query tokens than a group takes, and a prefill between them.
 #[test]
 fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Result<()> {
     if !supported(64) {
@@ -45,13 +46,18 @@ fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Resu
     };
     let prompt_a: Vec<u32> = (0..100).collect();
     let prompt_b: Vec<u32> = (200..271).collect(); // not a multiple of the chunk
-    let mut ctxs: Vec<Vec<u32>> = Vec::new();
-    for i in 0..6 {
-        ctxs.push([prompt_a.clone(), own(1 + 7 * i)].concat());
+                                                   // (context, query tokens at its end)
+    let mut ctxs: Vec<(Vec<u32>, usize)> = Vec::new();
+    for (i, len) in [1, 3, 1, 17, 1, 5].into_iter().enumerate() {
+        ctxs.push(([prompt_a.clone(), own(1 + 7 * i)].concat(), len));
     }
-    ctxs.push((500..540).collect()); // a prefill of 12 new tokens
+    let long = GROUP_TOKENS + 1;
+    ctxs.push(([prompt_a.clone(), own(long + 2)].concat(), long));
+    ctxs.push(((500..540).collect(), 12)); // a prefill of 12 new tokens
     for i in 0..5 {
-        ctxs.push([prompt_b.clone(), own(i)].concat()); // i = 0: the query is its only own key
+        // i = 0: the query is its only own key
+        let len = if i == 4 { 3 } else { 1 };
+        ctxs.push(([prompt_b.clone(), own(i)].concat(), len));
     }
     let trunk: Vec<u32> = (600..640).collect();
     for i in 0..4 {
@@ -60,20 +66,16 @@ fn shared_prefix_groups_are_bit_identical_to_per_sequence() -> candle_core::Resu
         } else {
             (800..810).collect()
         };
-        ctxs.push([trunk.clone(), branch, own(3)].concat());
+        ctxs.push(([trunk.clone(), branch, own(3)].concat(), 1 + i / 3));
     }
-    ctxs.push(own(20));
-    ctxs.push(own(33));
-    let lens: Vec<usize> = ctxs
-        .iter()
-        .map(|c| if c.len() == 40 && c[0] == 500 { 12 } else { 1 })
-        .collect();
+    ctxs.push((own(20), 1));
+    ctxs.push((own(33), 1));
     let mut seqs = Vec::new();
     let mut start = 0;
-    for (c, &len) in ctxs.iter().zip(&lens) {
+    for (c, len) in &ctxs {
         seqs.push(SeqAttn {
             start,
-            len,
+            len: *len,
             context_slots: c,
         });
         start += len;
