@@ -335,6 +335,18 @@ unsafe fn block<T: KvElem>(
     for c0 in (lo..=last_pos).step_by(CHUNK) {
         let keys = (last_pos + 1 - c0).min(CHUNK);
         chunk.load_values(v_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
+        // Where every token sees the whole chunk, all their queries go in one call: each
+        // value row loaded serves six heads at a time.
+        if visible(tokens - 1).0 <= c0 && visible(0).1 >= c0 + keys - 1 {
+            queries.clear();
+            for t in 0..tokens {
+                queries.extend(
+                    (0..rep).map(|r| (score_row(t, r) as *const f32, out.add(qrow(t, r)))),
+                );
+            }
+            chunk_values_all(queries, chunk, c0, (lo, c0, c0 + keys - 1), hd, wide);
+            continue;
+        }
         for t in seeing(c0, keys) {
             let (from, pos) = visible(t);
             queries.clear();
