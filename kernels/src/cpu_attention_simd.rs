@@ -340,9 +340,8 @@ unsafe fn block<T: KvElem>(
         if visible(tokens - 1).0 <= c0 && visible(0).1 >= c0 + keys - 1 {
             queries.clear();
             for t in 0..tokens {
-                queries.extend(
-                    (0..rep).map(|r| (score_row(t, r) as *const f32, out.add(qrow(t, r)))),
-                );
+                queries
+                    .extend((0..rep).map(|r| (score_row(t, r) as *const f32, out.add(qrow(t, r)))));
             }
             chunk_values_all(queries, chunk, c0, (lo, c0, c0 + keys - 1), hd, wide);
             continue;
