@@ -12,6 +12,8 @@
 use crate::attention_chunk::{chunk_scores_all, chunk_values_all, Chunk, CHUNK};
 #[cfg(target_arch = "x86_64")]
 use crate::attention_simd_ops::{head_scores4, prefetch_rows, softmax, weigh_heads};
+#[cfg(target_arch = "x86_64")]
+use crate::attention_token_run::TokenRun;
 use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu_attention_simd::KvElem;
@@ -149,6 +151,25 @@ pub unsafe fn decode_group<T: KvElem>(
     let score_row = |k: usize, r: usize| scores_ptr.add((k * rep + r) * span);
     // The first group token of each sequence.
     let first_token = |i: usize| seqs[..i].iter().map(|s| s.len).sum::<usize>();
+    // Several tokens of sequence i against its own keys, a converted chunk at a time (see
+    // `TokenRun`).
+    let own_run = |i: usize| {
+        let k0 = first_token(i);
+        TokenRun {
+            slots: seqs[i].context_slots,
+            keys: (shared, pos(i, seqs[i].len - 1)),
+            lo: 0,
+            tokens: seqs[i].len,
+            rep,
+            row,
+            offset: kh * hd,
+            hd,
+            visible: move |t| (0, pos(i, t)),
+            query: move |t, r| q.as_ptr().add(qrow(i, t, r)),
+            out: move |t, r| out.add(qrow(i, t, r)),
+            score: move |t, r| score_row(k0 + t, r),
+        }
+    };
 
     // 1. Scores against the shared keys, a converted chunk at a time, transposed so that a
     // vector holds the keys' elements d and every score of a query comes out in lanes (no
@@ -164,24 +185,12 @@ pub unsafe fn decode_group<T: KvElem>(
         chunk_scores_all(queries, chunk.keys_t(), hd, shape.scale, keys, wide);
     }
     // 2. Each sequence's own keys: one token's straight from the pool; several tokens' a
-    // converted chunk at a time for all of them (scores past a token's last key are
-    // computed and never read).
+    // converted chunk at a time for all of them.
     for (i, s) in seqs.iter().enumerate() {
         let slots = s.context_slots;
         let (k0, last) = (first_token(i), pos(i, s.len - 1));
         if s.len > 1 {
-            for c0 in (shared..=last).step_by(CHUNK) {
-                let keys = (last + 1 - c0).min(CHUNK);
-                chunk.load_keys(k_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
-                queries.clear();
-                for t in (0..s.len).filter(|&t| pos(i, t) >= c0) {
-                    queries
-                        .extend((0..rep).map(|r| {
-                            (q.as_ptr().add(qrow(i, t, r)), score_row(k0 + t, r).add(c0))
-                        }));
-                }
-                chunk_scores_all(queries, chunk.keys_t(), hd, shape.scale, keys, wide);
-            }
+            own_run(i).scores(chunk, queries, k_pool, shape.scale, wide);
             continue;
         }
         let end = last + 1;
@@ -241,19 +250,7 @@ pub unsafe fn decode_group<T: KvElem>(
         let slots = s.context_slots;
         let (k0, last) = (first_token(i), pos(i, s.len - 1));
         if s.len > 1 {
-            for c0 in (shared..=last).step_by(CHUNK) {
-                let keys = (last + 1 - c0).min(CHUNK);
-                chunk.load_values(v_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
-                for t in (0..s.len).filter(|&t| pos(i, t) >= c0) {
-                    queries.clear();
-                    queries.extend(
-                        (0..rep)
-                            .map(|r| (score_row(k0 + t, r) as *const f32, out.add(qrow(i, t, r)))),
-                    );
-                    let range = (0, c0, pos(i, t).min(c0 + keys - 1));
-                    chunk_values_all(queries, chunk, c0, range, hd, wide);
-                }
-            }
+            own_run(i).values(chunk, queries, v_pool, wide);
         } else if shared <= last {
             let sc = |r: usize| score_row(k0, r) as *const f32;
             let op = |r: usize| out.add(qrow(i, 0, r));

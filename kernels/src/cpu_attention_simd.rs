@@ -6,9 +6,11 @@
 //! depend on which block it sits in, so a sequence's output is the same alone or batched.
 
 #[cfg(target_arch = "x86_64")]
-use crate::attention_chunk::{chunk_scores_all, chunk_values_all, has_avx512, Chunk, CHUNK};
+use crate::attention_chunk::{has_avx512, Chunk};
 #[cfg(target_arch = "x86_64")]
 use crate::attention_simd_ops::{head_scores4, prefetch_rows, softmax, weigh_heads};
+#[cfg(target_arch = "x86_64")]
+use crate::attention_token_run::TokenRun;
 pub use crate::cpu_attention::KvElem;
 use crate::cpu_attention::{AttnShape, SeqAttn};
 #[cfg(target_arch = "x86_64")]
@@ -299,27 +301,22 @@ unsafe fn block<T: KvElem>(
     let qrow = |t: usize, r: usize| ((s.start + b + t) * nh + kh * rep + r) * hd;
     let scores_ptr = scores.as_mut_ptr();
     let score_row = |t: usize, r: usize| scores_ptr.add((t * rep + r) * span);
-    let slots = s.context_slots;
-    // The tokens that see any of keys c0..c0 + keys.
-    let seeing = |c0: usize, keys: usize| {
-        (0..tokens).filter(move |&t| {
-            let (from, pos) = visible(t);
-            from < c0 + keys && pos >= c0
-        })
+    let run = TokenRun {
+        slots: s.context_slots,
+        keys: (lo, last_pos),
+        lo,
+        tokens,
+        rep,
+        row,
+        offset: kh * hd,
+        hd,
+        visible: &visible,
+        query: |t, r| q.as_ptr().add(qrow(t, r)),
+        out: |t, r| out.add(qrow(t, r)),
+        score: &score_row,
     };
-    // 1. Scores, a chunk of keys at a time for every query that sees any of it. A query's
-    // scores past its last key are computed and never read.
-    for c0 in (lo..=last_pos).step_by(CHUNK) {
-        let keys = (last_pos + 1 - c0).min(CHUNK);
-        chunk.load_keys(k_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
-        queries.clear();
-        for t in seeing(c0, keys) {
-            queries.extend(
-                (0..rep).map(|r| (q.as_ptr().add(qrow(t, r)), score_row(t, r).add(c0 - lo))),
-            );
-        }
-        chunk_scores_all(queries, chunk.keys_t(), hd, shape.scale, keys, wide);
-    }
+    // 1. Scores, a chunk of keys at a time for every query that sees any of it.
+    run.scores(chunk, queries, k_pool, shape.scale, wide);
     // 2. Softmax per query over its own visible keys.
     for t in 0..tokens {
         let (from, pos) = visible(t);
@@ -330,30 +327,8 @@ unsafe fn block<T: KvElem>(
             );
         }
     }
-    // 3. Weighted values, a chunk of keys at a time, for each token over the keys of the
-    // chunk it sees.
-    for c0 in (lo..=last_pos).step_by(CHUNK) {
-        let keys = (last_pos + 1 - c0).min(CHUNK);
-        chunk.load_values(v_pool, &slots[c0..c0 + keys], row, kh * hd, hd);
-        // Where every token sees the whole chunk, all their queries go in one call: each
-        // value row loaded serves six heads at a time.
-        if visible(tokens - 1).0 <= c0 && visible(0).1 >= c0 + keys - 1 {
-            queries.clear();
-            for t in 0..tokens {
-                queries
-                    .extend((0..rep).map(|r| (score_row(t, r) as *const f32, out.add(qrow(t, r)))));
-            }
-            chunk_values_all(queries, chunk, c0, (lo, c0, c0 + keys - 1), hd, wide);
-            continue;
-        }
-        for t in seeing(c0, keys) {
-            let (from, pos) = visible(t);
-            queries.clear();
-            queries.extend((0..rep).map(|r| (score_row(t, r) as *const f32, out.add(qrow(t, r)))));
-            let range = (lo, from.max(c0), pos.min(c0 + keys - 1));
-            chunk_values_all(queries, chunk, c0, range, hd, wide);
-        }
-    }
+    // 3. Weighted values, a chunk of keys at a time.
+    run.values(chunk, queries, v_pool, wide);
 }
 
 /// A decoding sequence's one token (the last of `s`) times the query heads of KV head `kh`,

@@ -9,6 +9,7 @@ mod amx;
 pub mod attention;
 mod attention_chunk;
 mod attention_simd_ops;
+mod attention_token_run;
 #[cfg(target_arch = "x86_64")]
 mod block32_amx;
 pub mod block_matrix;
