@@ -128,13 +128,16 @@ pub(crate) unsafe fn chunk_values_all(
 }
 
 /// The scores of up to 4 queries at a time against a transposed chunk (see [`chunk_scores`]),
-/// with AVX-512 where `wide`; query x's first `n` scores go to `dst[x]`.
+/// with AVX-512 where `wide`: for each (query, score row) of `queries`, the chunk's first `n`
+/// scores go to the row from index `first` (the chunk's first key's place in it), so one
+/// list serves every chunk its queries see.
 ///
 /// # Safety
 /// As [`chunk_scores`]; `wide` only where [`has_avx512`].
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn chunk_scores_all(
     queries: &[(*const f32, *mut f32)],
+    first: usize,
     kt: *const f32,
     hd: usize,
     scale: f32,
@@ -145,7 +148,7 @@ pub(crate) unsafe fn chunk_scores_all(
     macro_rules! by {
         ($q:literal) => {{
             let qp: [*const f32; $q] = std::array::from_fn(|i| queries[x + i].0);
-            let dst: [*mut f32; $q] = std::array::from_fn(|i| queries[x + i].1);
+            let dst: [*mut f32; $q] = std::array::from_fn(|i| queries[x + i].1.add(first));
             if wide {
                 chunk_scores_avx512::<$q>(qp, kt, hd, scale, dst, n)
             } else {
@@ -430,7 +433,7 @@ mod tests {
                             .collect();
                         // SAFETY: as above; each query and score row in bounds.
                         unsafe {
-                            chunk_scores_all(&queries, chunk.keys_t(), hd, 0.125, keys, wide)
+                            chunk_scores_all(&queries, 0, chunk.keys_t(), hd, 0.125, keys, wide)
                         };
                         out
                     };

@@ -43,12 +43,16 @@ where
             .map(move |c0| (c0, (last + 1 - c0).min(CHUNK)))
     }
 
-    /// The tokens that see any of keys `c0..c0 + keys`.
-    fn seeing(&self, c0: usize, keys: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.tokens).filter(move |&t| {
-            let (from, pos) = (self.visible)(t);
-            from < c0 + keys && pos >= c0
-        })
+    /// The tokens that see any of keys `c0..c0 + keys`: a range, since a later token's
+    /// visible keys start and end no earlier.
+    fn seeing(&self, c0: usize, keys: usize) -> std::ops::Range<usize> {
+        let before = (0..self.tokens)
+            .take_while(|&t| (self.visible)(t).1 < c0)
+            .count();
+        let reaching = (0..self.tokens)
+            .take_while(|&t| (self.visible)(t).0 < c0 + keys)
+            .count();
+        before..reaching.max(before)
     }
 
     /// The scores of every token's queries against the run's keys, from `pool`'s K rows. A
@@ -66,6 +70,11 @@ where
         scale: f32,
         wide: bool,
     ) {
+        // Token t's queries are entries t * rep.. of one list for every chunk.
+        queries.clear();
+        for t in 0..self.tokens {
+            queries.extend((0..self.rep).map(|r| ((self.query)(t, r), (self.score)(t, r))));
+        }
         for (c0, keys) in self.chunks() {
             chunk.load_keys(
                 pool,
@@ -74,14 +83,17 @@ where
                 self.offset,
                 self.hd,
             );
-            queries.clear();
-            for t in self.seeing(c0, keys) {
-                queries.extend(
-                    (0..self.rep)
-                        .map(|r| ((self.query)(t, r), (self.score)(t, r).add(c0 - self.lo))),
-                );
-            }
-            chunk_scores_all(queries, chunk.keys_t(), self.hd, scale, keys, wide);
+            let seeing = self.seeing(c0, keys);
+            let some = &queries[seeing.start * self.rep..seeing.end * self.rep];
+            chunk_scores_all(
+                some,
+                c0 - self.lo,
+                chunk.keys_t(),
+                self.hd,
+                scale,
+                keys,
+                wide,
+            );
         }
     }
 
@@ -98,7 +110,12 @@ where
         pool: &[T],
         wide: bool,
     ) {
-        let pair = |t: usize, r: usize| ((self.score)(t, r) as *const f32, (self.out)(t, r));
+        queries.clear();
+        for t in 0..self.tokens {
+            queries.extend(
+                (0..self.rep).map(|r| ((self.score)(t, r) as *const f32, (self.out)(t, r))),
+            );
+        }
         for (c0, keys) in self.chunks() {
             chunk.load_values(
                 pool,
@@ -111,19 +128,14 @@ where
             // Where every token sees the whole chunk, all their queries go in one call: each
             // value row loaded serves six heads at a time.
             if (self.visible)(self.tokens - 1).0 <= c0 && (self.visible)(0).1 >= last {
-                queries.clear();
-                for t in 0..self.tokens {
-                    queries.extend((0..self.rep).map(|r| pair(t, r)));
-                }
                 chunk_values_all(queries, chunk, c0, (self.lo, c0, last), self.hd, wide);
                 continue;
             }
             for t in self.seeing(c0, keys) {
                 let (from, pos) = (self.visible)(t);
-                queries.clear();
-                queries.extend((0..self.rep).map(|r| pair(t, r)));
                 let range = (self.lo, from.max(c0), pos.min(last));
-                chunk_values_all(queries, chunk, c0, range, self.hd, wide);
+                let heads = &queries[t * self.rep..(t + 1) * self.rep];
+                chunk_values_all(heads, chunk, c0, range, self.hd, wide);
             }
         }
     }

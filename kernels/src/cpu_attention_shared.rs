@@ -174,15 +174,14 @@ pub unsafe fn decode_group<T: KvElem>(
     // 1. Scores against the shared keys, a converted chunk at a time, transposed so that a
     // vector holds the keys' elements d and every score of a query comes out in lanes (no
     // horizontal sums).
+    queries.clear();
+    for (k, &(i, t)) in tokens.iter().enumerate() {
+        queries.extend((0..rep).map(|r| (q.as_ptr().add(qrow(i, t, r)), score_row(k, r))));
+    }
     for c0 in (0..shared).step_by(CHUNK) {
         let keys = (shared - c0).min(CHUNK);
         chunk.load_keys(k_pool, &prefix[c0..c0 + keys], row, kh * hd, hd);
-        queries.clear();
-        for (k, &(i, t)) in tokens.iter().enumerate() {
-            queries
-                .extend((0..rep).map(|r| (q.as_ptr().add(qrow(i, t, r)), score_row(k, r).add(c0))));
-        }
-        chunk_scores_all(queries, chunk.keys_t(), hd, shape.scale, keys, wide);
+        chunk_scores_all(queries, c0, chunk.keys_t(), hd, shape.scale, keys, wide);
     }
     // 2. Each sequence's own keys: one token's straight from the pool; several tokens' a
     // converted chunk at a time for all of them.
@@ -226,14 +225,13 @@ pub unsafe fn decode_group<T: KvElem>(
     // 4. Weighted values: the shared keys a converted chunk at a time, then each sequence's
     // own keys. A query's sum runs over its keys in order either way (its running sum goes
     // through `out` between chunks, which f32 stores and loads keep exact).
+    queries.clear();
+    for (k, &(i, t)) in tokens.iter().enumerate() {
+        queries.extend((0..rep).map(|r| (score_row(k, r) as *const f32, out.add(qrow(i, t, r)))));
+    }
     for c0 in (0..shared).step_by(CHUNK) {
         let keys = (shared - c0).min(CHUNK);
         chunk.load_values(v_pool, &prefix[c0..c0 + keys], row, kh * hd, hd);
-        queries.clear();
-        for (k, &(i, t)) in tokens.iter().enumerate() {
-            queries
-                .extend((0..rep).map(|r| (score_row(k, r) as *const f32, out.add(qrow(i, t, r)))));
-        }
         chunk_values_all(queries, chunk, c0, (0, c0, c0 + keys - 1), hd, wide);
     }
     // One token's own value rows sit wherever decode put them: ask for the next
